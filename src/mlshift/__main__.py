@@ -1,0 +1,5 @@
+"""``python -m mlshift``: the command line."""
+
+from mlshift.cli import main
+
+main()

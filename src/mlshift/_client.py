@@ -1,0 +1,500 @@
+"""``mlshift.connect()`` and the :class:`Client` it returns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mlshift.errors import ConfigError, InvalidPayload, NotFound, ProviderError, UnsupportedOperation
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from pydantic import BaseModel
+
+    from mlshift.adapter import Adapter, EndpointState, Invocation
+    from mlshift.plan import ApplyEvent, ApplyResult, Plan
+    from mlshift.specs.endpoint import EndpointSpec
+    from mlshift.specs.model import ModelSpec, ModelVersion, Signature
+    from mlshift.specs.project import ProjectFile
+
+__all__ = ["Client", "EndpointsAPI", "ModelsAPI", "PipelinesAPI", "Prediction", "connect"]
+
+M = TypeVar("M", bound="BaseModel")
+
+
+def validate_spec(model: type[M], data: Any, what: str) -> M:
+    """Validate ``data`` against a spec model, naming ``what`` in the error.
+
+    Raises:
+        ConfigError: naming the field path and what is wrong with it.
+    """
+    try:
+        return model.model_validate(data)
+    except ConfigError as exc:
+        detail = getattr(exc, "detail", exc.message)
+        where = f"{exc.field}: " if exc.field else ""
+        raise ConfigError(f"{what}: {where}{detail}", field=exc.field) from None
+
+
+def default_variant_name(version: ModelVersion) -> str:
+    """``iris:3`` → ``iris-v3``, lowercased and with ``_``/``.`` turned into ``-``."""
+    base = version.name.lower().replace("_", "-").replace(".", "-")
+    ver = version.version.lower().replace("_", "-").replace(".", "-")
+    return f"{base}-v{ver}"[:63].strip("-")
+
+
+def _spread(total: int, weights: Mapping[str, int]) -> dict[str, int]:
+    """Split ``total`` percent across names in proportion to ``weights`` (largest remainder)."""
+    names = list(weights)
+    if not names:
+        return {}
+    base = sum(weights.values())
+    shares = {n: (weights[n] / base if base else 1 / len(names)) * total for n in names}
+    out = {n: int(shares[n]) for n in names}
+    rest = total - sum(out.values())
+    for n in sorted(names, key=lambda n: shares[n] - out[n], reverse=True)[:rest]:
+        out[n] += 1
+    return out
+
+
+class Prediction:
+    """The answer of an endpoint to a ``predict`` call.
+
+    Attributes:
+        predictions: The model's outputs, one per input row.
+        variant: The variant that served the request.
+        invocation: The raw response.
+    """
+
+    def __init__(self, predictions: list[Any], invocation: Invocation) -> None:
+        self.predictions = predictions
+        self.variant = invocation.variant
+        self.invocation = invocation
+
+    def __repr__(self) -> str:
+        return f"Prediction(variant={self.variant!r}, predictions={self.predictions!r})"
+
+
+def _encode_payload(data: Any) -> tuple[bytes, str]:
+    if isinstance(data, bytes):
+        return data, "application/json"
+    if isinstance(data, str):
+        text = data.strip()
+        if text.startswith(("{", "[")):
+            return text.encode(), "application/json"
+        return text.encode(), "text/csv"
+    if hasattr(data, "tolist"):  # numpy arrays without importing numpy
+        data = data.tolist()
+    if isinstance(data, Mapping):
+        return json.dumps(data).encode(), "application/json"
+    if isinstance(data, (list, tuple)):
+        return json.dumps({"instances": list(data)}).encode(), "application/json"
+    raise InvalidPayload(
+        f"cannot send a {type(data).__name__} as a prediction request",
+        hint="pass a list of rows, a dict such as {'instances': [...]}, JSON text, CSV text or bytes",
+    )
+
+
+class ModelsAPI:
+    """``client.models``: register, find and label model versions."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self._adapter = adapter
+
+    def register(
+        self,
+        name: str,
+        path: str | Path,
+        *,
+        framework: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        signature: Signature | None = None,
+        description: str | None = None,
+    ) -> ModelVersion:
+        """Register a new version of ``name`` from a local artifact.
+
+        The artifact is checked before anything is stored: it must exist, be loadable by the
+        framework, and its signature is inferred when not given. Identical bytes are stored once.
+
+        Args:
+            name: The model's name.
+            path: A ``.skops``/``.joblib``/``.onnx`` file or a predictor directory.
+            framework: ``sklearn``, ``onnx`` or ``predictor``; guessed from the path when omitted.
+
+        Raises:
+            ConfigError: missing/unreadable artifact, unknown framework, bad name or metric.
+        """
+        from mlshift._artifacts import digest_path
+        from mlshift.adapter import Artifact
+        from mlshift.serving import detect_framework, infer_signature
+        from mlshift.specs.model import ModelSpec
+
+        p = Path(path).expanduser()
+        digest = digest_path(p)  # also: exists and is readable
+        fw = framework or detect_framework(p)
+        spec = validate_spec(
+            ModelSpec,
+            {
+                "name": name,
+                "path": str(p.resolve()),
+                "framework": fw,
+                "signature": signature,
+                "metrics": dict(metrics or {}),
+                "tags": dict(tags or {}),
+                "description": description,
+            },
+            f"model {name!r}",
+        )
+        self._adapter.name_rules.model.check("model", spec.name, self._adapter.uri.raw, field="name")
+        if spec.signature is None:
+            spec = spec.model_copy(update={"signature": infer_signature(p, spec.framework)})
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        return self._adapter.models.register(spec, Artifact(path=p.resolve(), digest=digest, size=size))
+
+    def get(self, ref: str) -> ModelVersion:
+        """Resolve ``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME`` (latest).
+
+        Raises:
+            NotFound: if nothing matches.
+        """
+        from mlshift.specs.model import ModelRef
+
+        return self._adapter.models.get(ModelRef.parse(ref))
+
+    def list(self, name: str | None = None) -> list[ModelVersion]:
+        """Every version of ``name``, or of every model, oldest first."""
+        return self._adapter.models.list(name)
+
+    def set_alias(self, name: str, alias: str, version: str | int) -> ModelVersion:
+        """Point ``name@alias`` at a version.
+
+        Raises:
+            ConfigError: for an alias that is not a simple name.
+            NotFound: for a version that does not exist.
+        """
+        import re
+
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,62}", alias):
+            raise ConfigError(
+                f"invalid alias {alias!r}: use letters, digits, '_' and '-', starting with a letter",
+                field="alias",
+            )
+        if alias == "latest":
+            raise ConfigError("'latest' is reserved: NAME without a version already means the latest")
+        return self._adapter.models.set_alias(name, alias, str(version))
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Remove ``name@alias``."""
+        self._adapter.models.remove_alias(name, alias)
+
+    def delete(self, ref: str) -> None:
+        """Delete one exact version (``NAME:VERSION``).
+
+        Raises:
+            ConfigError: if the reference is not exact.
+            Conflict: if an endpoint serves it.
+        """
+        from mlshift.specs.model import ModelRef
+
+        parsed = ModelRef.parse(ref)
+        if parsed.version is None:
+            raise ConfigError(f"delete needs an exact version, e.g. {parsed.name}:1; got {ref!r}")
+        self._adapter.models.delete(parsed.name, parsed.version)
+
+
+class EndpointsAPI:
+    """``client.endpoints``: deploy, inspect, call and remove endpoints."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._adapter = client.adapter
+
+    def list(self) -> list[EndpointState]:
+        """Every endpoint on the target."""
+        return self._adapter.endpoints.list()
+
+    def get(self, name: str) -> EndpointState:
+        """The live state of one endpoint.
+
+        Raises:
+            NotFound: if there is no such endpoint.
+        """
+        state = self._adapter.endpoints.observe(name)
+        if state is None:
+            raise NotFound(
+                f"endpoint {name!r} does not exist on {self._adapter.uri.raw}",
+                provider=self._adapter.name,
+                hint="list endpoints with `mlshift endpoints list`",
+            )
+        return state
+
+    def deploy(
+        self,
+        name: str,
+        model: str,
+        *,
+        traffic: int | None = None,
+        size: str = "cpu-small",
+        replicas: int = 1,
+        variant: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        on_event: Callable[[ApplyEvent], None] | None = None,
+    ) -> EndpointState:
+        """Deploy a model version to an endpoint, creating the endpoint if needed.
+
+        Without ``traffic`` the new version takes all traffic and the variants it replaces are
+        removed once traffic has moved. With ``traffic=20`` it becomes one more variant at 20%
+        and the other variants keep 80% between them, in their current proportions.
+
+        This is sugar over :meth:`Client.plan` and :meth:`Client.apply`.
+
+        Raises:
+            ConfigError: a bad name, size, traffic share or option.
+            NotFound: the model reference resolves to nothing.
+        """
+        from mlshift.specs.endpoint import Compute, EndpointSpec, Variant
+
+        if traffic is not None and not 0 < traffic <= 100:
+            raise ConfigError(f"traffic must be between 1 and 100 percent, got {traffic}", field="traffic")
+        version = self._client.models.get(model)
+        compute = validate_spec(Compute, {"size": size, "replicas": replicas}, "compute")
+        new_name = variant or default_variant_name(version)
+        exact = f"{version.name}:{version.version}"
+        state = self._adapter.endpoints.observe(name)
+        variants: list[dict[str, Any]] = []
+        if state is None or not state.variants:
+            if traffic not in (None, 100):
+                raise ConfigError(
+                    f"endpoint {name!r} does not exist yet, so its first model takes all traffic; "
+                    f"drop --traffic or deploy once without it first",
+                    field="traffic",
+                )
+            variants.append({"name": new_name, "model": exact, "weight": 100, "compute": compute})
+        else:
+            share = 100 if traffic is None else traffic
+            others = {v.name: v.weight for v in state.variants if v.name != new_name}
+            if share < 100 and not others:
+                raise ConfigError(
+                    f"endpoint {name!r} has no other variant to keep the remaining {100 - share}%",
+                    field="traffic",
+                )
+            rest = _spread(100 - share, others) if share < 100 else {}
+            for live in state.variants:
+                if live.name in rest:
+                    variants.append(
+                        {"name": live.name, "model": live.model, "weight": rest[live.name], "compute": live.compute}
+                    )
+            current = state.variant(new_name)
+            keep_compute = current.compute if current is not None and current.model == exact else compute
+            variants.append({"name": new_name, "model": exact, "weight": share, "compute": keep_compute})
+        spec = validate_spec(
+            EndpointSpec,
+            {
+                "name": name,
+                "variants": variants,
+                "compute": compute,
+                "tags": dict(tags if tags is not None else (state.tags if state else {})),
+                "provider_options": {k: dict(v) for k, v in (provider_options or {}).items()},
+            },
+            f"endpoint {name!r}",
+        )
+        plan = self._client.plan(spec)
+        self._client.apply(plan, on_event=on_event)
+        return self.get(name)
+
+    def set_traffic(self, name: str, weights: Mapping[str, int]) -> EndpointState:
+        """Set every variant's share of traffic; shares must sum to 100.
+
+        Raises:
+            ConfigError: unknown variant names or shares not summing to 100.
+        """
+        from mlshift.specs.endpoint import EndpointSpec
+
+        state = self.get(name)
+        unknown = sorted(set(weights) - {v.name for v in state.variants})
+        if unknown:
+            known = ", ".join(v.name for v in state.variants)
+            raise ConfigError(f"endpoint {name!r} has no variant {', '.join(unknown)} (it has {known})")
+        spec = validate_spec(
+            EndpointSpec,
+            {
+                "name": name,
+                "variants": [
+                    {"name": v.name, "model": v.model, "weight": weights.get(v.name, 0), "compute": v.compute}
+                    for v in state.variants
+                ],
+                "tags": state.tags,
+            },
+            f"endpoint {name!r}",
+        )
+        self._client.apply(self._client.plan(spec))
+        return self.get(name)
+
+    def delete(self, name: str) -> None:
+        """Delete an endpoint and stop everything it runs.
+
+        Raises:
+            NotFound: if there is no such endpoint.
+        """
+        self.get(name)
+        self._adapter.endpoints.delete(name).wait()
+
+    def invoke(
+        self, name: str, body: bytes, content_type: str = "application/json", *, variant: str | None = None
+    ) -> Invocation:
+        """Send raw bytes to an endpoint and return the raw answer (any status)."""
+        return self._adapter.endpoints.invoke(name, body, content_type, variant=variant)
+
+    def predict(self, name: str, data: Any, *, variant: str | None = None) -> Prediction:
+        """Ask an endpoint for predictions.
+
+        Args:
+            data: Rows (a list of lists or of dicts, or a numpy array), a full JSON payload as a
+                dict (``{"instances": ...}``, ``{"dataframe_split": ...}``), JSON/CSV text or bytes.
+            variant: Send to one variant directly, where the target supports it.
+
+        Raises:
+            InvalidPayload: the model rejected the input (HTTP 400), with the server's reason.
+            ProviderError: the endpoint failed to answer.
+        """
+        body, content_type = _encode_payload(data)
+        inv = self.invoke(name, body, content_type, variant=variant)
+        try:
+            payload = inv.json()
+        except ValueError:
+            payload = None
+        if inv.status_code >= 400:
+            err = payload.get("error", {}) if isinstance(payload, dict) else {}
+            message = err.get("message") if isinstance(err, dict) else None
+            text = message or inv.body[:300].decode(errors="replace")
+            if 400 <= inv.status_code < 500:
+                raise InvalidPayload(f"endpoint {name!r} rejected the request: {text}")
+            raise ProviderError(
+                f"endpoint {name!r} failed with HTTP {inv.status_code}: {text}", provider=self._adapter.name
+            )
+        if not isinstance(payload, dict) or "predictions" not in payload:
+            raise ProviderError(f"endpoint {name!r} answered without predictions", provider=self._adapter.name)
+        return Prediction(list(payload["predictions"]), inv)
+
+
+class PipelinesAPI:
+    """``client.pipelines``: placeholder until pipelines land (see the roadmap in the docs)."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self._adapter = adapter
+
+    def __getattr__(self, item: str) -> Any:
+        raise UnsupportedOperation(
+            f"pipelines are not available in this version of mlshift (client.pipelines.{item})",
+            hint="see docs/roadmap.md",
+        )
+
+
+class Client:
+    """A connection to one target. Use :func:`connect` to make one.
+
+    Attributes:
+        adapter: The target's adapter.
+        models: Register, find and label model versions.
+        endpoints: Deploy, inspect, call and remove endpoints.
+        pipelines: Pipelines (arriving in a later release).
+    """
+
+    def __init__(self, adapter: Adapter, *, label: str = "") -> None:
+        self.adapter = adapter
+        self.label = label or adapter.uri.raw
+        self.models = ModelsAPI(adapter)
+        self.endpoints = EndpointsAPI(self)
+        self.pipelines = PipelinesAPI(adapter)
+
+    @property
+    def target(self) -> str:
+        """The target's URI."""
+        return self.adapter.uri.raw
+
+    def __repr__(self) -> str:
+        return f"<mlshift.Client {self.target}>"
+
+    def plan(
+        self, specs: ProjectFile | EndpointSpec | ModelSpec | Iterable[EndpointSpec | ModelSpec]
+    ) -> Plan:
+        """What applying ``specs`` would change. Reads only; changes nothing.
+
+        Raises:
+            ConfigError, UnsupportedOperation, NotFound: before any side effect.
+        """
+        from mlshift.plan import build_plan
+        from mlshift.specs.endpoint import EndpointSpec
+        from mlshift.specs.model import ModelSpec
+        from mlshift.specs.project import ProjectFile
+
+        if isinstance(specs, ProjectFile):
+            return build_plan(self.adapter, models=specs.models, endpoints=specs.endpoints)
+        items = [specs] if isinstance(specs, (EndpointSpec, ModelSpec)) else list(specs)
+        models = [s for s in items if isinstance(s, ModelSpec)]
+        endpoints = [s for s in items if isinstance(s, EndpointSpec)]
+        return build_plan(self.adapter, models=models, endpoints=endpoints)
+
+    def apply(
+        self,
+        plan: Plan | ProjectFile | EndpointSpec | ModelSpec | Iterable[EndpointSpec | ModelSpec],
+        *,
+        on_event: Callable[[ApplyEvent], None] | None = None,
+    ) -> ApplyResult:
+        """Carry out a plan (or plan and carry out specs). An empty plan makes no call.
+
+        Raises:
+            Conflict: the plan is stale, or another process is changing the same endpoint.
+        """
+        from mlshift.plan import Plan, apply_plan
+
+        if not isinstance(plan, Plan):
+            plan = self.plan(plan)
+        return apply_plan(self.adapter, plan, on_event=on_event)
+
+    def close(self) -> None:
+        """Release the adapter's clients (endpoints keep running)."""
+        self.adapter.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def connect(
+    target: str | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
+    project_file: str | Path | None = None,
+) -> Client:
+    """Connect to a target.
+
+    Args:
+        target: A URI (``local://``, ``local:///path/to/state``, ``memory://``,
+            ``sagemaker://us-east-1``) or a target name from ``mlshift.yaml``. When omitted:
+            ``$MLSHIFT_TARGET``, then the file's ``default_target``, then ``local://`` (state in
+            ``./.mlshift``).
+        options: Adapter options, merged over those ``mlshift.yaml`` gives the target.
+        project_file: An explicit ``mlshift.yaml`` (default: searched upward from the working
+            directory).
+
+    Raises:
+        AdapterNotFound: unknown scheme, or an adapter that is not installed (with the install
+            command).
+        ConfigError: an unknown target name or a malformed ``mlshift.yaml``.
+    """
+    from mlshift._config import resolve_target
+    from mlshift._registry import load_adapter
+
+    resolved = resolve_target(target, project_file=Path(project_file) if project_file else None)
+    merged = {**resolved.options, **dict(options or {}), "_base_dir": str(resolved.base_dir)}
+    return Client(load_adapter(resolved.uri, merged), label=resolved.label)

@@ -1,0 +1,41 @@
+"""Traffic splitting shared by the local router and the in-memory target."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["WeightedRoundRobin"]
+
+
+class WeightedRoundRobin:
+    """Smooth weighted round-robin (as nginx does it).
+
+    Over any window of 100 picks each variant gets exactly its percentage, interleaved evenly
+    (80/20 gives ``a a b a a a a b ...``, never long runs), so a split is visible after a few
+    requests and never drifts the way random choice does.
+    """
+
+    def __init__(self, weights: Mapping[str, int]) -> None:
+        self.weights = {k: int(v) for k, v in weights.items() if v > 0}
+        self._total = sum(self.weights.values())
+        self._current = dict.fromkeys(self.weights, 0)
+
+    def __bool__(self) -> bool:
+        return self._total > 0
+
+    def pick(self) -> str:
+        """The next variant to send a request to.
+
+        Raises:
+            LookupError: if no variant has any weight.
+        """
+        if not self._total:
+            raise LookupError("no variant carries traffic")
+        best, best_value = "", None
+        for name, weight in self.weights.items():
+            value = self._current[name] + weight
+            self._current[name] = value
+            if best_value is None or value > best_value:
+                best, best_value = name, value
+        self._current[best] -= self._total
+        return best

@@ -1,0 +1,505 @@
+"""The adapter contract: the line between mlshift's core and one provider.
+
+Above the line the core decides what changes, in which order, and whether it is healthy.
+Below it an adapter translates one small, typed primitive into its SDK's calls and reports
+live state in neutral terms. The contract is a set of :class:`typing.Protocol` classes, so a
+fake needs no inheritance; :class:`BaseEndpointService` gives defaults that raise
+:class:`~mlshift.errors.UnsupportedOperation` for the optional primitives.
+
+Every mutating primitive returns an :class:`Operation`: a waitable handle, because on a cloud
+creating an endpoint takes minutes. Local and in-memory adapters return finished ones.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+from pydantic import Field
+
+from mlshift.errors import ConfigError, ProviderTimeout, UnsupportedOperation
+from mlshift.specs._base import SpecModel
+from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
+
+__all__ = [
+    "Adapter",
+    "Artifact",
+    "BaseEndpointService",
+    "Capability",
+    "CompletedOperation",
+    "EndpointService",
+    "EndpointState",
+    "Invocation",
+    "ModelRegistry",
+    "NameRule",
+    "NameRules",
+    "Operation",
+    "PollingOperation",
+    "ResolvedVariant",
+    "TargetURI",
+    "VariantMetrics",
+    "VariantState",
+    "VariantStatus",
+    "validate_own_options",
+]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Capability(str, Enum):
+    """What a target can do; the planner checks these before any call is made."""
+
+    TRAFFIC_SPLIT = "traffic_split"
+    """More than one variant behind an endpoint, with weights."""
+    TARGETED_INVOKE = "targeted_invoke"
+    """Invoke one named variant directly, bypassing the split."""
+    NATIVE_ROLLOUT = "native_rollout"
+    """The provider runs canary/linear/blue-green rollouts itself."""
+    SHADOW_TRAFFIC = "shadow_traffic"
+    """Mirror live traffic to a variant whose answers are discarded."""
+    METRICS = "metrics"
+    """Per-variant request counts, error counts and latencies can be read."""
+    AUTOSCALING = "autoscaling"
+    """Replica counts follow load between bounds."""
+    SERVERLESS = "serverless"
+    """Endpoints that scale to zero and bill per request."""
+    GPU = "gpu"
+    """GPU compute sizes."""
+    PIPELINES = "pipelines"
+    """Pipelines can be compiled and run."""
+    PIPELINE_CONDITIONS = "pipeline_conditions"
+    """Pipelines can branch on step outputs natively."""
+    SCHEDULES = "schedules"
+    """Pipelines can be run on a schedule by the provider."""
+
+
+# --------------------------------------------------------------------------------------------
+# Waitable operations
+
+
+@runtime_checkable
+class Operation(Protocol[T_co]):
+    """A handle on a possibly long-running change."""
+
+    @property
+    def description(self) -> str:
+        """What the operation does, for progress output."""
+        ...
+
+    def done(self) -> bool:
+        """Whether the operation has finished (successfully or not)."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> T_co:
+        """Block until finished and return the result.
+
+        Raises:
+            ProviderTimeout: if ``timeout`` seconds pass first.
+            ProviderError: if the operation failed.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class CompletedOperation(Generic[T]):
+    """An operation that finished before it was returned (local and in-memory targets)."""
+
+    result: T
+    description: str = ""
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self, timeout: float | None = None) -> T:
+        return self.result
+
+
+@dataclass
+class PollingOperation(Generic[T]):
+    """An operation finished by polling: ``poll()`` returns the result, or ``None`` while pending.
+
+    Adapters for clouds wrap their describe-calls in one of these; the core only calls
+    :meth:`wait`, so no adapter ever waits forever.
+    """
+
+    poll: Callable[[], T | None]
+    description: str = ""
+    interval: float = 1.0
+    default_timeout: float = 1800.0
+    sleep: Callable[[float], None] = time.sleep
+    _result: T | None = field(default=None, init=False, repr=False)
+    _done: bool = field(default=False, init=False, repr=False)
+
+    def done(self) -> bool:
+        if not self._done:
+            result = self.poll()
+            if result is not None:
+                self._result, self._done = result, True
+        return self._done
+
+    def wait(self, timeout: float | None = None) -> T:
+        limit = self.default_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while not self.done():
+            if time.monotonic() >= deadline:
+                raise ProviderTimeout(
+                    f"{self.description or 'operation'} did not finish within {limit:g} s",
+                    hint="raise the timeout, or check the target's console for what it waits on",
+                )
+            self.sleep(self.interval)
+        assert self._result is not None
+        return self._result
+
+
+# --------------------------------------------------------------------------------------------
+# Typed inputs and outputs
+
+
+class TargetURI(SpecModel):
+    """A parsed target URI: ``scheme[+variant]://[location][/path][?key=value&...]``."""
+
+    raw: str
+    scheme: str
+    variant: str | None = None
+    location: str = ""
+    path: str = ""
+    query: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def adapter(self) -> str:
+        """The adapter name (the scheme without ``+variant``)."""
+        return self.scheme
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A model artifact on local disk, with its digest computed by the core."""
+
+    path: Path
+    digest: str
+    size: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.path.is_dir()
+
+
+class ResolvedVariant(SpecModel):
+    """A variant whose model reference has been resolved to one exact version."""
+
+    name: str
+    model: ModelVersion
+    weight: int
+    compute: Compute = Field(default_factory=Compute)
+
+
+VariantStatus = Literal["creating", "healthy", "unhealthy", "failed", "stopped", "unknown"]
+
+
+class VariantState(SpecModel):
+    """A variant as it is live on the target."""
+
+    name: str
+    model: str
+    """``name:version`` of the model version it serves."""
+    digest: str | None = None
+    weight: int
+    compute: Compute = Field(default_factory=Compute)
+    status: VariantStatus = "unknown"
+    detail: str | None = None
+    """Why it is not healthy, when it is not."""
+    url: str | None = None
+
+
+class EndpointState(SpecModel):
+    """An endpoint as it is live on the target, in neutral terms."""
+
+    name: str
+    url: str | None = None
+    status: VariantStatus = "unknown"
+    variants: tuple[VariantState, ...] = ()
+    tags: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    spec_digest: str | None = None
+    """Digest of the spec the endpoint was last applied from (the ``mlshift:spec`` tag)."""
+
+    def variant(self, name: str) -> VariantState | None:
+        """The variant called ``name``, if present."""
+        return next((v for v in self.variants if v.name == name), None)
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Variant name → weight."""
+        return {v.name: v.weight for v in self.variants}
+
+
+class Invocation(SpecModel):
+    """The answer to one prediction request."""
+
+    status_code: int
+    body: bytes
+    content_type: str = "application/json"
+    variant: str | None = None
+    """The variant that served the request (from the target's response header)."""
+    latency_ms: float = 0.0
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        import json
+
+        return json.loads(self.body)
+
+
+class VariantMetrics(SpecModel):
+    """Request counts and latencies for one variant over a window."""
+
+    variant: str
+    window_seconds: float
+    requests: int
+    errors: int
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class NameRule(SpecModel):
+    """What a target accepts as a name of one kind of resource."""
+
+    pattern: str
+    max_length: int
+    description: str
+
+    def check(self, kind: str, name: str, target: str, field: str | None = None) -> None:
+        """Raise :class:`ConfigError` if ``name`` breaks this rule."""
+        if len(name) > self.max_length or not re.fullmatch(self.pattern, name):
+            raise ConfigError(
+                f"{kind} name {name!r} is not allowed on target {target!r}: {self.description} "
+                f"(at most {self.max_length} characters)",
+                field=field,
+            )
+
+
+_DNS_LABEL = NameRule(
+    pattern=r"[a-z0-9]([a-z0-9-]*[a-z0-9])?",
+    max_length=63,
+    description="use lowercase letters, digits and '-', starting and ending with a letter or digit",
+)
+
+
+class NameRules(SpecModel):
+    """Name rules of a target, per kind of resource (checked at plan time)."""
+
+    model: NameRule = NameRule(
+        pattern=r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?",
+        max_length=128,
+        description="use letters, digits, '.', '_' and '-', starting and ending with a letter or digit",
+    )
+    endpoint: NameRule = _DNS_LABEL
+    variant: NameRule = _DNS_LABEL
+
+
+# --------------------------------------------------------------------------------------------
+# The protocols
+
+
+@runtime_checkable
+class ModelRegistry(Protocol):
+    """Where model versions live on a target."""
+
+    def register(self, spec: ModelSpec, artifact: Artifact) -> ModelVersion:
+        """Store the artifact and create the next version of ``spec.name``."""
+        ...
+
+    def get(self, ref: ModelRef) -> ModelVersion:
+        """Resolve a reference to one version.
+
+        Raises:
+            NotFound: if the model, version or alias does not exist.
+        """
+        ...
+
+    def list(self, name: str | None = None) -> list[ModelVersion]:
+        """All versions of ``name`` (or of every model), oldest first."""
+        ...
+
+    def find_by_digest(self, name: str, digest: str) -> ModelVersion | None:
+        """The version of ``name`` with these exact bytes, if one exists."""
+        ...
+
+    def set_alias(self, name: str, alias: str, version: str) -> ModelVersion:
+        """Point ``alias`` at ``version`` (moving it if it pointed elsewhere)."""
+        ...
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias`` from ``name``."""
+        ...
+
+    def delete(self, name: str, version: str) -> None:
+        """Delete one version.
+
+        Raises:
+            Conflict: if an endpoint still serves it.
+        """
+        ...
+
+    def artifact_path(self, version: ModelVersion) -> Path:
+        """A local path holding the version's artifact, verified against its digest.
+
+        Raises:
+            IntegrityError: if the stored bytes do not match the digest.
+        """
+        ...
+
+
+@runtime_checkable
+class EndpointService(Protocol):
+    """Endpoints on a target: observe live state and change it one primitive at a time."""
+
+    def list(self) -> list[EndpointState]:
+        """Every endpoint on the target that mlshift can see."""
+        ...
+
+    def observe(self, name: str) -> EndpointState | None:
+        """The live state of ``name``, or ``None`` if it does not exist."""
+        ...
+
+    def validate(self, spec: EndpointSpec) -> None:
+        """Check target-specific parts of a spec (options, sizes, ports) without side effects.
+
+        Raises:
+            ConfigError: naming the field that is wrong.
+        """
+        ...
+
+    def create(
+        self, spec: EndpointSpec, variants: list[ResolvedVariant]
+    ) -> Operation[EndpointState]:
+        """Create the endpoint serving ``variants`` with their weights."""
+        ...
+
+    def add_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        """Start one more variant (traffic goes to it only per its weight)."""
+        ...
+
+    def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        """Swap the model or compute of an existing variant without dropping its traffic."""
+        ...
+
+    def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
+        """Stop a variant; it must carry no traffic."""
+        ...
+
+    def set_weights(self, name: str, weights: Mapping[str, int]) -> Operation[EndpointState]:
+        """Set every variant's share of traffic at once (shares sum to 100)."""
+        ...
+
+    def update_compute(
+        self, name: str, variant_name: str, compute: Compute
+    ) -> Operation[EndpointState]:
+        """Resize a variant in place."""
+        ...
+
+    def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
+        """Replace the endpoint's user tags."""
+        ...
+
+    def delete(self, name: str) -> Operation[None]:
+        """Delete the endpoint and everything it runs."""
+        ...
+
+    def invoke(
+        self,
+        name: str,
+        body: bytes,
+        content_type: str = "application/json",
+        *,
+        variant: str | None = None,
+        timeout: float = 60.0,
+    ) -> Invocation:
+        """Send one prediction request (to one variant where ``TARGETED_INVOKE``)."""
+        ...
+
+    def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
+        """Per-variant numbers over the last ``window`` seconds, where ``METRICS``."""
+        ...
+
+    def lock(self, name: str, *, owner: str, timeout: float) -> AbstractContextManager[None]:
+        """Hold an exclusive lease on changing ``name`` for the duration of a ``with`` block.
+
+        Two processes changing one endpoint at once is how state gets corrupted. The local
+        target locks a file; cloud targets use a tag/ETag lease. The lock must not outlive a
+        holder that died.
+
+        Raises:
+            Conflict: if ``timeout`` seconds pass while someone else holds it (naming them).
+        """
+        ...
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One target: a provider plus its location and options."""
+
+    name: str
+    uri: TargetURI
+    capabilities: frozenset[Capability]
+    name_rules: NameRules
+
+    @property
+    def models(self) -> ModelRegistry: ...
+
+    @property
+    def endpoints(self) -> EndpointService: ...
+
+    def close(self) -> None:
+        """Release clients and connections (not the resources on the target)."""
+        ...
+
+
+class BaseEndpointService:
+    """Defaults for the optional endpoint primitives: each raises ``UnsupportedOperation``."""
+
+    target_name: str = "this target"
+
+    def _unsupported(self, what: str) -> UnsupportedOperation:
+        return UnsupportedOperation(f"{self.target_name} cannot {what}")
+
+    def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        raise self._unsupported("replace a variant in place")
+
+    def update_compute(
+        self, name: str, variant_name: str, compute: Compute
+    ) -> Operation[EndpointState]:
+        raise self._unsupported("resize a variant in place")
+
+    def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
+        return None
+
+
+def validate_own_options(
+    spec: EndpointSpec, target: str, model: type[SpecModel]
+) -> SpecModel:
+    """Validate ``spec.provider_options[target]`` against ``model`` (other keys are not ours).
+
+    Raises:
+        ConfigError: naming ``provider_options.<target>.<field>``.
+    """
+    raw: Mapping[str, Any] = spec.provider_options.get(target, {})
+    try:
+        return model.model_validate(raw)
+    except ConfigError as exc:
+        path = f"provider_options.{target}" + (f".{exc.field}" if exc.field else "")
+        allowed = ", ".join(sorted(model.model_fields))
+        raise ConfigError(
+            f"endpoint {spec.name!r}: {path}: {getattr(exc, 'detail', exc.message)}",
+            field=path,
+            hint=f"options the {target} target knows: {allowed}",
+        ) from None

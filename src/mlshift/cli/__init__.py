@@ -1,0 +1,637 @@
+"""The ``mlshift`` command line.
+
+Only typer is imported at module level: ``mlshift --help`` must stay fast, so every command
+imports what it needs (pydantic, the adapters, numpy) when it runs.
+
+Exit codes: 0 success; 1 an mlshift error (printed without a traceback); 2 a usage error, or
+``plan --detailed-exitcode`` with changes; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from mlshift import __version__
+
+if TYPE_CHECKING:
+    from mlshift._client import Client
+    from mlshift.plan import ApplyEvent
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="mlshift",
+    help="Register models, deploy them safely and call them, on any target with the same commands.\n\n"
+    "Targets: local:// (this machine, the default), memory://, sagemaker://REGION, "
+    "azureml://..., vertex://..., or a name from mlshift.yaml.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+models_app = typer.Typer(help="Register, list and label model versions.", no_args_is_help=True)
+endpoints_app = typer.Typer(help="List, inspect, re-weight and delete endpoints.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(endpoints_app, name="endpoints")
+
+TargetOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--target",
+        "-t",
+        help="Target URI or mlshift.yaml name (default: $MLSHIFT_TARGET, default_target, local://).",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    str, typer.Option("--output", "-o", help="table (for people) or json (for scripts and CI).")
+]
+
+
+class _State:
+    output = "table"
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _check_output(output: str) -> str:
+    if output not in ("table", "json"):
+        raise typer.BadParameter(f"expected one of json, table; got {output!r}", param_hint="--output")
+    _State.output = output
+    return output
+
+
+def _client(target: str | None, project_file: str | None = None) -> Client:
+    from mlshift._client import connect
+
+    return connect(target, project_file=project_file)
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _pairs(values: list[str] | None, what: str, number: bool = False) -> dict[str, Any]:
+    from mlshift.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{what} {item!r} is not KEY=VALUE", field=what.lstrip("-"))
+        if number:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"{what} {item!r}: {value!r} is not a number", field=what.lstrip("-")) from None
+        else:
+            out[key] = value
+    return out
+
+
+def _progress(event: ApplyEvent) -> None:
+    if _State.output == "json":
+        import json
+
+        sys.stderr.write(
+            json.dumps(
+                {
+                    "event": f"action_{event.phase}",
+                    "index": event.index,
+                    "total": event.total,
+                    "action": event.action.describe(),
+                    "elapsed_s": round(event.elapsed, 3),
+                    **({"error": event.error} if event.error else {}),
+                }
+            )
+            + "\n"
+        )
+        return
+    console = _console(stderr=True)
+    prefix = f"[{event.index}/{event.total}]"
+    if event.phase == "start":
+        console.print(f"{prefix} {event.action.describe()} ...")
+    elif event.phase == "done":
+        console.print(f"{prefix} [green]done[/green] in {event.elapsed:.1f}s")
+    else:
+        console.print(f"{prefix} [red]failed[/red] after {event.elapsed:.1f}s")
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+def _version_row(v: Any) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "version": v.version,
+        "framework": v.framework,
+        "aliases": ",".join(v.aliases),
+        "metrics": ", ".join(f"{k}={val:g}" for k, val in v.metrics.items()),
+        "digest": v.digest[7:19],
+        "created": v.created_at.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _table(rows: list[dict[str, Any]], title: str, empty: str) -> None:
+    from rich.table import Table
+
+    console = _console()
+    if not rows:
+        console.print(empty)
+        return
+    table = Table(title=title, title_justify="left")
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+@models_app.command("register")
+def models_register(
+    name: Annotated[str, typer.Argument(help="Model name; versions are numbered per name.")],
+    path: Annotated[str, typer.Argument(help="A .skops/.joblib/.onnx file or a predictor directory.")],
+    framework: Annotated[
+        Optional[str], typer.Option("--framework", "-f", help="sklearn, onnx or predictor (default: from PATH).")
+    ] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="KEY=NUMBER, repeatable.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
+    description: Annotated[Optional[str], typer.Option(help="Free text kept with the version.")] = None,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Register a new version of NAME from PATH."""
+    _check_output(output)
+    client = _client(target)
+    version = client.models.register(
+        name,
+        path,
+        framework=framework,
+        metrics=_pairs(metric, "--metric", number=True),
+        tags=_pairs(tag, "--tag"),
+        description=description,
+    )
+    if output == "json":
+        _print_json(version.model_dump(mode="json"))
+    else:
+        _console().print(
+            f"Registered [bold]{version.name}:{version.version}[/bold] ({version.framework}, {version.digest[:19]}…) "
+            f"on {client.label}"
+        )
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[Optional[str], typer.Argument(help="Only this model's versions.")] = None,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """List model versions."""
+    _check_output(output)
+    versions = _client(target).models.list(name)
+    if output == "json":
+        _print_json([v.model_dump(mode="json") for v in versions])
+    else:
+        _table([_version_row(v) for v in versions], "Models", "No models registered yet.")
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION, NAME@ALIAS or NAME (latest).")],
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Show one model version."""
+    _check_output(output)
+    version = _client(target).models.get(ref)
+    if output == "json":
+        _print_json(version.model_dump(mode="json"))
+        return
+    console = _console()
+    console.print(f"[bold]{version.name}:{version.version}[/bold]")
+    data = version.model_dump(mode="json")
+    for key in ("framework", "digest", "artifact_uri", "aliases", "metrics", "tags", "description", "created_at"):
+        if data.get(key) not in (None, {}, []):
+            console.print(f"  {key}: {data[key]}")
+    if version.signature is not None:
+        cols = ", ".join(f"{c.name or '?'}:{c.dtype}" for c in version.signature.inputs)
+        console.print(f"  signature: {cols}")
+
+
+@models_app.command("alias")
+def models_alias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to set, e.g. champion.")],
+    version: Annotated[str, typer.Argument(help="Version it points to.")],
+    target: TargetOpt = None,
+) -> None:
+    """Point NAME@ALIAS at VERSION (moving it if set)."""
+    v = _client(target).models.set_alias(name, alias, version)
+    _console().print(f"{name}@{alias} -> {v.name}:{v.version}")
+
+
+@models_app.command("unalias")
+def models_unalias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
+    target: TargetOpt = None,
+) -> None:
+    """Remove NAME@ALIAS."""
+    _client(target).models.remove_alias(name, alias)
+    _console().print(f"removed {name}@{alias}")
+
+
+@models_app.command("delete")
+def models_delete(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION to delete.")],
+    target: TargetOpt = None,
+) -> None:
+    """Delete one model version (refused while an endpoint serves it)."""
+    _client(target).models.delete(ref)
+    _console().print(f"deleted {ref}")
+
+
+# ------------------------------------------------------------------------------------ endpoints
+
+
+def _endpoint_json(state: Any) -> dict[str, Any]:
+    data: dict[str, Any] = state.model_dump(mode="json")
+    data["invocation_url"] = state.url
+    return data
+
+
+def _show_endpoint(state: Any) -> None:
+    from rich.table import Table
+
+    console = _console()
+    colour = {"healthy": "green", "failed": "red", "unhealthy": "yellow"}.get(state.status, "white")
+    console.print(f"[bold]{state.name}[/bold]  [{colour}]{state.status}[/{colour}]  {state.url or ''}")
+    table = Table(show_header=True, box=None, pad_edge=False)
+    for col in ("variant", "model", "weight", "compute", "status", "detail"):
+        table.add_column(col)
+    for v in state.variants:
+        c = {"healthy": "green", "failed": "red", "unhealthy": "yellow"}.get(v.status, "white")
+        table.add_row(
+            v.name,
+            v.model,
+            f"{v.weight}%",
+            f"{v.compute.size} x{v.compute.replicas}",
+            f"[{c}]{v.status}[/{c}]",
+            v.detail or "",
+        )
+    console.print(table)
+
+
+@app.command("deploy")
+def deploy(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint name (created if it does not exist).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="NAME:VERSION, NAME@ALIAS or NAME (latest).")],
+    traffic: Annotated[
+        Optional[int],
+        typer.Option(help="Percent for the new version as an extra variant; the rest stays where it is."),
+    ] = None,
+    size: Annotated[str, typer.Option(help="cpu-small|cpu-medium|cpu-large|gpu-small|gpu-medium|gpu-large")] = "cpu-small",
+    replicas: Annotated[int, typer.Option(help="Copies of the model server.")] = 1,
+    variant: Annotated[Optional[str], typer.Option(help="Variant name (default: MODEL-vVERSION).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="local target: the endpoint's port (new endpoints).")] = None,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Deploy a model version to ENDPOINT; with --traffic, alongside what serves now."""
+    _check_output(output)
+    client = _client(target)
+    options = {"local": {"port": port}} if port is not None else None
+    state = client.endpoints.deploy(
+        endpoint,
+        model,
+        traffic=traffic,
+        size=size,
+        replicas=replicas,
+        variant=variant,
+        provider_options=options,
+        on_event=_progress,
+    )
+    if output == "json":
+        _print_json(_endpoint_json(state))
+    else:
+        _show_endpoint(state)
+
+
+@endpoints_app.command("list")
+def endpoints_list(target: TargetOpt = None, output: OutputOpt = "table") -> None:
+    """List endpoints with their variants and health."""
+    _check_output(output)
+    states = _client(target).endpoints.list()
+    if output == "json":
+        _print_json([_endpoint_json(s) for s in states])
+        return
+    rows = [
+        {
+            "endpoint": s.name,
+            "status": s.status,
+            "variants": ", ".join(f"{v.name}={v.model} {v.weight}%" for v in s.variants),
+            "url": s.url or "",
+        }
+        for s in states
+    ]
+    _table(rows, "Endpoints", "No endpoints.")
+
+
+@endpoints_app.command("show")
+def endpoints_show(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint name.")],
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Show an endpoint: URL, variants, weights, health (a crashed variant shows as failed)."""
+    _check_output(output)
+    state = _client(target).endpoints.get(endpoint)
+    if output == "json":
+        _print_json(_endpoint_json(state))
+    else:
+        _show_endpoint(state)
+
+
+@endpoints_app.command("traffic")
+def endpoints_traffic(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint name.")],
+    weights: Annotated[list[str], typer.Argument(help="VARIANT=PERCENT for each variant; sum 100.")],
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Set every variant's share of traffic, e.g. `traffic iris blue=50 green=50`."""
+    from mlshift.errors import ConfigError
+
+    _check_output(output)
+    parsed = _pairs(weights, "weight", number=True)
+    if any(not float(v).is_integer() for v in parsed.values()):
+        raise ConfigError("weights are whole percents", field="weights")
+    state = _client(target).endpoints.set_traffic(endpoint, {k: int(v) for k, v in parsed.items()})
+    if output == "json":
+        _print_json(_endpoint_json(state))
+    else:
+        _show_endpoint(state)
+
+
+@endpoints_app.command("delete")
+def endpoints_delete(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    target: TargetOpt = None,
+) -> None:
+    """Delete an endpoint and stop everything it runs."""
+    client = _client(target)
+    client.endpoints.get(endpoint)
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"Delete endpoint {endpoint!r}?"):
+        raise typer.Exit(1)
+    client.endpoints.delete(endpoint)
+    _console().print(f"deleted endpoint {endpoint}")
+
+
+# ------------------------------------------------------------------------------------ predict
+
+
+def _read_data(data: str) -> str:
+    from pathlib import Path
+
+    from mlshift.errors import ConfigError
+
+    if data == "-":
+        return sys.stdin.read()
+    if data.startswith("@"):
+        path = Path(data[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read --data file {str(path)!r}: {exc.strerror}", field="data") from None
+    return data
+
+
+@app.command("predict")
+def predict(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint name.")],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            "-d",
+            help='JSON (\'[[5.1,3.5,1.4,0.2]]\' or \'{"instances": ...}\'), CSV text, @FILE, or - for stdin.',
+        ),
+    ],
+    variant: Annotated[Optional[str], typer.Option(help="Send to this variant only.")] = None,
+    target: TargetOpt = None,
+    output: OutputOpt = "json",
+) -> None:
+    """Ask ENDPOINT for predictions."""
+    import json
+
+    from mlshift.errors import InvalidPayload
+
+    _check_output(output)
+    text = _read_data(data).strip()
+    payload: Any = text
+    if text.startswith(("{", "[")):
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidPayload(f"--data is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    result = _client(target).endpoints.predict(endpoint, payload, variant=variant)
+    if output == "json":
+        _print_json({"predictions": result.predictions, "variant": result.variant})
+    else:
+        _console().print(f"variant {result.variant}: {result.predictions}")
+
+
+# ------------------------------------------------------------------------------------ plan/apply
+
+FileOpt = Annotated[
+    Optional[str], typer.Option("--file", "-f", help="mlshift.yaml (default: searched upward from here).")
+]
+
+
+def _project(file: str | None) -> tuple[Any, str]:
+    from mlshift._config import find_project_file, load_project
+    from mlshift.errors import ConfigError
+
+    from pathlib import Path
+
+    path = Path(file) if file else find_project_file()
+    if path is None:
+        raise ConfigError("no mlshift.yaml here or in any parent folder", hint="pass -f PATH")
+    return load_project(path), str(path)
+
+
+@app.command("plan")
+def plan_cmd(
+    file: FileOpt = None,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 with no changes, 2 with changes, 1 on error.")
+    ] = False,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Show what `apply` would change. Reads only."""
+    _check_output(output)
+    project, path = _project(file)
+    plan = _client(target, path).plan(project)
+    if output == "json":
+        _print_json(plan.to_json())
+    else:
+        _console().print(plan.render(), markup=False)
+    if detailed_exitcode and not plan.is_empty:
+        raise typer.Exit(2)
+
+
+@app.command("apply")
+def apply_cmd(
+    file: FileOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Converge the target to mlshift.yaml: plan, confirm, apply."""
+    from mlshift.errors import ConfigError
+
+    _check_output(output)
+    project, path = _project(file)
+    client = _client(target, path)
+    plan = client.plan(project)
+    if plan.is_empty:
+        if output == "json":
+            _print_json({"applied": 0, "plan": plan.to_json()})
+        else:
+            _console().print(plan.render(), markup=False)
+        return
+    if output != "json":
+        _console().print(plan.render(), markup=False)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("refusing to apply without confirmation in a non-interactive session", hint="add --yes")
+        if not typer.confirm("Apply these changes?"):
+            raise typer.Exit(1)
+    result = client.apply(plan, on_event=_progress)
+    if output == "json":
+        _print_json(
+            {
+                "applied": plan.changes,
+                "plan": plan.to_json(),
+                "models": [m.model_dump(mode="json") for m in result.models],
+                "endpoints": {k: _endpoint_json(v) for k, v in result.endpoints.items()},
+            }
+        )
+    else:
+        _console().print(f"[green]Applied {plan.changes} change(s).[/green]")
+
+
+# ------------------------------------------------------------------------------------ misc
+
+
+@app.command("serve")
+def serve_cmd(
+    path: Annotated[str, typer.Argument(help="A model file or predictor directory.")],
+    port: Annotated[int, typer.Option(help="Port on the host.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    framework: Annotated[Optional[str], typer.Option(help="sklearn, onnx or predictor (default: from PATH).")] = None,
+) -> None:
+    """Run the model server in the foreground, for debugging a model (Ctrl-C stops it)."""
+    from pathlib import Path
+
+    from mlshift.serving import serve
+
+    _console(stderr=True).print(f"serving {path} on http://{host}:{port} (POST /invocations, GET /ping)")
+    serve(Path(path), framework=framework, host=host, port=port)
+
+
+@app.command("schema")
+def schema_cmd(
+    out: Annotated[Optional[str], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of mlshift.yaml (point your editor's YAML plugin at it)."""
+    import json
+    from pathlib import Path
+
+    from mlshift.specs.project import ProjectFile
+
+    schema = ProjectFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mlshift.yaml"
+    text = json.dumps(schema, indent=2)
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+        _console(stderr=True).print(f"wrote {out}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@app.command("targets")
+def targets_cmd(output: OutputOpt = "table") -> None:
+    """List the installed adapters and the first-party ones you can install."""
+    from mlshift._registry import KNOWN_ADAPTERS, available_adapters
+
+    _check_output(output)
+    installed = available_adapters()
+    rows = [
+        {"scheme": s, "installed": "yes" if s in installed else "no", "package": KNOWN_ADAPTERS.get(s, ("", "?"))[1]}
+        for s in sorted(set(installed) | set(KNOWN_ADAPTERS))
+    ]
+    if output == "json":
+        _print_json(rows)
+    else:
+        _table(rows, "Targets", "")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"mlshift {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Register models, deploy them safely and call them, on any target."""
+
+
+def main() -> None:
+    """Entry point: run the app, turning mlshift errors into a message and exit code 1."""
+    from mlshift.errors import MlshiftError
+
+    try:
+        app(standalone_mode=False)
+    except MlshiftError as exc:
+        if _State.output == "json":
+            _print_json({"error": exc.to_dict()})
+        console = _console(stderr=True)
+        console.print("[red]error:[/red] ", end="")
+        console.print(exc.message, markup=False)
+        if exc.hint:
+            console.print(f"  hint: {exc.hint}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(1)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,5 @@
+"""``python -m mlshift.cli``: the command line."""
+
+from mlshift.cli import main
+
+main()

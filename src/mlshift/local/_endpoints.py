@@ -1,0 +1,525 @@
+"""Local endpoints: a router process per endpoint, model-server processes per variant replica."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from mlshift.adapter import (
+    BaseEndpointService,
+    CompletedOperation,
+    EndpointState,
+    Invocation,
+    Operation,
+    ResolvedVariant,
+    VariantMetrics,
+    VariantState,
+    VariantStatus,
+    validate_own_options,
+)
+from mlshift.errors import ConfigError, Conflict, NotFound, ProviderError
+from mlshift.local._process import ProcessHandle, log_tail, spawn_server
+from mlshift.local._state import StateDB
+from mlshift.local._store import ArtifactStore
+from mlshift.specs._base import SpecModel
+from mlshift.specs.endpoint import Compute, EndpointSpec
+
+__all__ = ["LocalEndpointOptions", "LocalEndpointService"]
+
+TARGET_HEADER = "X-Mlshift-Target-Variant"
+
+
+class LocalEndpointOptions(SpecModel):
+    """``provider_options.local`` of an endpoint.
+
+    Attributes:
+        port: The router's port on 127.0.0.1 (default: a free one, kept for the endpoint's life).
+        startup_timeout: Seconds a model server may take to load its model.
+    """
+
+    port: int | None = Field(default=None, ge=1024, le=65535)
+    startup_timeout: float = Field(default=60.0, gt=0, le=3600)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalEndpointService(BaseEndpointService):
+    """Endpoints as local processes, listed from SQLite, health-checked on observe."""
+
+    target_name = "the local target"
+
+    def __init__(self, root: Path, db: StateDB, store: ArtifactStore) -> None:
+        self.root = root
+        self._db = db
+        self._store = store
+        self._http: Any = None
+
+    # ---------------------------------------------------------------- paths and helpers
+
+    def _dir(self, name: str) -> Path:
+        return self.root / "endpoints" / name
+
+    def _client(self) -> Any:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0), trust_env=False)
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def _row(self, name: str) -> dict[str, Any] | None:
+        with self._db.read() as conn:
+            row = conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            data = dict(row)
+            data["variants"] = [
+                dict(v)
+                for v in conn.execute(
+                    "SELECT * FROM variants WHERE endpoint = ? ORDER BY rowid", (name,)
+                ).fetchall()
+            ]
+            return data
+
+    def _require(self, name: str) -> dict[str, Any]:
+        row = self._row(name)
+        if row is None:
+            raise NotFound(f"endpoint {name!r} does not exist on the local target", provider="local")
+        return row
+
+    def _write_routes(self, name: str) -> None:
+        """Replace the router's routing file atomically from the database."""
+        row = self._require(name)
+        variants = [
+            {
+                "name": v["name"],
+                "weight": v["weight"],
+                "model": f"{v['model_name']}:{v['model_version']}",
+                "backends": [f"http://127.0.0.1:{p['port']}" for p in json.loads(v["processes"])],
+            }
+            for v in row["variants"]
+        ]
+        folder = self._dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "routes.json.tmp"
+        tmp.write_text(json.dumps({"endpoint": name, "variants": variants}))
+        os.replace(tmp, folder / "routes.json")
+
+    def _start_replicas(self, endpoint: str, variant: ResolvedVariant, timeout: float) -> list[dict[str, Any]]:
+        """Start one model server per replica; on any failure stop the ones already started."""
+        model = variant.model
+        artifact = self._store.resolve(model.digest)
+        started: list[tuple[ProcessHandle, int]] = []
+        stamp = f"{int(time.time() * 1000)}"
+        try:
+            for i in range(variant.compute.replicas):
+                folder = self._dir(endpoint) / "variants" / variant.name
+                args = [
+                    "--artifact", str(artifact),
+                    "--framework", model.framework,
+                    "--digest", model.digest,
+                    "--host", "127.0.0.1",
+                    "--port", "0",
+                    "--port-file", str(folder / f"replica-{i}-{stamp}.port"),
+                    "--variant", variant.name,
+                    "--model-ref", f"{model.name}:{model.version}",
+                ]  # fmt: skip
+                if model.signature is not None:
+                    args += ["--signature-json", model.signature.model_dump_json()]
+                started.append(
+                    spawn_server(
+                        "mlshift.serving",
+                        args,
+                        log=folder / f"replica-{i}.log",
+                        port_file=folder / f"replica-{i}-{stamp}.port",
+                        timeout=timeout,
+                        what=f"model server for {endpoint}/{variant.name} ({model.name}:{model.version})",
+                    )
+                )
+        except BaseException:
+            for handle, _ in started:
+                handle.terminate()
+            raise
+        return [{**h.to_json(), "port": port} for h, port in started]
+
+    @staticmethod
+    def _stop(processes: str | list[dict[str, Any]]) -> None:
+        items = json.loads(processes) if isinstance(processes, str) else processes
+        for p in items:
+            ProcessHandle(pid=int(p["pid"]), started=float(p["started"])).terminate()
+
+    def _timeout(self, name: str) -> float:
+        return 60.0
+
+    # ---------------------------------------------------------------- contract: reads
+
+    def validate(self, spec: EndpointSpec) -> None:
+        options = validate_own_options(spec, "local", LocalEndpointOptions)
+        assert isinstance(options, LocalEndpointOptions)
+        if options.port is not None:
+            row = self._row(spec.name)
+            if row is not None and row["port"] == options.port:
+                return
+            if row is not None:
+                raise ConfigError(
+                    f"endpoint {spec.name!r} already listens on port {row['port']}; its port cannot change",
+                    field="provider_options.local.port",
+                    hint="delete and re-create the endpoint to move it",
+                )
+            with self._db.read() as conn:
+                other = conn.execute("SELECT name FROM endpoints WHERE port = ?", (options.port,)).fetchone()
+            if other is not None or not _port_free(options.port):
+                who = f"endpoint {other['name']!r}" if other is not None else "another program"
+                raise ConfigError(
+                    f"port {options.port} on 127.0.0.1 is already taken by {who}",
+                    field="provider_options.local.port",
+                    hint="choose another port, or leave port out to get a free one",
+                )
+
+    def _health(self, processes: list[dict[str, Any]], log_dir: Path) -> tuple[VariantStatus, str | None]:
+        if not processes:
+            return "stopped", "no process"
+        for i, p in enumerate(processes):
+            handle = ProcessHandle(pid=int(p["pid"]), started=float(p["started"]))
+            if not handle.alive():
+                tail = log_tail(log_dir / f"replica-{i}.log", 3)
+                return "failed", f"model server process {p['pid']} exited" + (f": {tail}" if tail else "")
+            try:
+                resp = self._client().get(f"http://127.0.0.1:{p['port']}/ping", timeout=2.0)
+            except Exception as exc:
+                return "unhealthy", f"replica {i} on port {p['port']} does not answer: {exc}"
+            if resp.status_code != 200:
+                return "unhealthy", f"replica {i} answered /ping with HTTP {resp.status_code}"
+        return "healthy", None
+
+    def observe(self, name: str) -> EndpointState | None:
+        row = self._row(name)
+        if row is None:
+            return None
+        variants = []
+        for v in row["variants"]:
+            processes = json.loads(v["processes"])
+            status, detail = self._health(processes, self._dir(name) / "variants" / v["name"])
+            variants.append(
+                VariantState(
+                    name=v["name"],
+                    model=f"{v['model_name']}:{v['model_version']}",
+                    digest=v["digest"],
+                    weight=v["weight"],
+                    compute=Compute(size=v["size"], replicas=v["replicas"]),
+                    status=status,
+                    detail=detail,
+                    url=f"http://127.0.0.1:{processes[0]['port']}" if processes else None,
+                )
+            )
+        router = ProcessHandle(pid=row["router_pid"], started=row["router_started"])
+        if not router.alive():
+            status: VariantStatus = "failed"
+        elif any(v.status != "healthy" for v in variants if v.weight > 0):
+            status = "unhealthy"
+        else:
+            status = "healthy"
+        return EndpointState(
+            name=name,
+            url=f"http://127.0.0.1:{row['port']}/invocations",
+            status=status,
+            variants=tuple(variants),
+            tags=json.loads(row["tags"]),
+            created_at=datetime.fromisoformat(row["created_at"]),
+        )
+
+    def list(self) -> list[EndpointState]:
+        with self._db.read() as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM endpoints ORDER BY name")]
+        states = [self.observe(n) for n in names]
+        return [s for s in states if s is not None]
+
+    # ---------------------------------------------------------------- contract: changes
+
+    def create(self, spec: EndpointSpec, variants: list[ResolvedVariant]) -> Operation[EndpointState]:
+        if self._row(spec.name) is not None:
+            raise Conflict(f"endpoint {spec.name!r} already exists", provider="local")
+        options = validate_own_options(spec, "local", LocalEndpointOptions)
+        assert isinstance(options, LocalEndpointOptions)
+        import sqlite3
+
+        folder = self._dir(spec.name)
+        started: list[list[dict[str, Any]]] = []
+        router: ProcessHandle | None = None
+        inserted = False
+        try:
+            for v in variants:
+                started.append(self._start_replicas(spec.name, v, options.startup_timeout))
+            with self._db.write() as conn:
+                conn.execute(
+                    "INSERT INTO endpoints (name, port, router_pid, router_started, tags, created_at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (spec.name, options.port or 0, 0, 0.0, json.dumps(spec.tags),
+                     datetime.now(timezone.utc).isoformat()),
+                )  # fmt: skip
+                for v, procs in zip(variants, started):
+                    conn.execute(
+                        "INSERT INTO variants (endpoint, name, model_name, model_version, digest, size,"
+                        " replicas, weight, processes) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (spec.name, v.name, v.model.name, int(v.model.version), v.model.digest,
+                         v.compute.size, v.compute.replicas, v.weight, json.dumps(procs)),
+                    )  # fmt: skip
+            inserted = True
+            self._write_routes(spec.name)
+            router, port = spawn_server(
+                "mlshift.local._router",
+                ["--routes", str(folder / "routes.json"), "--port", str(options.port or 0),
+                 "--port-file", str(folder / "router.port")],
+                log=folder / "router.log",
+                port_file=folder / "router.port",
+                timeout=30.0,
+                what=f"router for endpoint {spec.name}",
+            )  # fmt: skip
+            with self._db.write() as conn:
+                conn.execute(
+                    "UPDATE endpoints SET port = ?, router_pid = ?, router_started = ? WHERE name = ?",
+                    (port, router.pid, router.started, spec.name),
+                )
+        except BaseException as exc:
+            # Nothing half-created: stop what started, forget what was recorded.
+            for procs in started:
+                self._stop(procs)
+            if router is not None:
+                router.terminate()
+            if inserted:
+                with self._db.write() as conn:
+                    conn.execute("DELETE FROM variants WHERE endpoint = ?", (spec.name,))
+                    conn.execute("DELETE FROM endpoints WHERE name = ?", (spec.name,))
+            if inserted or not isinstance(exc, sqlite3.IntegrityError):
+                shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise Conflict(f"endpoint {spec.name!r} already exists", provider="local") from None
+            raise
+        state = self.observe(spec.name)
+        assert state is not None
+        return CompletedOperation(state, f"create endpoint {spec.name}")
+
+    def _done(self, name: str, what: str) -> CompletedOperation[EndpointState]:
+        state = self.observe(name)
+        assert state is not None
+        return CompletedOperation(state, what)
+
+    def add_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        row = self._require(name)
+        if any(v["name"] == variant.name for v in row["variants"]):
+            raise Conflict(f"endpoint {name!r} already has a variant {variant.name!r}", provider="local")
+        procs = self._start_replicas(name, variant, self._timeout(name))
+        try:
+            with self._db.write() as conn:
+                conn.execute(
+                    "INSERT INTO variants (endpoint, name, model_name, model_version, digest, size,"
+                    " replicas, weight, processes) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (name, variant.name, variant.model.name, int(variant.model.version), variant.model.digest,
+                     variant.compute.size, variant.compute.replicas, 0, json.dumps(procs)),
+                )  # fmt: skip
+        except BaseException:
+            self._stop(procs)
+            raise
+        self._write_routes(name)
+        return self._done(name, f"add variant {variant.name}")
+
+    def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        row = self._require(name)
+        old = next((v for v in row["variants"] if v["name"] == variant.name), None)
+        if old is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant.name!r}", provider="local")
+        procs = self._start_replicas(name, variant, self._timeout(name))
+        try:
+            with self._db.write() as conn:
+                conn.execute(
+                    "UPDATE variants SET model_name = ?, model_version = ?, digest = ?, size = ?, replicas = ?,"
+                    " processes = ? WHERE endpoint = ? AND name = ?",
+                    (variant.model.name, int(variant.model.version), variant.model.digest, variant.compute.size,
+                     variant.compute.replicas, json.dumps(procs), name, variant.name),
+                )  # fmt: skip
+        except BaseException:
+            self._stop(procs)
+            raise
+        # The router reads the new table on its next request; only then stop the old servers,
+        # which finish the requests they already have (SIGTERM is graceful).
+        self._write_routes(name)
+        self._stop(old["processes"])
+        return self._done(name, f"replace variant {variant.name}")
+
+    def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
+        row = self._require(name)
+        old = next((v for v in row["variants"] if v["name"] == variant_name), None)
+        if old is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant_name!r}", provider="local")
+        if old["weight"] > 0:
+            raise Conflict(
+                f"variant {variant_name!r} of {name!r} still carries {old['weight']}% of traffic",
+                provider="local",
+                hint="move its traffic to other variants first",
+            )
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM variants WHERE endpoint = ? AND name = ?", (name, variant_name))
+        self._write_routes(name)
+        self._stop(old["processes"])
+        shutil.rmtree(self._dir(name) / "variants" / variant_name, ignore_errors=True)
+        return self._done(name, f"remove variant {variant_name}")
+
+    def set_weights(self, name: str, weights: Mapping[str, int]) -> Operation[EndpointState]:
+        row = self._require(name)
+        names = {v["name"] for v in row["variants"]}
+        unknown = sorted(set(weights) - names)
+        if unknown:
+            raise ConfigError(f"endpoint {name!r} has no variant {', '.join(unknown)}", field="weights")
+        full = {n: int(weights.get(n, 0)) for n in names}
+        if sum(full.values()) != 100:
+            raise ConfigError(f"weights must sum to 100, got {sum(full.values())}", field="weights")
+        with self._db.write() as conn:
+            conn.executemany(
+                "UPDATE variants SET weight = ? WHERE endpoint = ? AND name = ?",
+                [(w, name, n) for n, w in full.items()],
+            )
+        self._write_routes(name)
+        return self._done(name, "set weights")
+
+    def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
+        row = self._require(name)
+        old = next((v for v in row["variants"] if v["name"] == variant_name), None)
+        if old is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant_name!r}", provider="local")
+        if compute.replicas == old["replicas"]:
+            # Sizes are labels on the local target: every process runs on this machine.
+            with self._db.write() as conn:
+                conn.execute(
+                    "UPDATE variants SET size = ? WHERE endpoint = ? AND name = ?", (compute.size, name, variant_name)
+                )
+            return self._done(name, f"resize variant {variant_name}")
+        from mlshift.specs.model import ModelRef
+
+        from mlshift.local._models import LocalModelRegistry
+
+        model = LocalModelRegistry(self._db, self._store).get(
+            ModelRef(name=old["model_name"], version=str(old["model_version"]))
+        )
+        variant = ResolvedVariant(name=variant_name, model=model, weight=old["weight"], compute=compute)
+        return self.replace_variant(name, variant)
+
+    def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
+        self._require(name)
+        with self._db.write() as conn:
+            conn.execute("UPDATE endpoints SET tags = ? WHERE name = ?", (json.dumps(dict(tags)), name))
+        return self._done(name, "update tags")
+
+    def delete(self, name: str) -> Operation[None]:
+        row = self._require(name)
+        ProcessHandle(pid=row["router_pid"], started=row["router_started"]).terminate()
+        for v in row["variants"]:
+            self._stop(v["processes"])
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM variants WHERE endpoint = ?", (name,))
+            conn.execute("DELETE FROM endpoints WHERE name = ?", (name,))
+        shutil.rmtree(self._dir(name), ignore_errors=True)
+        return CompletedOperation(None, f"delete endpoint {name}")
+
+    # ---------------------------------------------------------------- contract: traffic
+
+    def invoke(
+        self,
+        name: str,
+        body: bytes,
+        content_type: str = "application/json",
+        *,
+        variant: str | None = None,
+        timeout: float = 60.0,
+    ) -> Invocation:
+        row = self._require(name)
+        headers = {"Content-Type": content_type}
+        if variant is not None:
+            headers[TARGET_HEADER] = variant
+        url = f"http://127.0.0.1:{row['port']}/invocations"
+        start = time.perf_counter()
+        try:
+            resp = self._client().post(url, content=body, headers=headers, timeout=timeout)
+        except Exception as exc:
+            raise ProviderError(
+                f"endpoint {name!r} did not answer at {url}: {exc}",
+                provider="local",
+                orig=exc,
+                hint=f"check `mlshift endpoints show {name}`; router log: {self._dir(name) / 'router.log'}",
+            ) from exc
+        return Invocation(
+            status_code=resp.status_code,
+            body=resp.content,
+            content_type=resp.headers.get("content-type", "application/json"),
+            variant=resp.headers.get("x-mlshift-variant"),
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
+        row = self._require(name)
+        resp = self._client().get(
+            f"http://127.0.0.1:{row['port']}/_mlshift/metrics", params={"window": window}, timeout=5.0
+        )
+        data = resp.json()["variants"].get(variant)
+        if data is None:
+            return VariantMetrics(variant=variant, window_seconds=window, requests=0, errors=0)
+        return VariantMetrics(variant=variant, window_seconds=window, **data)
+
+    # ---------------------------------------------------------------- contract: locking
+
+    @contextlib.contextmanager
+    def lock(self, name: str, *, owner: str, timeout: float) -> Iterator[None]:
+        import fcntl
+
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        holder = path.read_text(errors="replace").strip() or "another process"
+                        raise Conflict(
+                            f"endpoint {name!r} is being changed by {holder}; waited {timeout:g} s",
+                            provider="local",
+                            hint="wait for that change to finish, then run the command again",
+                        ) from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{owner} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC".encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

@@ -1,0 +1,255 @@
+"""The local endpoint router: one process per endpoint on a stable 127.0.0.1 port.
+
+It splits prediction requests across variants by weight (smooth weighted round-robin), names
+the variant that served each response in ``X-Mlshift-Variant`` (as SageMaker's
+``InvokedProductionVariant`` does), and counts per-variant status codes and latencies.
+
+The routing table is a JSON file the local adapter replaces atomically; the router checks
+its identity (inode, mtime) on each request, so a weight change applies to the very next
+request with no admin API to secure.
+
+Run as ``python -m mlshift.local._router --routes FILE --port N --port-file FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from mlshift._routing import WeightedRoundRobin
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PREDICT_PATHS = frozenset({"/invocations", "/predict", "/score"})
+TARGET_HEADER = b"x-mlshift-target-variant"
+_SAMPLES = 50_000
+
+
+class RoutingTable:
+    """The routing file, reloaded when it is replaced."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._key: tuple[int, int] | None = None
+        self.variants: dict[str, dict[str, Any]] = {}
+        self.rr = WeightedRoundRobin({})
+        self._replicas: dict[str, itertools.cycle[str]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        key = (st.st_ino, st.st_mtime_ns)
+        if key == self._key:
+            return
+        data = json.loads(self.path.read_text())
+        self.variants = {v["name"]: v for v in data["variants"]}
+        self.rr = WeightedRoundRobin({n: v["weight"] for n, v in self.variants.items() if v["backends"]})
+        self._replicas = {n: itertools.cycle(v["backends"]) for n, v in self.variants.items() if v["backends"]}
+        self._key = key
+
+    def backend(self, variant: str) -> str:
+        return next(self._replicas[variant])
+
+
+class Router:
+    """The ASGI app."""
+
+    def __init__(self, routes: Path) -> None:
+        self.table = RoutingTable(routes)
+        self.samples: dict[str, deque[tuple[float, int, float]]] = {}
+        self._client: Any = None
+
+    async def _http(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(60.0, connect=5.0),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                trust_env=False,
+            )
+        return self._client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if self._client is not None:
+                        await self._client.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        self.table.refresh()
+        path, method = scope["path"], scope["method"]
+        if path in PREDICT_PATHS and method == "POST":
+            await self._forward(scope, receive, send)
+        elif path in ("/ping", "/health", "/") and method == "GET":
+            await self._health(send)
+        elif path == "/_mlshift/metrics" and method == "GET":
+            await self._metrics(scope, send)
+        elif path == "/_mlshift/routes" and method == "GET":
+            await _respond(send, 200, {"variants": list(self.table.variants.values())})
+        else:
+            await _respond(
+                send,
+                404,
+                {"error": {"code": "not_found", "message": f"no route {method} {path}; POST /invocations"}},
+            )
+
+    async def _health(self, send: Send) -> None:
+        serving = [n for n, w in self.table.rr.weights.items() if w > 0]
+        status = 200 if serving else 503
+        await _respond(send, status, {"status": "ok" if serving else "no variant carries traffic", "serving": serving})
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        from urllib.parse import parse_qs
+
+        query = parse_qs(scope.get("query_string", b"").decode())
+        window = float(query.get("window", ["60"])[0])
+        since = time.monotonic() - window
+        out = {}
+        for name, samples in self.samples.items():
+            recent = [s for s in samples if s[0] >= since]
+            latencies = sorted(s[2] for s in recent)
+            out[name] = {
+                "requests": len(recent),
+                "errors": sum(1 for s in recent if s[1] >= 500),
+                "p50_ms": latencies[len(latencies) // 2] if latencies else None,
+                "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None,
+            }
+        await _respond(send, 200, {"window_seconds": window, "variants": out})
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"])
+        target = headers.get(TARGET_HEADER)
+        if target is not None:
+            name = target.decode()
+            if name not in self.table.variants or not self.table.variants[name]["backends"]:
+                await _respond(
+                    send, 404, {"error": {"code": "unknown_variant", "message": f"no variant {name!r}"}}
+                )
+                return
+        else:
+            if not self.table.rr:
+                await _respond(
+                    send, 503, {"error": {"code": "no_traffic", "message": "no variant carries traffic"}}
+                )
+                return
+            name = self.table.rr.pick()
+        body = bytearray()
+        while True:
+            message = await receive()
+            body.extend(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        variant = self.table.variants[name]
+        backend = self.table.backend(name)
+        forward = {
+            k.decode(): v.decode()
+            for k, v in scope["headers"]
+            if k in (b"content-type", b"accept")
+        }
+        start = time.perf_counter()
+        client = await self._http()
+        try:
+            resp = await client.post(backend + "/invocations", content=bytes(body), headers=forward)
+            status, content = resp.status_code, resp.content
+            ctype = resp.headers.get("content-type", "application/json")
+        except Exception as exc:  # any transport failure is this variant's failure
+            status, ctype = 502, "application/json"
+            content = json.dumps(
+                {"error": {"code": "variant_unavailable", "message": f"variant {name!r} did not answer: {exc}"}}
+            ).encode()
+        latency = (time.perf_counter() - start) * 1000
+        self.samples.setdefault(name, deque(maxlen=_SAMPLES)).append((time.monotonic(), status, latency))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", ctype.encode()),
+                    (b"x-mlshift-variant", name.encode()),
+                    (b"x-mlshift-model", str(variant.get("model", "")).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+
+async def _respond(send: Send, status: int, payload: Any) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m mlshift.local._router")
+    parser.add_argument("--routes", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        print(f"mlshift router: cannot bind {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    config = uvicorn.Config(Router(args.routes), loop=loop, access_log=False, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not server.started:
+            await asyncio.sleep(0.005)
+        tmp = args.port_file.with_suffix(".tmp")
+        tmp.write_text(str(port))
+        os.replace(tmp, args.port_file)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(announce())
+        await server.serve(sockets=[sock])
+        task.cancel()
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run())
+    else:
+        asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

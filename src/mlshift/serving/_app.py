@@ -1,0 +1,220 @@
+"""The ASGI app: every cloud's container contract, answered by one Starlette app.
+
+Deliberately plain: Starlette ``Route``s, no middleware, responses built from bytes. The
+predict path is parse (orjson) → one array → one model call → encode (orjson).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mlshift._artifacts import digest_path
+from mlshift.errors import InvalidPayload
+from mlshift.serving._loaders import LoadedModel
+from mlshift.serving._payload import dumps, encode_csv, parse_csv, parse_json
+
+__all__ = ["MAX_BODY_BYTES", "create_app", "routes_for"]
+
+logger = logging.getLogger("mlshift.serving")
+
+#: Request bodies larger than this are refused with 413 before they are read.
+MAX_BODY_BYTES = 100 * 1024 * 1024
+
+# Batches up to this many rows are predicted inline on the event loop. A scikit-learn or
+# onnxruntime call on a few hundred rows takes tens to hundreds of microseconds, less than
+# handing it to a worker thread and back; bigger batches go to a thread so that health
+# checks and small requests keep being answered while they run.
+INLINE_MAX_ROWS = 1000
+
+_JSON = "application/json"
+_CSV = "text/csv"
+_OK = b'{"status":"ok"}'
+_CSV_TYPES = frozenset({"text/csv", "application/csv"})
+
+
+def routes_for(environ: Mapping[str, str] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """The routes each cloud's contract uses, after environment overrides.
+
+    Returns:
+        ``{"sagemaker" | "vertex" | "azure": [(method, path), ...]}``.
+    """
+    env = os.environ if environ is None else environ
+    return {
+        "sagemaker": [("GET", "/ping"), ("POST", "/invocations")],
+        "vertex": [
+            ("GET", _route(env.get("AIP_HEALTH_ROUTE"), "/health")),
+            ("POST", _route(env.get("AIP_PREDICT_ROUTE"), "/predict")),
+        ],
+        "azure": [
+            ("GET", "/"),
+            ("GET", "/ready"),
+            ("POST", _route(env.get("MLSHIFT_AZURE_SCORE_ROUTE"), "/score")),
+        ],
+    }
+
+
+def _route(value: str | None, default: str) -> str:
+    if not value or not value.strip():
+        return default
+    value = value.strip()
+    return value if value.startswith("/") else "/" + value
+
+
+def create_app(
+    model: LoadedModel, *, variant: str | None = None, model_ref: str | None = None
+) -> Starlette:
+    """Build the model server's ASGI app for one loaded model.
+
+    Routes (all in one app): SageMaker ``GET /ping`` and ``POST /invocations``; Vertex AI
+    ``AIP_HEALTH_ROUTE`` and ``AIP_PREDICT_ROUTE`` (default ``/health`` and ``/predict``);
+    Azure ML ``GET /``, ``GET /ready`` and ``POST /score`` (``MLSHIFT_AZURE_SCORE_ROUTE``);
+    and ``GET /v1/metadata``. Environment variables are read when the app is built.
+
+    Args:
+        model: The model to serve.
+        variant: Sent back in an ``X-Mlshift-Variant`` header on every response.
+        model_ref: ``name:version``, sent back in an ``X-Mlshift-Model`` header.
+
+    Returns:
+        A Starlette app; run it with uvicorn, or use :func:`mlshift.serving.serve`.
+    """
+    headers: dict[str, str] = {}
+    if variant:
+        headers["x-mlshift-variant"] = variant
+    if model_ref:
+        headers["x-mlshift-model"] = model_ref
+    signature = model.signature
+    predict_batch = model.predict_batch
+    # User predictors run in a thread; one at a time, so they need not be thread-safe.
+    model_lock = threading.Lock()
+    digest_cache: list[str] = [model.digest] if model.digest else []
+    routes = routes_for()
+    predict_paths = [p for routes_ in routes.values() for m, p in routes_ if m == "POST"]
+
+    def respond(body: bytes, status: int = 200, media_type: str = _JSON) -> Response:
+        return Response(body, status_code=status, media_type=media_type, headers=headers)
+
+    def error(status: int, code: str, message: str, hint: str | None = None) -> Response:
+        detail: dict[str, str] = {"code": code, "message": message}
+        if hint:
+            detail["hint"] = hint
+        return respond(dumps({"error": detail}), status)
+
+    def run_locked(batch: Any) -> list[Any]:
+        with model_lock:
+            return predict_batch(batch)
+
+    async def predict(request: Request) -> Response:
+        body = await _read_body(request)
+        if body is None:
+            return error(
+                413,
+                "payload_too_large",
+                f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB",
+                hint="split the batch into smaller requests",
+            )
+        content_type = request.headers.get("content-type", "")
+        try:
+            if content_type.split(";", 1)[0].strip().lower() in _CSV_TYPES:
+                batch = parse_csv(body, signature)
+            else:
+                # Anything else is read as JSON: curl -d sends form-urlencoded by default.
+                batch = parse_json(body, signature)
+            if model.blocking or len(batch.rows) > INLINE_MAX_ROWS:
+                predictions = await anyio.to_thread.run_sync(run_locked, batch)
+            else:
+                predictions = predict_batch(batch)
+        except InvalidPayload as exc:
+            return error(400, exc.code, exc.message, exc.hint)
+        except Exception as exc:
+            logger.exception("prediction failed")
+            return error(500, "prediction_failed", f"the model failed: {type(exc).__name__}: {exc}")
+        accept = request.headers.get("accept", "")
+        if _CSV in accept and _JSON not in accept:
+            return respond(encode_csv(predictions), media_type=_CSV)
+        return respond(dumps({"predictions": predictions}))
+
+    async def healthy(request: Request) -> Response:
+        # The model is loaded before the app exists, so live means ready.
+        return respond(_OK)
+
+    async def metadata(request: Request) -> Response:
+        if not digest_cache:
+            digest_cache.append(await anyio.to_thread.run_sync(digest_path, model.path))
+        import mlshift
+
+        return respond(
+            dumps(
+                {
+                    "framework": model.framework,
+                    "signature": (
+                        signature.model_dump(mode="json") if signature is not None else None
+                    ),
+                    "model_ref": model_ref,
+                    "variant": variant,
+                    "digest": digest_cache[0],
+                    "routes": {k: [f"{m} {p}" for m, p in v] for k, v in routes.items()},
+                    "server": f"mlshift {mlshift.__version__}",
+                }
+            )
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            response = error(
+                404,
+                "not_found",
+                f"no route {request.method} {request.url.path}",
+                hint=f"predictions go to POST {', '.join(predict_paths)}",
+            )
+        elif exc.status_code == 405:
+            response = error(
+                405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
+            )
+        else:
+            response = error(exc.status_code, "http_error", exc.detail)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    table: dict[tuple[str, str], Any] = {}
+    for contract in routes.values():
+        for method, path in contract:
+            table.setdefault((method, path), predict if method == "POST" else healthy)
+    table.setdefault(("GET", "/v1/metadata"), metadata)
+    return Starlette(
+        routes=[
+            Route(path, endpoint, methods=[method]) for (method, path), endpoint in table.items()
+        ],
+        exception_handlers={HTTPException: http_error},
+    )
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or ``None`` when it is over :data:`MAX_BODY_BYTES`."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit():
+        if int(length) > MAX_BODY_BYTES:
+            return None
+        # The server enforces Content-Length framing, so this cannot read more than that.
+        return await request.body()
+    size = 0
+    chunks: list[bytes] = []
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

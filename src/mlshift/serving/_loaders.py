@@ -1,0 +1,606 @@
+"""Loading model artifacts: scikit-learn (skops, joblib), ONNX, and user ``Predictor`` classes.
+
+Each framework's library is imported inside its loader, so importing :mod:`mlshift.serving`
+costs neither scikit-learn nor onnxruntime nor numpy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import ValidationError
+
+from mlshift._artifacts import verify_digest
+from mlshift.errors import ConfigError, InvalidPayload
+from mlshift.serving._payload import Batch, check_rows
+from mlshift.specs.model import FRAMEWORKS, Signature
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["LoadedModel", "Predictor", "detect_framework", "infer_signature", "load_model"]
+
+_SKLEARN_SUFFIXES = (".skops", ".joblib", ".pkl")
+#: Module prefixes whose types a ``.skops`` file may contain without ``MLSHIFT_SKOPS_TRUST=1``.
+SKOPS_TRUSTED_PREFIXES: tuple[str, ...] = (
+    "sklearn.",
+    "numpy.",
+    "scipy.",
+    "builtins.",
+    "collections.",
+)
+_SKOPS_TRUST_ENV = "MLSHIFT_SKOPS_TRUST"
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """The interface of a ``predictor`` model: a directory with a ``predictor.py``.
+
+    ``predictor.py`` defines a class named ``Predictor`` with this interface (no base class
+    needed). The server creates it with no arguments, calls :meth:`load` once with the
+    artifact directory, then :meth:`predict` for each request. Calls are never concurrent,
+    and run off the event loop, so ``predict`` may block.
+
+    A class attribute ``signature`` (a :class:`~mlshift.specs.model.Signature`, or a dict
+    that validates as one) lets the server check and reorder requests by column name.
+
+    Example::
+
+        # my_model/predictor.py
+        from pathlib import Path
+        from typing import Any
+
+        class Predictor:
+            def load(self, path: Path) -> None:
+                self.offset = float((path / "offset.txt").read_text())
+
+            def predict(self, batch: list[list[Any]]) -> list[Any]:
+                return [sum(row) + self.offset for row in batch]
+    """
+
+    def load(self, path: Path) -> None:
+        """Load whatever the model needs from its artifact directory ``path``."""
+
+    def predict(self, batch: list[list[Any]]) -> list[Any]:
+        """Return one prediction per row of ``batch``.
+
+        Raise :class:`~mlshift.errors.InvalidPayload` (or ``ValueError``) for input the
+        model cannot take; the server answers 400 with the message.
+        """
+
+
+class LoadedModel(ABC):
+    """A model loaded from its artifact, ready to predict.
+
+    Attributes:
+        framework: ``sklearn``, ``onnx`` or ``predictor``.
+        path: The artifact it was loaded from.
+        signature: The signature given to :func:`load_model`, else the one inferred from the
+            artifact; ``None`` when neither is known (requests are then checked for shape only).
+        digest: The digest the artifact was verified against, when one was given.
+        native: The framework's own object (the estimator, the ``InferenceSession``, the
+            ``Predictor`` instance).
+    """
+
+    framework: ClassVar[str]
+    #: Whether predictions should run in a worker thread rather than on the event loop.
+    blocking: ClassVar[bool] = False
+
+    def __init__(
+        self, *, path: Path, signature: Signature | None, digest: str | None, native: Any
+    ) -> None:
+        self.path = path
+        self.signature = signature
+        self.digest = digest
+        self.native = native
+
+    def predict(self, batch: Sequence[Sequence[Any]]) -> list[Any]:
+        """Predict a batch of rows, each a sequence of values in the signature's order.
+
+        Raises:
+            InvalidPayload: if a row does not fit the signature or the model refuses it.
+        """
+        return self.predict_batch(Batch.of_rows(batch))
+
+    @abstractmethod
+    def predict_batch(self, batch: Batch) -> list[Any]:
+        """Predict a parsed request batch (the server's entry point; rows carry their origin).
+
+        Raises:
+            InvalidPayload: if a row does not fit the signature or the model refuses it.
+        """
+
+    def __repr__(self) -> str:
+        n = self.signature.n_features if self.signature is not None else "?"
+        return f"<{type(self).__name__} {self.framework} {str(self.path)!r} features={n}>"
+
+
+def _refused(exc: BaseException) -> InvalidPayload:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InvalidPayload(f"the model refused the batch: {message}")
+
+
+class _ArrayModel(LoadedModel):
+    """Shared by models that take one 2-D numpy array."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        signature: Signature | None,
+        digest: str | None,
+        native: Any,
+        dtype: np.dtype[Any],
+        run: Callable[[Any], Any],
+        refusals: tuple[type[BaseException], ...],
+    ) -> None:
+        super().__init__(path=path, signature=signature, digest=digest, native=native)
+        # Bound here so the request path does no attribute lookups or imports.
+        from mlshift.serving import _arrays
+
+        self._to_array = _arrays.to_array
+        self._to_list = _arrays.to_list
+        self._dtype = dtype
+        self._run = run
+        self._refusals = refusals
+
+    def predict_batch(self, batch: Batch) -> list[Any]:
+        array = self._to_array(batch, self.signature, self._dtype)
+        try:
+            result = self._run(array)
+        except self._refusals as exc:
+            raise _refused(exc) from None
+        return self._to_list(result)
+
+
+class _SklearnModel(_ArrayModel):
+    framework = "sklearn"
+
+
+class _OnnxModel(_ArrayModel):
+    framework = "onnx"
+
+
+class _PredictorModel(LoadedModel):
+    framework = "predictor"
+    # User code may do I/O or take its time; keep the event loop free for health checks.
+    blocking = True
+
+    def predict_batch(self, batch: Batch) -> list[Any]:
+        rows = check_rows(batch, self.signature)
+        try:
+            result: Any = self.native.predict(rows)
+        except InvalidPayload:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise _refused(exc) from None
+        if hasattr(result, "tolist"):
+            result = result.tolist()
+        elif not isinstance(result, list):
+            try:
+                result = list(result)
+            except TypeError:
+                raise TypeError(
+                    f"Predictor.predict returned a {type(result).__name__}, expected a list"
+                ) from None
+        predictions: list[Any] = result
+        if len(predictions) != len(rows):
+            raise TypeError(
+                f"Predictor.predict returned {len(predictions)} predictions for {len(rows)} rows"
+            )
+        return predictions
+
+
+# ------------------------------------------------------------------------------ detect
+
+
+def detect_framework(path: Path) -> str:
+    """Tell which framework can load an artifact, from its file name or layout.
+
+    ``.skops``, ``.joblib`` and ``.pkl`` files are ``sklearn``; ``.onnx`` files are ``onnx``;
+    a directory holding a ``predictor.py`` is ``predictor``.
+
+    Raises:
+        ConfigError: if the path does not exist or is none of those.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "predictor.py").is_file():
+            return "predictor"
+        raise ConfigError(
+            f"artifact directory {str(path)!r} has no predictor.py",
+            field="path",
+            hint=_KINDS_HINT,
+        )
+    if not path.exists():
+        raise ConfigError(f"artifact path {str(path)!r} does not exist", field="path")
+    suffix = path.suffix.lower()
+    if suffix in _SKLEARN_SUFFIXES:
+        return "sklearn"
+    if suffix == ".onnx":
+        return "onnx"
+    raise ConfigError(
+        f"cannot tell the framework of artifact {str(path)!r} from its name",
+        field="path",
+        hint=_KINDS_HINT + "; or pass the framework explicitly",
+    )
+
+
+_KINDS_HINT = (
+    "known kinds: sklearn (.skops, .joblib, .pkl), onnx (.onnx), "
+    "predictor (a directory with predictor.py)"
+)
+
+
+def _check_framework(framework: str) -> None:
+    if framework not in FRAMEWORKS:
+        raise ConfigError(
+            f"unknown framework {framework!r}; expected one of {', '.join(sorted(FRAMEWORKS))}",
+            field="framework",
+        )
+
+
+# ------------------------------------------------------------------------------- load
+
+
+def load_model(
+    path: Path,
+    framework: str,
+    *,
+    digest: str | None = None,
+    signature: Signature | None = None,
+) -> LoadedModel:
+    """Load a model artifact for serving.
+
+    Args:
+        path: A ``.skops``/``.joblib``/``.pkl`` or ``.onnx`` file, or a predictor directory.
+        framework: ``sklearn``, ``onnx`` or ``predictor`` (see :func:`detect_framework`).
+        digest: ``sha256:<hex>`` the artifact must match; checked before anything is read.
+        signature: What the model takes; inferred from the artifact when omitted.
+
+    Raises:
+        ConfigError: for an unknown framework, a missing, unreadable or corrupt artifact, or a
+            signature that contradicts the model.
+        IntegrityError: if the artifact does not match ``digest``.
+        ImportError: if the framework's library is not installed (naming the extra).
+    """
+    path = Path(path)
+    _check_framework(framework)
+    if not path.exists():
+        raise ConfigError(f"artifact path {str(path)!r} does not exist", field="path")
+    if digest is not None:
+        # Before deserializing anything: a tampered pickle must never be unpickled.
+        verify_digest(path, digest)
+    if framework == "sklearn":
+        return _load_sklearn_model(path, signature, digest)
+    if framework == "onnx":
+        return _load_onnx_model(path, signature, digest)
+    return _load_predictor_model(path, signature, digest)
+
+
+def infer_signature(path: Path, framework: str) -> Signature | None:
+    """Read what a model takes from the artifact itself.
+
+    scikit-learn: ``feature_names_in_`` (named columns) or ``n_features_in_``; ONNX: the
+    width of the first input; predictor: the ``Predictor`` class's ``signature`` attribute.
+
+    Returns:
+        The signature, or ``None`` when the artifact does not say.
+
+    Raises:
+        ConfigError: for an unknown framework or an artifact that cannot be loaded.
+    """
+    path = Path(path)
+    _check_framework(framework)
+    if not path.exists():
+        raise ConfigError(f"artifact path {str(path)!r} does not exist", field="path")
+    if framework == "sklearn":
+        return _sklearn_signature(_read_sklearn(path))
+    if framework == "onnx":
+        session = _onnx_session(path)
+        return _onnx_signature(session, path)
+    return _predictor_signature(_predictor_class(path), path)
+
+
+def _cannot_load(path: Path, what: str, exc: BaseException) -> ConfigError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return ConfigError(f"cannot load {what} {str(path)!r}: {reason}", field="path")
+
+
+def _missing(extra: str, what: str, exc: ImportError) -> ImportError:
+    return ImportError(f"{what} needs the {extra!r} extra: pip install 'mlshift[{extra}]' ({exc})")
+
+
+def _check_width(signature: Signature, n: int | None, path: Path) -> None:
+    if n is not None and signature.n_features != n:
+        raise ConfigError(
+            f"the signature has {signature.n_features} inputs but the model in {str(path)!r} "
+            f"takes {n}",
+            field="signature",
+        )
+
+
+# ---------------------------------------------------------------------------- sklearn
+
+
+def _read_sklearn(path: Path) -> Any:
+    if path.is_dir():
+        raise ConfigError(f"sklearn artifact {str(path)!r} is a directory, expected a file")
+    if path.suffix.lower() == ".skops":
+        return _read_skops(path)
+    try:
+        import joblib
+    except ImportError as exc:
+        raise _missing("sklearn", "loading joblib models", exc) from exc
+    try:
+        # joblib unpickles: it runs whatever the file says. The digest check in load_model
+        # is what makes that acceptable; use .skops for files of unknown origin.
+        return joblib.load(path)
+    except Exception as exc:
+        raise _cannot_load(path, "joblib model", exc) from exc
+
+
+def _read_skops(path: Path) -> Any:
+    try:
+        import skops.io as sio
+    except ImportError as exc:
+        raise _missing("sklearn", "loading .skops models", exc) from exc
+    try:
+        untrusted: list[str] = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise _cannot_load(path, "skops model", exc) from exc
+    refused = [t for t in untrusted if not _skops_trusted(t)]
+    if refused and os.environ.get(_SKOPS_TRUST_ENV) != "1":
+        raise ConfigError(
+            f"skops model {str(path)!r} contains types outside scikit-learn, numpy and scipy: "
+            f"{', '.join(sorted(refused))}",
+            field="path",
+            hint=(
+                f"loading them could run their code; if you trust this file, set "
+                f"{_SKOPS_TRUST_ENV}=1"
+            ),
+        )
+    try:
+        return sio.load(path, trusted=untrusted)
+    except Exception as exc:
+        raise _cannot_load(path, "skops model", exc) from exc
+
+
+def _skops_trusted(type_name: str) -> bool:
+    return type_name.startswith(SKOPS_TRUSTED_PREFIXES)
+
+
+def _sklearn_signature(estimator: Any) -> Signature | None:
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is not None:
+        return Signature.from_columns([str(n) for n in names])
+    n = getattr(estimator, "n_features_in_", None)
+    if isinstance(n, int) and n > 0:
+        return Signature.numeric(n)
+    return None
+
+
+def _load_sklearn_model(path: Path, signature: Signature | None, digest: str | None) -> LoadedModel:
+    estimator = _read_sklearn(path)
+    run = getattr(estimator, "predict", None)
+    if not callable(run):
+        raise ConfigError(
+            f"{str(path)!r} holds a {type(estimator).__name__}, which has no predict method",
+            field="path",
+            hint="save a fitted estimator or pipeline",
+        )
+    inferred = _sklearn_signature(estimator)
+    if signature is not None:
+        _check_width(signature, getattr(estimator, "n_features_in_", None), path)
+    else:
+        signature = inferred
+    if getattr(estimator, "feature_names_in_", None) is not None:
+        # The server orders columns by name itself and hands the model an array, so
+        # scikit-learn's "X does not have valid feature names" warning would fire on every
+        # request and mean nothing.
+        warnings.filterwarnings(
+            "ignore", message="X does not have valid feature names", category=UserWarning
+        )
+    from mlshift.serving._arrays import array_dtype
+
+    return _SklearnModel(
+        path=path,
+        signature=signature,
+        digest=digest,
+        native=estimator,
+        dtype=array_dtype(signature),
+        run=run,
+        refusals=(ValueError, TypeError),
+    )
+
+
+# ------------------------------------------------------------------------------- onnx
+
+_ONNX_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(bool)": "bool",
+    "tensor(string)": "string",
+}
+
+
+def _onnx_session(path: Path) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise _missing("onnx", "loading ONNX models", exc) from exc
+    if path.is_dir():
+        raise ConfigError(f"onnx artifact {str(path)!r} is a directory, expected a file")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings would go to stderr per session
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise _cannot_load(path, "ONNX model", exc) from exc
+
+
+def _onnx_input(session: Any, path: Path) -> Any:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise ConfigError(
+            f"ONNX model {str(path)!r} has {len(inputs)} inputs ({names}); the server feeds one "
+            "2-D tensor of rows",
+            field="path",
+            hint="export the model with a single [batch, features] input",
+        )
+    first = inputs[0]
+    if first.type not in _ONNX_DTYPES or len(first.shape) != 2:
+        raise ConfigError(
+            f"ONNX model {str(path)!r} takes {first.type} of shape {first.shape}; the server "
+            "feeds a 2-D [batch, features] tensor of numbers or strings",
+            field="path",
+        )
+    return first
+
+
+def _onnx_signature(session: Any, path: Path) -> Signature | None:
+    first = _onnx_input(session, path)
+    width = first.shape[1]
+    if isinstance(width, int) and width > 0:
+        return Signature.numeric(width, dtype=_ONNX_DTYPES[first.type])  # type: ignore[arg-type]
+    return None
+
+
+def _load_onnx_model(path: Path, signature: Signature | None, digest: str | None) -> LoadedModel:
+    import numpy as np
+
+    session = _onnx_session(path)
+    first = _onnx_input(session, path)
+    inferred = _onnx_signature(session, path)
+    if signature is not None:
+        _check_width(signature, inferred.n_features if inferred else None, path)
+    else:
+        signature = inferred
+    kind = _ONNX_DTYPES[first.type]
+    dtype = np.dtype(object) if kind == "string" else np.dtype(kind)
+    input_name: str = first.name
+    output_names = [session.get_outputs()[0].name]
+    session_run = session.run
+
+    def run(array: Any) -> Any:
+        # Only the first output (labels for a classifier): onnxruntime then skips the rest.
+        return session_run(output_names, {input_name: array})[0]
+
+    try:
+        from onnxruntime.capi.onnxruntime_pybind11_state import (
+            Fail,
+            InvalidArgument,
+        )
+
+        refusals: tuple[type[BaseException], ...] = (InvalidArgument, Fail, ValueError)
+    except ImportError:  # pragma: no cover - a private module; keep working if it moves
+        refusals = (ValueError,)
+    return _OnnxModel(
+        path=path,
+        signature=signature,
+        digest=digest,
+        native=session,
+        dtype=dtype,
+        run=run,
+        refusals=refusals,
+    )
+
+
+# -------------------------------------------------------------------------- predictor
+
+
+def _import_predictor_module(path: Path) -> ModuleType:
+    file = path / "predictor.py"
+    if not file.is_file():
+        raise ConfigError(
+            f"predictor artifact {str(path)!r} has no predictor.py",
+            field="path",
+            hint="a predictor model is a directory with a predictor.py defining class Predictor",
+        )
+    # A name unique to the file, so two predictors never share a module, and nothing is
+    # added to sys.path: the user's directory cannot shadow other imports.
+    digest = hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:16]
+    name = f"_mlshift_predictor_{digest}"
+    cached = sys.modules.get(name)
+    if cached is not None:
+        return cached
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+        raise ConfigError(f"cannot import {str(file)!r}", field="path")
+    module = importlib.util.module_from_spec(spec)
+    # Registered while it runs so dataclasses and pickling inside it can find the module.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise _cannot_load(file, "predictor module", exc) from exc
+    return module
+
+
+def _predictor_class(path: Path) -> type[Any]:
+    module = _import_predictor_module(path)
+    cls = getattr(module, "Predictor", None)
+    if not isinstance(cls, type):
+        raise ConfigError(
+            f"{str(path / 'predictor.py')!r} defines no class named Predictor",
+            field="path",
+            hint="define class Predictor with load(self, path) and predict(self, batch)",
+        )
+    missing = [m for m in ("load", "predict") if not callable(getattr(cls, m, None))]
+    if missing:
+        raise ConfigError(
+            f"class Predictor in {str(path / 'predictor.py')!r} has no "
+            f"{' or '.join(missing)} method",
+            field="path",
+            hint="define load(self, path: Path) -> None and predict(self, batch) -> list",
+        )
+    return cls
+
+
+def _predictor_signature(cls: type[Any], path: Path) -> Signature | None:
+    declared = getattr(cls, "signature", None)
+    if declared is None or isinstance(declared, Signature):
+        return declared
+    try:
+        return Signature.model_validate(declared)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"Predictor.signature in {str(path / 'predictor.py')!r} is not a valid signature: "
+            f"{exc.errors()[0]['msg']}",
+            field="signature",
+        ) from None
+
+
+def _load_predictor_model(
+    path: Path, signature: Signature | None, digest: str | None
+) -> LoadedModel:
+    if not path.is_dir():
+        raise ConfigError(
+            f"predictor artifact {str(path)!r} is a file, expected a directory with predictor.py",
+            field="path",
+        )
+    cls = _predictor_class(path)
+    if signature is None:
+        signature = _predictor_signature(cls, path)
+    try:
+        instance = cls()
+        instance.load(path)
+    except Exception as exc:
+        raise _cannot_load(path, "predictor", exc) from exc
+    return _PredictorModel(path=path, signature=signature, digest=digest, native=instance)

@@ -1,0 +1,21 @@
+"""Provider-neutral specs: what users ask for, validated before anything happens."""
+
+from mlshift.specs.endpoint import SIZES, Autoscaling, Compute, EndpointSpec, Variant
+from mlshift.specs.model import FRAMEWORKS, ColumnSpec, ModelRef, ModelSpec, ModelVersion, Signature
+from mlshift.specs.project import ProjectFile, TargetConfig
+
+__all__ = [
+    "FRAMEWORKS",
+    "SIZES",
+    "Autoscaling",
+    "ColumnSpec",
+    "Compute",
+    "EndpointSpec",
+    "ModelRef",
+    "ModelSpec",
+    "ModelVersion",
+    "ProjectFile",
+    "Signature",
+    "TargetConfig",
+    "Variant",
+]

@@ -1,0 +1,115 @@
+"""Endpoint specs: a stable name that answers predictions, split across variants by weight."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
+
+from mlshift.specs._base import Name, SpecModel
+from mlshift.specs.model import ModelRef
+
+__all__ = ["SIZES", "Autoscaling", "Compute", "EndpointSpec", "ModelRefField", "Size", "Variant"]
+
+Size = Literal["cpu-small", "cpu-medium", "cpu-large", "gpu-small", "gpu-medium", "gpu-large"]
+#: Neutral compute sizes; each adapter maps them to an instance type in a documented table.
+SIZES: tuple[str, ...] = ("cpu-small", "cpu-medium", "cpu-large", "gpu-small", "gpu-medium", "gpu-large")
+
+
+def _parse_ref(value: Any) -> Any:
+    if isinstance(value, str):
+        return ModelRef.parse(value)
+    return value
+
+
+ModelRefField = Annotated[
+    ModelRef,
+    BeforeValidator(_parse_ref),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "NAME:VERSION, NAME@ALIAS or NAME (latest version)",
+            "examples": ["iris:3", "iris@champion"],
+        }
+    ),
+]
+
+
+class Compute(SpecModel):
+    """Where a variant runs: a neutral size and a replica count.
+
+    Attributes:
+        size: ``cpu-small`` … ``gpu-large``; use ``provider_options`` for an exact instance type.
+        replicas: How many copies serve the variant (instances, workers or nodes).
+    """
+
+    size: Size = "cpu-small"
+    replicas: int = Field(default=1, ge=1, le=100)
+
+
+class Autoscaling(SpecModel):
+    """Replica bounds and the load each replica should carry."""
+
+    min_replicas: int = Field(default=1, ge=0, le=100)
+    max_replicas: int = Field(default=1, ge=1, le=100)
+    target_requests_per_replica: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is greater than max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class Variant(SpecModel):
+    """One model version behind an endpoint, with its share of the traffic.
+
+    Attributes:
+        name: Unique within the endpoint; shows in the response header that names who served.
+        model: ``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME``; resolved to a version at plan time.
+        weight: Percent of requests, 0-100; the weights of an endpoint sum to 100.
+        compute: Overrides the endpoint's compute for this variant.
+    """
+
+    name: Name
+    model: ModelRefField
+    weight: int = Field(default=100, ge=0, le=100)
+    compute: Compute | None = None
+
+
+class EndpointSpec(SpecModel):
+    """A desired endpoint.
+
+    Attributes:
+        name: The endpoint's stable name.
+        variants: At least one; weights sum to 100.
+        compute: The default compute for variants that do not set their own.
+        provider_options: Per-target options under the target's name
+            (``{"local": {"port": 8500}}``); each target validates only its own key.
+    """
+
+    name: Name
+    variants: tuple[Variant, ...] = Field(min_length=1)
+    compute: Compute = Field(default_factory=Compute)
+    autoscaling: Autoscaling | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _variants_consistent(self) -> EndpointSpec:
+        names = [v.name for v in self.variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(dupes)}")
+        total = sum(v.weight for v in self.variants)
+        if total != 100:
+            shares = ", ".join(f"{v.name}={v.weight}" for v in self.variants)
+            raise ValueError(f"variant weights must sum to 100, got {total} ({shares})")
+        return self
+
+    def compute_for(self, variant: Variant) -> Compute:
+        """The compute a variant runs on (its own, else the endpoint's)."""
+        return variant.compute or self.compute

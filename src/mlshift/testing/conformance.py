@@ -1,0 +1,245 @@
+"""The conformance suite every adapter passes: each behaviour is specified once, here.
+
+Subclass the classes below in your adapter's tests and provide a ``client`` fixture that
+yields a :class:`mlshift.Client` on a fresh, empty target::
+
+    import pytest
+    from mlshift.testing.conformance import EndpointConformance, RegistryConformance
+
+    class TestMyAdapterRegistry(RegistryConformance):
+        @pytest.fixture
+        def client(self, tmp_path):
+            with mlshift.connect(f"mytarget://...") as c:
+                yield c
+
+Tests that need a capability the adapter does not declare are skipped, naming it. The suite
+needs scikit-learn and skops (``pip install "mlshift[sklearn]"``) to build its test model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlshift._client import Client
+from mlshift.adapter import Capability
+from mlshift.errors import Conflict, IntegrityError, InvalidPayload, MlshiftError, NotFound
+from mlshift.specs.endpoint import EndpointSpec
+
+__all__ = ["AdapterConformance", "EndpointConformance", "RegistryConformance", "iris_models"]
+
+
+def iris_models(folder: Path) -> dict[str, Any]:
+    """Train two small, different iris classifiers and save them as skops files.
+
+    Returns:
+        ``{"v1": path, "v2": path, "rows": sample rows, "expected_v1": labels, "expected_v2": labels}``
+    """
+    pytest.importorskip("sklearn")
+    skops_io = pytest.importorskip("skops.io")
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = load_iris(return_X_y=True)
+    first = LogisticRegression(max_iter=500).fit(x, y)
+    second = DecisionTreeClassifier(max_depth=1, random_state=0).fit(x, y)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, model in (("v1", first), ("v2", second)):
+        path = folder / f"iris-{key}.skops"
+        skops_io.dump(model, path)
+        paths[key] = path
+    rows = x[[0, 60, 120, 149]].tolist()
+    return {
+        **paths,
+        "rows": rows,
+        "expected_v1": first.predict(x[[0, 60, 120, 149]]).tolist(),
+        "expected_v2": second.predict(x[[0, 60, 120, 149]]).tolist(),
+    }
+
+
+class AdapterConformance:
+    """Base: provides the ``models`` fixture; subclasses provide ``client``."""
+
+    @pytest.fixture
+    def client(self) -> Iterator[Client]:  # pragma: no cover - subclasses override
+        raise NotImplementedError("provide a `client` fixture yielding a Client on an empty target")
+
+    @pytest.fixture(scope="class")
+    def models(self, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        return iris_models(tmp_path_factory.mktemp("conformance-models"))
+
+    @staticmethod
+    def require(client: Client, capability: Capability) -> None:
+        if capability not in client.adapter.capabilities:
+            pytest.skip(f"{client.target} does not declare {capability.name}")
+
+
+class RegistryConformance(AdapterConformance):
+    """Model registry behaviour."""
+
+    def test_versions_count_up_per_name(self, client: Client, models: dict[str, Any]) -> None:
+        first = client.models.register("iris", models["v1"], framework="sklearn", metrics={"accuracy": 0.97})
+        second = client.models.register("iris", models["v2"], framework="sklearn")
+        other = client.models.register("other", models["v1"], framework="sklearn")
+        assert (first.version, second.version, other.version) == ("1", "2", "1")
+        assert first.metrics == {"accuracy": 0.97}
+        assert first.digest.startswith("sha256:") and first.digest != second.digest
+        assert client.models.get("iris").version == "2"
+        assert client.models.get("iris:1").digest == first.digest
+        assert [v.version for v in client.models.list("iris")] == ["1", "2"]
+
+    def test_signature_is_inferred(self, client: Client, models: dict[str, Any]) -> None:
+        version = client.models.register("iris", models["v1"], framework="sklearn")
+        assert version.signature is not None and version.signature.n_features == 4
+
+    def test_same_bytes_share_a_digest(self, client: Client, models: dict[str, Any]) -> None:
+        a = client.models.register("iris", models["v1"], framework="sklearn")
+        b = client.models.register("iris", models["v1"], framework="sklearn")
+        assert a.version != b.version and a.digest == b.digest
+        assert client.adapter.models.find_by_digest("iris", a.digest) is not None
+
+    def test_aliases_move(self, client: Client, models: dict[str, Any]) -> None:
+        client.models.register("iris", models["v1"], framework="sklearn")
+        client.models.register("iris", models["v2"], framework="sklearn")
+        client.models.set_alias("iris", "champion", "1")
+        assert client.models.get("iris@champion").version == "1"
+        client.models.set_alias("iris", "champion", "2")
+        assert client.models.get("iris@champion").version == "2"
+        assert "champion" in client.models.get("iris:2").aliases
+        client.models.remove_alias("iris", "champion")
+        with pytest.raises(NotFound):
+            client.models.get("iris@champion")
+
+    def test_missing_things_are_not_found(self, client: Client, models: dict[str, Any]) -> None:
+        with pytest.raises(NotFound):
+            client.models.get("nope")
+        client.models.register("iris", models["v1"], framework="sklearn")
+        with pytest.raises(NotFound):
+            client.models.get("iris:9")
+        with pytest.raises(NotFound):
+            client.models.set_alias("iris", "champion", "9")
+
+    def test_delete_version(self, client: Client, models: dict[str, Any]) -> None:
+        client.models.register("iris", models["v1"], framework="sklearn")
+        client.models.register("iris", models["v2"], framework="sklearn")
+        client.models.delete("iris:1")
+        assert [v.version for v in client.models.list("iris")] == ["2"]
+
+    def test_stored_artifact_is_verified(self, client: Client, models: dict[str, Any]) -> None:
+        version = client.models.register("iris", models["v1"], framework="sklearn")
+        path = client.adapter.models.artifact_path(version)
+        assert path.exists()
+        if path.is_file():
+            path.chmod(0o644)
+            path.write_bytes(path.read_bytes() + b"tampered")
+            with pytest.raises(IntegrityError):
+                client.adapter.models.artifact_path(version)
+
+
+class EndpointConformance(AdapterConformance):
+    """Endpoint behaviour: deploy, predict, split, converge, clean up."""
+
+    @pytest.fixture
+    def deployed(self, client: Client, models: dict[str, Any]) -> Iterator[Client]:
+        client.models.register("iris", models["v1"], framework="sklearn")
+        client.models.register("iris", models["v2"], framework="sklearn")
+        client.endpoints.deploy("iris-ep", "iris:1")
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(MlshiftError):
+                client.endpoints.delete("iris-ep")
+
+    def test_deploy_and_predict(self, deployed: Client, models: dict[str, Any]) -> None:
+        state = deployed.endpoints.get("iris-ep")
+        assert [(v.model, v.weight) for v in state.variants] == [("iris:1", 100)]
+        result = deployed.endpoints.predict("iris-ep", models["rows"])
+        assert result.predictions == models["expected_v1"]
+        assert result.variant == state.variants[0].name
+
+    def test_traffic_split(self, deployed: Client, models: dict[str, Any]) -> None:
+        self.require(deployed, Capability.TRAFFIC_SPLIT)
+        state = deployed.endpoints.deploy("iris-ep", "iris:2", traffic=20)
+        assert sorted(v.weight for v in state.variants) == [20, 80]
+        new = next(v.name for v in state.variants if v.model == "iris:2")
+        seen = Counter(deployed.endpoints.predict("iris-ep", models["rows"][:1]).variant for _ in range(400))
+        assert abs(seen[new] / 400 - 0.20) <= 0.05, seen
+
+    def test_reapply_is_a_no_op(self, deployed: Client) -> None:
+        state = deployed.endpoints.get("iris-ep")
+        spec = EndpointSpec(
+            name="iris-ep",
+            variants=tuple(
+                {"name": v.name, "model": v.model, "weight": v.weight, "compute": v.compute}  # type: ignore[misc]
+                for v in state.variants
+            ),
+            tags=state.tags,
+        )
+        plan = deployed.plan(spec)
+        assert plan.is_empty, plan.render()
+
+    def test_weight_change_plans_exactly_that(self, deployed: Client) -> None:
+        self.require(deployed, Capability.TRAFFIC_SPLIT)
+        deployed.endpoints.deploy("iris-ep", "iris:2", traffic=20)
+        state = deployed.endpoints.get("iris-ep")
+        spec = EndpointSpec.model_validate(
+            {
+                "name": "iris-ep",
+                "variants": [
+                    {"name": v.name, "model": v.model, "weight": 50, "compute": v.compute.model_dump()}
+                    for v in state.variants
+                ],
+            }
+        )
+        plan = deployed.plan(spec)
+        assert [a.kind for a in plan.actions] == ["set_weights"]
+        deployed.apply(plan)
+        assert sorted(deployed.endpoints.get("iris-ep").weights.values()) == [50, 50]
+        assert deployed.plan(spec).is_empty
+
+    def test_full_replacement_keeps_serving(self, deployed: Client, models: dict[str, Any]) -> None:
+        state = deployed.endpoints.deploy("iris-ep", "iris:2")
+        assert [(v.model, v.weight) for v in state.variants] == [("iris:2", 100)]
+        assert deployed.endpoints.predict("iris-ep", models["rows"]).predictions == models["expected_v2"]
+
+    def test_missing_model_changes_nothing(self, deployed: Client) -> None:
+        before = deployed.endpoints.get("iris-ep")
+        with pytest.raises(NotFound):
+            deployed.endpoints.deploy("iris-ep", "iris:42", traffic=10)
+        with pytest.raises(NotFound):
+            deployed.endpoints.deploy("brand-new", "ghost:1")
+        assert deployed.endpoints.get("iris-ep").variants == before.variants
+        assert deployed.adapter.endpoints.observe("brand-new") is None
+
+    def test_bad_payload_is_rejected_and_endpoint_keeps_serving(
+        self, deployed: Client, models: dict[str, Any]
+    ) -> None:
+        with pytest.raises(InvalidPayload):
+            deployed.endpoints.predict("iris-ep", [[1.0, 2.0]])
+        assert deployed.endpoints.predict("iris-ep", models["rows"]).predictions == models["expected_v1"]
+
+    def test_cannot_remove_variant_with_traffic(self, deployed: Client) -> None:
+        name = deployed.endpoints.get("iris-ep").variants[0].name
+        with pytest.raises(Conflict):
+            deployed.adapter.endpoints.remove_variant("iris-ep", name)
+
+    def test_targeted_invoke(self, deployed: Client, models: dict[str, Any]) -> None:
+        self.require(deployed, Capability.TARGETED_INVOKE)
+        state = deployed.endpoints.deploy("iris-ep", "iris:2", traffic=10)
+        new = next(v.name for v in state.variants if v.model == "iris:2")
+        for _ in range(5):
+            result = deployed.endpoints.predict("iris-ep", models["rows"], variant=new)
+            assert result.variant == new and result.predictions == models["expected_v2"]
+
+    def test_delete(self, deployed: Client) -> None:
+        deployed.endpoints.delete("iris-ep")
+        assert deployed.adapter.endpoints.observe("iris-ep") is None
+        with pytest.raises(NotFound):
+            deployed.endpoints.get("iris-ep")

@@ -1,0 +1,377 @@
+"""``memory://``: a complete target inside the Python process, for tests and notebooks.
+
+Models are stored in a temporary folder owned by the adapter instance; endpoints serve real
+predictions by running the mlshift model server in-process. Every mutating call is recorded
+in :attr:`MemoryAdapter.calls`, so tests can assert that a re-apply changed nothing.
+
+``memory://?capabilities=traffic_split,metrics`` limits what the target declares, to test how
+code behaves against a less capable target.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mlshift._routing import WeightedRoundRobin
+from mlshift.adapter import (
+    Artifact,
+    BaseEndpointService,
+    Capability,
+    CompletedOperation,
+    EndpointState,
+    Invocation,
+    NameRules,
+    Operation,
+    ResolvedVariant,
+    TargetURI,
+    VariantState,
+)
+from mlshift.errors import ConfigError, Conflict, NotFound
+from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
+
+__all__ = ["MemoryAdapter"]
+
+DEFAULT_CAPABILITIES = frozenset(
+    {Capability.TRAFFIC_SPLIT, Capability.TARGETED_INVOKE, Capability.AUTOSCALING, Capability.GPU}
+)
+
+
+class _MemoryRegistry:
+    def __init__(self, adapter: MemoryAdapter) -> None:
+        self._adapter = adapter
+        self._versions: dict[str, list[ModelVersion]] = {}
+        self._aliases: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def _with_aliases(self, v: ModelVersion) -> ModelVersion:
+        aliases = tuple(sorted(a for (n, a), ver in self._aliases.items() if n == v.name and ver == v.version))
+        return v.model_copy(update={"aliases": aliases})
+
+    def register(self, spec: ModelSpec, artifact: Artifact) -> ModelVersion:
+        self._adapter.record("register_model", spec.name)
+        stored = self._adapter.store(artifact)
+        with self._lock:
+            versions = self._versions.setdefault(spec.name, [])
+            version = ModelVersion(
+                name=spec.name,
+                version=str(len(versions) + 1 if not versions else int(versions[-1].version) + 1),
+                artifact_uri=stored.as_uri(),
+                digest=artifact.digest,
+                framework=spec.framework,
+                signature=spec.signature,
+                metrics=spec.metrics,
+                tags=spec.tags,
+                description=spec.description,
+                created_at=datetime.now(timezone.utc),
+            )
+            versions.append(version)
+        return version
+
+    def get(self, ref: ModelRef) -> ModelVersion:
+        versions = self._versions.get(ref.name)
+        if not versions:
+            raise NotFound(f"model {ref.name!r} does not exist", provider="memory")
+        if ref.alias is not None:
+            ver = self._aliases.get((ref.name, ref.alias))
+            if ver is None:
+                raise NotFound(f"model {ref.name!r} has no alias {ref.alias!r}", provider="memory")
+            ref = ModelRef(name=ref.name, version=ver)
+        if ref.version is None:
+            return self._with_aliases(versions[-1])
+        for v in versions:
+            if v.version == ref.version:
+                return self._with_aliases(v)
+        raise NotFound(f"model {ref.name!r} has no version {ref.version}", provider="memory")
+
+    def list(self, name: str | None = None) -> list[ModelVersion]:
+        names = [name] if name is not None else sorted(self._versions)
+        return [self._with_aliases(v) for n in names for v in self._versions.get(n, [])]
+
+    def find_by_digest(self, name: str, digest: str) -> ModelVersion | None:
+        matches = [v for v in self._versions.get(name, []) if v.digest == digest]
+        return self._with_aliases(matches[-1]) if matches else None
+
+    def set_alias(self, name: str, alias: str, version: str) -> ModelVersion:
+        self.get(ModelRef(name=name, version=version))
+        self._adapter.record("set_alias", name, alias, version)
+        self._aliases[(name, alias)] = version
+        return self.get(ModelRef(name=name, version=version))
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        if (name, alias) not in self._aliases:
+            raise NotFound(f"model {name!r} has no alias {alias!r}", provider="memory")
+        self._adapter.record("remove_alias", name, alias)
+        del self._aliases[(name, alias)]
+
+    def delete(self, name: str, version: str) -> None:
+        self.get(ModelRef(name=name, version=version))
+        users = [
+            f"{e}/{v.name}"
+            for e, ep in self._adapter._endpoints.items.items()
+            for v in ep["variants"].values()
+            if (v.model.name, v.model.version) == (name, version)
+        ]
+        if users:
+            raise Conflict(f"model {name}:{version} is served by {', '.join(users)}", provider="memory")
+        self._adapter.record("delete_model", name, version)
+        self._versions[name] = [v for v in self._versions[name] if v.version != version]
+        for key in [k for k, v in self._aliases.items() if k[0] == name and v == version]:
+            del self._aliases[key]
+
+    def artifact_path(self, version: ModelVersion) -> Path:
+        from mlshift._artifacts import verify_digest
+
+        path = Path(version.artifact_uri.removeprefix("file://"))
+        verify_digest(path, version.digest)
+        return path
+
+
+class _MemoryEndpoints(BaseEndpointService):
+    target_name = "the memory target"
+
+    def __init__(self, adapter: MemoryAdapter) -> None:
+        self._adapter = adapter
+        self.items: dict[str, dict[str, Any]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._apps: dict[str, Any] = {}
+
+    def _state(self, name: str) -> EndpointState:
+        ep = self.items[name]
+        return EndpointState(
+            name=name,
+            url=f"memory://{name}/invocations",
+            status="healthy",
+            variants=tuple(
+                VariantState(
+                    name=v.name,
+                    model=f"{v.model.name}:{v.model.version}",
+                    digest=v.model.digest,
+                    weight=ep["weights"][v.name],
+                    compute=v.compute,
+                    status="healthy",
+                )
+                for v in ep["variants"].values()
+            ),
+            tags=ep["tags"],
+            created_at=ep["created_at"],
+        )
+
+    def _require(self, name: str) -> dict[str, Any]:
+        if name not in self.items:
+            raise NotFound(f"endpoint {name!r} does not exist", provider="memory")
+        return self.items[name]
+
+    def _done(self, name: str, what: str) -> CompletedOperation[EndpointState]:
+        self.items[name]["rr"] = WeightedRoundRobin(self.items[name]["weights"])
+        return CompletedOperation(self._state(name), what)
+
+    def list(self) -> list[EndpointState]:
+        return [self._state(n) for n in sorted(self.items)]
+
+    def observe(self, name: str) -> EndpointState | None:
+        return self._state(name) if name in self.items else None
+
+    def validate(self, spec: EndpointSpec) -> None:
+        options = spec.provider_options.get("memory", {})
+        if options:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: provider_options.memory: the memory target takes no options "
+                f"(got {', '.join(sorted(options))})",
+                field="provider_options.memory",
+            )
+
+    def create(self, spec: EndpointSpec, variants: list[ResolvedVariant]) -> Operation[EndpointState]:
+        if spec.name in self.items:
+            raise Conflict(f"endpoint {spec.name!r} already exists", provider="memory")
+        self._adapter.record("create_endpoint", spec.name)
+        self.items[spec.name] = {
+            "variants": {v.name: v for v in variants},
+            "weights": {v.name: v.weight for v in variants},
+            "tags": dict(spec.tags),
+            "created_at": datetime.now(timezone.utc),
+        }
+        return self._done(spec.name, f"create endpoint {spec.name}")
+
+    def add_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        ep = self._require(name)
+        if variant.name in ep["variants"]:
+            raise Conflict(f"endpoint {name!r} already has a variant {variant.name!r}", provider="memory")
+        self._adapter.record("add_variant", name, variant.name)
+        ep["variants"][variant.name] = variant
+        ep["weights"][variant.name] = 0
+        return self._done(name, f"add variant {variant.name}")
+
+    def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        ep = self._require(name)
+        if variant.name not in ep["variants"]:
+            raise NotFound(f"endpoint {name!r} has no variant {variant.name!r}", provider="memory")
+        self._adapter.record("replace_variant", name, variant.name)
+        ep["variants"][variant.name] = variant
+        return self._done(name, f"replace variant {variant.name}")
+
+    def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
+        ep = self._require(name)
+        if variant_name not in ep["variants"]:
+            raise NotFound(f"endpoint {name!r} has no variant {variant_name!r}", provider="memory")
+        if ep["weights"][variant_name] > 0:
+            raise Conflict(f"variant {variant_name!r} still carries traffic", provider="memory")
+        self._adapter.record("remove_variant", name, variant_name)
+        del ep["variants"][variant_name]
+        del ep["weights"][variant_name]
+        return self._done(name, f"remove variant {variant_name}")
+
+    def set_weights(self, name: str, weights: Mapping[str, int]) -> Operation[EndpointState]:
+        ep = self._require(name)
+        unknown = sorted(set(weights) - set(ep["variants"]))
+        full = {n: int(weights.get(n, 0)) for n in ep["variants"]}
+        if unknown or sum(full.values()) != 100:
+            raise ConfigError(f"invalid weights {dict(weights)} for endpoint {name!r}", field="weights")
+        self._adapter.record("set_weights", name, dict(full))
+        ep["weights"] = full
+        return self._done(name, "set weights")
+
+    def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
+        ep = self._require(name)
+        self._adapter.record("update_compute", name, variant_name)
+        ep["variants"][variant_name] = ep["variants"][variant_name].model_copy(update={"compute": compute})
+        return self._done(name, f"resize variant {variant_name}")
+
+    def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
+        ep = self._require(name)
+        self._adapter.record("update_tags", name)
+        ep["tags"] = dict(tags)
+        return self._done(name, "update tags")
+
+    def delete(self, name: str) -> Operation[None]:
+        self._require(name)
+        self._adapter.record("delete_endpoint", name)
+        del self.items[name]
+        return CompletedOperation(None, f"delete endpoint {name}")
+
+    def _app_for(self, variant: ResolvedVariant) -> Any:
+        key = variant.model.digest + variant.name
+        if key not in self._apps:
+            from starlette.testclient import TestClient
+
+            from mlshift.serving import create_app, load_model
+
+            path = self._adapter.models.artifact_path(variant.model)
+            model = load_model(path, variant.model.framework, signature=variant.model.signature)
+            ref = f"{variant.model.name}:{variant.model.version}"
+            self._apps[key] = TestClient(create_app(model, variant=variant.name, model_ref=ref))
+        return self._apps[key]
+
+    def invoke(
+        self,
+        name: str,
+        body: bytes,
+        content_type: str = "application/json",
+        *,
+        variant: str | None = None,
+        timeout: float = 60.0,
+    ) -> Invocation:
+        ep = self._require(name)
+        if variant is None:
+            rr: WeightedRoundRobin = ep["rr"]
+            variant = rr.pick()
+        elif variant not in ep["variants"]:
+            raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider="memory")
+        client = self._app_for(ep["variants"][variant])
+        start = time.perf_counter()
+        resp = client.post("/invocations", content=body, headers={"Content-Type": content_type})
+        return Invocation(
+            status_code=resp.status_code,
+            body=resp.content,
+            content_type=resp.headers.get("content-type", "application/json"),
+            variant=variant,
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    @contextmanager
+    def lock(self, name: str, *, owner: str, timeout: float) -> Iterator[None]:
+        lock = self._locks.setdefault(name, threading.Lock())
+        if not lock.acquire(timeout=timeout):
+            raise Conflict(f"endpoint {name!r} is being changed by another thread", provider="memory")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def close(self) -> None:
+        for client in self._apps.values():
+            client.close()
+        self._apps.clear()
+
+
+class MemoryAdapter:
+    """Adapter for ``memory://``. State lives on the instance and disappears with it.
+
+    Attributes:
+        calls: Every mutating primitive called, as ``(operation, *arguments)``.
+    """
+
+    name = "memory"
+    name_rules = NameRules()
+
+    def __init__(self, uri: TargetURI, capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES) -> None:
+        self.uri = uri
+        self.capabilities = capabilities
+        self.calls: list[tuple[Any, ...]] = []
+        self._tmp = Path(tempfile.mkdtemp(prefix="mlshift-memory-"))
+        weakref.finalize(self, shutil.rmtree, self._tmp, True)
+        self._models = _MemoryRegistry(self)
+        self._endpoints = _MemoryEndpoints(self)
+
+    @classmethod
+    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any]) -> MemoryAdapter:
+        """Build from ``memory://`` (optionally ``?capabilities=a,b``).
+
+        Raises:
+            ConfigError: for an unknown capability name.
+        """
+        caps = DEFAULT_CAPABILITIES
+        if "capabilities" in uri.query:
+            names = [c.strip() for c in uri.query["capabilities"].split(",") if c.strip()]
+            known = {c.value: c for c in Capability}
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise ConfigError(
+                    f"unknown capabilities {', '.join(bad)}; known: {', '.join(sorted(known))}", field="target"
+                )
+            caps = frozenset(known[n] for n in names)
+        return cls(uri, caps)
+
+    def record(self, *call: Any) -> None:
+        self.calls.append(call)
+
+    def store(self, artifact: Artifact) -> Path:
+        dest = self._tmp / artifact.digest.split(":")[1]
+        if not dest.exists():
+            if artifact.path.is_dir():
+                shutil.copytree(artifact.path, dest / "tree")
+            else:
+                (dest / "file").mkdir(parents=True)
+                shutil.copy2(artifact.path, dest / "file" / artifact.path.name)
+        files = list((dest / "file").iterdir()) if (dest / "file").exists() else []
+        return files[0] if files else dest / "tree"
+
+    @property
+    def models(self) -> _MemoryRegistry:
+        return self._models
+
+    @property
+    def endpoints(self) -> _MemoryEndpoints:
+        return self._endpoints
+
+    def close(self) -> None:
+        self._endpoints.close()
