@@ -78,7 +78,41 @@ _LAZY: dict[str, str] = {
     ),
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "AdapterNotFound",
+    "ApplyResult",
+    "AuthError",
+    "Autoscaling",
+    "Capability",
+    "Client",
+    "ColumnSpec",
+    "Compute",
+    "ConfigError",
+    "Conflict",
+    "EndpointSpec",
+    "EndpointState",
+    "IntegrityError",
+    "InvalidPayload",
+    "Invocation",
+    "MlshiftError",
+    "ModelRef",
+    "ModelSpec",
+    "ModelVersion",
+    "NotFound",
+    "Plan",
+    "Prediction",
+    "ProjectFile",
+    "ProviderError",
+    "ProviderTimeout",
+    "QuotaExceeded",
+    "RolloutFailed",
+    "Signature",
+    "UnsupportedOperation",
+    "Variant",
+    "VariantState",
+    "__version__",
+    "connect",
+]
 
 
 def __getattr__(name: str) -> Any:

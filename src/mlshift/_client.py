@@ -34,7 +34,7 @@ def validate_spec(model: type[M], data: Any, what: str) -> M:
     try:
         return model.model_validate(data)
     except ConfigError as exc:
-        detail = getattr(exc, "detail", exc.message)
+        detail = exc.detail
         where = f"{exc.field}: " if exc.field else ""
         raise ConfigError(f"{what}: {where}{detail}", field=exc.field) from None
 
@@ -257,7 +257,7 @@ class EndpointsAPI:
             ConfigError: a bad name, size, traffic share or option.
             NotFound: the model reference resolves to nothing.
         """
-        from mlshift.specs.endpoint import Compute, EndpointSpec, Variant
+        from mlshift.specs.endpoint import Compute, EndpointSpec
 
         if traffic is not None and not 0 < traffic <= 100:
             raise ConfigError(f"traffic must be between 1 and 100 percent, got {traffic}", field="traffic")
@@ -287,7 +287,12 @@ class EndpointsAPI:
             for live in state.variants:
                 if live.name in rest:
                     variants.append(
-                        {"name": live.name, "model": live.model, "weight": rest[live.name], "compute": live.compute}
+                        {
+                            "name": live.name,
+                            "model": live.model,
+                            "weight": rest[live.name],
+                            "compute": live.compute,
+                        }
                     )
             current = state.variant(new_name)
             keep_compute = current.compute if current is not None and current.model == exact else compute
@@ -365,7 +370,7 @@ class EndpointsAPI:
         body, content_type = _encode_payload(data)
         inv = self.invoke(name, body, content_type, variant=variant)
         try:
-            payload = inv.json()
+            payload = inv.json_body()
         except ValueError:
             payload = None
         if inv.status_code >= 400:
@@ -378,7 +383,9 @@ class EndpointsAPI:
                 f"endpoint {name!r} failed with HTTP {inv.status_code}: {text}", provider=self._adapter.name
             )
         if not isinstance(payload, dict) or "predictions" not in payload:
-            raise ProviderError(f"endpoint {name!r} answered without predictions", provider=self._adapter.name)
+            raise ProviderError(
+                f"endpoint {name!r} answered without predictions", provider=self._adapter.name
+            )
         return Prediction(list(payload["predictions"]), inv)
 
 

@@ -80,7 +80,9 @@ def parse_project(text: str, source: str = "mlshift.yaml", base_dir: Path | None
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}", hint="check indentation and quoting") from None
+        raise ConfigError(
+            f"{where}: not valid YAML: {problem}", hint="check indentation and quoting"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -88,16 +90,13 @@ def parse_project(text: str, source: str = "mlshift.yaml", base_dir: Path | None
     try:
         project = ProjectFile.model_validate(data)
     except ConfigError as exc:
-        loc = getattr(exc, "loc", ())
-        line = _line_of(root, loc)
+        line = _line_of(root, exc.loc)
         where = f"{source}:{line}" if line else source
-        detail = getattr(exc, "detail", exc.message)
+        detail = exc.detail
         raise ConfigError(f"{where}: {exc.field or 'top level'}: {detail}", field=exc.field) from None
     if base_dir is not None and project.models:
         models = tuple(
-            m.model_copy(update={"path": str((base_dir / m.path).resolve())})
-            if "://" not in m.path
-            else m
+            m.model_copy(update={"path": str((base_dir / m.path).resolve())}) if "://" not in m.path else m
             for m in project.models
         )
         project = project.model_copy(update={"models": models})

@@ -99,11 +99,11 @@ def load_adapter(uri: str | TargetURI, options: Mapping[str, Any] | None = None)
             raise AdapterNotFound(
                 f"the {target.scheme!r} adapter is not installed",
                 field="target",
-                hint=f'pip install "mlshift[{_EXTRA.get(package, target.scheme)}]"  (or: pip install {package})',
+                hint=f'pip install "mlshift[{_EXTRA.get(package, target.scheme)}]"'
+                f"  (or: pip install {package})",
             )
         raise AdapterNotFound(
-            f"unknown target scheme {target.scheme!r} in {target.raw!r}; "
-            f"expected one of {', '.join(known)}",
+            f"unknown target scheme {target.scheme!r} in {target.raw!r}; expected one of {', '.join(known)}",
             field="target",
         )
     module_name, _, attr = spec.partition(":")

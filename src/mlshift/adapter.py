@@ -12,9 +12,10 @@ creating an endpoint takes minutes. Local and in-memory adapters return finished
 
 from __future__ import annotations
 
+import builtins
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -252,8 +253,12 @@ class Invocation(SpecModel):
     """The variant that served the request (from the target's response header)."""
     latency_ms: float = 0.0
 
-    def json(self) -> Any:
-        """The body parsed as JSON."""
+    def json_body(self) -> Any:
+        """The body parsed as JSON.
+
+        Raises:
+            ValueError: if the body is not JSON.
+        """
         import json
 
         return json.loads(self.body)
@@ -326,7 +331,7 @@ class ModelRegistry(Protocol):
         """
         ...
 
-    def list(self, name: str | None = None) -> list[ModelVersion]:
+    def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
         """All versions of ``name`` (or of every model), oldest first."""
         ...
 
@@ -363,7 +368,7 @@ class ModelRegistry(Protocol):
 class EndpointService(Protocol):
     """Endpoints on a target: observe live state and change it one primitive at a time."""
 
-    def list(self) -> list[EndpointState]:
+    def list(self) -> builtins.list[EndpointState]:
         """Every endpoint on the target that mlshift can see."""
         ...
 
@@ -379,9 +384,7 @@ class EndpointService(Protocol):
         """
         ...
 
-    def create(
-        self, spec: EndpointSpec, variants: list[ResolvedVariant]
-    ) -> Operation[EndpointState]:
+    def create(self, spec: EndpointSpec, variants: Sequence[ResolvedVariant]) -> Operation[EndpointState]:
         """Create the endpoint serving ``variants`` with their weights."""
         ...
 
@@ -401,9 +404,7 @@ class EndpointService(Protocol):
         """Set every variant's share of traffic at once (shares sum to 100)."""
         ...
 
-    def update_compute(
-        self, name: str, variant_name: str, compute: Compute
-    ) -> Operation[EndpointState]:
+    def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
         """Resize a variant in place."""
         ...
 
@@ -475,18 +476,14 @@ class BaseEndpointService:
     def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
         raise self._unsupported("replace a variant in place")
 
-    def update_compute(
-        self, name: str, variant_name: str, compute: Compute
-    ) -> Operation[EndpointState]:
+    def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
         raise self._unsupported("resize a variant in place")
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         return None
 
 
-def validate_own_options(
-    spec: EndpointSpec, target: str, model: type[SpecModel]
-) -> SpecModel:
+def validate_own_options(spec: EndpointSpec, target: str, model: type[SpecModel]) -> SpecModel:
     """Validate ``spec.provider_options[target]`` against ``model`` (other keys are not ours).
 
     Raises:
@@ -499,7 +496,7 @@ def validate_own_options(
         path = f"provider_options.{target}" + (f".{exc.field}" if exc.field else "")
         allowed = ", ".join(sorted(model.model_fields))
         raise ConfigError(
-            f"endpoint {spec.name!r}: {path}: {getattr(exc, 'detail', exc.message)}",
+            f"endpoint {spec.name!r}: {path}: {exc.detail}",
             field=path,
             hint=f"options the {target} target knows: {allowed}",
         ) from None

@@ -81,9 +81,21 @@ class ConfigError(MlshiftError, ValueError):
 
     code = "config_error"
 
-    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        hint: str | None = None,
+        loc: tuple[int | str, ...] = (),
+        detail: str | None = None,
+    ) -> None:
         super().__init__(message, hint=hint)
         self.field = field
+        #: The field's location as a tuple (for adding a line number to ``mlshift.yaml`` errors).
+        self.loc = loc
+        #: The problem without the "where" prefix.
+        self.detail = detail or message
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()

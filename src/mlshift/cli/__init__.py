@@ -10,7 +10,7 @@ Exit codes: 0 success; 1 an mlshift error (printed without a traceback); 2 a usa
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -39,7 +39,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
 
 TargetOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--target",
         "-t",
@@ -93,7 +93,9 @@ def _pairs(values: list[str] | None, what: str, number: bool = False) -> dict[st
             try:
                 out[key] = float(value)
             except ValueError:
-                raise ConfigError(f"{what} {item!r}: {value!r} is not a number", field=what.lstrip("-")) from None
+                raise ConfigError(
+                    f"{what} {item!r}: {value!r} is not a number", field=what.lstrip("-")
+                ) from None
         else:
             out[key] = value
     return out
@@ -162,11 +164,14 @@ def models_register(
     name: Annotated[str, typer.Argument(help="Model name; versions are numbered per name.")],
     path: Annotated[str, typer.Argument(help="A .skops/.joblib/.onnx file or a predictor directory.")],
     framework: Annotated[
-        Optional[str], typer.Option("--framework", "-f", help="sklearn, onnx or predictor (default: from PATH).")
+        str | None,
+        typer.Option("--framework", "-f", help="sklearn, onnx or predictor (default: from PATH)."),
     ] = None,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="KEY=NUMBER, repeatable.")] = None,
-    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
-    description: Annotated[Optional[str], typer.Option(help="Free text kept with the version.")] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="KEY=NUMBER, repeatable.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
+    description: Annotated[str | None, typer.Option(help="Free text kept with the version.")] = None,
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
@@ -185,14 +190,14 @@ def models_register(
         _print_json(version.model_dump(mode="json"))
     else:
         _console().print(
-            f"Registered [bold]{version.name}:{version.version}[/bold] ({version.framework}, {version.digest[:19]}…) "
-            f"on {client.label}"
+            f"Registered [bold]{version.name}:{version.version}[/bold] "
+            f"({version.framework}, {version.digest[:19]}…) on {client.label}"
         )
 
 
 @models_app.command("list")
 def models_list(
-    name: Annotated[Optional[str], typer.Argument(help="Only this model's versions.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Only this model's versions.")] = None,
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
@@ -220,7 +225,16 @@ def models_show(
     console = _console()
     console.print(f"[bold]{version.name}:{version.version}[/bold]")
     data = version.model_dump(mode="json")
-    for key in ("framework", "digest", "artifact_uri", "aliases", "metrics", "tags", "description", "created_at"):
+    for key in (
+        "framework",
+        "digest",
+        "artifact_uri",
+        "aliases",
+        "metrics",
+        "tags",
+        "description",
+        "created_at",
+    ):
         if data.get(key) not in (None, {}, []):
             console.print(f"  {key}: {data[key]}")
     if version.signature is not None:
@@ -297,13 +311,17 @@ def deploy(
     endpoint: Annotated[str, typer.Argument(help="Endpoint name (created if it does not exist).")],
     model: Annotated[str, typer.Option("--model", "-m", help="NAME:VERSION, NAME@ALIAS or NAME (latest).")],
     traffic: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(help="Percent for the new version as an extra variant; the rest stays where it is."),
     ] = None,
-    size: Annotated[str, typer.Option(help="cpu-small|cpu-medium|cpu-large|gpu-small|gpu-medium|gpu-large")] = "cpu-small",
+    size: Annotated[
+        str, typer.Option(help="cpu-small|cpu-medium|cpu-large|gpu-small|gpu-medium|gpu-large")
+    ] = "cpu-small",
     replicas: Annotated[int, typer.Option(help="Copies of the model server.")] = 1,
-    variant: Annotated[Optional[str], typer.Option(help="Variant name (default: MODEL-vVERSION).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="local target: the endpoint's port (new endpoints).")] = None,
+    variant: Annotated[str | None, typer.Option(help="Variant name (default: MODEL-vVERSION).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="local target: the endpoint's port (new endpoints).")
+    ] = None,
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
@@ -413,7 +431,9 @@ def _read_data(data: str) -> str:
         try:
             return path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot read --data file {str(path)!r}: {exc.strerror}", field="data") from None
+            raise ConfigError(
+                f"cannot read --data file {str(path)!r}: {exc.strerror}", field="data"
+            ) from None
     return data
 
 
@@ -425,10 +445,10 @@ def predict(
         typer.Option(
             "--data",
             "-d",
-            help='JSON (\'[[5.1,3.5,1.4,0.2]]\' or \'{"instances": ...}\'), CSV text, @FILE, or - for stdin.',
+            help="JSON ('[[5.1,3.5,1.4,0.2]]' or '{\"instances\": ...}'), CSV text, @FILE, or - for stdin.",
         ),
     ],
-    variant: Annotated[Optional[str], typer.Option(help="Send to this variant only.")] = None,
+    variant: Annotated[str | None, typer.Option(help="Send to this variant only.")] = None,
     target: TargetOpt = None,
     output: OutputOpt = "json",
 ) -> None:
@@ -455,15 +475,15 @@ def predict(
 # ------------------------------------------------------------------------------------ plan/apply
 
 FileOpt = Annotated[
-    Optional[str], typer.Option("--file", "-f", help="mlshift.yaml (default: searched upward from here).")
+    str | None, typer.Option("--file", "-f", help="mlshift.yaml (default: searched upward from here).")
 ]
 
 
 def _project(file: str | None) -> tuple[Any, str]:
+    from pathlib import Path
+
     from mlshift._config import find_project_file, load_project
     from mlshift.errors import ConfigError
-
-    from pathlib import Path
 
     path = Path(file) if file else find_project_file()
     if path is None:
@@ -516,7 +536,9 @@ def apply_cmd(
         _console().print(plan.render(), markup=False)
     if not yes:
         if not sys.stdin.isatty():
-            raise ConfigError("refusing to apply without confirmation in a non-interactive session", hint="add --yes")
+            raise ConfigError(
+                "refusing to apply without confirmation in a non-interactive session", hint="add --yes"
+            )
         if not typer.confirm("Apply these changes?"):
             raise typer.Exit(1)
     result = client.apply(plan, on_event=_progress)
@@ -540,8 +562,12 @@ def apply_cmd(
 def serve_cmd(
     path: Annotated[str, typer.Argument(help="A model file or predictor directory.")],
     port: Annotated[int, typer.Option(help="Port on the host.")] = 8080,
-    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
-    framework: Annotated[Optional[str], typer.Option(help="sklearn, onnx or predictor (default: from PATH).")] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")
+    ] = "127.0.0.1",
+    framework: Annotated[
+        str | None, typer.Option(help="sklearn, onnx or predictor (default: from PATH).")
+    ] = None,
 ) -> None:
     """Run the model server in the foreground, for debugging a model (Ctrl-C stops it)."""
     from pathlib import Path
@@ -554,7 +580,7 @@ def serve_cmd(
 
 @app.command("schema")
 def schema_cmd(
-    out: Annotated[Optional[str], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
 ) -> None:
     """Print the JSON Schema of mlshift.yaml (point your editor's YAML plugin at it)."""
     import json
@@ -581,7 +607,11 @@ def targets_cmd(output: OutputOpt = "table") -> None:
     _check_output(output)
     installed = available_adapters()
     rows = [
-        {"scheme": s, "installed": "yes" if s in installed else "no", "package": KNOWN_ADAPTERS.get(s, ("", "?"))[1]}
+        {
+            "scheme": s,
+            "installed": "yes" if s in installed else "no",
+            "package": KNOWN_ADAPTERS.get(s, ("", "?"))[1],
+        }
         for s in sorted(set(installed) | set(KNOWN_ADAPTERS))
     ]
     if output == "json":

@@ -69,7 +69,9 @@ class LocalAdapter:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot use {root} as the local state folder: {exc.strerror}", field="target") from None
+            raise ConfigError(
+                f"cannot use {root} as the local state folder: {exc.strerror}", field="target"
+            ) from None
         return cls(uri, root.resolve())
 
     @property

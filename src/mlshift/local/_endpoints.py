@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import json
@@ -9,7 +10,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,9 @@ class LocalEndpointService(BaseEndpointService):
         tmp.write_text(json.dumps({"endpoint": name, "variants": variants}))
         os.replace(tmp, folder / "routes.json")
 
-    def _start_replicas(self, endpoint: str, variant: ResolvedVariant, timeout: float) -> list[dict[str, Any]]:
+    def _start_replicas(
+        self, endpoint: str, variant: ResolvedVariant, timeout: float
+    ) -> list[dict[str, Any]]:
         """Start one model server per replica; on any failure stop the ones already started."""
         model = variant.model
         artifact = self._store.resolve(model.digest)
@@ -236,22 +239,21 @@ class LocalEndpointService(BaseEndpointService):
                 )
             )
         router = ProcessHandle(pid=row["router_pid"], started=row["router_started"])
+        overall: VariantStatus = "healthy"
         if not router.alive():
-            status: VariantStatus = "failed"
+            overall = "failed"
         elif any(v.status != "healthy" for v in variants if v.weight > 0):
-            status = "unhealthy"
-        else:
-            status = "healthy"
+            overall = "unhealthy"
         return EndpointState(
             name=name,
             url=f"http://127.0.0.1:{row['port']}/invocations",
-            status=status,
+            status=overall,
             variants=tuple(variants),
             tags=json.loads(row["tags"]),
             created_at=datetime.fromisoformat(row["created_at"]),
         )
 
-    def list(self) -> list[EndpointState]:
+    def list(self) -> builtins.list[EndpointState]:
         with self._db.read() as conn:
             names = [r[0] for r in conn.execute("SELECT name FROM endpoints ORDER BY name")]
         states = [self.observe(n) for n in names]
@@ -259,7 +261,7 @@ class LocalEndpointService(BaseEndpointService):
 
     # ---------------------------------------------------------------- contract: changes
 
-    def create(self, spec: EndpointSpec, variants: list[ResolvedVariant]) -> Operation[EndpointState]:
+    def create(self, spec: EndpointSpec, variants: Sequence[ResolvedVariant]) -> Operation[EndpointState]:
         if self._row(spec.name) is not None:
             raise Conflict(f"endpoint {spec.name!r} already exists", provider="local")
         options = validate_own_options(spec, "local", LocalEndpointOptions)
@@ -280,7 +282,7 @@ class LocalEndpointService(BaseEndpointService):
                     (spec.name, options.port or 0, 0, 0.0, json.dumps(spec.tags),
                      datetime.now(timezone.utc).isoformat()),
                 )  # fmt: skip
-                for v, procs in zip(variants, started):
+                for v, procs in zip(variants, started, strict=True):
                     conn.execute(
                         "INSERT INTO variants (endpoint, name, model_name, model_version, digest, size,"
                         " replicas, weight, processes) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -355,10 +357,10 @@ class LocalEndpointService(BaseEndpointService):
         try:
             with self._db.write() as conn:
                 conn.execute(
-                    "UPDATE variants SET model_name = ?, model_version = ?, digest = ?, size = ?, replicas = ?,"
-                    " processes = ? WHERE endpoint = ? AND name = ?",
-                    (variant.model.name, int(variant.model.version), variant.model.digest, variant.compute.size,
-                     variant.compute.replicas, json.dumps(procs), name, variant.name),
+                    "UPDATE variants SET model_name = ?, model_version = ?, digest = ?, size = ?,"
+                    " replicas = ?, processes = ? WHERE endpoint = ? AND name = ?",
+                    (variant.model.name, int(variant.model.version), variant.model.digest,
+                     variant.compute.size, variant.compute.replicas, json.dumps(procs), name, variant.name),
                 )  # fmt: skip
         except BaseException:
             self._stop(procs)
@@ -413,12 +415,12 @@ class LocalEndpointService(BaseEndpointService):
             # Sizes are labels on the local target: every process runs on this machine.
             with self._db.write() as conn:
                 conn.execute(
-                    "UPDATE variants SET size = ? WHERE endpoint = ? AND name = ?", (compute.size, name, variant_name)
+                    "UPDATE variants SET size = ? WHERE endpoint = ? AND name = ?",
+                    (compute.size, name, variant_name),
                 )
             return self._done(name, f"resize variant {variant_name}")
-        from mlshift.specs.model import ModelRef
-
         from mlshift.local._models import LocalModelRegistry
+        from mlshift.specs.model import ModelRef
 
         model = LocalModelRegistry(self._db, self._store).get(
             ModelRef(name=old["model_name"], version=str(old["model_version"]))

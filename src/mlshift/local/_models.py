@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 from datetime import datetime, timezone
@@ -76,7 +77,8 @@ class LocalModelRegistry:
 
     def _not_found(self, conn: sqlite3.Connection, ref: ModelRef) -> NotFound:
         versions = [
-            str(r[0]) for r in conn.execute("SELECT version FROM models WHERE name = ? ORDER BY version", (ref.name,))
+            str(r[0])
+            for r in conn.execute("SELECT version FROM models WHERE name = ? ORDER BY version", (ref.name,))
         ]
         if not versions:
             names = [r[0] for r in conn.execute("SELECT DISTINCT name FROM models ORDER BY name")]
@@ -118,12 +120,14 @@ class LocalModelRegistry:
                 raise self._not_found(conn, ref)
             return self._row_to_version(conn, row)
 
-    def list(self, name: str | None = None) -> list[ModelVersion]:
+    def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
         with self._db.read() as conn:
             if name is None:
                 rows = conn.execute("SELECT * FROM models ORDER BY name, version").fetchall()
             else:
-                rows = conn.execute("SELECT * FROM models WHERE name = ? ORDER BY version", (name,)).fetchall()
+                rows = conn.execute(
+                    "SELECT * FROM models WHERE name = ? ORDER BY version", (name,)
+                ).fetchall()
             return [self._row_to_version(conn, r) for r in rows]
 
     def find_by_digest(self, name: str, digest: str) -> ModelVersion | None:

@@ -60,7 +60,9 @@ class RoutingTable:
         data = json.loads(self.path.read_text())
         self.variants = {v["name"]: v for v in data["variants"]}
         self.rr = WeightedRoundRobin({n: v["weight"] for n, v in self.variants.items() if v["backends"]})
-        self._replicas = {n: itertools.cycle(v["backends"]) for n, v in self.variants.items() if v["backends"]}
+        self._replicas = {
+            n: itertools.cycle(v["backends"]) for n, v in self.variants.items() if v["backends"]
+        }
         self._key = key
 
     def backend(self, variant: str) -> str:
@@ -119,7 +121,9 @@ class Router:
     async def _health(self, send: Send) -> None:
         serving = [n for n, w in self.table.rr.weights.items() if w > 0]
         status = 200 if serving else 503
-        await _respond(send, status, {"status": "ok" if serving else "no variant carries traffic", "serving": serving})
+        await _respond(
+            send, status, {"status": "ok" if serving else "no variant carries traffic", "serving": serving}
+        )
 
     async def _metrics(self, scope: Scope, send: Send) -> None:
         from urllib.parse import parse_qs
@@ -135,7 +139,9 @@ class Router:
                 "requests": len(recent),
                 "errors": sum(1 for s in recent if s[1] >= 500),
                 "p50_ms": latencies[len(latencies) // 2] if latencies else None,
-                "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None,
+                "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+                if latencies
+                else None,
             }
         await _respond(send, 200, {"window_seconds": window, "variants": out})
 
@@ -164,11 +170,7 @@ class Router:
                 break
         variant = self.table.variants[name]
         backend = self.table.backend(name)
-        forward = {
-            k.decode(): v.decode()
-            for k, v in scope["headers"]
-            if k in (b"content-type", b"accept")
-        }
+        forward = {k.decode(): v.decode() for k, v in scope["headers"] if k in (b"content-type", b"accept")}
         start = time.perf_counter()
         client = await self._http()
         try:
@@ -178,7 +180,12 @@ class Router:
         except Exception as exc:  # any transport failure is this variant's failure
             status, ctype = 502, "application/json"
             content = json.dumps(
-                {"error": {"code": "variant_unavailable", "message": f"variant {name!r} did not answer: {exc}"}}
+                {
+                    "error": {
+                        "code": "variant_unavailable",
+                        "message": f"variant {name!r} did not answer: {exc}",
+                    }
+                }
             ).encode()
         latency = (time.perf_counter() - start) * 1000
         self.samples.setdefault(name, deque(maxlen=_SAMPLES)).append((time.monotonic(), status, latency))
@@ -197,7 +204,9 @@ class Router:
 
 
 async def _respond(send: Send, status: int, payload: Any) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+    )
     await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
 
 
@@ -222,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     port = sock.getsockname()[1]
 
     try:
-        import uvloop  # noqa: F401
+        import uvloop
 
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    config = uvicorn.Config(Router(args.routes), loop=loop, access_log=False, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        Router(args.routes), loop=loop, access_log=False, log_level="warning", lifespan="on"
+    )
     server = uvicorn.Server(config)
 
     async def announce() -> None:

@@ -124,9 +124,7 @@ class UpdateCompute(SpecModel):
 
     def describe(self) -> str:
         old, new = self.old_compute, self.compute
-        return (
-            f"variant {self.variant}: compute {old.size} x{old.replicas} -> {new.size} x{new.replicas}"
-        )
+        return f"variant {self.variant}: compute {old.size} x{old.replicas} -> {new.size} x{new.replicas}"
 
 
 class SetWeights(SpecModel):

@@ -153,7 +153,11 @@ def _run(
                 f"model {action.model.name!r}: {path} changed since the plan was made",
                 hint="run plan again",
             )
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+        size = (
+            sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            if path.is_dir()
+            else path.stat().st_size
+        )
         version = adapter.models.register(action.model, Artifact(path=path, digest=digest, size=size))
         registered[action.model.name] = version
         return version

@@ -174,13 +174,11 @@ def _plan_endpoint(
             actions.append(ReplaceVariant(endpoint=spec.name, variant=v, old_model=live.model))
         elif live.compute != v.compute:
             actions.append(
-                UpdateCompute(
-                    endpoint=spec.name, variant=v.name, compute=v.compute, old_compute=live.compute
-                )
+                UpdateCompute(endpoint=spec.name, variant=v.name, compute=v.compute, old_compute=live.compute)
             )
     new_weights = {v.name: v.weight for v in variants}
     old_weights = observed.weights
-    full_new = {**{n: 0 for n in old_weights}, **new_weights}
+    full_new = {**dict.fromkeys(old_weights, 0), **new_weights}
     if full_new != old_weights:
         actions.append(SetWeights(endpoint=spec.name, weights=full_new, old_weights=old_weights))
     for live in observed.variants:

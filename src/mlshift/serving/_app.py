@@ -71,9 +71,7 @@ def _route(value: str | None, default: str) -> str:
     return value if value.startswith("/") else "/" + value
 
 
-def create_app(
-    model: LoadedModel, *, variant: str | None = None, model_ref: str | None = None
-) -> Starlette:
+def create_app(model: LoadedModel, *, variant: str | None = None, model_ref: str | None = None) -> Starlette:
     """Build the model server's ASGI app for one loaded model.
 
     Routes (all in one app): SageMaker ``GET /ping`` and ``POST /invocations``; Vertex AI
@@ -158,9 +156,7 @@ def create_app(
             dumps(
                 {
                     "framework": model.framework,
-                    "signature": (
-                        signature.model_dump(mode="json") if signature is not None else None
-                    ),
+                    "signature": (signature.model_dump(mode="json") if signature is not None else None),
                     "model_ref": model_ref,
                     "variant": variant,
                     "digest": digest_cache[0],
@@ -195,9 +191,7 @@ def create_app(
             table.setdefault((method, path), predict if method == "POST" else healthy)
     table.setdefault(("GET", "/v1/metadata"), metadata)
     return Starlette(
-        routes=[
-            Route(path, endpoint, methods=[method]) for (method, path), endpoint in table.items()
-        ],
+        routes=[Route(path, endpoint, methods=[method]) for (method, path), endpoint in table.items()],
         exception_handlers={HTTPException: http_error},
     )
 

@@ -95,9 +95,7 @@ class LoadedModel(ABC):
     #: Whether predictions should run in a worker thread rather than on the event loop.
     blocking: ClassVar[bool] = False
 
-    def __init__(
-        self, *, path: Path, signature: Signature | None, digest: str | None, native: Any
-    ) -> None:
+    def __init__(self, *, path: Path, signature: Signature | None, digest: str | None, native: Any) -> None:
         self.path = path
         self.signature = signature
         self.digest = digest
@@ -194,9 +192,7 @@ class _PredictorModel(LoadedModel):
                 ) from None
         predictions: list[Any] = result
         if len(predictions) != len(rows):
-            raise TypeError(
-                f"Predictor.predict returned {len(predictions)} predictions for {len(rows)} rows"
-            )
+            raise TypeError(f"Predictor.predict returned {len(predictions)} predictions for {len(rows)} rows")
         return predictions
 
 
@@ -236,8 +232,7 @@ def detect_framework(path: Path) -> str:
 
 
 _KINDS_HINT = (
-    "known kinds: sklearn (.skops, .joblib, .pkl), onnx (.onnx), "
-    "predictor (a directory with predictor.py)"
+    "known kinds: sklearn (.skops, .joblib, .pkl), onnx (.onnx), predictor (a directory with predictor.py)"
 )
 
 
@@ -324,8 +319,7 @@ def _missing(extra: str, what: str, exc: ImportError) -> ImportError:
 def _check_width(signature: Signature, n: int | None, path: Path) -> None:
     if n is not None and signature.n_features != n:
         raise ConfigError(
-            f"the signature has {signature.n_features} inputs but the model in {str(path)!r} "
-            f"takes {n}",
+            f"the signature has {signature.n_features} inputs but the model in {str(path)!r} takes {n}",
             field="signature",
         )
 
@@ -365,10 +359,7 @@ def _read_skops(path: Path) -> Any:
             f"skops model {str(path)!r} contains types outside scikit-learn, numpy and scipy: "
             f"{', '.join(sorted(refused))}",
             field="path",
-            hint=(
-                f"loading them could run their code; if you trust this file, set "
-                f"{_SKOPS_TRUST_ENV}=1"
-            ),
+            hint=(f"loading them could run their code; if you trust this file, set {_SKOPS_TRUST_ENV}=1"),
         )
     try:
         return sio.load(path, trusted=untrusted)
@@ -408,9 +399,7 @@ def _load_sklearn_model(path: Path, signature: Signature | None, digest: str | N
         # The server orders columns by name itself and hands the model an array, so
         # scikit-learn's "X does not have valid feature names" warning would fire on every
         # request and mean nothing.
-        warnings.filterwarnings(
-            "ignore", message="X does not have valid feature names", category=UserWarning
-        )
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
     from mlshift.serving._arrays import array_dtype
 
     return _SklearnModel(
@@ -446,9 +435,7 @@ def _onnx_session(path: Path) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings would go to stderr per session
     try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise _cannot_load(path, "ONNX model", exc) from exc
 
@@ -565,8 +552,7 @@ def _predictor_class(path: Path) -> type[Any]:
     missing = [m for m in ("load", "predict") if not callable(getattr(cls, m, None))]
     if missing:
         raise ConfigError(
-            f"class Predictor in {str(path / 'predictor.py')!r} has no "
-            f"{' or '.join(missing)} method",
+            f"class Predictor in {str(path / 'predictor.py')!r} has no {' or '.join(missing)} method",
             field="path",
             hint="define load(self, path: Path) -> None and predict(self, batch) -> list",
         )
@@ -587,9 +573,7 @@ def _predictor_signature(cls: type[Any], path: Path) -> Signature | None:
         ) from None
 
 
-def _load_predictor_model(
-    path: Path, signature: Signature | None, digest: str | None
-) -> LoadedModel:
+def _load_predictor_model(path: Path, signature: Signature | None, digest: str | None) -> LoadedModel:
     if not path.is_dir():
         raise ConfigError(
             f"predictor artifact {str(path)!r} is a file, expected a directory with predictor.py",

@@ -360,8 +360,7 @@ def _from_split(value: Any, signature: Signature | None) -> Batch:
     source = "dataframe_split"
     if not isinstance(value, dict):
         raise InvalidPayload(
-            f"{source!r} is a JSON {_json_type(value)}, expected an object with 'columns' and "
-            "'data'"
+            f"{source!r} is a JSON {_json_type(value)}, expected an object with 'columns' and 'data'"
         )
     unknown = sorted(k for k in value if k not in ("columns", "data", "index"))
     if unknown:
@@ -374,9 +373,7 @@ def _from_split(value: Any, signature: Signature | None) -> Batch:
     data = value["data"]
     data_source = f"{source}.data"
     if not isinstance(data, list):
-        raise InvalidPayload(
-            f"{data_source!r} is a JSON {_json_type(data)}, expected a list of rows"
-        )
+        raise InvalidPayload(f"{data_source!r} is a JSON {_json_type(data)}, expected a list of rows")
     if not data:
         raise _empty(data_source)
     given = value.get("columns")
@@ -392,7 +389,7 @@ def _from_split(value: Any, signature: Signature | None) -> Batch:
         return Batch(rows=data, source=data_source, kind="rows", columns=names)
     if len(given) != len(set(given)) or set(given) != set(names):
         raise _column_mismatch(given, names, f"'{source}.columns'")
-    order = [given.index(n) for n in names]
+    order = list(range(len(names)))
     rows: list[list[Any]] = []
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(order):
@@ -430,16 +427,14 @@ def parse_csv(body: bytes, signature: Signature | None) -> Batch:
             rows.append(row)
             lines.append(reader.line_num)
     except csv.Error as exc:
-        raise InvalidPayload(
-            f"the CSV body cannot be read at line {reader.line_num}: {exc}"
-        ) from None
+        raise InvalidPayload(f"the CSV body cannot be read at line {reader.line_num}: {exc}") from None
     names = signature.column_names if signature is not None else None
     if rows and names is not None:
         header = [cell.strip() for cell in rows[0]]
         if len(header) == len(names) and set(header) == set(names):
             del rows[0], lines[0]
             if header != list(names):
-                order = [header.index(n) for n in names]
+                order = list(range(len(names)))
                 rows = [[r[k] for k in order] if len(r) == len(order) else r for r in rows]
     if not rows:
         raise _empty("csv")
@@ -522,9 +517,7 @@ def check_rows(
                 continue
             if dtype == "string":
                 if not isinstance(value, str):
-                    raise InvalidPayload(
-                        f"{batch.value_name(i, j)} is {_describe(value)}, expected a string"
-                    )
+                    raise InvalidPayload(f"{batch.value_name(i, j)} is {_describe(value)}, expected a string")
                 continue
             if batch.text and isinstance(value, str):
                 try:
@@ -543,9 +536,7 @@ def check_rows(
             if isinstance(value, float) and (dtype not in _INTEGER or value.is_integer()):
                 continue
             expected = "an integer" if dtype in _INTEGER else "a number"
-            raise InvalidPayload(
-                f"{batch.value_name(i, j)} is {_describe(value)}, expected {expected}"
-            )
+            raise InvalidPayload(f"{batch.value_name(i, j)} is {_describe(value)}, expected {expected}")
         if parsed is not None:
             if out is rows:
                 out = list(rows)

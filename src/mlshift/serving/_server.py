@@ -134,11 +134,14 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        if self.port_file is None or self.should_exit or not sockets:
+        if self.should_exit or not sockets:
             return
-        port = str(sockets[0].getsockname()[1])
-        _write_atomically(self.port_file, port)
-        self.port_written = port
+        host, port = sockets[0].getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        logger.info("mlshift: listening on http://%s:%d (press Ctrl-C to stop)", shown, port)
+        if self.port_file is not None:
+            _write_atomically(self.port_file, str(port))
+            self.port_written = str(port)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Remove the port file first: once we start closing, nobody should connect anew.

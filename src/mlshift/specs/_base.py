@@ -32,7 +32,7 @@ def config_error(exc: ValidationError, what: str) -> ConfigError:
     err = exc.errors()[0]
     loc = tuple(err["loc"])
     inner = err.get("ctx", {}).get("error")
-    if isinstance(inner, ConfigError) and hasattr(inner, "loc"):
+    if isinstance(inner, ConfigError):
         # A nested spec raised already: keep its location, below ours.
         loc, msg = loc + inner.loc, inner.detail
     else:
@@ -42,10 +42,7 @@ def config_error(exc: ValidationError, what: str) -> ConfigError:
         elif err["type"] == "missing":
             msg = "required field is missing"
     path = _field_path(loc)
-    error = ConfigError(f"{what}: {path + ': ' if path else ''}{msg}", field=path or None)
-    error.loc = loc  # type: ignore[attr-defined]
-    error.detail = msg  # type: ignore[attr-defined]
-    return error
+    return ConfigError(f"{what}: {path + ': ' if path else ''}{msg}", field=path or None, loc=loc, detail=msg)
 
 
 class SpecModel(BaseModel):
@@ -64,18 +61,14 @@ class SpecModel(BaseModel):
             raise config_error(exc, type(self).__name__) from None
 
     @classmethod
-    def model_validate(  # type: ignore[override]
-        cls, obj: Any, *args: Any, **kwargs: Any
-    ) -> Self:
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
             raise config_error(exc, cls.__name__) from None
 
     @classmethod
-    def model_validate_json(  # type: ignore[override]
-        cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any
-    ) -> Self:
+    def model_validate_json(cls, json_data: str | bytes | bytearray, *args: Any, **kwargs: Any) -> Self:
         try:
             return super().model_validate_json(json_data, *args, **kwargs)
         except ValidationError as exc:

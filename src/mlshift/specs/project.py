@@ -61,7 +61,11 @@ class ProjectFile(SpecModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{kind} names must be unique in the file; repeated: {', '.join(dupes)}")
-        if self.default_target and "://" not in self.default_target and self.default_target not in self.targets:
+        if (
+            self.default_target
+            and "://" not in self.default_target
+            and self.default_target not in self.targets
+        ):
             known = ", ".join(sorted(self.targets)) or "none defined"
             raise ValueError(f"default_target {self.default_target!r} is not a defined target ({known})")
         return self

@@ -177,7 +177,7 @@ class EndpointConformance(AdapterConformance):
         spec = EndpointSpec(
             name="iris-ep",
             variants=tuple(
-                {"name": v.name, "model": v.model, "weight": v.weight, "compute": v.compute}  # type: ignore[misc]
+                {"name": v.name, "model": v.model, "weight": v.weight, "compute": v.compute}
                 for v in state.variants
             ),
             tags=state.tags,

@@ -10,12 +10,14 @@ code behaves against a less capable target.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import shutil
 import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,12 +51,14 @@ DEFAULT_CAPABILITIES = frozenset(
 class _MemoryRegistry:
     def __init__(self, adapter: MemoryAdapter) -> None:
         self._adapter = adapter
-        self._versions: dict[str, list[ModelVersion]] = {}
+        self._versions: dict[str, builtins.list[ModelVersion]] = {}
         self._aliases: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
 
     def _with_aliases(self, v: ModelVersion) -> ModelVersion:
-        aliases = tuple(sorted(a for (n, a), ver in self._aliases.items() if n == v.name and ver == v.version))
+        aliases = tuple(
+            sorted(a for (n, a), ver in self._aliases.items() if n == v.name and ver == v.version)
+        )
         return v.model_copy(update={"aliases": aliases})
 
     def register(self, spec: ModelSpec, artifact: Artifact) -> ModelVersion:
@@ -93,7 +97,7 @@ class _MemoryRegistry:
                 return self._with_aliases(v)
         raise NotFound(f"model {ref.name!r} has no version {ref.version}", provider="memory")
 
-    def list(self, name: str | None = None) -> list[ModelVersion]:
+    def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
         names = [name] if name is not None else sorted(self._versions)
         return [self._with_aliases(v) for n in names for v in self._versions.get(n, [])]
 
@@ -144,6 +148,7 @@ class _MemoryEndpoints(BaseEndpointService):
         self.items: dict[str, dict[str, Any]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._apps: dict[str, Any] = {}
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     def _state(self, name: str) -> EndpointState:
         ep = self.items[name]
@@ -175,7 +180,7 @@ class _MemoryEndpoints(BaseEndpointService):
         self.items[name]["rr"] = WeightedRoundRobin(self.items[name]["weights"])
         return CompletedOperation(self._state(name), what)
 
-    def list(self) -> list[EndpointState]:
+    def list(self) -> builtins.list[EndpointState]:
         return [self._state(n) for n in sorted(self.items)]
 
     def observe(self, name: str) -> EndpointState | None:
@@ -190,7 +195,7 @@ class _MemoryEndpoints(BaseEndpointService):
                 field="provider_options.memory",
             )
 
-    def create(self, spec: EndpointSpec, variants: list[ResolvedVariant]) -> Operation[EndpointState]:
+    def create(self, spec: EndpointSpec, variants: Sequence[ResolvedVariant]) -> Operation[EndpointState]:
         if spec.name in self.items:
             raise Conflict(f"endpoint {spec.name!r} already exists", provider="memory")
         self._adapter.record("create_endpoint", spec.name)
@@ -261,15 +266,60 @@ class _MemoryEndpoints(BaseEndpointService):
     def _app_for(self, variant: ResolvedVariant) -> Any:
         key = variant.model.digest + variant.name
         if key not in self._apps:
-            from starlette.testclient import TestClient
-
             from mlshift.serving import create_app, load_model
 
             path = self._adapter.models.artifact_path(variant.model)
             model = load_model(path, variant.model.framework, signature=variant.model.signature)
             ref = f"{variant.model.name}:{variant.model.version}"
-            self._apps[key] = TestClient(create_app(model, variant=variant.name, model_ref=ref))
+            self._apps[key] = create_app(model, variant=variant.name, model_ref=ref)
         return self._apps[key]
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # The model server runs on an event loop of its own in a daemon thread, so invoking
+        # works the same from scripts and from notebooks (which already run a loop).
+        if self._event_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="mlshift-memory", daemon=True).start()
+            self._event_loop = loop
+        return self._event_loop
+
+    def _call(self, app: Any, body: bytes, content_type: str) -> tuple[int, dict[str, str], bytes]:
+        async def run() -> tuple[int, dict[str, str], bytes]:
+            incoming = [{"type": "http.request", "body": body, "more_body": False}]
+            status, headers, chunks = 500, {}, []
+
+            async def receive() -> dict[str, Any]:
+                return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    headers.update({k.decode(): v.decode() for k, v in message.get("headers", [])})
+                elif message["type"] == "http.response.body":
+                    chunks.append(message.get("body", b""))
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/invocations",
+                "raw_path": b"/invocations",
+                "query_string": b"",
+                "root_path": "",
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+                "client": ("127.0.0.1", 0),
+                "server": ("memory", 80),
+            }
+            await app(scope, receive, send)
+            return status, headers, b"".join(chunks)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop()).result(timeout=60)
 
     def invoke(
         self,
@@ -286,14 +336,14 @@ class _MemoryEndpoints(BaseEndpointService):
             variant = rr.pick()
         elif variant not in ep["variants"]:
             raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider="memory")
-        client = self._app_for(ep["variants"][variant])
+        app = self._app_for(ep["variants"][variant])
         start = time.perf_counter()
-        resp = client.post("/invocations", content=body, headers={"Content-Type": content_type})
+        status, headers, content = self._call(app, body, content_type)
         return Invocation(
-            status_code=resp.status_code,
-            body=resp.content,
-            content_type=resp.headers.get("content-type", "application/json"),
-            variant=variant,
+            status_code=status,
+            body=content,
+            content_type=headers.get("content-type", "application/json"),
+            variant=headers.get("x-mlshift-variant", variant),
             latency_ms=(time.perf_counter() - start) * 1000,
         )
 
@@ -308,9 +358,10 @@ class _MemoryEndpoints(BaseEndpointService):
             lock.release()
 
     def close(self) -> None:
-        for client in self._apps.values():
-            client.close()
         self._apps.clear()
+        if self._event_loop is not None:
+            self._event_loop.call_soon_threadsafe(self._event_loop.stop)
+            self._event_loop = None
 
 
 class MemoryAdapter:
@@ -346,7 +397,8 @@ class MemoryAdapter:
             bad = [n for n in names if n not in known]
             if bad:
                 raise ConfigError(
-                    f"unknown capabilities {', '.join(bad)}; known: {', '.join(sorted(known))}", field="target"
+                    f"unknown capabilities {', '.join(bad)}; known: {', '.join(sorted(known))}",
+                    field="target",
                 )
             caps = frozenset(known[n] for n in names)
         return cls(uri, caps)
