@@ -134,7 +134,7 @@ class LocalEndpointService(BaseEndpointService):
     ) -> list[dict[str, Any]]:
         """Start one model server per replica; on any failure stop the ones already started."""
         model = variant.model
-        artifact = self._store.resolve(model.digest)
+        artifact = self._store.verified(model.digest)  # refuse tampered bytes before starting anything
         started: list[tuple[ProcessHandle, int]] = []
         stamp = f"{int(time.time() * 1000)}"
         try:

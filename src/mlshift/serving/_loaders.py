@@ -519,9 +519,14 @@ def _import_predictor_module(path: Path) -> ModuleType:
             field="path",
             hint="a predictor model is a directory with a predictor.py defining class Predictor",
         )
-    # A name unique to the file, so two predictors never share a module, and nothing is
-    # added to sys.path: the user's directory cannot shadow other imports.
-    digest = hashlib.sha256(str(file.resolve()).encode()).hexdigest()[:16]
+    # A name unique to the file's place and content, so two predictors never share a module
+    # and an edited file is imported afresh; nothing is added to sys.path, so the user's
+    # directory cannot shadow other imports.
+    try:
+        source = file.read_bytes()
+    except OSError as exc:
+        raise _cannot_load(file, "predictor module", exc) from exc
+    digest = hashlib.sha256(str(file.resolve()).encode() + b"\0" + source).hexdigest()[:16]
     name = f"_mlshift_predictor_{digest}"
     cached = sys.modules.get(name)
     if cached is not None:

@@ -389,7 +389,7 @@ def _from_split(value: Any, signature: Signature | None) -> Batch:
         return Batch(rows=data, source=data_source, kind="rows", columns=names)
     if len(given) != len(set(given)) or set(given) != set(names):
         raise _column_mismatch(given, names, f"'{source}.columns'")
-    order = list(range(len(names)))
+    order = [given.index(n) for n in names]
     rows: list[list[Any]] = []
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(order):
@@ -434,7 +434,7 @@ def parse_csv(body: bytes, signature: Signature | None) -> Batch:
         if len(header) == len(names) and set(header) == set(names):
             del rows[0], lines[0]
             if header != list(names):
-                order = list(range(len(names)))
+                order = [header.index(n) for n in names]
                 rows = [[r[k] for k in order] if len(r) == len(order) else r for r in rows]
     if not rows:
         raise _empty("csv")

@@ -373,6 +373,7 @@ class MemoryAdapter:
 
     name = "memory"
     name_rules = NameRules()
+    capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES
 
     def __init__(self, uri: TargetURI, capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES) -> None:
         self.uri = uri

@@ -1,0 +1,48 @@
+"""Type-checked (not run): the public API as users write it, under ``mypy --strict``.
+
+If a change to mlshift's signatures breaks ordinary user code, ``nox -s typing`` fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlshift
+from mlshift.specs import EndpointSpec, ModelSpec
+
+
+def deploy_flow(path: Path) -> list[int]:
+    client: mlshift.Client = mlshift.connect("memory://")
+    version: mlshift.ModelVersion = client.models.register("iris", path, metrics={"accuracy": 0.9})
+    number: str = version.version
+    state: mlshift.EndpointState = client.endpoints.deploy("iris", f"iris:{number}")
+    weights: dict[str, int] = state.weights
+    state = client.endpoints.deploy("iris", "iris@champion", traffic=20, size="cpu-large", replicas=2)
+    prediction: mlshift.Prediction = client.endpoints.predict("iris", [[5.1, 3.5, 1.4, 0.2]])
+    labels = [int(p) for p in prediction.predictions]
+    served_by: str | None = prediction.variant
+    assert served_by is None or isinstance(served_by, str)
+    client.endpoints.set_traffic("iris", dict.fromkeys(weights, 50))
+    client.endpoints.delete("iris")
+    client.close()
+    return labels
+
+
+def plan_flow() -> bool:
+    with mlshift.connect("memory://") as client:
+        spec = EndpointSpec.model_validate({"name": "iris", "variants": [{"name": "a", "model": "iris:1"}]})
+        model = ModelSpec(name="iris", path="iris.skops", framework="sklearn")
+        plan: mlshift.Plan = client.plan([model, spec])
+        text: str = plan.render()
+        result: mlshift.ApplyResult = client.apply(plan)
+        return bool(text) and result.changed
+
+
+def errors() -> str:
+    try:
+        mlshift.connect("nope://")
+    except mlshift.ConfigError as exc:
+        return exc.field or exc.message
+    except mlshift.MlshiftError as exc:
+        return str(exc)
+    return ""
