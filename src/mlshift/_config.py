@@ -131,12 +131,15 @@ def resolve_target(
         ConfigError: for a name no ``mlshift.yaml`` defines (listing those that are defined).
     """
     path = project_file if project_file is not None else find_project_file()
-    if project is None and path is not None:
-        project = load_project(path)
     base_dir = path.resolve().parent if path is not None else Path.cwd()
     chosen, origin = target, "argument"
     if not chosen:
         chosen, origin = os.environ.get(ENV_TARGET) or None, f"${ENV_TARGET}"
+    if chosen and "://" in chosen:
+        # A URI needs no mlshift.yaml: a broken file elsewhere must not block it.
+        return ResolvedTarget(uri=chosen, label=chosen, base_dir=base_dir)
+    if project is None and path is not None:
+        project = load_project(path)
     if not chosen and project is not None and project.default_target:
         chosen, origin = project.default_target, "default_target"
     if not chosen:

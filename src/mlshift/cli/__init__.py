@@ -640,7 +640,10 @@ def main() -> None:
     from mlshift.errors import MlshiftError
 
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False lets mlshift errors through to be printed here; click then
+        # returns the code of a typer.Exit instead of exiting itself.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except MlshiftError as exc:
         if _State.output == "json":
             _print_json({"error": exc.to_dict()})
@@ -659,9 +662,9 @@ def main() -> None:
         sys.stderr.write("aborted\n")
         sys.exit(1)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # Usage errors (typer vendors click, so match the click exception by shape).
+        show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
         raise
