@@ -27,7 +27,7 @@ def tests(session: nox.Session) -> None:
 def tests_core(session: nox.Session) -> None:
     """Core tests with no model framework or cloud SDK installed (lazy imports hold)."""
     session.install("-e", ".", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100")
-    session.run("pytest", "-q", "-m", "not needs_sklearn", "tests/test_imports.py", "tests/test_specs.py")
+    session.run("pytest", "-q", "tests/test_imports.py", "tests/test_specs.py", "tests/test_config.py")
 
 
 @nox.session
