@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mlshift._routing import spread_weights
 from mlshift.errors import ConfigError, InvalidPayload, NotFound, ProviderError, UnsupportedOperation
 
 if TYPE_CHECKING:
@@ -14,11 +16,12 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from mlshift.adapter import Adapter, EndpointState, Invocation
-    from mlshift.plan import ApplyEvent, ApplyResult, Plan
+    from mlshift.adapter import Adapter, EndpointState, Invocation, RolloutRecord
+    from mlshift.plan import ApplyEvent, ApplyResult, GateCheck, Plan
     from mlshift.specs.endpoint import EndpointSpec
     from mlshift.specs.model import ModelSpec, ModelVersion, Signature
     from mlshift.specs.project import ProjectFile
+    from mlshift.specs.rollout import RolloutStrategy
 
 __all__ = ["Client", "EndpointsAPI", "ModelsAPI", "PipelinesAPI", "Prediction", "connect"]
 
@@ -44,20 +47,6 @@ def default_variant_name(version: ModelVersion) -> str:
     base = version.name.lower().replace("_", "-").replace(".", "-")
     ver = version.version.lower().replace("_", "-").replace(".", "-")
     return f"{base}-v{ver}"[:63].strip("-")
-
-
-def _spread(total: int, weights: Mapping[str, int]) -> dict[str, int]:
-    """Split ``total`` percent across names in proportion to ``weights`` (largest remainder)."""
-    names = list(weights)
-    if not names:
-        return {}
-    base = sum(weights.values())
-    shares = {n: (weights[n] / base if base else 1 / len(names)) * total for n in names}
-    out = {n: int(shares[n]) for n in names}
-    rest = total - sum(out.values())
-    for n in sorted(names, key=lambda n: shares[n] - out[n], reverse=True)[:rest]:
-        out[n] += 1
-    return out
 
 
 class Prediction:
@@ -243,6 +232,9 @@ class EndpointsAPI:
         variant: str | None = None,
         tags: Mapping[str, str] | None = None,
         provider_options: Mapping[str, Mapping[str, Any]] | None = None,
+        rollout: RolloutStrategy | Mapping[str, Any] | str | None = None,
+        checks: Sequence[GateCheck] = (),
+        lock_timeout: float = 60.0,
         on_event: Callable[[ApplyEvent], None] | None = None,
     ) -> EndpointState:
         """Deploy a model version to an endpoint, creating the endpoint if needed.
@@ -251,11 +243,19 @@ class EndpointsAPI:
         removed once traffic has moved. With ``traffic=20`` it becomes one more variant at 20%
         and the other variants keep 80% between them, in their current proportions.
 
+        With ``rollout`` (``Canary(percent=10, bake="5m")``, ``"canary"``, or the same as a dict)
+        traffic moves in stages while a health gate watches the new version; a failed gate
+        puts traffic back and raises :class:`~mlshift.errors.RolloutFailed`. ``checks`` are
+        extra gate checks: functions that get each :class:`~mlshift.plan.GateReading` and return
+        ``False`` or a reason to fail.
+
         This is sugar over :meth:`Client.plan` and :meth:`Client.apply`.
 
         Raises:
-            ConfigError: a bad name, size, traffic share or option.
+            ConfigError: a bad name, size, traffic share, rollout or option.
             NotFound: the model reference resolves to nothing.
+            RolloutFailed: the rollout's gate failed and it was rolled back.
+            Conflict: another process is changing this endpoint (after ``lock_timeout`` s).
         """
         from mlshift.specs.endpoint import Compute, EndpointSpec
 
@@ -265,7 +265,9 @@ class EndpointsAPI:
         compute = validate_spec(Compute, {"size": size, "replicas": replicas}, "compute")
         new_name = variant or default_variant_name(version)
         exact = f"{version.name}:{version.version}"
-        state = self._adapter.endpoints.observe(name)
+        from mlshift.plan import effective_state
+
+        state = effective_state(self._adapter, name)
         variants: list[dict[str, Any]] = []
         if state is None or not state.variants:
             if traffic not in (None, 100):
@@ -283,7 +285,7 @@ class EndpointsAPI:
                     f"endpoint {name!r} has no other variant to keep the remaining {100 - share}%",
                     field="traffic",
                 )
-            rest = _spread(100 - share, others) if share < 100 else {}
+            rest = spread_weights(100 - share, others) if share < 100 else {}
             for live in state.variants:
                 if live.name in rest:
                     variants.append(
@@ -304,12 +306,58 @@ class EndpointsAPI:
                 "variants": variants,
                 "compute": compute,
                 "tags": dict(tags if tags is not None else (state.tags if state else {})),
+                "rollout": {"strategy": rollout} if isinstance(rollout, str) else rollout,
                 "provider_options": {k: dict(v) for k, v in (provider_options or {}).items()},
             },
             f"endpoint {name!r}",
         )
         plan = self._client.plan(spec)
-        self._client.apply(plan, on_event=on_event)
+        self._client.apply(plan, on_event=on_event, checks=checks, lock_timeout=lock_timeout)
+        return self.get(name)
+
+    def history(self, name: str, limit: int = 20) -> builtins.list[RolloutRecord]:
+        """Past changes to an endpoint's variants, newest first, with their outcomes."""
+        return self._adapter.endpoints.rollouts(name, limit=limit)
+
+    def rollback(
+        self,
+        name: str,
+        *,
+        on_event: Callable[[ApplyEvent], None] | None = None,
+        lock_timeout: float = 60.0,
+    ) -> EndpointState:
+        """Return the endpoint to the variants it had before its last successful change.
+
+        Rolling back twice undoes the rollback.
+
+        Raises:
+            NotFound: if no earlier state is recorded, or the models it served were deleted.
+        """
+        from mlshift.plan import apply_plan
+        from mlshift.specs.endpoint import EndpointSpec
+
+        current = self.get(name)
+        previous = next((r for r in self.history(name) if r.phase == "succeeded" and r.baseline), None)
+        if previous is None:
+            raise NotFound(
+                f"endpoint {name!r} has no earlier deployment to roll back to",
+                provider=self._adapter.name,
+                hint=f"see `mlshift endpoints history {name}`",
+            )
+        spec = validate_spec(
+            EndpointSpec,
+            {
+                "name": name,
+                "variants": [
+                    {"name": v.name, "model": v.model, "weight": v.weight, "compute": v.compute}
+                    for v in previous.baseline
+                ],
+                "tags": current.tags,
+            },
+            f"endpoint {name!r}",
+        )
+        plan = self._client.plan(spec)
+        apply_plan(self._adapter, plan, on_event=on_event, lock_timeout=lock_timeout, label="rollback")
         return self.get(name)
 
     def set_traffic(self, name: str, weights: Mapping[str, int]) -> EndpointState:
@@ -452,17 +500,25 @@ class Client:
         plan: Plan | ProjectFile | EndpointSpec | ModelSpec | Iterable[EndpointSpec | ModelSpec],
         *,
         on_event: Callable[[ApplyEvent], None] | None = None,
+        checks: Sequence[GateCheck] = (),
+        lock_timeout: float = 60.0,
     ) -> ApplyResult:
         """Carry out a plan (or plan and carry out specs). An empty plan makes no call.
 
+        Args:
+            on_event: Called as each action starts, progresses (rollouts) and finishes.
+            checks: Extra health checks for rollouts (see :meth:`EndpointsAPI.deploy`).
+            lock_timeout: Seconds to wait while another process changes the same endpoint.
+
         Raises:
             Conflict: the plan is stale, or another process is changing the same endpoint.
+            RolloutFailed: a rollout was rolled back.
         """
         from mlshift.plan import Plan, apply_plan
 
         if not isinstance(plan, Plan):
             plan = self.plan(plan)
-        return apply_plan(self.adapter, plan, on_event=on_event)
+        return apply_plan(self.adapter, plan, on_event=on_event, checks=checks, lock_timeout=lock_timeout)
 
     def close(self) -> None:
         """Release the adapter's clients (endpoints keep running)."""

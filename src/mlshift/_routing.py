@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["WeightedRoundRobin"]
+__all__ = ["WeightedRoundRobin", "spread_weights"]
 
 
 class WeightedRoundRobin:
@@ -39,3 +39,20 @@ class WeightedRoundRobin:
                 best, best_value = name, value
         self._current[best] -= self._total
         return best
+
+
+def spread_weights(total: int, weights: Mapping[str, int]) -> dict[str, int]:
+    """Split ``total`` percent across names in proportion to ``weights`` (largest remainder).
+
+    Names with no weight share equally when every weight is zero. The result sums to ``total``.
+    """
+    names = list(weights)
+    if not names:
+        return {}
+    base = sum(weights.values())
+    shares = {n: (weights[n] / base if base else 1 / len(names)) * total for n in names}
+    out = {n: int(shares[n]) for n in names}
+    rest = total - sum(out.values())
+    for n in sorted(names, key=lambda n: shares[n] - out[n], reverse=True)[:rest]:
+        out[n] += 1
+    return out

@@ -42,9 +42,12 @@ __all__ = [
     "ModelRegistry",
     "NameRule",
     "NameRules",
+    "NativeRollout",
     "Operation",
     "PollingOperation",
     "ResolvedVariant",
+    "RolloutPhase",
+    "RolloutRecord",
     "TargetURI",
     "VariantMetrics",
     "VariantState",
@@ -275,6 +278,60 @@ class VariantMetrics(SpecModel):
     p99_ms: float | None = None
 
 
+RolloutPhase = Literal["running", "promoting", "succeeded", "rolled_back", "failed", "interrupted"]
+
+
+class RolloutRecord(SpecModel):
+    """One change to an endpoint's variants, journaled before each step it takes.
+
+    The record is the rollout engine's memory: if the process dies mid-rollout, the next apply
+    finds the open record and rolls back to ``baseline`` (or, once the gate has passed,
+    finishes towards ``target``). Finished records are the endpoint's history.
+
+    Attributes:
+        id: Unique id (time-ordered).
+        strategy: ``all-at-once``, ``canary``, ``linear``, ``blue-green`` or ``rollback``.
+        settings: The strategy and gate as given, for the history.
+        phase: ``running`` → ``promoting`` → ``succeeded``; or ``rolled_back`` / ``failed``;
+            ``interrupted`` when a later apply found it open and cleaned up.
+        baseline: The variants serving before the change.
+        target: The variants the change converges to.
+        added: Variants this rollout created (removed again on rollback).
+        steps: What was done, in order; each step is written here before it is carried out.
+        owner: Who ran it (pid and host).
+    """
+
+    id: str
+    endpoint: str
+    strategy: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+    phase: RolloutPhase = "running"
+    started_at: datetime
+    finished_at: datetime | None = None
+    baseline: tuple[VariantState, ...] = ()
+    target: tuple[VariantState, ...] = ()
+    added: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+    reason: str | None = None
+    measurements: dict[str, float] = Field(default_factory=dict)
+    owner: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        """True while the rollout has not reached an outcome."""
+        return self.phase in ("running", "promoting")
+
+
+class NativeRollout(SpecModel):
+    """A whole rollout handed to a target that runs rollouts itself (``NATIVE_ROLLOUT``)."""
+
+    endpoint: str
+    strategy: dict[str, Any]
+    candidates: tuple[ResolvedVariant, ...]
+    final_weights: dict[str, int]
+    remove: tuple[str, ...] = ()
+
+
 class NameRule(SpecModel):
     """What a target accepts as a name of one kind of resource."""
 
@@ -432,6 +489,22 @@ class EndpointService(Protocol):
         """Per-variant numbers over the last ``window`` seconds, where ``METRICS``."""
         ...
 
+    def record_rollout(self, record: RolloutRecord) -> None:
+        """Create or replace the journal record ``record.id`` (written before each step)."""
+        ...
+
+    def rollouts(self, name: str, limit: int = 20) -> builtins.list[RolloutRecord]:
+        """The endpoint's journal records, newest first (open ones included)."""
+        ...
+
+    def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
+        """Run a whole rollout with the provider's own mechanism, where ``NATIVE_ROLLOUT``.
+
+        Raises:
+            RolloutFailed: if the provider rolled it back (with its reason).
+        """
+        ...
+
     def lock(self, name: str, *, owner: str, timeout: float) -> AbstractContextManager[None]:
         """Hold an exclusive lease on changing ``name`` for the duration of a ``with`` block.
 
@@ -481,6 +554,9 @@ class BaseEndpointService:
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         return None
+
+    def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
+        raise self._unsupported("run rollouts natively")
 
 
 def validate_own_options(spec: EndpointSpec, target: str, model: type[SpecModel]) -> SpecModel:

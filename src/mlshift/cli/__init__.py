@@ -4,7 +4,8 @@ Only typer is imported at module level: ``mlshift --help`` must stay fast, so ev
 imports what it needs (pydantic, the adapters, numpy) when it runs.
 
 Exit codes: 0 success; 1 an mlshift error (printed without a traceback); 2 a usage error, or
-``plan --detailed-exitcode`` with changes; 130 interrupted.
+``plan --detailed-exitcode`` with changes; 3 a rollout that failed its gate and was rolled
+back; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -101,32 +102,87 @@ def _pairs(values: list[str] | None, what: str, number: bool = False) -> dict[st
     return out
 
 
-def _progress(event: ApplyEvent) -> None:
-    if _State.output == "json":
-        import json
+class _Progress:
+    """Progress of an apply: one line per step; a live status line while a rollout bakes.
 
-        sys.stderr.write(
-            json.dumps(
-                {
-                    "event": f"action_{event.phase}",
-                    "index": event.index,
-                    "total": event.total,
-                    "action": event.action.describe(),
-                    "elapsed_s": round(event.elapsed, 3),
-                    **({"error": event.error} if event.error else {}),
-                }
-            )
-            + "\n"
+    In a terminal the bake is a single line updated in place; elsewhere (CI logs, notebooks)
+    it is a line per second; with ``--output json``, JSON lines on stderr.
+    """
+
+    def __init__(self) -> None:
+        self.status: Any = None
+        self.last = 0.0
+
+    @staticmethod
+    def _bake_text(d: dict[str, Any]) -> str:
+        p99 = f" · p99 {d['p99_ms']:.1f}ms" if d.get("p99_ms") is not None else ""
+        left = max(0.0, d["bake_s"] - d["elapsed_s"])
+        return (
+            f"  {d['stage_percent']}% on the new version · {left:4.1f}s of {d['bake_s']:g}s left · "
+            f"{d['requests']} requests · {d['errors']} errors ({d['error_rate']:.1%}){p99}"
         )
-        return
-    console = _console(stderr=True)
-    prefix = f"[{event.index}/{event.total}]"
-    if event.phase == "start":
-        console.print(f"{prefix} {event.action.describe()} ...")
-    elif event.phase == "done":
-        console.print(f"{prefix} [green]done[/green] in {event.elapsed:.1f}s")
-    else:
-        console.print(f"{prefix} [red]failed[/red] after {event.elapsed:.1f}s")
+
+    def __call__(self, event: ApplyEvent) -> None:
+        import time
+
+        detail = event.detail or {}
+        if _State.output == "json":
+            import json
+
+            now = time.monotonic()
+            if event.phase == "progress" and "elapsed_s" in detail and now - self.last < 1.0:
+                return
+            self.last = now
+            record = {
+                "event": f"action_{event.phase}",
+                "index": event.index,
+                "total": event.total,
+                "action": event.action.describe(),
+                "elapsed_s": round(event.elapsed, 3),
+                **({"error": event.error} if event.error else {}),
+                **({"detail": detail} if detail else {}),
+            }
+            sys.stderr.write(json.dumps(record) + "\n")
+            return
+        console = _console(stderr=True)
+        prefix = f"[{event.index}/{event.total}]"
+        if event.phase == "progress":
+            if "elapsed_s" in detail:
+                text = self._bake_text(detail)
+                if console.is_terminal:
+                    if self.status is None:
+                        self.status = console.status(text)
+                        self.status.start()
+                    else:
+                        self.status.update(text)
+                elif time.monotonic() - self.last >= 1.0:
+                    self.last = time.monotonic()
+                    console.print(text, markup=False)
+                return
+            self._stop()
+            if "weights" in detail:
+                split = ", ".join(f"{n} {w}%" for n, w in detail["weights"].items())
+                console.print(f"  traffic: {split}", markup=False)
+            elif "rollback" in detail:
+                console.print("  [red]rolling back:[/red] ", end="")
+                console.print(detail["rollback"], markup=False)
+            return
+        self._stop()
+        if event.phase == "start":
+            console.print(f"{prefix} {event.action.describe()} ...", markup=False)
+        elif event.phase == "done":
+            console.print(f"{prefix} [green]done[/green] in {event.elapsed:.1f}s")
+        else:
+            console.print(f"{prefix} [red]failed[/red] after {event.elapsed:.1f}s")
+
+    def _stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _progress() -> _Progress:
+    return _Progress()
 
 
 # ------------------------------------------------------------------------------------ models
@@ -322,11 +378,34 @@ def deploy(
     port: Annotated[
         int | None, typer.Option(help="local target: the endpoint's port (new endpoints).")
     ] = None,
+    strategy: Annotated[str, typer.Option(help="all-at-once | canary | linear | blue-green")] = "all-at-once",
+    percent: Annotated[int | None, typer.Option(help="canary: its share of traffic while baking.")] = None,
+    step_percent: Annotated[int | None, typer.Option(help="linear: traffic moved per step.")] = None,
+    bake: Annotated[
+        str | None, typer.Option(help="canary/blue-green bake, or linear step interval: 30s, 5m.")
+    ] = None,
+    max_error_rate: Annotated[float | None, typer.Option(help="gate: highest 5xx share, e.g. 0.01.")] = None,
+    max_p99: Annotated[str | None, typer.Option(help="gate: highest p99 latency, e.g. 250ms.")] = None,
+    min_requests: Annotated[int | None, typer.Option(help="gate: fewest requests to judge on.")] = None,
+    probe: Annotated[
+        str | None, typer.Option(help="gate: a sample payload (JSON or @FILE) sent to the new version.")
+    ] = None,
+    probe_rate: Annotated[float | None, typer.Option(help="gate: probes per second.")] = None,
+    lock_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait while another deploy changes this endpoint.")
+    ] = 60.0,
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
-    """Deploy a model version to ENDPOINT; with --traffic, alongside what serves now."""
+    """Deploy a model version to ENDPOINT; with --traffic, alongside what serves now.
+
+    With --strategy canary|linear|blue-green, traffic moves in stages while a health gate
+    watches the new version; if the gate fails, traffic goes back and the exit code is 3.
+    """
     _check_output(output)
+    rollout = _rollout_options(
+        strategy, percent, step_percent, bake, max_error_rate, max_p99, min_requests, probe, probe_rate
+    )
     client = _client(target)
     options = {"local": {"port": port}} if port is not None else None
     state = client.endpoints.deploy(
@@ -337,8 +416,121 @@ def deploy(
         replicas=replicas,
         variant=variant,
         provider_options=options,
-        on_event=_progress,
+        rollout=rollout,
+        lock_timeout=lock_timeout,
+        on_event=_progress(),
     )
+    if output == "json":
+        _print_json(_endpoint_json(state))
+    else:
+        _show_endpoint(state)
+
+
+def _rollout_options(
+    strategy: str,
+    percent: int | None,
+    step_percent: int | None,
+    bake: str | None,
+    max_error_rate: float | None,
+    max_p99: str | None,
+    min_requests: int | None,
+    probe: str | None,
+    probe_rate: float | None,
+) -> dict[str, Any] | None:
+    """The --strategy flags as a rollout spec (validated later, with the rest of the spec)."""
+    import json
+
+    from mlshift.errors import ConfigError
+
+    known = ("all-at-once", "canary", "linear", "blue-green")
+    if strategy not in known:
+        raise typer.BadParameter(
+            f"expected one of {', '.join(known)}; got {strategy!r}", param_hint="--strategy"
+        )
+    given = {"--percent": percent, "--step-percent": step_percent, "--bake": bake}
+    allowed = {
+        "canary": {"--percent", "--bake"},
+        "linear": {"--step-percent", "--bake"},
+        "blue-green": {"--bake"},
+    }
+    wrong = [
+        flag
+        for flag, value in given.items()
+        if value is not None and flag not in allowed.get(strategy, set())
+    ]
+    if wrong:
+        raise typer.BadParameter(
+            f"{', '.join(wrong)} does not apply to --strategy {strategy}", param_hint=wrong[0]
+        )
+    gate: dict[str, Any] = {}
+    for key, value in (
+        ("max_error_rate", max_error_rate),
+        ("max_p99", max_p99),
+        ("min_requests", min_requests),
+    ):
+        if value is not None:
+            gate[key] = value
+    if probe is not None:
+        try:
+            gate["probe"] = {"payload": json.loads(_read_data(probe))}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--probe is not valid JSON: {exc.msg}", field="probe") from None
+        if probe_rate is not None:
+            gate["probe"]["rate"] = probe_rate
+    if strategy == "all-at-once":
+        if gate:
+            raise typer.BadParameter("gate options need --strategy canary, linear or blue-green")
+        return None
+    spec: dict[str, Any] = {"strategy": strategy, "gate": gate}
+    if percent is not None:
+        spec["percent"] = percent
+    if step_percent is not None:
+        spec["step_percent"] = step_percent
+    if bake is not None:
+        spec["interval" if strategy == "linear" else "bake"] = bake
+    return spec
+
+
+@endpoints_app.command("history")
+def endpoints_history(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint name.")],
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Past changes to ENDPOINT's variants: strategy, outcome, reason, gate numbers."""
+    _check_output(output)
+    records = _client(target).endpoints.history(endpoint, limit=limit)
+    if output == "json":
+        _print_json([r.model_dump(mode="json") for r in records])
+        return
+    rows = [
+        {
+            "id": r.id,
+            "strategy": r.strategy,
+            "outcome": r.phase,
+            "from": ", ".join(f"{v.model} {v.weight}%" for v in r.baseline) or "-",
+            "to": ", ".join(f"{v.model} {v.weight}%" for v in r.target) or "-",
+            "reason": r.reason or "",
+        }
+        for r in records
+    ]
+    _table(rows, f"History of {endpoint}", f"No changes recorded for {endpoint}.")
+
+
+@endpoints_app.command("rollback")
+def endpoints_rollback(
+    endpoint: Annotated[str, typer.Argument(help="Endpoint name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Return ENDPOINT to the variants it had before its last successful change."""
+    _check_output(output)
+    client = _client(target)
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"Roll back endpoint {endpoint!r}?"):
+        raise typer.Exit(1)
+    state = client.endpoints.rollback(endpoint, on_event=_progress())
     if output == "json":
         _print_json(_endpoint_json(state))
     else:
@@ -541,7 +733,7 @@ def apply_cmd(
             )
         if not typer.confirm("Apply these changes?"):
             raise typer.Exit(1)
-    result = client.apply(plan, on_event=_progress)
+    result = client.apply(plan, on_event=_progress())
     if output == "json":
         _print_json(
             {
@@ -645,14 +837,19 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except MlshiftError as exc:
+        from mlshift.errors import RolloutFailed
+
         if _State.output == "json":
-            _print_json({"error": exc.to_dict()})
+            data = exc.to_dict()
+            if isinstance(exc, RolloutFailed):
+                data["reason"], data["measurements"] = exc.reason, exc.measurements
+            _print_json({"error": data})
         console = _console(stderr=True)
         console.print("[red]error:[/red] ", end="")
         console.print(exc.message, markup=False)
         if exc.hint:
             console.print(f"  hint: {exc.hint}", markup=False)
-        sys.exit(1)
+        sys.exit(3 if isinstance(exc, RolloutFailed) else 1)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)

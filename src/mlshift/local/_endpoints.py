@@ -24,6 +24,7 @@ from mlshift.adapter import (
     Invocation,
     Operation,
     ResolvedVariant,
+    RolloutRecord,
     VariantMetrics,
     VariantState,
     VariantStatus,
@@ -39,6 +40,9 @@ from mlshift.specs.endpoint import Compute, EndpointSpec
 __all__ = ["LocalEndpointOptions", "LocalEndpointService"]
 
 TARGET_HEADER = "X-Mlshift-Target-Variant"
+#: After the router stops sending a variant traffic, how long its servers keep running before
+#: SIGTERM, so requests the router had already dispatched to them finish normally.
+DRAIN_SECONDS = 0.25
 
 
 class LocalEndpointOptions(SpecModel):
@@ -368,6 +372,7 @@ class LocalEndpointService(BaseEndpointService):
         # The router reads the new table on its next request; only then stop the old servers,
         # which finish the requests they already have (SIGTERM is graceful).
         self._write_routes(name)
+        time.sleep(DRAIN_SECONDS)
         self._stop(old["processes"])
         return self._done(name, f"replace variant {variant.name}")
 
@@ -385,6 +390,7 @@ class LocalEndpointService(BaseEndpointService):
         with self._db.write() as conn:
             conn.execute("DELETE FROM variants WHERE endpoint = ? AND name = ?", (name, variant_name))
         self._write_routes(name)
+        time.sleep(DRAIN_SECONDS)
         self._stop(old["processes"])
         shutil.rmtree(self._dir(name) / "variants" / variant_name, ignore_errors=True)
         return self._done(name, f"remove variant {variant_name}")
@@ -442,6 +448,7 @@ class LocalEndpointService(BaseEndpointService):
         with self._db.write() as conn:
             conn.execute("DELETE FROM variants WHERE endpoint = ?", (name,))
             conn.execute("DELETE FROM endpoints WHERE name = ?", (name,))
+            conn.execute("DELETE FROM rollouts WHERE endpoint = ?", (name,))
         shutil.rmtree(self._dir(name), ignore_errors=True)
         return CompletedOperation(None, f"delete endpoint {name}")
 
@@ -488,6 +495,23 @@ class LocalEndpointService(BaseEndpointService):
         if data is None:
             return VariantMetrics(variant=variant, window_seconds=window, requests=0, errors=0)
         return VariantMetrics(variant=variant, window_seconds=window, **data)
+
+    # ---------------------------------------------------------------- contract: journal
+
+    def record_rollout(self, record: RolloutRecord) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO rollouts (id, endpoint, phase, record) VALUES (?,?,?,?)"
+                " ON CONFLICT (id) DO UPDATE SET phase = excluded.phase, record = excluded.record",
+                (record.id, record.endpoint, record.phase, record.model_dump_json()),
+            )
+
+    def rollouts(self, name: str, limit: int = 20) -> builtins.list[RolloutRecord]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT record FROM rollouts WHERE endpoint = ? ORDER BY id DESC LIMIT ?", (name, limit)
+            ).fetchall()
+        return [RolloutRecord.model_validate_json(r[0]) for r in rows]
 
     # ---------------------------------------------------------------- contract: locking
 

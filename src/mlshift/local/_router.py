@@ -168,27 +168,32 @@ class Router:
             body.extend(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        variant = self.table.variants[name]
-        backend = self.table.backend(name)
         forward = {k.decode(): v.decode() for k, v in scope["headers"] if k in (b"content-type", b"accept")}
-        start = time.perf_counter()
         client = await self._http()
-        try:
-            resp = await client.post(backend + "/invocations", content=bytes(body), headers=forward)
-            status, content = resp.status_code, resp.content
-            ctype = resp.headers.get("content-type", "application/json")
-        except Exception as exc:  # any transport failure is this variant's failure
-            status, ctype = 502, "application/json"
-            content = json.dumps(
-                {
-                    "error": {
-                        "code": "variant_unavailable",
-                        "message": f"variant {name!r} did not answer: {exc}",
-                    }
-                }
-            ).encode()
-        latency = (time.perf_counter() - start) * 1000
-        self.samples.setdefault(name, deque(maxlen=_SAMPLES)).append((time.monotonic(), status, latency))
+        for attempt in range(3):
+            route = self.table.variants[name]
+            backend = self.table.backend(name)
+            start = time.perf_counter()
+            try:
+                resp = await client.post(backend + "/invocations", content=bytes(body), headers=forward)
+                status, content = resp.status_code, resp.content
+                ctype = resp.headers.get("content-type", "application/json")
+                failed = False
+            except Exception as exc:  # any transport failure is this backend's failure
+                status, ctype, failed = 502, "application/json", True
+                text = f"variant {name!r} did not answer: {exc}"
+                content = json.dumps({"error": {"code": "variant_unavailable", "message": text}}).encode()
+            latency = (time.perf_counter() - start) * 1000
+            self.samples.setdefault(name, deque(maxlen=_SAMPLES)).append((time.monotonic(), status, latency))
+            if not failed or target is not None or attempt == 2:
+                break
+            # The request never reached a model (connection refused or reset while a variant was
+            # being replaced): predictions are pure, so another try is safe. Re-read the table
+            # first; the variant may have just been taken out of it.
+            self.table.refresh()
+            if not self.table.rr:
+                break
+            name = self.table.rr.pick()
         await send(
             {
                 "type": "http.response.start",
@@ -196,7 +201,7 @@ class Router:
                 "headers": [
                     (b"content-type", ctype.encode()),
                     (b"x-mlshift-variant", name.encode()),
-                    (b"x-mlshift-model", str(variant.get("model", "")).encode()),
+                    (b"x-mlshift-model", str(route.get("model", "")).encode()),
                 ],
             }
         )

@@ -50,6 +50,13 @@ CREATE TABLE IF NOT EXISTS variants (
     processes TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (endpoint, name)
 );
+CREATE TABLE IF NOT EXISTS rollouts (
+    id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollouts_endpoint ON rollouts (endpoint, id);
 """
 
 

@@ -5,15 +5,18 @@ from mlshift.plan._actions import (
     AddVariant,
     CreateEndpoint,
     PlannedVariant,
+    RecoverRollout,
     RegisterModel,
     RemoveVariant,
     ReplaceVariant,
+    Rollout,
     SetWeights,
     UpdateCompute,
     UpdateTags,
 )
 from mlshift.plan._apply import ApplyEvent, ApplyResult, apply_plan
-from mlshift.plan._plan import Plan, build_plan, state_fingerprint
+from mlshift.plan._plan import Plan, build_plan, effective_state, state_fingerprint
+from mlshift.plan._rollout import GateCheck, GateReading
 
 __all__ = [
     "Action",
@@ -21,15 +24,20 @@ __all__ = [
     "ApplyEvent",
     "ApplyResult",
     "CreateEndpoint",
+    "GateCheck",
+    "GateReading",
     "Plan",
     "PlannedVariant",
+    "RecoverRollout",
     "RegisterModel",
     "RemoveVariant",
     "ReplaceVariant",
+    "Rollout",
     "SetWeights",
     "UpdateCompute",
     "UpdateTags",
     "apply_plan",
     "build_plan",
+    "effective_state",
     "state_fingerprint",
 ]

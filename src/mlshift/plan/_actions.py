@@ -6,18 +6,22 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from mlshift.adapter import VariantState
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Compute, EndpointSpec
 from mlshift.specs.model import ModelSpec, ModelVersion
+from mlshift.specs.rollout import BlueGreen, Canary, Linear, RolloutStrategy
 
 __all__ = [
     "Action",
     "AddVariant",
     "CreateEndpoint",
     "PlannedVariant",
+    "RecoverRollout",
     "RegisterModel",
     "RemoveVariant",
     "ReplaceVariant",
+    "Rollout",
     "SetWeights",
     "UpdateCompute",
     "UpdateTags",
@@ -181,6 +185,80 @@ class UpdateTags(SpecModel):
         return f"tags {self.old_tags} -> {self.tags}"
 
 
+def _gate_text(strategy: RolloutStrategy) -> str:
+    gate = strategy.gate
+    parts = [f"errors <= {gate.max_error_rate:.2%}"]
+    if gate.max_p99 is not None:
+        parts.append(f"p99 <= {gate.max_p99 * 1000:g}ms")
+    parts.append(f">= {gate.min_requests} requests")
+    if gate.probe is not None:
+        parts.append(f"probes {gate.probe.rate:g}/s")
+    return ", ".join(parts)
+
+
+class Rollout(SpecModel):
+    """Move traffic to new versions step by step, watching a health gate, rolling back on failure.
+
+    Attributes:
+        baseline: The variants serving now (restored on rollback).
+        candidates: The variants that receive the new versions, under their final names.
+        staging: Final name → temporary name, for variants whose model changes in place: the
+            new version runs beside the old one under the temporary name until promotion.
+        final_weights: The weights when the rollout has finished (final names).
+        remove: Variants that go away once traffic has left them.
+    """
+
+    kind: Literal["rollout"] = "rollout"
+    endpoint: str
+    strategy: RolloutStrategy
+    baseline: tuple[VariantState, ...]
+    candidates: tuple[PlannedVariant, ...]
+    staging: dict[str, str] = Field(default_factory=dict)
+    final_weights: dict[str, int]
+    remove: tuple[str, ...] = ()
+
+    @property
+    def resource(self) -> str:
+        return f"endpoint {self.endpoint}"
+
+    def describe(self) -> str:
+        new = ", ".join(f"{v.name}={v.model_label}" for v in self.candidates)
+        s = self.strategy
+        if isinstance(s, Canary):
+            how = f"canary {s.percent}% for {s.bake:g}s, then all"
+        elif isinstance(s, Linear):
+            how = f"linear steps of {s.step_percent}% every {s.interval:g}s"
+        elif isinstance(s, BlueGreen):
+            how = f"blue/green, bake {s.bake:g}s"
+        else:
+            how = "all at once"
+        return f"roll out {new}: {how}; gate: {_gate_text(s)}; rolls back on failure"
+
+
+class RecoverRollout(SpecModel):
+    """Deal with a rollout a dead process left open: roll it back, or finish it if it was promoting."""
+
+    kind: Literal["recover_rollout"] = "recover_rollout"
+    endpoint: str
+    record_id: str
+    strategy: str
+    mode: Literal["rollback", "complete", "close"]
+    owner: str = ""
+
+    @property
+    def resource(self) -> str:
+        return f"endpoint {self.endpoint}"
+
+    def describe(self) -> str:
+        what = {
+            "rollback": "roll back",
+            "complete": "finish (its gate had passed)",
+            "close": "close",
+        }[self.mode]
+        who = f" left open by {self.owner}" if self.owner else ""
+        return f"{what} the interrupted {self.strategy} rollout {self.record_id}{who}"
+
+
 Action = Annotated[
     RegisterModel
     | CreateEndpoint
@@ -189,6 +267,8 @@ Action = Annotated[
     | UpdateCompute
     | SetWeights
     | RemoveVariant
-    | UpdateTags,
+    | UpdateTags
+    | Rollout
+    | RecoverRollout,
     Field(discriminator="kind"),
 ]

@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from mlshift.adapter import EndpointState, ResolvedVariant
+from mlshift._artifacts import digest_path
+from mlshift.adapter import Artifact, EndpointState, ResolvedVariant, RolloutRecord, VariantState
 from mlshift.errors import Conflict, MlshiftError
 from mlshift.plan._actions import (
     Action,
     AddVariant,
     CreateEndpoint,
     PlannedVariant,
+    RecoverRollout,
     RegisterModel,
     RemoveVariant,
     ReplaceVariant,
+    Rollout,
     SetWeights,
     UpdateCompute,
     UpdateTags,
 )
 from mlshift.plan._plan import Plan, state_fingerprint
+from mlshift.plan._rollout import GateCheck, Journal, new_record_id, owner_id, recover_rollout, run_rollout
 from mlshift.specs.model import ModelVersion
 
 if TYPE_CHECKING:
     from mlshift.adapter import Adapter
 
-__all__ = ["ApplyEvent", "ApplyResult", "apply_plan"]
+__all__ = ["ApplyEvent", "ApplyResult", "apply_plan", "converge_to"]
 
 #: How long ``apply`` waits for another process's change to the same endpoint.
 DEFAULT_LOCK_TIMEOUT = 60.0
@@ -40,14 +44,19 @@ DEFAULT_OPERATION_TIMEOUT = 1800.0
 
 @dataclass(frozen=True)
 class ApplyEvent:
-    """Progress of one action, for progress bars and JSON-lines logs."""
+    """Progress of one action, for progress bars and JSON-lines logs.
+
+    ``progress`` events come from a rollout while it runs: ``detail`` holds the current stage,
+    weights and gate readings.
+    """
 
     index: int
     total: int
     action: Action
-    phase: Literal["start", "done", "failed"]
+    phase: Literal["start", "progress", "done", "failed"]
     elapsed: float = 0.0
     error: str | None = None
+    detail: dict[str, Any] | None = None
 
 
 @dataclass
@@ -63,26 +72,33 @@ class ApplyResult:
         return not self.plan.is_empty
 
 
-def _lock_owner() -> str:
-    return f"pid {os.getpid()} on {socket.gethostname()}"
-
-
 def apply_plan(
     adapter: Adapter,
     plan: Plan,
     *,
     on_event: Callable[[ApplyEvent], None] | None = None,
+    checks: Sequence[GateCheck] = (),
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+    label: str | None = None,
 ) -> ApplyResult:
     """Run a plan's actions in order.
 
     Each endpoint in the plan is locked for the whole apply, and its live state is compared
     with the state the plan was made from: a plan made stale by someone else's change is
-    refused instead of half-applied on top of it.
+    refused instead of half-applied on top of it. Every change to an endpoint is journaled
+    before it is made (see :class:`~mlshift.adapter.RolloutRecord`).
+
+    Args:
+        checks: Extra health checks for rollouts, called with each gate reading.
+        lock_timeout: How long to wait for another process's change to an endpoint.
+        operation_timeout: How long one primitive may take.
+        label: The strategy name recorded in the history for changes made without a rollout
+            (default ``all-at-once``, or ``create``).
 
     Raises:
         Conflict: another process holds an endpoint's lock, or the endpoint changed since the plan.
+        RolloutFailed: a rollout's gate failed; traffic is back on the previous version.
         MlshiftError: from the failing primitive; earlier actions stay applied, and a new plan
             shows what remains.
     """
@@ -95,9 +111,11 @@ def apply_plan(
             hint="make the plan against the target you apply it to",
         )
     registered: dict[str, ModelVersion] = {}
+    journals: dict[str, Journal] = {}
+    owner = owner_id()
     with ExitStack() as stack:
         for name in sorted(plan.observed):
-            stack.enter_context(adapter.endpoints.lock(name, owner=_lock_owner(), timeout=lock_timeout))
+            stack.enter_context(adapter.endpoints.lock(name, owner=owner, timeout=lock_timeout))
             now = state_fingerprint(adapter.endpoints.observe(name))
             if now != plan.observed[name]:
                 raise Conflict(
@@ -108,13 +126,30 @@ def apply_plan(
         total = len(plan.actions)
         for index, action in enumerate(plan.actions, start=1):
             start = time.monotonic()
+
+            def emit(
+                detail: dict[str, Any], index: int = index, action: Action = action, start: float = start
+            ) -> None:
+                if on_event:
+                    on_event(
+                        ApplyEvent(index, total, action, "progress", time.monotonic() - start, detail=detail)
+                    )
+
             if on_event:
                 on_event(ApplyEvent(index, total, action, "start"))
             try:
-                state = _run(adapter, action, registered, operation_timeout)
-            except MlshiftError as exc:
+                if isinstance(action, (RegisterModel, Rollout, RecoverRollout)):
+                    state = _run_special(adapter, action, registered, emit, checks, operation_timeout)
+                else:
+                    journal = journals.get(action.endpoint) or _open_journal(adapter, action, journals, label)
+                    journal.step(action.describe())
+                    state = _run(adapter, action, registered, operation_timeout)
+            except (MlshiftError, KeyboardInterrupt) as exc:
                 if on_event:
                     on_event(ApplyEvent(index, total, action, "failed", time.monotonic() - start, str(exc)))
+                endpoint = getattr(action, "endpoint", None)
+                if endpoint in journals:
+                    journals.pop(endpoint).phase("failed", reason=str(exc))
                 raise
             if isinstance(state, ModelVersion):
                 result.models.append(state)
@@ -122,7 +157,30 @@ def apply_plan(
                 result.endpoints[state.name] = state
             if on_event:
                 on_event(ApplyEvent(index, total, action, "done", time.monotonic() - start))
+        for name, journal in journals.items():
+            final = adapter.endpoints.observe(name)
+            journal.phase("succeeded", target=final.variants if final else ())
     return result
+
+
+def _open_journal(
+    adapter: Adapter, action: Action, journals: dict[str, Journal], label: str | None
+) -> Journal:
+    endpoint: str = getattr(action, "endpoint")  # noqa: B009  (every non-model action has one)
+    before = adapter.endpoints.observe(endpoint)
+    journal = Journal(
+        adapter,
+        RolloutRecord(
+            id=new_record_id(),
+            endpoint=endpoint,
+            strategy="create" if isinstance(action, CreateEndpoint) else (label or "all-at-once"),
+            started_at=datetime.now(timezone.utc),
+            baseline=before.variants if before else (),
+            owner=owner_id(),
+        ),
+    )
+    journals[endpoint] = journal
+    return journal
 
 
 def _resolve(variant: PlannedVariant, registered: dict[str, ModelVersion]) -> ResolvedVariant:
@@ -133,34 +191,43 @@ def _resolve(variant: PlannedVariant, registered: dict[str, ModelVersion]) -> Re
     return ResolvedVariant(name=variant.name, model=model, weight=variant.weight, compute=variant.compute)
 
 
+def _run_special(
+    adapter: Adapter,
+    action: RegisterModel | Rollout | RecoverRollout,
+    registered: dict[str, ModelVersion],
+    emit: Callable[[dict[str, Any]], None],
+    checks: Sequence[GateCheck],
+    timeout: float,
+) -> ModelVersion | EndpointState | None:
+    if isinstance(action, Rollout):
+        return run_rollout(adapter, action, registered, emit=emit, checks=checks, timeout=timeout)
+    if isinstance(action, RecoverRollout):
+        recover_rollout(adapter, action, timeout=timeout)
+        return adapter.endpoints.observe(action.endpoint)
+    path = Path(action.model.path)
+    digest = digest_path(path)
+    if digest != action.digest:
+        raise Conflict(
+            f"model {action.model.name!r}: {path} changed since the plan was made",
+            hint="run plan again",
+        )
+    size = (
+        sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        if path.is_dir()
+        else path.stat().st_size
+    )
+    version = adapter.models.register(action.model, Artifact(path=path, digest=digest, size=size))
+    registered[action.model.name] = version
+    return version
+
+
 def _run(
     adapter: Adapter,
     action: Action,
     registered: dict[str, ModelVersion],
     timeout: float,
-) -> ModelVersion | EndpointState | None:
-    from pathlib import Path
-
-    from mlshift._artifacts import digest_path
-    from mlshift.adapter import Artifact
-
+) -> EndpointState | None:
     endpoints = adapter.endpoints
-    if isinstance(action, RegisterModel):
-        path = Path(action.model.path)
-        digest = digest_path(path)
-        if digest != action.digest:
-            raise Conflict(
-                f"model {action.model.name!r}: {path} changed since the plan was made",
-                hint="run plan again",
-            )
-        size = (
-            sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-            if path.is_dir()
-            else path.stat().st_size
-        )
-        version = adapter.models.register(action.model, Artifact(path=path, digest=digest, size=size))
-        registered[action.model.name] = version
-        return version
     if isinstance(action, CreateEndpoint):
         variants = [_resolve(v, registered) for v in action.variants]
         return endpoints.create(action.spec, variants).wait(timeout)
@@ -178,3 +245,35 @@ def _run(
     if isinstance(action, UpdateTags):
         return endpoints.update_tags(action.endpoint, action.tags).wait(timeout)
     raise AssertionError(f"unhandled action {action!r}")  # pragma: no cover
+
+
+def converge_to(
+    adapter: Adapter,
+    endpoint: str,
+    variants: Sequence[VariantState],
+    *,
+    timeout: float = DEFAULT_OPERATION_TIMEOUT,
+) -> EndpointState | None:
+    """Bring an endpoint to exactly ``variants`` (models, weights, compute), all at once.
+
+    Used to finish a promotion that a dead process left half done; the caller holds the lock.
+    """
+    from mlshift.plan._plan import build_plan
+    from mlshift.specs.endpoint import EndpointSpec
+
+    state = adapter.endpoints.observe(endpoint)
+    spec = EndpointSpec.model_validate(
+        {
+            "name": endpoint,
+            "variants": [
+                {"name": v.name, "model": v.model, "weight": v.weight, "compute": v.compute.model_dump()}
+                for v in variants
+            ],
+            "tags": state.tags if state else {},
+        }
+    )
+    plan = build_plan(adapter, endpoints=[spec], recover=False)  # the open record is ours
+    registered: dict[str, ModelVersion] = {}
+    for action in plan.actions:
+        _run(adapter, action, registered, timeout)
+    return adapter.endpoints.observe(endpoint)

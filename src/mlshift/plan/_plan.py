@@ -16,13 +16,16 @@ from mlshift.plan._actions import (
     AddVariant,
     CreateEndpoint,
     PlannedVariant,
+    RecoverRollout,
     RegisterModel,
     RemoveVariant,
     ReplaceVariant,
+    Rollout,
     SetWeights,
     UpdateCompute,
     UpdateTags,
 )
+from mlshift.plan._rollout import check_gate_observable
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
@@ -30,7 +33,7 @@ from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
 if TYPE_CHECKING:
     from mlshift.adapter import Adapter
 
-__all__ = ["Plan", "build_plan", "state_fingerprint"]
+__all__ = ["Plan", "build_plan", "effective_state", "state_fingerprint"]
 
 
 def state_fingerprint(state: EndpointState | None) -> str:
@@ -81,7 +84,14 @@ class Plan(SpecModel):
             if action.resource != current:
                 current = action.resource
                 lines.append(f"  {current}")
-            sign = {"create_endpoint": "+", "add_variant": "+", "register_model": "+", "remove_variant": "-"}
+            sign = {
+                "create_endpoint": "+",
+                "add_variant": "+",
+                "register_model": "+",
+                "remove_variant": "-",
+                "rollout": ">",
+                "recover_rollout": "!",
+            }
             lines.append(f"    {sign.get(action.kind, '~')} {action.describe()}")
         return "\n".join(lines)
 
@@ -153,13 +163,84 @@ def _check_names(adapter: Adapter, spec: EndpointSpec) -> None:
         rules.variant.check("variant", v.name, target, field=f"variants[{i}].name")
 
 
+def _recovery(
+    adapter: Adapter, name: str, observed: EndpointState | None
+) -> tuple[list[Action], EndpointState | None]:
+    """An action for a rollout a dead process left open, and the state it leaves behind."""
+    open_records = [r for r in adapter.endpoints.rollouts(name, limit=5) if r.is_open]
+    if not open_records:
+        return [], observed
+    record = open_records[0]
+    if observed is None or record.strategy in ("all-at-once", "create", "rollback"):
+        # Live state is the truth; the diff below converges from wherever it stopped.
+        mode = "close"
+        predicted = observed
+    elif record.phase == "promoting":
+        mode, predicted = "complete", observed.model_copy(update={"variants": record.target})
+    else:
+        mode, predicted = "rollback", observed.model_copy(update={"variants": record.baseline})
+    action = RecoverRollout(
+        endpoint=name, record_id=record.id, strategy=record.strategy, mode=mode, owner=record.owner
+    )
+    return [action], predicted
+
+
+def effective_state(adapter: Adapter, name: str) -> EndpointState | None:
+    """The endpoint as it will be once an interrupted rollout is recovered (else as it is)."""
+    return _recovery(adapter, name, adapter.endpoints.observe(name))[1]
+
+
+def _staging_name(name: str, taken: set[str]) -> str:
+    for suffix in ("next", "next-2", "next-3"):
+        candidate = f"{name[: 62 - len(suffix)]}-{suffix}"
+        if candidate not in taken:
+            return candidate
+    raise ConfigError(f"cannot find a free temporary name for variant {name!r}")  # pragma: no cover
+
+
+def _as_rollout(spec: EndpointSpec, observed: EndpointState, actions: list[Action]) -> list[Action]:
+    """Fold the traffic-moving actions of a plan into one gated :class:`Rollout`."""
+    strategy = spec.rollout
+    if strategy is None or strategy.strategy == "all-at-once":
+        return actions
+    final = {v.name: v.weight for v in spec.variants}
+    candidates = [a.variant for a in actions if isinstance(a, AddVariant) and final[a.variant.name] > 0]
+    replaced = [a.variant for a in actions if isinstance(a, ReplaceVariant)]
+    if not candidates and not replaced:
+        return actions
+    taken = {v.name for v in observed.variants} | set(final)
+    staging = {}
+    for v in replaced:
+        staging[v.name] = _staging_name(v.name, taken)
+        taken.add(staging[v.name])
+    moved = (AddVariant, ReplaceVariant, SetWeights, RemoveVariant)
+    keep_before = [
+        a
+        for a in actions
+        if (isinstance(a, AddVariant) and final[a.variant.name] == 0) or isinstance(a, UpdateCompute)
+    ]
+    keep_after = [a for a in actions if not isinstance(a, moved) and not isinstance(a, UpdateCompute)]
+    rollout = Rollout(
+        endpoint=spec.name,
+        strategy=strategy,
+        baseline=observed.variants,
+        candidates=tuple(candidates + replaced),
+        staging=staging,
+        final_weights=final,
+        remove=tuple(v.name for v in observed.variants if v.name not in final),
+    )
+    return [*keep_before, rollout, *keep_after]
+
+
 def _plan_endpoint(
     adapter: Adapter,
     spec: EndpointSpec,
     observed: EndpointState | None,
     pending: dict[str, str],
+    recover: bool = True,
 ) -> list[Action]:
     variants = [_resolve_variant(adapter, spec, i, pending) for i in range(len(spec.variants))]
+    recovery, observed = _recovery(adapter, spec.name, observed) if recover else ([], observed)
     if observed is None:
         return [CreateEndpoint(endpoint=spec.name, spec=spec, variants=tuple(variants))]
 
@@ -186,7 +267,7 @@ def _plan_endpoint(
             actions.append(RemoveVariant(endpoint=spec.name, variant=live.name, model=live.model))
     if dict(spec.tags) != observed.tags:
         actions.append(UpdateTags(endpoint=spec.name, tags=dict(spec.tags), old_tags=observed.tags))
-    return actions
+    return [*recovery, *_as_rollout(spec, observed, actions)]
 
 
 def build_plan(
@@ -194,10 +275,13 @@ def build_plan(
     *,
     models: Sequence[ModelSpec] = (),
     endpoints: Iterable[EndpointSpec] = (),
+    recover: bool = True,
 ) -> Plan:
     """Diff desired models and endpoints against the target's live state.
 
     Nothing is changed: the planner only reads (artifact digests, registry, endpoint state).
+    A rollout a dead process left open is recovered first (``recover=False`` diffs against the
+    state as it is).
 
     Raises:
         ConfigError: a spec the target cannot take (names, options, ports).
@@ -228,10 +312,11 @@ def build_plan(
     for spec in endpoints:
         _check_names(adapter, spec)
         _check_capabilities(adapter, spec)
+        check_gate_observable(adapter, spec)
         adapter.endpoints.validate(spec)
         state = adapter.endpoints.observe(spec.name)
         observed[spec.name] = state_fingerprint(state)
-        endpoint_actions = _plan_endpoint(adapter, spec, state, pending)
+        endpoint_actions = _plan_endpoint(adapter, spec, state, pending, recover)
         if endpoint_actions:
             actions.extend(endpoint_actions)
         else:

@@ -8,6 +8,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, mo
 
 from mlshift.specs._base import Name, SpecModel
 from mlshift.specs.model import ModelRef
+from mlshift.specs.rollout import RolloutStrategy
 
 __all__ = ["SIZES", "Autoscaling", "Compute", "EndpointSpec", "ModelRefField", "Size", "Variant"]
 
@@ -87,6 +88,7 @@ class EndpointSpec(SpecModel):
         name: The endpoint's stable name.
         variants: At least one; weights sum to 100.
         compute: The default compute for variants that do not set their own.
+        rollout: How traffic moves to new model versions (default: all at once).
         provider_options: Per-target options under the target's name
             (``{"local": {"port": 8500}}``); each target validates only its own key.
     """
@@ -96,6 +98,7 @@ class EndpointSpec(SpecModel):
     compute: Compute = Field(default_factory=Compute)
     autoscaling: Autoscaling | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    rollout: RolloutStrategy | None = None
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")

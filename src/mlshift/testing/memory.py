@@ -32,9 +32,12 @@ from mlshift.adapter import (
     EndpointState,
     Invocation,
     NameRules,
+    NativeRollout,
     Operation,
     ResolvedVariant,
+    RolloutRecord,
     TargetURI,
+    VariantMetrics,
     VariantState,
 )
 from mlshift.errors import ConfigError, Conflict, NotFound
@@ -44,7 +47,13 @@ from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
 __all__ = ["MemoryAdapter"]
 
 DEFAULT_CAPABILITIES = frozenset(
-    {Capability.TRAFFIC_SPLIT, Capability.TARGETED_INVOKE, Capability.AUTOSCALING, Capability.GPU}
+    {
+        Capability.TRAFFIC_SPLIT,
+        Capability.TARGETED_INVOKE,
+        Capability.METRICS,
+        Capability.AUTOSCALING,
+        Capability.GPU,
+    }
 )
 
 
@@ -149,6 +158,8 @@ class _MemoryEndpoints(BaseEndpointService):
         self._locks: dict[str, threading.Lock] = {}
         self._apps: dict[str, Any] = {}
         self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._samples: dict[tuple[str, str], builtins.list[tuple[float, int, float]]] = {}
+        self._journal: dict[str, RolloutRecord] = {}
 
     def _state(self, name: str) -> EndpointState:
         ep = self.items[name]
@@ -261,6 +272,7 @@ class _MemoryEndpoints(BaseEndpointService):
         self._require(name)
         self._adapter.record("delete_endpoint", name)
         del self.items[name]
+        self._journal = {k: r for k, r in self._journal.items() if r.endpoint != name}
         return CompletedOperation(None, f"delete endpoint {name}")
 
     def _app_for(self, variant: ResolvedVariant) -> Any:
@@ -339,6 +351,9 @@ class _MemoryEndpoints(BaseEndpointService):
         app = self._app_for(ep["variants"][variant])
         start = time.perf_counter()
         status, headers, content = self._call(app, body, content_type)
+        self._samples.setdefault((name, variant), []).append(
+            (time.monotonic(), status, (time.perf_counter() - start) * 1000)
+        )
         return Invocation(
             status_code=status,
             body=content,
@@ -346,6 +361,49 @@ class _MemoryEndpoints(BaseEndpointService):
             variant=headers.get("x-mlshift-variant", variant),
             latency_ms=(time.perf_counter() - start) * 1000,
         )
+
+    def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
+        since = time.monotonic() - window
+        recent = [s for s in self._samples.get((name, variant), []) if s[0] >= since]
+        latencies = sorted(s[2] for s in recent)
+        return VariantMetrics(
+            variant=variant,
+            window_seconds=window,
+            requests=len(recent),
+            errors=sum(1 for s in recent if s[1] >= 500),
+            p50_ms=latencies[len(latencies) // 2] if latencies else None,
+            p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None,
+        )
+
+    def record_rollout(self, record: RolloutRecord) -> None:
+        self._journal[record.id] = record
+
+    def rollouts(self, name: str, limit: int = 20) -> builtins.list[RolloutRecord]:
+        records = sorted(
+            (r for r in self._journal.values() if r.endpoint == name), key=lambda r: r.id, reverse=True
+        )
+        return records[:limit]
+
+    def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
+        """A stand-in for a provider's own rollout: it converges at once (or fails if told to)."""
+        if Capability.NATIVE_ROLLOUT not in self._adapter.capabilities:
+            raise self._unsupported("run rollouts natively")
+        self._adapter.record("native_rollout", name, rollout.strategy["strategy"])
+        if self._adapter.fail_native_rollout is not None:
+            from mlshift.errors import RolloutFailed
+
+            raise RolloutFailed(
+                f"the target rolled back {name!r}: {self._adapter.fail_native_rollout}",
+                reason=self._adapter.fail_native_rollout,
+            )
+        ep = self._require(name)
+        for v in rollout.candidates:
+            ep["variants"][v.name] = v
+        ep["weights"] = {n: rollout.final_weights.get(n, 0) for n in ep["variants"]}
+        for old in rollout.remove:
+            ep["variants"].pop(old, None)
+            ep["weights"].pop(old, None)
+        return self._done(name, "native rollout")
 
     @contextmanager
     def lock(self, name: str, *, owner: str, timeout: float) -> Iterator[None]:
@@ -379,6 +437,8 @@ class MemoryAdapter:
         self.uri = uri
         self.capabilities = capabilities
         self.calls: list[tuple[Any, ...]] = []
+        #: Set to a reason to make the next native rollouts fail (with NATIVE_ROLLOUT declared).
+        self.fail_native_rollout: str | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="mlshift-memory-"))
         weakref.finalize(self, shutil.rmtree, self._tmp, True)
         self._models = _MemoryRegistry(self)

@@ -1,0 +1,583 @@
+"""The rollout engine: move traffic in stages, watch a health gate, roll back by itself.
+
+A :class:`~mlshift.plan.Rollout` action expands into adapter primitives::
+
+    add new variants at 0% → [set weights → bake → gate] per stage → promote → remove old
+
+Every step is written to the endpoint's journal (:class:`~mlshift.adapter.RolloutRecord`)
+*before* it is carried out. If the process dies, the next plan finds the open record and rolls
+back to the baseline — or, if the gate had already passed, finishes the promotion — so an
+endpoint is never left with two copies of a variant or with nothing serving.
+
+Targets that run rollouts themselves (``NATIVE_ROLLOUT``) get the whole rollout handed over.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from mlshift._routing import spread_weights
+from mlshift.adapter import (
+    Capability,
+    EndpointState,
+    NativeRollout,
+    ResolvedVariant,
+    RolloutPhase,
+    RolloutRecord,
+    VariantState,
+)
+from mlshift.errors import ConfigError, MlshiftError, ProviderError, RolloutFailed, UnsupportedOperation
+from mlshift.plan._actions import PlannedVariant, RecoverRollout, Rollout
+from mlshift.specs.model import ModelVersion
+from mlshift.specs.rollout import HealthGate
+
+if TYPE_CHECKING:
+    from mlshift.adapter import Adapter
+    from mlshift.specs.endpoint import EndpointSpec
+
+__all__ = [
+    "GateCheck",
+    "GateReading",
+    "Journal",
+    "check_gate_observable",
+    "new_record_id",
+    "owner_id",
+    "recover_rollout",
+    "run_rollout",
+]
+
+
+def owner_id() -> str:
+    """Who is changing an endpoint: ``pid N on HOST``."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+_last_stamp = [""]
+
+
+def new_record_id() -> str:
+    """A unique journal id that sorts by time (microseconds; strictly increasing per process)."""
+    stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%f}"
+    if stamp <= _last_stamp[0]:
+        base, _, micros = _last_stamp[0].partition(".")
+        stamp = f"{base}.{int(micros) + 1:06d}"
+    _last_stamp[0] = stamp
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class GateReading:
+    """What the gate saw of the new version during one bake."""
+
+    stage: int
+    elapsed: float
+    requests: int
+    errors: int
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def as_measurements(self) -> dict[str, float]:
+        data = {
+            "stage_percent": float(self.stage),
+            "elapsed_s": round(self.elapsed, 3),
+            "requests": float(self.requests),
+            "errors": float(self.errors),
+            "error_rate": round(self.error_rate, 4),
+        }
+        if self.p99_ms is not None:
+            data["p99_ms"] = round(self.p99_ms, 2)
+        if self.p50_ms is not None:
+            data["p50_ms"] = round(self.p50_ms, 2)
+        return data
+
+
+#: A user check: called with the latest reading; ``False`` or a message fails the gate.
+GateCheck = Callable[[GateReading], "bool | str | None"]
+
+
+class _GateFailed(Exception):
+    def __init__(self, reason: str, reading: GateReading | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reading = reading
+
+
+class Journal:
+    """The open journal record of one rollout, rewritten before each step."""
+
+    def __init__(self, adapter: Adapter, record: RolloutRecord) -> None:
+        self._adapter = adapter
+        self.record = record
+        adapter.endpoints.record_rollout(record)
+
+    def step(self, text: str) -> None:
+        """Record that ``text`` is about to happen."""
+        self._save(steps=(*self.record.steps, text))
+
+    def added(self, variant: str) -> None:
+        self._save(added=(*self.record.added, variant))
+
+    def phase(self, phase: RolloutPhase, **changes: Any) -> None:
+        if phase not in ("running", "promoting"):
+            changes.setdefault("finished_at", datetime.now(timezone.utc))
+        self._save(phase=phase, **changes)
+
+    def _save(self, **changes: Any) -> None:
+        self.record = self.record.model_copy(update=changes)
+        self._adapter.endpoints.record_rollout(self.record)
+
+
+def check_gate_observable(adapter: Adapter, spec: EndpointSpec) -> None:
+    """Refuse, at plan time, a gate the target could never evaluate.
+
+    Raises:
+        UnsupportedOperation: probes on a target without ``TARGETED_INVOKE``.
+        ConfigError: a gate that needs requests when neither metrics nor probes can count any.
+    """
+    strategy = spec.rollout
+    if strategy is None or strategy.strategy == "all-at-once":
+        return
+    gate = strategy.gate
+    caps = adapter.capabilities
+    if Capability.NATIVE_ROLLOUT in caps:
+        return
+    if gate.probe is not None and Capability.TARGETED_INVOKE not in caps:
+        raise UnsupportedOperation(
+            f"endpoint {spec.name!r}: rollout.gate.probe sends requests to one variant directly "
+            f"(TARGETED_INVOKE), which {adapter.uri.raw} does not support"
+        )
+    if gate.min_requests > 0 and gate.probe is None and Capability.METRICS not in caps:
+        raise ConfigError(
+            f"endpoint {spec.name!r}: the gate needs at least {gate.min_requests} requests, but "
+            f"{adapter.uri.raw} cannot count the new variant's requests (no METRICS)",
+            field="rollout.gate",
+            hint="add rollout.gate.probe with a sample payload, or set min_requests: 0",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+class _Prober:
+    """Sends the gate's probe payload to the new variants at a fixed rate, in a thread."""
+
+    def __init__(
+        self, adapter: Adapter, endpoint: str, variants: Sequence[str], payload: Any, rate: float
+    ) -> None:
+        import json
+
+        self._adapter = adapter
+        self._endpoint = endpoint
+        self._variants = list(variants)
+        body = payload if isinstance(payload, dict) else {"instances": payload}
+        self._body = json.dumps(body).encode()
+        self._interval = 1.0 / rate
+        self._stop = threading.Event()
+        self.samples: list[tuple[float, int, float]] = []
+        self._thread = threading.Thread(target=self._run, name="mlshift-probe", daemon=True)
+
+    def __enter__(self) -> _Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            variant = self._variants[i % len(self._variants)]
+            i += 1
+            start = time.monotonic()
+            try:
+                inv = self._adapter.endpoints.invoke(self._endpoint, self._body, variant=variant, timeout=10)
+                status = inv.status_code
+            except MlshiftError:
+                status = 599
+            self.samples.append((start, status, (time.monotonic() - start) * 1000))
+            self._stop.wait(max(0.0, self._interval - (time.monotonic() - start)))
+
+    def reading(self, since: float, stage: int, elapsed: float) -> GateReading:
+        recent = [s for s in list(self.samples) if s[0] >= since]
+        latencies = sorted(s[2] for s in recent)
+        return GateReading(
+            stage=stage,
+            elapsed=elapsed,
+            requests=len(recent),
+            errors=sum(1 for s in recent if s[1] >= 500),
+            p50_ms=latencies[len(latencies) // 2] if latencies else None,
+            p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None,
+        )
+
+
+def _metrics_reading(
+    adapter: Adapter, endpoint: str, variants: Sequence[str], stage: int, elapsed: float
+) -> GateReading:
+    requests = errors = 0
+    p50s: list[float] = []
+    p99s: list[float] = []
+    for name in variants:
+        m = adapter.endpoints.read_metrics(endpoint, name, max(elapsed, 0.001))
+        if m is None:
+            continue
+        requests += m.requests
+        errors += m.errors
+        if m.p50_ms is not None:
+            p50s.append(m.p50_ms)
+        if m.p99_ms is not None:
+            p99s.append(m.p99_ms)
+    return GateReading(
+        stage=stage,
+        elapsed=elapsed,
+        requests=requests,
+        errors=errors,
+        p50_ms=max(p50s) if p50s else None,
+        p99_ms=max(p99s) if p99s else None,
+    )
+
+
+def _judge(gate: HealthGate, reading: GateReading, done: bool, where: str) -> str | None:
+    """The reason the gate fails, or ``None`` while it holds."""
+    enough = reading.requests >= max(gate.min_requests, 1)
+    if enough and reading.error_rate > gate.max_error_rate:
+        return (
+            f"gate failed at {where}: error rate {reading.error_rate:.1%} > {gate.max_error_rate:.1%} "
+            f"({reading.errors} of {reading.requests} requests failed)"
+        )
+    if (
+        enough
+        and gate.max_p99 is not None
+        and reading.p99_ms is not None
+        and reading.p99_ms > gate.max_p99 * 1000
+    ):
+        return (
+            f"gate failed at {where}: p99 latency {reading.p99_ms:.0f}ms > {gate.max_p99 * 1000:g}ms "
+            f"over {reading.requests} requests"
+        )
+    if done and reading.requests < gate.min_requests:
+        return (
+            f"gate failed at {where}: only {reading.requests} requests in {reading.elapsed:.0f}s, "
+            f"the gate needs at least {gate.min_requests} to judge"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+@dataclass
+class _Context:
+    adapter: Adapter
+    action: Rollout
+    journal: Journal
+    emit: Callable[[dict[str, Any]], None]
+    checks: Sequence[GateCheck]
+    timeout: float
+    staged: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return self.action.endpoint
+
+    def live_names(self) -> list[str]:
+        """The candidates' names while they run beside the baseline."""
+        return [self.action.staging.get(v.name, v.name) for v in self.action.candidates]
+
+
+def _stage_plan(action: Rollout) -> list[int]:
+    final_share = sum(action.final_weights[v.name] for v in action.candidates)
+    stages: list[int] = []
+    for percent in action.strategy.stages():
+        share = min(percent, final_share)
+        if not stages or share > stages[-1] or (share == 0 and not stages):
+            stages.append(share)
+    if not stages or stages[-1] != final_share:
+        stages.append(final_share)
+    return stages
+
+
+def _weights_at(ctx: _Context, share: int, current: Sequence[str]) -> dict[str, int]:
+    """Every live variant's weight when the candidates carry ``share`` percent in total."""
+    action = ctx.action
+    live = ctx.live_names()
+    final_share = sum(action.final_weights[v.name] for v in action.candidates)
+    if share >= final_share:
+        weights = {action.staging.get(n, n): w for n, w in action.final_weights.items()}
+        for name in action.staging:
+            weights[name] = 0  # the in-place variant's weight runs under its temporary name
+    else:
+        cand = {action.staging.get(v.name, v.name): action.final_weights[v.name] for v in action.candidates}
+        weights = spread_weights(share, cand)
+        weights.update(spread_weights(100 - share, {v.name: v.weight for v in action.baseline}))
+    return {n: weights.get(n, 0) for n in dict.fromkeys([*current, *live])}
+
+
+def _set_weights(ctx: _Context, weights: Mapping[str, int]) -> EndpointState:
+    ctx.journal.step("set weights " + " ".join(f"{n}={w}" for n, w in weights.items()))
+    return ctx.adapter.endpoints.set_weights(ctx.endpoint, weights).wait(ctx.timeout)
+
+
+def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
+    gate = ctx.action.strategy.gate
+    where = f"{share}% traffic" if share else "pre-traffic probes"
+    names = ctx.live_names()
+    use_metrics = Capability.METRICS in ctx.adapter.capabilities
+    start_wall = time.monotonic()
+    poll = min(1.0, max(0.05, seconds / 20))
+    prober = (
+        _Prober(ctx.adapter, ctx.endpoint, names, gate.probe.payload, gate.probe.rate) if gate.probe else None
+    )
+    reading: GateReading | None = None
+    ctx.journal.step(f"bake {seconds:g}s at {share}%")
+    try:
+        if prober is not None:
+            prober.__enter__()
+        while True:
+            elapsed = time.monotonic() - start_wall
+            done = elapsed >= seconds
+            if use_metrics:
+                reading = _metrics_reading(ctx.adapter, ctx.endpoint, names, share, elapsed)
+            elif prober is not None:
+                reading = prober.reading(start_wall, share, elapsed)
+            else:
+                reading = GateReading(stage=share, elapsed=elapsed, requests=0, errors=0)
+            ctx.emit(
+                {
+                    "stage_percent": share,
+                    "elapsed_s": round(elapsed, 2),
+                    "bake_s": seconds,
+                    "requests": reading.requests,
+                    "errors": reading.errors,
+                    "error_rate": round(reading.error_rate, 4),
+                    "p99_ms": None if reading.p99_ms is None else round(reading.p99_ms, 2),
+                }
+            )
+            reason = _judge(gate, reading, done, where)
+            if reason is None:
+                state = ctx.adapter.endpoints.observe(ctx.endpoint)
+                broken = [
+                    v for v in (state.variants if state else ()) if v.name in names and v.status == "failed"
+                ]
+                if broken:
+                    detail = broken[0].detail or "not running"
+                    reason = f"variant {broken[0].name} failed during the bake: {detail}"
+            for check in ctx.checks if reason is None else ():
+                verdict = check(reading)
+                if verdict is False or isinstance(verdict, str):
+                    label = getattr(check, "__name__", "check")
+                    reason = f"check {label} failed at {where}" + (
+                        f": {verdict}" if isinstance(verdict, str) else ""
+                    )
+                    break
+            if reason is not None:
+                raise _GateFailed(reason, reading)
+            if done:
+                return reading
+            time.sleep(poll)
+    finally:
+        if prober is not None:
+            prober.__exit__()
+
+
+def _resolved(variant: PlannedVariant, registered: Mapping[str, ModelVersion], name: str) -> ResolvedVariant:
+    model = variant.model if variant.model is not None else registered[variant.pending_model or ""]
+    return ResolvedVariant(name=name, model=model, weight=0, compute=variant.compute)
+
+
+def _rollback(adapter: Adapter, journal: Journal, baseline: Sequence[VariantState], timeout: float) -> None:
+    """Put traffic back on the baseline and remove what the rollout added."""
+    endpoint = journal.record.endpoint
+    state = adapter.endpoints.observe(endpoint)
+    if state is None:
+        return
+    live = {v.name for v in state.variants}
+    base = {v.name: v.weight for v in baseline if v.name in live}
+    if sum(base.values()) != 100:
+        raise ProviderError(
+            f"cannot roll back {endpoint!r}: baseline variants "
+            f"{sorted({v.name for v in baseline} - live)} are gone",
+            hint="set traffic by hand with `mlshift endpoints traffic`",
+        )
+    weights = {n: base.get(n, 0) for n in live}
+    if weights != state.weights:
+        journal.step("restore weights " + " ".join(f"{n}={w}" for n, w in weights.items()))
+        adapter.endpoints.set_weights(endpoint, weights).wait(timeout)
+    for name in journal.record.added:
+        if name in live and name not in base:
+            journal.step(f"remove variant {name}")
+            adapter.endpoints.remove_variant(endpoint, name).wait(timeout)
+
+
+def run_rollout(
+    adapter: Adapter,
+    action: Rollout,
+    registered: Mapping[str, ModelVersion],
+    *,
+    emit: Callable[[dict[str, Any]], None],
+    checks: Sequence[GateCheck] = (),
+    timeout: float = 1800.0,
+) -> EndpointState:
+    """Carry out a :class:`Rollout`, rolling back on a failed gate, an error or Ctrl-C.
+
+    Raises:
+        RolloutFailed: after rolling back, with the reason and the gate's numbers.
+    """
+    target = tuple(
+        VariantState(
+            name=n,
+            model=next(
+                (v.model_label for v in action.candidates if v.name == n),
+                next((b.model for b in action.baseline if b.name == n), "?"),
+            ),
+            weight=w,
+            compute=next(
+                (v.compute for v in action.candidates if v.name == n),
+                next((b.compute for b in action.baseline if b.name == n), None),
+            )
+            or action.baseline[0].compute,
+        )
+        for n, w in action.final_weights.items()
+    )
+    journal = Journal(
+        adapter,
+        RolloutRecord(
+            id=new_record_id(),
+            endpoint=action.endpoint,
+            strategy=action.strategy.strategy,
+            settings=action.strategy.model_dump(mode="json"),
+            started_at=datetime.now(timezone.utc),
+            baseline=action.baseline,
+            target=target,
+            owner=owner_id(),
+        ),
+    )
+    ctx = _Context(adapter, action, journal, emit, checks, timeout)
+    endpoints = adapter.endpoints
+
+    if Capability.NATIVE_ROLLOUT in adapter.capabilities:
+        journal.step("hand the rollout to the target")
+        request = NativeRollout(
+            endpoint=action.endpoint,
+            strategy=action.strategy.model_dump(mode="json"),
+            candidates=tuple(_resolved(v, registered, v.name) for v in action.candidates),
+            final_weights=action.final_weights,
+            remove=action.remove,
+        )
+        try:
+            state = endpoints.native_rollout(action.endpoint, request).wait(timeout)
+        except RolloutFailed as exc:
+            journal.phase("rolled_back", reason=exc.reason or str(exc), measurements=exc.measurements)
+            raise
+        journal.phase("succeeded")
+        return state
+
+    reading: GateReading | None = None
+    try:
+        for v in action.candidates:
+            name = action.staging.get(v.name, v.name)
+            journal.step(f"add variant {name} ({v.model_label}) at 0%")
+            journal.added(name)
+            endpoints.add_variant(action.endpoint, _resolved(v, registered, name)).wait(timeout)
+        for share in _stage_plan(action):
+            current = [
+                v.name for v in (endpoints.observe(action.endpoint) or EndpointState(name="")).variants
+            ]
+            weights = _weights_at(ctx, share, current)
+            _set_weights(ctx, weights)
+            emit({"stage_percent": share, "weights": weights})
+            bake = action.strategy.bake_for(share)
+            if bake > 0:
+                reading = _bake(ctx, share, bake) or reading
+    except (_GateFailed, MlshiftError, KeyboardInterrupt) as exc:
+        if isinstance(exc, _GateFailed):
+            reason, reading = exc.reason, exc.reading or reading
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        measurements = reading.as_measurements() if reading else {}
+        emit({"rollback": reason})
+        journal.step(f"roll back: {reason}")
+        _rollback(adapter, journal, action.baseline, timeout)
+        journal.phase("rolled_back", reason=reason, measurements=measurements)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise RolloutFailed(
+            f"rollout of {action.endpoint!r} rolled back: {reason}",
+            reason=reason,
+            measurements=measurements,
+            hint="the previous version serves all traffic again; "
+            f"see `mlshift endpoints history {action.endpoint}`",
+        ) from (None if isinstance(exc, _GateFailed) else exc)
+
+    journal.phase("promoting", measurements=reading.as_measurements() if reading else {})
+    state = _promote(ctx, registered)
+    journal.phase("succeeded")
+    return state
+
+
+def _promote(ctx: _Context, registered: Mapping[str, ModelVersion]) -> EndpointState:
+    """After the gate: move in-place variants back to their names and remove the old ones."""
+    action, journal, endpoints = ctx.action, ctx.journal, ctx.adapter.endpoints
+    for v in action.candidates:
+        staged = action.staging.get(v.name)
+        if staged is None:
+            continue
+        journal.step(f"variant {v.name}: model -> {v.model_label}")
+        endpoints.replace_variant(action.endpoint, _resolved(v, registered, v.name)).wait(ctx.timeout)
+        state = endpoints.observe(action.endpoint)
+        assert state is not None
+        weights = dict(state.weights)
+        weights[v.name], weights[staged] = weights[staged], 0
+        _set_weights(ctx, weights)
+        journal.step(f"remove variant {staged}")
+        endpoints.remove_variant(action.endpoint, staged).wait(ctx.timeout)
+    for name in action.remove:
+        journal.step(f"remove variant {name}")
+        endpoints.remove_variant(action.endpoint, name).wait(ctx.timeout)
+    state = endpoints.observe(action.endpoint)
+    assert state is not None
+    return state
+
+
+def recover_rollout(adapter: Adapter, action: RecoverRollout, *, timeout: float = 1800.0) -> None:
+    """Roll back (or finish) a rollout that a dead process left open."""
+    record = next(
+        (r for r in adapter.endpoints.rollouts(action.endpoint, limit=5) if r.id == action.record_id), None
+    )
+    if record is None or not record.is_open:
+        return
+    journal = Journal(adapter, record)
+    if action.mode == "close":
+        journal.phase(
+            "interrupted", reason="the process applying it stopped; a later apply converged from live state"
+        )
+        return
+    if action.mode == "rollback":
+        journal.step("recover: roll back to the baseline")
+        _rollback(adapter, journal, record.baseline, timeout)
+        journal.phase(
+            "rolled_back", reason="interrupted before its gate passed; rolled back by a later apply"
+        )
+        return
+    # "complete": the gate had passed; converge on the target, all at once.
+    from mlshift.plan._apply import converge_to
+
+    journal.step("recover: finish the promotion")
+    converge_to(adapter, action.endpoint, record.target, timeout=timeout)
+    journal.phase("succeeded", reason="finished by a later apply after an interruption")
