@@ -133,12 +133,51 @@ class LocalEndpointService(BaseEndpointService):
         tmp.write_text(json.dumps({"endpoint": name, "variants": variants}))
         os.replace(tmp, folder / "routes.json")
 
+    def _reap_orphans(
+        self, folder: Path, keep: set[int] | frozenset[int] = frozenset()
+    ) -> builtins.list[int]:
+        """Stop processes started for ``folder`` that the database does not know.
+
+        A process killed between starting a server and recording it leaves that server running
+        unrecorded; the next change to the same endpoint or variant stops it, so there is never
+        a second copy of a variant.
+        """
+        import psutil
+
+        marker = str(folder) + os.sep
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            cmdline = proc.info["cmdline"] or []
+            if proc.info["pid"] in keep or not any(marker in part for part in cmdline):
+                continue
+            if "mlshift.serving" in cmdline or "mlshift.local._router" in cmdline:
+                ProcessHandle(pid=proc.info["pid"], started=proc.info["create_time"]).terminate(timeout=5)
+                found.append(proc.info["pid"])
+        return found
+
+    def _recorded_pids(self, name: str) -> set[int]:
+        row = self._row(name)
+        if row is None:
+            return set()
+        pids = {int(row["router_pid"])}
+        for v in row["variants"]:
+            pids.update(int(p["pid"]) for p in json.loads(v["processes"]))
+        return pids
+
     def _start_replicas(
         self, endpoint: str, variant: ResolvedVariant, timeout: float
     ) -> list[dict[str, Any]]:
         """Start one model server per replica; on any failure stop the ones already started."""
         model = variant.model
         artifact = self._store.verified(model.digest)  # refuse tampered bytes before starting anything
+        row = self._row(endpoint)
+        recorded = {
+            int(p["pid"])
+            for v in (row["variants"] if row else [])
+            if v["name"] == variant.name
+            for p in json.loads(v["processes"])
+        }
+        self._reap_orphans(self._dir(endpoint) / "variants" / variant.name, recorded)
         started: list[tuple[ProcessHandle, int]] = []
         stamp = f"{int(time.time() * 1000)}"
         try:
@@ -273,6 +312,7 @@ class LocalEndpointService(BaseEndpointService):
         import sqlite3
 
         folder = self._dir(spec.name)
+        self._reap_orphans(folder)  # left by a create that died half-way
         started: list[list[dict[str, Any]]] = []
         router: ProcessHandle | None = None
         inserted = False
@@ -445,6 +485,7 @@ class LocalEndpointService(BaseEndpointService):
         ProcessHandle(pid=row["router_pid"], started=row["router_started"]).terminate()
         for v in row["variants"]:
             self._stop(v["processes"])
+        self._reap_orphans(self._dir(name))
         with self._db.write() as conn:
             conn.execute("DELETE FROM variants WHERE endpoint = ?", (name,))
             conn.execute("DELETE FROM endpoints WHERE name = ?", (name,))
@@ -542,6 +583,10 @@ class LocalEndpointService(BaseEndpointService):
                     time.sleep(0.05)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{owner} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC".encode(), 0)
+            # Whoever held the lock before may have died between starting a process and
+            # recording it. Holding the lock, nothing else starts processes for this endpoint,
+            # so anything running from its folder that the database does not list is left over.
+            self._reap_orphans(self._dir(name), self._recorded_pids(name))
             try:
                 yield
             finally:

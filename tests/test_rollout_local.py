@@ -1,0 +1,212 @@
+"""Rollouts on the local target under load: real router, real model servers, real kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import mlshift
+from mlshift.errors import RolloutFailed
+from mlshift.plan import ApplyEvent
+from mlshift.specs.rollout import Canary, HealthGate
+from rollout_models import predictor
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent
+
+
+@contextmanager
+def load(url: str, folder: Path, min_requests: int = 0) -> Iterator[dict[str, Any]]:
+    """Traffic from another process for the duration of the block; yields its counts after."""
+    out, stop = folder / "load.json", folder / "load.stop"
+    stop.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "loadgen.py"), url, str(out), "--stop-file", str(stop),
+         "--min-requests", str(min_requests), "--max-seconds", "150"]
+    )  # fmt: skip
+    result: dict[str, Any] = {}
+    try:
+        for _ in range(300):
+            if (folder / "load.json.ready").exists():
+                break
+            time.sleep(0.02)
+        time.sleep(0.5)  # let traffic flow before the change starts
+        yield result
+    finally:
+        stop.write_text("stop")
+        proc.wait(180)
+    result.update(json.loads(out.read_text()))
+
+
+def by_variant(counts: dict[str, int]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for key, n in counts.items():
+        variant, status = key.split(" ", 1)
+        out.setdefault(variant, {})[status] = out.setdefault(variant, {}).get(status, 0) + n
+    return out
+
+
+def non_2xx(counts: dict[str, int]) -> int:
+    return sum(n for key, n in counts.items() if not key.split(" ", 1)[1].startswith("2"))
+
+
+def server_processes(root: Path) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if any(str(root) in part for part in cmdline) and "mlshift.serving" in cmdline:
+            found.append(" ".join(cmdline))
+    return found
+
+
+@pytest.fixture
+def endpoint(local: mlshift.Client, iris: dict[str, Any], tmp_path: Path) -> mlshift.Client:
+    local.models.register("iris", iris["v1"])  # iris:1 serves first
+    local.models.register("iris", iris["v2"])  # iris:2, a good new version
+    local.models.register("iris", predictor(tmp_path, "failing"))  # iris:3 answers 500
+    local.models.register("iris", predictor(tmp_path, "slow"))  # iris:4 takes 60 ms
+    local.endpoints.deploy("iris", "iris:1")
+    return local
+
+
+def test_good_canary_under_load_has_no_errors(endpoint: mlshift.Client, tmp_path: Path) -> None:
+    url = endpoint.endpoints.get("iris").url
+    assert url is not None
+    with load(url, tmp_path, min_requests=10_000) as seen:
+        state = endpoint.endpoints.deploy(
+            "iris", "iris:2", rollout=Canary(percent=20, bake=4, gate=HealthGate(min_requests=50))
+        )
+    assert state.weights == {"iris-v2": 100}
+    assert seen["total"] >= 10_000
+    assert non_2xx(seen["counts"]) == 0, seen["failures"]
+    served = by_variant(seen["counts"])
+    assert served["iris-v2"]["200"] > 0 and served["iris-v1"]["200"] > 0
+    assert len(server_processes(endpoint.adapter.root)) == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("version", "gate", "expected"),
+    [
+        (
+            "iris:3",
+            HealthGate(min_requests=20),
+            r"gate failed at 20% traffic: error rate 100.0% > 1.0% \(\d+ of \d+",
+        ),
+        (
+            "iris:4",
+            HealthGate(min_requests=20, max_p99="30ms"),
+            r"gate failed at 20% traffic: p99 latency \d+ms > 30ms",
+        ),
+    ],
+    ids=["failing", "slow"],
+)
+def test_bad_version_is_rolled_back_within_one_bake(
+    endpoint: mlshift.Client, tmp_path: Path, version: str, gate: HealthGate, expected: str
+) -> None:
+    url = endpoint.endpoints.get("iris").url
+    assert url is not None
+    bake = 20.0
+    moments: dict[str, float] = {}
+
+    def watch(event: ApplyEvent) -> None:
+        weights = (event.detail or {}).get("weights", {})
+        if weights.get("iris-v3", 0) or weights.get("iris-v4", 0):
+            moments["traffic"] = time.monotonic()
+
+    with load(url, tmp_path, min_requests=2_000) as seen:
+        with pytest.raises(RolloutFailed, match=expected) as info:
+            endpoint.endpoints.deploy(
+                "iris", version, rollout=Canary(percent=20, bake=bake, gate=gate), on_event=watch
+            )
+        back = time.monotonic()
+    assert back - moments["traffic"] < bake  # traffic back on the old version within one bake
+    assert info.value.measurements["requests"] >= 20
+    state = endpoint.endpoints.get("iris")
+    assert [(v.name, v.weight) for v in state.variants] == [("iris-v1", 100)]  # the bad variant is gone
+    served = by_variant(seen["counts"])
+    assert set(served["iris-v1"]) == {"200"}, seen["failures"]  # nothing failed on the old version
+    assert len(server_processes(endpoint.adapter.root)) == 1  # type: ignore[attr-defined]
+
+
+DEPLOY = """
+import mlshift
+from mlshift.specs.rollout import Canary, HealthGate
+client = mlshift.connect("local://{root}")
+rollout = Canary(percent=20, bake=3, gate=HealthGate(min_requests=20))
+client.endpoints.deploy("iris", "iris:2", rollout=rollout)
+"""
+
+
+def journal_steps(root: Path) -> int:
+    with sqlite3.connect(root / "state.db") as conn:
+        rows = conn.execute(
+            "SELECT record FROM rollouts WHERE endpoint = 'iris' ORDER BY id DESC LIMIT 1"
+        ).fetchall()
+    if not rows:
+        return 0
+    record = json.loads(rows[0][0])
+    return len(record["steps"]) if record["strategy"] == "canary" else 0
+
+
+@pytest.mark.parametrize("kill_at_step", [1, 2, 4, 5])
+def test_sigkill_mid_rollout_then_the_same_apply_converges(
+    endpoint: mlshift.Client, tmp_path: Path, kill_at_step: int
+) -> None:
+    """Steps: 1 add iris-v2, 2 weights 80/20, 3 bake, 4 weights 0/100, 5 remove iris-v1."""
+    root: Path = endpoint.adapter.root  # type: ignore[attr-defined]
+    url = endpoint.endpoints.get("iris").url
+    assert url is not None
+    with load(url, tmp_path) as seen:
+        deployer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(DEPLOY.format(root=root))])
+        deadline = time.monotonic() + 60
+        while journal_steps(root) < kill_at_step and deployer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(deployer.pid, signal.SIGKILL)
+        deployer.wait(10)
+        # the same apply again, from another process's point of view
+        state = endpoint.endpoints.deploy(
+            "iris", "iris:2", rollout=Canary(percent=20, bake=3, gate=HealthGate(min_requests=20))
+        )
+    assert [(v.name, v.model, v.weight) for v in state.variants] == [("iris-v2", "iris:2", 100)]
+    assert len(server_processes(root)) == 1  # exactly one copy of the one variant
+    assert non_2xx(seen["counts"]) == 0, seen["failures"]  # the old version never stopped answering
+    outcomes = [r.phase for r in endpoint.endpoints.history("iris")]
+    assert outcomes[0] == "succeeded" and "running" not in outcomes and "promoting" not in outcomes
+
+
+def test_two_concurrent_deploys_one_wins(endpoint: mlshift.Client, tmp_path: Path) -> None:
+    root: Path = endpoint.adapter.root  # type: ignore[attr-defined]
+    env = {**os.environ, "MLSHIFT_TARGET": f"local://{root}", "NO_COLOR": "1"}
+    args = ["--strategy", "canary", "--bake", "4s", "--min-requests", "0", "--lock-timeout", "1"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mlshift", "deploy", "iris", "--model", model, *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for model in ("iris:2", "iris:4")
+    ]
+    results = [(p.wait(120), p.stderr.read() if p.stderr else "") for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 1], results
+    loser = next(err for code, err in results if code == 1)
+    assert "is being changed by pid" in loser or "changed since this plan was made" in loser
+    state = endpoint.endpoints.get("iris")
+    assert len(state.variants) == 1 and state.variants[0].weight == 100
+    assert state.variants[0].model in ("iris:2", "iris:4")
+    assert len(server_processes(root)) == 1
