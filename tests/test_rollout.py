@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rollout_models import predictor
 
 import mlshift
 from mlshift.adapter import RolloutRecord
 from mlshift.errors import ConfigError, NotFound, RolloutFailed, UnsupportedOperation
 from mlshift.plan import ApplyEvent, GateReading
 from mlshift.specs.rollout import BlueGreen, Canary, HealthGate, Linear, Probe
+from rollout_models import predictor
 
 PROBE = Probe(payload={"instances": [[5.1, 3.5, 1.4, 0.2]]}, rate=100)
 ROWS = [[5.1, 3.5, 1.4, 0.2]]
