@@ -46,6 +46,13 @@ def typing(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs, strict: broken links fail)."""
+    session.install("mkdocs>=1.6")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Train, register, deploy, predict and canary a model on the local target."""
     session.install("-e", ".[serve,sklearn]")
