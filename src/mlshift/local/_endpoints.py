@@ -218,7 +218,8 @@ class LocalEndpointService(BaseEndpointService):
             ProcessHandle(pid=int(p["pid"]), started=float(p["started"])).terminate()
 
     def _timeout(self, name: str) -> float:
-        return 60.0
+        row = self._row(name)
+        return float(row["startup_timeout"]) if row is not None else 60.0
 
     # ---------------------------------------------------------------- contract: reads
 
@@ -321,9 +322,9 @@ class LocalEndpointService(BaseEndpointService):
                 started.append(self._start_replicas(spec.name, v, options.startup_timeout))
             with self._db.write() as conn:
                 conn.execute(
-                    "INSERT INTO endpoints (name, port, router_pid, router_started, tags, created_at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (spec.name, options.port or 0, 0, 0.0, json.dumps(spec.tags),
+                    "INSERT INTO endpoints (name, port, router_pid, router_started, startup_timeout, tags,"
+                    " created_at) VALUES (?,?,?,?,?,?,?)",
+                    (spec.name, options.port or 0, 0, 0.0, options.startup_timeout, json.dumps(spec.tags),
                      datetime.now(timezone.utc).isoformat()),
                 )  # fmt: skip
                 for v, procs in zip(variants, started, strict=True):

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS endpoints (
     port INTEGER NOT NULL,
     router_pid INTEGER NOT NULL,
     router_started REAL NOT NULL,
+    startup_timeout REAL NOT NULL DEFAULT 60,
     tags TEXT NOT NULL DEFAULT '{}',
     created_at TEXT NOT NULL
 );
