@@ -38,6 +38,25 @@ def plan_flow() -> bool:
         return bool(text) and result.changed
 
 
+def rollout_flow() -> list[str]:
+    from mlshift.plan import GateReading
+    from mlshift.specs.rollout import Canary, HealthGate, Probe
+
+    def kpi(reading: GateReading) -> str | None:
+        return None if reading.error_rate < 0.05 else "too many errors"
+
+    client = mlshift.connect("memory://")
+    gate = HealthGate(max_error_rate=0.01, max_p99="250ms", probe=Probe(payload={"instances": [[1.0]]}))
+    try:
+        client.endpoints.deploy("iris", "iris:2", rollout=Canary(percent=10, bake="5m", gate=gate), checks=[kpi])
+    except mlshift.RolloutFailed as exc:
+        reason: str = exc.reason
+        numbers: dict[str, float] = exc.measurements
+        return [reason, *map(str, numbers)]
+    state: mlshift.EndpointState = client.endpoints.rollback("iris")
+    return [record.phase for record in client.endpoints.history("iris")] + list(state.weights)
+
+
 def errors() -> str:
     try:
         mlshift.connect("nope://")
