@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import mlshift
-from mlshift.testing.conformance import EndpointConformance, RegistryConformance
+from mlshift.testing.conformance import EndpointConformance, JournalConformance, RegistryConformance
 
 
 class TestMemoryRegistry(RegistryConformance):
@@ -33,6 +33,19 @@ class TestLocalRegistry(RegistryConformance):
 
 
 class TestLocalEndpoints(EndpointConformance):
+    @pytest.fixture
+    def client(self, local: mlshift.Client) -> mlshift.Client:
+        return local
+
+
+class TestMemoryJournal(JournalConformance):
+    @pytest.fixture
+    def client(self) -> Iterator[mlshift.Client]:
+        with mlshift.connect("memory://") as client:
+            yield client
+
+
+class TestLocalJournal(JournalConformance):
     @pytest.fixture
     def client(self, local: mlshift.Client) -> mlshift.Client:
         return local

@@ -31,7 +31,13 @@ from mlshift.adapter import Capability
 from mlshift.errors import Conflict, IntegrityError, InvalidPayload, MlshiftError, NotFound
 from mlshift.specs.endpoint import EndpointSpec
 
-__all__ = ["AdapterConformance", "EndpointConformance", "RegistryConformance", "iris_models"]
+__all__ = [
+    "AdapterConformance",
+    "EndpointConformance",
+    "JournalConformance",
+    "RegistryConformance",
+    "iris_models",
+]
 
 
 def iris_models(folder: Path) -> dict[str, Any]:
@@ -243,3 +249,53 @@ class EndpointConformance(AdapterConformance):
         assert deployed.adapter.endpoints.observe("iris-ep") is None
         with pytest.raises(NotFound):
             deployed.endpoints.get("iris-ep")
+
+
+class JournalConformance(AdapterConformance):
+    """The rollout journal and the per-endpoint lock, which the rollout engine relies on."""
+
+    def test_records_round_trip_newest_first(self, client: Client, models: dict[str, Any]) -> None:
+        from datetime import datetime, timezone
+
+        from mlshift.adapter import RolloutRecord
+
+        client.models.register("iris", models["v1"], framework="sklearn")
+        client.endpoints.deploy("journal-ep", "iris:1")
+        try:
+            first = RolloutRecord(
+                id="20990101T000000.000001-aaaaaa",
+                endpoint="journal-ep",
+                strategy="canary",
+                started_at=datetime.now(timezone.utc),
+            )
+            client.adapter.endpoints.record_rollout(first)
+            updated = first.model_copy(update={"phase": "rolled_back", "steps": ("a", "b"), "reason": "gate"})
+            client.adapter.endpoints.record_rollout(updated)
+            records = client.adapter.endpoints.rollouts("journal-ep")
+            assert records[0] == updated  # replaced by id, newest first
+            assert [r.strategy for r in records[1:]] == ["create"]  # the deploy was journaled too
+        finally:
+            client.endpoints.delete("journal-ep")
+
+    def test_lock_excludes_a_second_holder_and_names_the_first(self, client: Client) -> None:
+        import threading
+
+        held, release = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with client.adapter.endpoints.lock("locked-ep", owner="pid 1 on elsewhere", timeout=5):
+                held.set()
+                release.wait(10)
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        try:
+            assert held.wait(10)
+            second = client.adapter.endpoints.lock("locked-ep", owner="me", timeout=0.3)
+            with pytest.raises(Conflict, match="locked-ep"), second:
+                pass
+        finally:
+            release.set()
+            thread.join()
+        with client.adapter.endpoints.lock("locked-ep", owner="me", timeout=1):
+            pass  # free again once the holder let go
