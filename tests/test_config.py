@@ -110,7 +110,14 @@ def test_unknown_scheme_lists_known() -> None:
     ("scheme", "package"),
     [("sagemaker", "mlshift-sagemaker"), ("vertex", "mlshift-vertex"), ("azureml", "mlshift-azureml")],
 )
-def test_first_party_adapter_not_installed_says_how(scheme: str, package: str) -> None:
+def test_first_party_adapter_not_installed_says_how(
+    scheme: str, package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlshift._registry as registry
+
+    # Pretend the adapter is not installed, whatever this environment has.
+    installed = {k: v for k, v in registry.available_adapters().items() if k != scheme}
+    monkeypatch.setattr(registry, "available_adapters", lambda: installed)
     with pytest.raises(AdapterNotFound) as info:
         mlshift.connect(f"{scheme}://somewhere")
     assert f'pip install "mlshift[{scheme}]"' in str(info.value)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlshift._routing import spread_weights
-from mlshift.errors import ConfigError, InvalidPayload, NotFound, ProviderError, UnsupportedOperation
+from mlshift.errors import ConfigError, InvalidPayload, NotFound, ProviderError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -438,16 +438,132 @@ class EndpointsAPI:
 
 
 class PipelinesAPI:
-    """``client.pipelines``: placeholder until pipelines land (see the roadmap in the docs)."""
+    """``client.pipelines``: run pipelines on this target, follow their runs, compile them.
 
-    def __init__(self, adapter: Adapter) -> None:
-        self._adapter = adapter
+    Pipelines run on this machine for ``local://`` and ``memory://`` (the local runner: a
+    process per step, parallel where the graph allows, cached, resumable). A cloud target's
+    pipeline service arrives with its adapter; until then its calls raise
+    :class:`~mlshift.errors.UnsupportedOperation`.
+    """
 
-    def __getattr__(self, item: str) -> Any:
-        raise UnsupportedOperation(
-            f"pipelines are not available in this version of mlshift (client.pipelines.{item})",
-            hint="see docs/roadmap.md",
+    if TYPE_CHECKING:
+        from mlshift.pipelines import Pipeline, PipelineEvent, PipelineRun
+        from mlshift.pipelines._service import PipelineService
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._service_instance: Any = None
+
+    def _service(self) -> PipelineService:
+        if self._service_instance is None:
+            from mlshift.pipelines._service import PipelineService
+
+            self._service_instance = PipelineService.for_client(self._client)
+        service: PipelineService = self._service_instance
+        return service
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        params: Mapping[str, Any] | None = None,
+        *,
+        cache: bool = True,
+        max_parallel: int | None = None,
+        on_event: Callable[[PipelineEvent], None] | None = None,
+    ) -> PipelineRun:
+        """Start a run of ``pipeline`` and return it at once; ``.wait()`` for the end.
+
+        Steps whose code, inputs and parameters are unchanged since an earlier run are served
+        from the cache instead of running. Built-in ``RegisterModel``/``Deploy`` steps act on
+        this client's target unless they name another.
+
+        Args:
+            params: Values for the pipeline's parameters (defaults fill in the rest).
+            cache: ``False`` runs every step even if a cached result exists.
+            max_parallel: Steps running at once (default: the number of CPU cores).
+            on_event: Called from the runner's thread for each step start and end.
+
+        Raises:
+            ConfigError: an unknown, missing or mistyped parameter; a secret that is not set.
+            UnsupportedOperation: a target whose pipeline service is not available yet.
+        """
+        from mlshift.errors import ConfigError
+        from mlshift.pipelines import Pipeline
+
+        if not isinstance(pipeline, Pipeline):
+            raise ConfigError(
+                f"client.pipelines.run() takes a Pipeline, got {type(pipeline).__name__}",
+                hint="decorate the wiring function with @pipeline, or build Pipeline(name, steps=[...])",
+            )
+        return self._service().start(
+            pipeline.ir, params, use_cache=cache, max_parallel=max_parallel, on_event=on_event
         )
+
+    def resume(
+        self,
+        run_id: str,
+        *,
+        max_parallel: int | None = None,
+        on_event: Callable[[PipelineEvent], None] | None = None,
+    ) -> PipelineRun:
+        """Resume a failed, cancelled or interrupted run; finished steps are not run again.
+
+        Raises:
+            NotFound: no such run.
+            ConfigError: the run succeeded, or a step's code can no longer be imported.
+            Conflict: another live process is running it.
+        """
+        return self._service().resume(run_id, max_parallel=max_parallel, on_event=on_event)
+
+    def get(self, run_id: str) -> PipelineRun:
+        """A run by id (from this process or any other).
+
+        Raises:
+            NotFound: no such run.
+        """
+        return self._service().get(run_id)
+
+    def compile(self, pipeline: Pipeline, target: str | None = None) -> dict[str, Any]:
+        """The document ``target`` (default: this client's) would run ``pipeline`` from.
+
+        For ``local``/``memory`` that is the portable IR as JSON-ready data.
+
+        Raises:
+            UnsupportedOperation: for a cloud target: its compiler arrives with its adapter.
+        """
+        from mlshift.pipelines._service import compile_pipeline
+
+        return compile_pipeline(pipeline, target or self._client.target)
+
+    def run_schedules(
+        self,
+        pipelines: Iterable[Pipeline],
+        *,
+        once: bool = False,
+        max_runs: int | None = None,
+        on_event: Callable[[PipelineEvent], None] | None = None,
+    ) -> builtins.list[PipelineRun]:
+        """Run pipelines whenever their cron ``schedule`` comes due, in the foreground.
+
+        A schedule seen for the first time runs right away for its latest tick; after that,
+        once per tick. Missed ticks are covered by one run, not replayed.
+
+        Args:
+            once: Run what is due now and return, instead of waiting for the next tick.
+            max_runs: Return after this many runs.
+
+        Raises:
+            ConfigError: a pipeline without a schedule.
+        """
+        from mlshift.pipelines._schedule import run_schedules
+
+        return run_schedules(
+            self._service(), builtins.list(pipelines), once=once, max_runs=max_runs, on_event=on_event
+        )
+
+    def list(self, pipeline: str | None = None, *, limit: int = 50) -> builtins.list[PipelineRun]:
+        """Runs, newest first (of one pipeline, by name, when given)."""
+        return self._service().list(pipeline, limit)
 
 
 class Client:
@@ -457,7 +573,7 @@ class Client:
         adapter: The target's adapter.
         models: Register, find and label model versions.
         endpoints: Deploy, inspect, call and remove endpoints.
-        pipelines: Pipelines (arriving in a later release).
+        pipelines: Run, follow, resume and compile pipelines.
     """
 
     def __init__(self, adapter: Adapter, *, label: str = "") -> None:
@@ -465,7 +581,7 @@ class Client:
         self.label = label or adapter.uri.raw
         self.models = ModelsAPI(adapter)
         self.endpoints = EndpointsAPI(self)
-        self.pipelines = PipelinesAPI(adapter)
+        self.pipelines = PipelinesAPI(self)
 
     @property
     def target(self) -> str:

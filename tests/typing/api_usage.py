@@ -48,7 +48,9 @@ def rollout_flow() -> list[str]:
     client = mlshift.connect("memory://")
     gate = HealthGate(max_error_rate=0.01, max_p99="250ms", probe=Probe(payload={"instances": [[1.0]]}))
     try:
-        client.endpoints.deploy("iris", "iris:2", rollout=Canary(percent=10, bake="5m", gate=gate), checks=[kpi])
+        client.endpoints.deploy(
+            "iris", "iris:2", rollout=Canary(percent=10, bake="5m", gate=gate), checks=[kpi]
+        )
     except mlshift.RolloutFailed as exc:
         reason: str = exc.reason
         numbers: dict[str, float] = exc.measurements

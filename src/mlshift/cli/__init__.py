@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlshift import __version__
+from mlshift.cli._pipelines import pipelines_app
 
 if TYPE_CHECKING:
     from mlshift._client import Client
@@ -38,6 +39,7 @@ models_app = typer.Typer(help="Register, list and label model versions.", no_arg
 endpoints_app = typer.Typer(help="List, inspect, re-weight and delete endpoints.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
+app.add_typer(pipelines_app, name="pipelines")
 
 TargetOpt = Annotated[
     str | None,

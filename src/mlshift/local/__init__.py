@@ -28,7 +28,16 @@ class LocalAdapter:
     """
 
     name = "local"
-    capabilities = frozenset({Capability.TRAFFIC_SPLIT, Capability.TARGETED_INVOKE, Capability.METRICS})
+    capabilities = frozenset(
+        {
+            Capability.TRAFFIC_SPLIT,
+            Capability.TARGETED_INVOKE,
+            Capability.METRICS,
+            Capability.PIPELINES,
+            Capability.PIPELINE_CONDITIONS,
+            Capability.SCHEDULES,
+        }
+    )
     name_rules = NameRules()
 
     def __init__(self, uri: TargetURI, root: Path) -> None:

@@ -53,6 +53,8 @@ DEFAULT_CAPABILITIES = frozenset(
         Capability.METRICS,
         Capability.AUTOSCALING,
         Capability.GPU,
+        Capability.PIPELINES,
+        Capability.PIPELINE_CONDITIONS,
     }
 )
 

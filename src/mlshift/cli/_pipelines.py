@@ -1,0 +1,397 @@
+"""``mlshift pipelines ...``: run, resume, inspect, compile and schedule pipelines.
+
+Only typer is imported at module level (``mlshift --help`` stays fast); each command imports
+what it needs when it runs. Exit codes follow the rest of the CLI: 0 success, 1 a failed run or
+an mlshift error, 130 cancelled with Ctrl-C (the run is left resumable).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from mlshift._client import Client
+    from mlshift.pipelines import PipelineEvent, PipelineRun
+
+__all__ = ["pipelines_app"]
+
+pipelines_app = typer.Typer(
+    help="Run pipelines on this machine, follow their runs, compile them, run them on a schedule.",
+    no_args_is_help=True,
+)
+
+TargetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        "-t",
+        help="Target URI or mlshift.yaml name (default: $MLSHIFT_TARGET, default_target, local://).",
+        show_default=False,
+    ),
+]
+OutputOpt = Annotated[
+    str, typer.Option("--output", "-o", help="table (for people) or json (for scripts and CI).")
+]
+PipelineArg = Annotated[
+    str,
+    typer.Argument(
+        help="FILE.py:PIPELINE (or FILE.py when it defines one pipeline, or package.module:PIPELINE).",
+        show_default=False,
+    ),
+]
+
+_ICONS = {
+    "succeeded": "[green]✓[/green]",
+    "cached": "[cyan]≡[/cyan]",
+    "skipped": "[yellow]-[/yellow]",
+    "failed": "[red]✗[/red]",
+    "cancelled": "[red]■[/red]",
+}
+
+
+def _setup(output: str) -> None:
+    from mlshift.cli import _check_output
+
+    _check_output(output)
+
+
+def _client(target: str | None) -> Client:
+    from mlshift._client import connect
+
+    return connect(target)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class _Progress:
+    """Prints each step's start and end as the runner reports them (from its thread).
+
+    On a terminal a spinner lists the steps running right now; with ``--output json`` each
+    event is a JSON line on stderr.
+    """
+
+    def __init__(self, output: str) -> None:
+        self.json = output == "json"
+        self.console = _console(stderr=True)
+        self.running: list[str] = []
+        self.status: Any = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _Progress:
+        if not self.json and self.console.is_terminal:
+            self.status = self.console.status("starting", spinner="dots")
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def __call__(self, event: PipelineEvent) -> None:
+        if self.json:
+            import json
+
+            sys.stderr.write(json.dumps(event.to_json()) + "\n")
+            sys.stderr.flush()
+            return
+        with self._lock:
+            self._show(event)
+
+    def _show(self, event: PipelineEvent) -> None:
+        out = self.console
+        if event.kind == "run_started":
+            out.print(f"run [bold]{event.run_id}[/bold] of {event.pipeline}")
+        elif event.kind == "step_started" and event.step:
+            self.running.append(event.step)
+            if self.status is None:
+                out.print(f"  [blue]▶[/blue] {event.step}")
+        elif event.kind == "step_retrying":
+            out.print(
+                f"  [yellow]↻[/yellow] {event.step}: retrying (attempt {event.attempt}) after: ", end=""
+            )
+            out.print(event.message or "", markup=False)
+        elif event.kind == "step_finished" and event.step:
+            if event.step in self.running:
+                self.running.remove(event.step)
+            icon = _ICONS.get(event.status or "", "?")
+            took = f" in {event.elapsed:.1f}s" if event.status in ("succeeded", "failed") else ""
+            out.print(f"  {icon} {event.step} [dim]{event.status}{took}[/dim]", end="")
+            out.print(f"  {event.message}" if event.message else "", markup=False)
+        if self.status is not None:
+            self.status.update("running: " + ", ".join(self.running) if self.running else "…")
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (systemd stop, ``kill``) cancels a run the way Ctrl-C does."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _report(run: PipelineRun, output: str) -> None:
+    """The run's outcome on stdout (steps table, or JSON); exit 1 if it failed."""
+    if output == "json":
+        _print_json(run.to_dict())
+    else:
+        _steps_table(run)
+        console = _console()
+        colour = {"succeeded": "green", "failed": "red"}.get(run.status, "yellow")
+        console.print(f"[{colour}]{run.summary()}[/{colour}]")
+        message = run.message
+        if message:
+            console.print(message, markup=False)
+    if run.status != "succeeded":
+        stopped_by_gate = any(s.kind == "fail" and s.status == "failed" for s in run.steps)
+        if output != "json" and not stopped_by_gate:
+            _console(stderr=True).print(
+                f"resume with: mlshift pipelines run --resume {run.id}"
+                f"   (logs: mlshift pipelines logs {run.id} STEP)",
+                markup=False,
+            )
+        raise typer.Exit(1)
+
+
+def _steps_table(run: PipelineRun) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{run.pipeline} · run {run.id}", title_justify="left")
+    for col in ("step", "status", "attempts", "time", "detail"):
+        table.add_column(col)
+    for s in run.steps:
+        detail = s.message or ""
+        if s.status == "cached" and s.cached_from:
+            detail = f"from run {s.cached_from}"
+        elif not detail and s.metrics:
+            detail = ", ".join(f"{k}={v:.4g}" for k, v in s.metrics.items())
+        elif not detail:
+            values = {k: v for k, v in s.outputs.items() if not isinstance(v, dict)}
+            detail = ", ".join(f"{k}={v}" for k, v in values.items())
+        took = f"{s.duration:.1f}s" if s.duration is not None and s.status in ("succeeded", "failed") else ""
+        table.add_row(s.name, f"{_ICONS.get(s.status, '')} {s.status}", str(s.attempts or ""), took, detail)
+    _console().print(table)
+
+
+def _wait(run: PipelineRun, output: str) -> None:
+    try:
+        run.wait()
+    except KeyboardInterrupt:
+        # wait() has cancelled the run and stopped its steps; finished ones keep their outputs.
+        if output == "json":
+            _print_json(run.to_dict())
+        _console(stderr=True).print(
+            f"cancelled run {run.id}; resume with: mlshift pipelines run --resume {run.id}", markup=False
+        )
+        raise typer.Exit(130) from None
+
+
+@pipelines_app.command("run")
+def run_cmd(
+    pipeline: Annotated[
+        str | None,
+        typer.Argument(help="FILE.py:PIPELINE to run (optional with --resume).", show_default=False),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="KEY=VALUE for a pipeline parameter, repeatable."),
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Resume this failed, cancelled or interrupted run.")
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run every step, even unchanged ones.")
+    ] = False,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", "-j", help="Steps at once (default: CPU cores).")
+    ] = None,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Run a pipeline on this machine, or resume a run where it stopped."""
+    from mlshift.cli import _pairs
+    from mlshift.errors import ConfigError
+
+    _setup(output)
+    _sigterm_as_interrupt()
+    client = _client(target)
+    values = _pairs(param, "--param")
+    progress = _Progress(output)
+    if resume is not None:
+        if values:
+            raise ConfigError("a resumed run keeps its parameters; drop --param", field="param")
+        if pipeline is not None:
+            from mlshift.pipelines import load_pipeline
+
+            loaded = load_pipeline(pipeline)
+            recorded = client.pipelines.get(resume).pipeline
+            if loaded.name != recorded:
+                raise ConfigError(
+                    f"run {resume} is a run of pipeline {recorded!r}, not {loaded.name!r}", field="pipeline"
+                )
+        with progress:
+            run = client.pipelines.resume(resume, max_parallel=max_parallel, on_event=progress)
+            _wait(run, output)
+    else:
+        if pipeline is None:
+            raise ConfigError(
+                "name the pipeline to run as FILE.py:PIPELINE, or resume a run with --resume RUN_ID",
+                field="pipeline",
+            )
+        from mlshift.pipelines import load_pipeline
+
+        loaded = load_pipeline(pipeline)
+        params = loaded.ir.resolve_params(values, from_text=True)
+        with progress:
+            run = client.pipelines.run(
+                loaded, params, cache=not no_cache, max_parallel=max_parallel, on_event=progress
+            )
+            _wait(run, output)
+    _report(run, output)
+
+
+@pipelines_app.command("list")
+def list_cmd(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only runs of this pipeline.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 20,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """List pipeline runs, newest first."""
+    _setup(output)
+    runs = _client(target).pipelines.list(pipeline, limit=limit)
+    if output == "json":
+        _print_json([r.to_dict() for r in runs])
+        return
+    if not runs:
+        _console().print("No pipeline runs yet.")
+        return
+    from rich.table import Table
+
+    table = Table(title="Pipeline runs", title_justify="left")
+    for col in ("run", "pipeline", "status", "trigger", "started", "steps"):
+        table.add_column(col)
+    for r in runs:
+        table.add_row(
+            r.id, r.pipeline, r.status, r.trigger, r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.summary()
+        )
+    _console().print(table)
+
+
+@pipelines_app.command("status")
+def status_cmd(
+    run_id: Annotated[str, typer.Argument(help="The run id (see `mlshift pipelines list`).")],
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Show a run: its status and every step's."""
+    _setup(output)
+    run = _client(target).pipelines.get(run_id)
+    if output == "json":
+        _print_json(run.to_dict())
+        return
+    _steps_table(run)
+    console = _console()
+    console.print(run.summary())
+    if run.message:
+        console.print(run.message, markup=False)
+
+
+@pipelines_app.command("logs")
+def logs_cmd(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    step: Annotated[str, typer.Argument(help="The step's name.")],
+    target: TargetOpt = None,
+) -> None:
+    """Print one step's log: its output and each attempt's traceback."""
+    text = _client(target).pipelines.get(run_id).logs(step)
+    sys.stdout.write(text)
+
+
+@pipelines_app.command("compile")
+def compile_cmd(
+    pipeline: PipelineArg,
+    target: TargetOpt = None,
+    out: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")
+    ] = None,
+) -> None:
+    """Write the document TARGET runs the pipeline from: the portable IR for local."""
+    import json
+    from pathlib import Path
+
+    from mlshift._config import resolve_target
+    from mlshift.pipelines import load_pipeline
+    from mlshift.pipelines._service import compile_pipeline
+
+    loaded = load_pipeline(pipeline)
+    document = compile_pipeline(loaded, target or resolve_target(None).uri)
+    text = json.dumps(document, indent=2) + "\n"
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        _console(stderr=True).print(
+            f"wrote {loaded.name} ({len(loaded.steps)} steps, {loaded.ir.hash[:19]}…) to {out}"
+        )
+    else:
+        sys.stdout.write(text)
+
+
+@pipelines_app.command("schedule")
+def schedule_cmd(
+    pipelines: Annotated[
+        list[str], typer.Argument(help="FILE.py:PIPELINE for each pipeline with a schedule.")
+    ],
+    once: Annotated[bool, typer.Option("--once", help="Run what is due now, then exit.")] = False,
+    max_runs: Annotated[int | None, typer.Option("--max-runs", help="Exit after this many runs.")] = None,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Run pipelines when their cron schedule says, in the foreground (Ctrl-C stops)."""
+    from datetime import datetime, timezone
+
+    from mlshift.pipelines import load_pipeline
+
+    _setup(output)
+    _sigterm_as_interrupt()
+    client = _client(target)
+    loaded = [load_pipeline(ref) for ref in pipelines]
+    if output != "json":
+        console = _console(stderr=True)
+        now = datetime.now(timezone.utc)
+        for p in loaded:
+            upcoming = p.cron.next_after(now).isoformat(timespec="minutes") if p.cron else "never"
+            console.print(f"{p.name}: {p.schedule or 'no schedule'} ({p.timezone}); next tick {upcoming}")
+    progress = _Progress(output)
+    try:
+        runs = client.pipelines.run_schedules(loaded, once=once, max_runs=max_runs, on_event=progress)
+    except KeyboardInterrupt:
+        _console(stderr=True).print("scheduler stopped")
+        raise typer.Exit(130) from None
+    if output == "json":
+        _print_json([r.to_dict() for r in runs])
+    else:
+        console = _console()
+        if not runs:
+            console.print("nothing was due")
+        for r in runs:
+            console.print(f"{r.id} {r.pipeline}: {r.summary()}", markup=False)
+            if r.message:
+                console.print(f"  {r.message}", markup=False)
+    if any(r.status != "succeeded" for r in runs):
+        raise typer.Exit(1)
