@@ -1,0 +1,138 @@
+"""``sagemaker://REGION``: the adapter object that ties clients, S3, registry and endpoints."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlshift.adapter import Capability, NameRules, TargetURI
+from mlshift.errors import ConfigError
+from mlshift_sagemaker._aws import AwsClients
+from mlshift_sagemaker._endpoints import SageMakerEndpointService
+from mlshift_sagemaker._models import SageMakerModelRegistry
+from mlshift_sagemaker._naming import NAME_RULES
+from mlshift_sagemaker._store import S3Store
+from mlshift_sagemaker.options import SageMakerOptions
+
+if TYPE_CHECKING:
+    from mlshift_sagemaker._pipelines import SageMakerPipelineService
+
+__all__ = ["CAPABILITIES", "SageMakerAdapter"]
+
+#: What the SageMaker target declares (autoscaling, shadow variants, serverless, metrics and
+#: pipelines are not implemented yet; the planner refuses specs that need them, at plan time).
+CAPABILITIES = frozenset(
+    {Capability.TRAFFIC_SPLIT, Capability.TARGETED_INVOKE, Capability.NATIVE_ROLLOUT, Capability.GPU}
+)
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")
+
+
+class SageMakerAdapter:
+    """Adapter for ``sagemaker://REGION``.
+
+    Attributes:
+        region: The AWS region.
+        options: The validated target options.
+        clients: The boto3 clients (made on first use).
+        store: The S3 bucket as mlshift uses it.
+        cache_dir: Where downloaded artifacts are kept (a temporary folder of this adapter).
+    """
+
+    name = "sagemaker"
+    capabilities: frozenset[Capability] = CAPABILITIES
+    name_rules: NameRules = NAME_RULES
+
+    def __init__(self, uri: TargetURI, region: str, options: SageMakerOptions) -> None:
+        self.uri = uri
+        self.region = region
+        self.options = options
+        self.clients = AwsClients(region, options)
+        self.store = S3Store(self.clients, options)
+        self.cache_dir = Path(tempfile.mkdtemp(prefix="mlshift-sagemaker-"))
+        weakref.finalize(self, shutil.rmtree, self.cache_dir, True)
+        self._models = SageMakerModelRegistry(self)
+        self._endpoints = SageMakerEndpointService(self)
+        self._pipelines: Any = None
+
+    @classmethod
+    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any]) -> SageMakerAdapter:
+        """Build from ``sagemaker://REGION[?option=value&...]`` and the target's options.
+
+        No AWS call is made here: clients are created on first use.
+
+        Raises:
+            ConfigError: a missing or malformed region, a path, or an invalid option (named).
+        """
+        if uri.variant is not None:
+            raise ConfigError(
+                f"the sagemaker target has no {uri.variant!r} variant (in {uri.raw!r})", field="target"
+            )
+        if uri.path.strip("/"):
+            raise ConfigError(
+                f"sagemaker target URIs have no path (got {uri.path!r} in {uri.raw!r})",
+                field="target",
+                hint="write sagemaker://REGION, e.g. sagemaker://us-east-1",
+            )
+        region = uri.location or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or ""
+        if not _REGION.fullmatch(region):
+            raise ConfigError(
+                f"{region!r} is not an AWS region (in {uri.raw!r})"
+                if region
+                else f"no AWS region in {uri.raw!r}",
+                field="target",
+                hint="write sagemaker://REGION, e.g. sagemaker://us-east-1",
+            )
+        return cls(uri, region, SageMakerOptions.from_sources(uri.query, options))
+
+    @property
+    def models(self) -> SageMakerModelRegistry:
+        return self._models
+
+    @property
+    def endpoints(self) -> SageMakerEndpointService:
+        return self._endpoints
+
+    @property
+    def pipelines(self) -> SageMakerPipelineService:
+        """Pipelines on SageMaker (compile, upsert, start, status, wait, stop).
+
+        Importing the compiler needs ``mlshift.pipelines``, so it is loaded on first use.
+        """
+        if self._pipelines is None:
+            from mlshift_sagemaker._pipelines import SageMakerPipelineService
+
+            self._pipelines = SageMakerPipelineService(self)
+        service: SageMakerPipelineService = self._pipelines
+        return service
+
+    def default_image(self) -> str:
+        """The serving image: the ``image_uri`` option, else the mlshift image in ECR."""
+        if self.options.image_uri:
+            return self.options.image_uri
+        import mlshift
+
+        domain = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
+        return (
+            f"{self.clients.account_id}.dkr.ecr.{self.region}.{domain}/"
+            f"{self.options.ecr_repository}:{mlshift.__version__}"
+        )
+
+    def resource_tags(self, extra: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+        """AWS tags for a new resource: the target's ``tags`` option plus ``extra``."""
+        merged = {**self.options.tags, **(extra or {})}
+        return [{"Key": k, "Value": v} for k, v in merged.items()]
+
+    def close(self) -> None:
+        """Close the AWS clients (endpoints keep running)."""
+        self._endpoints.close()
+        self.clients.close()
+
+    def __repr__(self) -> str:
+        return f"<SageMakerAdapter {self.uri.raw}>"

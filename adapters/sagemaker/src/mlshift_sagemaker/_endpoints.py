@@ -1,0 +1,980 @@
+"""Endpoints on SageMaker: a model per variant, an endpoint configuration, an endpoint.
+
+Models and endpoint configurations are immutable in SageMaker, so a change of variants is a new
+configuration plus ``update_endpoint`` (SageMaker then swaps fleets blue/green), while a change of
+weights or instance counts alone is one ``update_endpoint_weights_and_capacities`` call.
+
+Their names carry a hash of what they are made of (:mod:`mlshift_sagemaker._naming`), so the
+same variant keeps its model across configurations, and everything mlshift creates is tagged
+``mlshift:managed`` and ``mlshift:endpoint``. Whatever a failed change created is deleted before
+the error is raised; what a successful change replaced is deleted once the endpoint is on the new
+configuration. Nothing is left behind either way.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from mlshift.adapter import (
+    BaseEndpointService,
+    CompletedOperation,
+    EndpointState,
+    Invocation,
+    NativeRollout,
+    Operation,
+    ResolvedVariant,
+    RolloutRecord,
+    VariantState,
+    VariantStatus,
+    validate_own_options,
+)
+from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound, ProviderError, RolloutFailed
+from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.rollout import AllAtOnce
+from mlshift_sagemaker._naming import config_name, config_prefix, fingerprint, model_name, model_prefix
+from mlshift_sagemaker._operation import PENDING, AwsOperation
+from mlshift_sagemaker._rollout import alarm_requests, check_native_rollout, deployment_config, parse_strategy
+from mlshift_sagemaker.errors import aws_errors, error_code, translate
+from mlshift_sagemaker.options import (
+    EndpointOptions,
+    check_tags,
+    instance_type_for,
+    size_for_instance_type,
+)
+
+if TYPE_CHECKING:
+    from mlshift_sagemaker._adapter import SageMakerAdapter
+
+__all__ = ["SageMakerEndpointService"]
+
+logger = logging.getLogger("mlshift.sagemaker")
+
+_STATUS: Mapping[str, VariantStatus] = {
+    "InService": "healthy",
+    "Creating": "creating",
+    "Updating": "creating",
+    "SystemUpdating": "creating",
+    "RollingBack": "creating",
+    "Failed": "failed",
+    "UpdateRollbackFailed": "failed",
+    "OutOfService": "unhealthy",
+    "Deleting": "stopped",
+}
+#: While these run, the variants of the current configuration keep serving.
+_SERVING_WHILE = frozenset({"Updating", "SystemUpdating", "RollingBack"})
+_SIZE_TAG = "mlshift:size:"
+_RESERVED_TAG = ("mlshift:", "aws:")
+_VARIANT_EXTRAS = (
+    "ModelDataDownloadTimeoutInSeconds",
+    "ContainerStartupHealthCheckTimeoutInSeconds",
+    "VolumeSizeInGB",
+)
+
+
+@dataclass
+class _Slot:
+    """One production variant as SageMaker runs it (or will)."""
+
+    name: str
+    model_name: str
+    model_ref: str
+    digest: str | None
+    instance_type: str
+    count: int
+    weight: int
+    size: str
+    extras: dict[str, Any] = field(default_factory=dict)
+    container: dict[str, Any] | None = None
+    """For a variant whose model may not exist yet: the model's primary container."""
+
+    def production_variant(self) -> dict[str, Any]:
+        return {
+            "VariantName": self.name,
+            "ModelName": self.model_name,
+            "InstanceType": self.instance_type,
+            "InitialInstanceCount": self.count,
+            "InitialVariantWeight": float(self.weight),
+            **self.extras,
+        }
+
+
+@dataclass
+class _Live:
+    """An endpoint as described by SageMaker."""
+
+    name: str
+    arn: str
+    status: str
+    failure: str | None
+    config: str
+    slots: list[_Slot]
+    tags: dict[str, str]
+    config_tags: dict[str, str]
+    created_at: Any
+
+    def slot(self, name: str) -> _Slot | None:
+        return next((s for s in self.slots if s.name == name), None)
+
+
+def _percentages(raw: Mapping[str, float]) -> dict[str, int]:
+    """SageMaker's relative weights as whole percentages summing to 100 (largest remainder)."""
+    total = sum(raw.values())
+    if total <= 0:
+        return dict.fromkeys(raw, 0)
+    shares = {n: w * 100 / total for n, w in raw.items()}
+    out = {n: int(s) for n, s in shares.items()}
+    for n in sorted(shares, key=lambda n: shares[n] - out[n], reverse=True)[: 100 - sum(out.values())]:
+        out[n] += 1
+    return out
+
+
+class SageMakerEndpointService(BaseEndpointService):
+    """``EndpointService`` on SageMaker real-time endpoints."""
+
+    target_name = "the sagemaker target"
+
+    def __init__(self, adapter: SageMakerAdapter) -> None:
+        self._adapter = adapter
+        # Endpoint configurations and models never change once created: describe them once.
+        self._configs: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
+        self._models: dict[str, dict[str, Any]] = {}
+        # provider_options.sagemaker seen at plan time, for the primitives of the same apply.
+        self._planned: dict[str, EndpointOptions] = {}
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- helpers
+
+    @property
+    def _sm(self) -> Any:
+        return self._adapter.clients.client("sagemaker")
+
+    def _op(self, poll: Any, description: str, hint: str | None = None) -> AwsOperation[Any]:
+        options = self._adapter.options
+        return AwsOperation(
+            poll, description, interval=options.poll_interval, timeout=options.wait_timeout, hint=hint
+        )
+
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        try:
+            with aws_errors(f"describe endpoint {name!r}"):
+                found: dict[str, Any] = self._sm.describe_endpoint(EndpointName=name)
+        except NotFound:
+            return None
+        return found
+
+    def _config(self, name: str) -> tuple[dict[str, Any], dict[str, str]]:
+        cached = self._configs.get(name)
+        if cached is None:
+            with aws_errors(f"describe endpoint configuration {name!r}"):
+                config = self._sm.describe_endpoint_config(EndpointConfigName=name)
+                tags = self._sm.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", [])
+            cached = (config, {t["Key"]: t["Value"] for t in tags})
+            with self._lock:
+                self._configs[name] = cached
+        return cached
+
+    def _model(self, name: str) -> dict[str, Any]:
+        cached = self._models.get(name)
+        if cached is None:
+            with aws_errors(f"describe model {name!r}"):
+                cached = self._sm.describe_model(ModelName=name)
+            with self._lock:
+                self._models[name] = cached
+        return cached
+
+    def _read(self, name: str) -> _Live | None:
+        described = self._describe(name)
+        if described is None:
+            return None
+        with aws_errors(f"read the tags of endpoint {name!r}"):
+            tags = self._sm.list_tags(ResourceArn=described["EndpointArn"]).get("Tags", [])
+        config, config_tags = self._config(described["EndpointConfigName"])
+        live_variants = {v["VariantName"]: v for v in described.get("ProductionVariants") or []}
+        raw_weights: dict[str, float] = {}
+        slots: list[_Slot] = []
+        for pv in config["ProductionVariants"]:
+            live = live_variants.get(pv["VariantName"], {})
+            # moto leaves CurrentWeight out for a 0 weight and sets counts to None after a
+            # weights-only update; the configuration holds what was asked for then.
+            weight = live.get("CurrentWeight")
+            if weight is None:
+                weight = live.get("DesiredWeight")
+            if weight is None:
+                weight = pv.get("InitialVariantWeight", 1.0)
+            raw_weights[pv["VariantName"]] = float(weight)
+            count = (
+                live.get("DesiredInstanceCount")
+                or live.get("CurrentInstanceCount")
+                or pv.get("InitialInstanceCount", 1)
+            )
+            env = (self._model(pv["ModelName"]).get("PrimaryContainer") or {}).get("Environment") or {}
+            instance_type = pv.get("InstanceType", "")
+            size = config_tags.get(_SIZE_TAG + pv["VariantName"]) or size_for_instance_type(instance_type)
+            slots.append(
+                _Slot(
+                    name=pv["VariantName"],
+                    model_name=pv["ModelName"],
+                    model_ref=env.get("MLSHIFT_MODEL_REF", pv["ModelName"]),
+                    digest=env.get("MLSHIFT_MODEL_DIGEST"),
+                    instance_type=instance_type,
+                    count=max(int(count), 1),
+                    weight=0,
+                    size=size or "cpu-small",
+                    extras={k: pv[k] for k in _VARIANT_EXTRAS if pv.get(k) is not None},
+                )
+            )
+        for slot, percent in zip(slots, _percentages(raw_weights).values(), strict=True):
+            slot.weight = percent
+        return _Live(
+            name=name,
+            arn=described["EndpointArn"],
+            status=described.get("EndpointStatus", "InService"),
+            failure=described.get("FailureReason"),
+            config=described["EndpointConfigName"],
+            slots=slots,
+            tags={t["Key"]: t["Value"] for t in tags},
+            config_tags=config_tags,
+            created_at=described.get("CreationTime"),
+        )
+
+    def _require(self, name: str) -> _Live:
+        live = self._read(name)
+        if live is None:
+            raise NotFound(
+                f"endpoint {name!r} does not exist on {self._adapter.uri.raw}",
+                provider="sagemaker",
+                hint="list endpoints with `mlshift endpoints list`",
+            )
+        return live
+
+    def _require_in_service(self, name: str) -> _Live:
+        live = self._require(name)
+        if live.status != "InService":
+            raise Conflict(
+                f"endpoint {name!r} is {live.status}; SageMaker changes endpoints only when InService",
+                provider="sagemaker",
+                hint="wait for the current change to finish (mlshift endpoints show), then apply again",
+            )
+        return live
+
+    def _user_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
+        target = self._adapter.options.tags
+        return {
+            k: v
+            for k, v in tags.items()
+            if not k.startswith(_RESERVED_TAG) and not (k in target and target[k] == v)
+        }
+
+    def _state(self, live: _Live) -> EndpointState:
+        status = _STATUS.get(live.status, "unknown")
+        variant_status: VariantStatus = "healthy" if live.status in _SERVING_WHILE else status
+        detail = live.failure if status in ("failed", "unhealthy") else None
+        return EndpointState(
+            name=live.name,
+            url=f"https://runtime.sagemaker.{self._adapter.region}.amazonaws.com/endpoints/{live.name}/invocations",
+            status=status,
+            variants=tuple(
+                VariantState(
+                    name=s.name,
+                    model=s.model_ref,
+                    digest=s.digest,
+                    weight=s.weight,
+                    compute=Compute(size=s.size, replicas=min(s.count, 100)),
+                    status=variant_status,
+                    detail=detail,
+                )
+                for s in live.slots
+            ),
+            tags=self._user_tags(live.tags),
+            created_at=live.created_at,
+            spec_digest=live.config_tags.get("mlshift:spec"),
+        )
+
+    # ---------------------------------------------------------------- options
+
+    def _options_key(self, name: str) -> str:
+        return self._adapter.store.key("endpoints", name, "options.json")
+
+    def _options_for(self, name: str) -> EndpointOptions:
+        """The options new variants of ``name`` get: this apply's, else the stored ones."""
+        planned = self._planned.get(name)
+        stored = self._adapter.store.get_json(self._options_key(name))
+        stored_options = EndpointOptions.model_validate(stored[0]) if stored else None
+        if planned is not None:
+            if planned != stored_options:
+                self._adapter.store.put_json(self._options_key(name), planned.model_dump(mode="json"))
+            return planned
+        return stored_options or EndpointOptions()
+
+    # ---------------------------------------------------------------- building blocks
+
+    def _new_slot(self, endpoint: str, variant: ResolvedVariant, options: EndpointOptions) -> _Slot:
+        version = variant.model
+        uri = version.artifact_uri
+        if not uri.startswith("s3://") or "/files/" not in uri:
+            raise ConfigError(
+                f"model {version.name}:{version.version} was not registered on this target "
+                f"(artifact {uri!r})",
+                hint="register the model on the sagemaker target first",
+            )
+        cut = uri.index("/files/") + len("/files/")
+        prefix, entry = uri[:cut], uri[cut:]
+        env = {
+            **options.environment,
+            "MLSHIFT_MODEL_REF": f"{version.name}:{version.version}",
+            "MLSHIFT_MODEL_DIGEST": version.digest,
+            "MLSHIFT_FRAMEWORK": version.framework,
+            "MLSHIFT_ARTIFACT": "/opt/ml/model/" + entry,
+            "MLSHIFT_VARIANT": variant.name,
+        }
+        if version.signature is not None:
+            signature = version.signature.model_dump_json()
+            if len(signature) <= 1024:  # SageMaker's limit per value; else the server infers it
+                env["MLSHIFT_SIGNATURE"] = signature
+        container = {
+            "Image": options.image_uri or self._adapter.default_image(),
+            "ModelDataSource": {
+                "S3DataSource": {"S3Uri": prefix, "S3DataType": "S3Prefix", "CompressionType": "None"}
+            },
+            "Environment": env,
+        }
+        identity = {
+            "container": container,
+            "role": self._adapter.options.role_arn,
+            "vpc": self._adapter.options.vpc_config,
+        }
+        extras: dict[str, Any] = {}
+        if options.model_data_download_timeout is not None:
+            extras["ModelDataDownloadTimeoutInSeconds"] = options.model_data_download_timeout
+        if options.startup_health_check_timeout is not None:
+            extras["ContainerStartupHealthCheckTimeoutInSeconds"] = options.startup_health_check_timeout
+        if options.volume_size_gb is not None:
+            extras["VolumeSizeInGB"] = options.volume_size_gb
+        return _Slot(
+            name=variant.name,
+            model_name=model_name(endpoint, variant.name, fingerprint(identity)),
+            model_ref=f"{version.name}:{version.version}",
+            digest=version.digest,
+            instance_type=options.instance_type or instance_type_for(variant.compute.size),
+            count=variant.compute.replicas,
+            weight=variant.weight,
+            size=variant.compute.size,
+            extras=extras,
+            container=container,
+        )
+
+    def _owned_tags(
+        self, endpoint: str, extra: Mapping[str, str] | None = None
+    ) -> builtins.list[dict[str, str]]:
+        return self._adapter.resource_tags(
+            {"mlshift:managed": "true", "mlshift:endpoint": endpoint, **(extra or {})}
+        )
+
+    def _ensure_models(self, endpoint: str, slots: Sequence[_Slot]) -> builtins.list[str]:
+        """Create the models the slots need; returns the names created now."""
+        created: list[str] = []
+        options = self._adapter.options
+        try:
+            for slot in slots:
+                if slot.container is None or slot.model_name in self._models:
+                    continue
+                request: dict[str, Any] = {
+                    "ModelName": slot.model_name,
+                    "PrimaryContainer": slot.container,
+                    "ExecutionRoleArn": self._require_role(),
+                    "Tags": self._owned_tags(endpoint, {"mlshift:model": slot.model_ref}),
+                }
+                if options.vpc_config is not None:
+                    request["VpcConfig"] = {
+                        "Subnets": list(options.vpc_config.subnets),
+                        "SecurityGroupIds": list(options.vpc_config.security_group_ids),
+                    }
+                try:
+                    with aws_errors(f"create model {slot.model_name!r} for {endpoint}/{slot.name}"):
+                        self._sm.create_model(**request)
+                    created.append(slot.model_name)
+                except Conflict:
+                    pass  # the same model (same hash) exists already: use it
+        except MlshiftError:
+            self._delete_models(created)
+            raise
+        return created
+
+    def _require_role(self) -> str:
+        role = self._adapter.options.role_arn
+        if role is None:
+            raise ConfigError(
+                "the sagemaker target needs an IAM role to run models",
+                field="target.options.role_arn",
+                hint="add role_arn to the target's options (or ?role_arn=... to the URI, or "
+                "MLSHIFT_SAGEMAKER_ROLE_ARN)",
+            )
+        return role
+
+    def _create_config(self, endpoint: str, slots: Sequence[_Slot]) -> tuple[str, bool]:
+        """Create the configuration for ``slots``; returns its name and whether it is new."""
+        variants = [s.production_variant() for s in slots]
+        kms = self._adapter.options.kms_key_id
+        sizes = {s.name: s.size for s in slots}
+        digest = fingerprint({"variants": variants, "kms": kms, "sizes": sizes})
+        name = config_name(endpoint, digest)
+        tags = {_SIZE_TAG + s.name: s.size for s in slots}
+        tags["mlshift:spec"] = digest[:16]
+        request: dict[str, Any] = {
+            "EndpointConfigName": name,
+            "ProductionVariants": variants,
+            "Tags": self._owned_tags(endpoint, tags),
+        }
+        if kms:
+            request["KmsKeyId"] = kms
+        try:
+            with aws_errors(f"create endpoint configuration {name!r}"):
+                self._sm.create_endpoint_config(**request)
+        except Conflict:
+            return name, False  # same variants, same hash: it exists already
+        return name, True
+
+    def _delete_models(self, names: Sequence[str]) -> None:
+        for name in names:
+            try:
+                with aws_errors(f"delete model {name!r}"):
+                    self._sm.delete_model(ModelName=name)
+            except NotFound:
+                pass
+            self._models.pop(name, None)
+
+    def _delete_config(self, name: str) -> None:
+        try:
+            with aws_errors(f"delete endpoint configuration {name!r}"):
+                self._sm.delete_endpoint_config(EndpointConfigName=name)
+        except NotFound:
+            pass
+        self._configs.pop(name, None)
+
+    def _config_models(self, name: str) -> set[str]:
+        try:
+            config, _ = self._config(name)
+        except NotFound:
+            return set()
+        return {pv["ModelName"] for pv in config["ProductionVariants"]}
+
+    def _retire(self, old_config: str, new_config: str) -> None:
+        """After a switch: delete the old configuration and the models only it used."""
+        if old_config == new_config:
+            return
+        unused = self._config_models(old_config) - self._config_models(new_config)
+        self._delete_config(old_config)
+        self._delete_models(sorted(unused))
+
+    def _describe_or_fail(self, name: str, what: str) -> dict[str, Any]:
+        described = self._describe(name)
+        if described is None:
+            raise NotFound(f"{what}: endpoint {name!r} disappeared", provider="sagemaker")
+        return described
+
+    def _wait_in_service(self, name: str, what: str) -> Operation[EndpointState]:
+        def poll() -> EndpointState | Any:
+            described = self._describe_or_fail(name, what)
+            status = described.get("EndpointStatus")
+            if status == "InService":
+                return self.observe(name)
+            if status in ("Failed", "UpdateRollbackFailed"):
+                reason = described.get("FailureReason") or "no reason given"
+                raise ProviderError(
+                    f"{what}: endpoint {name!r} is {status}: {reason}",
+                    provider="sagemaker",
+                    provider_code=status,
+                )
+            return PENDING
+
+        return self._op(poll, what)
+
+    # ---------------------------------------------------------------- reading
+
+    def list(self) -> builtins.list[EndpointState]:
+        names: builtins.list[tuple[str, str]] = []
+        with aws_errors("list endpoints"):
+            for page in self._sm.get_paginator("list_endpoints").paginate():
+                names.extend((e["EndpointName"], e["EndpointArn"]) for e in page.get("Endpoints", []))
+        out = []
+        for name, arn in sorted(names):
+            with aws_errors(f"read the tags of endpoint {name!r}"):
+                tags = self._sm.list_tags(ResourceArn=arn).get("Tags", [])
+            if not any(t["Key"] == "mlshift:managed" for t in tags):
+                continue  # made outside mlshift: not ours to show or change
+            state = self.observe(name)
+            if state is not None:
+                out.append(state)
+        return out
+
+    def observe(self, name: str) -> EndpointState | None:
+        live = self._read(name)
+        return None if live is None else self._state(live)
+
+    def serving(self, model_ref: str) -> builtins.list[str]:
+        """``endpoint/variant`` of every variant that serves ``name:version``."""
+        return [f"{e.name}/{v.name}" for e in self.list() for v in e.variants if v.model == model_ref]
+
+    def validate(self, spec: EndpointSpec) -> None:
+        """Check ``provider_options.sagemaker``, tags, the role and native-rollout limits (plan time).
+
+        Raises:
+            ConfigError: naming the field.
+            UnsupportedOperation: a rollout SageMaker cannot run natively.
+        """
+        options = validate_own_options(spec, "sagemaker", EndpointOptions)
+        assert isinstance(options, EndpointOptions)
+        try:
+            check_tags(spec.tags)
+        except ValueError as exc:
+            raise ConfigError(f"endpoint {spec.name!r}: tags: {exc}", field="tags") from None
+        self._require_role()
+        if spec.rollout is not None and spec.rollout.strategy != "all-at-once":
+            live = self._read(spec.name)
+            check_native_rollout(
+                spec.name,
+                spec.rollout,
+                [v.name for v in spec.variants],
+                None if live is None else [s.name for s in live.slots],
+            )
+        self._planned[spec.name] = options
+
+    # ---------------------------------------------------------------- changing
+
+    def create(self, spec: EndpointSpec, variants: Sequence[ResolvedVariant]) -> Operation[EndpointState]:
+        name = spec.name
+        if self._describe(name) is not None:
+            raise Conflict(f"endpoint {name!r} already exists", provider="sagemaker")
+        options = validate_own_options(spec, "sagemaker", EndpointOptions)
+        assert isinstance(options, EndpointOptions)
+        self._planned[name] = options
+        slots = [self._new_slot(name, v, options) for v in variants]
+        created_models = self._ensure_models(name, slots)
+        made: str | None = None
+        try:
+            the_config, created_config = self._create_config(name, slots)
+            made = the_config if created_config else None  # an existing one is not ours to delete
+            tags = {"mlshift:spec": fingerprint(spec.model_dump(mode="json"))[:16], **spec.tags}
+            with aws_errors(f"create endpoint {name!r}"):
+                self._sm.create_endpoint(
+                    EndpointName=name, EndpointConfigName=the_config, Tags=self._owned_tags(name, tags)
+                )
+        except BaseException:
+            if made is not None:
+                self._delete_config(made)
+            self._delete_models(created_models)
+            raise
+        try:
+            self._options_for(name)  # kept next to the journal, for variants added later
+        except MlshiftError as exc:  # the endpoint exists: report it, do not fail its creation
+            logger.warning("could not store the options of endpoint %s: %s", name, exc)
+
+        def poll() -> EndpointState | Any:
+            described = self._describe_or_fail(name, f"create endpoint {name}")
+            status = described.get("EndpointStatus")
+            if status == "InService":
+                return self.observe(name)
+            if status == "Failed":
+                reason = described.get("FailureReason") or "no reason given"
+                self._remove(name, [the_config])
+                self._adapter.store.delete([self._options_key(name)])
+                raise ProviderError(
+                    f"endpoint {name!r} failed to start and was deleted: {reason}",
+                    provider="sagemaker",
+                    provider_code="Failed",
+                    hint=f"check the model's container logs in CloudWatch (/aws/sagemaker/Endpoints/{name})",
+                )
+            return PENDING
+
+        return self._op(poll, f"create endpoint {name}")
+
+    def _switch(
+        self,
+        name: str,
+        slots: Sequence[_Slot],
+        what: str,
+        *,
+        deployment: dict[str, Any] | None = None,
+        on_finish: Any = None,
+        rolled_back: Any = None,
+    ) -> Operation[EndpointState]:
+        """Move the endpoint onto a new configuration made of ``slots``."""
+        live = self._require_in_service(name)
+        old_config = live.config
+        created_models = self._ensure_models(name, slots)
+        new_config: str | None = None
+        created_config = False
+        try:
+            new_config, created_config = self._create_config(name, slots)
+            if new_config == old_config:
+                if on_finish is not None:
+                    on_finish()
+                return CompletedOperation(self._state(live), what)
+            request: dict[str, Any] = {"EndpointName": name, "EndpointConfigName": new_config}
+            if deployment is not None:
+                request["DeploymentConfig"] = deployment
+            with aws_errors(f"{what} (update endpoint {name!r})"):
+                self._sm.update_endpoint(**request)
+        except BaseException:
+            if new_config is not None and created_config:
+                self._delete_config(new_config)
+            self._delete_models(created_models)
+            if on_finish is not None:
+                on_finish()
+            raise
+        target = new_config
+
+        def poll() -> EndpointState | Any:
+            described = self._describe_or_fail(name, what)
+            status, current = described.get("EndpointStatus"), described.get("EndpointConfigName")
+            if status == "InService" and current == target:
+                self._retire(old_config, target)
+                if on_finish is not None:
+                    on_finish()
+                return self.observe(name)
+            if status == "InService" and current == old_config:
+                # SageMaker switched back to the old fleet: a failed health check or an alarm.
+                reason = described.get("FailureReason") or "SageMaker rolled the update back"
+                self._retire(target, old_config)
+                if on_finish is not None:
+                    on_finish()
+                if rolled_back is not None:
+                    raise rolled_back(reason)
+                raise ProviderError(
+                    f"{what}: SageMaker rolled the update of {name!r} back: {reason}",
+                    provider="sagemaker",
+                    provider_code="RolledBack",
+                    hint="the endpoint still serves its previous variants; check the new model's "
+                    f"container logs in CloudWatch (/aws/sagemaker/Endpoints/{name})",
+                )
+            if status in ("Failed", "UpdateRollbackFailed"):
+                if on_finish is not None:
+                    on_finish()
+                reason = described.get("FailureReason") or "no reason given"
+                raise ProviderError(
+                    f"{what}: endpoint {name!r} is {status}: {reason}",
+                    provider="sagemaker",
+                    provider_code=status,
+                    hint="see the endpoint in the SageMaker console; delete and deploy it again if it "
+                    "does not recover",
+                )
+            return PENDING
+
+        return self._op(poll, what)
+
+    def _slots_with(self, live: _Live, change: _Slot) -> builtins.list[_Slot]:
+        return [change if s.name == change.name else s for s in live.slots]
+
+    def add_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        live = self._require_in_service(name)
+        if live.slot(variant.name) is not None:
+            raise Conflict(f"endpoint {name!r} already has a variant {variant.name!r}", provider="sagemaker")
+        slot = self._new_slot(name, variant, self._options_for(name))
+        slot.weight = 0
+        return self._switch(name, [*live.slots, slot], f"add variant {variant.name} to {name}")
+
+    def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        live = self._require_in_service(name)
+        old = live.slot(variant.name)
+        if old is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant.name!r}", provider="sagemaker")
+        slot = self._new_slot(name, variant, self._options_for(name))
+        slot.weight = old.weight
+        return self._switch(name, self._slots_with(live, slot), f"replace the model of {name}/{variant.name}")
+
+    def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
+        live = self._require_in_service(name)
+        slot = live.slot(variant_name)
+        if slot is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant_name!r}", provider="sagemaker")
+        if slot.weight > 0:
+            raise Conflict(
+                f"variant {variant_name!r} of {name!r} still carries {slot.weight}% of the traffic",
+                provider="sagemaker",
+                hint="move its traffic to other variants first",
+            )
+        rest = [s for s in live.slots if s.name != variant_name]
+        if not rest:
+            raise ConfigError(f"endpoint {name!r} needs at least one variant; delete the endpoint instead")
+        return self._switch(name, rest, f"remove variant {variant_name} from {name}")
+
+    def set_weights(self, name: str, weights: Mapping[str, int]) -> Operation[EndpointState]:
+        live = self._require_in_service(name)
+        names = [s.name for s in live.slots]
+        unknown = sorted(set(weights) - set(names))
+        full = {n: int(weights.get(n, 0)) for n in names}
+        if unknown or sum(full.values()) != 100:
+            raise ConfigError(
+                f"invalid weights {dict(weights)} for endpoint {name!r}: "
+                + (
+                    f"no variant {', '.join(unknown)}"
+                    if unknown
+                    else f"they sum to {sum(full.values())}, not 100"
+                ),
+                field="weights",
+            )
+        with aws_errors(f"set the weights of {name!r}"):
+            self._sm.update_endpoint_weights_and_capacities(
+                EndpointName=name,
+                DesiredWeightsAndCapacities=[
+                    {"VariantName": n, "DesiredWeight": float(w)} for n, w in full.items()
+                ],
+            )
+        return self._wait_in_service(name, f"set the weights of {name}")
+
+    def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
+        live = self._require_in_service(name)
+        slot = live.slot(variant_name)
+        if slot is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant_name!r}", provider="sagemaker")
+        options = self._options_for(name)
+        instance_type = options.instance_type or instance_type_for(compute.size)
+        if compute.size == slot.size and instance_type == slot.instance_type:
+            # Only the instance count changes: no new fleet needed.
+            with aws_errors(f"resize {name}/{variant_name}"):
+                self._sm.update_endpoint_weights_and_capacities(
+                    EndpointName=name,
+                    DesiredWeightsAndCapacities=[
+                        {"VariantName": variant_name, "DesiredInstanceCount": compute.replicas}
+                    ],
+                )
+            return self._wait_in_service(name, f"resize {name}/{variant_name}")
+        changed = replace(slot, instance_type=instance_type, size=compute.size, count=compute.replicas)
+        return self._switch(name, self._slots_with(live, changed), f"resize {name}/{variant_name}")
+
+    def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
+        try:
+            check_tags(tags)
+        except ValueError as exc:
+            raise ConfigError(f"endpoint {name!r}: tags: {exc}", field="tags") from None
+        live = self._require(name)
+        current = self._user_tags(live.tags)
+        stale = sorted(set(current) - set(tags))
+        changed = {k: v for k, v in tags.items() if current.get(k) != v}
+        if stale:
+            with aws_errors(f"remove tags from {name!r}"):
+                self._sm.delete_tags(ResourceArn=live.arn, TagKeys=stale)
+        if changed:
+            with aws_errors(f"tag endpoint {name!r}"):
+                self._sm.add_tags(
+                    ResourceArn=live.arn, Tags=[{"Key": k, "Value": v} for k, v in changed.items()]
+                )
+        state = self.observe(name)
+        assert state is not None
+        return CompletedOperation(state, f"update the tags of {name}")
+
+    def _leftover_configs(self, name: str) -> builtins.list[str]:
+        """Configurations of ``name`` a crashed process left behind (found by name and tag)."""
+        prefix = config_prefix(name)
+        pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{12}")
+        found: builtins.list[str] = []
+        with aws_errors(f"list the configurations of {name!r}"):
+            for page in self._sm.get_paginator("list_endpoint_configs").paginate(NameContains=prefix):
+                for item in page.get("EndpointConfigs", []):
+                    if not pattern.fullmatch(item["EndpointConfigName"]):
+                        continue
+                    tags = self._sm.list_tags(ResourceArn=item["EndpointConfigArn"]).get("Tags", [])
+                    if {"Key": "mlshift:endpoint", "Value": name} in tags:
+                        found.append(item["EndpointConfigName"])
+        return found
+
+    def _leftover_models(self, name: str) -> builtins.list[str]:
+        prefix = model_prefix(name)
+        found: builtins.list[str] = []
+        with aws_errors(f"list the models of {name!r}"):
+            for page in self._sm.get_paginator("list_models").paginate(NameContains=prefix):
+                for item in page.get("Models", []):
+                    if not item["ModelName"].startswith(prefix):
+                        continue
+                    tags = self._sm.list_tags(ResourceArn=item["ModelArn"]).get("Tags", [])
+                    if {"Key": "mlshift:endpoint", "Value": name} in tags:
+                        found.append(item["ModelName"])
+        return found
+
+    def _remove(self, name: str, configs: Sequence[str]) -> None:
+        """Delete the endpoint, then every configuration and model it used or left behind."""
+        try:
+            with aws_errors(f"delete endpoint {name!r}"):
+                self._sm.delete_endpoint(EndpointName=name)
+        except NotFound:
+            pass
+        deadline = time.monotonic() + (self._adapter.options.wait_timeout or 1800.0)
+        while self._describe(name) is not None:
+            if time.monotonic() > deadline:
+                raise ProviderError(f"endpoint {name!r} is still being deleted", provider="sagemaker")
+            time.sleep(self._adapter.options.poll_interval)
+        all_configs = sorted({*configs, *self._leftover_configs(name)})
+        models: set[str] = set()
+        for config in all_configs:
+            models |= self._config_models(config)
+            self._delete_config(config)
+        self._delete_models(sorted(models | set(self._leftover_models(name))))
+
+    def delete(self, name: str) -> Operation[None]:
+        live = self._require(name)
+
+        def poll() -> Any | None:
+            self._remove(name, [live.config])
+            store = self._adapter.store
+            store.delete([*store.list_keys(self._journal_prefix(name)), self._options_key(name)])
+            self._planned.pop(name, None)
+            return None
+
+        return self._op(poll, f"delete endpoint {name}")
+
+    # ---------------------------------------------------------------- invoking
+
+    def invoke(
+        self,
+        name: str,
+        body: bytes,
+        content_type: str = "application/json",
+        *,
+        variant: str | None = None,
+        timeout: float = 60.0,
+    ) -> Invocation:
+        """Invoke through ``sagemaker-runtime`` (``TargetVariant`` for one variant).
+
+        A model's own error (SageMaker's ``ModelError``) comes back as an invocation with the
+        model server's status code and body, as on every other target.
+        """
+        request: dict[str, Any] = {
+            "EndpointName": name,
+            "Body": body,
+            "ContentType": content_type,
+            "Accept": "application/json",
+        }
+        if variant is not None:
+            request["TargetVariant"] = variant
+        start = time.perf_counter()
+        runtime = self._adapter.clients.client("sagemaker-runtime")
+        try:
+            response = runtime.invoke_endpoint(**request)
+            content = response["Body"].read()
+        except Exception as exc:
+            if error_code(exc) == "ModelError":
+                data: dict[str, Any] = getattr(exc, "response", {})
+                original = data.get("OriginalMessage") or data.get("Error", {}).get("Message", "")
+                return Invocation(
+                    status_code=int(data.get("OriginalStatusCode") or 500),
+                    body=str(original).encode(),
+                    content_type="application/json",
+                    variant=variant,
+                    latency_ms=(time.perf_counter() - start) * 1000,
+                )
+            if type(exc).__module__.startswith("botocore"):
+                raise translate(
+                    exc, f"invoke endpoint {name!r}" + (f" variant {variant!r}" if variant else "")
+                ) from exc
+            raise
+        return Invocation(
+            status_code=200,
+            body=content,
+            content_type=response.get("ContentType", "application/json"),
+            variant=response.get("InvokedProductionVariant") or variant,
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    # ---------------------------------------------------------------- journal and lock
+
+    def _journal_prefix(self, name: str) -> str:
+        return self._adapter.store.key("journal", name) + "/"
+
+    def record_rollout(self, record: RolloutRecord) -> None:
+        key = self._journal_prefix(record.endpoint) + f"{record.id}.json"
+        self._adapter.store.put_json(key, record.model_dump(mode="json"))
+
+    def rollouts(self, name: str, limit: int = 20) -> builtins.list[RolloutRecord]:
+        store = self._adapter.store
+        keys = sorted(store.list_keys(self._journal_prefix(name)), reverse=True)[:limit]
+        records = []
+        for key in keys:
+            found = store.get_json(key)
+            if found is not None:
+                records.append(RolloutRecord.model_validate(found[0]))
+        return records
+
+    @contextmanager
+    def lock(self, name: str, *, owner: str, timeout: float) -> Iterator[None]:
+        """A lease in S3 (``locks/<name>.json``) taken with a conditional write; it expires if
+        its holder dies (``lease_seconds``), and is renewed while held."""
+        with self._adapter.store.lease(
+            name, owner=owner, timeout=timeout, ttl=self._adapter.options.lease_seconds
+        ):
+            yield
+
+    # ---------------------------------------------------------------- native rollouts
+
+    def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
+        """A blue/green update with traffic shifting and alarms that roll it back by themselves.
+
+        Raises:
+            RolloutFailed: SageMaker rolled it back (an alarm fired, or the new fleet failed).
+        """
+        strategy = parse_strategy(rollout.strategy)
+        live = self._require_in_service(name)
+        wanted = list(rollout.final_weights)
+        check_native_rollout(name, strategy, wanted, [s.name for s in live.slots])
+        options = self._options_for(name)
+        candidates = {c.name: c for c in rollout.candidates}
+        slots: builtins.list[_Slot] = []
+        for slot in live.slots:
+            if slot.name in candidates:
+                slot = self._new_slot(name, candidates[slot.name], options)
+            slots.append(replace(slot, weight=rollout.final_weights.get(slot.name, 0)))
+        cloudwatch = self._adapter.clients.client("cloudwatch")
+        run_id = secrets.token_hex(4)
+        requests = (
+            []
+            if isinstance(strategy, AllAtOnce)
+            else alarm_requests(name, [s.name for s in slots], strategy.gate, run_id, self._owned_tags(name))
+        )
+        alarms: builtins.list[str] = []
+
+        def remove_alarms() -> None:
+            if alarms:
+                try:
+                    with aws_errors(f"delete the rollout alarms of {name!r}"):
+                        cloudwatch.delete_alarms(AlarmNames=list(alarms))
+                except MlshiftError as exc:  # the rollout's outcome matters more than the cleanup
+                    logger.warning("could not delete alarms %s: %s", alarms, exc)
+                alarms.clear()
+
+        try:
+            for request in requests:
+                with aws_errors(f"create alarm {request['AlarmName']!r}"):
+                    cloudwatch.put_metric_alarm(**request)
+                alarms.append(request["AlarmName"])
+        except BaseException:
+            remove_alarms()
+            raise
+        deployment = None if isinstance(strategy, AllAtOnce) else deployment_config(strategy, alarms)
+
+        def failed(reason: str) -> RolloutFailed:
+            return RolloutFailed(
+                f"SageMaker rolled back the {strategy.strategy} rollout of {name!r}: {reason}",
+                reason=reason,
+                hint=f"the previous version serves all traffic again; see `mlshift endpoints history {name}`",
+            )
+
+        return self._switch(
+            name,
+            slots,
+            f"roll out {', '.join(sorted(candidates))} to {name} ({strategy.strategy})",
+            deployment=deployment,
+            on_finish=remove_alarms,
+            rolled_back=failed,
+        )
+
+    def close(self) -> None:
+        self._configs.clear()
+        self._models.clear()

@@ -1,0 +1,221 @@
+"""Neutral rollout strategies → SageMaker deployment guardrails (blue/green with auto-rollback).
+
+=================================  ==============================================================
+mlshift                            SageMaker ``DeploymentConfig.BlueGreenUpdatePolicy``
+=================================  ==============================================================
+``Canary(percent, bake)``          ``CANARY``, canary size ``percent``% of the new fleet, wait ``bake``
+``Linear(step_percent, interval)`` ``LINEAR``, step ``step_percent``% of the new fleet, wait ``interval``
+``BlueGreen(bake)``                ``ALL_AT_ONCE``, wait ``bake`` with the old fleet still up
+``HealthGate.max_error_rate``      a CloudWatch alarm per variant: 5xx / invocations > the rate
+``HealthGate.max_p99``             a CloudWatch alarm per variant: ``ModelLatency`` p99 > the limit
+=================================  ==============================================================
+
+The alarms go into ``AutoRollbackConfiguration``: if one fires during a bake, SageMaker moves all
+traffic back to the old fleet by itself. mlshift creates the alarms before the update and deletes
+them when it has finished, either way.
+
+SageMaker's limits are checked at plan time (:func:`check_native_rollout`): the new endpoint
+configuration must keep the variant names of the old one, a canary is at most 50% of the new
+fleet, a linear step 10-50%, a wait at most an hour, at most 10 alarms, and there are no probes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from mlshift.errors import ConfigError, UnsupportedOperation
+from mlshift.specs.rollout import AllAtOnce, BlueGreen, Canary, HealthGate, Linear, RolloutStrategy
+
+__all__ = ["alarm_requests", "check_native_rollout", "deployment_config", "parse_strategy"]
+
+#: SageMaker's limits on a blue/green update.
+MAX_WAIT_SECONDS = 3600
+MAX_ALARMS = 10
+#: Time allowed for provisioning the new fleet, on top of the bakes, before SageMaker gives up.
+PROVISIONING_ALLOWANCE = 1800
+
+_STRATEGIES: TypeAdapter[AllAtOnce | Canary | Linear | BlueGreen] = TypeAdapter(RolloutStrategy)
+
+
+def parse_strategy(data: Mapping[str, Any]) -> AllAtOnce | Canary | Linear | BlueGreen:
+    """A strategy from its JSON form (as :class:`~mlshift.adapter.NativeRollout` carries it)."""
+    return _STRATEGIES.validate_python(dict(data))
+
+
+def _alarms_per_variant(gate: HealthGate) -> int:
+    return 1 + (gate.max_p99 is not None)
+
+
+def check_native_rollout(
+    endpoint: str,
+    strategy: AllAtOnce | Canary | Linear | BlueGreen,
+    wanted: Sequence[str],
+    live: Sequence[str] | None,
+) -> None:
+    """Refuse, at plan time, a rollout SageMaker cannot run natively.
+
+    Args:
+        wanted: The variant names the spec asks for.
+        live: The variant names live now (``None`` if the endpoint does not exist yet).
+
+    Raises:
+        ConfigError: naming the ``rollout`` field and SageMaker's limit.
+        UnsupportedOperation: a rollout that adds, removes or renames variants.
+    """
+    if isinstance(strategy, AllAtOnce):
+        return
+    where = f"endpoint {endpoint!r}: rollout"
+    gate = strategy.gate
+    if gate.probe is not None:
+        raise ConfigError(
+            f"{where}.gate.probe: SageMaker runs {strategy.strategy} rollouts itself and judges them by "
+            "CloudWatch alarms; it cannot send probe requests to the new fleet",
+            field="rollout.gate.probe",
+            hint="drop the probe; the gate's max_error_rate and max_p99 become CloudWatch alarms",
+        )
+    if isinstance(strategy, Canary) and strategy.percent > 50:
+        raise ConfigError(
+            f"{where}.percent: a SageMaker canary is at most 50% of the new fleet, got {strategy.percent}",
+            field="rollout.percent",
+        )
+    if isinstance(strategy, Linear) and not 10 <= strategy.step_percent <= 50:
+        raise ConfigError(
+            f"{where}.step_percent: SageMaker's linear steps are 10-50% of the new fleet, "
+            f"got {strategy.step_percent}",
+            field="rollout.step_percent",
+        )
+    wait, label = (strategy.interval, "interval") if isinstance(strategy, Linear) else (strategy.bake, "bake")
+    if wait > MAX_WAIT_SECONDS:
+        raise ConfigError(
+            f"{where}.{label}: SageMaker bakes for at most {MAX_WAIT_SECONDS} s per step, got {wait:g} s",
+            field=f"rollout.{label}",
+        )
+    if len(wanted) * _alarms_per_variant(gate) > MAX_ALARMS:
+        raise ConfigError(
+            f"{where}.gate: {len(wanted)} variants need {len(wanted) * _alarms_per_variant(gate)} "
+            f"CloudWatch alarms; SageMaker watches at most {MAX_ALARMS} per update",
+            field="rollout.gate",
+        )
+    if live is not None and sorted(live) != sorted(wanted):
+        raise UnsupportedOperation(
+            f"{where}: SageMaker runs {strategy.strategy} rollouts natively only when the endpoint keeps its "
+            f"variants (live: {', '.join(live)}; wanted: {', '.join(wanted)}); the new fleet replaces the "
+            "old one variant by variant",
+            hint="keep the variant name and change its model (deploy(..., variant="
+            f"{live[0]!r}) or the same name in mlshift.yaml), or deploy this change with the all-at-once "
+            "strategy",
+        )
+
+
+def deployment_config(strategy: Canary | Linear | BlueGreen, alarm_names: Sequence[str]) -> dict[str, Any]:
+    """The ``DeploymentConfig`` of ``update_endpoint`` for a strategy and its alarms."""
+    routing: dict[str, Any]
+    if isinstance(strategy, Canary):
+        wait = math.ceil(strategy.bake)
+        routing = {
+            "Type": "CANARY",
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": strategy.percent},
+            "WaitIntervalInSeconds": wait,
+        }
+        total = wait
+    elif isinstance(strategy, Linear):
+        wait = math.ceil(strategy.interval)
+        routing = {
+            "Type": "LINEAR",
+            "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": strategy.step_percent},
+            "WaitIntervalInSeconds": wait,
+        }
+        total = wait * math.ceil(100 / strategy.step_percent)
+    else:
+        wait = math.ceil(strategy.bake)
+        routing = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": wait}
+        total = wait
+    config: dict[str, Any] = {
+        "BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": routing,
+            "TerminationWaitInSeconds": 0,
+            "MaximumExecutionTimeoutInSeconds": min(max(total + PROVISIONING_ALLOWANCE, 600), 28800),
+        }
+    }
+    if alarm_names:
+        config["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": n} for n in alarm_names]}
+    return config
+
+
+def alarm_requests(
+    endpoint: str, variants: Sequence[str], gate: HealthGate, run_id: str, tags: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """``put_metric_alarm`` requests that watch each variant against the gate."""
+
+    def metric(metric_id: str, name: str, variant: str) -> dict[str, Any]:
+        return {
+            "Id": metric_id,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": "AWS/SageMaker",
+                    "MetricName": name,
+                    "Dimensions": [
+                        {"Name": "EndpointName", "Value": endpoint},
+                        {"Name": "VariantName", "Value": variant},
+                    ],
+                },
+                "Period": 60,
+                "Stat": "Sum",
+            },
+            "ReturnData": False,
+        }
+
+    requests: list[dict[str, Any]] = []
+    for variant in variants:
+        base = f"mlshift-{endpoint}-{variant}-{run_id}"
+        requests.append(
+            {
+                "AlarmName": f"{base}-errors",
+                "AlarmDescription": f"mlshift rollout {run_id} of {endpoint}/{variant}: 5xx share above "
+                f"{gate.max_error_rate:.2%}",
+                "Metrics": [
+                    metric("errors", "Invocation5XXErrors", variant),
+                    metric("invocations", "Invocations", variant),
+                    {
+                        "Id": "error_rate",
+                        "Expression": "FILL(errors, 0) / FILL(invocations, 1)",
+                        "Label": "5xx share",
+                        "ReturnData": True,
+                    },
+                ],
+                "ComparisonOperator": "GreaterThanThreshold",
+                "Threshold": gate.max_error_rate,
+                "EvaluationPeriods": 1,
+                "DatapointsToAlarm": 1,
+                "TreatMissingData": "notBreaching",
+                "Tags": tags,
+            }
+        )
+        if gate.max_p99 is not None:
+            requests.append(
+                {
+                    "AlarmName": f"{base}-p99",
+                    "AlarmDescription": f"mlshift rollout {run_id} of {endpoint}/{variant}: p99 latency "
+                    f"above {gate.max_p99 * 1000:g} ms",
+                    "Namespace": "AWS/SageMaker",
+                    "MetricName": "ModelLatency",
+                    "Dimensions": [
+                        {"Name": "EndpointName", "Value": endpoint},
+                        {"Name": "VariantName", "Value": variant},
+                    ],
+                    "ExtendedStatistic": "p99",
+                    "Period": 60,
+                    # ModelLatency is reported in microseconds.
+                    "Threshold": gate.max_p99 * 1_000_000,
+                    "ComparisonOperator": "GreaterThanThreshold",
+                    "EvaluationPeriods": 1,
+                    "DatapointsToAlarm": 1,
+                    "TreatMissingData": "notBreaching",
+                    "Tags": tags,
+                }
+            )
+    return requests

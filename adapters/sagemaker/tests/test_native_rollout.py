@@ -1,0 +1,169 @@
+"""Native safe rollouts: SageMaker's blue/green guardrails with alarms made from the health gate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import mlshift
+from mlshift.errors import ConfigError, RolloutFailed, UnsupportedOperation
+from mlshift.specs.rollout import BlueGreen, Canary, HealthGate, Linear, Probe
+from mlshift_sagemaker.testing import FakeSageMaker
+
+
+@pytest.fixture
+def main(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
+    """iris:1 serving endpoint "iris-ep" as variant "main"; iris:2 registered."""
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.models.register("iris", iris["v2"], framework="sklearn")
+    client.endpoints.deploy("iris-ep", "iris:1", variant="main")
+    return client
+
+
+def update_request(aws: FakeSageMaker, since: int = 0) -> dict[str, Any]:
+    calls = [c for c in aws.calls[since:] if c.operation == "UpdateEndpoint"]
+    assert len(calls) == 1, [c.operation for c in aws.calls[since:]]
+    assert calls[0].params is not None
+    return dict(calls[0].params)
+
+
+def test_a_canary_is_a_blue_green_update_guarded_by_alarms(
+    main: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
+) -> None:
+    gate = HealthGate(max_error_rate=0.02, max_p99="300ms", min_requests=0)
+    mark = len(aws.calls)
+    state = main.endpoints.deploy(
+        "iris-ep", "iris:2", variant="main", rollout=Canary(percent=20, bake="5m", gate=gate)
+    )
+    assert [(v.name, v.model, v.weight) for v in state.variants] == [("main", "iris:2", 100)]
+    assert main.endpoints.predict("iris-ep", iris["rows"]).predictions == iris["expected_v2"]
+
+    deployment = update_request(aws, mark)["DeploymentConfig"]
+    policy = deployment["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == {
+        "Type": "CANARY",
+        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 20},
+        "WaitIntervalInSeconds": 300,
+    }
+    assert 600 <= policy["MaximumExecutionTimeoutInSeconds"] <= 28800
+    alarms = [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]]
+    assert len(alarms) == 2 and alarms[0].endswith("-errors") and alarms[1].endswith("-p99")
+    created = [c.params for c in aws.calls[mark:] if c.operation == "PutMetricAlarm"]
+    assert len(created) == 2
+    assert aws.resources()["alarms"] == []  # removed once the rollout finished
+    assert len(aws.resources()["endpoint_configs"]) == len(aws.resources()["models"]) == 1
+    record = main.endpoints.history("iris-ep")[0]
+    assert (record.strategy, record.phase) == ("canary", "succeeded")
+
+
+def test_an_alarm_during_the_bake_rolls_back_and_leaves_nothing(
+    main: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
+) -> None:
+    before = aws.resources()
+    config = aws.backend().endpoints["iris-ep"].endpoint_config_name
+    aws.fire_alarms("iris-ep")
+    with pytest.raises(RolloutFailed) as caught:
+        main.endpoints.deploy("iris-ep", "iris:2", variant="main", rollout=Canary(percent=10, bake="1m"))
+    error = caught.value
+    assert "SageMaker rolled back the canary rollout of 'iris-ep'" in str(error)
+    assert "ALARM" in error.reason and "-errors" in error.reason
+    assert "previous version serves all traffic again" in (error.hint or "")
+    assert aws.backend().endpoints["iris-ep"].endpoint_config_name == config
+    assert [(v.name, v.model) for v in main.endpoints.get("iris-ep").variants] == [("main", "iris:1")]
+    assert main.endpoints.predict("iris-ep", iris["rows"]).predictions == iris["expected_v1"]
+    assert aws.resources() == before  # no new model, config or alarm left behind
+    record = main.endpoints.history("iris-ep")[0]
+    assert (record.strategy, record.phase) == ("canary", "rolled_back") and "ALARM" in (record.reason or "")
+    # and the next attempt, with the alarms quiet, goes through
+    state = main.endpoints.deploy("iris-ep", "iris:2", variant="main", rollout=Canary(percent=10, bake="1m"))
+    assert state.variants[0].model == "iris:2"
+
+
+def test_a_new_fleet_that_never_turns_healthy_fails_the_rollout(
+    main: mlshift.Client, aws: FakeSageMaker
+) -> None:
+    before = aws.resources()
+    aws.never_healthy("iris-ep")
+    with pytest.raises(RolloutFailed, match="ping health check"):
+        main.endpoints.deploy("iris-ep", "iris:2", variant="main", rollout=BlueGreen(bake="2m"))
+    assert aws.resources() == before
+    assert main.endpoints.history("iris-ep")[0].phase == "rolled_back"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "routing"),
+    [
+        (
+            Linear(step_percent=25, interval="90s"),
+            {
+                "Type": "LINEAR",
+                "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+                "WaitIntervalInSeconds": 90,
+            },
+        ),
+        (BlueGreen(bake="10m"), {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 600}),
+    ],
+)
+def test_linear_and_blue_green_map_to_traffic_routing(
+    main: mlshift.Client, aws: FakeSageMaker, strategy: Any, routing: dict[str, Any]
+) -> None:
+    mark = len(aws.calls)
+    main.endpoints.deploy("iris-ep", "iris:2", variant="main", rollout=strategy)
+    policy = update_request(aws, mark)["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == routing
+
+
+def test_weights_and_models_change_together_across_two_variants(
+    client: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
+) -> None:
+    from mlshift.specs import EndpointSpec
+
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.models.register("iris", iris["v2"], framework="sklearn")
+
+    def spec(a: str, b: str, weights: tuple[int, int], rollout: Any = None) -> EndpointSpec:
+        return EndpointSpec.model_validate(
+            {
+                "name": "iris-ep",
+                "variants": [
+                    {"name": "a", "model": a, "weight": weights[0]},
+                    {"name": "b", "model": b, "weight": weights[1]},
+                ],
+                "rollout": rollout,
+            }
+        )
+
+    client.apply(spec("iris:1", "iris:1", (50, 50)))
+    client.apply(spec("iris:1", "iris:2", (70, 30), {"strategy": "canary", "percent": 50, "bake": "30s"}))
+    state = client.endpoints.get("iris-ep")
+    assert [(v.name, v.model, v.weight) for v in state.variants] == [("a", "iris:1", 70), ("b", "iris:2", 30)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        (
+            {"rollout": Canary(percent=10)},
+            UnsupportedOperation,
+            "natively only when the endpoint keeps its variants",
+        ),
+        ({"variant": "main", "rollout": Canary(percent=60)}, ConfigError, "at most 50% of the new fleet"),
+        ({"variant": "main", "rollout": Linear(step_percent=5)}, ConfigError, "linear steps are 10-50%"),
+        ({"variant": "main", "rollout": Canary(bake="2h")}, ConfigError, "at most 3600 s"),
+        (
+            {"variant": "main", "rollout": Canary(gate=HealthGate(probe=Probe(payload=[[1, 2, 3, 4]])))},
+            ConfigError,
+            "cannot send probe requests",
+        ),
+    ],
+)
+def test_rollouts_sagemaker_cannot_run_are_refused_at_plan_time(
+    main: mlshift.Client, aws: FakeSageMaker, kwargs: dict[str, Any], error: type, words: str
+) -> None:
+    mark = len(aws.calls)
+    with pytest.raises(error, match=words) as caught:
+        main.endpoints.deploy("iris-ep", "iris:2", **kwargs)
+    assert aws.mutating_calls(since=mark) == []
+    if isinstance(caught.value, UnsupportedOperation):
+        assert "variant='main'" in (caught.value.hint or "")
