@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlshift.errors import ConfigError, UnsupportedOperation
+from mlshift.errors import AdapterNotFound, ConfigError
 from mlshift.pipelines import (
     ContainerStep,
     Deploy,
@@ -423,11 +423,10 @@ def test_compile_local_gives_the_ir_and_cloud_targets_say_what_is_missing(steps:
     gated = _build(steps)
     document = compile_pipeline(gated, "local")
     assert PipelineIR.model_validate(document).hash == gated.ir.hash
-    with pytest.raises(UnsupportedOperation) as exc:
-        compile_pipeline(gated, "sagemaker://us-east-1")
-    assert "SageMaker Pipelines" in str(exc.value) and "mlshift-sagemaker" in str(exc.value)
-    with pytest.raises(UnsupportedOperation, match="Vertex"):
-        compile_pipeline(gated, "vertex")
+    with pytest.raises(ConfigError, match="needs the target itself, e.g. --target sagemaker://"):
+        compile_pipeline(gated, "sagemaker")  # a kind, not a target: no role, bucket or region
+    with pytest.raises(AdapterNotFound, match="vertex"):
+        compile_pipeline(gated, "vertex://my-project/us-central1")  # not installed: says what to install
 
 
 def test_compile_command_writes_the_ir(tmp_path: Path) -> None:
@@ -462,7 +461,7 @@ def test_compile_command_writes_the_ir(tmp_path: Path) -> None:
         check=False,
     )
     assert cloud.returncode == 1
-    assert "Azure ML" in cloud.stderr and "Traceback" not in cloud.stderr
+    assert 'pip install "mlshift[azureml]"' in cloud.stderr and "Traceback" not in cloud.stderr
 
 
 def test_load_pipeline_names_what_is_wrong(tmp_path: Path) -> None:

@@ -42,6 +42,14 @@ def steps_by_name(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def test_mlshift_pipelines_compile_routes_to_the_adapter(client: mlshift.Client, example: Any) -> None:
+    from mlshift.pipelines._service import compile_pipeline
+
+    document = compile_pipeline(example, client.target)  # what `mlshift pipelines compile -t URI` runs
+    assert document == client.adapter.pipelines.compile(example.ir)  # type: ignore[attr-defined]
+    assert document["Version"] == "2020-12-01"
+
+
 def test_the_gated_example_compiles_step_for_step(client: mlshift.Client, example: Any) -> None:
     definition = client.adapter.pipelines.compile(example.ir)  # type: ignore[attr-defined]
     assert definition["Version"] == "2020-12-01"

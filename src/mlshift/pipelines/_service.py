@@ -80,6 +80,21 @@ def compile_pipeline(pipeline: Pipeline | PipelineIR, target: str) -> dict[str, 
         data: dict[str, Any] = ir.model_dump(mode="json", exclude_none=True)
         return data
     document, package = _CLOUD_DOCUMENTS.get(scheme, ("its pipeline document", f"the {scheme} adapter"))
+    if "://" in target or scheme != target:
+        # A real target (URI or mlshift.yaml name): its adapter compiles, where it can.
+        from mlshift._client import connect
+
+        with connect(target) as client:
+            compiler = getattr(client.adapter, "pipelines", None)
+            if compiler is not None and callable(getattr(compiler, "compile", None)):
+                compiled: dict[str, Any] = compiler.compile(ir)
+                return compiled
+    elif scheme in _CLOUD_DOCUMENTS:
+        raise ConfigError(
+            f"compiling for {scheme} needs the target itself, e.g. --target {scheme}://REGION-OR-LOCATION "
+            "or a target name from mlshift.yaml (the compiled document names its role, bucket and region)",
+            field="target",
+        )
     raise UnsupportedOperation(
         f"compiling pipeline {ir.name!r} for {scheme} ({document}) arrives with the {package} "
         "adapter's pipeline compiler; this version compiles to the portable IR only",
