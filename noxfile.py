@@ -12,37 +12,63 @@ nox.options.error_on_missing_interpreters = False
 
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "skl2onnx>=1.16"]
 EXTRAS = ".[serve,sklearn,onnx]"
+#: Cloud adapters, each a distribution of its own with its own tests and pytest/ruff/mypy config.
+SAGEMAKER = "adapters/sagemaker"
+# moto[server]: one test runs the adapter against moto_server through AWS_ENDPOINT_URL.
+SAGEMAKER_TEST_DEPS = ["-e", f"{SAGEMAKER}[testing]", "moto[server]"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (what CI runs). Extra arguments go to pytest."""
-    session.install("-e", EXTRAS, *TEST_DEPS)
+    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS)
     # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
     # run can never pass silently.
     session.run("pytest", *(session.posargs or ["-q"]))
+    if not session.posargs:
+        # The adapter's suite runs with its own pytest configuration (rootdir, conftest).
+        with session.chdir(SAGEMAKER):
+            session.run("pytest", "-q")
 
 
 @nox.session(name="tests-core")
 def tests_core(session: nox.Session) -> None:
     """Core tests with no model framework or cloud SDK installed (lazy imports hold)."""
     session.install("-e", ".", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100")
-    session.run("pytest", "-q", "tests/test_imports.py", "tests/test_specs.py", "tests/test_config.py")
+    session.run(
+        "pytest",
+        "-q",
+        "tests/test_imports.py",
+        "tests/test_specs.py",
+        "tests/test_config.py",
+        "tests/test_pipelines_dsl.py",
+    )
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "src", "tests", "examples", "bench", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "examples", "bench", "noxfile.py")
+    paths = ["src", "tests", "examples", "bench", "noxfile.py", SAGEMAKER]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict on src/ and the public-API typing tests."""
-    session.install("-e", EXTRAS, "mypy>=1.10", "types-PyYAML", "pytest>=8")
+    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, "mypy>=1.10", "types-PyYAML", "pytest>=8")
     session.run("mypy")
+    with session.chdir(SAGEMAKER):  # strict, with its own overrides for boto3/botocore/moto
+        session.run("mypy")
+
+
+@nox.session
+def crosscheck(session: nox.Session) -> None:
+    """The SageMaker pipeline compiler against sagemaker-mlops, step for step (~1 GB install)."""
+    session.install("-e", ".", "-e", SAGEMAKER, "sagemaker>=3,<4", "pytest>=8")
+    with session.chdir(SAGEMAKER):
+        session.run("pytest", "-q", "tests/test_crosscheck.py", env={"MLSHIFT_REQUIRE_CROSSCHECK": "1"})
 
 
 @nox.session
@@ -61,6 +87,56 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against peers; rewrites docs/performance.md (not part of `tests`)."""
-    session.install("-e", ".[serve,sklearn]")
-    session.run("python", "bench/run.py", *session.posargs, env={"MLSHIFT_BENCH": "1", **os.environ})
+    """Benchmarks against peers; rewrites docs/performance.md (not part of `tests`).
+
+    Installs everything it measures: mlshift, kfp and the cloud SDKs in this venv
+    (bench/requirements/peers.txt); mlflow and sagemaker each in a venv of its own beside it,
+    since both pull large trees that pin differently; wrk with apt-get when it is missing
+    (without apt-get the serving benchmark falls back to bench/loadgen.py, and says so).
+    Installs go through uv, which the session installs first: pip needs minutes for the same.
+    Arguments after `--` go to bench/run.py, e.g. `nox -s bench -- --only serving`.
+    """
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    session.install("uv")
+    uv = str(Path(session.bin) / "uv")
+    python = str(Path(session.bin) / "python")
+    quiet = ["--quiet", "--compile-bytecode"]
+    ours = ["-e", ".[serve,sklearn]", "-r", "bench/requirements/peers.txt"]
+    session.run(uv, "pip", "install", *quiet, "--python", python, *ours, external=True)
+    sklearn = session.run("python", "-c", "import sklearn; print(sklearn.__version__)", silent=True)
+    peers = Path(session.virtualenv.location).parent / "bench-peers"
+
+    def peer_venv(name: str, *requirements: str) -> str:
+        venv = peers / name
+        if not (venv / "bin" / "python").exists():
+            session.run(uv, "venv", "--quiet", "--python", python, str(venv), external=True)
+        peer_python = str(venv / "bin" / "python")
+        session.run(uv, "pip", "install", *quiet, "--python", peer_python, *requirements, external=True)
+        return peer_python
+
+    # The same scikit-learn in mlflow's venv as in ours: both servers load one estimator.
+    same_sklearn = f"scikit-learn=={str(sklearn).strip()}"
+    mlflow_python = peer_venv("mlflow", "-r", "bench/requirements/mlflow.txt", same_sklearn)
+    sagemaker_python = peer_venv("sagemaker", "-r", "bench/requirements/sagemaker.txt")
+
+    if shutil.which("wrk") is None:
+        apt = shutil.which("apt-get")
+        root = hasattr(os, "geteuid") and os.geteuid() == 0
+        sudo = [] if root else (["sudo", "-n"] if shutil.which("sudo") else None)
+        if apt is None or sudo is None:
+            session.warn(
+                "wrk is not installed and cannot be installed here (needs apt-get as root): "
+                "serving will use bench/loadgen.py, which tops out at a few thousand req/s"
+            )
+        else:
+            session.log("installing wrk with apt-get")
+            for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+                if subprocess.run([*sudo, *cmd], check=False).returncode != 0:
+                    session.warn(f"`{' '.join(cmd)}` failed: serving will use bench/loadgen.py")
+                    break
+
+    peer_args = ["--mlflow-python", mlflow_python, "--sagemaker-python", sagemaker_python]
+    session.run("python", "bench/run.py", *peer_args, *session.posargs, env={"MLSHIFT_BENCH": "1"})

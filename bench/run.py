@@ -1,212 +1,210 @@
 """mlshift benchmarks: `nox -s bench` (or `python bench/run.py`).
 
-Each benchmark measures mlshift and, where one is installed, the peer a user would pick
-instead, in the same run and alternating, and reports medians. Results go to
-bench/results/latest.json and the tables in docs/performance.md are regenerated from them.
+Each benchmark measures mlshift and the peer a user would pick instead in the same run,
+taking turns, and reports medians; the ratio is the claim. Results go to
+bench/results/latest.json and docs/performance.md is regenerated from them.
 
-    python bench/run.py                 # everything, full repetitions
-    python bench/run.py --quick         # one repetition each (the smoke test runs this)
-    python bench/run.py --only startup
+    python bench/run.py                      # everything the environment has peers for
+    python bench/run.py --quick              # smoke run: seconds, mlshift only, docs untouched
+    python bench/run.py --only serving --mlflow-python .nox/bench-mlflow/bin/python
+
+Peers that live in their own venv (mlflow, sagemaker) are named with --mlflow-python and
+--sagemaker-python; `nox -s bench` creates those venvs and passes them. A peer that is not
+installed is reported as "not measured", never silently dropped.
+
+Benchmarks (bench/<name>.py): startup, serving, pipelines, reapply. Every server and load
+generator runs on 127.0.0.1 only, and every load run is bounded in time and request count.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
-import re
-import statistics
-import subprocess
+import shlex
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report
+from common import ROOT
+
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "performance.md"
-
-#: Budgets from the issues, checked in the report (not in unit tests: timing there flakes).
-TARGETS = {
-    "import_mlshift_ms": 100.0,  # cumulative -X importtime of `import mlshift`
-    "cli_help_ms": 300.0,  # wall time of `mlshift --help`
-}
-
-
-def _cumulative_import_us(statement: str) -> float | None:
-    """Cumulative import time (µs) of the first module a statement imports, via -X importtime."""
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", statement], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        return None
-    module = re.match(r"\s*(?:from\s+(\S+)\s+import|import\s+(\S+))", statement)
-    assert module is not None
-    name = module.group(1) or module.group(2)
-    total = None
-    for line in proc.stderr.splitlines():
-        parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
-        if len(parts) == 3 and parts[2] == name:
-            total = float(parts[1])
-    return total
-
-
-def _wall_ms(cmd: list[str]) -> float | None:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, check=False)
-    elapsed = (time.perf_counter() - start) * 1000
-    return elapsed if proc.returncode == 0 else None
-
-
-def _cli() -> list[str]:
-    script = Path(sys.executable).parent / "mlshift"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mlshift"]
-
-
-def bench_startup(repeat: int) -> dict[str, Any]:
-    """Import time of mlshift vs the cloud SDKs and mlflow; `mlshift --help` wall time."""
-    imports = {
-        "mlshift": "import mlshift",
-        "google-cloud-aiplatform": "from google.cloud import aiplatform",
-        "azure-ai-ml": "from azure.ai.ml import MLClient",
-        "sagemaker (mlops)": "import sagemaker.mlops.workflow",
-        "mlflow": "import mlflow",
-    }
-    samples: dict[str, list[float]] = {k: [] for k in imports}
-    help_ms: list[float] = []
-    python_ms: list[float] = []
-    connect_ms: list[float] = []
-    for _ in range(repeat):  # alternate, so machine noise hits everyone alike
-        for label, statement in imports.items():
-            value = _cumulative_import_us(statement)
-            if value is not None:
-                samples[label].append(value / 1000)
-        value = _wall_ms([*_cli(), "--help"])
-        if value is not None:
-            help_ms.append(value)
-        value = _wall_ms([sys.executable, "-c", "pass"])
-        if value is not None:
-            python_ms.append(value)
-        value = _wall_ms(
-            [sys.executable, "-c", "import mlshift; mlshift.connect('memory://').endpoints.list()"]
-        )
-        if value is not None:
-            connect_ms.append(value)
-    rows = {
-        label: {"median_ms": round(statistics.median(v), 1), "runs": len(v)}
-        if v
-        else {"median_ms": None, "runs": 0}
-        for label, v in samples.items()
-    }
-    result: dict[str, Any] = {
-        "imports": rows,
-        "cli_help_ms": round(statistics.median(help_ms), 1) if help_ms else None,
-        "python_startup_ms": round(statistics.median(python_ms), 1) if python_ms else None,
-        "first_use_ms": round(statistics.median(connect_ms), 1) if connect_ms else None,
-    }
-    ours = rows["mlshift"]["median_ms"]
-    aip = rows["google-cloud-aiplatform"]["median_ms"]
-    result["import_ratio_vs_aiplatform"] = round(aip / ours, 1) if ours and aip else None
-    return result
-
-
-BENCHMARKS: dict[str, Callable[[int], dict[str, Any]]] = {"startup": bench_startup}
+NAMES = ("startup", "serving", "pipelines", "reapply")
+#: Repetitions per benchmark (--repeat overrides all): rounds for serving and pipelines,
+#: timed passes for start-up, re-applies for reapply.
+DEFAULT_REPEAT = {"startup": 7, "serving": 3, "pipelines": 3, "reapply": 3}
 
 
 def _machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        memory_gb: float | None = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        memory_gb = None
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu,
         "cpus": os.cpu_count(),
+        "memory_gb": memory_gb,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_start": round(os.getloadavg()[0], 2),
     }
 
 
-def _status(value: float | None, budget: float) -> str:
-    if value is None:
-        return "not measured"
-    return "pass" if value <= budget else "MISS"
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("mlshift", "starlette", "uvicorn", "uvloop", "httptools", "orjson", "scikit-learn", "skops"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
 
 
-def render_report(results: dict[str, Any]) -> str:
-    """docs/performance.md, generated from a results file."""
-    m = results["machine"]
-    lines = [
-        "# Performance",
-        "",
-        "Every number here is measured by `nox -s bench` (or `python bench/run.py`) on the machine",
-        "described below, mlshift and its peers in the same run, alternating, medians reported.",
-        "The ratio is the claim; absolute numbers depend on the machine. This page is generated:",
-        "edit `bench/run.py`, not this file.",
-        "",
-        f"Machine: Python {m['python']}, {m['platform']}, {m['cpus']} CPUs. Measured {m['date']}.",
-        "",
-        "Reproduce: `python -m pip install nox && nox -s bench`.",
-        "",
-    ]
-    startup = results.get("startup")
-    if startup:
-        ours = startup["imports"]["mlshift"]["median_ms"]
-        lines += [
-            "## Start-up",
-            "",
-            "Cumulative import time (`python -X importtime`), median of the runs:",
-            "",
-            "| import | median (ms) | vs mlshift |",
-            "|---|---|---|",
-        ]
-        for label, row in startup["imports"].items():
-            value = row["median_ms"]
-            ratio = f"{value / ours:.1f}x" if value and ours else ""
-            lines.append(f"| {label} | {value if value is not None else 'not installed'} | {ratio} |")
-        lines += [
-            "",
-            "| target | budget | measured | status |",
-            "|---|---|---|---|",
-            f"| `import mlshift` cumulative | <= {TARGETS['import_mlshift_ms']:g} ms | {ours} ms | "
-            f"{_status(ours, TARGETS['import_mlshift_ms'])} |",
-            f"| `mlshift --help` wall | <= {TARGETS['cli_help_ms']:g} ms | {startup['cli_help_ms']} ms | "
-            f"{_status(startup['cli_help_ms'], TARGETS['cli_help_ms'])} |",
-            "",
-            "For scale, starting the interpreter alone (`python -c pass`) takes "
-            f"{startup['python_startup_ms']} ms here; `mlshift --help` includes it.",
-            "`import mlshift` loads no cloud SDK, no numpy and no pydantic: public names resolve on",
-            "first use. The first real use — a new interpreter that",
-            "imports mlshift, connects to `memory://` and lists endpoints (specs, pydantic, the adapter",
-            f"registry) — takes {startup['first_use_ms']} ms of wall time, interpreter start included.",
-            "",
-        ]
-    return "\n".join(lines)
+def _python_version_of(python: str, dist: str) -> str | None:
+    import subprocess
+
+    proc = subprocess.run(
+        [python, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
+    if name == "startup":
+        from startup import bench_startup
+
+        pythons = {}
+        if args.mlflow_python:
+            pythons["mlflow"] = args.mlflow_python
+        if args.sagemaker_python:
+            pythons["sagemaker"] = args.sagemaker_python
+        result = bench_startup(repeat, pythons)
+        if not args.sagemaker_python and result["imports"]["sagemaker (mlops)"]["median_ms"] is None:
+            result["imports"]["sagemaker (mlops)"]["reason"] = args.sagemaker_reason or "not installed"
+        return result
+    if name == "serving":
+        from serving import bench_serving
+
+        return bench_serving(
+            repeat,
+            quick=args.quick,
+            mlflow_python=args.mlflow_python,
+            loadgen_choice=args.loadgen,
+            duration=args.duration,
+            pin=not args.no_pin,
+        )
+    if name == "pipelines":
+        from pipelines import bench_pipelines
+
+        return bench_pipelines(repeat)
+    from reapply import bench_reapply
+
+    return bench_reapply(repeat)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="one repetition each; do not touch docs/")
-    parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these")
-    parser.add_argument("--repeat", type=int, default=7, help="repetitions per measurement")
     parser.add_argument(
-        "--out", type=Path, default=None, help="results file (default bench/results/latest.json)"
+        "--quick",
+        action="store_true",
+        help="smoke run: one repetition, mlshift-only serving with the asyncio client and a few "
+        "hundred requests; docs/performance.md is not touched",
+    )
+    parser.add_argument("--only", choices=NAMES, action="append", help="run only these (repeatable)")
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions for every benchmark")
+    parser.add_argument("--duration", type=int, default=4, help="seconds per serving load run (default 4)")
+    parser.add_argument(
+        "--loadgen", choices=("auto", "wrk", "async"), default="auto", help="serving load generator"
+    )
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not give the server and the load generator a CPU each"
+    )
+    parser.add_argument("--mlflow-python", help="interpreter of a venv with mlflow (serving, start-up)")
+    parser.add_argument("--sagemaker-python", help="interpreter of a venv with sagemaker (start-up)")
+    parser.add_argument("--sagemaker-reason", help=argparse.SUPPRESS)  # why nox left sagemaker out
+    parser.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS})")
+    parser.add_argument(
+        "--report", type=Path, default=None, help=f"report file (default {REPORT}; none with --quick)"
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: re-evaluate the targets of an existing results file (--out) and "
+        "rewrite the report from it",
     )
     args = parser.parse_args(argv)
-    repeat = 1 if args.quick else args.repeat
-    results: dict[str, Any] = {"machine": _machine(), "repeat": repeat}
-    for name in args.only or sorted(BENCHMARKS):
-        print(f"running {name} ...", flush=True)
-        results[name] = BENCHMARKS[name](repeat)
-        print(json.dumps(results[name], indent=2), flush=True)
+    if args.render_only:
+        source = args.out or RESULTS
+        results = json.loads(source.read_text())
+        results["targets"] = report.evaluate_targets(results)
+        source.write_text(json.dumps(results, indent=2) + "\n")
+        (args.report or REPORT).write_text(report.render(results) + "\n")
+        print(f"rewrote {args.report or REPORT} from {source}")
+        return 0
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "machine": _machine(),
+        "versions": _versions(),
+        "quick": args.quick,
+        "command": "nox -s bench"
+        if os.environ.get("MLSHIFT_BENCH") == "1"
+        else shlex.join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    if args.mlflow_python:
+        version = _python_version_of(args.mlflow_python, "mlflow")
+        if version:
+            results["versions"]["mlflow"] = version
+    results["repeat"] = {}
+    for name in args.only or NAMES:
+        repeat = 1 if args.quick else (args.repeat or DEFAULT_REPEAT[name])
+        results["repeat"][name] = repeat
+        print(f"running {name} (repeat {repeat}) ...", flush=True)
+        results[name] = run_one(name, repeat, args)
+    results["machine"]["load_end"] = round(os.getloadavg()[0], 2)
+    results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    if "serving" in results and "load_generator" in results["serving"]:
+        results["versions"]["load generator"] = results["serving"]["load_generator"]
+    if results.get("pipelines", {}).get("versions", {}).get("kfp"):
+        results["versions"]["kfp"] = results["pipelines"]["versions"]["kfp"]
+    results["targets"] = report.evaluate_targets(results)
+
     out = args.out or RESULTS
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    if not args.quick:
-        REPORT.write_text(render_report(results) + "\n")
-        print(f"wrote {out} and {REPORT}")
+    text = report.render(results) + "\n"
+    target_file = args.report or (None if args.quick else REPORT)
+    if target_file is not None:
+        target_file.write_text(text)
+        print(f"wrote {out} and {target_file}")
     else:
-        print(render_report(results))
+        print(text)
+        print(f"wrote {out}")
+    print(f"done in {results['elapsed_s']} s")
     return 0
 
 
