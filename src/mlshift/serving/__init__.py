@@ -17,6 +17,7 @@ library is imported when a model of that framework is loaded.
 from __future__ import annotations
 
 from mlshift.serving._app import create_app
+from mlshift.serving._inprocess import InProcessCaller
 from mlshift.serving._loaders import (
     LoadedModel,
     Predictor,
@@ -27,6 +28,7 @@ from mlshift.serving._loaders import (
 from mlshift.serving._server import serve
 
 __all__ = [
+    "InProcessCaller",
     "LoadedModel",
     "Predictor",
     "create_app",

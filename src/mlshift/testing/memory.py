@@ -10,7 +10,6 @@ code behaves against a less capable target.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import shutil
 import tempfile
@@ -159,7 +158,8 @@ class _MemoryEndpoints(BaseEndpointService):
         self.items: dict[str, dict[str, Any]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._apps: dict[str, Any] = {}
-        self._event_loop: asyncio.AbstractEventLoop | None = None
+        # The model server runs in-process, on an event loop of its own (started on first use).
+        self._caller: Any = None
         self._samples: dict[tuple[str, str], builtins.list[tuple[float, int, float]]] = {}
         self._journal: dict[str, RolloutRecord] = {}
 
@@ -288,53 +288,6 @@ class _MemoryEndpoints(BaseEndpointService):
             self._apps[key] = create_app(model, variant=variant.name, model_ref=ref)
         return self._apps[key]
 
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        # The model server runs on an event loop of its own in a daemon thread, so invoking
-        # works the same from scripts and from notebooks (which already run a loop).
-        if self._event_loop is None:
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="mlshift-memory", daemon=True).start()
-            self._event_loop = loop
-        return self._event_loop
-
-    def _call(self, app: Any, body: bytes, content_type: str) -> tuple[int, dict[str, str], bytes]:
-        async def run() -> tuple[int, dict[str, str], bytes]:
-            incoming = [{"type": "http.request", "body": body, "more_body": False}]
-            status, headers, chunks = 500, {}, []
-
-            async def receive() -> dict[str, Any]:
-                return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-            async def send(message: dict[str, Any]) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    headers.update({k.decode(): v.decode() for k, v in message.get("headers", [])})
-                elif message["type"] == "http.response.body":
-                    chunks.append(message.get("body", b""))
-
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "POST",
-                "scheme": "http",
-                "path": "/invocations",
-                "raw_path": b"/invocations",
-                "query_string": b"",
-                "root_path": "",
-                "headers": [
-                    (b"content-type", content_type.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-                "client": ("127.0.0.1", 0),
-                "server": ("memory", 80),
-            }
-            await app(scope, receive, send)
-            return status, headers, b"".join(chunks)
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop()).result(timeout=60)
-
     def invoke(
         self,
         name: str,
@@ -352,7 +305,11 @@ class _MemoryEndpoints(BaseEndpointService):
             raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider="memory")
         app = self._app_for(ep["variants"][variant])
         start = time.perf_counter()
-        status, headers, content = self._call(app, body, content_type)
+        if self._caller is None:
+            from mlshift.serving._inprocess import InProcessCaller
+
+            self._caller = InProcessCaller(name="mlshift-memory", server=("memory", 80))
+        status, headers, content = self._caller.call(app, body, content_type)
         self._samples.setdefault((name, variant), []).append(
             (time.monotonic(), status, (time.perf_counter() - start) * 1000)
         )
@@ -419,9 +376,8 @@ class _MemoryEndpoints(BaseEndpointService):
 
     def close(self) -> None:
         self._apps.clear()
-        if self._event_loop is not None:
-            self._event_loop.call_soon_threadsafe(self._event_loop.stop)
-            self._event_loop = None
+        if self._caller is not None:
+            self._caller.close()
 
 
 class MemoryAdapter:
