@@ -15,16 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from mlshift.errors import Conflict, NotFound
+from mlshift.local._state import StateDB
 
 __all__ = ["RunDB", "StepArtifacts", "now_iso"]
 
@@ -89,45 +88,14 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-class RunDB:
-    """``pipelines.db``: runs, their steps, the step cache and schedule bookkeeping."""
+class RunDB(StateDB):
+    """``pipelines.db``: runs, their steps, the step cache and schedule bookkeeping.
+
+    A database of its own beside the target's ``state.db``, with the same concurrency rules.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout=30000")
-        return conn
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A connection for reads."""
-        conn = self._connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, committed on success and rolled back on error."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        super().__init__(path, schema=_SCHEMA)
 
     # ---------------------------------------------------------------------------- runs
 
