@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlshift import __version__
+from mlshift.cli._options import OutputOpt, TargetOpt
 from mlshift.cli._pipelines import pipelines_app
 
 if TYPE_CHECKING:
@@ -40,19 +41,6 @@ endpoints_app = typer.Typer(help="List, inspect, re-weight and delete endpoints.
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(pipelines_app, name="pipelines")
-
-TargetOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--target",
-        "-t",
-        help="Target URI or mlshift.yaml name (default: $MLSHIFT_TARGET, default_target, local://).",
-        show_default=False,
-    ),
-]
-OutputOpt = Annotated[
-    str, typer.Option("--output", "-o", help="table (for people) or json (for scripts and CI).")
-]
 
 
 class _State:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mlshift.cli._options import OutputOpt, TargetOpt
+
 if TYPE_CHECKING:
     from mlshift._client import Client
     from mlshift.pipelines import PipelineEvent, PipelineRun
@@ -24,18 +26,6 @@ pipelines_app = typer.Typer(
     no_args_is_help=True,
 )
 
-TargetOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--target",
-        "-t",
-        help="Target URI or mlshift.yaml name (default: $MLSHIFT_TARGET, default_target, local://).",
-        show_default=False,
-    ),
-]
-OutputOpt = Annotated[
-    str, typer.Option("--output", "-o", help="table (for people) or json (for scripts and CI).")
-]
 PipelineArg = Annotated[
     str,
     typer.Argument(
