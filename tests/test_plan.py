@@ -188,3 +188,15 @@ def test_lock_held_elsewhere_is_a_conflict(registered: mlshift.Client) -> None:
     assert registered.adapter.endpoints.observe("iris") is None
     apply_plan(registered.adapter, plan)
     assert registered.endpoints.get("iris").weights == {"blue": 100}
+
+
+def test_an_autoscaling_change_alone_is_planned_and_applied(registered: mlshift.Client) -> None:
+    registered.apply(spec(("blue", "iris:1", 100)))
+    scaled = spec(("blue", "iris:1", 100), autoscaling={"min_replicas": 1, "max_replicas": 4})
+    plan = registered.plan(scaled)
+    assert [a.kind for a in plan.actions] == ["update_autoscaling"]
+    assert "autoscaling: 1-4 replicas" in plan.render()
+    registered.apply(plan)
+    assert registered.endpoints.get("iris").autoscaling == mlshift.Autoscaling(min_replicas=1, max_replicas=4)
+    assert registered.plan(scaled).is_empty
+    assert registered.plan(spec(("blue", "iris:1", 100))).is_empty  # no autoscaling given: left alone

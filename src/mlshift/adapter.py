@@ -27,7 +27,7 @@ from pydantic import Field
 
 from mlshift.errors import ConfigError, ProviderTimeout, UnsupportedOperation
 from mlshift.specs._base import SpecModel
-from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
 
 __all__ = [
@@ -235,6 +235,8 @@ class EndpointState(SpecModel):
     created_at: datetime | None = None
     spec_digest: str | None = None
     """Digest of the spec the endpoint was last applied from (the ``mlshift:spec`` tag)."""
+    autoscaling: Autoscaling | None = None
+    """How the variants scale, where the target autoscales (``AUTOSCALING``) and they do."""
 
     def variant(self, name: str) -> VariantState | None:
         """The variant called ``name``, if present."""
@@ -469,6 +471,10 @@ class EndpointService(Protocol):
         """Replace the endpoint's user tags."""
         ...
 
+    def set_autoscaling(self, name: str, autoscaling: Autoscaling | None) -> Operation[EndpointState]:
+        """Scale every variant within the bounds given (``None``: stop), where ``AUTOSCALING``."""
+        ...
+
     def delete(self, name: str) -> Operation[None]:
         """Delete the endpoint and everything it runs."""
         ...
@@ -557,6 +563,9 @@ class BaseEndpointService:
 
     def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
         raise self._unsupported("run rollouts natively")
+
+    def set_autoscaling(self, name: str, autoscaling: Autoscaling | None) -> Operation[EndpointState]:
+        raise self._unsupported("autoscale")
 
 
 def validate_own_options(spec: EndpointSpec, target: str, model: type[SpecModel]) -> SpecModel:

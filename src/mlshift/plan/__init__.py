@@ -11,6 +11,7 @@ from mlshift.plan._actions import (
     ReplaceVariant,
     Rollout,
     SetWeights,
+    UpdateAutoscaling,
     UpdateCompute,
     UpdateTags,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ReplaceVariant",
     "Rollout",
     "SetWeights",
+    "UpdateAutoscaling",
     "UpdateCompute",
     "UpdateTags",
     "apply_plan",

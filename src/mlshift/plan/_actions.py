@@ -8,7 +8,7 @@ from pydantic import Field
 
 from mlshift.adapter import VariantState
 from mlshift.specs._base import SpecModel
-from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelSpec, ModelVersion
 from mlshift.specs.rollout import BlueGreen, Canary, Linear, RolloutStrategy
 
@@ -23,6 +23,7 @@ __all__ = [
     "ReplaceVariant",
     "Rollout",
     "SetWeights",
+    "UpdateAutoscaling",
     "UpdateCompute",
     "UpdateTags",
 ]
@@ -185,6 +186,28 @@ class UpdateTags(SpecModel):
         return f"tags {self.old_tags} -> {self.tags}"
 
 
+class UpdateAutoscaling(SpecModel):
+    """Set how the endpoint's variants scale."""
+
+    kind: Literal["update_autoscaling"] = "update_autoscaling"
+    endpoint: str
+    autoscaling: Autoscaling
+    old_autoscaling: Autoscaling | None = None
+
+    @property
+    def resource(self) -> str:
+        return f"endpoint {self.endpoint}"
+
+    def describe(self) -> str:
+        new = self.autoscaling
+        target = (
+            f", {new.target_requests_per_replica:g} requests/replica"
+            if new.target_requests_per_replica
+            else ""
+        )
+        return f"autoscaling: {new.min_replicas}-{new.max_replicas} replicas{target}"
+
+
 def _gate_text(strategy: RolloutStrategy) -> str:
     gate = strategy.gate
     parts = [f"errors <= {gate.max_error_rate:.2%}"]
@@ -268,6 +291,7 @@ Action = Annotated[
     | SetWeights
     | RemoveVariant
     | UpdateTags
+    | UpdateAutoscaling
     | Rollout
     | RecoverRollout,
     Field(discriminator="kind"),

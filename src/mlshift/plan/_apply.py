@@ -24,6 +24,7 @@ from mlshift.plan._actions import (
     ReplaceVariant,
     Rollout,
     SetWeights,
+    UpdateAutoscaling,
     UpdateCompute,
     UpdateTags,
 )
@@ -244,6 +245,8 @@ def _run(
         return endpoints.remove_variant(action.endpoint, action.variant).wait(timeout)
     if isinstance(action, UpdateTags):
         return endpoints.update_tags(action.endpoint, action.tags).wait(timeout)
+    if isinstance(action, UpdateAutoscaling):
+        return endpoints.set_autoscaling(action.endpoint, action.autoscaling).wait(timeout)
     raise AssertionError(f"unhandled action {action!r}")  # pragma: no cover
 
 

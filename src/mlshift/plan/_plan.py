@@ -22,6 +22,7 @@ from mlshift.plan._actions import (
     ReplaceVariant,
     Rollout,
     SetWeights,
+    UpdateAutoscaling,
     UpdateCompute,
     UpdateTags,
 )
@@ -219,7 +220,7 @@ def _as_rollout(spec: EndpointSpec, observed: EndpointState, actions: list[Actio
         for a in actions
         if (isinstance(a, AddVariant) and final[a.variant.name] == 0) or isinstance(a, UpdateCompute)
     ]
-    keep_after = [a for a in actions if not isinstance(a, moved) and not isinstance(a, UpdateCompute)]
+    keep_after = [a for a in actions if not isinstance(a, (*moved, UpdateCompute))]
     rollout = Rollout(
         endpoint=spec.name,
         strategy=strategy,
@@ -267,6 +268,13 @@ def _plan_endpoint(
             actions.append(RemoveVariant(endpoint=spec.name, variant=live.name, model=live.model))
     if dict(spec.tags) != observed.tags:
         actions.append(UpdateTags(endpoint=spec.name, tags=dict(spec.tags), old_tags=observed.tags))
+    if spec.autoscaling is not None and spec.autoscaling != observed.autoscaling:
+        # A spec without autoscaling leaves the target's scaling alone (deploy() builds such specs).
+        actions.append(
+            UpdateAutoscaling(
+                endpoint=spec.name, autoscaling=spec.autoscaling, old_autoscaling=observed.autoscaling
+            )
+        )
     return [*recovery, *_as_rollout(spec, observed, actions)]
 
 

@@ -40,7 +40,7 @@ from mlshift.adapter import (
     VariantState,
 )
 from mlshift.errors import ConfigError, Conflict, NotFound
-from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
 
 __all__ = ["MemoryAdapter"]
@@ -182,6 +182,7 @@ class _MemoryEndpoints(BaseEndpointService):
             ),
             tags=ep["tags"],
             created_at=ep["created_at"],
+            autoscaling=ep.get("autoscaling"),
         )
 
     def _require(self, name: str) -> dict[str, Any]:
@@ -213,6 +214,7 @@ class _MemoryEndpoints(BaseEndpointService):
             raise Conflict(f"endpoint {spec.name!r} already exists", provider="memory")
         self._adapter.record("create_endpoint", spec.name)
         self.items[spec.name] = {
+            "autoscaling": spec.autoscaling,
             "variants": {v.name: v for v in variants},
             "weights": {v.name: v.weight for v in variants},
             "tags": dict(spec.tags),
@@ -269,6 +271,12 @@ class _MemoryEndpoints(BaseEndpointService):
         self._adapter.record("update_tags", name)
         ep["tags"] = dict(tags)
         return self._done(name, "update tags")
+
+    def set_autoscaling(self, name: str, autoscaling: Autoscaling | None) -> Operation[EndpointState]:
+        ep = self._require(name)
+        self._adapter.record("set_autoscaling", name)
+        ep["autoscaling"] = autoscaling
+        return self._done(name, "set autoscaling")
 
     def delete(self, name: str) -> Operation[None]:
         self._require(name)

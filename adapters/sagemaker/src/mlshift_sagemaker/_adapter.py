@@ -25,10 +25,17 @@ if TYPE_CHECKING:
 
 __all__ = ["CAPABILITIES", "SageMakerAdapter"]
 
-#: What the SageMaker target declares (autoscaling, shadow variants, serverless, metrics and
-#: pipelines are not implemented yet; the planner refuses specs that need them, at plan time).
+#: What the SageMaker target declares (shadow variants, metrics and pipelines are not
+#: implemented yet; the planner refuses specs that need them, at plan time).
 CAPABILITIES = frozenset(
-    {Capability.TRAFFIC_SPLIT, Capability.TARGETED_INVOKE, Capability.NATIVE_ROLLOUT, Capability.GPU}
+    {
+        Capability.TRAFFIC_SPLIT,
+        Capability.TARGETED_INVOKE,
+        Capability.NATIVE_ROLLOUT,
+        Capability.GPU,
+        Capability.AUTOSCALING,
+        Capability.SERVERLESS,
+    }
 )
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d")

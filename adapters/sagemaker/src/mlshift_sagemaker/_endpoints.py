@@ -38,11 +38,12 @@ from mlshift.adapter import (
     validate_own_options,
 )
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound, ProviderError, RolloutFailed
-from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.rollout import AllAtOnce
 from mlshift_sagemaker._naming import config_name, config_prefix, fingerprint, model_name, model_prefix
 from mlshift_sagemaker._operation import PENDING, AwsOperation
 from mlshift_sagemaker._rollout import alarm_requests, check_native_rollout, deployment_config, parse_strategy
+from mlshift_sagemaker._scaling import VariantScaling, VariantScalingService
 from mlshift_sagemaker.errors import aws_errors, error_code, translate
 from mlshift_sagemaker.options import (
     EndpointOptions,
@@ -72,6 +73,9 @@ _STATUS: Mapping[str, VariantStatus] = {
 #: While these run, the variants of the current configuration keep serving.
 _SERVING_WHILE = frozenset({"Updating", "SystemUpdating", "RollingBack"})
 _SIZE_TAG = "mlshift:size:"
+#: On the endpoint: ``COUNT/CONFIG``, the count last asked for a variant under autoscaling (the
+#: live count is the autoscaler's to move, so the spec is compared with this instead).
+_REPLICAS_TAG = "mlshift:replicas:"
 _RESERVED_TAG = ("mlshift:", "aws:")
 _VARIANT_EXTRAS = (
     "ModelDataDownloadTimeoutInSeconds",
@@ -95,8 +99,18 @@ class _Slot:
     extras: dict[str, Any] = field(default_factory=dict)
     container: dict[str, Any] | None = None
     """For a variant whose model may not exist yet: the model's primary container."""
+    serverless: dict[str, Any] | None = None
+    """``ServerlessConfig`` of a serverless variant (it then has no instance type or count)."""
 
     def production_variant(self) -> dict[str, Any]:
+        if self.serverless is not None:
+            return {
+                "VariantName": self.name,
+                "ModelName": self.model_name,
+                "InitialVariantWeight": float(self.weight),
+                "ServerlessConfig": dict(self.serverless),
+                **self.extras,
+            }
         return {
             "VariantName": self.name,
             "ModelName": self.model_name,
@@ -120,6 +134,7 @@ class _Live:
     tags: dict[str, str]
     config_tags: dict[str, str]
     created_at: Any
+    scaled: dict[str, VariantScaling] = field(default_factory=dict)
 
     def slot(self, name: str) -> _Slot | None:
         return next((s for s in self.slots if s.name == name), None)
@@ -137,6 +152,40 @@ def _percentages(raw: Mapping[str, float]) -> dict[str, int]:
     return out
 
 
+def _scaling_of(wanted: Autoscaling) -> VariantScaling:
+    return VariantScaling(wanted.min_replicas, wanted.max_replicas, wanted.target_requests_per_replica)
+
+
+def _check_min_replicas(name: str, scaling: Autoscaling) -> None:
+    if scaling.min_replicas < 1:
+        raise ConfigError(
+            f"endpoint {name!r}: autoscaling.min_replicas is 0; SageMaker real-time variants "
+            "keep at least one instance",
+            field="autoscaling.min_replicas",
+            hint="set min_replicas to 1 or more",
+        )
+
+
+def check_autoscaling(spec: EndpointSpec) -> None:
+    """What SageMaker refuses in ``spec.autoscaling`` (plan time).
+
+    Raises:
+        ConfigError: naming the field.
+    """
+    scaling = spec.autoscaling
+    assert scaling is not None
+    _check_min_replicas(spec.name, scaling)
+    for i, variant in enumerate(spec.variants):
+        count = spec.compute_for(variant).replicas
+        if not scaling.min_replicas <= count <= scaling.max_replicas:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: variant {variant.name!r} starts with {count} replica(s), "
+                f"outside autoscaling's {scaling.min_replicas}-{scaling.max_replicas}",
+                field=f"variants[{i}].compute.replicas" if variant.compute else "compute.replicas",
+                hint="set replicas between autoscaling.min_replicas and autoscaling.max_replicas",
+            )
+
+
 class SageMakerEndpointService(BaseEndpointService):
     """``EndpointService`` on SageMaker real-time endpoints."""
 
@@ -149,6 +198,9 @@ class SageMakerEndpointService(BaseEndpointService):
         self._models: dict[str, dict[str, Any]] = {}
         # provider_options.sagemaker seen at plan time, for the primitives of the same apply.
         self._planned: dict[str, EndpointOptions] = {}
+        # spec.autoscaling seen at plan time; applied once a change of the endpoint settles.
+        self._wanted_scaling: dict[str, Autoscaling] = {}
+        self._scaler = VariantScalingService(adapter.clients)
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- helpers
@@ -197,8 +249,10 @@ class SageMakerEndpointService(BaseEndpointService):
             return None
         with aws_errors(f"read the tags of endpoint {name!r}"):
             tags = self._sm.list_tags(ResourceArn=described["EndpointArn"]).get("Tags", [])
+        endpoint_tags = {t["Key"]: t["Value"] for t in tags}
         config, config_tags = self._config(described["EndpointConfigName"])
         live_variants = {v["VariantName"]: v for v in described.get("ProductionVariants") or []}
+        scaled = self._scaler.read(name, [pv["VariantName"] for pv in config["ProductionVariants"]])
         raw_weights: dict[str, float] = {}
         slots: list[_Slot] = []
         for pv in config["ProductionVariants"]:
@@ -216,8 +270,17 @@ class SageMakerEndpointService(BaseEndpointService):
                 or live.get("CurrentInstanceCount")
                 or pv.get("InitialInstanceCount", 1)
             )
+            if pv["VariantName"] in scaled:
+                # The autoscaler moves the live count: compare the spec with what was asked.
+                tag = endpoint_tags.get(_REPLICAS_TAG + pv["VariantName"], "")
+                asked, _, asked_config = tag.partition("/")
+                fresh = asked.isdigit() and asked_config == described["EndpointConfigName"]
+                count = int(asked) if fresh else pv.get("InitialInstanceCount", 1)
             env = (self._model(pv["ModelName"]).get("PrimaryContainer") or {}).get("Environment") or {}
             instance_type = pv.get("InstanceType", "")
+            serverless = pv.get("ServerlessConfig")
+            if serverless:
+                count = 1  # a serverless variant has no instances; its spec asks for 1 replica
             size = config_tags.get(_SIZE_TAG + pv["VariantName"]) or size_for_instance_type(instance_type)
             slots.append(
                 _Slot(
@@ -230,6 +293,7 @@ class SageMakerEndpointService(BaseEndpointService):
                     weight=0,
                     size=size or "cpu-small",
                     extras={k: pv[k] for k in _VARIANT_EXTRAS if pv.get(k) is not None},
+                    serverless=dict(serverless) if serverless else None,
                 )
             )
         for slot, percent in zip(slots, _percentages(raw_weights).values(), strict=True):
@@ -241,9 +305,10 @@ class SageMakerEndpointService(BaseEndpointService):
             failure=described.get("FailureReason"),
             config=described["EndpointConfigName"],
             slots=slots,
-            tags={t["Key"]: t["Value"] for t in tags},
+            tags=endpoint_tags,
             config_tags=config_tags,
             created_at=described.get("CreationTime"),
+            scaled=scaled,
         )
 
     def _require(self, name: str) -> _Live:
@@ -297,7 +362,17 @@ class SageMakerEndpointService(BaseEndpointService):
             tags=self._user_tags(live.tags),
             created_at=live.created_at,
             spec_digest=live.config_tags.get("mlshift:spec"),
+            autoscaling=self._common_scaling(live),
         )
+
+    @staticmethod
+    def _common_scaling(live: _Live) -> Autoscaling | None:
+        """The endpoint's autoscaling when every variant scales alike (as mlshift sets it)."""
+        scalings = {variant: scaling.as_spec() for variant, scaling in live.scaled.items()}
+        if not scalings or len(scalings) != len(live.slots):
+            return None
+        first = next(iter(scalings.values()))
+        return first if all(v == first for v in scalings.values()) else None
 
     # ---------------------------------------------------------------- options
 
@@ -307,13 +382,16 @@ class SageMakerEndpointService(BaseEndpointService):
     def _options_for(self, name: str) -> EndpointOptions:
         """The options new variants of ``name`` get: this apply's, else the stored ones."""
         planned = self._planned.get(name)
-        stored = self._adapter.store.get_json(self._options_key(name))
-        stored_options = EndpointOptions.model_validate(stored[0]) if stored else None
+        stored_options = self._stored_options(name)
         if planned is not None:
             if planned != stored_options:
                 self._adapter.store.put_json(self._options_key(name), planned.model_dump(mode="json"))
             return planned
         return stored_options or EndpointOptions()
+
+    def _stored_options(self, name: str) -> EndpointOptions | None:
+        stored = self._adapter.store.get_json(self._options_key(name))
+        return EndpointOptions.model_validate(stored[0]) if stored else None
 
     # ---------------------------------------------------------------- building blocks
 
@@ -370,6 +448,7 @@ class SageMakerEndpointService(BaseEndpointService):
             size=variant.compute.size,
             extras=extras,
             container=container,
+            serverless=None if options.serverless is None else options.serverless.serverless_config(),
         )
 
     def _owned_tags(
@@ -420,12 +499,30 @@ class SageMakerEndpointService(BaseEndpointService):
             )
         return role
 
-    def _create_config(self, endpoint: str, slots: Sequence[_Slot]) -> tuple[str, bool]:
-        """Create the configuration for ``slots``; returns its name and whether it is new."""
+    def _data_capture(self, endpoint: str, options: EndpointOptions | None) -> dict[str, Any] | None:
+        """The ``DataCaptureConfig`` new configurations of ``endpoint`` get, if any."""
+        capture = (options or self._options_for(endpoint)).data_capture
+        if capture is None:
+            return None
+        store = self._adapter.store
+        default = store.uri(store.key("data-capture", endpoint))
+        return capture.data_capture_config(default, self._adapter.options.kms_key_id)
+
+    def _create_config(
+        self, endpoint: str, slots: Sequence[_Slot], options: EndpointOptions | None = None
+    ) -> tuple[str, bool]:
+        """Create the configuration for ``slots``; returns its name and whether it is new.
+
+        ``options`` are the endpoint's (default: this apply's, else the stored ones).
+        """
         variants = [s.production_variant() for s in slots]
         kms = self._adapter.options.kms_key_id
         sizes = {s.name: s.size for s in slots}
-        digest = fingerprint({"variants": variants, "kms": kms, "sizes": sizes})
+        capture = self._data_capture(endpoint, options)
+        identity: dict[str, Any] = {"variants": variants, "kms": kms, "sizes": sizes}
+        if capture is not None:  # left out when unset, so existing configurations keep their names
+            identity["capture"] = capture
+        digest = fingerprint(identity)
         name = config_name(endpoint, digest)
         tags = {_SIZE_TAG + s.name: s.size for s in slots}
         tags["mlshift:spec"] = digest[:16]
@@ -436,6 +533,8 @@ class SageMakerEndpointService(BaseEndpointService):
         }
         if kms:
             request["KmsKeyId"] = kms
+        if capture is not None:
+            request["DataCaptureConfig"] = capture
         try:
             with aws_errors(f"create endpoint configuration {name!r}"):
                 self._sm.create_endpoint_config(**request)
@@ -486,7 +585,7 @@ class SageMakerEndpointService(BaseEndpointService):
             described = self._describe_or_fail(name, what)
             status = described.get("EndpointStatus")
             if status == "InService":
-                return self.observe(name)
+                return self._settled(name)
             if status in ("Failed", "UpdateRollbackFailed"):
                 reason = described.get("FailureReason") or "no reason given"
                 raise ProviderError(
@@ -533,11 +632,20 @@ class SageMakerEndpointService(BaseEndpointService):
         """
         options = validate_own_options(spec, "sagemaker", EndpointOptions)
         assert isinstance(options, EndpointOptions)
+        own = "sagemaker" in spec.provider_options
+        if not own:
+            # deploy() and set_traffic() make specs without provider options: the endpoint keeps
+            # the ones it was applied with (a serverless endpoint stays serverless).
+            options = self._stored_options(spec.name) or options
         try:
             check_tags(spec.tags)
         except ValueError as exc:
             raise ConfigError(f"endpoint {spec.name!r}: tags: {exc}", field="tags") from None
         self._require_role()
+        if options.serverless is not None:
+            self._check_serverless(spec, options)
+        if spec.autoscaling is not None:
+            check_autoscaling(spec)
         if spec.rollout is not None and spec.rollout.strategy != "all-at-once":
             live = self._read(spec.name)
             check_native_rollout(
@@ -546,7 +654,105 @@ class SageMakerEndpointService(BaseEndpointService):
                 [v.name for v in spec.variants],
                 None if live is None else [s.name for s in live.slots],
             )
-        self._planned[spec.name] = options
+        if own:
+            self._planned[spec.name] = options
+        else:
+            self._planned.pop(spec.name, None)
+        if spec.autoscaling is not None:
+            self._wanted_scaling[spec.name] = spec.autoscaling
+
+    def _check_serverless(self, spec: EndpointSpec, options: EndpointOptions) -> None:
+        """What SageMaker refuses on a serverless endpoint, named by field (plan time).
+
+        Raises:
+            ConfigError: naming the field that conflicts with ``serverless``.
+        """
+        field_name = "provider_options.sagemaker.serverless"
+
+        def refuse(what: str, where: str, hint: str) -> ConfigError:
+            return ConfigError(
+                f"endpoint {spec.name!r}: {field_name}: SageMaker serverless endpoints {what}",
+                field=where,
+                hint=hint,
+            )
+
+        if spec.autoscaling is not None:
+            raise refuse(
+                "scale by themselves and take no autoscaling",
+                "autoscaling",
+                "remove autoscaling, or serverless to scale instances",
+            )
+        if len(spec.variants) > 1:
+            raise refuse("have one variant", "variants", "split traffic on an instance-backed endpoint")
+        compute = spec.compute_for(spec.variants[0])
+        where = "variants[0].compute" if spec.variants[0].compute else "compute"
+        if compute.size.startswith("gpu"):
+            raise refuse(
+                f"have no GPUs (size {compute.size!r})",
+                f"{where}.size",
+                "use a cpu-* size, or drop serverless",
+            )
+        if compute.replicas != 1:
+            raise refuse(
+                f"have no instances to count (replicas {compute.replicas})",
+                f"{where}.replicas",
+                "set replicas to 1; max_concurrency bounds the load instead",
+            )
+        for name in ("instance_type", "volume_size_gb", "data_capture"):
+            if getattr(options, name) is not None:
+                raise refuse(
+                    f"take no {name}", f"provider_options.sagemaker.{name}", f"remove {name} or serverless"
+                )
+        if self._adapter.options.vpc_config is not None:
+            raise refuse(
+                "cannot run in a VPC", "target.options.vpc_config", "use another target without vpc_config"
+            )
+        if spec.rollout is not None and spec.rollout.strategy in ("canary", "linear"):
+            raise refuse(
+                f"have no instances for a {spec.rollout.strategy} rollout to shift",
+                "rollout",
+                "use blue-green or all-at-once",
+            )
+
+    # ---------------------------------------------------------------- autoscaling
+
+    def _settled(self, name: str) -> EndpointState:
+        """After a change: scale the variants as this apply's spec asks, then read the endpoint."""
+        wanted = self._wanted_scaling.get(name)
+        live = self._require(name)
+        if wanted is not None and any(live.scaled.get(s.name) != _scaling_of(wanted) for s in live.slots):
+            self._scaler.converge(name, [s.name for s in live.slots], wanted)
+            live = self._require(name)
+        return self._state(live)
+
+    def autoscaling(self, name: str) -> dict[str, Autoscaling]:
+        """Variant name → how it scales, for the variants of ``name`` that autoscale.
+
+        Raises:
+            NotFound: no such endpoint.
+        """
+        live = self._require(name)
+        return {variant: scaling.as_spec() for variant, scaling in live.scaled.items()}
+
+    def set_autoscaling(self, name: str, autoscaling: Autoscaling | None) -> Operation[EndpointState]:
+        """Scale every variant of ``name`` as ``autoscaling`` says (``None``: stop autoscaling).
+
+        Only what differs from the registered scaling is changed; :meth:`autoscaling` reads it back.
+
+        Raises:
+            NotFound: no such endpoint.
+            ConfigError: bounds SageMaker cannot take (``min_replicas`` 0).
+        """
+        live = self._require_in_service(name)
+        if autoscaling is not None:
+            _check_min_replicas(name, autoscaling)
+            self._wanted_scaling[name] = autoscaling
+        else:
+            self._wanted_scaling.pop(name, None)
+        self._scaler.converge(name, [s.name for s in live.slots], autoscaling)
+        state = self.observe(name)
+        assert state is not None
+        return CompletedOperation(state, f"set autoscaling of {name}")
 
     # ---------------------------------------------------------------- changing
 
@@ -561,7 +767,7 @@ class SageMakerEndpointService(BaseEndpointService):
         created_models = self._ensure_models(name, slots)
         made: str | None = None
         try:
-            the_config, created_config = self._create_config(name, slots)
+            the_config, created_config = self._create_config(name, slots, options)
             made = the_config if created_config else None  # an existing one is not ours to delete
             tags = {"mlshift:spec": fingerprint(spec.model_dump(mode="json"))[:16], **spec.tags}
             with aws_errors(f"create endpoint {name!r}"):
@@ -582,7 +788,7 @@ class SageMakerEndpointService(BaseEndpointService):
             described = self._describe_or_fail(name, f"create endpoint {name}")
             status = described.get("EndpointStatus")
             if status == "InService":
-                return self.observe(name)
+                return self._settled(name)
             if status == "Failed":
                 reason = described.get("FailureReason") or "no reason given"
                 self._remove(name, [the_config])
@@ -618,12 +824,25 @@ class SageMakerEndpointService(BaseEndpointService):
             if new_config == old_config:
                 if on_finish is not None:
                     on_finish()
-                return CompletedOperation(self._state(live), what)
+                return CompletedOperation(self._settled(name), what)
             request: dict[str, Any] = {"EndpointName": name, "EndpointConfigName": new_config}
             if deployment is not None:
                 request["DeploymentConfig"] = deployment
-            with aws_errors(f"{what} (update endpoint {name!r})"):
-                self._sm.update_endpoint(**request)
+            # SageMaker refuses to drop, or change the instance type of, a variant that scales.
+            types = {s.name: s.instance_type for s in slots}
+            unscaled = {
+                s.name: live.scaled[s.name]
+                for s in live.slots
+                if s.name in live.scaled and types.get(s.name) != s.instance_type
+            }
+            if unscaled:
+                self._scaler.deregister(name, sorted(unscaled))
+            try:
+                with aws_errors(f"{what} (update endpoint {name!r})"):
+                    self._sm.update_endpoint(**request)
+            except BaseException:
+                self._scaler.restore(name, unscaled)
+                raise
         except BaseException:
             if new_config is not None and created_config:
                 self._delete_config(new_config)
@@ -640,11 +859,12 @@ class SageMakerEndpointService(BaseEndpointService):
                 self._retire(old_config, target)
                 if on_finish is not None:
                     on_finish()
-                return self.observe(name)
+                return self._settled(name)
             if status == "InService" and current == old_config:
                 # SageMaker switched back to the old fleet: a failed health check or an alarm.
                 reason = described.get("FailureReason") or "SageMaker rolled the update back"
                 self._retire(target, old_config)
+                self._scaler.restore(name, unscaled)  # the old fleet scales as it did
                 if on_finish is not None:
                     on_finish()
                 if rolled_back is not None:
@@ -740,6 +960,10 @@ class SageMakerEndpointService(BaseEndpointService):
         instance_type = options.instance_type or instance_type_for(compute.size)
         if compute.size == slot.size and instance_type == slot.instance_type:
             # Only the instance count changes: no new fleet needed.
+            if variant_name in live.scaled:
+                asked = {"Key": _REPLICAS_TAG + variant_name, "Value": f"{compute.replicas}/{live.config}"}
+                with aws_errors(f"tag endpoint {name!r}"):
+                    self._sm.add_tags(ResourceArn=live.arn, Tags=[asked])
             with aws_errors(f"resize {name}/{variant_name}"):
                 self._sm.update_endpoint_weights_and_capacities(
                     EndpointName=name,
@@ -768,9 +992,7 @@ class SageMakerEndpointService(BaseEndpointService):
                 self._sm.add_tags(
                     ResourceArn=live.arn, Tags=[{"Key": k, "Value": v} for k, v in changed.items()]
                 )
-        state = self.observe(name)
-        assert state is not None
-        return CompletedOperation(state, f"update the tags of {name}")
+        return CompletedOperation(self._settled(name), f"update the tags of {name}")
 
     def _leftover_configs(self, name: str) -> builtins.list[str]:
         """Configurations of ``name`` a crashed process left behind (found by name and tag)."""
@@ -823,10 +1045,13 @@ class SageMakerEndpointService(BaseEndpointService):
         live = self._require(name)
 
         def poll() -> Any | None:
+            if live.scaled:  # before the endpoint goes, as SageMaker asks
+                self._scaler.deregister(name, sorted(live.scaled))
             self._remove(name, [live.config])
             store = self._adapter.store
             store.delete([*store.list_keys(self._journal_prefix(name)), self._options_key(name)])
             self._planned.pop(name, None)
+            self._wanted_scaling.pop(name, None)
             return None
 
         return self._op(poll, f"delete endpoint {name}")

@@ -94,6 +94,7 @@ _NOT_FOUND = frozenset(
         "NoSuchEntity",
         "RepositoryNotFoundException",
         "ImageNotFoundException",
+        "ObjectNotFoundException",  # Application Auto Scaling
     }
 )
 _CONFLICT = frozenset(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -26,8 +26,10 @@ from mlshift.specs._base import SpecModel
 __all__ = [
     "INSTANCE_TYPES",
     "SIZE_TO_INSTANCE_TYPE",
+    "DataCaptureOptions",
     "EndpointOptions",
     "SageMakerOptions",
+    "ServerlessOptions",
     "VpcConfig",
     "instance_type_for",
     "size_for_instance_type",
@@ -299,6 +301,71 @@ class SageMakerOptions(SpecModel):
         return name not in ("tags", "vpc_config")
 
 
+class ServerlessOptions(SpecModel):
+    """A serverless endpoint: SageMaker starts containers per request and bills per use.
+
+    Attributes:
+        memory_mb: Memory per container: 1024 to 6144, in steps of 1024.
+        max_concurrency: Requests served at once, 1 to 200.
+    """
+
+    memory_mb: int = Field(ge=1024, le=6144)
+    max_concurrency: int = Field(ge=1, le=200)
+
+    @field_validator("memory_mb")
+    @classmethod
+    def _memory(cls, value: int) -> int:
+        if value % 1024:
+            raise ValueError(f"{value} is not a multiple of 1024 (1024, 2048, ... 6144)")
+        return value
+
+    def serverless_config(self) -> dict[str, int]:
+        """SageMaker's ``ServerlessConfig`` of a production variant."""
+        return {"MemorySizeInMB": self.memory_mb, "MaxConcurrency": self.max_concurrency}
+
+
+class DataCaptureOptions(SpecModel):
+    """Requests and responses of an endpoint sampled to S3 (SageMaker's data capture).
+
+    Attributes:
+        s3_uri: Where captures go (default ``s3://BUCKET/PREFIX/data-capture/ENDPOINT``).
+        sampling_percent: Percent of requests captured, 0 to 100.
+        capture: What is captured: ``input``, ``output`` or both.
+    """
+
+    s3_uri: str | None = None
+    sampling_percent: int = Field(ge=0, le=100)
+    capture: tuple[Literal["input", "output"], ...] = Field(default=("input", "output"), min_length=1)
+
+    @field_validator("s3_uri")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            bucket = value.removeprefix("s3://").split("/", 1)[0]
+            if not value.startswith("s3://") or not _BUCKET.fullmatch(bucket) or len(value) > 512:
+                raise ValueError(f"{value!r} is not an S3 URI (s3://BUCKET/PREFIX)")
+        return value
+
+    @field_validator("capture")
+    @classmethod
+    def _capture(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{list(value)} names a mode twice")
+        return value
+
+    def data_capture_config(self, default_uri: str, kms_key_id: str | None) -> dict[str, Any]:
+        """SageMaker's ``DataCaptureConfig`` of an endpoint configuration."""
+        config: dict[str, Any] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": self.sampling_percent,
+            "DestinationS3Uri": self.s3_uri or default_uri,
+            "CaptureOptions": [{"CaptureMode": mode.capitalize()} for mode in self.capture],
+        }
+        if kms_key_id:
+            config["KmsKeyId"] = kms_key_id
+        return config
+
+
 class EndpointOptions(SpecModel):
     """``provider_options.sagemaker`` of an endpoint.
 
@@ -313,6 +380,8 @@ class EndpointOptions(SpecModel):
         startup_health_check_timeout: Seconds a container may take to answer ``/ping``.
         model_data_download_timeout: Seconds allowed to download the model artifact.
         volume_size_gb: Storage volume per instance.
+        serverless: Serve from a serverless endpoint instead of instances.
+        data_capture: Sample requests and responses to S3.
     """
 
     instance_type: str | None = None
@@ -321,6 +390,8 @@ class EndpointOptions(SpecModel):
     startup_health_check_timeout: int | None = Field(default=None, ge=60, le=3600)
     model_data_download_timeout: int | None = Field(default=None, ge=60, le=3600)
     volume_size_gb: int | None = Field(default=None, ge=1, le=512)
+    serverless: ServerlessOptions | None = None
+    data_capture: DataCaptureOptions | None = None
 
     @field_validator("instance_type")
     @classmethod

@@ -22,6 +22,9 @@ What it adds to moto:
   to fail fails the execution — with ``ListPipelineExecutionSteps`` and
   ``StopPipelineExecution`` (moto lacks both); definitions that are not JSON are refused.
 - Instance types: the adapter's list, not moto's older one.
+- Application Auto Scaling comes from moto; the fake adds SageMaker's rule that a variant
+  registered as a scalable target cannot be removed, or have its instance type changed, by
+  ``UpdateEndpoint`` until it is deregistered.
 """
 
 from __future__ import annotations
@@ -396,6 +399,17 @@ class FakeSageMaker:
             "endpoint_configs": sorted(sm.endpoint_configs),
             "endpoints": sorted(sm.endpoints),
             "alarms": sorted(cw.alarms),
+        }
+
+    def scalable_variants(self, endpoint: str, region: str | None = None) -> dict[str, tuple[int, int]]:
+        """Variant → ``(min, max)`` of the variants of ``endpoint`` registered with Application Auto
+        Scaling (in moto's backend)."""
+        targets = self.backend("applicationautoscaling", region).targets
+        prefix = f"endpoint/{endpoint}/variant/"
+        return {
+            rid[len(prefix) :]: (int(t.min_capacity), int(t.max_capacity))
+            for rid, t in targets.get("sagemaker:variant:DesiredInstanceCount", {}).items()
+            if rid.startswith(prefix)
         }
 
     # ---------------------------------------------------------------- faults
@@ -805,6 +819,19 @@ class FakeSageMaker:
             return self._validation(request, f'Cannot update in-progress endpoint "{name}".')
         old = backend.endpoint_configs[endpoint.endpoint_config_name]
         new = backend.endpoint_configs[config]
+        new_types = {v["VariantName"]: v.get("InstanceType") for v in new.production_variants}
+        blocked = [
+            v["VariantName"]
+            for v in old.production_variants
+            if v["VariantName"] in self.scalable_variants(name, region)
+            and new_types.get(v["VariantName"], "-") != v.get("InstanceType")
+        ]
+        if blocked:
+            return self._validation(
+                request,
+                f'The variant(s) "{blocked}" must be deregistered as scalable targets with AWS '
+                "Auto Scaling before they can be removed or have their instance type updated.",
+            )
         alarms: tuple[str, ...] = ()
         deployment = params.get("DeploymentConfig")
         if deployment:
