@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 __all__ = ["StateDB"]
@@ -71,9 +72,21 @@ class StateDB:
     def __init__(self, path: Path, schema: str = _SCHEMA) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(schema)
+        # Two processes opening a new state folder at once race to switch it to WAL; SQLite
+        # answers that race with "database is locked" at once, without its busy handler, so
+        # the first open retries for a while instead of failing.
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                with closing(self.connect()) as conn:
+                    if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        conn.execute("PRAGMA journal_mode=WAL")
+                    conn.executescript(schema)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
