@@ -62,6 +62,11 @@ def test_good_file(tmp_path: Path) -> None:
         ("endpoints: [\n  {name: x\n", r"mlshift.yaml:\d+: not valid YAML"),
         ("- just\n- a list\n", r"top level must be a mapping"),
         ("version: 2\n", r"unsupported file version 2"),
+        (
+            "endpoints:\n  - name: a\n    variants: [{name: x, model: 'm:1'}]\n"
+            "    rollout:\n      strategy: canary\n      bake: soon\n",
+            r"mlshift.yaml:6: endpoints\[0\]\.rollout\.bake: invalid duration 'soon'",
+        ),
     ],
 )
 def test_malformed_file_names_line_and_field(text: str, expected: str) -> None:

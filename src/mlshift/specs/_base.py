@@ -23,6 +23,10 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+_TAGGED = frozenset({"rollout"})
+_TAGS = frozenset({"all-at-once", "canary", "linear", "blue-green"})
+
+
 def config_error(exc: ValidationError, what: str) -> ConfigError:
     """Turn pydantic's first error into a :class:`ConfigError` naming the field path.
 
@@ -30,7 +34,11 @@ def config_error(exc: ValidationError, what: str) -> ConfigError:
     callers can re-frame it (``mlshift.yaml`` adds the line number).
     """
     err = exc.errors()[0]
-    loc = tuple(err["loc"])
+    # A tagged union (``rollout: {strategy: canary}``) puts the tag in the location; users wrote
+    # ``rollout.percent``, not ``rollout.canary.percent``.
+    loc = tuple(
+        p for i, p in enumerate(err["loc"]) if not (i and err["loc"][i - 1] in _TAGGED and p in _TAGS)
+    )
     inner = err.get("ctx", {}).get("error")
     if isinstance(inner, ConfigError):
         # A nested spec raised already: keep its location, below ours.

@@ -78,7 +78,8 @@ class AdapterConformance:
         raise NotImplementedError("provide a `client` fixture yielding a Client on an empty target")
 
     @pytest.fixture(scope="class")
-    def models(self, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    @classmethod
+    def models(cls, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         return iris_models(tmp_path_factory.mktemp("conformance-models"))
 
     @staticmethod
