@@ -16,12 +16,14 @@ EXTRAS = ".[serve,sklearn,onnx]"
 SAGEMAKER = "adapters/sagemaker"
 # moto[server]: one test runs the adapter against moto_server through AWS_ENDPOINT_URL.
 SAGEMAKER_TEST_DEPS = ["-e", f"{SAGEMAKER}[testing]", "moto[server]"]
+#: What mlshift-sagemaker[images] adds (the prebuilt-image lookup), so its tests run too.
+SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (what CI runs). Extra arguments go to pytest."""
-    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS)
+    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, SAGEMAKER_IMAGES)
     # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
     # run can never pass silently.
     session.run("pytest", *(session.posargs or ["-q"]))

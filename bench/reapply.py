@@ -29,7 +29,17 @@ from typing import Any
 #: touching this file; a new read is recognised by its verb, or shows up here as a false alarm
 #: (which the memory:// cross-check would contradict).
 READS = frozenset(
-    {"artifact_path", "invoke", "lock", "observe", "rollouts", "validate", "validate_own_options"}
+    {
+        "artifact_path",
+        "invoke",
+        "lock",
+        "native_rollout_refusal",
+        "observe",
+        "option_changes",
+        "rollouts",
+        "validate",
+        "validate_own_options",
+    }
 )
 READ_VERBS = ("describe", "find", "get", "list", "observe", "read", "validate")
 

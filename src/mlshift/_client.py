@@ -441,18 +441,52 @@ class PipelinesAPI:
     """``client.pipelines``: run pipelines on this target, follow their runs, compile them.
 
     Pipelines run on this machine for ``local://`` and ``memory://`` (the local runner: a
-    process per step, parallel where the graph allows, cached, resumable). A cloud target's
-    pipeline service arrives with its adapter; until then its calls raise
-    :class:`~mlshift.errors.UnsupportedOperation`.
+    process per step, parallel where the graph allows, cached, resumable). On a cloud target
+    whose adapter has a pipeline service (``sagemaker://``), the pipeline is compiled to the
+    provider's own document, created or updated there and started; the run handle reads its
+    status from the provider. Either way ``run()`` returns a
+    :class:`~mlshift.pipelines.PipelineRun`.
     """
 
     if TYPE_CHECKING:
         from mlshift.pipelines import Pipeline, PipelineEvent, PipelineRun
+        from mlshift.pipelines._remote import RemotePipelineRun, RemotePipelineService
         from mlshift.pipelines._service import PipelineService
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._service_instance: Any = None
+
+    def _remote(self) -> RemotePipelineService | None:
+        """The cloud adapter's pipeline service, when the target runs pipelines itself."""
+        from mlshift.pipelines._remote import is_remote_service
+        from mlshift.pipelines._service import LOCAL_RUNNER_TARGETS
+
+        adapter = self._client.adapter
+        if adapter.name in LOCAL_RUNNER_TARGETS:
+            return None
+        service = getattr(adapter, "pipelines", None)
+        return service if is_remote_service(service) else None
+
+    def _remote_run(
+        self,
+        service: RemotePipelineService,
+        run_id: str,
+        on_event: Callable[[PipelineEvent], None] | None = None,
+    ) -> RemotePipelineRun:
+        from mlshift.pipelines._remote import RemotePipelineRun
+
+        return RemotePipelineRun(service, run_id, provider=self._client.adapter.name, on_event=on_event)
+
+    def _local_only(self, what: str, hint: str) -> None:
+        if self._remote() is not None:
+            from mlshift.errors import UnsupportedOperation
+
+            raise UnsupportedOperation(
+                f"{what} is done by the local runner; on {self._client.target} the provider runs "
+                "pipelines itself",
+                hint=hint,
+            )
 
     def _service(self) -> PipelineService:
         if self._service_instance is None:
@@ -477,11 +511,16 @@ class PipelinesAPI:
         from the cache instead of running. Built-in ``RegisterModel``/``Deploy`` steps act on
         this client's target unless they name another.
 
+        On a cloud target the pipeline is created (or updated, if its definition changed) and
+        started there; the steps run on the provider's compute and the cache is the provider's.
+
         Args:
             params: Values for the pipeline's parameters (defaults fill in the rest).
             cache: ``False`` runs every step even if a cached result exists.
-            max_parallel: Steps running at once (default: the number of CPU cores).
-            on_event: Called from the runner's thread for each step start and end.
+            max_parallel: Steps running at once (default: the number of CPU cores locally, the
+                provider's default on a cloud target).
+            on_event: Called for each step start and end: from the runner's thread locally;
+                on a cloud target from ``wait()``, as it sees steps change.
 
         Raises:
             ConfigError: an unknown, missing or mistyped parameter; a secret that is not set.
@@ -495,6 +534,11 @@ class PipelinesAPI:
                 f"client.pipelines.run() takes a Pipeline, got {type(pipeline).__name__}",
                 hint="decorate the wiring function with @pipeline, or build Pipeline(name, steps=[...])",
             )
+        remote = self._remote()
+        if remote is not None:
+            values = pipeline.ir.resolve_params(params)  # checked before anything is sent
+            run_id = remote.submit(pipeline.ir, values, use_cache=cache, max_parallel=max_parallel)
+            return self._remote_run(remote, run_id, on_event)
         return self._service().start(
             pipeline.ir, params, use_cache=cache, max_parallel=max_parallel, on_event=on_event
         )
@@ -512,7 +556,12 @@ class PipelinesAPI:
             NotFound: no such run.
             ConfigError: the run succeeded, or a step's code can no longer be imported.
             Conflict: another live process is running it.
+            UnsupportedOperation: on a cloud target (start a new run: finished steps come from
+                the provider's cache).
         """
+        self._local_only(
+            "resuming a run", "start a new run: steps whose inputs did not change come from the cache"
+        )
         return self._service().resume(run_id, max_parallel=max_parallel, on_event=on_event)
 
     def get(self, run_id: str) -> PipelineRun:
@@ -521,6 +570,9 @@ class PipelinesAPI:
         Raises:
             NotFound: no such run.
         """
+        remote = self._remote()
+        if remote is not None:
+            return self._remote_run(remote, run_id)
         return self._service().get(run_id)
 
     def compile(self, pipeline: Pipeline, target: str | None = None) -> dict[str, Any]:
@@ -554,8 +606,14 @@ class PipelinesAPI:
 
         Raises:
             ConfigError: a pipeline without a schedule.
+            UnsupportedOperation: on a cloud target (use the provider's scheduler).
         """
         from mlshift.pipelines._schedule import run_schedules
+
+        self._local_only(
+            "running schedules in the foreground",
+            "run the scheduler against local://, or schedule the pipeline with the provider's scheduler",
+        )
 
         return run_schedules(
             self._service(), builtins.list(pipelines), once=once, max_runs=max_runs, on_event=on_event
@@ -563,7 +621,10 @@ class PipelinesAPI:
 
     def list(self, pipeline: str | None = None, *, limit: int = 50) -> builtins.list[PipelineRun]:
         """Runs, newest first (of one pipeline, by name, when given)."""
-        return self._service().list(pipeline, limit)
+        remote = self._remote()
+        if remote is not None:
+            return [self._remote_run(remote, run_id) for run_id in remote.list_runs(pipeline, limit)]
+        return builtins.list(self._service().list(pipeline, limit))
 
 
 class Client:

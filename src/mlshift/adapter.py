@@ -44,6 +44,7 @@ __all__ = [
     "NameRules",
     "NativeRollout",
     "Operation",
+    "OptionChange",
     "PollingOperation",
     "ResolvedVariant",
     "RolloutPhase",
@@ -324,6 +325,28 @@ class RolloutRecord(SpecModel):
         return self.phase in ("running", "promoting")
 
 
+class OptionChange(SpecModel):
+    """One provider option of an endpoint that applying a spec would change, as a plan shows it.
+
+    Values are display text, never secrets: a target shows an option that may hold one (an
+    environment variable's value) as ``(hidden)``.
+
+    Attributes:
+        field: The option's path in the spec, e.g.
+            ``provider_options.sagemaker.data_capture.sampling_percent``.
+        old: What is live now (``None``: not set).
+        new: What the spec asks for (``None``: not set).
+    """
+
+    field: str
+    old: str | None = None
+    new: str | None = None
+
+    def describe(self) -> str:
+        """``field old -> new``, with ``(unset)`` for a missing side."""
+        return f"{self.field} {self.old or '(unset)'} -> {self.new or '(unset)'}"
+
+
 class NativeRollout(SpecModel):
     """A whole rollout handed to a target that runs rollouts itself (``NATIVE_ROLLOUT``)."""
 
@@ -471,6 +494,28 @@ class EndpointService(Protocol):
         """Replace the endpoint's user tags."""
         ...
 
+    def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
+        """The target's own ``provider_options`` that applying ``spec`` would change (plan time).
+
+        Only options that take effect on a live endpoint count (on SageMaker, what goes into the
+        endpoint configuration); a spec without the target's key keeps the endpoint's options
+        and changes none. Read-only, like :meth:`observe`; an endpoint that does not exist has
+        no changes. Optional: :class:`BaseEndpointService` reports none.
+        """
+        ...
+
+    def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:
+        """Make the live endpoint use ``spec``'s provider options, keeping its variants and weights.
+
+        The planner orders this after the plan's variant changes, so a target whose variant
+        change already carried the new options (SageMaker makes one configuration for both)
+        finds nothing left to do and makes no call.
+
+        Raises:
+            UnsupportedOperation: by default (a target that reports no option changes).
+        """
+        ...
+
     def set_autoscaling(self, name: str, autoscaling: Autoscaling | None) -> Operation[EndpointState]:
         """Scale every variant within the bounds given (``None``: stop), where ``AUTOSCALING``."""
         ...
@@ -508,6 +553,21 @@ class EndpointService(Protocol):
 
         Raises:
             RolloutFailed: if the provider rolled it back (with its reason).
+        """
+        ...
+
+    def native_rollout_refusal(self, spec: EndpointSpec, observed: EndpointState | None) -> str | None:
+        """Why the provider will not run this spec's rollout itself (``None``: it will).
+
+        Optional, and asked at plan time only on targets that declare ``NATIVE_ROLLOUT``. A
+        reason sends the rollout to mlshift's own engine, which runs it on the primitives
+        (``add_variant``, ``set_weights``, ``read_metrics``, ``invoke(..., variant=)``, ...);
+        the plan shows the reason. Targets without this method hand every rollout over.
+
+        Args:
+            spec: The endpoint as it is wanted (``spec.rollout`` is not all-at-once).
+            observed: The endpoint as it will be when the rollout starts (``None``: it does not
+                exist yet).
         """
         ...
 
@@ -564,8 +624,17 @@ class BaseEndpointService:
     def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
         raise self._unsupported("run rollouts natively")
 
+    def native_rollout_refusal(self, spec: EndpointSpec, observed: EndpointState | None) -> str | None:
+        return None
+
     def set_autoscaling(self, name: str, autoscaling: Autoscaling | None) -> Operation[EndpointState]:
         raise self._unsupported("autoscale")
+
+    def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
+        return []
+
+    def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:
+        raise self._unsupported("change the provider options of a live endpoint")
 
 
 def validate_own_options(spec: EndpointSpec, target: str, model: type[SpecModel]) -> SpecModel:

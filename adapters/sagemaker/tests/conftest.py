@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,8 +11,21 @@ import pytest
 import mlshift
 from mlshift.testing.conformance import iris_models
 from mlshift_sagemaker.testing import FakeSageMaker
+from sagemaker_helpers import ROOT, TARGET
 
-TARGET = "sagemaker://us-east-1"
+__all__ = ["ROOT", "TARGET"]
+
+
+@pytest.fixture(scope="session")
+def example_module() -> Any:
+    """The module ``examples/train_gate_deploy.py``: prepare → train → evaluate → gate →
+    register → deploy."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import train_gate_deploy
+    finally:
+        sys.path.pop(0)
+    return train_gate_deploy
 
 
 @pytest.fixture(scope="session")

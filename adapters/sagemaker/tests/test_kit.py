@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +11,18 @@ import mlshift
 from mlshift.errors import AuthError, InvalidPayload, QuotaExceeded
 from mlshift.specs.rollout import Canary
 from mlshift_sagemaker.testing import FakeSageMaker
-
-ROOT = Path(__file__).resolve().parents[3]
+from sagemaker_helpers import ROOT, TARGET, run_under_kit
 
 
 def test_the_quickstart_runs_unchanged_against_the_fake(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLSHIFT_"))}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlshift_sagemaker.testing",
-            "run",
-            str(ROOT / "examples" / "quickstart.py"),
-            "--target",
-            "sagemaker://us-east-1",
-            "--requests",
-            "100",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
+    result = run_under_kit(
+        tmp_path,
+        str(ROOT / "examples" / "quickstart.py"),
+        "--target",
+        TARGET,
+        "--requests",
+        "100",
         timeout=300,
-        check=False,
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
@@ -49,26 +34,10 @@ def test_the_quickstart_runs_unchanged_against_the_fake(tmp_path: Path) -> None:
 
 
 def test_the_cli_runs_against_the_fake(tmp_path: Path, iris: dict[str, Any]) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlshift_sagemaker.testing",
-            "run",
-            "-m",
-            "mlshift.cli",
-            "models",
-            "register",
-            "iris",
-            str(iris["v1"]),
-            "--target",
-            "sagemaker://us-east-1",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+    result = run_under_kit(
+        tmp_path,
+        *("-m", "mlshift.cli", "models", "register", "iris", str(iris["v1"]), "--target", TARGET),
         timeout=120,
-        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "iris:1" in result.stdout

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 import mlshift
-from mlshift.errors import ConfigError, RolloutFailed, UnsupportedOperation
+from mlshift.errors import RolloutFailed, UnsupportedOperation
+from mlshift.plan import Plan, Rollout
+from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import BlueGreen, Canary, HealthGate, Linear, Probe
 from mlshift_sagemaker.testing import FakeSageMaker
 
@@ -117,8 +120,6 @@ def test_linear_and_blue_green_map_to_traffic_routing(
 def test_weights_and_models_change_together_across_two_variants(
     client: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
 ) -> None:
-    from mlshift.specs import EndpointSpec
-
     client.models.register("iris", iris["v1"], framework="sklearn")
     client.models.register("iris", iris["v2"], framework="sklearn")
 
@@ -140,30 +141,47 @@ def test_weights_and_models_change_together_across_two_variants(
     assert [(v.name, v.model, v.weight) for v in state.variants] == [("a", "iris:1", 70), ("b", "iris:2", 30)]
 
 
+def planned(client: mlshift.Client, variant: str, rollout: Any) -> tuple[Plan, Rollout]:
+    """The plan that serves iris:2 from ``variant`` alone (as deploy() would), and its rollout."""
+    variants = [{"name": variant, "model": "iris:2"}]
+    spec = EndpointSpec.model_validate(
+        {"name": "iris-ep", "variants": variants, "rollout": rollout.model_dump()}
+    )
+    plan = client.plan(spec)
+    return plan, next(a for a in plan.actions if isinstance(a, Rollout))
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "error", "words"),
+    ("variant", "rollout", "words"),
     [
-        (
-            {"rollout": Canary(percent=10)},
-            UnsupportedOperation,
-            "natively only when the endpoint keeps its variants",
-        ),
-        ({"variant": "main", "rollout": Canary(percent=60)}, ConfigError, "at most 50% of the new fleet"),
-        ({"variant": "main", "rollout": Linear(step_percent=5)}, ConfigError, "linear steps are 10-50%"),
-        ({"variant": "main", "rollout": Canary(bake="2h")}, ConfigError, "at most 3600 s"),
-        (
-            {"variant": "main", "rollout": Canary(gate=HealthGate(probe=Probe(payload=[[1, 2, 3, 4]])))},
-            ConfigError,
-            "cannot send probe requests",
-        ),
+        ("iris-v2", Canary(percent=10), "the variants change (main -> iris-v2)"),
+        ("main", Canary(percent=60), "at most 50% of the new fleet, got 60%"),
+        ("main", Linear(step_percent=5), "linear steps are 10-50% of the new fleet, got 5%"),
+        ("main", Canary(bake="2h"), "at most 3600 s per step, the bake is 7200 s"),
+        ("main", Canary(gate=HealthGate(probe=Probe(payload=[[1, 2, 3, 4]]))), "sends probe requests"),
     ],
 )
-def test_rollouts_sagemaker_cannot_run_are_refused_at_plan_time(
-    main: mlshift.Client, aws: FakeSageMaker, kwargs: dict[str, Any], error: type, words: str
+def test_rollouts_sagemaker_cannot_run_go_to_the_engine_at_plan_time(
+    main: mlshift.Client, aws: FakeSageMaker, variant: str, rollout: Any, words: str
 ) -> None:
     mark = len(aws.calls)
-    with pytest.raises(error, match=words) as caught:
-        main.endpoints.deploy("iris-ep", "iris:2", **kwargs)
+    plan, action = planned(main, variant, rollout)
+    assert action.native is False and words in (action.engine_reason or "")
+    assert f"; mlshift runs it: {action.engine_reason}" in plan.render()
     assert aws.mutating_calls(since=mark) == []
-    if isinstance(caught.value, UnsupportedOperation):
-        assert "variant='main'" in (caught.value.hint or "")
+    # The decision survives the plan's JSON form.
+    again = Plan.model_validate_json(json.dumps(plan.model_dump(mode="json")))
+    assert again == plan
+
+
+def test_rollouts_within_sagemaker_limits_are_planned_native(main: mlshift.Client) -> None:
+    _, action = planned(main, "main", Canary(percent=50, bake="1h"))
+    assert (action.native, action.runner, action.engine_reason) == (True, "the sagemaker target", None)
+    assert action.describe().endswith("; the sagemaker target runs it natively")
+
+
+def test_a_hand_made_native_rollout_sagemaker_cannot_run_is_refused() -> None:
+    from mlshift_sagemaker._rollout import check_native_rollout
+
+    with pytest.raises(UnsupportedOperation, match="cannot run this canary rollout natively: the variants"):
+        check_native_rollout("iris-ep", Canary(percent=10), ["iris-v2"], ["main"])

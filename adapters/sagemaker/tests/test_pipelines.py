@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,9 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def example() -> Any:
+def example(example_module: Any) -> Any:
     """``examples/train_gate_deploy.py``: prepare → train → evaluate → gate → register → deploy."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import train_gate_deploy
-    finally:
-        sys.path.pop(0)
-    return train_gate_deploy.train_gate_deploy
+    return example_module.train_gate_deploy
 
 
 def steps_by_name(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:

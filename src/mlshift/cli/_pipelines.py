@@ -151,9 +151,11 @@ def _report(run: PipelineRun, output: str) -> None:
     if run.status != "succeeded":
         stopped_by_gate = any(s.kind == "fail" and s.status == "failed" for s in run.steps)
         if output != "json" and not stopped_by_gate:
+            logs = f"mlshift pipelines logs {run.id} STEP"
             _console(stderr=True).print(
-                f"resume with: mlshift pipelines run --resume {run.id}"
-                f"   (logs: mlshift pipelines logs {run.id} STEP)",
+                f"resume with: mlshift pipelines run --resume {run.id}   (logs: {logs})"
+                if run.resumable
+                else f"logs: {logs}",
                 markup=False,
             )
         raise typer.Exit(1)
@@ -186,9 +188,8 @@ def _wait(run: PipelineRun, output: str) -> None:
         # wait() has cancelled the run and stopped its steps; finished ones keep their outputs.
         if output == "json":
             _print_json(run.to_dict())
-        _console(stderr=True).print(
-            f"cancelled run {run.id}; resume with: mlshift pipelines run --resume {run.id}", markup=False
-        )
+        resume = f"; resume with: mlshift pipelines run --resume {run.id}" if run.resumable else ""
+        _console(stderr=True).print(f"cancelled run {run.id}{resume}", markup=False)
         raise typer.Exit(130) from None
 
 
@@ -214,7 +215,12 @@ def run_cmd(
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
-    """Run a pipeline on this machine, or resume a run where it stopped."""
+    """Run a pipeline on the target, or resume a local run where it stopped.
+
+    On local:// the steps run on this machine. On a cloud target (sagemaker://REGION) the
+    pipeline is compiled, created or updated there and started; this command follows it
+    until it ends (Ctrl-C stops it).
+    """
     from mlshift.cli import _pairs
     from mlshift.errors import ConfigError
 
@@ -279,7 +285,12 @@ def list_cmd(
         table.add_column(col)
     for r in runs:
         table.add_row(
-            r.id, r.pipeline, r.status, r.trigger, r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.summary()
+            r.id,
+            r.pipeline,
+            r.status,
+            r.trigger,
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
+            r.summary(),
         )
     _console().print(table)
 

@@ -3,6 +3,7 @@ the :class:`PipelineEvent` stream progress displays are drawn from."""
 
 from __future__ import annotations
 
+import abc
 import json
 import threading
 import time
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from mlshift.pipelines._ir import PipelineIR
     from mlshift.pipelines._service import PipelineService
 
-__all__ = ["PipelineEvent", "PipelineRun", "RunStatus", "StepRun", "StepStatus"]
+__all__ = ["LocalPipelineRun", "PipelineEvent", "PipelineRun", "RunStatus", "StepRun", "StepStatus"]
 
 RunStatus = Literal["running", "succeeded", "failed", "cancelled", "interrupted"]
 StepStatus = Literal["pending", "running", "succeeded", "cached", "skipped", "failed", "cancelled"]
@@ -113,16 +114,152 @@ def pid_alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
-class PipelineRun:
-    """A pipeline run: live status, steps, logs; ``wait()`` for the end, ``cancel()`` to stop it.
+class PipelineRun(abc.ABC):
+    """A pipeline run on any target: status, steps, logs; ``wait()`` for the end, ``cancel()``.
+
+    ``client.pipelines.run()`` returns one: a :class:`LocalPipelineRun` on ``local://`` and
+    ``memory://`` (steps run on this machine), or a cloud target's run (steps run there, and this
+    object reads their status from the provider). Code written against this class works on both.
+
+    Attributes:
+        id: The run id (``mlshift pipelines status ID`` takes it).
+        pipeline: The pipeline's name.
+        params: The parameter values the run was started with.
+        resumable: Whether ``mlshift pipelines run --resume ID`` can resume it.
+    """
+
+    id: str
+    pipeline: str
+    params: dict[str, Any]
+    trigger: str = "manual"
+    resumable: bool = False
+    #: Who runs the steps, for error messages: ``local`` or the cloud adapter's name.
+    provider: str = "local"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} of {self.pipeline!r}: {self.status}>"
+
+    @property
+    @abc.abstractmethod
+    def status(self) -> RunStatus:
+        """``running``, ``succeeded``, ``failed``, ``cancelled`` or ``interrupted``."""
+
+    @property
+    @abc.abstractmethod
+    def message(self) -> str | None:
+        """Why the run failed, or what a gate stopped."""
+
+    @property
+    @abc.abstractmethod
+    def steps(self) -> list[StepRun]:
+        """Every step, in pipeline order."""
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the run was started, where known."""
+        return None
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the run ended, where known."""
+        return None
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> PipelineRun:
+        """Block until the run ends; returns the run (check :attr:`status`).
+
+        Raises:
+            ProviderTimeout: if ``timeout`` seconds pass first (the run goes on).
+        """
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Stop the run: running steps are stopped, pending ones never start."""
+
+    @abc.abstractmethod
+    def logs(self, step: str) -> str:
+        """The output of ``step``.
+
+        Raises:
+            NotFound: if the pipeline has no such step.
+        """
+
+    def step(self, name: str) -> StepRun:
+        """One step.
+
+        Raises:
+            NotFound: if the pipeline has no such step.
+        """
+        steps = self.steps
+        for s in steps:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in steps)
+        raise NotFound(f"run {self.id} has no step {name!r} (its steps: {known})", provider=self.provider)
+
+    @property
+    def executed(self) -> list[str]:
+        """Steps this run executed (not reused from the cache, not skipped)."""
+        return [s.name for s in self.steps if s.status in ("succeeded", "failed") and s.executions]
+
+    @property
+    def cached(self) -> list[str]:
+        """Steps whose outputs came from the cache."""
+        return [s.name for s in self.steps if s.status == "cached"]
+
+    @property
+    def skipped(self) -> list[str]:
+        """Steps a condition (or a skipped input) kept from running."""
+        return [s.name for s in self.steps if s.status == "skipped"]
+
+    def summary(self) -> str:
+        """One line: the outcome, and how many steps ran, came from the cache, were skipped."""
+        return _summary(self.status, self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as JSON-ready data (``--output json``)."""
+        return self._as_dict(self.status, self.message, self.steps)
+
+    def _as_dict(self, status: RunStatus, message: str | None, steps: list[StepRun]) -> dict[str, Any]:
+        created, finished = self.created_at, self.finished_at
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "status": status,
+            "message": message,
+            "trigger": self.trigger,
+            "params": self.params,
+            "created_at": created.isoformat() if created else None,
+            "finished_at": finished.isoformat() if finished else None,
+            "executed": [s.name for s in steps if s.status in ("succeeded", "failed") and s.executions],
+            "cached": [s.name for s in steps if s.status == "cached"],
+            "skipped": [s.name for s in steps if s.status == "skipped"],
+            "summary": _summary(status, steps),
+            "steps": [s.model_dump(mode="json") for s in steps],
+        }
+
+
+def _summary(status: RunStatus, steps: list[StepRun]) -> str:
+    ran = [s for s in steps if s.status in ("succeeded", "failed") and s.executions]
+    cached = [s for s in steps if s.status == "cached"]
+    skipped = [s for s in steps if s.status == "skipped"]
+    if status == "succeeded" and not ran and cached:
+        extra = f" ({len(skipped)} skipped)" if skipped else ""
+        return f"succeeded: nothing ran, all {len(cached)} steps came from the cache{extra}"
+    parts = [f"{len(ran)} ran", f"{len(cached)} from cache"]
+    if skipped:
+        parts.append(f"{len(skipped)} skipped")
+    return f"{status}: " + ", ".join(parts)
+
+
+class LocalPipelineRun(PipelineRun):
+    """A run of the local runner (``local://``, ``memory://``): steps run on this machine.
 
     Everything is read from the run's records, so a run started by another process (the
     CLI, a scheduler) can be watched the same way.
-
-    Attributes:
-        id: The run id (``mlshift pipelines run --resume ID`` takes it).
-        pipeline: The pipeline's name.
     """
+
+    resumable = True
 
     def __init__(
         self, service: PipelineService, run_id: str, *, thread: threading.Thread | None = None
@@ -137,12 +274,9 @@ class PipelineRun:
         self.finished = threading.Event()
         self.error: BaseException | None = None
         row = service.db.run(run_id)
-        self.pipeline: str = row["pipeline"]
-        self.params: dict[str, Any] = json.loads(row["params"])
-        self.trigger: str = row["trigger"]
-
-    def __repr__(self) -> str:
-        return f"<PipelineRun {self.id} of {self.pipeline!r}: {self.status}>"
+        self.pipeline = row["pipeline"]
+        self.params = json.loads(row["params"])
+        self.trigger = row["trigger"]
 
     # ---------------------------------------------------------------------------- state
 
@@ -183,33 +317,6 @@ class PipelineRun:
         """Every step, in pipeline order."""
         return [self._service.step_run(self.id, row) for row in self._service.db.steps(self.id)]
 
-    def step(self, name: str) -> StepRun:
-        """One step.
-
-        Raises:
-            NotFound: if the pipeline has no such step.
-        """
-        for s in self.steps:
-            if s.name == name:
-                return s
-        known = ", ".join(s.name for s in self.steps)
-        raise NotFound(f"run {self.id} has no step {name!r} (its steps: {known})", provider="local")
-
-    @property
-    def executed(self) -> list[str]:
-        """Steps this run executed (not reused from the cache, not skipped)."""
-        return [s.name for s in self.steps if s.status in ("succeeded", "failed") and s.executions]
-
-    @property
-    def cached(self) -> list[str]:
-        """Steps whose outputs came from the cache."""
-        return [s.name for s in self.steps if s.status == "cached"]
-
-    @property
-    def skipped(self) -> list[str]:
-        """Steps a condition (or a skipped input) kept from running."""
-        return [s.name for s in self.steps if s.status == "skipped"]
-
     def logs(self, step: str) -> str:
         """The log of ``step`` (its output, and each attempt's traceback).
 
@@ -223,43 +330,15 @@ class PipelineRun:
         except FileNotFoundError:
             return ""
 
-    def summary(self) -> str:
-        """One line: the outcome, and how many steps ran, came from the cache, were skipped."""
-        steps = self.steps
-        ran = [s for s in steps if s.status in ("succeeded", "failed") and s.executions]
-        cached = [s for s in steps if s.status == "cached"]
-        skipped = [s for s in steps if s.status == "skipped"]
-        status = self.status
-        if status == "succeeded" and not ran and cached:
-            extra = f" ({len(skipped)} skipped)" if skipped else ""
-            return f"succeeded: nothing ran, all {len(cached)} steps came from the cache{extra}"
-        parts = [f"{len(ran)} ran", f"{len(cached)} from cache"]
-        if skipped:
-            parts.append(f"{len(skipped)} skipped")
-        return f"{status}: " + ", ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The run as JSON-ready data (``--output json``)."""
-        row = self._service.db.run(self.id)
-        return {
-            "id": self.id,
-            "pipeline": self.pipeline,
-            "status": self.status,
-            "message": row["message"],
-            "trigger": row["trigger"],
-            "params": self.params,
-            "created_at": row["created_at"],
-            "finished_at": row["finished_at"],
-            "executed": self.executed,
-            "cached": self.cached,
-            "skipped": self.skipped,
-            "summary": self.summary(),
-            "steps": [s.model_dump(mode="json") for s in self.steps],
-        }
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the run ended."""
+        value = self._service.db.run(self.id)["finished_at"]
+        return datetime.fromisoformat(value) if value else None
 
     # ---------------------------------------------------------------------------- control
 
-    def wait(self, timeout: float | None = None) -> PipelineRun:
+    def wait(self, timeout: float | None = None) -> LocalPipelineRun:
         """Block until the run ends; returns the run (check :attr:`status`).
 
         Ctrl-C while waiting cancels the run cleanly — running steps are stopped, finished

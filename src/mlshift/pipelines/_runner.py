@@ -39,7 +39,7 @@ from mlshift.pipelines._run import PipelineEvent
 from mlshift.pipelines._types import coerce_literal
 
 if TYPE_CHECKING:
-    from mlshift.pipelines._run import PipelineRun
+    from mlshift.pipelines._run import LocalPipelineRun
     from mlshift.pipelines._service import PipelineService
 
 __all__ = ["LocalRunner", "secret_env_name"]
@@ -96,7 +96,7 @@ class LocalRunner:
     def __init__(
         self,
         service: PipelineService,
-        run: PipelineRun,
+        run: LocalPipelineRun,
         ir: PipelineIR,
         params: Mapping[str, Any],
         *,

@@ -1,5 +1,7 @@
 """Pipelines on a target whose runs happen on this machine (``local://``, ``memory://``).
 
+(Cloud targets run pipelines themselves: see :mod:`mlshift.pipelines._remote`.)
+
 :class:`PipelineService` is what ``client.pipelines`` delegates to: it checks a run before
 anything happens (parameters, secrets, docker, targets), records it, and starts the
 :class:`~mlshift.pipelines._runner.LocalRunner` in a thread of its own. It also resumes runs,
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlshift.errors import ConfigError, UnsupportedOperation
-from mlshift.pipelines._run import PipelineEvent, PipelineRun, StepRun, pid_alive
+from mlshift.pipelines._run import LocalPipelineRun, PipelineEvent, StepRun, pid_alive
 from mlshift.pipelines._store import RunDB, StepArtifacts
 
 if TYPE_CHECKING:
@@ -125,12 +127,10 @@ class PipelineService:
         """
         adapter = client.adapter
         if adapter.name not in LOCAL_RUNNER_TARGETS:
-            document, package = _CLOUD_DOCUMENTS.get(
-                adapter.name, ("pipelines", f"the {adapter.name} adapter")
-            )
+            package = _CLOUD_DOCUMENTS.get(adapter.name, ("", adapter.name))[1]
             raise UnsupportedOperation(
-                f"running pipelines on {adapter.uri.raw} arrives with the {package} adapter's pipeline "
-                f"service ({document}); pipelines run on local:// today",
+                f"the {package} adapter of {adapter.uri.raw} cannot run pipelines in this version; "
+                "pipelines run on local:// and on targets whose adapter runs them (sagemaker://)",
                 hint="run it with --target local://, or write its IR with `mlshift pipelines compile`",
             )
         root = getattr(adapter, "root", None)
@@ -212,7 +212,7 @@ class PipelineService:
         max_parallel: int | None = None,
         on_event: Callable[[PipelineEvent], None] | None = None,
         trigger: str = "manual",
-    ) -> PipelineRun:
+    ) -> LocalPipelineRun:
         """Check, record and start a run; returns at once (``.wait()`` on the result).
 
         Raises:
@@ -242,7 +242,7 @@ class PipelineService:
         *,
         max_parallel: int | None = None,
         on_event: Callable[[PipelineEvent], None] | None = None,
-    ) -> PipelineRun:
+    ) -> LocalPipelineRun:
         """Resume a failed, cancelled or interrupted run from where it stopped.
 
         Steps that finished keep their outputs and do not run again. The others run with the
@@ -292,10 +292,10 @@ class PipelineService:
         use_cache: bool,
         max_parallel: int,
         on_event: Callable[[PipelineEvent], None] | None,
-    ) -> PipelineRun:
+    ) -> LocalPipelineRun:
         from mlshift.pipelines._runner import LocalRunner
 
-        run = PipelineRun(self, run_id)
+        run = LocalPipelineRun(self, run_id)
         runner = LocalRunner(
             self, run, ir, params, use_cache=use_cache, max_parallel=max_parallel, on_event=on_event
         )
@@ -305,17 +305,17 @@ class PipelineService:
         thread.start()
         return run
 
-    def get(self, run_id: str) -> PipelineRun:
+    def get(self, run_id: str) -> LocalPipelineRun:
         """A run by id.
 
         Raises:
             NotFound: for an unknown id.
         """
-        return PipelineRun(self, run_id)
+        return LocalPipelineRun(self, run_id)
 
-    def list(self, pipeline: str | None = None, limit: int = 50) -> list[PipelineRun]:
+    def list(self, pipeline: str | None = None, limit: int = 50) -> list[LocalPipelineRun]:
         """Runs, newest first."""
-        return [PipelineRun(self, row["id"]) for row in self.db.runs(pipeline, limit)]
+        return [LocalPipelineRun(self, row["id"]) for row in self.db.runs(pipeline, limit)]
 
     def step_run(self, run_id: str, row: Mapping[str, Any]) -> StepRun:
         """A step's row as a :class:`StepRun`, artifact outputs with their stored path."""

@@ -13,6 +13,7 @@ from mlshift.plan._actions import (
     SetWeights,
     UpdateAutoscaling,
     UpdateCompute,
+    UpdateOptions,
     UpdateTags,
 )
 from mlshift.plan._apply import ApplyEvent, ApplyResult, apply_plan
@@ -37,6 +38,7 @@ __all__ = [
     "SetWeights",
     "UpdateAutoscaling",
     "UpdateCompute",
+    "UpdateOptions",
     "UpdateTags",
     "apply_plan",
     "build_plan",

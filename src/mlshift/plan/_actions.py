@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from mlshift.adapter import VariantState
+from mlshift.adapter import OptionChange, VariantState
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelSpec, ModelVersion
@@ -25,6 +25,7 @@ __all__ = [
     "SetWeights",
     "UpdateAutoscaling",
     "UpdateCompute",
+    "UpdateOptions",
     "UpdateTags",
 ]
 
@@ -208,6 +209,30 @@ class UpdateAutoscaling(SpecModel):
         return f"autoscaling: {new.min_replicas}-{new.max_replicas} replicas{target}"
 
 
+class UpdateOptions(SpecModel):
+    """Make a live endpoint use the spec's provider options (variants and weights stay as they are).
+
+    Planned after the variant changes of the same plan: a target whose variant change already
+    carried the new options then has nothing left to do here.
+
+    Attributes:
+        spec: The spec whose ``provider_options`` the endpoint takes.
+        changes: Each option that changes, old -> new, as the target reported it (no secrets).
+    """
+
+    kind: Literal["update_options"] = "update_options"
+    endpoint: str
+    spec: EndpointSpec
+    changes: tuple[OptionChange, ...]
+
+    @property
+    def resource(self) -> str:
+        return f"endpoint {self.endpoint}"
+
+    def describe(self) -> str:
+        return "provider options: " + ", ".join(c.describe() for c in self.changes)
+
+
 def _gate_text(strategy: RolloutStrategy) -> str:
     gate = strategy.gate
     parts = [f"errors <= {gate.max_error_rate:.2%}"]
@@ -229,6 +254,11 @@ class Rollout(SpecModel):
             new version runs beside the old one under the temporary name until promotion.
         final_weights: The weights when the rollout has finished (final names).
         remove: Variants that go away once traffic has left them.
+        native: Who runs it, decided at plan time: ``True`` hands it to the target
+            (``NATIVE_ROLLOUT``), ``False`` runs it on mlshift's engine. ``None`` (a plan made
+            before this was recorded) lets the target's ``NATIVE_ROLLOUT`` decide at apply time.
+        runner: The target that runs it natively, as plans name it (``the sagemaker target``).
+        engine_reason: Why mlshift's engine runs it although the target runs rollouts natively.
     """
 
     kind: Literal["rollout"] = "rollout"
@@ -239,6 +269,9 @@ class Rollout(SpecModel):
     staging: dict[str, str] = Field(default_factory=dict)
     final_weights: dict[str, int]
     remove: tuple[str, ...] = ()
+    native: bool | None = None
+    runner: str | None = None
+    engine_reason: str | None = None
 
     @property
     def resource(self) -> str:
@@ -255,7 +288,12 @@ class Rollout(SpecModel):
             how = f"blue/green, bake {s.bake:g}s"
         else:
             how = "all at once"
-        return f"roll out {new}: {how}; gate: {_gate_text(s)}; rolls back on failure"
+        text = f"roll out {new}: {how}; gate: {_gate_text(s)}; rolls back on failure"
+        if self.native:
+            return f"{text}; {self.runner or 'the target'} runs it natively"
+        if self.engine_reason:
+            return f"{text}; mlshift runs it: {self.engine_reason}"
+        return text
 
 
 class RecoverRollout(SpecModel):
@@ -292,6 +330,7 @@ Action = Annotated[
     | RemoveVariant
     | UpdateTags
     | UpdateAutoscaling
+    | UpdateOptions
     | Rollout
     | RecoverRollout,
     Field(discriminator="kind"),

@@ -26,6 +26,7 @@ from mlshift.plan._actions import (
     SetWeights,
     UpdateAutoscaling,
     UpdateCompute,
+    UpdateOptions,
     UpdateTags,
 )
 from mlshift.plan._plan import Plan, state_fingerprint
@@ -247,6 +248,8 @@ def _run(
         return endpoints.update_tags(action.endpoint, action.tags).wait(timeout)
     if isinstance(action, UpdateAutoscaling):
         return endpoints.set_autoscaling(action.endpoint, action.autoscaling).wait(timeout)
+    if isinstance(action, UpdateOptions):
+        return endpoints.update_options(action.endpoint, action.spec).wait(timeout)
     raise AssertionError(f"unhandled action {action!r}")  # pragma: no cover
 
 
@@ -278,5 +281,7 @@ def converge_to(
     plan = build_plan(adapter, endpoints=[spec], recover=False)  # the open record is ours
     registered: dict[str, ModelVersion] = {}
     for action in plan.actions:
+        if isinstance(action, UpdateOptions):
+            continue  # converging variants; the endpoint keeps its options
         _run(adapter, action, registered, timeout)
     return adapter.endpoints.observe(endpoint)

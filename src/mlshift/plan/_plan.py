@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from mlshift.adapter import Capability, EndpointState
+from mlshift.adapter import Capability, EndpointState, OptionChange
 from mlshift.errors import ConfigError, NotFound, UnsupportedOperation
 from mlshift.plan._actions import (
     Action,
@@ -24,6 +24,7 @@ from mlshift.plan._actions import (
     SetWeights,
     UpdateAutoscaling,
     UpdateCompute,
+    UpdateOptions,
     UpdateTags,
 )
 from mlshift.plan._rollout import check_gate_observable
@@ -93,6 +94,11 @@ class Plan(SpecModel):
                 "rollout": ">",
                 "recover_rollout": "!",
             }
+            if isinstance(action, UpdateOptions):
+                # One line per option: a plan is read field by field.
+                lines.append("    ~ provider options:")
+                lines.extend(f"        {change.describe()}" for change in action.changes)
+                continue
             lines.append(f"    {sign.get(action.kind, '~')} {action.describe()}")
         return "\n".join(lines)
 
@@ -199,7 +205,29 @@ def _staging_name(name: str, taken: set[str]) -> str:
     raise ConfigError(f"cannot find a free temporary name for variant {name!r}")  # pragma: no cover
 
 
-def _as_rollout(spec: EndpointSpec, observed: EndpointState, actions: list[Action]) -> list[Action]:
+def _rollout_runner(
+    adapter: Adapter, spec: EndpointSpec, observed: EndpointState
+) -> tuple[bool, str | None, str | None]:
+    """Who runs this spec's rollout: ``(native, runner, engine_reason)``.
+
+    A target that declares ``NATIVE_ROLLOUT`` runs it unless its optional
+    ``native_rollout_refusal`` gives a reason not to; then mlshift's engine runs it, and the gate
+    must be observable through the target's primitives like on any other target.
+    """
+    if Capability.NATIVE_ROLLOUT not in adapter.capabilities:
+        return False, None, None
+    refusal = getattr(adapter.endpoints, "native_rollout_refusal", None)
+    reason: str | None = refusal(spec, observed) if refusal is not None else None
+    runner = getattr(adapter.endpoints, "target_name", None) or adapter.uri.raw
+    if reason is None:
+        return True, runner, None
+    check_gate_observable(adapter, spec, native=False)
+    return False, runner, reason
+
+
+def _as_rollout(
+    adapter: Adapter, spec: EndpointSpec, observed: EndpointState, actions: list[Action]
+) -> list[Action]:
     """Fold the traffic-moving actions of a plan into one gated :class:`Rollout`."""
     strategy = spec.rollout
     if strategy is None or strategy.strategy == "all-at-once":
@@ -221,6 +249,7 @@ def _as_rollout(spec: EndpointSpec, observed: EndpointState, actions: list[Actio
         if (isinstance(a, AddVariant) and final[a.variant.name] == 0) or isinstance(a, UpdateCompute)
     ]
     keep_after = [a for a in actions if not isinstance(a, (*moved, UpdateCompute))]
+    native, runner, engine_reason = _rollout_runner(adapter, spec, observed)
     rollout = Rollout(
         endpoint=spec.name,
         strategy=strategy,
@@ -229,6 +258,9 @@ def _as_rollout(spec: EndpointSpec, observed: EndpointState, actions: list[Actio
         staging=staging,
         final_weights=final,
         remove=tuple(v.name for v in observed.variants if v.name not in final),
+        native=native,
+        runner=runner,
+        engine_reason=engine_reason,
     )
     return [*keep_before, rollout, *keep_after]
 
@@ -266,6 +298,13 @@ def _plan_endpoint(
     for live in observed.variants:
         if live.name not in desired:
             actions.append(RemoveVariant(endpoint=spec.name, variant=live.name, model=live.model))
+    # After the variant changes: a target whose new variants already carry the new options
+    # (SageMaker makes one configuration for both) then finds the options in effect. An adapter
+    # written before option_changes existed (without BaseEndpointService) has none to report.
+    report = getattr(adapter.endpoints, "option_changes", None)
+    option_changes: list[OptionChange] = report(spec) if report is not None else []
+    if option_changes:
+        actions.append(UpdateOptions(endpoint=spec.name, spec=spec, changes=tuple(option_changes)))
     if dict(spec.tags) != observed.tags:
         actions.append(UpdateTags(endpoint=spec.name, tags=dict(spec.tags), old_tags=observed.tags))
     if spec.autoscaling is not None and spec.autoscaling != observed.autoscaling:
@@ -275,7 +314,7 @@ def _plan_endpoint(
                 endpoint=spec.name, autoscaling=spec.autoscaling, old_autoscaling=observed.autoscaling
             )
         )
-    return [*recovery, *_as_rollout(spec, observed, actions)]
+    return [*recovery, *_as_rollout(adapter, spec, observed, actions)]
 
 
 def build_plan(

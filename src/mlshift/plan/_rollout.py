@@ -9,7 +9,9 @@ Every step is written to the endpoint's journal (:class:`~mlshift.adapter.Rollou
 back to the baseline — or, if the gate had already passed, finishes the promotion — so an
 endpoint is never left with two copies of a variant or with nothing serving.
 
-Targets that run rollouts themselves (``NATIVE_ROLLOUT``) get the whole rollout handed over.
+Targets that run rollouts themselves (``NATIVE_ROLLOUT``) get the whole rollout handed over,
+unless the plan decided otherwise (:attr:`~mlshift.plan.Rollout.native`: the target said why it
+cannot run this one, e.g. SageMaker when the variant names change); the engine then runs it here.
 """
 
 from __future__ import annotations
@@ -139,8 +141,12 @@ class Journal:
         self._adapter.endpoints.record_rollout(self.record)
 
 
-def check_gate_observable(adapter: Adapter, spec: EndpointSpec) -> None:
+def check_gate_observable(adapter: Adapter, spec: EndpointSpec, *, native: bool | None = None) -> None:
     """Refuse, at plan time, a gate the target could never evaluate.
+
+    Args:
+        native: Whether the target runs this rollout itself (then it judges the gate its own
+            way); ``None``: it does when it declares ``NATIVE_ROLLOUT``.
 
     Raises:
         UnsupportedOperation: probes on a target without ``TARGETED_INVOKE``.
@@ -151,7 +157,9 @@ def check_gate_observable(adapter: Adapter, spec: EndpointSpec) -> None:
         return
     gate = strategy.gate
     caps = adapter.capabilities
-    if Capability.NATIVE_ROLLOUT in caps:
+    if native is None:
+        native = Capability.NATIVE_ROLLOUT in caps
+    if native:
         return
     if gate.probe is not None and Capability.TARGETED_INVOKE not in caps:
         raise UnsupportedOperation(
@@ -469,7 +477,8 @@ def run_rollout(
     ctx = _Context(adapter, action, journal, emit, checks, timeout)
     endpoints = adapter.endpoints
 
-    if Capability.NATIVE_ROLLOUT in adapter.capabilities:
+    native = action.native if action.native is not None else Capability.NATIVE_ROLLOUT in adapter.capabilities
+    if native:
         journal.step("hand the rollout to the target")
         request = NativeRollout(
             endpoint=action.endpoint,

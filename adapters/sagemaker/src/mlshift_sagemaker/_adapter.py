@@ -15,6 +15,7 @@ from mlshift.adapter import Capability, NameRules, TargetURI
 from mlshift.errors import ConfigError
 from mlshift_sagemaker._aws import AwsClients
 from mlshift_sagemaker._endpoints import SageMakerEndpointService
+from mlshift_sagemaker._images import ServingImages
 from mlshift_sagemaker._models import SageMakerModelRegistry
 from mlshift_sagemaker._naming import NAME_RULES
 from mlshift_sagemaker._store import S3Store
@@ -25,16 +26,21 @@ if TYPE_CHECKING:
 
 __all__ = ["CAPABILITIES", "SageMakerAdapter"]
 
-#: What the SageMaker target declares (shadow variants, metrics and pipelines are not
-#: implemented yet; the planner refuses specs that need them, at plan time).
+#: What the SageMaker target declares (shadow variants are not implemented yet; the planner
+#: refuses specs that need them, at plan time). ``METRICS`` are CloudWatch reads, for rollouts
+#: that mlshift's engine runs instead of SageMaker. Pipelines run on SageMaker Pipelines, with
+#: conditions as condition steps; schedules are not mapped yet.
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
         Capability.TARGETED_INVOKE,
         Capability.NATIVE_ROLLOUT,
+        Capability.METRICS,
         Capability.GPU,
         Capability.AUTOSCALING,
         Capability.SERVERLESS,
+        Capability.PIPELINES,
+        Capability.PIPELINE_CONDITIONS,
     }
 )
 
@@ -50,6 +56,7 @@ class SageMakerAdapter:
         clients: The boto3 clients (made on first use).
         store: The S3 bucket as mlshift uses it.
         cache_dir: Where downloaded artifacts are kept (a temporary folder of this adapter).
+        images: The serving images: which one an endpoint gets, checked at plan time.
     """
 
     name = "sagemaker"
@@ -64,6 +71,7 @@ class SageMakerAdapter:
         self.store = S3Store(self.clients, options)
         self.cache_dir = Path(tempfile.mkdtemp(prefix="mlshift-sagemaker-"))
         weakref.finalize(self, shutil.rmtree, self.cache_dir, True)
+        self.images = ServingImages(self)
         self._models = SageMakerModelRegistry(self)
         self._endpoints = SageMakerEndpointService(self)
         self._pipelines: Any = None
@@ -120,16 +128,12 @@ class SageMakerAdapter:
         return service
 
     def default_image(self) -> str:
-        """The serving image: the ``image_uri`` option, else the mlshift image in ECR."""
-        if self.options.image_uri:
-            return self.options.image_uri
-        import mlshift
+        """The image that runs mlshift code: the ``image_uri`` option, else the mlshift image in ECR.
 
-        domain = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
-        return (
-            f"{self.clients.account_id}.dkr.ecr.{self.region}.{domain}/"
-            f"{self.options.ecr_repository}:{mlshift.__version__}"
-        )
+        Registry entries and pipeline steps use it. An endpoint's models get the image
+        :attr:`images` chooses (``image_uri``, ``image: mlshift`` or ``image: prebuilt``).
+        """
+        return self.options.image_uri or self.images.mlshift_uri()
 
     def resource_tags(self, extra: Mapping[str, str] | None = None) -> list[dict[str, str]]:
         """AWS tags for a new resource: the target's ``tags`` option plus ``extra``."""

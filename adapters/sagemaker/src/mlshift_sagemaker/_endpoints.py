@@ -31,18 +31,28 @@ from mlshift.adapter import (
     Invocation,
     NativeRollout,
     Operation,
+    OptionChange,
     ResolvedVariant,
     RolloutRecord,
+    VariantMetrics,
     VariantState,
     VariantStatus,
     validate_own_options,
 )
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound, ProviderError, RolloutFailed
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
+from mlshift.specs.model import ModelRef
 from mlshift.specs.rollout import AllAtOnce
+from mlshift_sagemaker._metrics import read_variant_metrics
 from mlshift_sagemaker._naming import config_name, config_prefix, fingerprint, model_name, model_prefix
 from mlshift_sagemaker._operation import PENDING, AwsOperation
-from mlshift_sagemaker._rollout import alarm_requests, check_native_rollout, deployment_config, parse_strategy
+from mlshift_sagemaker._rollout import (
+    alarm_requests,
+    check_native_rollout,
+    deployment_config,
+    native_refusal,
+    parse_strategy,
+)
 from mlshift_sagemaker._scaling import VariantScaling, VariantScalingService
 from mlshift_sagemaker.errors import aws_errors, error_code, translate
 from mlshift_sagemaker.options import (
@@ -82,6 +92,45 @@ _VARIANT_EXTRAS = (
     "ContainerStartupHealthCheckTimeoutInSeconds",
     "VolumeSizeInGB",
 )
+#: ``provider_options.sagemaker`` fields that SageMaker keeps per production variant.
+_VARIANT_OPTIONS: Mapping[str, str] = {
+    "model_data_download_timeout": "ModelDataDownloadTimeoutInSeconds",
+    "startup_health_check_timeout": "ContainerStartupHealthCheckTimeoutInSeconds",
+    "volume_size_gb": "VolumeSizeInGB",
+}
+_HIDDEN = "(hidden)"
+#: Container variables mlshift sets itself (AWS's prebuilt images get the ``SAGEMAKER_``
+#: ones): not the ``environment`` option, so never a change of it.
+_SET_BY_MLSHIFT = (
+    "MLSHIFT_",
+    "SAGEMAKER_PROGRAM",
+    "SAGEMAKER_SUBMIT_DIRECTORY",
+    "SAGEMAKER_CONTAINER_LOG_LEVEL",
+    "SAGEMAKER_REGION",
+)
+
+
+def _capture_values(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``data_capture`` fields a ``DataCaptureConfig`` amounts to (all ``None``: no capture)."""
+    if not config or not config.get("EnableCapture"):
+        return {"sampling_percent": None, "s3_uri": None, "capture": None}
+    return {
+        "sampling_percent": config.get("InitialSamplingPercentage"),
+        "s3_uri": config.get("DestinationS3Uri"),
+        "capture": tuple(str(o["CaptureMode"]).lower() for o in config.get("CaptureOptions") or []),
+    }
+
+
+def _shown(values: Sequence[Any]) -> str | None:
+    """Values of one option (one per variant) as a plan shows them: distinct ones, sorted."""
+    distinct = {"[" + ", ".join(v) + "]" if isinstance(v, tuple) else str(v) for v in values if v is not None}
+    return ", ".join(sorted(distinct)) or None
+
+
+def _change(field: str, old: Sequence[Any], new: Sequence[Any]) -> builtins.list[OptionChange]:
+    if list(old) == list(new):
+        return []
+    return [OptionChange(field=f"provider_options.sagemaker.{field}", old=_shown(old), new=_shown(new))]
 
 
 @dataclass
@@ -393,6 +442,162 @@ class SageMakerEndpointService(BaseEndpointService):
         stored = self._adapter.store.get_json(self._options_key(name))
         return EndpointOptions.model_validate(stored[0]) if stored else None
 
+    def _container(self, slot: _Slot) -> dict[str, Any]:
+        """The primary container of the model a variant runs (or will run)."""
+        if slot.container is not None:
+            return slot.container
+        return dict(self._model(slot.model_name).get("PrimaryContainer") or {})
+
+    @staticmethod
+    def _user_environment(container: Mapping[str, Any]) -> dict[str, str]:
+        environment = container.get("Environment") or {}
+        return {k: v for k, v in environment.items() if not k.startswith(_SET_BY_MLSHIFT)}
+
+    def _wanted_image(
+        self, slot: _Slot, image: str | None, options: EndpointOptions, stored: EndpointOptions | None
+    ) -> str | None:
+        """The image ``options`` ask for, for variant ``slot`` running ``image``.
+
+        An explicit ``image_uri`` or ``image: prebuilt`` names its image. For the mlshift image a
+        variant keeps the one it runs (a newer mlshift does not move live endpoints by itself),
+        unless the endpoint was last applied with another choice: then it goes to the mlshift
+        image of this target.
+        """
+        images = self._adapter.images
+        choice = images.choice(options)
+        if choice.kind == "explicit":
+            return choice.uri
+        if choice.kind == "prebuilt":
+            version = self._adapter.models.get(ModelRef.parse(slot.model_ref))
+            return images._prebuilt_uri(
+                slot.name, version, choice, slot.instance_type, where=f"variant {slot.name!r}"
+            )
+        if stored is not None and images.choice(stored).kind != "mlshift":
+            return images.mlshift_uri()
+        return image
+
+    def _optioned(
+        self, live: _Live, options: EndpointOptions, *, build: bool = True
+    ) -> builtins.list[tuple[_Slot, _Slot]]:
+        """Each live variant, paired with itself as ``options`` make it (same version, weight, count).
+
+        Mirrors what :meth:`_new_slot` derives from the options; a new image or environment is a
+        new SageMaker model of the same version, made by :meth:`_new_slot`. With ``build=False``
+        (plan time) such a variant only gets the image and environment it would have: nothing is
+        resolved or prepared.
+        """
+        stored = self._stored_options(live.name)
+        settings = {key: getattr(options, option) for option, key in _VARIANT_OPTIONS.items()}
+        serverless = None if options.serverless is None else options.serverless.serverless_config()
+        pairs: builtins.list[tuple[_Slot, _Slot]] = []
+        for slot in live.slots:
+            wanted = replace(
+                slot,
+                instance_type=options.instance_type or instance_type_for(slot.size),
+                extras={key: value for key, value in settings.items() if value is not None},
+                serverless=serverless,
+            )
+            container = self._container(slot)
+            image = container.get("Image")
+            wanted_image = self._wanted_image(slot, image, options, stored)
+            if self._user_environment(container) != options.environment or wanted_image != image:
+                if build:
+                    version = self._adapter.models.get(ModelRef.parse(slot.model_ref))
+                    compute = Compute(size=slot.size, replicas=min(slot.count, 100))
+                    variant = ResolvedVariant(
+                        name=slot.name, model=version, weight=slot.weight, compute=compute
+                    )
+                    fresh = self._new_slot(live.name, variant, options)
+                    wanted = replace(fresh, count=slot.count, weight=slot.weight)
+                else:
+                    wanted.container = {"Image": wanted_image, "Environment": dict(options.environment)}
+            pairs.append((slot, wanted))
+        return pairs
+
+    def _option_diff(self, live: _Live, options: EndpointOptions) -> builtins.list[OptionChange]:
+        """What applying ``options`` changes in the live configuration, its variants and models."""
+        changes: builtins.list[OptionChange] = []
+        config, _ = self._config(live.config)
+        old_capture = _capture_values(config.get("DataCaptureConfig"))
+        new_capture = _capture_values(self._data_capture(live.name, options))
+        for key in ("sampling_percent", "s3_uri", "capture"):
+            changes += _change(f"data_capture.{key}", [old_capture[key]], [new_capture[key]])
+        pairs = self._optioned(live, options, build=False)
+        old = [o for o, _ in pairs]
+        new = [n for _, n in pairs]
+        for key, field_name in (("memory_mb", "MemorySizeInMB"), ("max_concurrency", "MaxConcurrency")):
+            changes += _change(
+                f"serverless.{key}",
+                [(s.serverless or {}).get(field_name) for s in old],
+                [(s.serverless or {}).get(field_name) for s in new],
+            )
+        changes += _change(
+            "instance_type",
+            [None if s.serverless else s.instance_type for s in old],
+            [None if s.serverless else s.instance_type for s in new],
+        )
+        for option, key in _VARIANT_OPTIONS.items():
+            changes += _change(option, [s.extras.get(key) for s in old], [s.extras.get(key) for s in new])
+        containers = [(self._container(o), self._container(n)) for o, n in pairs]
+        changes += _change(
+            "image_uri", [o.get("Image") for o, _ in containers], [n.get("Image") for _, n in containers]
+        )
+        environments = [(self._user_environment(o), self._user_environment(n)) for o, n in containers]
+        for key in sorted({k for o, n in environments for k in (*o, *n)}):
+            before, after = [o.get(key) for o, _ in environments], [n.get(key) for _, n in environments]
+            if before != after:  # values may be secrets: say that they change, never what they are
+                changes.append(
+                    OptionChange(
+                        field=f"provider_options.sagemaker.environment.{key}",
+                        old=_HIDDEN if any(v is not None for v in before) else None,
+                        new=_HIDDEN if key in options.environment else None,
+                    )
+                )
+        return changes
+
+    def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
+        """What ``provider_options.sagemaker`` of ``spec`` changes on the live endpoint (plan time).
+
+        Compared with what is live — the configuration's ``DataCaptureConfig``, each production
+        variant, the containers of their models — so options that an earlier change never got
+        to apply show too. A spec without a ``sagemaker`` key keeps the endpoint's options.
+        Environment values are shown as ``(hidden)``. Reads only.
+
+        Raises:
+            ConfigError: ``provider_options.sagemaker`` is invalid.
+        """
+        if "sagemaker" not in spec.provider_options:
+            return []
+        live = self._read(spec.name)
+        if live is None:
+            return []
+        options = validate_own_options(spec, "sagemaker", EndpointOptions)
+        assert isinstance(options, EndpointOptions)
+        return self._option_diff(live, options)
+
+    def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:
+        """Move the endpoint onto a configuration made with ``spec``'s options, then retire the old one.
+
+        Variants keep their model versions, weights and instance counts; a new image or
+        environment means new SageMaker models of the same versions. When the live configuration
+        has the options already (a variant change of the same apply made it with them), nothing
+        is called.
+
+        Raises:
+            Conflict: the endpoint is not ``InService``.
+            ProviderError: SageMaker rolled the update back (the old configuration serves on).
+        """
+        what = f"update the provider options of {name}"
+        if "sagemaker" not in spec.provider_options:
+            return CompletedOperation(self._settled(name), what)
+        options = validate_own_options(spec, "sagemaker", EndpointOptions)
+        assert isinstance(options, EndpointOptions)
+        live = self._require_in_service(name)
+        self._planned[name] = options  # what the new configuration and later variants get
+        if not self._option_diff(live, options):
+            return CompletedOperation(self._settled(name), what)
+        return self._switch(name, [wanted for _, wanted in self._optioned(live, options)], what)
+
     # ---------------------------------------------------------------- building blocks
 
     def _new_slot(self, endpoint: str, variant: ResolvedVariant, options: EndpointOptions) -> _Slot:
@@ -418,13 +623,17 @@ class SageMakerEndpointService(BaseEndpointService):
             signature = version.signature.model_dump_json()
             if len(signature) <= 1024:  # SageMaker's limit per value; else the server infers it
                 env["MLSHIFT_SIGNATURE"] = signature
-        container = {
-            "Image": options.image_uri or self._adapter.default_image(),
-            "ModelDataSource": {
+        instance_type = options.instance_type or instance_type_for(variant.compute.size)
+        container = self._adapter.images.container(
+            endpoint,
+            version,
+            options,
+            environment=env,
+            model_data={
                 "S3DataSource": {"S3Uri": prefix, "S3DataType": "S3Prefix", "CompressionType": "None"}
             },
-            "Environment": env,
-        }
+            instance_type=None if options.serverless is not None else instance_type,
+        )
         identity = {
             "container": container,
             "role": self._adapter.options.role_arn,
@@ -442,7 +651,7 @@ class SageMakerEndpointService(BaseEndpointService):
             model_name=model_name(endpoint, variant.name, fingerprint(identity)),
             model_ref=f"{version.name}:{version.version}",
             digest=version.digest,
-            instance_type=options.instance_type or instance_type_for(variant.compute.size),
+            instance_type=instance_type,
             count=variant.compute.replicas,
             weight=variant.weight,
             size=variant.compute.size,
@@ -477,6 +686,7 @@ class SageMakerEndpointService(BaseEndpointService):
                         "Subnets": list(options.vpc_config.subnets),
                         "SecurityGroupIds": list(options.vpc_config.security_group_ids),
                     }
+                self._adapter.images.prepare(slot.container)  # e.g. upload a prebuilt-image package
                 try:
                     with aws_errors(f"create model {slot.model_name!r} for {endpoint}/{slot.name}"):
                         self._sm.create_model(**request)
@@ -624,11 +834,13 @@ class SageMakerEndpointService(BaseEndpointService):
         return [f"{e.name}/{v.name}" for e in self.list() for v in e.variants if v.model == model_ref]
 
     def validate(self, spec: EndpointSpec) -> None:
-        """Check ``provider_options.sagemaker``, tags, the role and native-rollout limits (plan time).
+        """Check ``provider_options.sagemaker``, tags, the role, serverless and autoscaling (plan time).
+
+        A rollout SageMaker cannot run natively is not refused here: see
+        :meth:`native_rollout_refusal`.
 
         Raises:
             ConfigError: naming the field.
-            UnsupportedOperation: a rollout SageMaker cannot run natively.
         """
         options = validate_own_options(spec, "sagemaker", EndpointOptions)
         assert isinstance(options, EndpointOptions)
@@ -642,18 +854,11 @@ class SageMakerEndpointService(BaseEndpointService):
         except ValueError as exc:
             raise ConfigError(f"endpoint {spec.name!r}: tags: {exc}", field="tags") from None
         self._require_role()
+        self._adapter.images.check(spec, options)  # the serving image exists / fits the models
         if options.serverless is not None:
             self._check_serverless(spec, options)
         if spec.autoscaling is not None:
             check_autoscaling(spec)
-        if spec.rollout is not None and spec.rollout.strategy != "all-at-once":
-            live = self._read(spec.name)
-            check_native_rollout(
-                spec.name,
-                spec.rollout,
-                [v.name for v in spec.variants],
-                None if live is None else [s.name for s in live.slots],
-            )
         if own:
             self._planned[spec.name] = options
         else:
@@ -1109,6 +1314,20 @@ class SageMakerEndpointService(BaseEndpointService):
             latency_ms=(time.perf_counter() - start) * 1000,
         )
 
+    def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
+        """Requests, 5xx errors and latency of one variant from CloudWatch (``AWS/SageMaker``).
+
+        CloudWatch has one datapoint a minute, so the window is widened to the whole minutes it
+        touches, and on AWS the last one to three minutes are not published yet: the rollout
+        engine sees traffic late, so give bakes several minutes on this target. ``ModelLatency``
+        (microseconds) is returned in milliseconds.
+
+        Raises:
+            ProviderError: CloudWatch refused (``cloudwatch:GetMetricData`` is needed).
+        """
+        with aws_errors(f"read the CloudWatch metrics of {name!r} variant {variant!r}"):
+            return read_variant_metrics(self._adapter.clients.client("cloudwatch"), name, variant, window)
+
     # ---------------------------------------------------------------- journal and lock
 
     def _journal_prefix(self, name: str) -> str:
@@ -1138,6 +1357,18 @@ class SageMakerEndpointService(BaseEndpointService):
             yield
 
     # ---------------------------------------------------------------- native rollouts
+
+    def native_rollout_refusal(self, spec: EndpointSpec, observed: EndpointState | None) -> str | None:
+        """Why SageMaker's blue/green guardrails cannot run this rollout (``None``: they can).
+
+        Variants that change names, probe gates and rollouts past SageMaker's limits (a canary
+        over 50%, linear steps outside 10-50%, waits over an hour, more than 10 alarms) go to
+        mlshift's own engine instead, which the plan shows with this reason. Reads nothing.
+        """
+        if spec.rollout is None:
+            return None
+        live = None if observed is None else [v.name for v in observed.variants]
+        return native_refusal(spec.rollout, [v.name for v in spec.variants], live)
 
     def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
         """A blue/green update with traffic shifting and alarms that roll it back by themselves.

@@ -29,11 +29,13 @@ looking, so :func:`validate_definition` checks it before anything is sent.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,8 @@ from mlshift_sagemaker.options import instance_type_for
 
 if TYPE_CHECKING:
     from mlshift.pipelines._ir import ConditionIR, OperandIR, PipelineIR, StepIR
+    from mlshift.pipelines._remote import RemoteRunState
+    from mlshift.pipelines._run import RunStatus, StepRun, StepStatus
     from mlshift_sagemaker._adapter import SageMakerAdapter
 
 __all__ = [
@@ -691,6 +695,10 @@ class SageMakerPipelineService:
 
     def __init__(self, adapter: SageMakerAdapter) -> None:
         self._adapter = adapter
+        # What never changes once read: an execution's definition, a finished step's outputs.
+        self._definitions: dict[str, dict[str, Any]] = {}
+        self._step_outputs: dict[tuple[str, str], tuple[dict[str, Any], dict[str, float]]] = {}
+        self._described: dict[str, dict[str, Any]] = {}
 
     @property
     def _sm(self) -> Any:
@@ -767,13 +775,26 @@ class SageMakerPipelineService:
                 self._sm.update_pipeline(**request)
         return str(live["PipelineArn"])
 
-    def start(self, ir: PipelineIR, params: Mapping[str, Any] | None = None) -> PipelineExecution:
+    def start(
+        self,
+        ir: PipelineIR,
+        params: Mapping[str, Any] | None = None,
+        *,
+        max_parallel: int | None = None,
+    ) -> PipelineExecution:
         """Upsert the pipeline and start an execution with ``params`` (checked against the IR).
 
         Raises:
             ConfigError: an unknown, missing or mistyped parameter.
         """
+        return self.status(self._start(ir, params, max_parallel=max_parallel))
+
+    def _start(
+        self, ir: PipelineIR, params: Mapping[str, Any] | None, *, max_parallel: int | None = None
+    ) -> str:
         values = ir.resolve_params(params)
+        if max_parallel is not None and max_parallel < 1:
+            raise ConfigError(f"max_parallel must be at least 1, got {max_parallel}", field="max_parallel")
         self.upsert(ir)
         name = pipeline_name(ir.name)
         parameters = [
@@ -781,11 +802,12 @@ class SageMakerPipelineService:
             for k, v in values.items()
             if v is not None
         ]
+        request: dict[str, Any] = {"PipelineName": name, "PipelineParameters": parameters}
+        if max_parallel is not None:
+            request["ParallelismConfiguration"] = {"MaxParallelExecutionSteps": max_parallel}
         with aws_errors(f"start pipeline {name!r}"):
-            arn: str = self._sm.start_pipeline_execution(PipelineName=name, PipelineParameters=parameters)[
-                "PipelineExecutionArn"
-            ]
-        return self.status(arn)
+            arn: str = self._sm.start_pipeline_execution(**request)["PipelineExecutionArn"]
+        return arn
 
     def status(self, execution_arn: str) -> PipelineExecution:
         """The execution's status and each started step's status."""
@@ -838,3 +860,369 @@ class SageMakerPipelineService:
         with aws_errors(f"stop pipeline execution {execution_arn}"):
             self._sm.stop_pipeline_execution(PipelineExecutionArn=execution_arn)
         return self.status(execution_arn)
+
+    # ------------------------------------------------------------------ the neutral run contract
+    # (mlshift.pipelines._remote.RemotePipelineService: what client.pipelines.run() uses)
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between status checks while a run is followed (the ``poll_interval`` option)."""
+        return self._adapter.options.poll_interval
+
+    def submit(
+        self,
+        ir: PipelineIR,
+        params: Mapping[str, Any] | None = None,
+        *,
+        use_cache: bool = True,
+        max_parallel: int | None = None,
+    ) -> str:
+        """Create or update the pipeline and start an execution; returns its ARN (the run id).
+
+        ``use_cache=False`` turns step caching off in the definition this execution runs (the
+        pipeline is updated; the next cached run updates it back).
+        """
+        if not use_cache:
+            ir = ir.model_copy(
+                update={"steps": tuple(s.model_copy(update={"cache": False}) for s in ir.steps)}
+            )
+        return self._start(ir, params, max_parallel=max_parallel)
+
+    def describe_run(self, run_id: str) -> RemoteRunState:
+        """The execution in neutral terms: every step of the pipeline, with outputs and metrics.
+
+        Raises:
+            NotFound: for an unknown execution ARN.
+        """
+        from mlshift.pipelines._remote import RemoteRunState
+
+        arn = _check_run_id(run_id)
+        listed = self._listed(arn)
+        described = self._described[arn]
+        definition = self._definition(arn)
+        status = _RUN_STATUS.get(str(described.get("PipelineExecutionStatus")), "running")
+        steps, _ = step_graph(definition)
+        outcomes = {
+            name: (listed.get(name, {}).get("Metadata", {}).get("Condition") or {}).get("Outcome")
+            for name, step in steps.items()
+            if step.get("Type") == "Condition"
+        }
+        branch_of: dict[str, tuple[str, bool]] = {}
+        for name, step in steps.items():
+            if step.get("Type") == "Condition":
+                for nested in step.get("Arguments", {}).get("IfSteps", []):
+                    branch_of[nested["Name"]] = (name, True)
+                for nested in step.get("Arguments", {}).get("ElseSteps", []):
+                    branch_of[nested["Name"]] = (name, False)
+        result: list[StepRun] = []
+        failed_steps: list[str] = []
+        for name, step in steps.items():
+            if step.get("Type") == "Condition":
+                continue
+            entry = listed.get(name)
+            if entry is None:
+                result.append(self._not_started(name, step, status, branch_of, outcomes, failed_steps))
+                continue
+            run_step = self._step_run(arn, name, step, entry)
+            if run_step.status == "failed":
+                failed_steps.append(name)
+            result.append(run_step)
+        message = described.get("FailureReason") or None
+        first_failed = next((s for s in result if s.status == "failed"), None)
+        if first_failed is not None and first_failed.message:
+            message = f"step {first_failed.name!r} failed: {first_failed.message}"
+        if status == "cancelled":
+            message = "stopped"
+        finished = (
+            _time(described.get("LastModifiedTime"))
+            if status in ("succeeded", "failed", "cancelled")
+            else None
+        )
+        return RemoteRunState(
+            id=arn,
+            pipeline=arn.split(":pipeline/")[-1].split("/")[0],
+            status=status,
+            message=message,
+            params=self._params(arn, definition),
+            created_at=_time(described.get("CreationTime")),
+            finished_at=finished,
+            steps=tuple(result),
+        )
+
+    def cancel_run(self, run_id: str) -> None:
+        """Ask SageMaker to stop the execution."""
+        self.stop(_check_run_id(run_id))
+
+    def list_runs(self, pipeline: str | None = None, limit: int = 50) -> builtins.list[str]:
+        """Execution ARNs, newest first (of one pipeline, by its mlshift or SageMaker name)."""
+        if pipeline is not None:
+            names = [pipeline_name(pipeline)]
+        else:
+            with aws_errors("list pipelines"):
+                names = [
+                    p["PipelineName"]
+                    for page in self._sm.get_paginator("list_pipelines").paginate()
+                    for p in page.get("PipelineSummaries", [])
+                ]
+        found: list[tuple[Any, str]] = []
+        for name in names:
+            try:
+                with aws_errors(f"list the executions of pipeline {name!r}"):
+                    response = self._sm.list_pipeline_executions(
+                        PipelineName=name,
+                        SortBy="CreationTime",
+                        SortOrder="Descending",
+                        MaxResults=min(limit, 100),
+                    )
+            except NotFound:
+                continue
+            found += [
+                (s.get("StartTime"), s["PipelineExecutionArn"])
+                for s in response.get("PipelineExecutionSummaries", [])
+            ]
+        found.sort(key=lambda item: _time(item[0]) or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
+        return [arn for _, arn in found[:limit]]
+
+    def run_logs(self, run_id: str, step: str) -> str:
+        """The CloudWatch log of ``step``'s processing job (``""`` for steps without a job)."""
+        arn = _check_run_id(run_id)
+        entry = self._listed(arn).get(step)
+        if entry is None:
+            return ""
+        job_arn = (entry.get("Metadata", {}).get("ProcessingJob") or {}).get("Arn")
+        if not job_arn:
+            return str(entry.get("FailureReason") or "")
+        job = str(job_arn).rsplit("/", 1)[-1]
+        logs = self._adapter.clients.client("logs")
+        lines: list[str] = []
+        try:
+            with aws_errors(f"read the log of step {step!r}"):
+                streams = [
+                    s["logStreamName"]
+                    for page in logs.get_paginator("describe_log_streams").paginate(
+                        logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job}/"
+                    )
+                    for s in page.get("logStreams", [])
+                ]
+                if not streams:
+                    return ""
+                for page in logs.get_paginator("filter_log_events").paginate(
+                    logGroupName=LOG_GROUP, logStreamNames=streams[:100]
+                ):
+                    lines += [e.get("message", "") for e in page.get("events", [])]
+        except NotFound:
+            return ""
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    # ------------------------------------------------------------------ helpers of describe_run
+
+    def _definition(self, arn: str) -> dict[str, Any]:
+        if arn not in self._definitions:
+            with aws_errors(f"read the definition of pipeline execution {arn}"):
+                text = self._sm.describe_pipeline_definition_for_execution(PipelineExecutionArn=arn)[
+                    "PipelineDefinition"
+                ]
+            self._definitions[arn] = json.loads(text)
+        return self._definitions[arn]
+
+    def _params(self, arn: str, definition: Mapping[str, Any]) -> dict[str, Any]:
+        kinds = {p.get("Name"): p.get("Type") for p in definition.get("Parameters", [])}
+        values: dict[str, Any] = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
+        with aws_errors(f"read the parameters of pipeline execution {arn}"):
+            for page in self._sm.get_paginator("list_pipeline_parameters_for_execution").paginate(
+                PipelineExecutionArn=arn
+            ):
+                values.update({p["Name"]: p["Value"] for p in page.get("PipelineParameters", [])})
+        return {k: _typed(kinds.get(k), v) for k, v in values.items()}
+
+    def _listed(self, arn: str) -> dict[str, dict[str, Any]]:
+        with aws_errors(f"describe pipeline execution {arn}"):
+            self._described[arn] = self._sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+            entries: list[dict[str, Any]] = []
+            for page in self._sm.get_paginator("list_pipeline_execution_steps").paginate(
+                PipelineExecutionArn=arn, SortOrder="Ascending"
+            ):
+                entries.extend(page.get("PipelineExecutionSteps", []))
+        return {e["StepName"]: e for e in entries}
+
+    @staticmethod
+    def _kind(step: Mapping[str, Any]) -> str:
+        if step.get("Type") == "Fail":
+            return "fail"
+        app = step.get("Arguments", {}).get("AppSpecification", {})
+        if list(app.get("ContainerEntrypoint", [])) == ["python", "-m", "mlshift_sagemaker.step"]:
+            command = (app.get("ContainerArguments") or [""])[0]
+            return {"register": "register_model", "deploy": "deploy"}.get(command, "python")
+        return "container"
+
+    def _not_started(
+        self,
+        name: str,
+        step: Mapping[str, Any],
+        status: str,
+        branch_of: Mapping[str, tuple[str, bool]],
+        outcomes: Mapping[str, str | None],
+        failed: Sequence[str],
+    ) -> StepRun:
+        from mlshift.pipelines._run import StepRun
+
+        kind = self._kind(step)
+        if status == "running":
+            return StepRun(name=name, kind=kind, status="pending")
+        gate = branch_of.get(name)
+        if gate is not None and outcomes.get(gate[0]) not in (None, str(gate[1])):
+            message = f"{gate[0]} is {'false' if gate[1] else 'true'}"
+        elif status == "cancelled":
+            return StepRun(
+                name=name, kind=kind, status="cancelled", message="the run was stopped before it started"
+            )
+        elif failed:
+            message = f"skipped because {', '.join(failed)} failed"
+        else:
+            message = "not run"
+        return StepRun(name=name, kind=kind, status="skipped", message=message)
+
+    def _step_run(self, arn: str, name: str, step: Mapping[str, Any], entry: Mapping[str, Any]) -> StepRun:
+        from mlshift.pipelines._run import StepRun
+
+        raw = str(entry.get("StepStatus", "Executing"))
+        source = (entry.get("CacheHitResult") or {}).get("SourcePipelineExecutionArn")
+        status = _STEP_STATUS.get(raw, "running")
+        if status == "succeeded" and source:
+            status = "cached"
+        message = entry.get("FailureReason") or None
+        kind = self._kind(step)
+        if status == "failed" and step.get("Type") == "Processing":
+            message = self._failure_from_log(arn, name) or message
+        outputs: dict[str, Any] = {}
+        metrics: dict[str, float] = {}
+        if status in ("succeeded", "cached") and step.get("Type") == "Processing":
+            outputs, metrics = self._outputs(arn, name, step, str(source) if source else None)
+        return StepRun(
+            name=name,
+            kind=kind,
+            status=status,
+            attempts=int(entry.get("AttemptCount") or 1),
+            # A Fail step stops the run rather than running anything (as the local runner counts it).
+            executions=0 if status == "cached" or kind == "fail" else 1,
+            cached_from=str(source) if source else None,
+            outputs=outputs,
+            metrics=metrics,
+            message=message,
+            started_at=_time(entry.get("StartTime")),
+            finished_at=_time(entry.get("EndTime")),
+        )
+
+    def _failure_from_log(self, arn: str, step: str) -> str | None:
+        """The ``step failed: ...`` line the step process wrote last, if its log has one."""
+        for line in reversed(self.run_logs(arn, step).splitlines()):
+            if line.startswith("step failed: "):
+                return line.removeprefix("step failed: ")
+        return None
+
+    def _outputs(
+        self, arn: str, name: str, step: Mapping[str, Any], source: str | None
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """A finished step's outputs (values from ``outputs.json``, artifacts as S3 URIs) and metrics."""
+        key = (arn, name)
+        if key in self._step_outputs:
+            return self._step_outputs[key]
+        execution_id = (source or arn).rsplit("/", 1)[-1]
+        uris: dict[str, str] = {}
+        for output in step.get("Arguments", {}).get("ProcessingOutputConfig", {}).get("Outputs", []):
+            uri = _resolve_uri(output["S3Output"]["S3Uri"], execution_id)
+            if uri is not None:
+                uris[output["OutputName"]] = uri
+        outputs: dict[str, Any] = {k: {"uri": v} for k, v in uris.items() if k != "mlshift"}
+        metrics: dict[str, float] = {}
+        if "mlshift" in uris:
+            store = self._adapter.store
+            for file in ("outputs.json", "metrics.json"):
+                bucket, _, prefix = uris["mlshift"].removeprefix("s3://").partition("/")
+                try:
+                    with aws_errors(f"read {file} of step {name!r}"):
+                        body = store._s3.get_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{file}")[
+                            "Body"
+                        ].read()
+                except NotFound:
+                    continue
+                data = json.loads(body or b"{}")
+                if file == "outputs.json":
+                    outputs.update(data)
+                else:
+                    metrics = {k: float(v) for k, v in data.items()}
+        self._step_outputs[key] = (outputs, metrics)
+        return outputs, metrics
+
+
+LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
+_RUN_STATUS: dict[str, RunStatus] = {
+    "Executing": "running",
+    "Stopping": "running",
+    "Succeeded": "succeeded",
+    "Failed": "failed",
+    "Stopped": "cancelled",
+}
+_STEP_STATUS: dict[str, StepStatus] = {
+    "Starting": "running",
+    "Executing": "running",
+    "Stopping": "running",
+    "Succeeded": "succeeded",
+    "Failed": "failed",
+    "Stopped": "cancelled",
+}
+_RUN_ARN = re.compile(r"arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:\d{12}:pipeline/[^/]+/execution/[a-z0-9]+")
+
+
+def _check_run_id(run_id: str) -> str:
+    """A run id is a pipeline execution ARN; anything else is refused before a call is made."""
+    if not _RUN_ARN.fullmatch(run_id):
+        raise ConfigError(
+            f"{run_id!r} is not a SageMaker pipeline execution ARN "
+            "(arn:aws:sagemaker:REGION:ACCOUNT:pipeline/NAME/execution/ID)",
+            field="run_id",
+            hint="`mlshift pipelines list --target sagemaker://REGION` shows the runs' ids",
+        )
+    return run_id
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    return None
+
+
+def _typed(kind: str | None, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        if kind == "Integer":
+            return int(value)
+        if kind == "Float":
+            return float(value)
+    except ValueError:
+        return value
+    if kind == "Boolean":
+        return value if isinstance(value, bool) else str(value).strip().lower() == "true"
+    return value
+
+
+def _resolve_uri(expr: Any, execution_id: str) -> str | None:
+    """An output ``S3Uri`` as compiled (a string or a ``Std:Join`` over the execution id)."""
+    if isinstance(expr, str):
+        return expr
+    if isinstance(expr, dict) and "Std:Join" in expr:
+        parts = []
+        for value in expr["Std:Join"].get("Values", []):
+            if isinstance(value, str):
+                parts.append(value)
+            elif value == {"Get": "Execution.PipelineExecutionId"}:
+                parts.append(execution_id)
+            else:
+                return None
+        return str(expr["Std:Join"].get("On", "")).join(parts)
+    return None

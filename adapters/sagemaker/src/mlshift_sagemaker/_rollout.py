@@ -14,9 +14,11 @@ The alarms go into ``AutoRollbackConfiguration``: if one fires during a bake, Sa
 traffic back to the old fleet by itself. mlshift creates the alarms before the update and deletes
 them when it has finished, either way.
 
-SageMaker's limits are checked at plan time (:func:`check_native_rollout`): the new endpoint
+SageMaker's limits are checked at plan time (:func:`native_refusal`): the new endpoint
 configuration must keep the variant names of the old one, a canary is at most 50% of the new
 fleet, a linear step 10-50%, a wait at most an hour, at most 10 alarms, and there are no probes.
+A rollout outside them is not refused: the plan runs it on mlshift's own rollout engine instead,
+and says why.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from mlshift.errors import ConfigError, UnsupportedOperation
+from mlshift.errors import UnsupportedOperation
 from mlshift.specs.rollout import AllAtOnce, BlueGreen, Canary, HealthGate, Linear, RolloutStrategy
 
-__all__ = ["alarm_requests", "check_native_rollout", "deployment_config", "parse_strategy"]
+__all__ = ["alarm_requests", "check_native_rollout", "deployment_config", "native_refusal", "parse_strategy"]
 
 #: SageMaker's limits on a blue/green update.
 MAX_WAIT_SECONDS = 3600
@@ -50,64 +52,64 @@ def _alarms_per_variant(gate: HealthGate) -> int:
     return 1 + (gate.max_p99 is not None)
 
 
+def native_refusal(
+    strategy: AllAtOnce | Canary | Linear | BlueGreen,
+    wanted: Sequence[str],
+    live: Sequence[str] | None,
+) -> str | None:
+    """Why SageMaker cannot run this rollout as a blue/green update (``None``: it can).
+
+    Everything named here is a limit of SageMaker's deployment guardrails only: mlshift's own
+    engine runs such a rollout on the endpoint's primitives instead (weights, CloudWatch
+    metrics, ``TargetVariant`` probes).
+
+    Args:
+        wanted: The variant names the spec asks for.
+        live: The variant names live now (``None`` if the endpoint does not exist yet).
+    """
+    if isinstance(strategy, AllAtOnce):
+        return None
+    if live is not None and sorted(live) != sorted(wanted):
+        return (
+            f"the variants change ({', '.join(live)} -> {', '.join(wanted)}) and SageMaker's blue/green "
+            "update only replaces variants under the same names"
+        )
+    gate = strategy.gate
+    if gate.probe is not None:
+        return "the gate sends probe requests, and SageMaker's guardrails judge by CloudWatch alarms only"
+    if isinstance(strategy, Canary) and strategy.percent > 50:
+        return f"a SageMaker canary is at most 50% of the new fleet, got {strategy.percent}%"
+    if isinstance(strategy, Linear) and not 10 <= strategy.step_percent <= 50:
+        return f"SageMaker's linear steps are 10-50% of the new fleet, got {strategy.step_percent}%"
+    wait, label = (strategy.interval, "interval") if isinstance(strategy, Linear) else (strategy.bake, "bake")
+    if wait > MAX_WAIT_SECONDS:
+        return f"SageMaker bakes for at most {MAX_WAIT_SECONDS} s per step, the {label} is {wait:g} s"
+    alarms = len(wanted) * _alarms_per_variant(gate)
+    if alarms > MAX_ALARMS:
+        return f"the gate needs {alarms} CloudWatch alarms, SageMaker watches at most {MAX_ALARMS}"
+    return None
+
+
 def check_native_rollout(
     endpoint: str,
     strategy: AllAtOnce | Canary | Linear | BlueGreen,
     wanted: Sequence[str],
     live: Sequence[str] | None,
 ) -> None:
-    """Refuse, at plan time, a rollout SageMaker cannot run natively.
+    """Refuse a rollout handed to SageMaker that its guardrails cannot run.
 
-    Args:
-        wanted: The variant names the spec asks for.
-        live: The variant names live now (``None`` if the endpoint does not exist yet).
+    The planner sends such rollouts to mlshift's engine (see :func:`native_refusal`), so this
+    only trips on a hand-made plan.
 
     Raises:
-        ConfigError: naming the ``rollout`` field and SageMaker's limit.
-        UnsupportedOperation: a rollout that adds, removes or renames variants.
+        UnsupportedOperation: with the reason.
     """
-    if isinstance(strategy, AllAtOnce):
-        return
-    where = f"endpoint {endpoint!r}: rollout"
-    gate = strategy.gate
-    if gate.probe is not None:
-        raise ConfigError(
-            f"{where}.gate.probe: SageMaker runs {strategy.strategy} rollouts itself and judges them by "
-            "CloudWatch alarms; it cannot send probe requests to the new fleet",
-            field="rollout.gate.probe",
-            hint="drop the probe; the gate's max_error_rate and max_p99 become CloudWatch alarms",
-        )
-    if isinstance(strategy, Canary) and strategy.percent > 50:
-        raise ConfigError(
-            f"{where}.percent: a SageMaker canary is at most 50% of the new fleet, got {strategy.percent}",
-            field="rollout.percent",
-        )
-    if isinstance(strategy, Linear) and not 10 <= strategy.step_percent <= 50:
-        raise ConfigError(
-            f"{where}.step_percent: SageMaker's linear steps are 10-50% of the new fleet, "
-            f"got {strategy.step_percent}",
-            field="rollout.step_percent",
-        )
-    wait, label = (strategy.interval, "interval") if isinstance(strategy, Linear) else (strategy.bake, "bake")
-    if wait > MAX_WAIT_SECONDS:
-        raise ConfigError(
-            f"{where}.{label}: SageMaker bakes for at most {MAX_WAIT_SECONDS} s per step, got {wait:g} s",
-            field=f"rollout.{label}",
-        )
-    if len(wanted) * _alarms_per_variant(gate) > MAX_ALARMS:
-        raise ConfigError(
-            f"{where}.gate: {len(wanted)} variants need {len(wanted) * _alarms_per_variant(gate)} "
-            f"CloudWatch alarms; SageMaker watches at most {MAX_ALARMS} per update",
-            field="rollout.gate",
-        )
-    if live is not None and sorted(live) != sorted(wanted):
+    reason = native_refusal(strategy, wanted, live)
+    if reason is not None:
         raise UnsupportedOperation(
-            f"{where}: SageMaker runs {strategy.strategy} rollouts natively only when the endpoint keeps its "
-            f"variants (live: {', '.join(live)}; wanted: {', '.join(wanted)}); the new fleet replaces the "
-            "old one variant by variant",
-            hint="keep the variant name and change its model (deploy(..., variant="
-            f"{live[0]!r}) or the same name in mlshift.yaml), or deploy this change with the all-at-once "
-            "strategy",
+            f"endpoint {endpoint!r}: SageMaker cannot run this {strategy.strategy} rollout natively: "
+            f"{reason}",
+            hint="plan it again: the plan then runs it on mlshift's rollout engine",
         )
 
 

@@ -18,12 +18,13 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from mlshift.errors import ConfigError
 from mlshift.specs._base import SpecModel
 
 __all__ = [
+    "IMAGE_KINDS",
     "INSTANCE_TYPES",
     "SIZE_TO_INSTANCE_TYPE",
     "DataCaptureOptions",
@@ -102,6 +103,10 @@ _ECR_IMAGE = re.compile(
     r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9][a-z0-9._/-]*(:[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})"
 )
 _ECR_REPOSITORY = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+#: ``image``: the mlshift serving image in your ECR, or AWS's prebuilt framework image.
+IMAGE_KINDS: tuple[str, ...] = ("mlshift", "prebuilt")
+ImageKind = Literal["mlshift", "prebuilt"]
+_FRAMEWORK_VERSION = re.compile(r"[0-9][0-9A-Za-z.-]{0,31}")
 _TAG_TEXT = re.compile(r"[\w\s.:/=+\-@]*")
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Fields that look like credentials get a specific answer instead of "unknown field".
@@ -120,6 +125,30 @@ def check_image_uri(value: str) -> str:
             "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG (or @sha256:DIGEST)"
         )
     return value
+
+
+def check_framework_version(value: str | None) -> str | None:
+    """A prebuilt container version as AWS spells it (``1.2-1``).
+
+    Raises:
+        ValueError: with the expected form.
+    """
+    if value is not None and not _FRAMEWORK_VERSION.fullmatch(value):
+        raise ValueError(f"{value!r} is not a framework container version (e.g. '1.2-1')")
+    return value
+
+
+def check_image_choice(image: str | None, image_uri: str | None) -> None:
+    """``image_uri`` names one image; ``image: prebuilt`` asks for another: not both.
+
+    Raises:
+        ValueError: naming both fields.
+    """
+    if image_uri is not None and image == "prebuilt":
+        raise ValueError(
+            f"image_uri ({image_uri!r}) and image 'prebuilt' both choose the serving image; "
+            "keep one (image takes 'mlshift' or 'prebuilt')"
+        )
 
 
 def check_tags(tags: Mapping[str, str]) -> dict[str, str]:
@@ -170,7 +199,28 @@ class VpcConfig(SpecModel):
         return value
 
 
-class SageMakerOptions(SpecModel):
+class _ImageOptions(SpecModel):
+    """The checks of ``image_uri``, ``image`` and ``framework_version``, on the target and on an
+    endpoint alike (each declares the fields, with its own defaults)."""
+
+    @field_validator("image_uri", check_fields=False)
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return None if value is None else check_image_uri(value)
+
+    @field_validator("framework_version", check_fields=False)
+    @classmethod
+    def _framework_version(cls, value: str | None) -> str | None:
+        return check_framework_version(value)
+
+    @field_validator("image", check_fields=False)
+    @classmethod
+    def _one_image(cls, value: str | None, info: ValidationInfo) -> str | None:
+        check_image_choice(value, info.data.get("image_uri"))  # image_uri is validated first
+        return value
+
+
+class SageMakerOptions(_ImageOptions):
     """Options of a ``sagemaker://REGION`` target.
 
     Attributes:
@@ -178,8 +228,12 @@ class SageMakerOptions(SpecModel):
         bucket: S3 bucket for artifacts, the rollout journal and locks
             (default ``sagemaker-REGION-ACCOUNT``, created on first use as the SageMaker SDK does).
         prefix: Key prefix inside the bucket.
-        image_uri: The serving image for every model (default: the mlshift serving image in
-            ``ecr_repository`` of your account, tagged with the mlshift version).
+        image_uri: The serving image for every model, as an ECR URI (it wins over ``image``).
+        image: ``mlshift`` (default): the mlshift serving image in ``ecr_repository`` of your
+            account, tagged with the mlshift version (checked at plan time); ``prebuilt``:
+            AWS's prebuilt framework image for the model's framework (scikit-learn only).
+        framework_version: With ``image: prebuilt``, the framework container version
+            (``1.2-1``; default: the newest the SageMaker SDK knows).
         ecr_repository: The ECR repository holding the mlshift serving image.
         tags: Tags put on every resource mlshift creates (cost centre, owner, ...).
         kms_key_id: KMS key for S3 objects and the endpoints' storage volumes.
@@ -198,6 +252,8 @@ class SageMakerOptions(SpecModel):
     bucket: str | None = None
     prefix: str = "mlshift"
     image_uri: str | None = None
+    image: ImageKind = "mlshift"
+    framework_version: str | None = None
     ecr_repository: str = "mlshift-serving"
     tags: dict[str, str] = Field(default_factory=dict)
     kms_key_id: str | None = None
@@ -232,11 +288,6 @@ class SageMakerOptions(SpecModel):
         if not value or not re.fullmatch(r"[\w!.*'()/-]{1,200}", value):
             raise ValueError(f"{value!r} is not a usable S3 key prefix")
         return value
-
-    @field_validator("image_uri")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return None if value is None else check_image_uri(value)
 
     @field_validator("ecr_repository")
     @classmethod
@@ -366,16 +417,20 @@ class DataCaptureOptions(SpecModel):
         return config
 
 
-class EndpointOptions(SpecModel):
+class EndpointOptions(_ImageOptions):
     """``provider_options.sagemaker`` of an endpoint.
 
-    They apply to the variants created or replaced from then on (SageMaker models and endpoint
-    configurations are immutable; mlshift makes new ones).
+    SageMaker models and endpoint configurations are immutable: a change to these on a live
+    endpoint is planned as ``update_options``, which makes a new configuration (and new models
+    for a new image or environment) with the same variants and weights.
 
     Attributes:
         instance_type: An exact instance type for every variant (``ml.c5.xlarge``), instead
             of the one the neutral size maps to.
-        image_uri: The serving image for this endpoint's models.
+        image_uri: The serving image for this endpoint's models, as an ECR URI.
+        image: ``mlshift`` or ``prebuilt`` for this endpoint's models (default: the
+            target's choice; see :class:`SageMakerOptions`).
+        framework_version: With ``image: prebuilt``, the framework container version.
         environment: Extra environment variables for the model containers.
         startup_health_check_timeout: Seconds a container may take to answer ``/ping``.
         model_data_download_timeout: Seconds allowed to download the model artifact.
@@ -386,6 +441,8 @@ class EndpointOptions(SpecModel):
 
     instance_type: str | None = None
     image_uri: str | None = None
+    image: ImageKind | None = None
+    framework_version: str | None = None
     environment: dict[str, str] = Field(default_factory=dict)
     startup_health_check_timeout: int | None = Field(default=None, ge=60, le=3600)
     model_data_download_timeout: int | None = Field(default=None, ge=60, le=3600)
@@ -406,11 +463,6 @@ class EndpointOptions(SpecModel):
             f"unknown SageMaker hosting instance type {value!r}{near} "
             "(see docs/targets/sagemaker.md for the list)"
         )
-
-    @field_validator("image_uri")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        return None if value is None else check_image_uri(value)
 
     @field_validator("environment")
     @classmethod

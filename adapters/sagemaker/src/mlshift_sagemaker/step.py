@@ -18,8 +18,10 @@ inputs of later steps). Three commands:
 ``deploy --target URI --value model REF --value endpoint NAME --settings JSON``
     Deploy a version through mlshift; ``outputs.json`` gets ``url``.
 
-``MLSHIFT_SAGEMAKER_PROCESSING_ROOT`` moves ``/opt/ml/processing`` elsewhere (for tests).
-Exit codes: 0 on success, 1 when the step failed (the reason is the last line on stderr).
+``MLSHIFT_SAGEMAKER_PROCESSING_ROOT`` moves ``/opt/ml/processing`` elsewhere; the testing kit
+runs steps in folders of its own that way (:func:`run` takes the folder directly, for steps it
+runs in its own process). Exit codes: 0 on success, 1 when the step failed (the reason is the
+last line on stderr).
 """
 
 from __future__ import annotations
@@ -30,14 +32,17 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
+
+_ROOT: ContextVar[Path | None] = ContextVar("mlshift_sagemaker_processing_root", default=None)
 
 
 def _root() -> Path:
-    return Path(os.environ.get("MLSHIFT_SAGEMAKER_PROCESSING_ROOT", "/opt/ml/processing"))
+    return _ROOT.get() or Path(os.environ.get("MLSHIFT_SAGEMAKER_PROCESSING_ROOT", "/opt/ml/processing"))
 
 
 def _convert(kind: str, text: str) -> Any:
@@ -69,6 +74,11 @@ def _write(metrics: dict[str, Any] | None, outputs: dict[str, Any]) -> None:
     # Both files always exist: SageMaker fails a step whose declared property file is missing.
     (folder / "metrics.json").write_text(json.dumps(metrics or {}))
     (folder / "outputs.json").write_text(json.dumps(outputs))
+    # In the job's log, for whoever reads it: what the step measured and produced.
+    if metrics:
+        print(f"metrics: {json.dumps(metrics, sort_keys=True)}", flush=True)
+    if outputs:
+        print(f"outputs: {json.dumps(outputs, sort_keys=True)}", flush=True)
 
 
 def _plain(value: Any) -> Any:
@@ -157,23 +167,51 @@ def _deploy(target: str, values: dict[str, str], settings: dict[str, Any]) -> No
     _write(None, {"url": state.url or ""})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one step; returns the exit code."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlshift_sagemaker.step")
     parser.add_argument("command", choices=("python", "register", "deploy"))
     parser.add_argument("--task", help="the python step, as JSON")
     parser.add_argument("--target", help="the sagemaker:// target to register or deploy on")
     parser.add_argument("--settings", default="{}", help="the step's settings, as JSON")
     parser.add_argument("--value", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _execute(args: argparse.Namespace) -> None:
     values = dict(args.value)
+    if args.command == "python":
+        _run_python(json.loads(args.task), values)
+    elif args.command == "register":
+        _register(args.target, values, json.loads(args.settings))
+    else:
+        _deploy(args.target, values, json.loads(args.settings))
+
+
+def run(argv: Sequence[str], root: Path) -> str | None:
+    """Run one step with ``root`` in place of ``/opt/ml/processing``, in this process.
+
+    Returns:
+        ``None`` on success, else why the step failed (the traceback goes to stderr).
+    """
+    args = _parser().parse_args(argv)
+    token = _ROOT.set(root)
     try:
-        if args.command == "python":
-            _run_python(json.loads(args.task), values)
-        elif args.command == "register":
-            _register(args.target, values, json.loads(args.settings))
-        else:
-            _deploy(args.target, values, json.loads(args.settings))
+        _execute(args)
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        _ROOT.reset(token)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one step; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        _execute(args)
     except Exception as exc:
         import traceback
 

@@ -15,11 +15,14 @@ What it adds to moto:
 - ``Create*`` of something that exists fails, as on AWS (moto silently overwrites).
 - ``InvokeEndpoint`` answered by the real mlshift model server, loaded from the artifact in
   moto's S3, routed by the live weights (or ``TargetVariant``); model errors come back as
-  SageMaker's ``ModelError`` with the server's status and body.
+  SageMaker's ``ModelError`` with the server's status and body. Each answer is published to
+  moto's CloudWatch as SageMaker's per-variant ``Invocations``, ``Invocation4XXErrors``,
+  ``Invocation5XXErrors`` and ``ModelLatency`` (with ``pNN`` statistics, which moto lacks).
 - ``DeleteModelPackage`` (moto lacks it).
-- Pipeline executions that are ``Executing`` for a few status checks, then run their steps in
-  dependency order — a condition takes the branch a test chose, a ``Fail`` step or a step made
-  to fail fails the execution — with ``ListPipelineExecutionSteps`` and
+- Pipeline executions that run their steps for real, in dependency order, as SageMaker wires
+  them (inputs and outputs in moto's S3, property files, conditions, caching, logs in CloudWatch
+  Logs; see :mod:`mlshift_sagemaker.testing._executions`) — a test can choose a condition's
+  outcome or make a step fail — with ``ListPipelineExecutionSteps`` and
   ``StopPipelineExecution`` (moto lacks both); definitions that are not JSON are refused.
 - Instance types: the adapter's list, not moto's older one.
 - Application Auto Scaling comes from moto; the fake adds SageMaker's rule that a variant
@@ -38,12 +41,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from mlshift_sagemaker.testing._executions import Execution, ExecutionRunner
+from mlshift_sagemaker.testing._metrics import moto_percentiles, publish_invocation
 from mlshift_sagemaker.testing._serving import InProcessServer
 
 __all__ = ["AwsCall", "FakeSageMaker", "Fault"]
@@ -165,20 +170,6 @@ class _Unhealthy:
     reason: str
 
 
-@dataclass
-class _Execution:
-    """A pipeline execution the fake runs: ``Executing`` for a few status checks, then done."""
-
-    arn: str
-    definition: dict[str, Any]
-    polls_left: int
-    failing: dict[str, str]
-    outcomes: dict[str, bool]
-    status: str = "Executing"
-    failure_reason: str | None = None
-    steps: list[dict[str, Any]] = field(default_factory=list)
-
-
 class _Time:
     """``botocore.endpoint.time`` with a ``sleep`` that records instead of sleeping."""
 
@@ -272,11 +263,15 @@ class FakeSageMaker:
     Args:
         region: The default region (any region works).
         steps: Status checks a creation or update takes before it finishes (and each bake).
+        serving_image: Start with the mlshift serving image pushed to ECR in ``region`` (as
+            ``python -m mlshift_sagemaker.image push`` leaves an account); ``False`` starts
+            without it, to test what happens when it is missing.
     """
 
-    def __init__(self, region: str = "us-east-1", *, steps: int = 2) -> None:
+    def __init__(self, region: str = "us-east-1", *, steps: int = 2, serving_image: bool = True) -> None:
         self.region = region
         self.steps = max(1, steps)
+        self.serving_image = serving_image
         self.account_id = DEFAULT_ACCOUNT
         #: Every request sent while active, in order.
         self.calls: list[AwsCall] = []
@@ -289,7 +284,9 @@ class FakeSageMaker:
         self._armed_alarms: dict[str, str] = {}
         self._changes: dict[tuple[str, str], _Change] = {}
         self._routing: dict[tuple[str, str, str], dict[str, int]] = {}
-        self._executions: dict[str, _Execution] = {}
+        self._executions: dict[str, Execution] = {}
+        self._runners: list[ExecutionRunner] = []
+        self._step_cache: dict[str, Any] = {}
         self._failing_steps: dict[str, str] = {}
         self._outcomes: dict[str, bool] = {}
         self._server = InProcessServer()
@@ -342,6 +339,8 @@ class FakeSageMaker:
                 os.environ[key] = value
                 stack.callback(os.environ.pop, key, None)
         stack.enter_context(mock_aws())
+        if self.serving_image:
+            self.push_serving_image()
         real_time = botocore.endpoint.time
         botocore.endpoint.time = _Time(real_time, self.retry_sleeps)
         stack.callback(setattr, botocore.endpoint, "time", real_time)
@@ -355,10 +354,12 @@ class FakeSageMaker:
         original = FakeEndpointConfig.validate_instance_type
         FakeEndpointConfig.validate_instance_type = validate_instance_type  # type: ignore[method-assign,assignment]
         stack.callback(setattr, FakeEndpointConfig, "validate_instance_type", original)
+        stack.enter_context(moto_percentiles())  # endpoint metrics: see testing/_metrics.py
         _install()
         _active.append(self)
         stack.callback(_active.remove, self)
         stack.callback(self._server.close)
+        stack.callback(self._stop_executions)
         self._stack = stack
 
     def stop(self) -> None:
@@ -366,6 +367,47 @@ class FakeSageMaker:
         if self._stack is not None:
             stack, self._stack = self._stack, None
             stack.close()
+
+    def push_serving_image(
+        self, region: str | None = None, *, repository: str = "mlshift-serving", tag: str | None = None
+    ) -> str:
+        """Put an image in moto's ECR (repository created if needed), as a push would; returns its URI.
+
+        Written to moto directly, so it adds nothing to :attr:`calls`. ``tag`` defaults to the
+        mlshift version, which is what the adapter looks for.
+        """
+        import json
+
+        import mlshift
+
+        tag = tag or mlshift.__version__
+        ecr = self.backend("ecr", region)
+        if repository not in ecr.repositories:
+            # Positional: moto spelled the mutability keyword differently across 5.x releases.
+            ecr.create_repository(repository, None, None, None, "MUTABLE", [])
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
+        ecr.put_image(repository, json.dumps({**manifest, "tag": tag}), tag)
+        return f"{self.account_id}.dkr.ecr.{region or self.region}.amazonaws.com/{repository}:{tag}"
+
+    def _stop_executions(self) -> None:
+        """Stop pipeline executions still running (their steps are terminated) and wait for them."""
+        for runner in self._runners:
+            runner.join(timeout=30)
+        self._runners.clear()
+
+    def wait_for_executions(self, timeout: float = 120.0) -> None:
+        """Block until every pipeline execution started so far has finished.
+
+        Raises:
+            TimeoutError: if one is still running after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        for runner in list(self._runners):
+            runner.thread.join(max(0.0, deadline - time.monotonic()))
+            if runner.thread.is_alive():
+                raise TimeoutError(
+                    f"pipeline execution {runner.execution.arn} still runs after {timeout:g} s"
+                )
 
     # ---------------------------------------------------------------- inspecting
 
@@ -505,10 +547,8 @@ class FakeSageMaker:
             self._failing_steps[step] = reason
 
     def condition_outcome(self, condition: str, outcome: bool) -> None:
-        """How condition step ``condition`` evaluates in executions started from now on (default True).
-
-        The fake runs no step code, so it cannot compute a condition; tests choose the branch.
-        """
+        """How condition step ``condition`` evaluates in executions started from now on, whatever
+        the steps it compares measured (by default the fake evaluates it)."""
         with self._lock:
             self._outcomes[condition] = outcome
 
@@ -648,7 +688,6 @@ class FakeSageMaker:
             if arn in self._executions:
                 execution = self._executions[arn]
                 if operation == "DescribePipelineExecution":
-                    self._advance_execution(execution)
                     return self._describe_execution(request, backend, execution)
                 if operation == "ListPipelineExecutionSteps":
                     return self._ok(
@@ -657,6 +696,10 @@ class FakeSageMaker:
                 if operation == "StopPipelineExecution":
                     if execution.status == "Executing":
                         execution.status = "Stopping"
+                        for entry in execution.steps:
+                            if entry["StepStatus"] == "Executing":
+                                entry["StepStatus"] = "Stopping"
+                        next(r for r in self._runners if r.execution is execution).stop()
                     return self._ok(request, {"PipelineExecutionArn": arn})
             if operation == "DescribeEndpoint":
                 self._advance(backend, region, name)
@@ -668,7 +711,8 @@ class FakeSageMaker:
                     return self._validation(request, f'Cannot update in-progress endpoint "{name}".')
         response = self._moto(request)
         if operation == "StartPipelineExecution" and response.status_code == 200:
-            self._start_execution(backend, params, json.loads(response.content)["PipelineExecutionArn"])
+            arn = json.loads(response.content)["PipelineExecutionArn"]
+            self._start_execution(backend, params, arn, region)
         if operation == "CreateEndpoint" and response.status_code == 200:
             with self._lock:
                 endpoint = backend.endpoints[name]
@@ -703,102 +747,40 @@ class FakeSageMaker:
             return "Invalid pipeline definition: expected an object with Version and Steps"
         return None
 
-    def _start_execution(self, backend: Any, params: Mapping[str, Any], arn: str) -> None:
+    def _start_execution(self, backend: Any, params: Mapping[str, Any], arn: str, region: str) -> None:
+        from mlshift_sagemaker._pipelines import _typed
+
         pipeline = backend.pipelines[params["PipelineName"]]
+        definition = json.loads(pipeline.pipeline_definition)
+        kinds = {p["Name"]: p.get("Type") for p in definition.get("Parameters", [])}
+        values = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
+        values.update({p["Name"]: p["Value"] for p in params.get("PipelineParameters") or []})
         with self._lock:
-            self._executions[arn] = _Execution(
+            execution = Execution(
                 arn=arn,
-                definition=json.loads(pipeline.pipeline_definition),
-                polls_left=self.steps,
+                pipeline=pipeline.pipeline_name,
+                definition=definition,
+                parameters={k: _typed(kinds.get(k), v) for k, v in values.items() if v is not None},
                 failing=dict(self._failing_steps),
                 outcomes=dict(self._outcomes),
             )
+            self._executions[arn] = execution
+            runner = ExecutionRunner(self, execution, region, self._step_cache)
+            self._runners.append(runner)
+        runner.start()
 
-    def _advance_execution(self, execution: _Execution) -> None:
-        if execution.status == "Stopping":
-            execution.status = "Stopped"
-            for step in execution.steps:
-                if step["StepStatus"] == "Executing":
-                    step["StepStatus"] = "Stopped"
-            return
-        if execution.status != "Executing":
-            return
-        execution.polls_left -= 1
-        if execution.polls_left > 0:
-            self._run_steps(execution, first_only=True)
-            return
-        self._run_steps(execution, first_only=False)
-
-    def _run_steps(self, execution: _Execution, *, first_only: bool) -> None:
-        """Decide each step's fate in dependency order (branches by the chosen outcomes)."""
-        from mlshift_sagemaker._pipelines import step_graph
-
-        steps, deps = step_graph(execution.definition)
-        branch_of: dict[str, tuple[str, bool]] = {}
-        for name, step in steps.items():
-            if step.get("Type") == "Condition":
-                args = step.get("Arguments", {})
-                for nested in args.get("IfSteps", []):
-                    branch_of[nested["Name"]] = (name, True)
-                for nested in args.get("ElseSteps", []):
-                    branch_of[nested["Name"]] = (name, False)
-        results: dict[str, dict[str, Any]] = {}
-        pending = list(steps)
-        while pending:
-            progressed = False
-            for name in list(pending):
-                if not deps[name] <= set(results):
-                    continue
-                pending.remove(name)
-                progressed = True
-                if any(results[d]["StepStatus"] != "Succeeded" for d in deps[name]):
-                    results[name] = {"StepStatus": "NotRun"}
-                    continue
-                gate = branch_of.get(name)
-                if gate is not None and execution.outcomes.get(gate[0], True) != gate[1]:
-                    results[name] = {"StepStatus": "NotRun"}
-                    continue
-                step = steps[name]
-                entry: dict[str, Any] = {"StepName": name, "StepStatus": "Succeeded"}
-                if step.get("Type") == "Condition":
-                    outcome = execution.outcomes.get(name, True)
-                    entry["Metadata"] = {"Condition": {"Outcome": "True" if outcome else "False"}}
-                elif step.get("Type") == "Fail":
-                    entry["StepStatus"] = "Failed"
-                    entry["FailureReason"] = step.get("Arguments", {}).get("ErrorMessage", "")
-                elif name in execution.failing:
-                    entry["StepStatus"] = "Failed"
-                    entry["FailureReason"] = execution.failing[name]
-                results[name] = entry
-            if not progressed:
-                break
-        ran = [r for r in results.values() if r["StepStatus"] != "NotRun"]
-        if first_only:
-            execution.steps = [{"StepName": ran[0]["StepName"], "StepStatus": "Executing"}] if ran else []
-            return
-        execution.steps = ran
-        failed = [r for r in ran if r["StepStatus"] == "Failed"]
-        execution.status = "Failed" if failed else "Succeeded"
-        if failed:
-            first = failed[0]
-            reason = first.get("FailureReason", "")
-            execution.failure_reason = (
-                f"Step failure: One or multiple steps failed. ({first['StepName']}: {reason})"
-            )
-
-    def _listed_steps(self, execution: _Execution, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        now = time.time()
-        listed = [{**s, "StartTime": now} for s in execution.steps]
+    def _listed_steps(self, execution: Execution, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        listed = [dict(s) for s in execution.steps]
         return listed if params.get("SortOrder") == "Ascending" else list(reversed(listed))
 
-    def _describe_execution(self, request: Any, backend: Any, execution: _Execution) -> Any:
+    def _describe_execution(self, request: Any, backend: Any, execution: Execution) -> Any:
         name = execution.arn.split(":pipeline/")[-1].split("/")[0]
         pipeline = backend.pipelines[name]
         data = {
             "PipelineArn": pipeline.arn,
             "PipelineExecutionArn": execution.arn,
             "PipelineExecutionStatus": execution.status,
-            "CreationTime": time.time(),
+            "CreationTime": execution.created,
             "LastModifiedTime": time.time(),
         }
         if execution.failure_reason:
@@ -986,9 +968,12 @@ class FakeSageMaker:
         body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
         content_type = _header(request, "Content-Type", "application/json")
         accept = _header(request, "Accept", "application/json")
+        started = time.perf_counter()
         status, headers, content = self._server.call(app, body, content_type, accept)
+        seconds = time.perf_counter() - started
         with self._lock:
             self.invocations[(name, chosen)] += 1
+            publish_invocation(self.backend("cloudwatch", region), name, chosen, status, seconds)
         if status >= 400:
             text = content.decode(errors="replace")
             kind = "client" if status < 500 else "server"
@@ -1054,11 +1039,22 @@ class FakeSageMaker:
         ) or container.get("ModelDataUrl", "")
         bucket, _, prefix = str(source).removeprefix("s3://").partition("/")
         s3 = self.backend("s3")
-        for key in list(s3.get_bucket(bucket).keys.keys()):
-            if key.startswith(prefix):
-                dest = folder / key[len(prefix) :].lstrip("/")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(s3.get_object(bucket, key).value)
+        if prefix.endswith(".tar.gz"):
+            # A packaged model (AWS's prebuilt images): SageMaker unpacks it into /opt/ml/model.
+            import io
+            import tarfile
+
+            with tarfile.open(fileobj=io.BytesIO(s3.get_object(bucket, prefix).value), mode="r:gz") as tar:
+                tar.extractall(folder, filter="data")
+            program = env.get("SAGEMAKER_PROGRAM")
+            if program and (folder / "code" / program).is_file():
+                return _ScriptApp(folder, folder / "code" / program)
+        else:
+            for key in list(s3.get_bucket(bucket).keys.keys()):
+                if key.startswith(prefix):
+                    dest = folder / key[len(prefix) :].lstrip("/")
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(s3.get_object(bucket, key).value)
         entry = env.get("MLSHIFT_ARTIFACT", "/opt/ml/model/").removeprefix("/opt/ml/model/")
         signature = env.get("MLSHIFT_SIGNATURE")
         model = load_model(
@@ -1070,6 +1066,59 @@ class FakeSageMaker:
         return create_app(
             model, variant=env.get("MLSHIFT_VARIANT", variant), model_ref=env.get("MLSHIFT_MODEL_REF")
         )
+
+
+class _ScriptApp:
+    """What AWS's prebuilt framework containers do with a packaged model, as an ASGI app.
+
+    The package's inference script is imported and called the way the SageMaker inference
+    toolkit calls it: ``model_fn(model_dir)`` once, then ``input_fn`` → ``predict_fn`` →
+    ``output_fn`` per request; an exception answers 500, as the toolkit does.
+    """
+
+    def __init__(self, model_dir: Path, script: Path) -> None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(
+            f"mlshift_fake_inference_{secrets.token_hex(4)}", script
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self._script = module
+        self._model = module.model_fn(str(model_dir))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        status, content_type = 200, "application/json"
+        try:
+            if scope["path"] == "/ping":
+                payload = b""
+            else:
+                data = self._script.input_fn(body, headers.get("content-type", "application/json"))
+                prediction = self._script.predict_fn(data, self._model)
+                text, content_type = self._script.output_fn(
+                    prediction, headers.get("accept", "application/json")
+                )
+                payload = text.encode() if isinstance(text, str) else bytes(text)
+        except Exception as exc:
+            status, payload = 500, json.dumps({"message": f"{type(exc).__name__}: {exc}"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type.encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
 
 
 @contextlib.contextmanager

@@ -1,0 +1,26 @@
+"""Helpers shared by the adapter's tests (imported by name: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TARGET = "sagemaker://us-east-1"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_under_kit(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m mlshift_sagemaker.testing run ARGS`` as a user runs it: a fresh process,
+    no AWS or mlshift settings inherited from this one."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLSHIFT_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "mlshift_sagemaker.testing", "run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
