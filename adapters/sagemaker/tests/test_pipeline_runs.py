@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import mlshift
-from mlshift.errors import ConfigError, UnsupportedOperation
+from mlshift.errors import ConfigError, NotFound, UnsupportedOperation
 from mlshift.pipelines import PipelineEvent
 from mlshift_sagemaker.testing import FakeSageMaker
 from sagemaker_helpers import ROOT, TARGET, run_under_kit
@@ -167,3 +167,14 @@ def test_a_run_followed_from_another_thread_sees_it_finish(
     watcher.start()
     watcher.join(300)
     assert seen == ["failed"]
+
+
+def test_without_the_serving_image_in_ecr_nothing_is_uploaded_or_created(example: Any) -> None:
+    with FakeSageMaker(serving_image=False) as aws, mlshift.connect(TARGET) as client:
+        with pytest.raises(NotFound, match="mlshift_sagemaker.image push") as caught:
+            client.pipelines.run(example.train_gate_deploy)
+        assert "is not in ECR" in str(caught.value)
+        assert aws.mutating_calls() == []
+        aws.push_serving_image()
+        run = client.pipelines.run(example.train_gate_deploy, {"label_noise": 0.9}).wait(timeout=300)
+        assert run.status == "failed" and run.step("fail").status == "failed"

@@ -738,8 +738,16 @@ class SageMakerPipelineService:
 
         Step source files go to S3 by content digest first (skipped when already there). An
         unchanged pipeline makes no mutating call.
+
+        Raises:
+            NotFound: the mlshift serving image the steps run in is not in ECR (with the
+                command that pushes it); nothing is uploaded or created.
         """
-        definition, code = compile_definition(ir, self.context())
+        context = self.context()
+        definition, code = compile_definition(ir, context)
+        if self._adapter.options.image_uri is None:
+            # The steps run in the mlshift image: missing, every step would fail minutes later.
+            self._adapter.images.require_pushed(context.image_uri)
         store = self._adapter.store
         for key, data in code.items():
             full = store.key("pipelines", "code", key)
@@ -758,7 +766,7 @@ class SageMakerPipelineService:
             "PipelineName": name,
             "PipelineDefinition": text,
             "PipelineDescription": (ir.description or f"mlshift pipeline {ir.name}")[:3072],
-            "RoleArn": self.context().role_arn,
+            "RoleArn": context.role_arn,
         }
         if live is None:
             with aws_errors(f"create pipeline {name!r}"):
