@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -224,7 +225,7 @@ def test_environment_changes_are_applied_without_showing_their_values(
     mark = len(aws.calls)
     plan = registered.plan(spec(None, environment={"API_TOKEN": "new-secret", "LOG_LEVEL": "debug"}))
     assert aws.mutating_calls(since=mark) == []  # planning prepares no model
-    text = plan.render() + str(plan.to_json()["actions"][0]["changes"])
+    text = plan.render() + json.dumps(plan.to_json())
     assert "secret" not in text and "debug" not in text
     assert "provider_options.sagemaker.environment.API_TOKEN (hidden) -> (hidden)" in text
     assert "provider_options.sagemaker.environment.LOG_LEVEL (unset) -> (hidden)" in text

@@ -132,6 +132,30 @@ def test_a_missing_mlshift_image_fails_the_plan_with_the_push_command_and_create
         assert [c["Image"] for c in created_containers(aws, mark)] == [MLSHIFT_IMAGE]
 
 
+def test_after_an_upgrade_live_endpoints_keep_their_image_until_a_new_model_needs_one(
+    iris: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeSageMaker() as aws, mlshift.connect("sagemaker://us-east-1") as client:
+        client.models.register("iris", iris["v1"], framework="sklearn")
+        client.models.register("iris", iris["v2"], framework="sklearn")
+        client.apply(spec())
+        old_image = created_containers(aws)[-1]["Image"]
+        monkeypatch.setattr(mlshift, "__version__", "9.9.9")  # a newer mlshift, image not pushed yet
+        with mlshift.connect("sagemaker://us-east-1") as upgraded:
+            assert upgraded.plan(spec()).is_empty  # nothing would change: no image needed
+            mark = len(aws.calls)
+            upgraded.apply(spec({"environment": {"LOG_LEVEL": "debug"}}))  # options only
+            (container,) = created_containers(aws, mark)
+            assert container["Image"] == old_image  # not moved to 9.9.9 behind the plan's back
+            with pytest.raises(NotFound, match="9.9.9"):
+                upgraded.plan(spec({"environment": {"LOG_LEVEL": "debug"}}, model="iris:2"))
+            aws.push_serving_image(tag="9.9.9")
+            upgraded.apply(spec({"environment": {"LOG_LEVEL": "debug"}}, model="iris:2"))
+            assert created_containers(aws)[-1]["Image"].endswith(":9.9.9")
+            predicted = upgraded.endpoints.predict("iris-ep", iris["rows"]).predictions
+            assert predicted == iris["expected_v2"]
+
+
 def test_a_caller_who_may_not_read_ecr_is_warned_not_stopped(
     iris: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -228,8 +252,10 @@ def test_without_the_sdk_a_prebuilt_image_names_the_install_command(
 ) -> None:
     monkeypatch.setitem(sys.modules, "sagemaker.core", None)  # import fails as if not installed
     mark = len(aws.calls)
-    with pytest.raises(ImportError, match=r'pip install "mlshift-sagemaker\[images\]"'):
+    with pytest.raises(ConfigError, match="SageMaker SDK") as caught:
         registered.plan(spec({"image": "prebuilt"}))
+    assert caught.value.field == "provider_options.sagemaker.image"
+    assert 'pip install "mlshift-sagemaker[images]"' in str(caught.value.hint)
     assert aws.mutating_calls(since=mark) == []
 
 
@@ -448,6 +474,7 @@ def test_serve_maps_the_model_variables_to_the_model_server() -> None:
         "MLSHIFT_SIGNATURE": '{"inputs": [{"name": "a b", "dtype": "float64"}]}',
         "MLSHIFT_VARIANT": "iris-v1",
         "MLSHIFT_MODEL_REF": "iris:1",
+        "MLSHIFT_SERVE_HOST": "0.0.0.0",  # what the image sets
     }
     args = serve_arguments(env)
     assert args[:6] == ["--artifact", "/opt/ml/model/iris.skops", "--host", "0.0.0.0", "--port", "8080"]
@@ -461,7 +488,7 @@ def test_serve_maps_the_model_variables_to_the_model_server() -> None:
     }
     assert serve_arguments({"SAGEMAKER_BIND_TO_PORT": "9000"})[1::2][:3] == [
         "/opt/ml/model",
-        "0.0.0.0",
+        "127.0.0.1",  # outside the image: loopback only
         "9000",
     ]
 
@@ -471,6 +498,7 @@ def test_the_dockerfile_and_serve_entry_ship_with_the_package() -> None:
     dockerfile = (folder / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE" in dockerfile and "--no-index --find-links" in dockerfile
     assert 'CMD ["serve"]' in dockerfile and "ENTRYPOINT [" not in dockerfile
+    assert "MLSHIFT_SERVE_HOST=0.0.0.0" in dockerfile
     assert "python -m mlshift_sagemaker.image serve" in (folder / "serve").read_text()
 
 

@@ -7,6 +7,7 @@ SageMaker: real metrics deciding the gate, a registered version, an endpoint ans
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,13 @@ def test_runs_are_found_again_from_another_client(
     client: mlshift.Client, aws: FakeSageMaker, example: Any
 ) -> None:
     first = client.pipelines.run(example.train_gate_deploy, {"label_noise": 0.9}).wait(timeout=300)
+    # A pipeline someone else made in the account (with a step type mlshift does not compile).
+    import boto3
+
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    foreign = {"Version": "2020-12-01", "Steps": [{"Name": "t", "Type": "Transform", "Arguments": {}}]}
+    sm.create_pipeline(PipelineName="theirs", PipelineDefinition=json.dumps(foreign), RoleArn=aws.role_arn)
+    sm.start_pipeline_execution(PipelineName="theirs")
     with mlshift.connect("sagemaker://us-east-1") as other:
         again = other.pipelines.get(first.id)
         assert again.status == "failed" and again.summary() == first.summary()

@@ -128,6 +128,7 @@ class RemotePipelineRun(PipelineRun):
         self.pipeline = first.pipeline
         self.params = dict(first.params)
         self._seen: dict[str, str] = {}
+        self._reported_end = False
         self._started = time.monotonic()
 
     def _remember(self, state: RemoteRunState) -> RemoteRunState:
@@ -183,7 +184,7 @@ class RemotePipelineRun(PipelineRun):
             before = self._seen.get(s.name, "pending")
             if s.status == before:
                 continue
-            if before == "pending" and s.status != "skipped":
+            if before == "pending" and s.status in ("running", "succeeded", "failed"):
                 self._on_event(PipelineEvent("step_started", self.id, self.pipeline, step=s.name))
             if s.status not in ("pending", "running"):
                 self._on_event(
@@ -198,7 +199,8 @@ class RemotePipelineRun(PipelineRun):
                     )
                 )
             self._seen[s.name] = s.status
-        if state.status in FINISHED:
+        if state.status in FINISHED and not self._reported_end:
+            self._reported_end = True
             self._on_event(
                 PipelineEvent(
                     "run_finished",

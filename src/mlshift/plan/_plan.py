@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -103,11 +104,36 @@ class Plan(SpecModel):
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """The plan as JSON-ready data (``mlshift plan --output json``)."""
+        """The plan as JSON-ready data (``mlshift plan --output json``).
+
+        Provider options are shown, but not the values of container environments or of options
+        named like credentials (``token``, ``secret``, ``password``, ...): those read
+        ``(hidden)``, as in the readable plan.
+        """
         data = self.model_dump(mode="json")
+        for action in data["actions"]:
+            spec = action.get("spec")
+            if isinstance(spec, dict) and isinstance(spec.get("provider_options"), dict):
+                spec["provider_options"] = _redacted(spec["provider_options"])
         data["changes"] = self.changes
         data["summary"] = [a.describe() for a in self.actions]
         return data
+
+
+_SECRET_NAME = re.compile(r"token|secret|password|passwd|credential|api_?key", re.IGNORECASE)
+
+
+def _redacted(value: Any, key: str = "") -> Any:
+    """``value`` with the values of environments and credential-like options hidden."""
+    if key == "environment" and isinstance(value, dict):
+        return dict.fromkeys(value, "(hidden)")
+    if key and _SECRET_NAME.search(key) and value is not None:
+        return "(hidden)"
+    if isinstance(value, dict):
+        return {k: _redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def _resolve_variant(

@@ -507,7 +507,10 @@ class SageMakerEndpointService(BaseEndpointService):
                     variant = ResolvedVariant(
                         name=slot.name, model=version, weight=slot.weight, compute=compute
                     )
-                    fresh = self._new_slot(live.name, variant, options)
+                    # The variant keeps its image when only its options change (a newer mlshift
+                    # image is not slipped in unplanned); a new image is checked as usual.
+                    kept = image if wanted_image == image else None
+                    fresh = self._new_slot(live.name, variant, options, image=kept)
                     wanted = replace(fresh, count=slot.count, weight=slot.weight)
                 else:
                     wanted.container = {"Image": wanted_image, "Environment": dict(options.environment)}
@@ -600,7 +603,9 @@ class SageMakerEndpointService(BaseEndpointService):
 
     # ---------------------------------------------------------------- building blocks
 
-    def _new_slot(self, endpoint: str, variant: ResolvedVariant, options: EndpointOptions) -> _Slot:
+    def _new_slot(
+        self, endpoint: str, variant: ResolvedVariant, options: EndpointOptions, image: str | None = None
+    ) -> _Slot:
         version = variant.model
         uri = version.artifact_uri
         if not uri.startswith("s3://") or "/files/" not in uri:
@@ -633,6 +638,7 @@ class SageMakerEndpointService(BaseEndpointService):
                 "S3DataSource": {"S3Uri": prefix, "S3DataType": "S3Prefix", "CompressionType": "None"}
             },
             instance_type=None if options.serverless is not None else instance_type,
+            image=image,
         )
         identity = {
             "container": container,
@@ -854,7 +860,8 @@ class SageMakerEndpointService(BaseEndpointService):
         except ValueError as exc:
             raise ConfigError(f"endpoint {spec.name!r}: tags: {exc}", field="tags") from None
         self._require_role()
-        self._adapter.images.check(spec, options)  # the serving image exists / fits the models
+        # The serving image exists / fits the models.
+        self._adapter.images.check(spec, options, creates_models=lambda: self._creates_models(spec))
         if options.serverless is not None:
             self._check_serverless(spec, options)
         if spec.autoscaling is not None:
@@ -865,6 +872,25 @@ class SageMakerEndpointService(BaseEndpointService):
             self._planned.pop(spec.name, None)
         if spec.autoscaling is not None:
             self._wanted_scaling[spec.name] = spec.autoscaling
+
+    def _creates_models(self, spec: EndpointSpec) -> bool:
+        """Whether applying ``spec`` may make new SageMaker models (reads only).
+
+        True for a new endpoint, and for a variant whose name or model version is not live
+        (a reference that does not resolve yet counts as new: this plan registers it).
+        """
+        live = self._read(spec.name)
+        if live is None:
+            return True
+        running = {(slot.name, slot.model_ref) for slot in live.slots}
+        for variant in spec.variants:
+            try:
+                version = self._adapter.models.get(variant.model)
+            except NotFound:
+                return True
+            if (variant.name, f"{version.name}:{version.version}") not in running:
+                return True
+        return False
 
     def _check_serverless(self, spec: EndpointSpec, options: EndpointOptions) -> None:
         """What SageMaker refuses on a serverless endpoint, named by field (plan time).

@@ -23,6 +23,7 @@ import logging
 import tarfile
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -105,10 +106,12 @@ def prebuilt_image_uri(
         )
     try:
         from sagemaker.core import image_uris
-    except ImportError as exc:
-        raise ImportError(
-            f"looking up AWS's prebuilt images needs the SageMaker SDK: {IMAGES_EXTRA}"
-        ) from exc
+    except ImportError:
+        raise ConfigError(
+            "image: prebuilt looks up AWS's prebuilt images with the SageMaker SDK, which is not installed",
+            field="image",
+            hint=IMAGES_EXTRA,
+        ) from None
     try:
         uri: str = image_uris.retrieve(
             name, region=region, version=version, instance_type=instance_type, image_scope="inference"
@@ -190,17 +193,26 @@ class ServingImages:
 
     # ---------------------------------------------------------------- plan time
 
-    def check(self, spec: EndpointSpec, options: EndpointOptions) -> None:
+    def check(
+        self,
+        spec: EndpointSpec,
+        options: EndpointOptions,
+        *,
+        creates_models: Callable[[], bool] = lambda: True,
+    ) -> None:
         """What the endpoint's image needs, checked before anything is created.
 
-        ``mlshift``: the image tag exists in ECR. ``prebuilt``: every variant's model has a
-        prebuilt image, and the SDK knows the version (a model registered by this same plan is
-        checked when its variant is created, before its SageMaker model is).
+        ``mlshift``: the image tag exists in ECR, when the plan makes new SageMaker models
+        (``creates_models()``; an endpoint whose variants keep their models keeps their image,
+        so upgrading mlshift does not stop plans of endpoints it would not change).
+        ``prebuilt``: every variant's model has a prebuilt image, and the SDK knows the version
+        (a model registered by this same plan is checked when its variant is created, before
+        its SageMaker model is).
 
         Raises:
             NotFound: the mlshift image is not in ECR (with the command that pushes it).
             ConfigError: a framework AWS has no prebuilt image for, naming the field.
-            ImportError: ``prebuilt`` without the SageMaker SDK installed.
+            ConfigError: ``prebuilt`` without the SageMaker SDK installed (naming the extra).
         """
         choice = self.choice(options)
         if options.framework_version is not None and choice.kind != "prebuilt":
@@ -211,7 +223,8 @@ class ServingImages:
                 hint="add image: prebuilt, or remove framework_version",
             )
         if choice.kind == "mlshift":
-            self.require_pushed(self.mlshift_uri())
+            if creates_models():  # asked only now: the checks above need no call at all
+                self.require_pushed(self.mlshift_uri())
         elif choice.kind == "prebuilt":
             for i, variant in enumerate(spec.variants):
                 try:
@@ -301,13 +314,15 @@ class ServingImages:
         environment: dict[str, str],
         model_data: dict[str, Any],
         instance_type: str | None,
+        image: str | None = None,
     ) -> dict[str, Any]:
         """The ``PrimaryContainer`` of a SageMaker model serving ``version``.
 
         For the mlshift image (or an explicit one): the artifact's folder, uncompressed, and
-        the ``MLSHIFT_*`` variables. For a prebuilt image: the ``model.tar.gz`` package (named
-        here, uploaded by :meth:`prepare` before the model is created) and the variables AWS's
-        container reads. Reads only.
+        the ``MLSHIFT_*`` variables (in ``image`` if given: the mlshift image a live variant
+        already runs). For a prebuilt image: the ``model.tar.gz`` package (named here, uploaded
+        by :meth:`prepare` before the model is created) and the variables AWS's container reads.
+        Reads only.
 
         Raises:
             NotFound: the mlshift image is not in ECR.
@@ -318,8 +333,10 @@ class ServingImages:
             assert choice.uri is not None
             return {"Image": choice.uri, "ModelDataSource": model_data, "Environment": environment}
         if choice.kind == "mlshift":
-            uri = self.mlshift_uri()
-            self.require_pushed(uri)
+            # ``image``: the one a live variant runs, kept when only its options change.
+            uri = image or self.mlshift_uri()
+            if image is None:
+                self.require_pushed(uri)
             return {"Image": uri, "ModelDataSource": model_data, "Environment": environment}
         image = self._prebuilt_uri(endpoint, version, choice, instance_type, where="the variant's model")
         data_url, entry = prebuilt_package(self._adapter, version)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
+import logging
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -39,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlshift.errors import ConfigError, NotFound, UnsupportedOperation
+from mlshift.errors import ConfigError, MlshiftError, NotFound, UnsupportedOperation
 from mlshift.specs._base import SpecModel
 from mlshift_sagemaker._operation import PENDING, AwsOperation
 from mlshift_sagemaker.errors import aws_errors
@@ -61,6 +62,8 @@ __all__ = [
     "step_graph",
     "validate_definition",
 ]
+
+logger = logging.getLogger("mlshift.sagemaker")
 
 SCHEMA_VERSION = "2020-12-01"
 #: SageMaker's limit on a definition (botocore's ``PipelineDefinition`` max length).
@@ -962,16 +965,20 @@ class SageMakerPipelineService:
         self.stop(_check_run_id(run_id))
 
     def list_runs(self, pipeline: str | None = None, limit: int = 50) -> builtins.list[str]:
-        """Execution ARNs, newest first (of one pipeline, by its mlshift or SageMaker name)."""
+        """Execution ARNs, newest first: of one pipeline (by its mlshift or SageMaker name), or of
+        every pipeline mlshift made in this account and region (tagged ``mlshift:managed``)."""
+        if limit < 1:
+            raise ConfigError(f"limit must be at least 1, got {limit}", field="limit")
         if pipeline is not None:
             names = [pipeline_name(pipeline)]
         else:
+            names = []
             with aws_errors("list pipelines"):
-                names = [
-                    p["PipelineName"]
-                    for page in self._sm.get_paginator("list_pipelines").paginate()
-                    for p in page.get("PipelineSummaries", [])
-                ]
+                for page in self._sm.get_paginator("list_pipelines").paginate():
+                    for p in page.get("PipelineSummaries", []):
+                        tags = self._sm.list_tags(ResourceArn=p["PipelineArn"]).get("Tags", [])
+                        if any(t.get("Key") == "mlshift:managed" for t in tags):
+                            names.append(p["PipelineName"])
         found: list[tuple[Any, str]] = []
         for name in names:
             try:
@@ -1000,7 +1007,11 @@ class SageMakerPipelineService:
         job_arn = (entry.get("Metadata", {}).get("ProcessingJob") or {}).get("Arn")
         if not job_arn:
             return str(entry.get("FailureReason") or "")
-        job = str(job_arn).rsplit("/", 1)[-1]
+        # SageMaker lowercases names in ARNs; log streams keep the job name's case. Pipeline jobs
+        # are named pipelines-<execution id>-<step>-..., whose lowercase start is searched by.
+        job = str(job_arn).rsplit("/", 1)[-1].lower()
+        execution_id = arn.rsplit("/", 1)[-1]
+        prefix = f"pipelines-{execution_id}-" if job.startswith(f"pipelines-{execution_id}-") else job
         logs = self._adapter.clients.client("logs")
         lines: list[str] = []
         try:
@@ -1008,9 +1019,10 @@ class SageMakerPipelineService:
                 streams = [
                     s["logStreamName"]
                     for page in logs.get_paginator("describe_log_streams").paginate(
-                        logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job}/"
+                        logGroupName=LOG_GROUP, logStreamNamePrefix=prefix
                     )
                     for s in page.get("logStreams", [])
+                    if str(s["logStreamName"]).lower().startswith(f"{job}/")
                 ]
                 if not streams:
                     return ""
@@ -1098,7 +1110,8 @@ class SageMakerPipelineService:
         status = _STEP_STATUS.get(raw, "running")
         if status == "succeeded" and source:
             status = "cached"
-        message = entry.get("FailureReason") or None
+        fail_message = (entry.get("Metadata", {}).get("Fail") or {}).get("ErrorMessage")
+        message = entry.get("FailureReason") or fail_message or None
         kind = self._kind(step)
         if status == "failed" and step.get("Type") == "Processing":
             message = self._failure_from_log(arn, name) or message
@@ -1122,8 +1135,14 @@ class SageMakerPipelineService:
         )
 
     def _failure_from_log(self, arn: str, step: str) -> str | None:
-        """The ``step failed: ...`` line the step process wrote last, if its log has one."""
-        for line in reversed(self.run_logs(arn, step).splitlines()):
+        """The ``step failed: ...`` line the step process wrote last, if its log has one (and
+        may be read: without ``logs:`` permissions the run's status is still reported)."""
+        try:
+            text = self.run_logs(arn, step)
+        except MlshiftError as exc:
+            logger.warning("cannot read the log of step %r: %s", step, exc)
+            return None
+        for line in reversed(text.splitlines()):
             if line.startswith("step failed: "):
                 return line.removeprefix("step failed: ")
         return None
@@ -1154,6 +1173,9 @@ class SageMakerPipelineService:
                         ].read()
                 except NotFound:
                     continue
+                except MlshiftError as exc:  # e.g. no s3:GetObject: report the run without them
+                    logger.warning("cannot read %s of step %r: %s", file, name, exc)
+                    return outputs, metrics  # not remembered: read again next time
                 data = json.loads(body or b"{}")
                 if file == "outputs.json":
                     outputs.update(data)

@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["main", "run"]
 
@@ -187,20 +187,20 @@ def _execute(args: argparse.Namespace) -> None:
         _deploy(args.target, values, json.loads(args.settings))
 
 
-def run(argv: Sequence[str], root: Path) -> str | None:
+def run(argv: Sequence[str], root: Path, log: TextIO | None = None) -> str | None:
     """Run one step with ``root`` in place of ``/opt/ml/processing``, in this process.
 
     Returns:
-        ``None`` on success, else why the step failed (the traceback goes to stderr).
+        ``None`` on success, else why the step failed (the traceback goes to ``log``, default
+        stderr).
     """
-    args = _parser().parse_args(argv)
     token = _ROOT.set(root)
     try:
-        _execute(args)
-    except Exception as exc:
+        _execute(_parser().parse_args(argv))
+    except (Exception, SystemExit) as exc:  # SystemExit: arguments argparse refused
         import traceback
 
-        traceback.print_exc()
+        traceback.print_exc(file=log or sys.stderr)
         return f"{type(exc).__name__}: {exc}"
     finally:
         _ROOT.reset(token)

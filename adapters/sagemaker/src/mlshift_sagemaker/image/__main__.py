@@ -93,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "serve",
         help="start the model server (what SageMaker runs inside the image)",
-        description="Serve /opt/ml/model on 0.0.0.0:8080 as the MLSHIFT_* variables describe it.",
+        description="Serve /opt/ml/model on port 8080 as the MLSHIFT_* variables describe it "
+        "(on MLSHIFT_SERVE_HOST: 0.0.0.0 in the image, else 127.0.0.1).",
     )
     return parser
 

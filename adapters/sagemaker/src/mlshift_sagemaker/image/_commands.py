@@ -198,7 +198,8 @@ def push_image(
     """Push ``local_image`` to the target's ECR as the mlshift serving image; returns its URI.
 
     Creates the repository if needed, logs docker in with a token from
-    ``ecr:GetAuthorizationToken`` (through stdin), tags, pushes, and checks ECR has the tag.
+    ``ecr:GetAuthorizationToken`` (through stdin: never an argument, never printed), tags and
+    pushes.
 
     Raises:
         ConfigError: no docker.
@@ -232,14 +233,16 @@ def serve_arguments(environ: Mapping[str, str] | None = None) -> list[str]:
     """``python -m mlshift.serving`` arguments for the model SageMaker mounted at /opt/ml/model.
 
     The adapter describes the model in ``MLSHIFT_*`` variables of the SageMaker model;
-    ``SAGEMAKER_BIND_TO_PORT`` (set by SageMaker for some setups) overrides port 8080.
+    ``SAGEMAKER_BIND_TO_PORT`` (set by SageMaker for some setups) overrides port 8080. The
+    server listens on ``MLSHIFT_SERVE_HOST``: the image sets ``0.0.0.0`` (SageMaker reaches the
+    container from outside); anywhere else it defaults to 127.0.0.1.
     """
     env = os.environ if environ is None else environ
     args = [
         "--artifact",
         env.get("MLSHIFT_ARTIFACT") or "/opt/ml/model",
         "--host",
-        "0.0.0.0",
+        env.get("MLSHIFT_SERVE_HOST") or "127.0.0.1",
         "--port",
         env.get("SAGEMAKER_BIND_TO_PORT") or "8080",
     ]

@@ -77,6 +77,7 @@ class Execution:
     #: Step → output name → its S3 URI.
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    finished: float | None = None
     stop_requested: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -107,6 +108,8 @@ class ExecutionRunner:
         self._cache = cache
         self._work = Path(tempfile.mkdtemp(prefix=f"mlshift-fake-execution-{execution.id}-"))
         self._process: subprocess.Popen[bytes] | None = None
+        # Held while a step process starts, so stop() either prevents it or sees it.
+        self._popen_lock = threading.Lock()
         self._conditions: dict[str, bool] = {}
         self.thread = threading.Thread(target=self._main, name=f"fake-execution-{execution.id}", daemon=True)
 
@@ -115,15 +118,17 @@ class ExecutionRunner:
 
     def stop(self) -> None:
         """Ask the execution to stop (the running step is terminated)."""
-        self.execution.stop_requested.set()
-        process = self._process
+        with self._popen_lock:
+            self.execution.stop_requested.set()
+            process = self._process
         if process is not None and process.poll() is None:
             process.terminate()
 
     def join(self, timeout: float) -> None:
         self.stop()
         self.thread.join(timeout)
-        shutil.rmtree(self._work, ignore_errors=True)
+        if not self.thread.is_alive():
+            shutil.rmtree(self._work, ignore_errors=True)
 
     # ---------------------------------------------------------------- the loop
 
@@ -131,10 +136,16 @@ class ExecutionRunner:
         execution = self.execution
         try:
             self._loop()
-        except Exception as exc:  # a defect in the fake: fail the execution, do not hang it
+        except BaseException as exc:  # a defect in the fake: fail the execution, never hang it
             with self._fake._lock:
                 execution.status = "Failed"
-                execution.failure_reason = f"InternalError: the testing kit could not run it: {exc}"
+                execution.failure_reason = f"InternalError: the testing kit could not run it: {exc!r}"
+                for entry in execution.steps:
+                    if entry["StepStatus"] in ("Executing", "Stopping"):
+                        entry["StepStatus"] = "Failed"
+                        entry["FailureReason"] = "InternalError: the testing kit could not run it"
+            if not isinstance(exc, Exception):
+                raise
 
     def _loop(self) -> None:
         from mlshift_sagemaker._pipelines import step_graph
@@ -187,6 +198,7 @@ class ExecutionRunner:
                 )
             else:
                 execution.status = "Succeeded"
+            execution.finished = time.time()
 
     def _settle(self, entry: dict[str, Any], status: str, reason: str | None = None, **extra: Any) -> None:
         with self._fake._lock:
@@ -418,12 +430,15 @@ class ExecutionRunner:
             limit = (args.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
             log_path = root / "job.log"
             with log_path.open("wb") as log:
-                self._process = subprocess.Popen(
-                    [sys.executable, "-m", "mlshift_sagemaker.step", *argv],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
+                with self._popen_lock:
+                    if self.execution.stop_requested.is_set():
+                        return "stopped before it started", ""
+                    self._process = subprocess.Popen(
+                        [sys.executable, "-m", "mlshift_sagemaker.step", *argv],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    )
                 try:
                     code = self._process.wait(timeout=limit)
                 except subprocess.TimeoutExpired:
@@ -439,14 +454,12 @@ class ExecutionRunner:
             reason = (lines[-1] if lines else f"exit code {code}") if code != 0 else None
             return reason, text
         # register / deploy: in this process, so their AWS calls reach the fake.
-        import contextlib
         import io
 
         from mlshift_sagemaker.step import run
 
         buffer = io.StringIO()
-        with contextlib.redirect_stderr(buffer):
-            reason = run(argv, root)
+        reason = run(argv, root, log=buffer)
         text = buffer.getvalue()
         if reason is not None:
             text += f"step failed: {reason}\n"

@@ -781,7 +781,7 @@ class FakeSageMaker:
             "PipelineExecutionArn": execution.arn,
             "PipelineExecutionStatus": execution.status,
             "CreationTime": execution.created,
-            "LastModifiedTime": time.time(),
+            "LastModifiedTime": execution.finished or time.time(),
         }
         if execution.failure_reason:
             data["FailureReason"] = execution.failure_reason
@@ -1045,7 +1045,9 @@ class FakeSageMaker:
             import tarfile
 
             with tarfile.open(fileobj=io.BytesIO(s3.get_object(bucket, prefix).value), mode="r:gz") as tar:
-                tar.extractall(folder, filter="data")
+                # The "data" filter (no links out, no device files) where this Python has it.
+                safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(folder, **safe)
             program = env.get("SAGEMAKER_PROGRAM")
             if program and (folder / "code" / program).is_file():
                 return _ScriptApp(folder, folder / "code" / program)
@@ -1122,7 +1124,9 @@ class _ScriptApp:
 
 
 @contextlib.contextmanager
-def fake_sagemaker(region: str = "us-east-1", *, steps: int = 2) -> Iterator[FakeSageMaker]:
+def fake_sagemaker(
+    region: str = "us-east-1", *, steps: int = 2, serving_image: bool = True
+) -> Iterator[FakeSageMaker]:
     """``with fake_sagemaker() as aws:`` — the same as ``with FakeSageMaker() as aws:``."""
-    with FakeSageMaker(region, steps=steps) as fake:
+    with FakeSageMaker(region, steps=steps, serving_image=serving_image) as fake:
         yield fake
