@@ -702,6 +702,7 @@ class SageMakerPipelineService:
         self._definitions: dict[str, dict[str, Any]] = {}
         self._step_outputs: dict[tuple[str, str], tuple[dict[str, Any], dict[str, float]]] = {}
         self._described: dict[str, dict[str, Any]] = {}
+        self._run_params: dict[str, dict[str, Any]] = {}
 
     @property
     def _sm(self) -> Any:
@@ -1046,6 +1047,9 @@ class SageMakerPipelineService:
         return self._definitions[arn]
 
     def _params(self, arn: str, definition: Mapping[str, Any]) -> dict[str, Any]:
+        """The execution's parameter values, typed (read once: they never change)."""
+        if arn in self._run_params:
+            return dict(self._run_params[arn])
         kinds = {p.get("Name"): p.get("Type") for p in definition.get("Parameters", [])}
         values: dict[str, Any] = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
         with aws_errors(f"read the parameters of pipeline execution {arn}"):
@@ -1053,7 +1057,8 @@ class SageMakerPipelineService:
                 PipelineExecutionArn=arn
             ):
                 values.update({p["Name"]: p["Value"] for p in page.get("PipelineParameters", [])})
-        return {k: _typed(kinds.get(k), v) for k, v in values.items()}
+        self._run_params[arn] = {k: _typed(kinds.get(k), v) for k, v in values.items()}
+        return dict(self._run_params[arn])
 
     def _listed(self, arn: str) -> dict[str, dict[str, Any]]:
         with aws_errors(f"describe pipeline execution {arn}"):
