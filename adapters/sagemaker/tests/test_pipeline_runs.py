@@ -43,6 +43,7 @@ def test_a_run_registers_and_deploys_with_the_metrics_it_measured(
 ) -> None:
     run = client.pipelines.run(example.train_gate_deploy, {"endpoint": "iris-run"}).wait(timeout=300)
     assert run.status == "succeeded", run.message
+    assert run.pipeline == example.train_gate_deploy.name  # its mlshift name, as on local://
     assert [(s.name, s.kind, s.status) for s in run.steps] == [
         ("prepare", "python", "succeeded"),
         ("train", "python", "succeeded"),
@@ -186,3 +187,14 @@ def test_without_the_serving_image_in_ecr_nothing_is_uploaded_or_created(example
         aws.push_serving_image()
         run = client.pipelines.run(example.train_gate_deploy, {"label_noise": 0.9}).wait(timeout=300)
         assert run.status == "failed" and run.step("fail").status == "failed"
+
+
+def test_a_run_reports_the_pipeline_by_its_mlshift_name(
+    client: mlshift.Client, aws: FakeSageMaker, example: Any
+) -> None:
+    ir = example.train_gate_deploy.ir.model_copy(update={"name": "gate_v2"})  # SageMaker: gate-v2
+    service = client.adapter.pipelines  # type: ignore[attr-defined]
+    run_id = service.submit(ir, {"label_noise": 0.9})
+    assert ":pipeline/gate-v2/execution/" in run_id
+    assert client.pipelines.get(run_id).wait(timeout=300).pipeline == "gate_v2"
+    assert [r.id for r in client.pipelines.list("gate_v2")] == [run_id]

@@ -703,6 +703,7 @@ class SageMakerPipelineService:
         self._step_outputs: dict[tuple[str, str], tuple[dict[str, Any], dict[str, float]]] = {}
         self._described: dict[str, dict[str, Any]] = {}
         self._run_params: dict[str, dict[str, Any]] = {}
+        self._labels: dict[str, str] = {}
 
     @property
     def _sm(self) -> Any:
@@ -952,7 +953,7 @@ class SageMakerPipelineService:
         )
         return RemoteRunState(
             id=arn,
-            pipeline=arn.split(":pipeline/")[-1].split("/")[0],
+            pipeline=self._pipeline_label(str(described.get("PipelineArn") or ""), arn),
             status=status,
             message=message,
             params=self._params(arn, definition),
@@ -1045,6 +1046,22 @@ class SageMakerPipelineService:
                 ]
             self._definitions[arn] = json.loads(text)
         return self._definitions[arn]
+
+    def _pipeline_label(self, pipeline_arn: str, execution_arn: str) -> str:
+        """The pipeline's mlshift name (its ``mlshift:pipeline`` tag), else its SageMaker name."""
+        fallback = execution_arn.split(":pipeline/")[-1].split("/")[0]
+        if not pipeline_arn:
+            return fallback
+        if pipeline_arn not in self._labels:
+            try:
+                with aws_errors(f"read the tags of {pipeline_arn}"):
+                    tags = self._sm.list_tags(ResourceArn=pipeline_arn).get("Tags", [])
+            except MlshiftError as exc:
+                logger.warning("cannot read the tags of %s: %s", pipeline_arn, exc)
+                return fallback
+            label = next((t["Value"] for t in tags if t.get("Key") == "mlshift:pipeline"), None)
+            self._labels[pipeline_arn] = label or fallback
+        return self._labels[pipeline_arn]
 
     def _params(self, arn: str, definition: Mapping[str, Any]) -> dict[str, Any]:
         """The execution's parameter values, typed (read once: they never change)."""
