@@ -1,10 +1,12 @@
-"""Traffic splitting shared by the local router and the in-memory target."""
+"""Traffic splitting and request statistics shared by the local router, the in-memory target and
+the rollout engine's probes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import TypedDict
 
-__all__ = ["WeightedRoundRobin", "spread_weights"]
+__all__ = ["SampleSummary", "WeightedRoundRobin", "spread_weights", "summarize"]
 
 
 class WeightedRoundRobin:
@@ -56,3 +58,26 @@ def spread_weights(total: int, weights: Mapping[str, int]) -> dict[str, int]:
     for n in sorted(names, key=lambda n: shares[n] - out[n], reverse=True)[:rest]:
         out[n] += 1
     return out
+
+
+class SampleSummary(TypedDict):
+    """Requests seen in a window: how many, how many failed (5xx), and latency percentiles."""
+
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+def summarize(samples: Iterable[tuple[float, int, float]], since: float) -> SampleSummary:
+    """Summarize ``(monotonic start, status code, latency ms)`` samples taken at or after ``since``
+    (nearest-rank percentiles)."""
+    recent = [s for s in samples if s[0] >= since]
+    latencies = sorted(s[2] for s in recent)
+    last = len(latencies) - 1
+    return SampleSummary(
+        requests=len(recent),
+        errors=sum(1 for s in recent if s[1] >= 500),
+        p50_ms=latencies[len(latencies) // 2] if latencies else None,
+        p99_ms=latencies[min(last, int(len(latencies) * 0.99))] if latencies else None,
+    )

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from mlshift._routing import WeightedRoundRobin
+from mlshift._routing import WeightedRoundRobin, summarize
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -131,18 +131,7 @@ class Router:
         query = parse_qs(scope.get("query_string", b"").decode())
         window = float(query.get("window", ["60"])[0])
         since = time.monotonic() - window
-        out = {}
-        for name, samples in self.samples.items():
-            recent = [s for s in samples if s[0] >= since]
-            latencies = sorted(s[2] for s in recent)
-            out[name] = {
-                "requests": len(recent),
-                "errors": sum(1 for s in recent if s[1] >= 500),
-                "p50_ms": latencies[len(latencies) // 2] if latencies else None,
-                "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-                if latencies
-                else None,
-            }
+        out = {name: summarize(samples, since) for name, samples in self.samples.items()}
         await _respond(send, 200, {"window_seconds": window, "variants": out})
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from mlshift._routing import spread_weights
+from mlshift._routing import spread_weights, summarize
 from mlshift.adapter import (
     Capability,
     EndpointState,
@@ -220,16 +220,7 @@ class _Prober:
             self._stop.wait(max(0.0, self._interval - (time.monotonic() - start)))
 
     def reading(self, since: float, stage: int, elapsed: float) -> GateReading:
-        recent = [s for s in list(self.samples) if s[0] >= since]
-        latencies = sorted(s[2] for s in recent)
-        return GateReading(
-            stage=stage,
-            elapsed=elapsed,
-            requests=len(recent),
-            errors=sum(1 for s in recent if s[1] >= 500),
-            p50_ms=latencies[len(latencies) // 2] if latencies else None,
-            p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None,
-        )
+        return GateReading(stage=stage, elapsed=elapsed, **summarize(list(self.samples), since))
 
 
 def _metrics_reading(

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlshift._routing import WeightedRoundRobin
+from mlshift._routing import WeightedRoundRobin, summarize
 from mlshift.adapter import (
     Artifact,
     BaseEndpointService,
@@ -331,16 +331,8 @@ class _MemoryEndpoints(BaseEndpointService):
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         since = time.monotonic() - window
-        recent = [s for s in self._samples.get((name, variant), []) if s[0] >= since]
-        latencies = sorted(s[2] for s in recent)
-        return VariantMetrics(
-            variant=variant,
-            window_seconds=window,
-            requests=len(recent),
-            errors=sum(1 for s in recent if s[1] >= 500),
-            p50_ms=latencies[len(latencies) // 2] if latencies else None,
-            p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else None,
-        )
+        summary = summarize(self._samples.get((name, variant), []), since)
+        return VariantMetrics(variant=variant, window_seconds=window, **summary)
 
     def record_rollout(self, record: RolloutRecord) -> None:
         self._journal[record.id] = record

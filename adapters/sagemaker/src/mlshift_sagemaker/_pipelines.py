@@ -47,7 +47,7 @@ from mlshift_sagemaker.errors import aws_errors
 from mlshift_sagemaker.options import instance_type_for
 
 if TYPE_CHECKING:
-    from mlshift.pipelines._ir import ConditionIR, OperandIR, PipelineIR, StepIR
+    from mlshift.pipelines._ir import ConditionIR, InputIR, OperandIR, PipelineIR, StepIR
     from mlshift.pipelines._remote import RemoteRunState
     from mlshift.pipelines._run import RunStatus, StepRun, StepStatus
     from mlshift_sagemaker._adapter import SageMakerAdapter
@@ -161,7 +161,8 @@ class _Compiler:
 
     # ------------------------------------------------------------------ values
 
-    def _operand(self, operand: OperandIR) -> Any:
+    def _operand(self, operand: OperandIR | InputIR) -> Any:
+        """A parameter or a step's metric or output as a reference; a literal as it is."""
         if operand.param is not None:
             return _get(f"Parameters.{operand.param}")
         if operand.step is not None:
@@ -171,14 +172,10 @@ class _Compiler:
         return operand.value
 
     def _scalar_input(self, step: StepIR, key: str) -> Any:
-        inp = step.inputs[key]
-        if inp.param is not None:
-            return _get(f"Parameters.{inp.param}")
-        if inp.step is not None:
-            if inp.metric is not None:
-                return _json_get(inp.step, "metrics", inp.metric)
-            return _json_get(inp.step, "outputs", inp.output or "output")
-        value = inp.value
+        """A scalar input as a container argument (literals as text)."""
+        value = self._operand(step.inputs[key])
+        if isinstance(value, dict):
+            return value
         return json.dumps(value) if isinstance(value, bool) else str(value)
 
     # ------------------------------------------------------------------ processing steps
