@@ -49,6 +49,23 @@ def client(aws: FakeSageMaker) -> Iterator[mlshift.Client]:
 
 
 @pytest.fixture
+def registered(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
+    """iris:1 and iris:2 registered, nothing deployed."""
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.models.register("iris", iris["v2"], framework="sklearn")
+    return client
+
+
+@pytest.fixture
+def main(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
+    """iris:1 serving endpoint "iris-ep" as variant "main"; iris:2 registered."""
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.models.register("iris", iris["v2"], framework="sklearn")
+    client.endpoints.deploy("iris-ep", "iris:1", variant="main")
+    return client
+
+
+@pytest.fixture
 def deployed(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
     """iris:1 and iris:2 registered, iris:1 serving all of endpoint "iris-ep"."""
     client.models.register("iris", iris["v1"], framework="sklearn", metrics={"accuracy": 0.97})

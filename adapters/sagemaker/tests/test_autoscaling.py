@@ -51,13 +51,6 @@ def policies(aws: FakeSageMaker) -> dict[str, Any]:
     return {p.resource_id: p for p in backend.policies.values()}
 
 
-@pytest.fixture
-def registered(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
-    client.models.register("iris", iris["v1"], framework="sklearn")
-    client.models.register("iris", iris["v2"], framework="sklearn")
-    return client
-
-
 def test_the_target_declares_autoscaling(client: mlshift.Client) -> None:
     assert mlshift.Capability.AUTOSCALING in client.adapter.capabilities
 

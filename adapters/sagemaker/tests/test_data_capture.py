@@ -30,13 +30,6 @@ def live_capture(aws: FakeSageMaker) -> dict[str, Any]:
     return dict(config.data_capture_config)
 
 
-@pytest.fixture
-def registered(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
-    client.models.register("iris", iris["v1"], framework="sklearn")
-    client.models.register("iris", iris["v2"], framework="sklearn")
-    return client
-
-
 def test_data_capture_defaults_to_the_targets_bucket_and_prefix(
     registered: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
 ) -> None:

@@ -149,15 +149,6 @@ def test_a_broken_version_trips_the_gate_and_leaves_nothing_behind(
     assert record.phase == "rolled_back" and "error rate" in (record.reason or "")
 
 
-@pytest.fixture
-def main(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
-    """iris:1 serving endpoint "iris-ep" as variant "main"; iris:2 registered."""
-    client.models.register("iris", iris["v1"], framework="sklearn")
-    client.models.register("iris", iris["v2"], framework="sklearn")
-    client.endpoints.deploy("iris-ep", "iris:1", variant="main")
-    return client
-
-
 def test_a_probe_gate_runs_on_the_engine_through_target_variant(
     main: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
 ) -> None:

@@ -58,12 +58,6 @@ def created_containers(aws: FakeSageMaker, since: int = 0) -> list[dict[str, Any
     ]
 
 
-@pytest.fixture
-def registered(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
-    client.models.register("iris", iris["v1"], framework="sklearn")
-    return client
-
-
 # ---------------------------------------------------------------- choosing an image
 
 

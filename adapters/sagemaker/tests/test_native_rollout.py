@@ -15,15 +15,6 @@ from mlshift.specs.rollout import BlueGreen, Canary, HealthGate, Linear, Probe
 from mlshift_sagemaker.testing import FakeSageMaker
 
 
-@pytest.fixture
-def main(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
-    """iris:1 serving endpoint "iris-ep" as variant "main"; iris:2 registered."""
-    client.models.register("iris", iris["v1"], framework="sklearn")
-    client.models.register("iris", iris["v2"], framework="sklearn")
-    client.endpoints.deploy("iris-ep", "iris:1", variant="main")
-    return client
-
-
 def update_request(aws: FakeSageMaker, since: int = 0) -> dict[str, Any]:
     calls = [c for c in aws.calls[since:] if c.operation == "UpdateEndpoint"]
     assert len(calls) == 1, [c.operation for c in aws.calls[since:]]

@@ -33,13 +33,6 @@ def live_variants(aws: FakeSageMaker) -> list[dict[str, Any]]:
     return list(config.production_variants)
 
 
-@pytest.fixture
-def registered(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
-    client.models.register("iris", iris["v1"], framework="sklearn")
-    client.models.register("iris", iris["v2"], framework="sklearn")
-    return client
-
-
 def test_the_target_declares_serverless(client: mlshift.Client) -> None:
     assert mlshift.Capability.SERVERLESS in client.adapter.capabilities
 
