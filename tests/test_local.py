@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -108,10 +109,11 @@ def test_crashed_variant_is_reported(deployed: mlshift.Client) -> None:
         (processes,) = conn.execute("SELECT processes FROM variants WHERE endpoint = 'iris'").fetchone()
     pid = json.loads(processes)[0]["pid"]
     os.kill(pid, signal.SIGKILL)
-    for _ in range(100):
-        state = deployed.endpoints.get("iris")
-        if state.variants[0].status == "failed":
+    deadline = time.monotonic() + 30  # the kill is delivered asynchronously
+    while (state := deployed.endpoints.get("iris")).variants[0].status != "failed":
+        if time.monotonic() > deadline:
             break
+        time.sleep(0.05)
     assert state.variants[0].status == "failed"
     assert f"process {pid} exited" in (state.variants[0].detail or "")
     assert state.status == "unhealthy"

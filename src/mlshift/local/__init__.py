@@ -14,10 +14,18 @@ from mlshift.adapter import Capability, NameRules, TargetURI
 from mlshift.errors import ConfigError
 from mlshift.local._endpoints import LocalEndpointOptions, LocalEndpointService
 from mlshift.local._models import LocalModelRegistry
+from mlshift.local._runtime import ProcessRuntime, Replica, ReplicaRequest, ReplicaRuntime
 from mlshift.local._state import StateDB
 from mlshift.local._store import ArtifactStore
 
-__all__ = ["LocalAdapter", "LocalEndpointOptions"]
+__all__ = [
+    "LocalAdapter",
+    "LocalEndpointOptions",
+    "ProcessRuntime",
+    "Replica",
+    "ReplicaRequest",
+    "ReplicaRuntime",
+]
 
 
 class LocalAdapter:
@@ -40,13 +48,20 @@ class LocalAdapter:
     )
     name_rules = NameRules()
 
-    def __init__(self, uri: TargetURI, root: Path) -> None:
+    def __init__(self, uri: TargetURI, root: Path, *, runtime: ReplicaRuntime | None = None) -> None:
+        """Open (or create) the state in ``root``.
+
+        Args:
+            uri: The target URI this adapter was made from.
+            root: The state folder.
+            runtime: What runs variant replicas (default: :class:`ProcessRuntime`, host processes).
+        """
         self.uri = uri
         self.root = root
         db = StateDB(root / "state.db")
         store = ArtifactStore(root / "artifacts")
         self._models = LocalModelRegistry(db, store)
-        self._endpoints = LocalEndpointService(root, db, store)
+        self._endpoints = LocalEndpointService(root, db, store, runtime)
 
     @classmethod
     def from_uri(cls, uri: TargetURI, options: Mapping[str, Any]) -> LocalAdapter:

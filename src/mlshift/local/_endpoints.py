@@ -10,7 +10,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from mlshift.adapter import (
     validate_own_options,
 )
 from mlshift.errors import ConfigError, Conflict, NotFound, ProviderError
-from mlshift.local._process import ProcessHandle, log_tail, spawn_server
+from mlshift.local._process import ProcessHandle, reap_processes, spawn_server
+from mlshift.local._runtime import ProcessRuntime, Replica, ReplicaRequest, ReplicaRuntime
 from mlshift.local._state import StateDB
 from mlshift.local._store import ArtifactStore
 from mlshift.specs._base import SpecModel
@@ -68,12 +69,18 @@ def _port_free(port: int) -> bool:
 
 
 class LocalEndpointService(BaseEndpointService):
-    """Endpoints as local processes, listed from SQLite, health-checked on observe."""
+    """Endpoints on this machine: a router process each, replicas run by a :class:`ReplicaRuntime`.
+
+    State is listed from SQLite and health-checked on observe.
+    """
 
     target_name = "the local target"
 
-    def __init__(self, root: Path, db: StateDB, store: ArtifactStore) -> None:
+    def __init__(
+        self, root: Path, db: StateDB, store: ArtifactStore, runtime: ReplicaRuntime | None = None
+    ) -> None:
         self.root = root
+        self.runtime: ReplicaRuntime = runtime if runtime is not None else ProcessRuntime()
         self._db = db
         self._store = store
         self._http: Any = None
@@ -123,7 +130,7 @@ class LocalEndpointService(BaseEndpointService):
                 "name": v["name"],
                 "weight": v["weight"],
                 "model": f"{v['model_name']}:{v['model_version']}",
-                "backends": [f"http://127.0.0.1:{p['port']}" for p in json.loads(v["processes"])],
+                "backends": [f"http://127.0.0.1:{r.port}" for r in _replicas(v["processes"])],
             }
             for v in row["variants"]
         ]
@@ -133,89 +140,80 @@ class LocalEndpointService(BaseEndpointService):
         tmp.write_text(json.dumps({"endpoint": name, "variants": variants}))
         os.replace(tmp, folder / "routes.json")
 
-    def _reap_orphans(
-        self, folder: Path, keep: set[int] | frozenset[int] = frozenset()
-    ) -> builtins.list[int]:
-        """Stop processes started for ``folder`` that the database does not know.
+    def _reap_orphans(self, folder: Path, keep: Collection[str] = ()) -> builtins.list[str]:
+        """Stop replicas and routers started for ``folder`` that the database does not know.
 
         A process killed between starting a server and recording it leaves that server running
         unrecorded; the next change to the same endpoint or variant stops it, so there is never
         a second copy of a variant.
         """
-        import psutil
-
-        marker = str(folder) + os.sep
-        found = []
-        for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
-            cmdline = proc.info["cmdline"] or []
-            if proc.info["pid"] in keep or not any(marker in part for part in cmdline):
-                continue
-            if "mlshift.serving" in cmdline or "mlshift.local._router" in cmdline:
-                ProcessHandle(pid=proc.info["pid"], started=proc.info["create_time"]).terminate(timeout=5)
-                found.append(proc.info["pid"])
+        found = self.runtime.reap(folder, keep)
+        pids = {int(k) for k in keep if k.isdigit()}
+        found += [str(pid) for pid in reap_processes(folder, "mlshift.local._router", keep=pids)]
         return found
 
-    def _recorded_pids(self, name: str) -> set[int]:
+    def _recorded_ids(self, name: str) -> set[str]:
+        """The router's pid and the runtime ids of every replica recorded for ``name``."""
         row = self._row(name)
         if row is None:
             return set()
-        pids = {int(row["router_pid"])}
+        ids = {str(row["router_pid"])}
         for v in row["variants"]:
-            pids.update(int(p["pid"]) for p in json.loads(v["processes"]))
-        return pids
+            ids.update(r.id for r in _replicas(v["processes"]))
+        return ids
 
     def _start_replicas(
         self, endpoint: str, variant: ResolvedVariant, timeout: float
     ) -> list[dict[str, Any]]:
-        """Start one model server per replica; on any failure stop the ones already started."""
+        """Start every replica of ``variant``; on any failure stop the ones already started."""
         model = variant.model
         artifact = self._store.verified(model.digest)  # refuse tampered bytes before starting anything
         row = self._row(endpoint)
         recorded = {
-            int(p["pid"])
+            r.id
             for v in (row["variants"] if row else [])
             if v["name"] == variant.name
-            for p in json.loads(v["processes"])
+            for r in _replicas(v["processes"])
         }
-        self._reap_orphans(self._dir(endpoint) / "variants" / variant.name, recorded)
-        started: list[tuple[ProcessHandle, int]] = []
-        stamp = f"{int(time.time() * 1000)}"
+        folder = self._dir(endpoint) / "variants" / variant.name
+        self._reap_orphans(folder, recorded)
+        started: list[Replica] = []
         try:
             for i in range(variant.compute.replicas):
-                folder = self._dir(endpoint) / "variants" / variant.name
-                args = [
-                    "--artifact", str(artifact),
-                    "--framework", model.framework,
-                    "--digest", model.digest,
-                    "--host", "127.0.0.1",
-                    "--port", "0",
-                    "--port-file", str(folder / f"replica-{i}-{stamp}.port"),
-                    "--variant", variant.name,
-                    "--model-ref", f"{model.name}:{model.version}",
-                ]  # fmt: skip
-                if model.signature is not None:
-                    args += ["--signature-json", model.signature.model_dump_json()]
-                started.append(
-                    spawn_server(
-                        "mlshift.serving",
-                        args,
-                        log=folder / f"replica-{i}.log",
-                        port_file=folder / f"replica-{i}-{stamp}.port",
-                        timeout=timeout,
-                        what=f"model server for {endpoint}/{variant.name} ({model.name}:{model.version})",
-                    )
+                request = ReplicaRequest(
+                    endpoint=endpoint,
+                    variant=variant.name,
+                    index=i,
+                    artifact=artifact,
+                    framework=model.framework,
+                    digest=model.digest,
+                    model_ref=f"{model.name}:{model.version}",
+                    compute=variant.compute,
+                    folder=folder,
+                    timeout=timeout,
+                    signature_json=model.signature.model_dump_json() if model.signature is not None else None,
                 )
+                started.append(self.runtime.start(request))
         except BaseException:
-            for handle, _ in started:
-                handle.terminate()
+            for replica in started:
+                self.runtime.stop(replica)
             raise
-        return [{**h.to_json(), "port": port} for h, port in started]
+        return [r.to_json() for r in started]
 
-    @staticmethod
-    def _stop(processes: str | list[dict[str, Any]]) -> None:
-        items = json.loads(processes) if isinstance(processes, str) else processes
-        for p in items:
-            ProcessHandle(pid=int(p["pid"]), started=float(p["started"])).terminate()
+    def _stop(self, processes: str | list[dict[str, Any]]) -> None:
+        for replica in _replicas(processes):
+            self._runtime_for(replica).stop(replica)
+
+    def _runtime_for(self, replica: Replica) -> ReplicaRuntime:
+        if replica.runtime == self.runtime.name:
+            return self.runtime
+        if replica.runtime == ProcessRuntime.name:
+            return ProcessRuntime()
+        raise ProviderError(
+            f"a replica was started by the {replica.runtime!r} runtime, which this target does not use",
+            provider="local",
+            hint="open the state folder with the target that created it (e.g. local+docker://)",
+        )
 
     def _timeout(self, name: str) -> float:
         row = self._row(name)
@@ -246,18 +244,27 @@ class LocalEndpointService(BaseEndpointService):
                     hint="choose another port, or leave port out to get a free one",
                 )
 
-    def _health(self, processes: list[dict[str, Any]], log_dir: Path) -> tuple[VariantStatus, str | None]:
-        if not processes:
+    def _health(self, processes: list[dict[str, Any]]) -> tuple[VariantStatus, str | None]:
+        replicas = _replicas(processes)
+        if not replicas:
             return "stopped", "no process"
-        for i, p in enumerate(processes):
-            handle = ProcessHandle(pid=int(p["pid"]), started=float(p["started"]))
-            if not handle.alive():
-                tail = log_tail(log_dir / f"replica-{i}.log", 3)
-                return "failed", f"model server process {p['pid']} exited" + (f": {tail}" if tail else "")
+        for i, replica in enumerate(replicas):
             try:
-                resp = self._client().get(f"http://127.0.0.1:{p['port']}/ping", timeout=2.0)
+                runtime = self._runtime_for(replica)
+            except ProviderError as exc:
+                return "unknown", exc.message
+            if not runtime.running(replica):
+                tail = runtime.logs(replica, 3)
+                which = (
+                    f"process {replica.id}"
+                    if replica.runtime == "process"
+                    else f"{replica.runtime} {replica.id}"
+                )
+                return "failed", f"model server {which} exited" + (f": {tail}" if tail else "")
+            try:
+                resp = self._client().get(f"http://127.0.0.1:{replica.port}/ping", timeout=2.0)
             except Exception as exc:
-                return "unhealthy", f"replica {i} on port {p['port']} does not answer: {exc}"
+                return "unhealthy", f"replica {i} on port {replica.port} does not answer: {exc}"
             if resp.status_code != 200:
                 return "unhealthy", f"replica {i} answered /ping with HTTP {resp.status_code}"
         return "healthy", None
@@ -269,7 +276,7 @@ class LocalEndpointService(BaseEndpointService):
         variants = []
         for v in row["variants"]:
             processes = json.loads(v["processes"])
-            status, detail = self._health(processes, self._dir(name) / "variants" / v["name"])
+            status, detail = self._health(processes)
             variants.append(
                 VariantState(
                     name=v["name"],
@@ -587,7 +594,7 @@ class LocalEndpointService(BaseEndpointService):
             # Whoever held the lock before may have died between starting a process and
             # recording it. Holding the lock, nothing else starts processes for this endpoint,
             # so anything running from its folder that the database does not list is left over.
-            self._reap_orphans(self._dir(name), self._recorded_pids(name))
+            self._reap_orphans(self._dir(name), self._recorded_ids(name))
             try:
                 yield
             finally:
@@ -595,3 +602,9 @@ class LocalEndpointService(BaseEndpointService):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def _replicas(processes: str | list[dict[str, Any]]) -> list[Replica]:
+    """The replicas recorded in a variant row's ``processes`` column."""
+    items = json.loads(processes) if isinstance(processes, str) else processes
+    return [Replica.from_json(item) for item in items]

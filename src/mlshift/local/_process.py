@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlshift.errors import ProviderError, ProviderTimeout
 
-__all__ = ["ProcessHandle", "log_tail", "spawn_server"]
+__all__ = ["ProcessHandle", "log_tail", "reap_processes", "spawn_server"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,26 @@ def _reap(pid: int) -> None:
     # Our own children linger as zombies until waited for; others' are not ours to reap.
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def reap_processes(folder: Path, *modules: str, keep: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Stop ``python -m MODULE`` processes whose command line names ``folder``, except ``keep``.
+
+    Returns:
+        The pids that were stopped.
+    """
+    import psutil
+
+    marker = str(folder) + os.sep
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["pid"] in keep or not any(marker in part for part in cmdline):
+            continue
+        if any(module in cmdline for module in modules):
+            ProcessHandle(pid=proc.info["pid"], started=proc.info["create_time"]).terminate(timeout=5)
+            found.append(proc.info["pid"])
+    return found
 
 
 def log_tail(path: Path, lines: int = 8) -> str:

@@ -1,0 +1,143 @@
+"""The replica runtime seam of the local target: who starts, watches and stops model servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import mlshift
+from mlshift.local import LocalAdapter, ProcessRuntime, Replica, ReplicaRequest, ReplicaRuntime
+
+pytestmark = pytest.mark.slow
+
+
+class RecordingRuntime(ProcessRuntime):
+    """Host processes, under another name, remembering every call the local target makes."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.requests: list[ReplicaRequest] = []
+        self.stopped: list[str] = []
+        self.reaped: list[Path] = []
+
+    def start(self, request: ReplicaRequest) -> Replica:
+        self.requests.append(request)
+        return super().start(request)
+
+    def stop(self, replica: Replica, timeout: float = 10.0) -> None:
+        self.stopped.append(replica.id)
+        super().stop(replica, timeout)
+
+    def logs(self, replica: Replica, lines: int = 8) -> str:
+        return "recording runtime: replica is gone"
+
+    def reap(self, folder: Path, keep: Collection[str] = ()) -> list[str]:
+        self.reaped.append(folder)
+        return super().reap(folder, keep)
+
+
+@pytest.fixture
+def recording(state_dir: Path) -> Iterator[tuple[mlshift.Client, RecordingRuntime]]:
+    runtime = RecordingRuntime()
+    base = mlshift.connect(f"local://{state_dir}")
+    assert isinstance(base.adapter, LocalAdapter)
+    client = mlshift.Client(LocalAdapter(base.adapter.uri, base.adapter.root, runtime=runtime))
+    try:
+        yield client, runtime
+    finally:
+        for endpoint in client.endpoints.list():
+            client.endpoints.delete(endpoint.name)
+        client.close()
+        base.close()
+
+
+def _recorded(state_dir: Path, endpoint: str) -> dict[str, list[dict[str, Any]]]:
+    with sqlite3.connect(state_dir / "state.db") as conn:
+        rows = conn.execute("SELECT name, processes FROM variants WHERE endpoint = ?", (endpoint,)).fetchall()
+    return {name: json.loads(processes) for name, processes in rows}
+
+
+def test_process_runtime_is_a_replica_runtime() -> None:
+    runtime: ReplicaRuntime = ProcessRuntime()
+    assert isinstance(runtime, ReplicaRuntime)
+    assert runtime.name == "process"
+
+
+def test_replicas_are_started_and_stopped_through_the_runtime(
+    recording: tuple[mlshift.Client, RecordingRuntime], state_dir: Path, iris: dict[str, Any]
+) -> None:
+    client, runtime = recording
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.models.register("iris", iris["v2"], framework="sklearn")
+
+    state = client.endpoints.deploy("iris", "iris:1", replicas=2)
+    assert [(r.variant, r.index, r.model_ref) for r in runtime.requests] == [
+        ("iris-v1", 0, "iris:1"),
+        ("iris-v1", 1, "iris:1"),
+    ]
+    assert all(r.compute.replicas == 2 for r in runtime.requests)
+    v1 = _recorded(state_dir, "iris")["iris-v1"]
+    assert [r["runtime"] for r in v1] == ["recording", "recording"]
+    assert state.url is not None
+    resp = httpx.post(state.url, json={"instances": iris["rows"][:2]}, trust_env=False)
+    assert resp.status_code == 200
+    assert resp.json()["predictions"] == iris["expected_v1"][:2]
+
+    client.endpoints.deploy("iris", "iris:2")
+    assert sorted(runtime.stopped) == sorted(r["id"] for r in v1)  # the old replicas, and only them
+    assert set(_recorded(state_dir, "iris")) == {"iris-v2"}
+    for record in v1:  # really gone
+        assert not ProcessRuntime().running(Replica.from_json(record))
+    assert runtime.reaped, "orphans are looked for through the runtime"
+
+
+def test_health_comes_from_the_runtime_and_its_log(
+    recording: tuple[mlshift.Client, RecordingRuntime], state_dir: Path, iris: dict[str, Any]
+) -> None:
+    client, _ = recording
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.endpoints.deploy("iris", "iris:1")
+    (record,) = _recorded(state_dir, "iris")["iris-v1"]
+    os.kill(int(record["id"]), signal.SIGKILL)
+    replica = Replica.from_json(record)
+    deadline = time.monotonic() + 30
+    while ProcessRuntime().running(replica):  # the kill is delivered asynchronously
+        assert time.monotonic() < deadline, "the killed server is still running after 30 s"
+        time.sleep(0.02)
+
+    (variant,) = client.endpoints.get("iris").variants
+    assert variant.status == "failed"
+    assert variant.detail is not None and "recording runtime: replica is gone" in variant.detail
+
+
+def test_a_state_folder_opened_with_another_runtime_says_which_runtime_started_it(
+    recording: tuple[mlshift.Client, RecordingRuntime], state_dir: Path, iris: dict[str, Any]
+) -> None:
+    client, _ = recording
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.endpoints.deploy("iris", "iris:1")
+
+    plain = mlshift.connect(f"local://{state_dir}")
+    try:
+        (variant,) = plain.endpoints.get("iris").variants
+    finally:
+        plain.close()
+    assert variant.status == "unknown"
+    assert variant.detail is not None and "'recording' runtime" in variant.detail
+
+
+def test_records_written_before_runtimes_existed_read_as_processes() -> None:
+    replica = Replica.from_json({"pid": 4242, "started": 12.5, "port": 8080})
+    assert replica == Replica(runtime="process", id="4242", port=8080, started=12.5)
+    assert Replica.from_json(replica.to_json()) == replica
+    assert replica.to_json()["pid"] == 4242  # what `ps` and older readers look for
