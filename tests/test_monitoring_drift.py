@@ -245,3 +245,43 @@ def test_bad_baseline_input_names_what_is_wrong() -> None:
         compute_baseline([[1.0, 2.0, 3.0]], columns=["a", "b"])
     with pytest.raises(ConfigError, match="no values"):
         compute_baseline({"a": [None, float("nan")]})
+
+
+# --------------------------------------------------------------------- the HTML report
+
+
+def test_html_report_is_self_contained_and_charts_the_drifted_feature(baseline: Baseline) -> None:
+    from html.parser import HTMLParser
+
+    from mlshift.monitoring import render_html
+
+    window = sample(np.random.default_rng(11), 2000, income_shift=1.0)
+    window["plan"][0] = "<script>alert(1)</script>"  # user data is escaped, never markup
+    report = drift_report(baseline, window)
+    page = render_html(report, title="churn · last hour")
+
+    tags: list[str] = []
+    figures: list[str] = []
+
+    class Collect(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.append(tag)
+
+        def handle_data(self, data: str) -> None:
+            if tags and tags[-1] == "figcaption":
+                figures.append(data)
+
+    Collect().feed(page)
+    assert "script" not in tags and "link" not in tags and "img" not in tags  # nothing to fetch
+    assert figures == [f"income — psi {report['income'].value:.4g} (threshold 0.2)"]
+    assert tags.count("rect") == 2 * len(report["income"].bins)
+    assert "1 of 4 features drifted: income" in page
+    assert "churn · last hour" in page
+
+
+def test_report_histograms_are_shares_of_the_same_bins(baseline: Baseline) -> None:
+    report = drift_report(baseline, sample(np.random.default_rng(12), 2000))
+    for feature in report.features:
+        assert len(feature.bins) == len(feature.baseline_shares) == len(feature.window_shares) > 1
+        assert sum(feature.baseline_shares) == pytest.approx(1.0)
+        assert sum(feature.window_shares) == pytest.approx(1.0)

@@ -31,6 +31,7 @@ from mlshift.monitoring._drift import (
     Statistic,
     drift_report,
 )
+from mlshift.monitoring._report import render_html
 
 __all__ = [
     "CATEGORICAL_STATISTICS",
@@ -45,4 +46,5 @@ __all__ = [
     "Statistic",
     "compute_baseline",
     "drift_report",
+    "render_html",
 ]

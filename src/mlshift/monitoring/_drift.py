@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,9 @@ class FeatureDrift(_Frozen):
         out_of_range: Share of the window's values outside the baseline's [min, max] (numeric).
         wrong_type: Values that are not numbers in a numeric feature.
         note: Why the feature was not judged, when it was not.
+        bins: Labels of the bins (numeric) or categories compared, for plots.
+        baseline_shares: The baseline's share in each bin.
+        window_shares: The window's share in each bin.
     """
 
     feature: str
@@ -92,6 +96,9 @@ class FeatureDrift(_Frozen):
     out_of_range: float = 0.0
     wrong_type: int = 0
     note: str | None = None
+    bins: tuple[str, ...] = ()
+    baseline_shares: tuple[float, ...] = ()
+    window_shares: tuple[float, ...] = ()
 
 
 class DriftReport(_Frozen):
@@ -235,6 +242,25 @@ def _check_statistic(feature: str, kind: str, statistic: str) -> Statistic:
     return statistic
 
 
+def _bin_labels(edges: Sequence[float]) -> tuple[str, ...]:
+    if not edges:
+        return ("all",)
+    inner = [f"{lo:.4g} to {hi:.4g}" for lo, hi in itertools.pairwise(edges)]
+    return (f"< {edges[0]:.4g}", *inner, f"≥ {edges[-1]:.4g}")
+
+
+def _histogram_fields(
+    labels: Sequence[str], baseline: Sequence[float], window: Sequence[float]
+) -> dict[str, Any]:
+    base_total = sum(baseline) or 1
+    window_total = sum(window) or 1
+    return {
+        "bins": tuple(labels),
+        "baseline_shares": tuple(b / base_total for b in baseline),
+        "window_shares": tuple(w / window_total for w in window),
+    }
+
+
 def _numeric_drift(
     name: str, base: NumericBaseline, values: list[Any], statistic: Statistic, threshold: float
 ) -> FeatureDrift:
@@ -258,6 +284,7 @@ def _numeric_drift(
     common["out_of_range"] = float(np.mean((array < base.minimum) | (array > base.maximum)))
     edges = np.asarray(base.edges, dtype=np.float64)
     window_counts = np.bincount(np.searchsorted(edges, array, side="right"), minlength=edges.size + 1)
+    common.update(_histogram_fields(_bin_labels(base.edges), base.counts, window_counts.tolist()))
     if statistic == "psi":
         value = psi(base.counts, window_counts.tolist())
     elif statistic == "jensenshannon":
@@ -291,6 +318,7 @@ def _categorical_drift(
     categories = list(base.frequencies) + ([OTHER] if OTHER not in known and OTHER in counted else [])
     expected = [float(base.frequencies.get(c, 0)) for c in categories]
     observed = [float(counted.get(c, 0)) for c in categories]
+    common.update(_histogram_fields(tuple(categories), expected, observed))
     if statistic == "chi2":
         value = chi2_pvalue({c: int(e) for c, e in zip(categories, expected, strict=True)}, counted)
         return FeatureDrift(value=value, drifted=value < threshold, **common)
