@@ -258,8 +258,12 @@ def test_skops_refuses_untrusted_types_unless_told(
     with pytest.raises(ConfigError) as info:
         load_model(artifacts["custom"], "sklearn")
     assert "Doubler" in str(info.value)
-    assert "MLSHIFT_SKOPS_TRUST=1" in str(info.value)
-    monkeypatch.setenv("MLSHIFT_SKOPS_TRUST", "1")
+    doubler = f"{Doubler.__module__}.Doubler"
+    assert f"MLSHIFT_SKOPS_TRUST={doubler}" in str(info.value)
+    monkeypatch.setenv("MLSHIFT_SKOPS_TRUST", "1")  # no longer a blanket yes
+    with pytest.raises(ConfigError, match="Doubler"):
+        load_model(artifacts["custom"], "sklearn")
+    monkeypatch.setenv("MLSHIFT_SKOPS_TRUST", doubler)
     model = load_model(artifacts["custom"], "sklearn")
     assert model.predict(ROWS) == expected(artifacts["custom_model"], ROWS)
 

@@ -7,9 +7,20 @@ from pathlib import Path
 
 from mlshift.errors import ConfigError, IntegrityError
 
-__all__ = ["digest_path", "verify_digest"]
+__all__ = ["SKOPS_TRUST_TAG", "digest_path", "parse_skops_trust", "verify_digest"]
 
 _CHUNK = 1 << 20
+
+#: The model-version tag that records the types one registered ``.skops`` file may hold
+#: beyond the trusted set (comma-separated, exact type names).
+SKOPS_TRUST_TAG = "mlshift.skops-trust"
+
+
+def parse_skops_trust(value: str | None) -> tuple[str, ...]:
+    """Type names from a comma-separated list (``MLSHIFT_SKOPS_TRUST``, the model tag)."""
+    if not value:
+        return ()
+    return tuple(sorted({t.strip() for t in value.split(",") if t.strip()}))
 
 
 def _file_sha256(path: Path) -> str:

@@ -87,6 +87,22 @@ def _encode_payload(data: Any) -> tuple[bytes, str]:
     )
 
 
+class PickleWarning(UserWarning):
+    """A pickled (joblib/pickle) model was registered: loading it runs whatever it contains."""
+
+
+def _warn_pickle(path: Path) -> None:
+    import warnings
+
+    # The default warning filter shows this once per process, not once per model.
+    warnings.warn(
+        f"{path.name} is a pickle: loading it runs whatever code it contains. Register only "
+        "pickles you made or trust; save with skops (.skops) for files of unknown origin",
+        PickleWarning,
+        stacklevel=3,
+    )
+
+
 class ModelsAPI:
     """``client.models``: register, find and label model versions."""
 
@@ -103,6 +119,7 @@ class ModelsAPI:
         tags: Mapping[str, str] | None = None,
         signature: Signature | None = None,
         description: str | None = None,
+        skops_trust: Sequence[str] = (),
     ) -> ModelVersion:
         """Register a new version of ``name`` from a local artifact.
 
@@ -113,18 +130,30 @@ class ModelsAPI:
             name: The model's name.
             path: A ``.skops``/``.joblib``/``.onnx`` file or a predictor directory.
             framework: ``sklearn``, ``onnx`` or ``predictor``; guessed from the path when omitted.
+            skops_trust: Type names this ``.skops`` file may hold beyond the trusted set
+                (see ``docs/security.md``); recorded in the ``mlshift.skops-trust`` tag and
+                honoured wherever the version is loaded.
 
         Raises:
-            ConfigError: missing/unreadable artifact, unknown framework, bad name or metric.
+            ConfigError: missing/unreadable artifact, unknown framework, bad name or metric,
+                a ``.skops`` file holding types nobody trusted.
         """
-        from mlshift._artifacts import digest_path
+        from mlshift._artifacts import SKOPS_TRUST_TAG, digest_path, parse_skops_trust
         from mlshift.adapter import Artifact
         from mlshift.serving import detect_framework, infer_signature
+        from mlshift.serving._loaders import check_skops_trust
         from mlshift.specs.model import ModelSpec
 
         p = Path(path).expanduser()
         digest = digest_path(p)  # also: exists and is readable
         fw = framework or detect_framework(p)
+        trust = parse_skops_trust(",".join([*skops_trust, (tags or {}).get(SKOPS_TRUST_TAG, "")]))
+        if trust:
+            tags = {**(tags or {}), SKOPS_TRUST_TAG: ",".join(trust)}
+        if fw == "sklearn" and p.suffix.lower() == ".skops":
+            check_skops_trust(p, trust)  # also when a signature is given: nothing built it yet
+        elif fw == "sklearn":
+            _warn_pickle(p)
         spec = validate_spec(
             ModelSpec,
             {
@@ -140,7 +169,9 @@ class ModelsAPI:
         )
         self._adapter.name_rules.model.check("model", spec.name, self._adapter.uri.raw, field="name")
         if spec.signature is None:
-            spec = spec.model_copy(update={"signature": infer_signature(p, spec.framework)})
+            spec = spec.model_copy(
+                update={"signature": infer_signature(p, spec.framework, skops_trust=trust)}
+            )
         size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
         return self._adapter.models.register(spec, Artifact(path=p.resolve(), digest=digest, size=size))
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
+from mlshift._artifacts import SKOPS_TRUST_TAG
 from mlshift.adapter import (
     BaseEndpointService,
     CompletedOperation,
@@ -195,6 +196,8 @@ class LocalEndpointService(BaseEndpointService):
                 ]  # fmt: skip
                 if model.signature is not None:
                     args += ["--signature-json", model.signature.model_dump_json()]
+                if model.tags.get(SKOPS_TRUST_TAG):
+                    args += ["--skops-trust", model.tags[SKOPS_TRUST_TAG]]
                 started.append(
                     spawn_server(
                         "mlshift.serving",
