@@ -125,6 +125,9 @@ class LoadedModel(ABC):
     framework: ClassVar[str]
     #: Whether predictions should run in a worker thread rather than on the event loop.
     blocking: ClassVar[bool] = False
+    #: The numeric dtype of the one array the model takes, when it takes one: large request
+    #: bodies are then parsed straight into an array (``Batch.array``).
+    array_dtype: Any = None
 
     def __init__(self, *, path: Path, signature: Signature | None, digest: str | None, native: Any) -> None:
         self.path = path
@@ -181,9 +184,13 @@ class _ArrayModel(LoadedModel):
         self._dtype = dtype
         self._run = run
         self._refusals = refusals
+        if dtype.kind in "biuf":
+            self.array_dtype = dtype
 
     def predict_batch(self, batch: Batch) -> list[Any]:
-        array = self._to_array(batch, self.signature, self._dtype)
+        array = batch.array
+        if array is None:
+            array = self._to_array(batch, self.signature, self._dtype)
         try:
             result = self._run(array)
         except self._refusals as exc:
