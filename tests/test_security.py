@@ -117,6 +117,21 @@ def test_skops_exploit_is_refused_at_load_and_at_register(
     assert not marker.exists()
 
 
+def test_a_project_file_model_is_checked_at_plan_time(xy: tuple[Any, Any], tmp_path: Path) -> None:
+    from mlshift.specs.model import ModelSpec
+
+    first, second, _ = EXPLOITS["full_like+vectorize(eval)"]
+    path = _dump(_exploit(xy, tmp_path / "pwned", first, second()), tmp_path / "model.skops")
+    client = mlshift.connect(f"local://{tmp_path / 'state'}")
+    spec = ModelSpec.model_validate({"name": "evil", "path": str(path), "framework": "sklearn"})
+    with pytest.raises(ConfigError, match="does not trust"):
+        client.plan(spec)
+    link = tmp_path / "link.skops"
+    link.symlink_to(path)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        client.plan(spec.model_copy(update={"path": str(link)}))
+
+
 def test_the_exploit_is_real_once_trusted_deliberately(
     xy: tuple[Any, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -611,3 +626,182 @@ def test_router_process_streams_a_huge_chunked_body_in_bounded_memory(tmp_path: 
         proc.terminate()
         proc.wait(30)
         sink.close()
+
+
+# ---------------------------------------------------------------------- registration
+
+PREDICTOR = """
+class Predictor:
+    def load(self, path):
+        pass
+
+    def predict(self, batch):
+        return [0 for _ in batch]
+"""
+
+
+def _predictor_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "predictor.py").write_text(PREDICTOR)
+    (folder / "weights.txt").write_text("1")
+    return folder
+
+
+def _bad_zero(folder: Path) -> str:
+    (folder / "zeros").symlink_to("/dev/zero")
+    return "zeros"
+
+
+def _bad_escape(folder: Path) -> str:
+    (folder / "passwd").symlink_to("/etc/passwd")
+    return "passwd"
+
+
+def _bad_fifo(folder: Path) -> str:
+    os.mkfifo(folder / "pipe")
+    return "pipe"
+
+
+def _bad_loop(folder: Path) -> str:
+    (folder / "a").symlink_to(folder / "b")
+    (folder / "b").symlink_to(folder / "a")
+    return "a"
+
+
+def _bad_dangling(folder: Path) -> str:
+    (folder / "gone").symlink_to(folder / "nowhere")
+    return "gone"
+
+
+def _bad_nested_escape(folder: Path) -> str:
+    (folder / "sub").mkdir()
+    (folder / "sub" / "up").symlink_to(folder.parent)
+    return "up"
+
+
+BAD_FOLDERS: dict[str, tuple[Callable[[Path], str], str]] = {
+    "symlink to /dev/zero": (_bad_zero, "out of the folder"),
+    "symlink escaping": (_bad_escape, "out of the folder"),
+    "fifo": (_bad_fifo, "named pipe"),
+    "symlink loop": (_bad_loop, "broken symbolic link"),
+    "dangling symlink": (_bad_dangling, "broken symbolic link"),
+    "nested link to a parent": (_bad_nested_escape, "out of the folder"),
+}
+
+
+def _assert_refused_quickly(tmp_path: Path, path: Path, *needles: str, **kwargs: Any) -> None:
+    client = mlshift.connect(f"local://{tmp_path / 'state'}")
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        client.models.register("m", path, **kwargs)
+    elapsed = time.monotonic() - start
+    for needle in needles:
+        assert needle in str(info.value)
+    assert "Traceback" not in str(info.value)
+    assert elapsed < 1.0, f"refused after {elapsed:.2f}s"
+    assert client.models.list() == []
+    artifacts = tmp_path / "state" / "artifacts"
+    stored = list(artifacts.rglob("*")) if artifacts.exists() else []
+    assert stored == [], stored
+
+
+@pytest.mark.parametrize("case", list(BAD_FOLDERS))
+def test_bad_folders_are_refused_by_name_before_anything_is_stored(case: str, tmp_path: Path) -> None:
+    folder = _predictor_folder(tmp_path)
+    make, reason = BAD_FOLDERS[case]
+    name = make(folder)
+    _assert_refused_quickly(tmp_path, folder, name, reason)
+
+
+def test_a_big_folder_that_is_not_a_model_is_refused_before_hashing(tmp_path: Path) -> None:
+    for path in (Path("/usr"), Path(mlshift.__file__).parents[2]):
+        if path.is_dir():
+            _assert_refused_quickly(tmp_path, path, "no predictor.py")
+            _assert_refused_quickly(tmp_path, path, "is a directory", framework="sklearn")
+
+
+def test_a_symlinked_model_file_is_refused_naming_the_link(xy: tuple[Any, Any], tmp_path: Path) -> None:
+    X, y = xy
+    real = _dump(LogisticRegression(max_iter=300).fit(X, y), tmp_path / "real.skops")
+    link = tmp_path / "link.skops"
+    link.symlink_to(real)
+    _assert_refused_quickly(tmp_path, link, "link.skops", "symbolic link")
+
+
+def test_special_file_as_the_artifact_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "model.skops")
+    _assert_refused_quickly(tmp_path, tmp_path / "model.skops", "named pipe")
+
+
+def test_artifact_size_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _predictor_folder(tmp_path)
+    with open(folder / "big.bin", "wb") as fh:
+        fh.truncate(3 * 1024 * 1024)  # sparse: no real disk used
+    monkeypatch.setenv("MLSHIFT_MAX_ARTIFACT_MB", "2")
+    _assert_refused_quickly(tmp_path, folder, "2 MB limit", "MLSHIFT_MAX_ARTIFACT_MB")
+    monkeypatch.setenv("MLSHIFT_MAX_ARTIFACT_MB", "lots")
+    _assert_refused_quickly(tmp_path, folder, "MLSHIFT_MAX_ARTIFACT_MB='lots'")
+
+
+def test_links_inside_the_folder_are_stored_as_files_and_hashing_reports_progress(tmp_path: Path) -> None:
+    folder = _predictor_folder(tmp_path)
+    (folder / "alias.txt").symlink_to(folder / "weights.txt")
+    seen: list[tuple[int, int]] = []
+    client = mlshift.connect(f"local://{tmp_path / 'state'}")
+    version = client.models.register("m", folder, progress=lambda done, total: seen.append((done, total)))
+    stored = client.adapter.models.artifact_path(version)
+    assert (stored / "alias.txt").read_text() == "1"
+    assert not (stored / "alias.txt").is_symlink()
+    assert seen and seen[-1][0] == seen[-1][1] == sum(f.stat().st_size for f in folder.iterdir())
+
+
+# ------------------------------------------------------------------------ permissions
+
+
+def test_state_and_stored_artifacts_are_private(tmp_path: Path, xy: tuple[Any, Any]) -> None:
+    X, y = xy
+    source = _dump(LogisticRegression(max_iter=300).fit(X, y), tmp_path / "m.skops")
+    source.chmod(0o666)  # a careless source: its mode must not come along
+    folder = _predictor_folder(tmp_path)
+    (folder / "weights.txt").chmod(0o666)
+    folder.chmod(0o777)
+    old = os.umask(0o022)
+    try:
+        client = mlshift.connect(f"local://{tmp_path / 'state'}")
+        file_version = client.models.register("m", source)
+        tree_version = client.models.register("p", folder)
+    finally:
+        os.umask(old)
+    state = tmp_path / "state"
+    # Modes, not access: tests may run as root, who can read anything anyway.
+    assert _mode(state) == 0o700
+    assert _mode(state / "state.db") == 0o600
+    for extra in ("state.db-wal", "state.db-shm"):
+        if (state / extra).exists():
+            assert _mode(state / extra) == 0o600, extra
+    stored_file = client.adapter.models.artifact_path(file_version)
+    assert _mode(stored_file) == 0o400
+    stored_tree = client.adapter.models.artifact_path(tree_version)
+    assert _mode(stored_tree) == 0o500
+    assert {_mode(p) for p in stored_tree.rglob("*") if p.is_file()} == {0o400}
+    assert load_model(stored_file, "sklearn").predict(ROWS)
+    # Deleting a version removes its read-only copy.
+    client.models.delete("p:1")
+    assert not stored_tree.exists()
+
+
+# ------------------------------------------------------------------------ endpoints
+
+
+def test_endpoints_delete_waits_for_the_endpoint_lock(memory: mlshift.Client, iris: dict[str, Any]) -> None:
+    from mlshift.errors import Conflict
+
+    memory.models.register("iris", iris["v1"], framework="sklearn")
+    memory.endpoints.deploy("ep", "iris:1")
+    with memory.adapter.endpoints.lock("ep", owner="a deploy elsewhere", timeout=5):
+        with pytest.raises(Conflict, match="being changed"):
+            memory.endpoints.delete("ep", lock_timeout=0.2)
+        assert memory.endpoints.get("ep").name == "ep"  # untouched
+    memory.endpoints.delete("ep")
+    assert [e.name for e in memory.endpoints.list()] == []
