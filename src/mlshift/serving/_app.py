@@ -219,18 +219,23 @@ def create_app(
             response = error(
                 404,
                 "not_found",
-                f"no route {request.method} {request.url.path}",
+                f"no route {request.method} {request.scope['path']}",
                 hint=f"predictions go to POST {', '.join(predict_paths)}",
             )
         elif exc.status_code == 405:
             response = error(
-                405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
+                405, "method_not_allowed", f"{request.method} is not allowed on {request.scope['path']}"
             )
         else:
             response = error(exc.status_code, "http_error", exc.detail)
         if exc.headers:
             response.headers.update(exc.headers)
         return response
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own 500 is plain text; this one is JSON, generic, with a request id.
+        status, body, _ = _failed("request failed", "the server failed on this request", exc)
+        return respond(body, status)
 
     table: dict[tuple[str, str], Any] = {}
     # Prediction routes first: Starlette tries routes in order, and they carry the load.
@@ -239,7 +244,7 @@ def create_app(
     table.setdefault(("GET", "/v1/metadata"), metadata)
     app = Starlette(
         routes=[Route(path, endpoint, methods=[method]) for (method, path), endpoint in table.items()],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: server_error},
     )
     # No 307 from /invocations/ to /invocations: its Location would be built from the
     # client's Host header, and clients of a model server do not follow redirects of a POST.
@@ -484,10 +489,10 @@ class _PredictEndpoint:
             return _failed("encoding the predictions failed", "the model's predictions could not be encoded")
 
 
-def _failed(what: str, message: str) -> tuple[int, bytes, bytes]:
+def _failed(what: str, message: str, exc: BaseException | None = None) -> tuple[int, bytes, bytes]:
     """A 500 that says nothing about the model or its files: the detail goes to the log."""
     request_id = uuid.uuid4().hex[:16]
-    logger.exception("%s (request %s)", what, request_id)
+    logger.error("%s (request %s)", what, request_id, exc_info=exc or True)
     body = _error_body(
         "prediction_failed",
         f"{message}; the server log has the details under request id {request_id}",
