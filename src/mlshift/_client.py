@@ -87,6 +87,56 @@ def _encode_payload(data: Any) -> tuple[bytes, str]:
     )
 
 
+def _check_model_folder(path: Path, framework: str | None) -> None:
+    """Refuse a folder that is not a predictor model, without looking inside it any further."""
+    if path.is_symlink() or not path.is_dir():
+        return  # scan_artifact names what is wrong with it
+    if framework is not None and framework != "predictor":
+        raise ConfigError(
+            f"artifact {str(path)!r} is a directory, but {framework} models are a single file",
+            field="path",
+            hint="pass the model file itself (.skops, .joblib, .onnx)",
+        )
+    if not (path / "predictor.py").is_file() or (path / "predictor.py").is_symlink():
+        raise ConfigError(
+            f"artifact directory {str(path)!r} has no predictor.py, so it is not a model",
+            field="path",
+            hint="a predictor model is a directory with a predictor.py defining class Predictor; "
+            "for other frameworks pass the model file (.skops, .joblib, .onnx)",
+        )
+
+
+def _progress_counter(
+    total: int, progress: Callable[[int, int], None] | None
+) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+
+    return step
+
+
+class PickleWarning(UserWarning):
+    """A pickled (joblib/pickle) model was registered: loading it runs whatever it contains."""
+
+
+def _warn_pickle(path: Path) -> None:
+    import warnings
+
+    # The default warning filter shows this once per process, not once per model.
+    warnings.warn(
+        f"{path.name} is a pickle: loading it runs whatever code it contains. Register only "
+        "pickles you made or trust; save with skops (.skops) for files of unknown origin",
+        PickleWarning,
+        stacklevel=3,
+    )
+
+
 class ModelsAPI:
     """``client.models``: register, find and label model versions."""
 
@@ -103,6 +153,8 @@ class ModelsAPI:
         tags: Mapping[str, str] | None = None,
         signature: Signature | None = None,
         description: str | None = None,
+        skops_trust: Sequence[str] = (),
+        progress: Callable[[int, int], None] | None = None,
     ) -> ModelVersion:
         """Register a new version of ``name`` from a local artifact.
 
@@ -113,18 +165,38 @@ class ModelsAPI:
             name: The model's name.
             path: A ``.skops``/``.joblib``/``.onnx`` file or a predictor directory.
             framework: ``sklearn``, ``onnx`` or ``predictor``; guessed from the path when omitted.
+            skops_trust: Type names this ``.skops`` file may hold beyond the trusted set
+                (see ``docs/security.md``); recorded in the ``mlshift.skops-trust`` tag and
+                honoured wherever the version is loaded.
+            progress: Called as ``progress(bytes_hashed, total_bytes)`` while the artifact is
+                hashed (a megabyte at a time), for a progress bar on big artifacts.
 
         Raises:
-            ConfigError: missing/unreadable artifact, unknown framework, bad name or metric.
+            ConfigError: missing/unreadable artifact, unknown framework, bad name or metric,
+                a ``.skops`` file holding types nobody trusted, a symbolic link out of the
+                artifact, a FIFO/device/socket in it, an artifact over the size limit
+                (``MLSHIFT_MAX_ARTIFACT_MB``).
         """
-        from mlshift._artifacts import digest_path
+        from mlshift._artifacts import SKOPS_TRUST_TAG, digest_path, parse_skops_trust, scan_artifact
         from mlshift.adapter import Artifact
         from mlshift.serving import detect_framework, infer_signature
+        from mlshift.serving._loaders import check_skops_trust
         from mlshift.specs.model import ModelSpec
 
         p = Path(path).expanduser()
-        digest = digest_path(p)  # also: exists and is readable
+        # Before reading a byte: no symlink out, no FIFO or device, within the size limit,
+        # and a folder must be a model (predictor.py) before gigabytes of it are hashed.
+        _check_model_folder(p, framework)
+        size = scan_artifact(p)
         fw = framework or detect_framework(p)
+        digest = digest_path(p, _progress_counter(size, progress))
+        trust = parse_skops_trust(",".join([*skops_trust, (tags or {}).get(SKOPS_TRUST_TAG, "")]))
+        if trust:
+            tags = {**(tags or {}), SKOPS_TRUST_TAG: ",".join(trust)}
+        if fw == "sklearn" and p.suffix.lower() == ".skops":
+            check_skops_trust(p, trust)  # also when a signature is given: nothing built it yet
+        elif fw == "sklearn":
+            _warn_pickle(p)
         spec = validate_spec(
             ModelSpec,
             {
@@ -140,8 +212,9 @@ class ModelsAPI:
         )
         self._adapter.name_rules.model.check("model", spec.name, self._adapter.uri.raw, field="name")
         if spec.signature is None:
-            spec = spec.model_copy(update={"signature": infer_signature(p, spec.framework)})
-        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+            spec = spec.model_copy(
+                update={"signature": infer_signature(p, spec.framework, skops_trust=trust)}
+            )
         return self._adapter.models.register(spec, Artifact(path=p.resolve(), digest=digest, size=size))
 
     def get(self, ref: str) -> ModelVersion:
@@ -388,14 +461,21 @@ class EndpointsAPI:
         self._client.apply(self._client.plan(spec))
         return self.get(name)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, *, lock_timeout: float = 60.0) -> None:
         """Delete an endpoint and stop everything it runs.
+
+        Takes the endpoint's lock, as a deploy does: a delete waits for a deploy in progress
+        to finish instead of pulling the endpoint from under it.
 
         Raises:
             NotFound: if there is no such endpoint.
+            Conflict: another process is changing this endpoint (after ``lock_timeout`` s).
         """
-        self.get(name)
-        self._adapter.endpoints.delete(name).wait()
+        from mlshift.plan._rollout import owner_id
+
+        with self._adapter.endpoints.lock(name, owner=owner_id(), timeout=lock_timeout):
+            self.get(name)
+            self._adapter.endpoints.delete(name).wait()
 
     def invoke(
         self, name: str, body: bytes, content_type: str = "application/json", *, variant: str | None = None

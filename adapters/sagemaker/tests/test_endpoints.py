@@ -466,3 +466,35 @@ def test_a_held_lock_is_renewed(aws: FakeSageMaker) -> None:
             time.sleep(0.8)
             second = store.get_json("mlshift/locks/ep.json")[0]["expires_at"]
         assert second > first
+
+
+def test_environment_values_are_stored_in_s3_only_as_a_digest(
+    client: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
+) -> None:
+    secret = "s3cret-token-value"
+    spec = EndpointSpec.model_validate(
+        {
+            "name": "iris-ep",
+            "variants": [{"name": "main", "model": "iris:1", "weight": 100}],
+            "provider_options": {"sagemaker": {"environment": {"API_TOKEN": secret, "LOG_LEVEL": "info"}}},
+        }
+    )
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.models.register("iris", iris["v2"], framework="sklearn")
+    client.apply(spec)
+    key = client.adapter.endpoints._options_key("iris-ep")
+    stored = client.adapter.store.get_json(key)
+    assert stored is not None
+    document = json.dumps(stored[0])
+    assert secret not in document and "info" not in document
+    assert stored[0]["environment_sha256"]["names"] == ["API_TOKEN", "LOG_LEVEL"]
+    assert client.plan(spec).is_empty  # the digest is enough to tell nothing changed
+    # A later change without provider options (deploy) still gives new variants the values,
+    # read back from the live models' containers.
+    mark = len(aws.calls)
+    client.endpoints.deploy("iris-ep", "iris:2")
+    created = [
+        c.params["PrimaryContainer"] for c in aws.calls[mark:] if c.operation == "CreateModel" and c.params
+    ]
+    assert created and all(c["Environment"]["API_TOKEN"] == secret for c in created)
+    assert secret not in json.dumps(client.adapter.store.get_json(key)[0])  # type: ignore[index]

@@ -625,3 +625,33 @@ def test_the_command_help_explains_build_and_push(capsys: pytest.CaptureFixture[
     assert caught.value.code == 0
     out = capsys.readouterr().out
     assert "push --target sagemaker://us-east-1" in out and "wheels" in out
+
+
+def test_prebuilt_script_refuses_skops_types_nobody_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    import numpy as np
+    import skops.io as sio
+    from sklearn.dummy import DummyClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, y = np.zeros((4, 2)), [0, 1, 0, 1]
+    # Every cell becomes code, then every cell is evaluated: "numpy." and "builtins." names
+    # that a prefix rule would have let through.
+    evil = Pipeline(
+        [
+            ("fill", FunctionTransformer(np.full_like, kw_args={"fill_value": "0", "dtype": object})),
+            ("run", FunctionTransformer(np.vectorize(builtins.eval))),
+            ("clf", DummyClassifier()),
+        ]
+    ).fit(X, y)
+    sio.dump(evil, tmp_path / "evil.skops")
+    monkeypatch.delenv("MLSHIFT_SKOPS_TRUST", raising=False)
+    with pytest.raises(ValueError, match=r"builtins\.eval.*numpy\.vectorize") as info:
+        script._load_skops(tmp_path / "evil.skops")
+    assert "MLSHIFT_SKOPS_TRUST=builtins.eval" in str(info.value)
+    monkeypatch.setenv("MLSHIFT_SKOPS_TRUST", "builtins.eval,builtins.object,numpy.full_like,numpy.vectorize")
+    assert script._load_skops(tmp_path / "evil.skops").predict(X).tolist() == [0, 0, 0, 0]

@@ -218,6 +218,14 @@ def models_register(
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
     description: Annotated[str | None, typer.Option(help="Free text kept with the version.")] = None,
+    skops_trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--skops-trust",
+            help="A type name this .skops file may hold beyond the trusted set; repeatable. "
+            "Only for files you made: such types can run code.",
+        ),
+    ] = None,
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
@@ -231,6 +239,7 @@ def models_register(
         metrics=_pairs(metric, "--metric", number=True),
         tags=_pairs(tag, "--tag"),
         description=description,
+        skops_trust=skops_trust or (),
     )
     if output == "json":
         _print_json(version.model_dump(mode="json"))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,9 @@ class LocalAdapter:
             raise ConfigError(
                 f"cannot use {root} as the local state folder: {exc.strerror}", field="target"
             ) from None
+        with contextlib.suppress(OSError):  # a folder someone else owns keeps its mode
+            # The registry, endpoint logs and routing files are nobody else's business.
+            root.chmod(0o700)
         return cls(uri, root.resolve())
 
     @property

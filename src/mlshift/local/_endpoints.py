@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import Field
 
+from mlshift._artifacts import SKOPS_TRUST_TAG
 from mlshift.adapter import (
     BaseEndpointService,
     CompletedOperation,
@@ -192,6 +193,7 @@ class LocalEndpointService(BaseEndpointService):
                     folder=folder,
                     timeout=timeout,
                     signature_json=model.signature.model_dump_json() if model.signature is not None else None,
+                    skops_trust=model.tags.get(SKOPS_TRUST_TAG) or None,
                 )
                 started.append(self.runtime.start(request))
         except BaseException:

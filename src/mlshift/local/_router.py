@@ -17,12 +17,14 @@ import argparse
 import asyncio
 import itertools
 import json
+import logging
+import math
 import os
 import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,33 @@ Send = Callable[[Message], Awaitable[None]]
 PREDICT_PATHS = frozenset({"/invocations", "/predict", "/score"})
 TARGET_HEADER = b"x-mlshift-target-variant"
 _SAMPLES = 50_000
+_MB = 1024 * 1024
+#: Bodies up to this size are read whole (and can be retried on another replica); larger ones
+#: are streamed to the variant as they arrive, so the router never holds one in memory.
+BUFFER_BYTES = _MB
+
+logger = logging.getLogger("mlshift.router")
+
+
+def max_body_bytes(environ: MutableMapping[str, str] | None = None) -> int:
+    """The body limit, as the model server's: ``MLSHIFT_MAX_BODY_MB`` (default 100) MB."""
+    text = (os.environ if environ is None else environ).get("MLSHIFT_MAX_BODY_MB", "").strip()
+    return int(text) * _MB if text.isdigit() and int(text) > 0 else 100 * _MB
+
+
+class _ClientGone(Exception):
+    """The client disconnected before it had sent the whole body."""
+
+
+class _TooLarge(Exception):
+    """The body is over the limit."""
+
+
+def _error(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
+    detail = {"code": code, "message": message}
+    if hint:
+        detail["hint"] = hint
+    return {"error": detail}
 
 
 class RoutingTable:
@@ -72,10 +101,11 @@ class RoutingTable:
 class Router:
     """The ASGI app."""
 
-    def __init__(self, routes: Path) -> None:
+    def __init__(self, routes: Path, *, max_body: int | None = None) -> None:
         self.table = RoutingTable(routes)
         self.samples: dict[str, deque[tuple[float, int, float]]] = {}
         self._client: Any = None
+        self.max_body = max_body_bytes() if max_body is None else max_body
 
     async def _http(self) -> Any:
         if self._client is None:
@@ -101,6 +131,24 @@ class Router:
                     return
         if scope["type"] != "http":
             return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._http_request(scope, receive, tracked)
+        except _ClientGone:
+            return
+        except Exception:
+            # Whatever went wrong, the client gets JSON and no traceback; the log gets both.
+            logger.exception("router: request %s %s failed", scope.get("method"), scope.get("path"))
+            if not started:
+                await _respond(send, 500, _error("router_error", "the router failed on this request"))
+
+    async def _http_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.table.refresh()
         path, method = scope["path"], scope["method"]
         if path in PREDICT_PATHS and method == "POST":
@@ -112,11 +160,7 @@ class Router:
         elif path == "/_mlshift/routes" and method == "GET":
             await _respond(send, 200, {"variants": list(self.table.variants.values())})
         else:
-            await _respond(
-                send,
-                404,
-                {"error": {"code": "not_found", "message": f"no route {method} {path}; POST /invocations"}},
-            )
+            await _respond(send, 404, _error("not_found", f"no route {method} {path}; POST /invocations"))
 
     async def _health(self, send: Send) -> None:
         serving = [n for n, w in self.table.rr.weights.items() if w > 0]
@@ -128,8 +172,19 @@ class Router:
     async def _metrics(self, scope: Scope, send: Send) -> None:
         from urllib.parse import parse_qs
 
-        query = parse_qs(scope.get("query_string", b"").decode())
-        window = float(query.get("window", ["60"])[0])
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        text = query.get("window", ["60"])[0]
+        try:
+            window = float(text)
+        except ValueError:
+            window = math.nan
+        if not math.isfinite(window) or window <= 0:
+            await _respond(
+                send,
+                400,
+                _error("invalid_window", f"window={text!r} is not a number of seconds", "e.g. ?window=60"),
+            )
+            return
         since = time.monotonic() - window
         out = {name: summarize(samples, since) for name, samples in self.samples.items()}
         await _respond(send, 200, {"window_seconds": window, "variants": out})
@@ -138,11 +193,15 @@ class Router:
         headers = dict(scope["headers"])
         target = headers.get(TARGET_HEADER)
         if target is not None:
-            name = target.decode()
-            if name not in self.table.variants or not self.table.variants[name]["backends"]:
+            try:
+                name = target.decode()
+            except UnicodeDecodeError:
                 await _respond(
-                    send, 404, {"error": {"code": "unknown_variant", "message": f"no variant {name!r}"}}
+                    send, 400, _error("invalid_header", "X-Mlshift-Target-Variant is not UTF-8 text")
                 )
+                return
+            if name not in self.table.variants or not self.table.variants[name]["backends"]:
+                await _respond(send, 404, _error("unknown_variant", f"no variant {name!r}"))
                 return
         else:
             if not self.table.rr:
@@ -151,30 +210,37 @@ class Router:
                 )
                 return
             name = self.table.rr.pick()
-        body = bytearray()
-        while True:
-            message = await receive()
-            body.extend(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        forward = {k.decode(): v.decode() for k, v in scope["headers"] if k in (b"content-type", b"accept")}
+        try:
+            body = await self._body(scope, receive)
+        except _TooLarge:
+            await self._too_large(send)
+            return
+        streamed = not isinstance(body, bytes)
+        forward = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k in (b"content-type", b"accept")
+        }
         client = await self._http()
         for attempt in range(3):
             route = self.table.variants[name]
             backend = self.table.backend(name)
             start = time.perf_counter()
             try:
-                resp = await client.post(backend + "/invocations", content=bytes(body), headers=forward)
+                resp = await client.post(backend + "/invocations", content=body, headers=forward)
                 status, content = resp.status_code, resp.content
                 ctype = resp.headers.get("content-type", "application/json")
                 failed = False
             except Exception as exc:  # any transport failure is this backend's failure
+                if streamed and body.too_large:  # type: ignore[union-attr]
+                    await self._too_large(send)
+                    return
                 status, ctype, failed = 502, "application/json", True
                 text = f"variant {name!r} did not answer: {exc}"
                 content = json.dumps({"error": {"code": "variant_unavailable", "message": text}}).encode()
             latency = (time.perf_counter() - start) * 1000
             self.samples.setdefault(name, deque(maxlen=_SAMPLES)).append((time.monotonic(), status, latency))
-            if not failed or target is not None or attempt == 2:
+            if not failed or target is not None or attempt == 2 or (streamed and body.started):  # type: ignore[union-attr]
                 break
             # The request never reached a model (connection refused or reset while a variant was
             # being replaced): predictions are pure, so another try is safe. Re-read the table
@@ -195,6 +261,72 @@ class Router:
             }
         )
         await send({"type": "http.response.body", "body": content})
+
+    async def _too_large(self, send: Send) -> None:
+        await _respond(
+            send,
+            413,
+            _error(
+                "payload_too_large",
+                f"the request body is larger than {self.max_body // _MB} MB",
+                "split the batch into smaller requests",
+            ),
+        )
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | _Stream:
+        """The whole body when it is small, else a stream of it; never more than the limit.
+
+        Raises:
+            _TooLarge: when Content-Length, or what was read, is over the limit.
+            _ClientGone: if the client disconnects first.
+        """
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                raise _TooLarge
+        buffered = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            buffered += message.get("body", b"")
+            if len(buffered) > self.max_body:
+                raise _TooLarge
+            if not message.get("more_body"):
+                return bytes(buffered)
+            if len(buffered) > BUFFER_BYTES:
+                return _Stream(bytes(buffered), receive, self.max_body)
+
+
+class _Stream:
+    """The rest of a large request body, passed on to the variant chunk by chunk."""
+
+    def __init__(self, first: bytes, receive: Receive, limit: int) -> None:
+        self.first = first
+        self.receive = receive
+        self.limit = limit
+        self.started = False
+        self.too_large = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        self.started = True
+        size = len(self.first)
+        first, self.first = self.first, b""
+        yield first
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                self.too_large = True
+                raise _TooLarge
+            yield chunk
+            if not message.get("more_body"):
+                return
 
 
 async def _respond(send: Send, status: int, payload: Any) -> None:

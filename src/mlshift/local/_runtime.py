@@ -36,6 +36,7 @@ class ReplicaRequest:
         folder: The variant's folder in the state directory: logs and port files go here.
         timeout: Seconds the server may take to load its model and answer.
         signature_json: The model's input signature as JSON, when it has one.
+        skops_trust: Extra types the model's version was registered to trust (skops files).
     """
 
     endpoint: str
@@ -49,6 +50,7 @@ class ReplicaRequest:
     folder: Path
     timeout: float
     signature_json: str | None = None
+    skops_trust: str | None = None
 
     @property
     def what(self) -> str:
@@ -74,6 +76,8 @@ class ReplicaRequest:
         ]  # fmt: skip
         if self.signature_json is not None:
             args += ["--signature-json", self.signature_json]
+        if self.skops_trust:
+            args += ["--skops-trust", self.skops_trust]
         return args
 
 

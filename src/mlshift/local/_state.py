@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -72,6 +73,9 @@ class StateDB:
     def __init__(self, path: Path, schema: str = _SCHEMA) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner only, before SQLite opens it: its -wal and -shm files take the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        path.chmod(0o600)
         # Two processes opening a new state folder at once race to switch it to WAL; SQLite
         # answers that race with "database is locked" at once, without its busy handler, so
         # the first open retries for a while instead of failing.

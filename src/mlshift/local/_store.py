@@ -1,4 +1,8 @@
-"""A content-addressed artifact store: ``artifacts/sha256/<hex>/{file/<name>|tree/...}``."""
+"""A content-addressed artifact store: ``artifacts/sha256/<hex>/{file/<name>|tree/...}``.
+
+Stored artifacts are read-only for their owner only (files 0400, folders 0500): nothing can
+change them between the digest check and the load, and nobody else can read them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,21 @@ from mlshift._artifacts import digest_path, verify_digest
 from mlshift.errors import ConfigError
 
 __all__ = ["ArtifactStore"]
+
+FILE_MODE = 0o400
+FOLDER_MODE = 0o500
+
+
+def _copy_read_only(src: str, dst: str) -> str:
+    # Not copy2: the source's mode (0666, say) must not come along, even for a moment.
+    shutil.copyfile(src, dst)
+    Path(dst).chmod(FILE_MODE)
+    return dst
+
+
+def _set_folder_modes(root: Path, mode: int) -> None:
+    for folder, _, _ in os.walk(root):
+        Path(folder).chmod(mode)
 
 
 class ArtifactStore:
@@ -42,11 +61,19 @@ class ArtifactStore:
             staged.mkdir()
             if source.is_dir():
                 inner = staged / "tree"
-                shutil.copytree(source, inner, ignore=shutil.ignore_patterns("__pycache__"))
+                # Links were checked when the artifact was scanned: each points to a file inside
+                # the folder, and is stored as that file's bytes.
+                shutil.copytree(
+                    source,
+                    inner,
+                    ignore=shutil.ignore_patterns("__pycache__"),
+                    copy_function=_copy_read_only,
+                )
+                _set_folder_modes(inner, 0o700)  # copytree copied the source folders' modes
             else:
                 (staged / "file").mkdir()
                 inner = staged / "file" / source.name
-                shutil.copy2(source, inner)
+                _copy_read_only(str(source), str(inner))
             if digest_path(inner) != digest:
                 raise ConfigError(
                     f"artifact {str(source)!r} changed while it was being stored",
@@ -58,7 +85,11 @@ class ArtifactStore:
             except OSError:
                 if not final.exists():  # someone else won the race with the same bytes: fine
                     raise
+            else:
+                _set_folder_modes(final, FOLDER_MODE)
         finally:
+            if tmp.exists():
+                _set_folder_modes(tmp, 0o700)
             shutil.rmtree(tmp, ignore_errors=True)
         return self.resolve(digest)
 
@@ -79,4 +110,7 @@ class ArtifactStore:
         return path
 
     def remove(self, digest: str) -> None:
-        shutil.rmtree(self.location(digest), ignore_errors=True)
+        folder = self.location(digest)
+        if folder.exists():
+            _set_folder_modes(folder, 0o700)  # entries of a read-only folder cannot be removed
+        shutil.rmtree(folder, ignore_errors=True)

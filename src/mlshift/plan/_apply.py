@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlshift._artifacts import digest_path
+from mlshift._artifacts import check_artifact, digest_path
 from mlshift.adapter import Artifact, EndpointState, ResolvedVariant, RolloutRecord, VariantState
 from mlshift.errors import Conflict, MlshiftError
 from mlshift.plan._actions import (
@@ -213,11 +213,7 @@ def _run_special(
             f"model {action.model.name!r}: {path} changed since the plan was made",
             hint="run plan again",
         )
-    size = (
-        sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        if path.is_dir()
-        else path.stat().st_size
-    )
+    size = check_artifact(path, action.model.framework, action.model.tags)
     version = adapter.models.register(action.model, Artifact(path=path, digest=digest, size=size))
     registered[action.model.name] = version
     return version

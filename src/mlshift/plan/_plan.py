@@ -361,7 +361,7 @@ def build_plan(
         UnsupportedOperation: a spec that needs a capability the target lacks.
         NotFound: a model reference that resolves to nothing.
     """
-    from mlshift._artifacts import digest_path
+    from mlshift._artifacts import check_artifact, digest_path
 
     actions: list[Action] = []
     unchanged: list[str] = []
@@ -374,6 +374,7 @@ def build_plan(
                 field=f"models[{i}].path",
                 hint="point path at a local file or directory",
             )
+        check_artifact(model.path, model.framework, model.tags)
         digest = digest_path(model.path)
         if adapter.models.find_by_digest(model.name, digest) is None:
             actions.append(RegisterModel(model=model, digest=digest))

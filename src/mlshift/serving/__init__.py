@@ -16,7 +16,7 @@ library is imported when a model of that framework is loaded.
 
 from __future__ import annotations
 
-from mlshift.serving._app import create_app
+from mlshift.serving._app import Limits, create_app
 from mlshift.serving._inprocess import InProcessCaller
 from mlshift.serving._loaders import (
     LoadedModel,
@@ -29,6 +29,7 @@ from mlshift.serving._server import serve
 
 __all__ = [
     "InProcessCaller",
+    "Limits",
     "LoadedModel",
     "Predictor",
     "create_app",

@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port-file", type=Path, help="write the bound port here once ready")
     parser.add_argument("--variant", help="variant name, echoed in X-Mlshift-Variant")
     parser.add_argument("--model-ref", help="name:version, echoed in X-Mlshift-Model")
+    parser.add_argument(
+        "--skops-trust",
+        default="",
+        help="comma-separated type names a .skops file may hold beyond the trusted set",
+    )
     return parser
 
 
@@ -72,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the server; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
+        from mlshift._artifacts import parse_skops_trust
         from mlshift.serving._server import DEFAULT_PORT, serve
 
         serve(
@@ -84,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             variant=args.variant,
             model_ref=args.model_ref,
             port_file=args.port_file,
+            skops_trust=parse_skops_trust(args.skops_trust),
         )
     except IntegrityError as exc:
         return _fail(exc.message, exc.hint, 3)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
@@ -22,16 +24,80 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from mlshift._artifacts import digest_path
-from mlshift.errors import InvalidPayload
+from mlshift.errors import ConfigError, InvalidPayload
 from mlshift.serving._loaders import LoadedModel
-from mlshift.serving._payload import Batch, dumps, encode_csv, parse_csv, parse_json
+from mlshift.serving._payload import (
+    Batch,
+    TooManyRows,
+    dumps,
+    encode_csv,
+    estimate_rows,
+    parse_csv,
+    parse_json,
+)
 
-__all__ = ["MAX_BODY_BYTES", "create_app", "routes_for"]
+__all__ = ["MAX_BODY_BYTES", "Limits", "create_app", "routes_for"]
 
 logger = logging.getLogger("mlshift.serving")
 
-#: Request bodies larger than this are refused with 413 before they are read.
+#: Request bodies larger than this are refused with 413 (by default; see :class:`Limits`).
 MAX_BODY_BYTES = 100 * 1024 * 1024
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server process takes on at once; see ``docs/security.md`` for the memory bound.
+
+    Attributes:
+        max_body_bytes: Bodies larger than this are refused with 413, before they are read
+            when ``Content-Length`` says so (``MLSHIFT_MAX_BODY_MB``, default 100).
+        max_rows: Batches with more rows are refused with 413 (``MLSHIFT_MAX_ROWS``, default
+            1,000,000); large bodies are counted before they are parsed.
+        max_inflight: Prediction requests being read or answered at once; more get 503 with
+            ``Retry-After`` (``MLSHIFT_MAX_INFLIGHT``, default 64).
+        max_large_inflight: Of those, how many may have a body over ``large_body_bytes``
+            (``MLSHIFT_MAX_LARGE_INFLIGHT``, default 2). This is what bounds memory: a large
+            body is parsed, predicted and encoded in a worker thread, costing a few times its
+            size while it runs.
+        large_body_bytes: What counts as a large body (1 MB).
+    """
+
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_rows: int = 1_000_000
+    max_inflight: int = 64
+    max_large_inflight: int = 2
+    large_body_bytes: int = _MB
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        """The defaults, overridden by ``MLSHIFT_MAX_*`` environment variables.
+
+        Raises:
+            ConfigError: for a value that is not a positive whole number.
+        """
+        env = os.environ if environ is None else environ
+
+        def number(name: str, default: int) -> int:
+            text = env.get(name, "").strip()
+            if not text:
+                return default
+            if not text.isdigit() or int(text) <= 0:
+                raise ConfigError(
+                    f"{name}={text!r} is not a positive whole number",
+                    field=name,
+                    hint="unset it for the default",
+                )
+            return int(text)
+
+        return cls(
+            max_body_bytes=number("MLSHIFT_MAX_BODY_MB", MAX_BODY_BYTES // _MB) * _MB,
+            max_rows=number("MLSHIFT_MAX_ROWS", cls.max_rows),
+            max_inflight=number("MLSHIFT_MAX_INFLIGHT", cls.max_inflight),
+            max_large_inflight=number("MLSHIFT_MAX_LARGE_INFLIGHT", cls.max_large_inflight),
+        )
+
 
 # Batches up to this many rows are predicted inline on the event loop. A scikit-learn or
 # onnxruntime call on a few hundred rows takes tens to hundreds of microseconds, less than
@@ -76,7 +142,13 @@ def _route(value: str | None, default: str) -> str:
     return value if value.startswith("/") else "/" + value
 
 
-def create_app(model: LoadedModel, *, variant: str | None = None, model_ref: str | None = None) -> Starlette:
+def create_app(
+    model: LoadedModel,
+    *,
+    variant: str | None = None,
+    model_ref: str | None = None,
+    limits: Limits | None = None,
+) -> Starlette:
     """Build the model server's ASGI app for one loaded model.
 
     Routes (all in one app): SageMaker ``GET /ping`` and ``POST /invocations``; Vertex AI
@@ -88,10 +160,15 @@ def create_app(model: LoadedModel, *, variant: str | None = None, model_ref: str
         model: The model to serve.
         variant: Sent back in an ``X-Mlshift-Variant`` header on every response.
         model_ref: ``name:version``, sent back in an ``X-Mlshift-Model`` header.
+        limits: Body, batch and concurrency limits; from ``MLSHIFT_MAX_*`` when omitted.
 
     Returns:
         A Starlette app; run it with uvicorn, or use :func:`mlshift.serving.serve`.
+
+    Raises:
+        ConfigError: for a malformed ``MLSHIFT_MAX_*`` variable.
     """
+    limits = Limits.from_env() if limits is None else limits
     headers: dict[str, str] = {}
     if variant:
         headers["x-mlshift-variant"] = variant
@@ -111,7 +188,7 @@ def create_app(model: LoadedModel, *, variant: str | None = None, model_ref: str
     def error(status: int, code: str, message: str, hint: str | None = None) -> Response:
         return respond(_error_body(code, message, hint), status)
 
-    predict = _PredictEndpoint(model, headers)
+    predict = _PredictEndpoint(model, headers, limits)
 
     async def healthy(request: Request) -> Response:
         # The model is loaded before the app exists, so live means ready.
@@ -142,12 +219,12 @@ def create_app(model: LoadedModel, *, variant: str | None = None, model_ref: str
             response = error(
                 404,
                 "not_found",
-                f"no route {request.method} {request.url.path}",
+                f"no route {request.method} {request.scope['path']}",
                 hint=f"predictions go to POST {', '.join(predict_paths)}",
             )
         elif exc.status_code == 405:
             response = error(
-                405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
+                405, "method_not_allowed", f"{request.method} is not allowed on {request.scope['path']}"
             )
         else:
             response = error(exc.status_code, "http_error", exc.detail)
@@ -155,26 +232,61 @@ def create_app(model: LoadedModel, *, variant: str | None = None, model_ref: str
             response.headers.update(exc.headers)
         return response
 
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own 500 is plain text; this one is JSON, generic, with a request id.
+        status, body, _ = _failed("request failed", "the server failed on this request", exc)
+        return respond(body, status)
+
     table: dict[tuple[str, str], Any] = {}
     # Prediction routes first: Starlette tries routes in order, and they carry the load.
     for method, path in sorted((r for c in routes.values() for r in c), key=lambda r: r[0] != "POST"):
         table.setdefault((method, path), predict if method == "POST" else healthy)
     table.setdefault(("GET", "/v1/metadata"), metadata)
-    return Starlette(
+    app = Starlette(
         routes=[Route(path, endpoint, methods=[method]) for (method, path), endpoint in table.items()],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+    # No 307 from /invocations/ to /invocations: its Location would be built from the
+    # client's Host header, and clients of a model server do not follow redirects of a POST.
+    app.router.redirect_slashes = False
+    return app
 
 
-def _error_body(code: str, message: str, hint: str | None = None) -> bytes:
+def _error_body(code: str, message: str, hint: str | None = None, request_id: str | None = None) -> bytes:
     detail: dict[str, str] = {"code": code, "message": message}
     if hint:
         detail["hint"] = hint
+    if request_id:
+        detail["request_id"] = request_id
     return dumps({"error": detail})
 
 
 class _ClientGone(Exception):
     """The client disconnected before it had sent the whole body."""
+
+
+class _Refused(Exception):
+    """A request refused before its work starts (413, 503): status, body, extra headers."""
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers or []
+
+
+_BUSY_HEADERS = [(b"retry-after", b"1")]
+
+
+def _busy(what: str) -> _Refused:
+    return _Refused(
+        503,
+        _error_body(
+            "overloaded",
+            f"the server is already answering {what}",
+            hint="retry after a second (Retry-After), or add replicas",
+        ),
+        _BUSY_HEADERS,
+    )
 
 
 class _PredictEndpoint:
@@ -184,65 +296,213 @@ class _PredictEndpoint:
     exception wrapping cost about 20 µs per request, which profiles of a single-row request
     (about 300 µs of server CPU in all) showed as the largest overhead left outside the model.
     Routing, 404/405 answers and every other route stay with Starlette.
+
+    Limits cost two integer counters on the event loop's thread, never a lock around a
+    prediction: ``inflight`` counts requests being read or answered, ``large`` those with a
+    body over :attr:`Limits.large_body_bytes`, whose parsing, prediction and encoding run in a
+    worker thread so that health checks keep being answered meanwhile.
     """
 
-    def __init__(self, model: LoadedModel, headers: Mapping[str, str]) -> None:
+    def __init__(self, model: LoadedModel, headers: Mapping[str, str], limits: Limits) -> None:
         self.model = model
         self.signature = model.signature
         self.predict_batch = model.predict_batch
+        self.limits = limits
+        self.inflight = 0
+        self.large = 0
         # User predictors run in a thread; one at a time, so they need not be thread-safe.
         self.lock = threading.Lock()
         self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.too_large = _Refused(
+            413,
+            _error_body(
+                "payload_too_large",
+                f"the request body is larger than {_size(limits.max_body_bytes)}",
+                hint="split the batch into smaller requests",
+            ),
+        )
 
     def _run_locked(self, batch: Batch) -> list[Any]:
         with self.lock:
             return self.predict_batch(batch)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            status, body, content_type = await self._answer(scope, receive)
-        except _ClientGone:
-            return
+        extra: list[tuple[bytes, bytes]] = []
+        if self.inflight >= self.limits.max_inflight:
+            refused = _busy(f"{self.limits.max_inflight} requests")
+            status, body, content_type, extra = refused.status, refused.body, _JSON_BYTES, refused.headers
+        else:
+            self.inflight += 1
+            try:
+                status, body, content_type = await self._answer(scope, receive)
+            except _ClientGone:
+                return
+            except _Refused as refused:
+                status, body, content_type, extra = refused.status, refused.body, _JSON_BYTES, refused.headers
+            finally:
+                self.inflight -= 1
         headers = [
             (b"content-type", content_type),
             (b"content-length", str(len(body)).encode("latin-1")),
             *self.headers,
+            *extra,
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
         length, content_type, accept = _predict_headers(scope["headers"])
-        body = await _read_body(receive, length)
-        if body is None:
-            return (
-                413,
-                _error_body(
-                    "payload_too_large",
-                    f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MB",
-                    hint="split the batch into smaller requests",
-                ),
-                _JSON_BYTES,
-            )
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > self.limits.max_body_bytes:
+            raise self.too_large
+        # slot[0]: whether this request holds one of the large-request slots.
+        slot = [False]
+        if declared is not None and declared > self.limits.large_body_bytes:
+            self._take_large(slot)
+        try:
+            body = await self._read_body(receive, slot)
+            if isinstance(body, list):
+                # Parsing a large body takes long and costs memory: off the event loop.
+                return await anyio.to_thread.run_sync(self._work_large, body, content_type, accept)
+            batch = self._parse(body, content_type)
+            if not isinstance(batch, Batch):
+                return batch
+            if self.model.blocking or len(batch.rows) > INLINE_MAX_ROWS:
+                runner = self._run_locked if self.model.blocking else self.predict_batch
+                return await anyio.to_thread.run_sync(self._predict_encode, runner, batch, accept)
+            return self._predict_encode(self.predict_batch, batch, accept)
+        finally:
+            if slot[0]:
+                self.large -= 1
+
+    def _take_large(self, slot: list[bool]) -> None:
+        if self.large >= self.limits.max_large_inflight:
+            raise _busy(f"{self.limits.max_large_inflight} large requests")
+        self.large += 1
+        slot[0] = True
+
+    async def _read_body(self, receive: Receive, slot: list[bool]) -> bytes | list[bytes]:
+        """The body, or its chunks when it is large (joined off the event loop).
+
+        One sent without Content-Length takes a large-request slot once it is large.
+
+        Raises:
+            _ClientGone: if the client disconnects first.
+            _Refused: over the size limit, or no large-request slot is free.
+        """
+        size = 0
+        chunks: list[bytes] = []
+        limit = self.limits.max_body_bytes
+        large = self.limits.large_body_bytes
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise self.too_large
+            if size > large and not slot[0]:
+                self._take_large(slot)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if slot[0]:
+            return chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _parse(self, body: bytes | bytearray, content_type: str) -> Batch | tuple[int, bytes, bytes]:
+        """The batch, or the 400/413 answer for a body that is not one."""
         try:
             if content_type and content_type.split(";", 1)[0].strip().lower() in _CSV_TYPES:
                 batch = parse_csv(body, self.signature)
             else:
                 # Anything else is read as JSON: curl -d sends form-urlencoded by default.
                 batch = parse_json(body, self.signature)
-            if self.model.blocking or len(batch.rows) > INLINE_MAX_ROWS:
-                predictions = await anyio.to_thread.run_sync(self._run_locked, batch)
-            else:
-                predictions = self.predict_batch(batch)
         except InvalidPayload as exc:
             return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
-        except Exception as exc:
-            logger.exception("prediction failed")
-            message = f"the model failed: {type(exc).__name__}: {exc}"
-            return 500, _error_body("prediction_failed", message), _JSON_BYTES
-        if _CSV in accept and _JSON not in accept:
-            return 200, encode_csv(predictions), _CSV_BYTES
-        return 200, dumps({"predictions": predictions}), _JSON_BYTES
+        rows = batch.array.shape[0] if batch.array is not None else len(batch.rows)
+        if rows > self.limits.max_rows:
+            return self._too_many_rows(rows)
+        return batch
+
+    def _too_many_rows(self, rows: int | None) -> tuple[int, bytes, bytes]:
+        counted = f"has {rows:,} rows" if rows is not None else "has too many rows"
+        return (
+            413,
+            _error_body(
+                "too_many_rows",
+                f"the batch {counted}; this server takes at most {self.limits.max_rows:,} per request",
+                hint="split the batch into smaller requests",
+            ),
+            _JSON_BYTES,
+        )
+
+    def _work_large(self, chunks: list[bytes], content_type: str, accept: str) -> tuple[int, bytes, bytes]:
+        """Parse, predict and encode a large body, in a worker thread.
+
+        Every step over the whole body is done a piece at a time, so that the event loop gets
+        the GIL back every few milliseconds and health checks are answered meanwhile.
+        """
+        body = bytearray(sum(len(c) for c in chunks))
+        pos = 0
+        for i, chunk in enumerate(chunks):
+            body[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+            chunks[i] = b""  # freed as it is copied: never two copies of the body
+        is_csv = bool(content_type) and content_type.split(";", 1)[0].strip().lower() in _CSV_TYPES
+        # Counted before parsing: a parsed row costs far more memory than its bytes.
+        if estimate_rows(body, is_csv) > self.limits.max_rows:
+            return self._too_many_rows(None)
+        batch: Batch | None = None
+        if not is_csv and self.model.array_dtype is not None:
+            try:
+                from mlshift.serving._arrays import parse_json_array
+
+                batch = parse_json_array(body, self.signature, self.model.array_dtype, self.limits.max_rows)
+            except TooManyRows as exc:
+                return self._too_many_rows(exc.rows)
+            except InvalidPayload as exc:
+                return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
+        if batch is None:
+            parsed = self._parse(body, content_type)
+            if not isinstance(parsed, Batch):
+                return parsed
+            batch = parsed
+        del body
+        return self._predict_encode(
+            self._run_locked if self.model.blocking else self.predict_batch, batch, accept
+        )
+
+    def _predict_encode(self, run: Any, batch: Batch, accept: str) -> tuple[int, bytes, bytes]:
+        try:
+            predictions = run(batch)
+        except InvalidPayload as exc:
+            return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
+        except Exception:
+            return _failed("prediction failed", "the model failed on this request")
+        try:
+            if _CSV in accept and _JSON not in accept:
+                return 200, encode_csv(predictions), _CSV_BYTES
+            return 200, dumps({"predictions": predictions}), _JSON_BYTES
+        except Exception:
+            return _failed("encoding the predictions failed", "the model's predictions could not be encoded")
+
+
+def _failed(what: str, message: str, exc: BaseException | None = None) -> tuple[int, bytes, bytes]:
+    """A 500 that says nothing about the model or its files: the detail goes to the log."""
+    request_id = uuid.uuid4().hex[:16]
+    logger.error("%s (request %s)", what, request_id, exc_info=exc or True)
+    body = _error_body(
+        "prediction_failed",
+        f"{message}; the server log has the details under request id {request_id}",
+        request_id=request_id,
+    )
+    return 500, body, _JSON_BYTES
+
+
+def _size(n: int) -> str:
+    return f"{n // _MB} MB" if n >= _MB and n % _MB == 0 else f"{n:,} bytes"
 
 
 def _predict_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str, str]:
@@ -264,27 +524,3 @@ def _predict_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str, s
         elif name == b"accept" and accept is None:
             accept = value.decode("latin-1")
     return length, content_type or "", accept or ""
-
-
-async def _read_body(receive: Receive, length: str | None) -> bytes | None:
-    """The body, or ``None`` when it is over :data:`MAX_BODY_BYTES`.
-
-    Raises:
-        _ClientGone: if the client disconnects first.
-    """
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        return None
-    size = 0
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

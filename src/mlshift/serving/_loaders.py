@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
-from mlshift._artifacts import verify_digest
+from mlshift._artifacts import SKOPS_TRUST_TAG, parse_skops_trust, verify_digest
 from mlshift.errors import ConfigError, InvalidPayload
 from mlshift.serving._payload import Batch, check_rows
 from mlshift.specs.model import FRAMEWORKS, Signature
@@ -27,18 +27,49 @@ from mlshift.specs.model import FRAMEWORKS, Signature
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["LoadedModel", "Predictor", "detect_framework", "infer_signature", "load_model"]
+__all__ = ["SKOPS_TRUST_TAG", "LoadedModel", "Predictor", "detect_framework", "infer_signature", "load_model"]
 
 _SKLEARN_SUFFIXES = (".skops", ".joblib", ".pkl")
-#: Module prefixes whose types a ``.skops`` file may contain without ``MLSHIFT_SKOPS_TRUST=1``.
-SKOPS_TRUSTED_PREFIXES: tuple[str, ...] = (
-    "sklearn.",
-    "numpy.",
-    "scipy.",
-    "builtins.",
-    "collections.",
+
+#: Types a ``.skops`` file may hold beyond skops' own default trusted set (scikit-learn's
+#: estimators, numpy dtypes and ufuncs, builtin containers and primitives). skops reports
+#: these scikit-learn internals as untrusted, yet every tree ensemble and neighbours model
+#: holds them; they are data structures, none of them calls code named in the file.
+#: Exact names, never prefixes: ``numpy.vectorize(builtins.eval)`` is "numpy." and "builtins."
+#: and runs any expression it is given.
+SKOPS_EXTRA_TRUSTED: frozenset[str] = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        *(
+            f"sklearn.metrics._dist_metrics.{name}Distance{bits}"
+            for bits in (32, 64)
+            for name in (
+                "BrayCurtis",
+                "Canberra",
+                "Chebyshev",
+                "Dice",
+                "Euclidean",
+                "Hamming",
+                "Haversine",
+                "Jaccard",
+                "Mahalanobis",
+                "Manhattan",
+                "Matching",
+                "Minkowski",
+                "RogersTanimoto",
+                "RussellRao",
+                "SEuclidean",
+                "SokalMichener",
+                "SokalSneath",
+            )
+        ),
+    }
 )
-_SKOPS_TRUST_ENV = "MLSHIFT_SKOPS_TRUST"
+#: Comma-separated type names a process trusts in every ``.skops`` file it loads.
+SKOPS_TRUST_ENV = "MLSHIFT_SKOPS_TRUST"
 
 
 @runtime_checkable
@@ -94,6 +125,9 @@ class LoadedModel(ABC):
     framework: ClassVar[str]
     #: Whether predictions should run in a worker thread rather than on the event loop.
     blocking: ClassVar[bool] = False
+    #: The numeric dtype of the one array the model takes, when it takes one: large request
+    #: bodies are then parsed straight into an array (``Batch.array``).
+    array_dtype: Any = None
 
     def __init__(self, *, path: Path, signature: Signature | None, digest: str | None, native: Any) -> None:
         self.path = path
@@ -150,9 +184,13 @@ class _ArrayModel(LoadedModel):
         self._dtype = dtype
         self._run = run
         self._refusals = refusals
+        if dtype.kind in "biuf":
+            self.array_dtype = dtype
 
     def predict_batch(self, batch: Batch) -> list[Any]:
-        array = self._to_array(batch, self.signature, self._dtype)
+        array = batch.array
+        if array is None:
+            array = self._to_array(batch, self.signature, self._dtype)
         try:
             result = self._run(array)
         except self._refusals as exc:
@@ -253,6 +291,7 @@ def load_model(
     *,
     digest: str | None = None,
     signature: Signature | None = None,
+    skops_trust: Sequence[str] = (),
 ) -> LoadedModel:
     """Load a model artifact for serving.
 
@@ -261,10 +300,12 @@ def load_model(
         framework: ``sklearn``, ``onnx`` or ``predictor`` (see :func:`detect_framework`).
         digest: ``sha256:<hex>`` the artifact must match; checked before anything is read.
         signature: What the model takes; inferred from the artifact when omitted.
+        skops_trust: Type names a ``.skops`` file may hold beyond the trusted set (the
+            ``mlshift.skops-trust`` tag of a registered version).
 
     Raises:
-        ConfigError: for an unknown framework, a missing, unreadable or corrupt artifact, or a
-            signature that contradicts the model.
+        ConfigError: for an unknown framework, a missing, unreadable or corrupt artifact, a
+            ``.skops`` file holding untrusted types, or a signature that contradicts the model.
         IntegrityError: if the artifact does not match ``digest``.
         ImportError: if the framework's library is not installed (naming the extra).
     """
@@ -276,13 +317,13 @@ def load_model(
         # Before deserializing anything: a tampered pickle must never be unpickled.
         verify_digest(path, digest)
     if framework == "sklearn":
-        return _load_sklearn_model(path, signature, digest)
+        return _load_sklearn_model(path, signature, digest, skops_trust)
     if framework == "onnx":
         return _load_onnx_model(path, signature, digest)
     return _load_predictor_model(path, signature, digest)
 
 
-def infer_signature(path: Path, framework: str) -> Signature | None:
+def infer_signature(path: Path, framework: str, *, skops_trust: Sequence[str] = ()) -> Signature | None:
     """Read what a model takes from the artifact itself.
 
     scikit-learn: ``feature_names_in_`` (named columns) or ``n_features_in_``; ONNX: the
@@ -292,14 +333,15 @@ def infer_signature(path: Path, framework: str) -> Signature | None:
         The signature, or ``None`` when the artifact does not say.
 
     Raises:
-        ConfigError: for an unknown framework or an artifact that cannot be loaded.
+        ConfigError: for an unknown framework, an artifact that cannot be loaded, or a
+            ``.skops`` file holding types outside the trusted set and ``skops_trust``.
     """
     path = Path(path)
     _check_framework(framework)
     if not path.exists():
         raise ConfigError(f"artifact path {str(path)!r} does not exist", field="path")
     if framework == "sklearn":
-        return _sklearn_signature(_read_sklearn(path))
+        return _sklearn_signature(_read_sklearn(path, skops_trust))
     if framework == "onnx":
         session = _onnx_session(path)
         return _onnx_signature(session, path)
@@ -327,11 +369,11 @@ def _check_width(signature: Signature, n: int | None, path: Path) -> None:
 # ---------------------------------------------------------------------------- sklearn
 
 
-def _read_sklearn(path: Path) -> Any:
+def _read_sklearn(path: Path, trust: Sequence[str] = ()) -> Any:
     if path.is_dir():
         raise ConfigError(f"sklearn artifact {str(path)!r} is a directory, expected a file")
     if path.suffix.lower() == ".skops":
-        return _read_skops(path)
+        return _read_skops(path, trust)
     try:
         import joblib
     except ImportError as exc:
@@ -344,7 +386,14 @@ def _read_sklearn(path: Path) -> Any:
         raise _cannot_load(path, "joblib model", exc) from exc
 
 
-def _read_skops(path: Path) -> Any:
+def untrusted_skops_types(path: Path, trust: Sequence[str] = ()) -> list[str]:
+    """The types in a ``.skops`` file that neither skops, mlshift nor ``trust`` vouch for.
+
+    Reading the list builds nothing: skops only looks at the file's schema.
+
+    Raises:
+        ConfigError: if the file is not a readable skops file.
+    """
     try:
         import skops.io as sio
     except ImportError as exc:
@@ -353,22 +402,41 @@ def _read_skops(path: Path) -> Any:
         untrusted: list[str] = sio.get_untrusted_types(file=path)
     except Exception as exc:
         raise _cannot_load(path, "skops model", exc) from exc
-    refused = [t for t in untrusted if not _skops_trusted(t)]
-    if refused and os.environ.get(_SKOPS_TRUST_ENV) != "1":
-        raise ConfigError(
-            f"skops model {str(path)!r} contains types outside scikit-learn, numpy and scipy: "
-            f"{', '.join(sorted(refused))}",
-            field="path",
-            hint=(f"loading them could run their code; if you trust this file, set {_SKOPS_TRUST_ENV}=1"),
-        )
+    allowed = SKOPS_EXTRA_TRUSTED | set(trust) | set(parse_skops_trust(os.environ.get(SKOPS_TRUST_ENV)))
+    return sorted(t for t in untrusted if t not in allowed)
+
+
+def check_skops_trust(path: Path, trust: Sequence[str] = ()) -> None:
+    """Refuse a ``.skops`` file holding types nobody trusted, naming them and how to trust them.
+
+    Raises:
+        ConfigError: naming the untrusted types.
+    """
+    refused = untrusted_skops_types(path, trust)
+    if not refused:
+        return
+    names = ",".join(refused)
+    flags = " ".join(f"--skops-trust {t}" for t in refused)
+    raise ConfigError(
+        f"skops model {str(path)!r} contains types mlshift does not trust: {', '.join(refused)}",
+        field="path",
+        hint=(
+            "building them can run arbitrary code (numpy.vectorize(builtins.eval) evaluates any "
+            "string); only if you made this file and trust it, register it with "
+            f"`{flags}` (recorded with the version) or set {SKOPS_TRUST_ENV}={names}"
+        ),
+    )
+
+
+def _read_skops(path: Path, trust: Sequence[str] = ()) -> Any:
+    import skops.io as sio
+
+    check_skops_trust(path, trust)
     try:
-        return sio.load(path, trusted=untrusted)
+        # Everything left untrusted was vouched for above, by name.
+        return sio.load(path, trusted=sio.get_untrusted_types(file=path))
     except Exception as exc:
         raise _cannot_load(path, "skops model", exc) from exc
-
-
-def _skops_trusted(type_name: str) -> bool:
-    return type_name.startswith(SKOPS_TRUSTED_PREFIXES)
 
 
 def _sklearn_signature(estimator: Any) -> Signature | None:
@@ -381,8 +449,10 @@ def _sklearn_signature(estimator: Any) -> Signature | None:
     return None
 
 
-def _load_sklearn_model(path: Path, signature: Signature | None, digest: str | None) -> LoadedModel:
-    estimator = _read_sklearn(path)
+def _load_sklearn_model(
+    path: Path, signature: Signature | None, digest: str | None, trust: Sequence[str]
+) -> LoadedModel:
+    estimator = _read_sklearn(path, trust)
     run = getattr(estimator, "predict", None)
     if not callable(run):
         raise ConfigError(

@@ -19,9 +19,11 @@ from mlshift.specs.model import Signature
 __all__ = [
     "ACCEPTED_KEYS",
     "Batch",
+    "TooManyRows",
     "check_rows",
     "dumps",
     "encode_csv",
+    "estimate_rows",
     "loads",
     "parse_csv",
     "parse_json",
@@ -66,7 +68,7 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, default=_default, separators=(",", ":")).encode()
 
 
-def loads(body: bytes) -> Any:
+def loads(body: bytes | bytearray) -> Any:
     """Decode JSON bytes (orjson when installed, else the stdlib).
 
     Raises:
@@ -75,6 +77,29 @@ def loads(body: bytes) -> Any:
     if _HAVE_ORJSON:
         return orjson.loads(body)
     return json.loads(body)
+
+
+class TooManyRows(Exception):
+    """A batch has more rows than the server takes (``rows`` counted so far)."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(rows)
+        self.rows = rows
+
+
+def estimate_rows(body: bytes | bytearray, is_csv: bool, step: int = 1 << 20) -> int:
+    """At least the number of rows in a body, give or take two, counted in C without parsing.
+
+    Every JSON row is a list or an object, so it opens a bracket or a brace; every CSV row
+    ends a line. Used to refuse a batch over the rows limit before parsing it costs memory.
+    Counted ``step`` bytes at a time, so that other threads get the GIL in between.
+    """
+    marks = (b"\n",) if is_csv else (b"[", b"{")
+    counts = [0] * len(marks)
+    for start in range(0, len(body), step):
+        for k, mark in enumerate(marks):
+            counts[k] += body.count(mark, start, start + step)
+    return max(counts) - (1 if is_csv else 2)
 
 
 RowsKind = Literal["rows", "single", "scalars", "records", "columns", "csv"]
@@ -92,6 +117,10 @@ class Batch:
         columns: The column names, in row order, when known.
         lines: For CSV, the line number of each row.
         text: True when values are still strings to be parsed (CSV).
+        array: The rows already as one checked 2-D numpy array (large numeric bodies are
+            parsed straight into one); ``rows`` is then empty.
+        offset: The index in the request of ``rows[0]`` (errors about one piece of a large
+            body name rows by their place in the whole request).
     """
 
     rows: list[list[Any]]
@@ -100,6 +129,8 @@ class Batch:
     columns: tuple[str, ...] | None = None
     lines: tuple[int, ...] | None = None
     text: bool = False
+    array: Any = None
+    offset: int = 0
 
     @classmethod
     def of_rows(cls, rows: Sequence[Sequence[Any]]) -> Batch:
@@ -114,7 +145,7 @@ class Batch:
             return self.source
         if self.kind == "columns":
             return f"row {i} of {self.source}"
-        return f"{self.source}[{i}]"
+        return f"{self.source}[{i + self.offset}]"
 
     def value_name(self, i: int, j: int) -> str:
         """How the request spells value ``j`` of row ``i``, with its column name when known."""
@@ -131,7 +162,7 @@ class Batch:
         elif self.kind == "scalars":
             where = f"{self.source}[{i}]"
         else:
-            where = f"{self.source}[{i}][{j}]"
+            where = f"{self.source}[{i + self.offset}][{j}]"
         return f"{where} ({column})" if column else where
 
 
@@ -200,7 +231,7 @@ def _shape_hint(signature: Signature | None) -> str:
 # --------------------------------------------------------------------------------- JSON
 
 
-def parse_json(body: bytes, signature: Signature | None) -> Batch:
+def parse_json(body: bytes | bytearray, signature: Signature | None) -> Batch:
     """Turn a JSON request body into a :class:`Batch` ordered by ``signature``.
 
     Accepts ``{"instances": ...}``, ``{"inputs": ...}``, ``{"dataframe_split": ...}`` and
@@ -423,7 +454,7 @@ def _from_split(value: Any, signature: Signature | None) -> Batch:
 # ---------------------------------------------------------------------------------- CSV
 
 
-def parse_csv(body: bytes, signature: Signature | None) -> Batch:
+def parse_csv(body: bytes | bytearray, signature: Signature | None) -> Batch:
     """Turn a ``text/csv`` body into a :class:`Batch` of strings.
 
     A first line equal to the model's column names (in any order) is a header: it is skipped
@@ -461,17 +492,34 @@ def parse_csv(body: bytes, signature: Signature | None) -> Batch:
 
 
 def encode_csv(predictions: Sequence[Any]) -> bytes:
-    """One line per prediction; a prediction that is a list becomes comma-separated values."""
+    """One line per prediction; a prediction that is a list becomes comma-separated values.
+
+    Raises:
+        TypeError: for a value that is not a string, number, boolean or null (it would be
+            written as its ``repr``, such as ``<object object at 0x...>``).
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     for p in predictions:
         if isinstance(p, (list, tuple)):
-            writer.writerow(p)
+            row = list(p)
         elif isinstance(p, dict):
-            writer.writerow(p.values())
+            row = list(p.values())
         else:
-            writer.writerow([p])
+            row = [p]
+        writer.writerow([_csv_cell(v) for v in row])
     return out.getvalue().encode()
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        converted = item()
+        if converted is None or isinstance(converted, (str, int, float)):
+            return converted
+    raise TypeError(f"cannot write a {type(value).__name__} as a CSV value")
 
 
 # ----------------------------------------------------------------------------- checking

@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
@@ -35,6 +36,7 @@ def serve(
     variant: str | None = None,
     model_ref: str | None = None,
     port_file: Path | None = None,
+    skops_trust: Sequence[str] = (),
 ) -> None:
     """Load a model and serve it over HTTP until SIGTERM or Ctrl-C.
 
@@ -53,6 +55,7 @@ def serve(
         model_ref: ``name:version``, sent back in an ``X-Mlshift-Model`` header.
         port_file: Once the server accepts connections, the bound port number is written
             here (atomically); the file is removed again on shutdown.
+        skops_trust: Type names a ``.skops`` file may hold beyond the trusted set.
 
     Raises:
         ConfigError: for a bad artifact, framework, signature or port.
@@ -62,7 +65,7 @@ def serve(
     path = Path(path)
     if framework is None:
         framework = detect_framework(path)
-    model = load_model(path, framework, digest=digest, signature=signature)
+    model = load_model(path, framework, digest=digest, signature=signature, skops_trust=skops_trust)
     app = create_app(model, variant=variant, model_ref=model_ref)
     port = _resolve_port(port)
     sock = _bind(host, port)

@@ -14,6 +14,9 @@ configuration. Nothing is left behind either way.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import hashlib
+import json
 import logging
 import re
 import secrets
@@ -131,6 +134,26 @@ def _change(field: str, old: Sequence[Any], new: Sequence[Any]) -> builtins.list
     if list(old) == list(new):
         return []
     return [OptionChange(field=f"provider_options.sagemaker.{field}", old=_shown(old), new=_shown(new))]
+
+
+#: In ``endpoints/<name>/options.json``, what stands for the ``environment`` values: their
+#: names and a SHA-256 of the names and values. The values may be secrets; they live only in
+#: the SageMaker models' container definitions, where the containers need them.
+_ENV_DIGEST_FIELD = "environment_sha256"
+
+
+def _environment_digest(environment: Mapping[str, str]) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(dict(environment), sort_keys=True).encode()).hexdigest()
+
+
+def _options_document(options: EndpointOptions) -> dict[str, Any]:
+    """The options as stored in S3: the environment as a digest, never in plain text."""
+    data = options.model_dump(mode="json")
+    environment = data.pop("environment", None) or {}
+    data["environment"] = {}
+    if environment:
+        data[_ENV_DIGEST_FIELD] = {"names": sorted(environment), "digest": _environment_digest(environment)}
+    return data
 
 
 @dataclass
@@ -434,13 +457,30 @@ class SageMakerEndpointService(BaseEndpointService):
         stored_options = self._stored_options(name)
         if planned is not None:
             if planned != stored_options:
-                self._adapter.store.put_json(self._options_key(name), planned.model_dump(mode="json"))
+                self._adapter.store.put_json(self._options_key(name), _options_document(planned))
             return planned
         return stored_options or EndpointOptions()
 
     def _stored_options(self, name: str) -> EndpointOptions | None:
         stored = self._adapter.store.get_json(self._options_key(name))
-        return EndpointOptions.model_validate(stored[0]) if stored else None
+        if not stored:
+            return None
+        data = dict(stored[0])
+        recorded = data.pop(_ENV_DIGEST_FIELD, None)
+        if isinstance(recorded, dict):
+            data["environment"] = self._environment_matching(name, str(recorded.get("digest")))
+        return EndpointOptions.model_validate(data)
+
+    def _environment_matching(self, name: str, digest: str) -> dict[str, str]:
+        """The environment values whose digest the options document keeps, read from the
+        containers of the endpoint's live models (the values themselves are never stored)."""
+        live = self._read(name)
+        for slot in live.slots if live is not None else []:
+            with contextlib.suppress(MlshiftError):
+                environment = self._user_environment(self._container(slot))
+                if _environment_digest(environment) == digest:
+                    return environment
+        return {}
 
     def _container(self, slot: _Slot) -> dict[str, Any]:
         """The primary container of the model a variant runs (or will run)."""

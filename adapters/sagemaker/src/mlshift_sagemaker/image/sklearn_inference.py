@@ -30,8 +30,36 @@ from typing import Any
 ARTIFACT_ENV = "MLSHIFT_ARTIFACT"
 DIGEST_ENV = "MLSHIFT_MODEL_DIGEST"
 SIGNATURE_ENV = "MLSHIFT_SIGNATURE"
-#: Types a ``.skops`` file may hold without ``MLSHIFT_SKOPS_TRUST=1`` (as in the mlshift server).
-SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+#: Types a ``.skops`` file may hold beyond skops' own trusted set, as in the mlshift server
+#: (``mlshift.serving._loaders.SKOPS_EXTRA_TRUSTED``): exact names, never prefixes.
+_DISTANCES = [
+    "BrayCurtis",
+    "Canberra",
+    "Chebyshev",
+    "Dice",
+    "Euclidean",
+    "Hamming",
+    "Haversine",
+    "Jaccard",
+    "Mahalanobis",
+    "Manhattan",
+    "Matching",
+    "Minkowski",
+    "RogersTanimoto",
+    "RussellRao",
+    "SEuclidean",
+    "SokalMichener",
+    "SokalSneath",
+]
+SKOPS_EXTRA_TRUSTED = frozenset(
+    [
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+    ]
+    + [f"sklearn.metrics._dist_metrics.{n}Distance{b}" for b in (32, 64) for n in _DISTANCES]
+)
 _SUFFIXES = (".skops", ".joblib", ".pkl")
 _JSON = "application/json"
 _CSV = "text/csv"
@@ -71,13 +99,14 @@ def _load_skops(path: Path) -> Any:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    if os.environ.get("MLSHIFT_SKOPS_TRUST") != "1":
-        refused = [t for t in untrusted if not t.startswith(SKOPS_TRUSTED_PREFIXES)]
-        if refused:
-            raise ValueError(
-                f"{path.name} holds types outside scikit-learn, numpy and scipy: {', '.join(refused)} "
-                "(set MLSHIFT_SKOPS_TRUST=1 in the endpoint's environment to load it anyway)"
-            )
+    trusted = {t.strip() for t in os.environ.get("MLSHIFT_SKOPS_TRUST", "").split(",") if t.strip()}
+    refused = sorted(t for t in untrusted if t not in SKOPS_EXTRA_TRUSTED and t not in trusted)
+    if refused:
+        raise ValueError(
+            f"{path.name} holds types mlshift does not trust: {', '.join(refused)} (building them "
+            "can run code; if you made this file, set MLSHIFT_SKOPS_TRUST="
+            f"{','.join(refused)} in the endpoint's environment)"
+        )
     return sio.load(path, trusted=untrusted)
 
 
