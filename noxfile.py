@@ -11,6 +11,9 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "skl2onnx>=1.16"]
+#: KFP's PipelineSpec protobuf (small; not kfp itself): the KFP compiler's tests parse every
+#: compiled spec with it. It imports google.rpc, from googleapis-common-protos.
+KFP_SPEC_DEPS = ["kfp-pipeline-spec>=2.17", "googleapis-common-protos>=1.56"]
 EXTRAS = ".[serve,sklearn,onnx]"
 #: Cloud adapters, each a distribution of its own with its own tests and pytest/ruff/mypy config.
 SAGEMAKER = "adapters/sagemaker"
@@ -23,7 +26,7 @@ SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (what CI runs). Extra arguments go to pytest."""
-    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, SAGEMAKER_IMAGES)
+    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, *KFP_SPEC_DEPS, SAGEMAKER_IMAGES)
     # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
     # run can never pass silently.
     session.run("pytest", *(session.posargs or ["-q"]))
