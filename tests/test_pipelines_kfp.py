@@ -9,11 +9,14 @@ executor inputs shaped like KFP's, with artifact URIs that are local folders.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2  # kfp-pipeline-spec: the protobuf only, not kfp
 
@@ -34,7 +37,7 @@ from mlshift.pipelines import (
     when,
 )
 from mlshift.pipelines._ir import PipelineIR
-from mlshift.pipelines.kfp import SCHEMA_VERSION, code_files, compile_kfp
+from mlshift.pipelines.kfp import DEFAULT_IMAGE, SCHEMA_VERSION, code_files, compile_kfp
 from mlshift.pipelines.kfp_step import run as run_step
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "train_gate_deploy.py"
@@ -673,3 +676,58 @@ def test_a_step_past_its_timeout_fails(tmp_path: Path) -> None:
     failure = run_step(["python", "--executor-input", json.dumps(executor_input), "--task", json.dumps(task)])
     sys.modules.pop("slowstep", None)
     assert failure is not None and "TimeoutError" in failure and "timeout of 0.2 s" in failure
+
+
+# ------------------------------------------------------------------------------ the command line
+
+
+def _mlshift(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-m", "mlshift", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_cli_writes_kfp_yaml_or_json(tmp_path: Path) -> None:
+    ref = f"{EXAMPLE}:train_gate_deploy"
+    shown = _mlshift(
+        "pipelines", "compile", ref, "--format", "kfp", "--target", "local:///srv/ml", cwd=tmp_path
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("# PIPELINE DEFINITION\n# Name: train-gate-deploy\n")
+    spec = yaml.safe_load(shown.stdout)
+    strict(spec)
+    assert spec["deploymentSpec"]["executors"]["exec-train"]["container"]["image"] == DEFAULT_IMAGE
+    assert task_json(spec, "deploy")["target"] == "local:///srv/ml"
+    written = _mlshift(
+        "pipelines",
+        "compile",
+        ref,
+        "--format",
+        "kfp",
+        "-t",
+        "local://",
+        "--image",
+        IMAGE,
+        "-o",
+        "spec.json",
+        cwd=tmp_path,
+    )
+    assert written.returncode == 0, written.stderr
+    spec = json.loads((tmp_path / "spec.json").read_text())
+    strict(spec)
+    assert spec["deploymentSpec"]["executors"]["exec-train"]["container"]["image"] == IMAGE
+
+
+def test_the_cli_names_what_is_missing(tmp_path: Path) -> None:
+    ref = f"{EXAMPLE}:train_gate_deploy"
+    failed = _mlshift("pipelines", "compile", ref, "--format", "kfp", cwd=tmp_path)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert "step 'register'" in failed.stderr and "--target" in failed.stderr
+    failed = _mlshift("pipelines", "compile", ref, "--format", "argo", cwd=tmp_path)
+    assert failed.returncode == 1 and "unknown --format 'argo'" in failed.stderr

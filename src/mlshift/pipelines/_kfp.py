@@ -65,6 +65,7 @@ __all__ = [
     "STEP_MODULE",
     "code_files",
     "compile_kfp",
+    "to_yaml",
 ]
 
 SCHEMA_VERSION = "2.1.0"
@@ -661,7 +662,7 @@ class _Compiler:
         if not target:
             raise self._error(
                 step,
-                f"{step.kind} acts on a target, and neither the step nor the compile names one",
+                f"a {step.kind} step acts on a target, and neither it nor the compile names one",
                 field=f"steps.{step.name}.{block}.target",
                 hint="pass target= to compile_kfp (--target with `mlshift pipelines compile --format kfp`), "
                 "or set target= on the step",
@@ -845,3 +846,16 @@ def compile_kfp(
     if not image or any(c.isspace() for c in image):
         raise ConfigError(f"invalid image {image!r}", field="image")
     return _Compiler(ir, image=image, code_uri=code_uri, target=target, pipeline_root=pipeline_root).compile()
+
+
+def to_yaml(spec: Mapping[str, Any]) -> str:
+    """The spec as YAML, as KFP's compiler writes it (header comment, keys sorted, no anchors)."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    name = spec.get("pipelineInfo", {}).get("name", "")
+    body = yaml.dump(dict(spec), Dumper=_Dumper, sort_keys=True, allow_unicode=True, width=100)
+    return f"# PIPELINE DEFINITION\n# Name: {name}\n{body}"

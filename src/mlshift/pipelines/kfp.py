@@ -22,6 +22,15 @@ from mlshift.pipelines._kfp import (
     STEP_MODULE,
     code_files,
     compile_kfp,
+    to_yaml,
 )
 
-__all__ = ["DEFAULT_IMAGE", "SCHEMA_VERSION", "SIZE_RESOURCES", "STEP_MODULE", "code_files", "compile_kfp"]
+__all__ = [
+    "DEFAULT_IMAGE",
+    "SCHEMA_VERSION",
+    "SIZE_RESOURCES",
+    "STEP_MODULE",
+    "code_files",
+    "compile_kfp",
+    "to_yaml",
+]
