@@ -76,6 +76,13 @@ def crosscheck(session: nox.Session) -> None:
         session.run("pytest", "-q", "tests/test_crosscheck.py", env={"MLSHIFT_REQUIRE_CROSSCHECK": "1"})
 
 
+@nox.session(name="crosscheck-kfp")
+def crosscheck_kfp(session: nox.Session) -> None:
+    """The KFP compiler against kfp's own compiler, and kfp loading every spec mlshift writes."""
+    session.install("-e", ".", "kfp>=2.8,<3", *KFP_SPEC_DEPS, "pytest>=8")
+    session.run("pytest", "-q", "tests/test_crosscheck_kfp.py", env={"MLSHIFT_REQUIRE_CROSSCHECK": "1"})
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site (mkdocs, strict: broken links fail)."""
