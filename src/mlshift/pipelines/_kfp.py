@@ -84,15 +84,16 @@ def _default_image() -> str:
 #: to a registry your cluster pulls from and pass that name as ``image``.
 DEFAULT_IMAGE = _default_image()
 
-#: Neutral sizes → container limits (vCPU, memory, default GPU count), the same shapes as the
-#: SageMaker instance types they map to there.
+#: Neutral sizes → container limits (vCPU, memory GiB, GPUs when the step says none), the shapes
+#: of the SageMaker instance types they map to there. A ``gpu-*`` size means at least one GPU,
+#: as in the DSL.
 SIZE_RESOURCES: Mapping[str, tuple[int, int, int]] = {
     "cpu-small": (2, 8, 0),
     "cpu-medium": (4, 16, 0),
     "cpu-large": (16, 64, 0),
     "gpu-small": (4, 16, 1),
     "gpu-medium": (8, 32, 1),
-    "gpu-large": (48, 192, 4),
+    "gpu-large": (48, 192, 1),
 }
 GPU_RESOURCE = "nvidia.com/gpu"
 
