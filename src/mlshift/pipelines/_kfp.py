@@ -185,6 +185,10 @@ class _Compiler:
         self.scope_of: dict[str, Scope] = {}
         self.tasks: dict[str, str] = {}
         self.used_names: set[str] = set()
+        self.needs: dict[str, set[str]] = {s.name: set() for s in ir.steps}
+        for e in ir.edges:
+            self.needs[e.target].add(e.source)
+        self.sources: dict[str, bytes] = {}  # source files by path, read once
 
     # ------------------------------------------------------------------ names and scopes
 
@@ -210,9 +214,7 @@ class _Compiler:
     def _scopes(self) -> None:
         """Every step's scope: its own gates and those of every step it depends on."""
         gates: dict[str, set[tuple[str, bool]]] = {}
-        needs: dict[str, set[str]] = {s.name: set() for s in self.ir.steps}
-        for e in self.ir.edges:
-            needs[e.target].add(e.source)
+        needs = self.needs
         for s in self.ir.steps:  # in dependency order
             mine = {(w.condition, w.branch) for w in s.when}
             for dep in needs[s.name]:
@@ -490,8 +492,7 @@ class _Compiler:
                 for m in step.metrics:
                     outputs_def["parameters"][metric_key(m)] = {"parameterType": "NUMBER_DOUBLE"}
                 outputs_def["artifacts"][METRICS_REPORT] = {"artifactType": dict(_METRICS_ARTIFACT)}
-        needs = {e.source for e in self.ir.edges if e.target == step.name}
-        for producer in sorted(needs):
+        for producer in sorted(self.needs[step.name]):
             self._depend(scope, task, producer)
         if step.retries:
             task["retryPolicy"] = {
@@ -581,7 +582,7 @@ class _Compiler:
             # components embed their source the same way), or is read from code_uri.
             path = Path(code.file)
             try:
-                data = path.read_bytes()
+                data = self.sources.get(code.file) or self.sources.setdefault(code.file, path.read_bytes())
             except OSError as exc:
                 raise self._error(
                     step,
