@@ -366,6 +366,25 @@ def test_nested_and_parallel_gates_nest_sub_dags(everything_spec: dict[str, Any]
     assert "notify-live" in spec["components"]["comp-condition-live"]["dag"]["tasks"]
 
 
+def test_unnamed_gates_keep_their_ids_as_sub_dag_names() -> None:
+    @pipeline
+    def unnamed(threshold: float = 0.5) -> None:
+        scores = score(data=make_data().outputs["out"], tag="t")
+        with when(scores.metrics["val.loss"] < threshold) as gate:
+            notify(tag="ok")
+        with gate.otherwise():
+            Fail("loss too high")
+
+    spec = compile_kfp(unnamed.ir, image=IMAGE)
+    strict(spec)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"condition-1", "condition-1-else"} <= set(tasks)
+    assert tasks["condition-1"]["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--score-metric-val.loss'] < "
+        "inputs.parameter_values['pipelinechannel--threshold']"
+    )
+
+
 def test_a_step_fed_by_a_gated_step_sits_under_the_same_gate() -> None:
     @pipeline
     def downstream(threshold: float = 0.5) -> None:

@@ -228,7 +228,9 @@ class _Compiler:
             return dag
         self._dag(scope[:-1])
         cond, branch = scope[-1]
-        base = f"condition-{cond}".lower() + ("" if branch else "-else")
+        # DSL gates without a name are "condition-N" already; ids from JSON may hold anything.
+        slug = re.sub(r"[^a-z0-9-]+", "-", cond.lower()).strip("-") or "gate"
+        base = (slug if slug.startswith("condition-") else f"condition-{slug}") + ("" if branch else "-else")
         name, n = base, 1
         while name in self.used_names or f"comp-{name}" in self.components:
             n += 1
