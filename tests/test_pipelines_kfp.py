@@ -750,3 +750,30 @@ def test_the_cli_names_what_is_missing(tmp_path: Path) -> None:
     assert "step 'register'" in failed.stderr and "--target" in failed.stderr
     failed = _mlshift("pipelines", "compile", ref, "--format", "argo", cwd=tmp_path)
     assert failed.returncode == 1 and "unknown --format 'argo'" in failed.stderr
+
+
+def test_scalar_outputs_and_missing_metrics_through_the_entrypoint(tmp_path: Path) -> None:
+    spec = compile_kfp(everything.ir, image=IMAGE)
+    runs = tmp_path / "runs"
+    out = _run(
+        spec,
+        "make-data",
+        _executor_input(
+            spec, "make-data", runs, {"rows": 5.0, "name": "iris", "shuffle": True, "ratio": 0.25}, {}
+        ),
+    )
+    data = runs / "make-data" / "artifacts" / "out"
+    assert (data / "out" / "rows.txt").read_text() == "iris,5,True,0.25"
+    assert out["parameterValues"] == {}
+    out = _run(spec, "label", _executor_input(spec, "label", runs, {}, {"data": data}))
+    assert out["parameterValues"] == {"output": "out"}
+    assert (runs / "label" / "parameters" / "output").read_text() == "out"
+    out = _run(spec, "count", _executor_input(spec, "count", runs, {}, {"data": data}))
+    assert out["parameterValues"] == {"output": 3}
+    # A step that declares a metric and does not return it fails, saying which.
+    args = task_args(spec, "score")
+    task = json.loads(args[args.index("--task") + 1])
+    task["metrics"] = ["auc", "f1"]
+    executor_input = _executor_input(spec, "score", runs, {"tag": "t"}, {"data": data})
+    failure = run_step(["python", "--executor-input", json.dumps(executor_input), "--task", json.dumps(task)])
+    assert failure == "StepFailed: the step declares metric 'f1' but did not return it"
