@@ -777,3 +777,20 @@ def test_scalar_outputs_and_missing_metrics_through_the_entrypoint(tmp_path: Pat
     executor_input = _executor_input(spec, "score", runs, {"tag": "t"}, {"data": data})
     failure = run_step(["python", "--executor-input", json.dumps(executor_input), "--task", json.dumps(task)])
     assert failure == "StepFailed: the step declares metric 'f1' but did not return it"
+
+
+def test_compiling_imports_neither_kfp_nor_protobuf(tmp_path: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "from mlshift.pipelines import load_pipeline\n"
+        "from mlshift.pipelines.kfp import compile_kfp, to_yaml\n"
+        f"spec = compile_kfp(load_pipeline({str(EXAMPLE) + ':train_gate_deploy'!r}).ir, target='local://')\n"
+        "to_yaml(spec)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('kfp', 'google'))))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
