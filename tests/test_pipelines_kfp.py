@@ -482,6 +482,16 @@ def _python_step(ir: dict[str, Any], like: str, name: str) -> dict[str, Any]:
     return {k: v for k, v in base.items() if k not in ("hash", "after")} | {"name": name, "when": []}
 
 
+def test_ir_with_its_steps_out_of_order_compiles_the_same() -> None:
+    data = load_pipeline(f"{EXAMPLE}:train_gate_deploy").ir.model_dump(mode="json")
+    # The pipeline hash covers the order; the step hashes still hold.
+    shuffled = PipelineIR.model_validate({**data, "steps": list(reversed(data["steps"])), "hash": ""})
+    ordered = PipelineIR.model_validate(data)
+    assert compile_kfp(shuffled, image=IMAGE, target="local://") == compile_kfp(
+        ordered, image=IMAGE, target="local://"
+    )
+
+
 def test_a_500_step_pipeline_compiles() -> None:
     steps = [{**_python_step(everything.ir.model_dump(mode="json"), "notify", "s0"), "inputs": {}}]
     steps[0]["inputs"] = {"tag": {"type": "str", "value": "x"}}

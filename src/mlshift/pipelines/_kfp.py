@@ -213,14 +213,16 @@ class _Compiler:
 
     def _scopes(self) -> None:
         """Every step's scope: its own gates and those of every step it depends on."""
+        from graphlib import TopologicalSorter
+
         gates: dict[str, set[tuple[str, bool]]] = {}
-        needs = self.needs
-        for s in self.ir.steps:  # in dependency order
-            mine = {(w.condition, w.branch) for w in s.when}
-            for dep in needs[s.name]:
+        # IR loaded from JSON is checked for cycles, not for its steps' order: sort here.
+        for name in TopologicalSorter(self.needs).static_order():
+            mine = {(w.condition, w.branch) for w in self.steps[name].when}
+            for dep in self.needs[name]:
                 mine |= gates[dep]
-            gates[s.name] = mine
-            self.scope_of[s.name] = tuple(sorted(mine, key=lambda g: (self.order[g[0]], not g[1])))
+            gates[name] = mine
+            self.scope_of[name] = tuple(sorted(mine, key=lambda g: (self.order[g[0]], not g[1])))
 
     def _dag(self, scope: Scope) -> _Dag:
         dag = self.dags.get(scope)
