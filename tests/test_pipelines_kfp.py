@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kfp.pipeline_spec import pipeline_spec_pb2  # kfp-pipeline-spec: the protobuf only, not kfp
 
 import mlshift
@@ -52,7 +55,71 @@ def strict(spec: dict[str, Any]) -> Any:
             executor, pipeline_spec_pb2.PipelineDeploymentConfig.ExecutorSpec(), ignore_unknown_fields=False
         )
         assert message.components[name.replace("exec-", "comp-", 1)].executor_label == name
+    check_wiring(spec)
     return message
+
+
+def check_wiring(spec: dict[str, Any]) -> None:
+    """What KFP's driver resolves at run time, checked on the spec: every task's inputs come from
+    an input of its DAG or an output its producer's component declares (a task it waits for),
+    each DAG is acyclic, and every DAG output names a subtask's declared output."""
+    components = spec["components"]
+
+    def outputs_of(task: dict[str, Any], kind: str) -> dict[str, Any]:
+        out: dict[str, Any] = (
+            components[task["componentRef"]["name"]].get("outputDefinitions", {}).get(kind, {})
+        )
+        return out
+
+    def visit(component: dict[str, Any], where: str) -> None:
+        tasks = component["dag"]["tasks"]
+        declared = component.get("inputDefinitions", {})
+        for name, task in tasks.items():
+            target = components[task["componentRef"]["name"]]
+            deps = set(task.get("dependentTasks", []))
+            assert deps <= set(tasks) - {name}, (where, name, deps)
+            given = task.get("inputs", {})
+            for kind, source_key, task_key in (
+                ("parameters", "componentInputParameter", "taskOutputParameter"),
+                ("artifacts", "componentInputArtifact", "taskOutputArtifact"),
+            ):
+                wanted = target.get("inputDefinitions", {}).get(kind, {})
+                assert set(given.get(kind, {})) == set(wanted), (where, name, kind)
+                for spec_ in given.get(kind, {}).values():
+                    if source_key in spec_:
+                        assert spec_[source_key] in declared.get(kind, {}), (where, name, spec_)
+                    elif task_key in spec_:
+                        producer = spec_[task_key]["producerTask"]
+                        key = spec_[task_key][
+                            "outputParameterKey" if kind == "parameters" else "outputArtifactKey"
+                        ]
+                        assert producer in deps and key in outputs_of(tasks[producer], kind), (
+                            where,
+                            name,
+                            spec_,
+                        )
+            condition = task.get("triggerPolicy", {}).get("condition", "")
+            for channel in re.findall(r"parameter_values\['([^']+)'\]", condition):
+                assert channel in given.get("parameters", {}), (where, name, channel)
+            if "dag" in target:
+                visit(target, task["componentRef"]["name"])
+        for kind, selector in (("parameters", "valueFromParameter"), ("artifacts", "artifactSelectors")):
+            for out in component["dag"].get("outputs", {}).get(kind, {}).values():
+                picked = out[selector] if kind == "parameters" else out[selector][0]
+                sub = tasks[picked["producerSubtask"]]
+                key = picked["outputParameterKey" if kind == "parameters" else "outputArtifactKey"]
+                assert key in outputs_of(sub, kind), (where, picked)
+        # Acyclic: Kahn's algorithm over dependentTasks.
+        remaining = {n: set(t.get("dependentTasks", [])) for n, t in tasks.items()}
+        while remaining:
+            ready = [n for n, d in remaining.items() if not d]
+            assert ready, (where, "cycle", remaining)
+            for n in ready:
+                del remaining[n]
+            for d in remaining.values():
+                d.difference_update(ready)
+
+    visit(spec["root"], "root")
 
 
 def task_args(spec: dict[str, Any], task: str) -> list[str]:
@@ -804,3 +871,111 @@ def test_compiling_imports_neither_kfp_nor_protobuf(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+# ------------------------------------------------------------------------------ random graphs
+
+
+@st.composite
+def gated_graphs(draw: st.DrawFn) -> dict[str, Any]:
+    """Random DAGs of python steps passing values, artifacts and metrics, under random gates."""
+    python = everything.ir.step("count").model_dump(mode="json")["python"]
+    n = draw(st.integers(2, 9))
+    conditions: list[dict[str, Any]] = []
+    measured: dict[str, int] = {}  # condition id -> the step it measures
+    for c in range(draw(st.integers(0, 3))):
+        on = draw(st.integers(0, n - 2))
+        right = draw(st.sampled_from([{"value": 0.5}, {"param": "x"}, {"value": 1}]))
+        conditions.append(
+            {"id": f"g{c}", "left": {"step": f"s{on}", "metric": "m"}, "op": ">=", "right": right}
+        )
+        measured[f"g{c}"] = on
+    steps: list[dict[str, Any]] = []
+    edges: set[tuple[str, str, str]] = set()
+    for i in range(n):
+        inputs: dict[str, Any] = {}
+        for j in draw(st.sets(st.integers(0, max(i - 1, 0)), max_size=3)) if i else ():
+            kind = draw(st.sampled_from(["str", "artifact", "metric", "metrics"]))
+            if kind == "str":
+                inputs[f"v{j}"] = {"type": "str", "step": f"s{j}", "output": "o"}
+            elif kind == "artifact":
+                inputs[f"a{j}"] = {"type": "artifact", "step": f"s{j}", "output": "a"}
+            elif kind == "metric":
+                inputs[f"m{j}"] = {"type": "float", "step": f"s{j}", "metric": "m"}
+            else:
+                inputs[f"all{j}"] = {"type": "metrics", "step": f"s{j}"}
+            edges.add((f"s{j}", f"s{i}", "data"))
+        inputs["p"] = {"type": "int", "param": "x"}
+        after = sorted(f"s{j}" for j in draw(st.sets(st.integers(0, max(i - 1, 0)), max_size=2)) if i)
+        edges |= {(a, f"s{i}", "order") for a in after}
+        usable = [c for c, on in measured.items() if on < i]
+        when = (
+            [
+                {"condition": c, "branch": draw(st.booleans())}
+                for c in draw(st.sets(st.sampled_from(usable)))
+                if usable
+            ]
+            if usable
+            else []
+        )
+        edges |= {(f"s{measured[w['condition']]}", f"s{i}", "condition") for w in when}
+        steps.append(
+            {
+                "name": f"s{i}",
+                "kind": "python",
+                "inputs": inputs,
+                "outputs": {"o": {"type": "str"}, "a": {"type": "artifact"}},
+                "metrics": ["m"],
+                "after": after,
+                "when": when,
+                "python": python,
+            }
+        )
+    return {
+        "name": "random",
+        "params": [{"name": "x", "type": "int", "default": 1}],
+        "conditions": conditions,
+        "steps": steps,
+        "edges": [{"source": s, "target": t, "kind": k} for s, t, k in sorted(edges)],
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(gated_graphs())
+def test_random_gated_graphs_compile_to_wired_specs(data: dict[str, Any]) -> None:
+    from mlshift.pipelines._ir import build_ir
+
+    ir = build_ir(data)
+    spec = compile_kfp(ir, image=IMAGE)
+    strict(spec)  # includes check_wiring
+    # Every step is a task exactly once, in the sub-DAG of all the gates it is under: its own,
+    # and those of every step it depends on (as on the local runner, where it is skipped when
+    # one of them did not run).
+    placed: dict[str, str] = {}
+    parent: dict[str, str] = {}
+    for name, component in [("root", spec["root"]), *spec["components"].items()]:
+        for task, task_spec in component.get("dag", {}).get("tasks", {}).items():
+            if task.startswith("condition-"):
+                parent[task_spec["componentRef"]["name"]] = name
+            else:
+                assert task not in placed
+                placed[task] = name
+    assert set(placed) == {s.name for s in ir.steps}
+
+    def gates_above(component: str) -> set[tuple[str, bool]]:
+        out: set[tuple[str, bool]] = set()
+        while component != "root":
+            match = re.fullmatch(r"comp-condition-(g\d+)(-else)?(-\d+)?", component)
+            assert match, component
+            out.add((match.group(1), match.group(2) is None))
+            component = parent[component]
+        return out
+
+    expected: dict[str, set[tuple[str, bool]]] = {}
+    for s in ir.steps:
+        mine = {(w.condition, w.branch) for w in s.when}
+        for e in ir.edges:
+            if e.target == s.name:
+                mine |= expected[e.source]
+        expected[s.name] = mine
+        assert gates_above(placed[s.name]) == mine, s.name
