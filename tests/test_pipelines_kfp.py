@@ -979,3 +979,17 @@ def test_random_gated_graphs_compile_to_wired_specs(data: dict[str, Any]) -> Non
                 mine |= expected[e.source]
         expected[s.name] = mine
         assert gates_above(placed[s.name]) == mine, s.name
+
+
+def test_an_optional_parameter_without_default_and_a_long_description_are_refused() -> None:
+    data = load_pipeline(f"{EXAMPLE}:train_gate_deploy").ir.model_dump(mode="json")
+    data["params"][0] = {"name": "c", "type": "float", "default": None, "required": False}
+    data["hash"] = ""
+    with pytest.raises(ConfigError) as exc:
+        compile_kfp(PipelineIR.model_validate(data), image=IMAGE, target="local://")
+    assert exc.value.field == "params.c"
+    data = load_pipeline(f"{EXAMPLE}:train_gate_deploy").ir.model_dump(mode="json")
+    data["description"] = "x" * 1025
+    with pytest.raises(ConfigError) as exc:
+        compile_kfp(PipelineIR.model_validate(data), image=IMAGE, target="local://")
+    assert exc.value.field == "description"
