@@ -993,3 +993,29 @@ def test_an_optional_parameter_without_default_and_a_long_description_are_refuse
     with pytest.raises(ConfigError) as exc:
         compile_kfp(PipelineIR.model_validate(data), image=IMAGE, target="local://")
     assert exc.value.field == "description"
+
+
+def test_the_entrypoint_runs_as_a_module_and_exits_1_on_failure(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlshift.pipelines.kfp_step", "fail", "--message", "stop here"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == "step failed: StepFailed: stop here"
+
+
+def test_string_literals_in_conditions_are_escaped_for_cel() -> None:
+    @pipeline
+    def quoted(name: str = "x") -> None:
+        with when(name == "it's a \\\\ path", name="odd"):
+            notify(tag="t")
+
+    spec = compile_kfp(quoted.ir, image=IMAGE)
+    strict(spec)
+    condition = spec["root"]["dag"]["tasks"]["condition-odd"]["triggerPolicy"]["condition"]
+    assert condition == "inputs.parameter_values['pipelinechannel--name'] == 'it\\'s a \\\\\\\\ path'"
