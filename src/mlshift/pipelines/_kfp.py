@@ -255,9 +255,8 @@ class _Compiler:
             if producer.kind == "container":
                 raise ConfigError(
                     f"{self.where}: {where} reads metric {source.metric!r} of container step "
-                    f"{producer.name!r}; on "
-                    "KFP a container step reports its metrics as one JSON object, so single metrics "
-                    "of it cannot be compared or passed yet",
+                    f"{producer.name!r}; on KFP a container step reports its metrics as one JSON "
+                    "object, so a single metric of it cannot be compared or passed yet",
                     field=f"steps.{producer.name}.metrics",
                     hint="take the whole metrics, or report them from a @step function",
                 )
@@ -299,14 +298,13 @@ class _Compiler:
                 {"artifactType": dict(_ARTIFACT)} if ref.artifact else {"parameterType": ref.ptype}
             )
             spec, dep = self._resolve(scope[:-1], ref)
-            self._wire(self.dags[scope[:-1]], dag, channel, ref.artifact, spec, dep)
+            self._wire(dag, channel, ref.artifact, spec, dep)
         if ref.artifact:
             return {"componentInputArtifact": channel}, None
         return {"componentInputParameter": channel}, None
 
-    def _wire(
-        self, parent: _Dag, child: _Dag, channel: str, artifact: bool, spec: dict[str, Any], dep: str | None
-    ) -> None:
+    def _wire(self, child: _Dag, channel: str, artifact: bool, spec: dict[str, Any], dep: str | None) -> None:
+        """Pass ``spec`` (from the parent DAG) into sub-DAG ``child`` as its input ``channel``."""
         task = self._scope_task(child)
         task["inputs"]["artifacts" if artifact else "parameters"][channel] = spec
         if dep is not None:
