@@ -79,7 +79,8 @@ def crosscheck(session: nox.Session) -> None:
 @nox.session(name="crosscheck-kfp")
 def crosscheck_kfp(session: nox.Session) -> None:
     """The KFP compiler against kfp's own compiler, and kfp loading every spec mlshift writes."""
-    session.install("-e", ".", "kfp>=2.8,<3", *KFP_SPEC_DEPS, "pytest>=8")
+    # hypothesis: the crosscheck reuses the pipelines of tests/test_pipelines_kfp.py.
+    session.install("-e", ".", "kfp>=2.8,<3", *KFP_SPEC_DEPS, "pytest>=8", "hypothesis>=6.100")
     session.run("pytest", "-q", "tests/test_crosscheck_kfp.py", env={"MLSHIFT_REQUIRE_CROSSCHECK": "1"})
 
 

@@ -132,6 +132,10 @@ def test_the_gate_matches_kfp_if_else(both: tuple[dict[str, Any], dict[str, Any]
         ("condition-quality-gate-else", "condition-3"),
     ):
         a, b = ours["components"][f"comp-{mine}"], _normal(theirs["components"][f"comp-{kfp_name}"])
+        if mine.endswith("-else"):
+            # mlshift's Fail also takes the gate's operands, to say what it measured.
+            fail = a["dag"]["tasks"]["fail"]
+            assert set(fail.pop("inputs")["parameters"]) == {"gate0-left", "gate0-right"}
         assert a["dag"] == b["dag"], mine
         assert a["inputDefinitions"] == b["inputDefinitions"], mine
     for task in ("register", "deploy"):

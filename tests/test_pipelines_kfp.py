@@ -1019,3 +1019,19 @@ def test_string_literals_in_conditions_are_escaped_for_cel() -> None:
     strict(spec)
     condition = spec["root"]["dag"]["tasks"]["condition-odd"]["triggerPolicy"]["condition"]
     assert condition == "inputs.parameter_values['pipelinechannel--name'] == 'it\\'s a \\\\\\\\ path'"
+
+
+def test_a_fail_step_says_what_its_gate_measured(capsys: pytest.CaptureFixture[str]) -> None:
+    ir = load_pipeline(f"{EXAMPLE}:train_gate_deploy").ir
+    spec = compile_kfp(ir, image=IMAGE, target="local://")
+    fail = spec["components"]["comp-condition-quality-gate-else"]["dag"]["tasks"]["fail"]
+    assert fail["inputs"]["parameters"] == {
+        "gate0-left": {"componentInputParameter": "pipelinechannel--evaluate-metric-accuracy"},
+        "gate0-right": {"componentInputParameter": "pipelinechannel--threshold"},
+    }
+    executor_input = {"inputs": {"parameterValues": {"gate0-left": 0.51111, "gate0-right": 0.9}}}
+    args = [json.dumps(executor_input) if a == "{{$}}" else a for a in task_args(spec, "fail")]
+    assert run_step(args) == (
+        "StepFailed: the model is not accurate enough; nothing was registered or deployed: "
+        "evaluate.metrics['accuracy'] = 0.5111, needs >= 0.9 (threshold)"
+    )

@@ -26,7 +26,8 @@ condition + ``when``        gated steps sit in a sub-DAG ``condition-<id>`` (``-
                             way ``dsl.If``/``dsl.Else`` compile
 ``register_model``,         the mlshift image registers / deploys through mlshift on the target
 ``deploy`` steps            given at compile time (or the step's own ``target``)
-``fail`` step               a task in the mlshift image that prints the message and exits 1
+``fail`` step               a task in the mlshift image that exits 1 with the message and what
+                            its gates measured (their operands are its inputs)
 ``after`` and edges         ``dependentTasks``
 ``retries``/``retry_delay`` ``retryPolicy`` (``maxRetryCount``, ``backoffDuration``, doubling)
 ``timeout``                 enforced by the step process (KFP has no per-task timeout)
@@ -494,6 +495,7 @@ class _Compiler:
                 for m in step.metrics:
                     outputs_def["parameters"][metric_key(m)] = {"parameterType": "NUMBER_DOUBLE"}
                 outputs_def["artifacts"][METRICS_REPORT] = {"artifactType": dict(_METRICS_ARTIFACT)}
+        readings = self._gate_readings(step, scope, task, inputs_def) if step.kind == "fail" else []
         for producer in sorted(self.needs[step.name]):
             self._depend(scope, task, producer)
         if step.retries:
@@ -509,7 +511,40 @@ class _Compiler:
         if any(outputs_def.values()):
             component["outputDefinitions"] = {k: v for k, v in outputs_def.items() if v}
         self.components[f"comp-{task_name}"] = component
-        self.executors[f"exec-{task_name}"] = {"container": self._container(step)}
+        container = self._container(step)
+        if readings:
+            container["args"] += [
+                "--executor-input",
+                "{{$}}",
+                "--gates",
+                json.dumps(readings, sort_keys=True),
+            ]
+        self.executors[f"exec-{task_name}"] = {"container": container}
+
+    def _gate_readings(
+        self, step: StepIR, scope: Scope, task: dict[str, Any], inputs_def: dict[str, dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """A ``Fail`` step's gates, with their operands as inputs, so that its message says what
+        they measured (as the local runner's does)."""
+        readings = []
+        for i, w in enumerate(step.when):
+            cond = self.ir.condition(w.condition)
+            sides: list[dict[str, Any]] = []
+            for side, operand in (("left", cond.left), ("right", cond.right)):
+                if operand.value is not None:
+                    sides.append({"value": operand.value})
+                    continue
+                name = f"gate{i}-{side}"
+                ref = self._ref_of(f"condition {cond.id!r}", operand)
+                spec, dep = self._resolve(scope, ref)
+                inputs_def["parameters"][name] = {"parameterType": ref.ptype}
+                task["inputs"]["parameters"][name] = spec
+                if dep is not None:
+                    task["dependentTasks"].add(dep)
+                reads = {"param": operand.param} if operand.param is not None else {"of": operand.describe()}
+                sides.append({"input": name, **reads})
+            readings.append({"op": cond.op, "left": sides[0], "right": sides[1]})
+        return readings
 
     def _container(self, step: StepIR) -> dict[str, Any]:
         if step.secrets:

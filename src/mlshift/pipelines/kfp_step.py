@@ -21,8 +21,10 @@ downloads each ``uri`` to (``gs://b/x`` → ``/gcs/b/x``, ``s3://`` → ``/s3/``
 ``deploy --executor-input JSON --task JSON``
     Deploy version ``model`` to endpoint ``endpoint`` on the task's target; output ``url``.
 
-``fail --message TEXT``
-    Print the message and exit 1 (a ``Fail`` step).
+``fail --message TEXT [--executor-input JSON --gates JSON]``
+    Print the message and exit 1 (a ``Fail`` step); with its gates, the message says what they
+    measured, as on the local runner (``...: evaluate.metrics['auc'] = 0.71, needs >= 0.8
+    (threshold)``).
 
 Retries are KFP's (``retryPolicy``); a ``timeout`` in the task is enforced here. Exit codes: 0
 on success, 1 when the step failed (the reason is the last line on stderr).
@@ -265,19 +267,45 @@ def _deploy(ex: _Executor, task: dict[str, Any]) -> None:
     ex.write()
 
 
+def _fmt(value: Any) -> str:
+    """A measured value as the local runner shows it: ``0.9333`` rather than ``0.9333333333333333``."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _fail_message(message: str, ex: _Executor, gates: list[dict[str, Any]]) -> str:
+    values = ex.inputs.get("parameterValues") or {}
+    readings = []
+    for gate in gates:
+        texts = []
+        for side in (gate["left"], gate["right"]):
+            value = values.get(side["input"]) if "input" in side else side["value"]
+            if "param" in side:
+                texts.append((value, f"{side['param']} = {_fmt(value)}", f"{_fmt(value)} ({side['param']})"))
+            elif "of" in side:
+                text = f"{side['of']} = {_fmt(value)}"
+                texts.append((value, text, text))
+            else:
+                texts.append((value, _fmt(value), _fmt(value)))
+        readings.append(f"{texts[0][1]}, needs {gate['op']} {texts[1][2]}")
+    return message + (f": {'; '.join(readings)}" if readings else "")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlshift.pipelines.kfp_step")
     parser.add_argument("command", choices=("python", "register", "deploy", "fail"))
     parser.add_argument("--executor-input", help="KFP's executor input ({{$}}), as JSON")
     parser.add_argument("--task", default="{}", help="the step, as JSON")
     parser.add_argument("--message", default="", help="a fail step's message")
+    parser.add_argument("--gates", default="[]", help="a fail step's gates, as JSON")
     return parser
 
 
 def _execute(args: argparse.Namespace) -> None:
-    if args.command == "fail":
-        raise StepFailed(args.message)
     ex = _Executor(json.loads(args.executor_input or "{}"))
+    if args.command == "fail":
+        raise StepFailed(_fail_message(args.message, ex, json.loads(args.gates)))
     task = json.loads(args.task)
     {"python": _run_python, "register": _register, "deploy": _deploy}[args.command](ex, task)
 
