@@ -11,6 +11,9 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "skl2onnx>=1.16"]
+#: KFP's PipelineSpec protobuf (small; not kfp itself): the KFP compiler's tests parse every
+#: compiled spec with it. It imports google.rpc, from googleapis-common-protos.
+KFP_SPEC_DEPS = ["kfp-pipeline-spec>=2.17", "googleapis-common-protos>=1.56"]
 EXTRAS = ".[serve,sklearn,onnx]"
 #: Cloud adapters, each a distribution of its own with its own tests and pytest/ruff/mypy config.
 SAGEMAKER = "adapters/sagemaker"
@@ -23,7 +26,7 @@ SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (what CI runs). Extra arguments go to pytest."""
-    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, SAGEMAKER_IMAGES)
+    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, *KFP_SPEC_DEPS, SAGEMAKER_IMAGES)
     # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
     # run can never pass silently.
     session.run("pytest", *(session.posargs or ["-q"]))
@@ -71,6 +74,14 @@ def crosscheck(session: nox.Session) -> None:
     session.install("-e", ".", "-e", SAGEMAKER, "sagemaker>=3,<4", "pytest>=8")
     with session.chdir(SAGEMAKER):
         session.run("pytest", "-q", "tests/test_crosscheck.py", env={"MLSHIFT_REQUIRE_CROSSCHECK": "1"})
+
+
+@nox.session(name="crosscheck-kfp")
+def crosscheck_kfp(session: nox.Session) -> None:
+    """The KFP compiler against kfp's own compiler, and kfp loading every spec mlshift writes."""
+    # hypothesis: the crosscheck reuses the pipelines of tests/test_pipelines_kfp.py.
+    session.install("-e", ".", "kfp>=2.8,<3", *KFP_SPEC_DEPS, "pytest>=8", "hypothesis>=6.100")
+    session.run("pytest", "-q", "tests/test_crosscheck_kfp.py", env={"MLSHIFT_REQUIRE_CROSSCHECK": "1"})
 
 
 @nox.session

@@ -25,9 +25,9 @@ SIZES = (100, 500)
 WARM_REPS = 3
 
 
-def _run(python: str, worker: str, n: int, out_dir: str) -> dict[str, Any] | str:
+def _run(python: str, worker: str, n: int, out_dir: str, *extra: str) -> dict[str, Any] | str:
     proc = subprocess.run(
-        [python, str(BENCH / worker), str(n), str(WARM_REPS), out_dir],
+        [python, str(BENCH / worker), str(n), str(WARM_REPS), out_dir, *extra],
         capture_output=True,
         text=True,
         env=bench_env(),
@@ -70,7 +70,10 @@ def bench_pipelines(repeat: int, kfp_python: str | None = None) -> dict[str, Any
     """Both sides for 100 and 500 steps, medians of ``repeat`` fresh processes each."""
     if not _has(sys.executable, "mlshift.pipelines"):
         return {"status": "not measured: pipelines not built yet (mlshift.pipelines is not importable)"}
-    sides = {"mlshift": (sys.executable, "pipeline_chain_mlshift.py")}
+    # mlshift-kfp: mlshift compiling the same chain to a KFP PipelineSpec, kfp's own output.
+    sides: dict[str, tuple[str, ...]] = {"mlshift": (sys.executable, "pipeline_chain_mlshift.py")}
+    if _has(sys.executable, "mlshift.pipelines.kfp"):
+        sides["mlshift-kfp"] = (sys.executable, "pipeline_chain_mlshift.py", "kfp")
     kfp_python = kfp_python or sys.executable
     notes = []
     if _has(kfp_python, "kfp"):
@@ -87,8 +90,8 @@ def bench_pipelines(repeat: int, kfp_python: str | None = None) -> dict[str, Any
                 order = list(sides) if rep % 2 == 0 else list(reversed(sides))
                 for side in order:
                     print(f"  pipelines: {side} {n} steps (round {rep + 1}/{repeat})", flush=True)
-                    python, worker = sides[side]
-                    result = _run(python, worker, n, tmp)
+                    python, worker, *extra = sides[side]
+                    result = _run(python, worker, n, tmp, *extra)
                     if isinstance(result, str):
                         errors[side] = result
                     else:
@@ -107,5 +110,12 @@ def bench_pipelines(repeat: int, kfp_python: str | None = None) -> dict[str, Any
             if "kfp" in row:
                 row["speedup_first"] = ratio(row["kfp"]["first_ms"], row["mlshift"]["first_ms"], 1)
                 row["speedup_warm"] = ratio(row["kfp"]["warm_ms"], row["mlshift"]["warm_ms"], 1)
+                if "mlshift-kfp" in row:
+                    row["speedup_first_kfp_ir"] = ratio(
+                        row["kfp"]["first_ms"], row["mlshift-kfp"]["first_ms"], 1
+                    )
+                    row["speedup_warm_kfp_ir"] = ratio(
+                        row["kfp"]["warm_ms"], row["mlshift-kfp"]["warm_ms"], 1
+                    )
             out["sizes"][str(n)] = row
     return out

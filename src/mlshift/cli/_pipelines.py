@@ -332,18 +332,47 @@ def compile_cmd(
     out: Annotated[
         str | None, typer.Option("--out", "-o", help="Write to this file (default: stdout).")
     ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="kfp: a Kubeflow Pipelines PipelineSpec (YAML; JSON when --out ends in .json), "
+            "whatever the target. Default: the document TARGET runs.",
+        ),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            "--image", help="With --format kfp: the mlshift image steps run in.", show_default=False
+        ),
+    ] = None,
 ) -> None:
-    """Write the document TARGET runs the pipeline from: the portable IR for local."""
+    """Write the document TARGET runs the pipeline from (the portable IR for local), or a KFP spec."""
     import json
     from pathlib import Path
 
     from mlshift._config import resolve_target
+    from mlshift.errors import ConfigError
     from mlshift.pipelines import load_pipeline
-    from mlshift.pipelines._service import compile_pipeline
 
+    if format not in (None, "kfp"):
+        raise ConfigError(f"unknown --format {format!r}; the one format is kfp", field="format")
+    if image is not None and format is None:
+        raise ConfigError("--image goes with --format kfp", field="image")
     loaded = load_pipeline(pipeline)
-    document = compile_pipeline(loaded, target or resolve_target(None).uri)
-    text = json.dumps(document, indent=2) + "\n"
+    if format == "kfp":
+        from mlshift.pipelines._kfp import DEFAULT_IMAGE, compile_kfp, to_yaml
+
+        # Register and deploy steps act on --target from inside the cluster: only an explicit one.
+        acts_on = resolve_target(target).uri if target else None
+        document = compile_kfp(loaded.ir, image=image or DEFAULT_IMAGE, target=acts_on)
+        as_json = bool(out and out.endswith(".json"))
+        text = json.dumps(document, indent=2) + "\n" if as_json else to_yaml(document)
+    else:
+        from mlshift.pipelines._service import compile_pipeline
+
+        document = compile_pipeline(loaded, target or resolve_target(None).uri)
+        text = json.dumps(document, indent=2) + "\n"
     if out:
         Path(out).write_text(text, encoding="utf-8")
         _console(stderr=True).print(
