@@ -99,7 +99,8 @@ def test_endpoints_outlive_the_session_that_made_them(state_dir: Path, iris: dic
 
 
 def test_crashed_variant_is_reported(deployed: mlshift.Client) -> None:
-    root: Path = deployed.adapter.root  # type: ignore[attr-defined]
+    root = deployed.adapter.root
+    assert root is not None
     with (root / "state.db").open("rb"):
         pass
     import sqlite3
@@ -120,7 +121,8 @@ def test_crashed_variant_is_reported(deployed: mlshift.Client) -> None:
 def test_delete_stops_every_process(deployed: mlshift.Client) -> None:
     import psutil
 
-    root: Path = deployed.adapter.root  # type: ignore[attr-defined]
+    root = deployed.adapter.root
+    assert root is not None
     deployed.endpoints.deploy("iris", "iris:2", traffic=30)
 
     def ours() -> list[int]:
@@ -175,7 +177,8 @@ def test_identical_bytes_are_stored_once(local: mlshift.Client, iris: dict[str, 
     a = local.models.register("iris", iris["v1"], framework="sklearn")
     b = local.models.register("iris-copy", iris["v1"], framework="sklearn")
     assert a.artifact_uri == b.artifact_uri
-    root: Path = local.adapter.root  # type: ignore[attr-defined]
+    root = local.adapter.root
+    assert root is not None
     assert len(list((root / "artifacts" / "sha256").iterdir())) == 1
 
 

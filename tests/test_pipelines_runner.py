@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 import mlshift
+from mlshift.adapter import Capability
 from mlshift.errors import ConfigError, Conflict, NotFound, UnsupportedOperation
 from mlshift.pipelines import Pipeline, load_pipeline
 
@@ -454,6 +455,9 @@ def test_cloud_targets_refuse_to_run_pipelines_until_their_adapter_brings_it(ste
     class CloudStandIn:
         name = "sagemaker"
         uri = parse_target_uri("sagemaker://us-east-1")
+        capabilities: frozenset[Capability] = frozenset()
+        pipelines = None
+        root = None
 
         def close(self) -> None:
             pass

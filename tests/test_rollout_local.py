@@ -94,7 +94,9 @@ def test_good_canary_under_load_has_no_errors(endpoint: mlshift.Client, tmp_path
     assert non_2xx(seen["counts"]) == 0, seen["failures"]
     served = by_variant(seen["counts"])
     assert served["iris-v2"]["200"] > 0 and served["iris-v1"]["200"] > 0
-    assert len(server_processes(endpoint.adapter.root)) == 1  # type: ignore[attr-defined]
+    root = endpoint.adapter.root
+    assert root is not None
+    assert len(server_processes(root)) == 1
 
 
 @pytest.mark.parametrize(
@@ -138,7 +140,9 @@ def test_bad_version_is_rolled_back_within_one_bake(
     assert [(v.name, v.weight) for v in state.variants] == [("iris-v1", 100)]  # the bad variant is gone
     served = by_variant(seen["counts"])
     assert set(served["iris-v1"]) == {"200"}, seen["failures"]  # nothing failed on the old version
-    assert len(server_processes(endpoint.adapter.root)) == 1  # type: ignore[attr-defined]
+    root = endpoint.adapter.root
+    assert root is not None
+    assert len(server_processes(root)) == 1
 
 
 DEPLOY = """
@@ -166,7 +170,8 @@ def test_sigkill_mid_rollout_then_the_same_apply_converges(
     endpoint: mlshift.Client, tmp_path: Path, kill_at_step: int
 ) -> None:
     """Steps: 1 add iris-v2, 2 weights 80/20, 3 bake, 4 weights 0/100, 5 remove iris-v1."""
-    root: Path = endpoint.adapter.root  # type: ignore[attr-defined]
+    root = endpoint.adapter.root
+    assert root is not None
     url = endpoint.endpoints.get("iris").url
     assert url is not None
     with load(url, tmp_path) as seen:
@@ -188,7 +193,8 @@ def test_sigkill_mid_rollout_then_the_same_apply_converges(
 
 
 def test_two_concurrent_deploys_one_wins(endpoint: mlshift.Client, tmp_path: Path) -> None:
-    root: Path = endpoint.adapter.root  # type: ignore[attr-defined]
+    root = endpoint.adapter.root
+    assert root is not None
     env = {**os.environ, "MLSHIFT_TARGET": f"local://{root}", "NO_COLOR": "1"}
     args = ["--strategy", "canary", "--bake", "4s", "--min-requests", "0", "--lock-timeout", "1"]
     procs = [

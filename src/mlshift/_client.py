@@ -459,14 +459,12 @@ class PipelinesAPI:
 
     def _remote(self) -> RemotePipelineService | None:
         """The cloud adapter's pipeline service, when the target runs pipelines itself."""
-        from mlshift.pipelines._remote import is_remote_service
         from mlshift.pipelines._service import LOCAL_RUNNER_TARGETS
 
         adapter = self._client.adapter
         if adapter.name in LOCAL_RUNNER_TARGETS:
             return None
-        service = getattr(adapter, "pipelines", None)
-        return service if is_remote_service(service) else None
+        return adapter.pipelines
 
     def _remote_run(
         self,
@@ -736,5 +734,5 @@ def connect(
     from mlshift._registry import load_adapter
 
     resolved = resolve_target(target, project_file=Path(project_file) if project_file else None)
-    merged = {**resolved.options, **dict(options or {}), "_base_dir": str(resolved.base_dir)}
-    return Client(load_adapter(resolved.uri, merged), label=resolved.label)
+    merged = {**resolved.options, **dict(options or {})}
+    return Client(load_adapter(resolved.uri, merged, base_dir=resolved.base_dir), label=resolved.label)

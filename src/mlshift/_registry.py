@@ -10,6 +10,7 @@ from __future__ import annotations
 import types
 from collections.abc import Mapping
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -79,8 +80,15 @@ def parse_target_uri(raw: str) -> TargetURI:
     )
 
 
-def load_adapter(uri: str | TargetURI, options: Mapping[str, Any] | None = None) -> Adapter:
+def load_adapter(
+    uri: str | TargetURI, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None
+) -> Adapter:
     """Build the adapter for a target URI.
+
+    Args:
+        uri: The target URI.
+        options: The target's options (the adapter validates them).
+        base_dir: What relative paths are relative to (default: the working directory).
 
     Raises:
         AdapterNotFound: with the known schemes and, for a first-party adapter that is not
@@ -115,7 +123,7 @@ def load_adapter(uri: str | TargetURI, options: Mapping[str, Any] | None = None)
             field="target",
             hint="reinstall it; `pip check` may show a broken dependency",
         ) from exc
-    adapter: Adapter = factory.from_uri(target, dict(options or {}))
+    adapter: Adapter = factory.from_uri(target, dict(options or {}), base_dir=base_dir or Path.cwd())
     return adapter
 
 

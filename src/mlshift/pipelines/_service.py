@@ -87,10 +87,9 @@ def compile_pipeline(pipeline: Pipeline | PipelineIR, target: str) -> dict[str, 
         from mlshift._client import connect
 
         with connect(target) as client:
-            compiler = getattr(client.adapter, "pipelines", None)
-            if compiler is not None and callable(getattr(compiler, "compile", None)):
-                compiled: dict[str, Any] = compiler.compile(ir)
-                return compiled
+            compiler = client.adapter.pipelines
+            if compiler is not None:
+                return compiler.compile(ir)
     elif scheme in _CLOUD_DOCUMENTS:
         raise ConfigError(
             f"compiling for {scheme} needs the target itself, e.g. --target {scheme}://REGION-OR-LOCATION "
@@ -133,7 +132,7 @@ class PipelineService:
                 "pipelines run on local:// and on targets whose adapter runs them (sagemaker://)",
                 hint="run it with --target local://, or write its IR with `mlshift pipelines compile`",
             )
-        root = getattr(adapter, "root", None)
+        root = adapter.root
         if root is None:
             # memory:// keeps nothing on disk; its pipelines state lives as long as the adapter.
             tmp = Path(tempfile.mkdtemp(prefix="mlshift-pipelines-"))
@@ -144,7 +143,7 @@ class PipelineService:
     @property
     def target_identity(self) -> str:
         """What "this target" means in a built-in step's cache key."""
-        root = getattr(self.client.adapter, "root", None)
+        root = self.client.adapter.root
         return f"local://{root}" if root is not None else f"{self.client.target}#{id(self.client.adapter)}"
 
     @contextlib.contextmanager
