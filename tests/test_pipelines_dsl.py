@@ -418,7 +418,7 @@ def test_a_500_step_dag_defines_and_validates(steps: Any) -> None:
 
 
 def test_compile_local_gives_the_ir_and_cloud_targets_say_what_is_missing(steps: Any) -> None:
-    from mlshift.pipelines._service import compile_pipeline
+    from mlshift._client import compile_pipeline
 
     gated = _build(steps)
     document = compile_pipeline(gated, "local")

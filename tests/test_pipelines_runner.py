@@ -593,7 +593,7 @@ def test_the_scheduler_runs_each_tick_once(client: mlshift.Client, steps: Steps)
 
     steps.edit("@pipeline\ndef stoppable", '@pipeline(schedule="*/10 * * * *")\ndef stoppable')
     (steps.trace.parent / "release").touch()
-    service = PipelineService.for_client(client)
+    service = PipelineService.for_client(client, connect=mlshift.connect)
     clock = [datetime(2024, 5, 1, 12, 4, tzinfo=timezone.utc)]
     slept: list[float] = []
 

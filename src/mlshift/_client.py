@@ -17,13 +17,15 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mlshift.adapter import Adapter, EndpointState, Invocation, RolloutRecord
+    from mlshift.pipelines import Pipeline
+    from mlshift.pipelines._ir import PipelineIR
     from mlshift.plan import ApplyEvent, ApplyResult, GateCheck, Plan
     from mlshift.specs.endpoint import EndpointSpec
     from mlshift.specs.model import ModelSpec, ModelVersion, Signature
     from mlshift.specs.project import ProjectFile
     from mlshift.specs.rollout import RolloutStrategy
 
-__all__ = ["Client", "EndpointsAPI", "ModelsAPI", "PipelinesAPI", "Prediction", "connect"]
+__all__ = ["Client", "EndpointsAPI", "ModelsAPI", "PipelinesAPI", "Prediction", "compile_pipeline", "connect"]
 
 M = TypeVar("M", bound="BaseModel")
 
@@ -490,7 +492,7 @@ class PipelinesAPI:
         if self._service_instance is None:
             from mlshift.pipelines._service import PipelineService
 
-            self._service_instance = PipelineService.for_client(self._client)
+            self._service_instance = PipelineService.for_client(self._client, connect=connect)
         service: PipelineService = self._service_instance
         return service
 
@@ -581,8 +583,6 @@ class PipelinesAPI:
         Raises:
             UnsupportedOperation: for a cloud target: its compiler arrives with its adapter.
         """
-        from mlshift.pipelines._service import compile_pipeline
-
         return compile_pipeline(pipeline, target or self._client.target)
 
     def run_schedules(
@@ -736,3 +736,50 @@ def connect(
     resolved = resolve_target(target, project_file=Path(project_file) if project_file else None)
     merged = {**resolved.options, **dict(options or {})}
     return Client(load_adapter(resolved.uri, merged, base_dir=resolved.base_dir), label=resolved.label)
+
+
+def _target_scheme(target: str) -> str:
+    """The adapter scheme a target names, without loading (or needing) the adapter."""
+    from mlshift._config import resolve_target
+    from mlshift._registry import KNOWN_ADAPTERS, parse_target_uri
+
+    if "://" not in target and target in KNOWN_ADAPTERS:
+        return target  # `--target local`, `--target sagemaker`: a kind, not a location
+    uri = target if "://" in target else resolve_target(target).uri
+    return parse_target_uri(uri).scheme
+
+
+def compile_pipeline(pipeline: Pipeline | PipelineIR, target: str) -> dict[str, Any]:
+    """The document a target runs a pipeline from: the IR for the local runner.
+
+    Raises:
+        UnsupportedOperation: for a cloud target (its compiler arrives with its adapter).
+        ConfigError: for a target name that is not defined.
+    """
+    from mlshift.errors import UnsupportedOperation
+    from mlshift.pipelines._ir import PipelineIR
+    from mlshift.pipelines._service import _CLOUD_DOCUMENTS, LOCAL_RUNNER_TARGETS
+
+    scheme = _target_scheme(target)
+    ir = pipeline if isinstance(pipeline, PipelineIR) else pipeline.ir
+    if scheme in LOCAL_RUNNER_TARGETS:
+        data: dict[str, Any] = ir.model_dump(mode="json", exclude_none=True)
+        return data
+    document, package = _CLOUD_DOCUMENTS.get(scheme, ("its pipeline document", f"the {scheme} adapter"))
+    if "://" in target or scheme != target:
+        # A real target (URI or mlshift.yaml name): its adapter compiles, where it can.
+        with connect(target) as client:
+            compiler = client.adapter.pipelines
+            if compiler is not None:
+                return compiler.compile(ir)
+    elif scheme in _CLOUD_DOCUMENTS:
+        raise ConfigError(
+            f"compiling for {scheme} needs the target itself, e.g. --target {scheme}://REGION-OR-LOCATION "
+            "or a target name from mlshift.yaml (the compiled document names its role, bucket and region)",
+            field="target",
+        )
+    raise UnsupportedOperation(
+        f"compiling pipeline {ir.name!r} for {scheme} ({document}) arrives with the {package} "
+        "adapter's pipeline compiler; this version compiles to the portable IR only",
+        hint="use --target local to write the IR that the cloud compilers will read",
+    )

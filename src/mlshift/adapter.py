@@ -33,8 +33,8 @@ from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
 if TYPE_CHECKING:
     # Type-only: the pipeline types are public in mlshift.pipelines.ir / .runs, which import this
     # module, not the other way round at run time.
-    from mlshift.pipelines._ir import PipelineIR
-    from mlshift.pipelines._remote import RemoteRunState
+    from mlshift.pipelines.ir import PipelineIR
+    from mlshift.pipelines.runs import RemoteRunState
 
 __all__ = [
     "Adapter",

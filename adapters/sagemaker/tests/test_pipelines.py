@@ -38,7 +38,7 @@ def steps_by_name(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_mlshift_pipelines_compile_routes_to_the_adapter(client: mlshift.Client, example: Any) -> None:
-    from mlshift.pipelines._service import compile_pipeline
+    from mlshift._client import compile_pipeline
 
     document = compile_pipeline(example, client.target)  # what `mlshift pipelines compile -t URI` runs
     assert document == sagemaker(client).pipelines.compile(example.ir)

@@ -337,9 +337,9 @@ def compile_cmd(
     import json
     from pathlib import Path
 
+    from mlshift._client import compile_pipeline
     from mlshift._config import resolve_target
     from mlshift.pipelines import load_pipeline
-    from mlshift.pipelines._service import compile_pipeline
 
     loaded = load_pipeline(pipeline)
     document = compile_pipeline(loaded, target or resolve_target(None).uri)

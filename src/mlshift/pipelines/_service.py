@@ -22,18 +22,23 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from mlshift.errors import ConfigError, UnsupportedOperation
 from mlshift.pipelines._run import LocalPipelineRun, PipelineEvent, StepRun, pid_alive
 from mlshift.pipelines._store import RunDB, StepArtifacts
 
 if TYPE_CHECKING:
+    # Type-only: the client facade is the layer above; it hands this module a client and a
+    # way to connect to other targets (see Connect).
     from mlshift._client import Client
     from mlshift.pipelines._ir import PipelineIR
-    from mlshift.pipelines._pipeline import Pipeline
 
-__all__ = ["LOCAL_RUNNER_TARGETS", "PipelineService", "compile_pipeline"]
+#: How the service reaches another target (a built-in step's ``target=``): ``mlshift.connect``,
+#: passed in by the client facade so this layer does not import the layer above it.
+Connect: TypeAlias = "Callable[[str], Client]"
+
+__all__ = ["LOCAL_RUNNER_TARGETS", "Connect", "PipelineService"]
 
 #: Adapters whose pipelines run on this machine with the local runner.
 LOCAL_RUNNER_TARGETS = frozenset({"local", "memory"})
@@ -56,53 +61,6 @@ def _new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def _target_scheme(target: str) -> str:
-    """The adapter scheme a target names, without loading (or needing) the adapter."""
-    from mlshift._config import resolve_target
-    from mlshift._registry import KNOWN_ADAPTERS, parse_target_uri
-
-    if "://" not in target and target in KNOWN_ADAPTERS:
-        return target  # `--target local`, `--target sagemaker`: a kind, not a location
-    uri = target if "://" in target else resolve_target(target).uri
-    return parse_target_uri(uri).scheme
-
-
-def compile_pipeline(pipeline: Pipeline | PipelineIR, target: str) -> dict[str, Any]:
-    """The document a target runs a pipeline from: the IR for the local runner.
-
-    Raises:
-        UnsupportedOperation: for a cloud target (its compiler arrives with its adapter).
-        ConfigError: for a target name that is not defined.
-    """
-    from mlshift.pipelines._ir import PipelineIR
-
-    scheme = _target_scheme(target)
-    ir = pipeline if isinstance(pipeline, PipelineIR) else pipeline.ir
-    if scheme in LOCAL_RUNNER_TARGETS:
-        data: dict[str, Any] = ir.model_dump(mode="json", exclude_none=True)
-        return data
-    document, package = _CLOUD_DOCUMENTS.get(scheme, ("its pipeline document", f"the {scheme} adapter"))
-    if "://" in target or scheme != target:
-        # A real target (URI or mlshift.yaml name): its adapter compiles, where it can.
-        from mlshift._client import connect
-
-        with connect(target) as client:
-            compiler = client.adapter.pipelines
-            if compiler is not None:
-                return compiler.compile(ir)
-    elif scheme in _CLOUD_DOCUMENTS:
-        raise ConfigError(
-            f"compiling for {scheme} needs the target itself, e.g. --target {scheme}://REGION-OR-LOCATION "
-            "or a target name from mlshift.yaml (the compiled document names its role, bucket and region)",
-            field="target",
-        )
-    raise UnsupportedOperation(
-        f"compiling pipeline {ir.name!r} for {scheme} ({document}) arrives with the {package} "
-        "adapter's pipeline compiler; this version compiles to the portable IR only",
-        hint="use --target local to write the IR that the cloud compilers will read",
-    )
-
-
 class PipelineService:
     """Runs, run records and logs of one target's pipelines.
 
@@ -111,14 +69,15 @@ class PipelineService:
         root: The state folder (``pipelines.db``, ``pipelines/``).
     """
 
-    def __init__(self, client: Client, root: Path) -> None:
+    def __init__(self, client: Client, root: Path, *, connect: Connect) -> None:
         self.client = client
         self.root = root
+        self._connect = connect
         self.db = RunDB(root / "pipelines.db")
         self.store = StepArtifacts(root / "pipelines" / "artifacts")
 
     @classmethod
-    def for_client(cls, client: Client) -> PipelineService:
+    def for_client(cls, client: Client, *, connect: Connect) -> PipelineService:
         """The service for a client's target.
 
         Raises:
@@ -138,7 +97,7 @@ class PipelineService:
             tmp = Path(tempfile.mkdtemp(prefix="mlshift-pipelines-"))
             weakref.finalize(adapter, shutil.rmtree, tmp, True)
             root = tmp
-        return cls(client, Path(root))
+        return cls(client, Path(root), connect=connect)
 
     @property
     def target_identity(self) -> str:
@@ -152,9 +111,7 @@ class PipelineService:
         if target is None:
             yield self.client
             return
-        from mlshift._client import connect
-
-        with connect(target) as client:
+        with self._connect(target) as client:
             yield client
 
     def run_dir(self, run_id: str) -> Path:

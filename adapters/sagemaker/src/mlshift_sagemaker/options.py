@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from mlshift.errors import ConfigError
-from mlshift.specs._base import SpecModel
+from mlshift.specs import SpecModel
 
 __all__ = [
     "IMAGE_KINDS",
