@@ -22,7 +22,6 @@ import psutil
 import pytest
 
 import mlshift
-from mlshift.adapter import Capability
 from mlshift.errors import ConfigError, Conflict, NotFound, UnsupportedOperation
 from mlshift.pipelines import Pipeline, load_pipeline
 
@@ -448,24 +447,25 @@ def test_pipelines_on_the_memory_target_register_and_deploy(iris: dict[str, Any]
         client.endpoints.delete("iris-mem")
 
 
-def test_cloud_targets_refuse_to_run_pipelines_until_their_adapter_brings_it(steps: Steps) -> None:
-    from mlshift._client import Client
-    from mlshift._registry import parse_target_uri
-
-    class CloudStandIn:
-        name = "sagemaker"
-        uri = parse_target_uri("sagemaker://us-east-1")
-        capabilities: frozenset[Capability] = frozenset()
-        pipelines = None
-        root = None
-
-        def close(self) -> None:
-            pass
-
-    client = Client(CloudStandIn())  # type: ignore[arg-type]
-    with pytest.raises(UnsupportedOperation) as exc:
-        client.pipelines.run(steps.pipeline())
-    assert "mlshift-sagemaker" in str(exc.value) and "local://" in str(exc.value)
+def test_pipelines_go_by_capability_not_by_target_name(steps: Steps) -> None:
+    # memory:// runs pipelines with the local runner only while it declares PIPELINES.
+    with mlshift.connect("memory://?capabilities=traffic_split") as client:
+        with pytest.raises(UnsupportedOperation) as exc:
+            client.pipelines.run(steps.pipeline("stoppable"))
+        assert "needs PIPELINES, which memory://?capabilities=traffic_split does not declare" in str(
+            exc.value
+        )
+        assert "targets that do: local, memory" in str(exc.value)
+        with pytest.raises(UnsupportedOperation, match="PIPELINES"):
+            client.pipelines.list()
+    gated = steps.pipeline("chain")
+    assert gated.ir.conditions, "chain branches on a condition"
+    with mlshift.connect("memory://?capabilities=pipelines") as client:
+        with pytest.raises(UnsupportedOperation, match="conditions needs PIPELINE_CONDITIONS"):
+            client.pipelines.run(gated)
+        with pytest.raises(UnsupportedOperation, match="needs SCHEDULES"):
+            client.pipelines.run_schedules([gated], once=True)
+        assert client.pipelines.list() == []
 
 
 # ------------------------------------------------------------------------------ failure and resume

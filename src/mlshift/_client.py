@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from mlshift.adapter import Adapter, EndpointState, Invocation, RolloutRecord
+    from mlshift.adapter import Adapter, Capability, EndpointState, Invocation, RolloutRecord
     from mlshift.pipelines import Pipeline
     from mlshift.pipelines._ir import PipelineIR
     from mlshift.plan import ApplyEvent, ApplyResult, GateCheck, Plan
@@ -442,12 +442,15 @@ class EndpointsAPI:
 class PipelinesAPI:
     """``client.pipelines``: run pipelines on this target, follow their runs, compile them.
 
-    Pipelines run on this machine for ``local://`` and ``memory://`` (the local runner: a
-    process per step, parallel where the graph allows, cached, resumable). On a cloud target
-    whose adapter has a pipeline service (``sagemaker://``), the pipeline is compiled to the
-    provider's own document, created or updated there and started; the run handle reads its
-    status from the provider. Either way ``run()`` returns a
-    :class:`~mlshift.pipelines.PipelineRun`.
+    Which runner runs them is decided by what the target declares, not by its name. A target
+    with a pipeline service (``adapter.pipelines``, e.g. ``sagemaker://``) gets the pipeline
+    compiled to the provider's own document, created or updated there and started; the run
+    handle reads its status from the provider. A target that declares ``Capability.PIPELINES``
+    without a service (``local://``, ``memory://``) runs them on this machine with the local
+    runner: a process per step, parallel where the graph allows, cached, resumable. Either way
+    ``run()`` returns a :class:`~mlshift.pipelines.PipelineRun`. A target without
+    ``PIPELINES`` (or without ``PIPELINE_CONDITIONS``, for a pipeline with conditions) refuses
+    before anything runs, naming the targets that can.
     """
 
     if TYPE_CHECKING:
@@ -460,13 +463,8 @@ class PipelinesAPI:
         self._service_instance: Any = None
 
     def _remote(self) -> RemotePipelineService | None:
-        """The cloud adapter's pipeline service, when the target runs pipelines itself."""
-        from mlshift.pipelines._service import LOCAL_RUNNER_TARGETS
-
-        adapter = self._client.adapter
-        if adapter.name in LOCAL_RUNNER_TARGETS:
-            return None
-        return adapter.pipelines
+        """The target's own pipeline service (``None``: the local runner runs its pipelines)."""
+        return self._client.adapter.pipelines
 
     def _remote_run(
         self,
@@ -524,7 +522,8 @@ class PipelinesAPI:
 
         Raises:
             ConfigError: an unknown, missing or mistyped parameter; a secret that is not set.
-            UnsupportedOperation: a target whose pipeline service is not available yet.
+            UnsupportedOperation: a target without ``PIPELINES`` (or ``PIPELINE_CONDITIONS``,
+                for a pipeline with conditions), naming the targets that have it.
         """
         from mlshift.errors import ConfigError
         from mlshift.pipelines import Pipeline
@@ -534,6 +533,10 @@ class PipelinesAPI:
                 f"client.pipelines.run() takes a Pipeline, got {type(pipeline).__name__}",
                 hint="decorate the wiring function with @pipeline, or build Pipeline(name, steps=[...])",
             )
+        from mlshift.pipelines._service import require_capabilities
+
+        adapter = self._client.adapter
+        require_capabilities(adapter.capabilities, adapter.uri.raw, pipeline.ir)
         remote = self._remote()
         if remote is not None:
             values = pipeline.ir.resolve_params(params)  # checked before anything is sent
@@ -604,14 +607,27 @@ class PipelinesAPI:
 
         Raises:
             ConfigError: a pipeline without a schedule.
-            UnsupportedOperation: on a cloud target (use the provider's scheduler).
+            UnsupportedOperation: on a target with its own pipeline service (use the provider's
+                scheduler), or one that does not declare ``SCHEDULES``.
         """
+        from mlshift.adapter import Capability
+        from mlshift.errors import UnsupportedOperation
         from mlshift.pipelines._schedule import run_schedules
 
         self._local_only(
             "running schedules in the foreground",
             "run the scheduler against local://, or schedule the pipeline with the provider's scheduler",
         )
+        adapter = self._client.adapter
+        if Capability.SCHEDULES not in adapter.capabilities:
+            from mlshift._registry import targets_with
+
+            others = ", ".join(targets_with(Capability.SCHEDULES)) or "none installed"
+            raise UnsupportedOperation(
+                f"running pipelines on a schedule needs SCHEDULES, which {adapter.uri.raw} does not "
+                f"declare; targets that do: {others}",
+                hint="run the scheduler against local://",
+            )
 
         return run_schedules(
             self._service(), builtins.list(pipelines), once=once, max_runs=max_runs, on_event=on_event
@@ -738,48 +754,51 @@ def connect(
     return Client(load_adapter(resolved.uri, merged, base_dir=resolved.base_dir), label=resolved.label)
 
 
-def _target_scheme(target: str) -> str:
-    """The adapter scheme a target names, without loading (or needing) the adapter."""
-    from mlshift._config import resolve_target
-    from mlshift._registry import KNOWN_ADAPTERS, parse_target_uri
-
-    if "://" not in target and target in KNOWN_ADAPTERS:
-        return target  # `--target local`, `--target sagemaker`: a kind, not a location
-    uri = target if "://" in target else resolve_target(target).uri
-    return parse_target_uri(uri).scheme
-
-
 def compile_pipeline(pipeline: Pipeline | PipelineIR, target: str) -> dict[str, Any]:
-    """The document a target runs a pipeline from: the IR for the local runner.
+    """The document ``target`` runs a pipeline from, decided by what its adapter declares.
+
+    A target with a pipeline service (``adapter.pipelines``) compiles to the provider's own
+    document; one that declares ``PIPELINES`` without a service runs the portable IR with the
+    local runner, so the IR is its document (without connecting: ``local://`` creates no
+    state folder for a compile). ``target`` is a URI, a target name from ``mlshift.yaml`` or
+    an adapter's scheme alone (``local``).
 
     Raises:
-        UnsupportedOperation: for a cloud target (its compiler arrives with its adapter).
-        ConfigError: for a target name that is not defined.
+        ConfigError: a target name that is not defined; an adapter's scheme alone for a target
+            whose document depends on where it is (its role, bucket, region).
+        UnsupportedOperation: a target without ``PIPELINES`` (or ``PIPELINE_CONDITIONS`` for a
+            pipeline with conditions), naming the targets that have it.
+        AdapterNotFound: an adapter that is not installed (with the install command).
     """
-    from mlshift.errors import UnsupportedOperation
+    from mlshift._config import resolve_target
+    from mlshift._registry import KNOWN_ADAPTERS, adapter_class, available_adapters, parse_target_uri
     from mlshift.pipelines._ir import PipelineIR
-    from mlshift.pipelines._service import _CLOUD_DOCUMENTS, LOCAL_RUNNER_TARGETS
+    from mlshift.pipelines._service import require_capabilities
 
-    scheme = _target_scheme(target)
     ir = pipeline if isinstance(pipeline, PipelineIR) else pipeline.ir
-    if scheme in LOCAL_RUNNER_TARGETS:
+    scheme_only = "://" not in target and (target in KNOWN_ADAPTERS or target in available_adapters())
+    uri = f"{target}://" if scheme_only else target if "://" in target else resolve_target(target).uri
+    factory = adapter_class(parse_target_uri(uri))
+    declared: frozenset[Capability] = getattr(factory, "capabilities", frozenset())
+    # An adapter whose class says "no pipeline service" (pipelines = None) runs the IR itself.
+    if getattr(factory, "pipelines", _MISSING) is None:
+        require_capabilities(declared, target, ir)
         data: dict[str, Any] = ir.model_dump(mode="json", exclude_none=True)
         return data
-    document, package = _CLOUD_DOCUMENTS.get(scheme, ("its pipeline document", f"the {scheme} adapter"))
-    if "://" in target or scheme != target:
-        # A real target (URI or mlshift.yaml name): its adapter compiles, where it can.
-        with connect(target) as client:
-            compiler = client.adapter.pipelines
-            if compiler is not None:
-                return compiler.compile(ir)
-    elif scheme in _CLOUD_DOCUMENTS:
+    if scheme_only:
+        require_capabilities(declared, target, ir)
         raise ConfigError(
-            f"compiling for {scheme} needs the target itself, e.g. --target {scheme}://REGION-OR-LOCATION "
+            f"compiling for {target} needs the target itself, e.g. --target {target}://REGION-OR-LOCATION "
             "or a target name from mlshift.yaml (the compiled document names its role, bucket and region)",
             field="target",
         )
-    raise UnsupportedOperation(
-        f"compiling pipeline {ir.name!r} for {scheme} ({document}) arrives with the {package} "
-        "adapter's pipeline compiler; this version compiles to the portable IR only",
-        hint="use --target local to write the IR that the cloud compilers will read",
-    )
+    with connect(target) as client:
+        adapter = client.adapter
+        require_capabilities(adapter.capabilities, adapter.uri.raw, ir)
+        if adapter.pipelines is None:
+            data = ir.model_dump(mode="json", exclude_none=True)
+            return data
+        return adapter.pipelines.compile(ir)
+
+
+_MISSING = object()

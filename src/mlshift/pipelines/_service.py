@@ -1,6 +1,7 @@
-"""Pipelines on a target whose runs happen on this machine (``local://``, ``memory://``).
+"""Pipelines on a target whose runs happen on this machine: a target that declares
+``Capability.PIPELINES`` and has no pipeline service of its own (``local://``, ``memory://``).
 
-(Cloud targets run pipelines themselves: see :mod:`mlshift.pipelines._remote`.)
+(Targets with a service run pipelines themselves: see :mod:`mlshift.pipelines._remote`.)
 
 :class:`PipelineService` is what ``client.pipelines`` delegates to: it checks a run before
 anything happens (parameters, secrets, docker, targets), records it, and starts the
@@ -24,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from mlshift.adapter import Capability
 from mlshift.errors import ConfigError, UnsupportedOperation
 from mlshift.pipelines._run import LocalPipelineRun, PipelineEvent, StepRun, pid_alive
 from mlshift.pipelines._store import RunDB, StepArtifacts
@@ -38,17 +40,32 @@ if TYPE_CHECKING:
 #: passed in by the client facade so this layer does not import the layer above it.
 Connect: TypeAlias = "Callable[[str], Client]"
 
-__all__ = ["LOCAL_RUNNER_TARGETS", "Connect", "PipelineService"]
+__all__ = ["Connect", "PipelineService", "require_capabilities"]
 
-#: Adapters whose pipelines run on this machine with the local runner.
-LOCAL_RUNNER_TARGETS = frozenset({"local", "memory"})
 
-#: What each cloud's pipeline compiler produces, for the message saying it is not here yet.
-_CLOUD_DOCUMENTS = {
-    "sagemaker": ("SageMaker Pipelines definition JSON", "mlshift-sagemaker"),
-    "azureml": ("an Azure ML pipeline job", "mlshift-azureml"),
-    "vertex": ("a Vertex AI (KFP) PipelineSpec", "mlshift-vertex"),
-}
+def require_capabilities(
+    capabilities: frozenset[Capability], target: str, ir: PipelineIR | None = None
+) -> None:
+    """Refuse a pipeline a target cannot run, before anything is sent or recorded.
+
+    ``PIPELINES`` is needed to run any pipeline; ``PIPELINE_CONDITIONS`` for one that branches
+    on step outputs (``when``, ``Gate``). The error names the installed targets that can.
+
+    Raises:
+        UnsupportedOperation: naming the missing capability and the targets that have it.
+    """
+    needs = [(Capability.PIPELINES, "running pipelines")]
+    if ir is not None and ir.conditions:
+        needs.append((Capability.PIPELINE_CONDITIONS, f"pipeline {ir.name!r}'s conditions"))
+    for capability, what in needs:
+        if capability not in capabilities:
+            from mlshift._registry import targets_with
+
+            others = ", ".join(targets_with(capability)) or "none installed"
+            raise UnsupportedOperation(
+                f"{what} needs {capability.name}, which {target} does not declare; targets that do: {others}",
+                hint="run it with --target local://, or write its IR with `mlshift pipelines compile`",
+            )
 
 
 def _process_start() -> tuple[int, float]:
@@ -78,19 +95,13 @@ class PipelineService:
 
     @classmethod
     def for_client(cls, client: Client, *, connect: Connect) -> PipelineService:
-        """The service for a client's target.
+        """The local runner's service for a client's target (one without a pipeline service).
 
         Raises:
-            UnsupportedOperation: for a cloud target (its pipeline service comes with its adapter).
+            UnsupportedOperation: for a target that does not declare ``PIPELINES``.
         """
         adapter = client.adapter
-        if adapter.name not in LOCAL_RUNNER_TARGETS:
-            package = _CLOUD_DOCUMENTS.get(adapter.name, ("", adapter.name))[1]
-            raise UnsupportedOperation(
-                f"the {package} adapter of {adapter.uri.raw} cannot run pipelines in this version; "
-                "pipelines run on local:// and on targets whose adapter runs them (sagemaker://)",
-                hint="run it with --target local://, or write its IR with `mlshift pipelines compile`",
-            )
+        require_capabilities(adapter.capabilities, adapter.uri.raw)
         root = adapter.root
         if root is None:
             # memory:// keeps nothing on disk; its pipelines state lives as long as the adapter.
