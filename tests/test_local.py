@@ -148,13 +148,10 @@ def test_taken_port_fails_before_anything_starts(local: mlshift.Client, iris: di
     assert local.endpoints.list() == []
 
 
-def test_fixed_port_is_used(local: mlshift.Client, iris: dict[str, Any]) -> None:
+def test_fixed_port_is_used(local: mlshift.Client, iris: dict[str, Any], fixed_port: int) -> None:
     local.models.register("iris", iris["v1"], framework="sklearn")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    state = local.endpoints.deploy("iris", "iris:1", provider_options={"local": {"port": port}})
-    assert state.url == f"http://127.0.0.1:{port}/invocations"
+    state = local.endpoints.deploy("iris", "iris:1", provider_options={"local": {"port": fixed_port}})
+    assert state.url == f"http://127.0.0.1:{fixed_port}/invocations"
 
 
 def test_unknown_local_option_names_the_field(local: mlshift.Client, iris: dict[str, Any]) -> None:

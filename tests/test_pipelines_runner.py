@@ -293,8 +293,20 @@ def test_parameters_are_checked_before_anything_runs(client: mlshift.Client, ste
 
 
 def test_independent_steps_run_in_parallel(client: mlshift.Client, steps: Steps) -> None:
-    steps.edit('    trace("size")\n', '    trace("size")\n    time.sleep(0.6)\n    trace("size-end")\n')
-    steps.edit('    trace("double")\n', '    trace("double")\n    time.sleep(0.6)\n    trace("double-end")\n')
+    # Each of size and double waits (up to a minute) until the other has started: they can only
+    # both end quickly if they run at the same time, whatever the machine's load.
+    meet = (
+        '    (Path(os.environ["TRACE"]).parent / "{me}-started").touch()\n'
+        '    wait_for("{other}-started", 60)\n'
+    )
+    steps.edit(
+        '    trace("size")\n',
+        '    trace("size")\n' + meet.format(me="size", other="double") + '    trace("size-end")\n',
+    )
+    steps.edit(
+        '    trace("double")\n',
+        '    trace("double")\n' + meet.format(me="double", other="size") + '    trace("double-end")\n',
+    )
 
     def spans() -> list[tuple[float, float]]:
         """(start, end) of each sleeping step execution, by start; then forget them."""
@@ -308,6 +320,10 @@ def test_independent_steps_run_in_parallel(client: mlshift.Client, steps: Steps)
     first, second, _final_size = spans()  # size and double both follow source only
     assert second[0] < first[1]  # they overlapped
 
+    # One at a time: without the meeting (each would wait a minute for the other in vain).
+    for name in ("size", "double"):
+        other = "double" if name == "size" else "size"
+        steps.edit(meet.format(me=name, other=other), "")
     serial = client.pipelines.run(steps.pipeline(), cache=False, max_parallel=1).wait()
     assert serial.status == "succeeded"
     ordered = spans()

@@ -743,12 +743,15 @@ def apply_cmd(
 @app.command("serve")
 def serve_cmd(
     path: Annotated[str, typer.Argument(help="A model file or predictor directory.")],
-    port: Annotated[int, typer.Option(help="Port on the host.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port on the host (0: a free one).")] = 8080,
     host: Annotated[
         str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")
     ] = "127.0.0.1",
     framework: Annotated[
         str | None, typer.Option(help="sklearn, onnx or predictor (default: from PATH).")
+    ] = None,
+    port_file: Annotated[
+        str | None, typer.Option(help="Write the bound port to this file once the server answers.")
     ] = None,
 ) -> None:
     """Run the model server in the foreground, for debugging a model (Ctrl-C stops it)."""
@@ -756,8 +759,15 @@ def serve_cmd(
 
     from mlshift.serving import serve
 
-    _console(stderr=True).print(f"serving {path} on http://{host}:{port} (POST /invocations, GET /ping)")
-    serve(Path(path), framework=framework, host=host, port=port)
+    where = f"http://{host}:{port}" if port else f"{host}, on a free port"
+    _console(stderr=True).print(f"serving {path} on {where} (POST /invocations, GET /ping)")
+    serve(
+        Path(path),
+        framework=framework,
+        host=host,
+        port=port,
+        port_file=Path(port_file) if port_file else None,
+    )
 
 
 @app.command("schema")
