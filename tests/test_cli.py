@@ -77,6 +77,18 @@ def test_register_list_show_alias(cli: CLI, iris: dict[str, Any]) -> None:
     assert "iris" in cli("models", "list").stdout
 
 
+def test_provider_options_are_given_as_target_key_value(
+    cli: CLI, iris: dict[str, Any], fixed_port: int
+) -> None:
+    cli("models", "register", "iris", str(iris["v1"]))
+    state = cli.json("deploy", "iris", "--model", "iris:1", "--option", f"local.port={fixed_port}")
+    assert state["url"] == f"http://127.0.0.1:{fixed_port}/invocations"
+    bad = cli("deploy", "iris", "--model", "iris:1", "--option", "port=8081", code=1)
+    assert "--option 'port=8081' is not TARGET.KEY=VALUE" in bad.stderr
+    unknown = cli("deploy", "iris", "--model", "iris:1", "--option", "local.prot=8081", code=1)
+    assert "provider_options.local.prot" in unknown.stderr  # checked by the target, before any change
+
+
 def test_deploy_show_predict(cli: CLI, iris: dict[str, Any]) -> None:
     cli("models", "register", "iris", str(iris["v1"]))
     cli("models", "register", "iris", str(iris["v2"]))

@@ -32,7 +32,7 @@ class PublicOnlyContract(Contract):
     def check(self, graph: Any, verbose: bool) -> ContractCheck:
         broken: list[dict[str, Any]] = []
         package = str(self.package)
-        for source in self.source_modules:  # type: ignore[attr-defined]
+        for source in self.source_modules:
             modules = {source.name} | set(graph.find_descendants(source.name))
             for importer in sorted(modules):
                 for imported in sorted(graph.find_modules_directly_imported_by(importer)):
