@@ -52,11 +52,15 @@ def tests_core(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting."""
-    session.install("ruff>=0.6")
-    paths = ["src", "tests", "examples", "bench", "noxfile.py", SAGEMAKER]
+    """ruff (lint and formatting) and the import contracts in .importlinter (lint-imports)."""
+    session.install("ruff>=0.6", "import-linter>=2.1")
+    paths = ["src", "tests", "examples", "bench", "tools", "noxfile.py", SAGEMAKER]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
+    # lint-imports reads the sources without importing them, so no install is needed;
+    # tools/ holds the custom contract type.
+    source_path = os.pathsep.join(["src", f"{SAGEMAKER}/src", "tools"])
+    session.run("lint-imports", env={"PYTHONPATH": source_path})
 
 
 @nox.session

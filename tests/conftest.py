@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,26 @@ from mlshift.testing.conformance import iris_models
 def iris(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two trained iris classifiers (skops files) with sample rows and their expected labels."""
     return iris_models(tmp_path_factory.mktemp("iris"))
+
+
+@pytest.fixture
+def fixed_port() -> int:
+    """A free port on 127.0.0.1 for a test of a fixed, user-chosen port.
+
+    Taken below the kernel's ephemeral range, which is where ports bound to 0 and outgoing
+    connections come from: between this check and the test's use of it, no other process is
+    handed this port by the OS (a port picked by binding to 0 and closing could be).
+    """
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    for port in random.sample(range(max(1024, low - 10_000), low), 500):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port below {low} on 127.0.0.1")
 
 
 def _kill_leftovers(root: Path) -> list[int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -76,6 +75,18 @@ def test_register_list_show_alias(cli: CLI, iris: dict[str, Any]) -> None:
     cli("models", "alias", "iris", "champion", "2")
     assert cli.json("models", "show", "iris@champion")["version"] == "2"
     assert "iris" in cli("models", "list").stdout
+
+
+def test_provider_options_are_given_as_target_key_value(
+    cli: CLI, iris: dict[str, Any], fixed_port: int
+) -> None:
+    cli("models", "register", "iris", str(iris["v1"]))
+    state = cli.json("deploy", "iris", "--model", "iris:1", "--option", f"local.port={fixed_port}")
+    assert state["url"] == f"http://127.0.0.1:{fixed_port}/invocations"
+    bad = cli("deploy", "iris", "--model", "iris:1", "--option", "port=8081", code=1)
+    assert "--option 'port=8081' is not TARGET.KEY=VALUE" in bad.stderr
+    unknown = cli("deploy", "iris", "--model", "iris:1", "--option", "local.prot=8081", code=1)
+    assert "provider_options.local.prot" in unknown.stderr  # checked by the target, before any change
 
 
 def test_deploy_show_predict(cli: CLI, iris: dict[str, Any]) -> None:
@@ -198,27 +209,32 @@ def test_schema(cli: CLI, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "schema.json").read_text()) == schema
 
 
-def test_serve_in_the_foreground(cli: CLI, iris: dict[str, Any]) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_serve_in_the_foreground(cli: CLI, iris: dict[str, Any], tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlshift", "serve", str(iris["v1"]), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mlshift",
+            "serve",
+            str(iris["v1"]),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+        ],
         env=cli.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 60
+        while not port_file.exists():  # written once the server answers on the port it bound
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        port = int(port_file.read_text())
         with httpx.Client(trust_env=False) as http:
-            while True:
-                try:
-                    if http.get(f"http://127.0.0.1:{port}/ping").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+            assert http.get(f"http://127.0.0.1:{port}/ping").status_code == 200
             resp = http.post(f"http://127.0.0.1:{port}/invocations", json={"instances": iris["rows"]})
             assert resp.json()["predictions"] == iris["expected_v1"]
     finally:

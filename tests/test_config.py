@@ -101,7 +101,7 @@ def test_default_is_local_in_dot_mlshift(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("MLSHIFT_TARGET", raising=False)
     with mlshift.connect() as client:
         assert client.target == "local://"
-        assert client.adapter.root == tmp_path / ".mlshift"  # type: ignore[attr-defined]
+        assert client.adapter.root == tmp_path / ".mlshift"
 
 
 def test_unknown_scheme_lists_known() -> None:

@@ -100,7 +100,8 @@ def test_endpoints_outlive_the_session_that_made_them(state_dir: Path, iris: dic
 
 
 def test_crashed_variant_is_reported(deployed: mlshift.Client) -> None:
-    root: Path = deployed.adapter.root  # type: ignore[attr-defined]
+    root = deployed.adapter.root
+    assert root is not None
     with (root / "state.db").open("rb"):
         pass
     import sqlite3
@@ -122,7 +123,8 @@ def test_crashed_variant_is_reported(deployed: mlshift.Client) -> None:
 def test_delete_stops_every_process(deployed: mlshift.Client) -> None:
     import psutil
 
-    root: Path = deployed.adapter.root  # type: ignore[attr-defined]
+    root = deployed.adapter.root
+    assert root is not None
     deployed.endpoints.deploy("iris", "iris:2", traffic=30)
 
     def ours() -> list[int]:
@@ -148,13 +150,10 @@ def test_taken_port_fails_before_anything_starts(local: mlshift.Client, iris: di
     assert local.endpoints.list() == []
 
 
-def test_fixed_port_is_used(local: mlshift.Client, iris: dict[str, Any]) -> None:
+def test_fixed_port_is_used(local: mlshift.Client, iris: dict[str, Any], fixed_port: int) -> None:
     local.models.register("iris", iris["v1"], framework="sklearn")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    state = local.endpoints.deploy("iris", "iris:1", provider_options={"local": {"port": port}})
-    assert state.url == f"http://127.0.0.1:{port}/invocations"
+    state = local.endpoints.deploy("iris", "iris:1", provider_options={"local": {"port": fixed_port}})
+    assert state.url == f"http://127.0.0.1:{fixed_port}/invocations"
 
 
 def test_unknown_local_option_names_the_field(local: mlshift.Client, iris: dict[str, Any]) -> None:
@@ -177,7 +176,8 @@ def test_identical_bytes_are_stored_once(local: mlshift.Client, iris: dict[str, 
     a = local.models.register("iris", iris["v1"], framework="sklearn")
     b = local.models.register("iris-copy", iris["v1"], framework="sklearn")
     assert a.artifact_uri == b.artifact_uri
-    root: Path = local.adapter.root  # type: ignore[attr-defined]
+    root = local.adapter.root
+    assert root is not None
     assert len(list((root / "artifacts" / "sha256").iterdir())) == 1
 
 

@@ -3,6 +3,7 @@ stable hashes, schedules parse, compile targets behave. Nothing here starts a pr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -418,13 +419,17 @@ def test_a_500_step_dag_defines_and_validates(steps: Any) -> None:
 
 
 def test_compile_local_gives_the_ir_and_cloud_targets_say_what_is_missing(steps: Any) -> None:
-    from mlshift.pipelines._service import compile_pipeline
+    from mlshift._client import compile_pipeline
 
     gated = _build(steps)
     document = compile_pipeline(gated, "local")
     assert PipelineIR.model_validate(document).hash == gated.ir.hash
-    with pytest.raises(ConfigError, match="needs the target itself, e.g. --target sagemaker://"):
-        compile_pipeline(gated, "sagemaker")  # a kind, not a target: no role, bucket or region
+    assert compile_pipeline(gated, "memory://") == document
+    # A kind, not a target: no role, bucket or region (or, without the adapter, what to install).
+    installed = importlib.util.find_spec("mlshift_sagemaker") is not None
+    expected = "needs the target itself, e.g. --target sagemaker://" if installed else "pip install"
+    with pytest.raises(ConfigError, match=expected):
+        compile_pipeline(gated, "sagemaker")
     with pytest.raises(AdapterNotFound, match="vertex"):
         compile_pipeline(gated, "vertex://my-project/us-central1")  # not installed: says what to install
 

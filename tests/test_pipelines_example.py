@@ -146,18 +146,45 @@ def test_a_model_below_the_gate_stops_before_register_and_deploy(example: Exampl
         assert answer.variant == client.endpoints.get(ENDPOINT).variants[0].name
 
 
+#: Loaded by the CLI process below (and only there) as ``sitecustomize``: it makes the runner
+#: SIGKILL itself once the named step's work is done, before the step is recorded.
+CRASH_BEFORE_RECORD = """
+import os
+
+# Popped, so that the processes the runner starts (steps, model servers) leave things alone.
+CRASH_STEP = os.environ.pop("CRASH_STEP", None)
+if CRASH_STEP:
+    import signal
+
+    from mlshift.pipelines import _runner
+
+    record = _runner.LocalRunner._record
+
+    def crash_before_record(self, step, outcome, key):
+        if outcome.status == "succeeded" and step.name == CRASH_STEP:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return record(self, step, outcome, key)
+
+    _runner.LocalRunner._record = crash_before_record
+"""
+
+
 def test_a_runner_killed_after_registering_resumes_without_registering_twice(example: Example) -> None:
     with example.client() as client:
         versions = {v.version for v in client.models.list("iris")}
     # The worst moment: the model is registered, and the runner dies (SIGKILL) before it can
-    # record that the step finished.
+    # record that the step finished. The fault is injected into that one CLI process.
+    plugin = example.root / "crash-plugin"
+    plugin.mkdir(exist_ok=True)
+    (plugin / "sitecustomize.py").write_text(CRASH_BEFORE_RECORD)
+    path = os.pathsep.join(p for p in (str(plugin), os.environ.get("PYTHONPATH", "")) if p)
     example.cli(
         "run",
         f"{EXAMPLE}:train_gate_deploy",
         "-p",
         "c=0.25",
         code=-signal.SIGKILL,
-        extra_env={"MLSHIFT_PIPELINES_CRASH_BEFORE_RECORD": "register"},
+        extra_env={"PYTHONPATH": path, "CRASH_STEP": "register"},
     )
     (latest, *_) = example.cli("list")
     assert latest["status"] == "interrupted"

@@ -17,6 +17,7 @@ import pytest
 
 from mlshift._client import Client
 from mlshift._registry import parse_target_uri
+from mlshift.adapter import Capability
 from mlshift.errors import ConfigError, ProviderTimeout, UnsupportedOperation
 from mlshift.pipelines import PipelineEvent, PipelineRun, StepRun, pipeline, step
 from mlshift.pipelines._ir import PipelineIR
@@ -90,6 +91,8 @@ class Scripted:
 class CloudAdapter:
     name = "cloudy"
     uri = parse_target_uri("sagemaker://us-east-1")
+    capabilities = frozenset({Capability.PIPELINES, Capability.PIPELINE_CONDITIONS})
+    root = None
 
     def __init__(self, service: Scripted) -> None:
         self.pipelines = service

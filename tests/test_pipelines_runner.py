@@ -293,8 +293,20 @@ def test_parameters_are_checked_before_anything_runs(client: mlshift.Client, ste
 
 
 def test_independent_steps_run_in_parallel(client: mlshift.Client, steps: Steps) -> None:
-    steps.edit('    trace("size")\n', '    trace("size")\n    time.sleep(0.6)\n    trace("size-end")\n')
-    steps.edit('    trace("double")\n', '    trace("double")\n    time.sleep(0.6)\n    trace("double-end")\n')
+    # Each of size and double waits (up to a minute) until the other has started: they can only
+    # both end quickly if they run at the same time, whatever the machine's load.
+    meet = (
+        '    (Path(os.environ["TRACE"]).parent / "{me}-started").touch()\n'
+        '    wait_for("{other}-started", 60)\n'
+    )
+    steps.edit(
+        '    trace("size")\n',
+        '    trace("size")\n' + meet.format(me="size", other="double") + '    trace("size-end")\n',
+    )
+    steps.edit(
+        '    trace("double")\n',
+        '    trace("double")\n' + meet.format(me="double", other="size") + '    trace("double-end")\n',
+    )
 
     def spans() -> list[tuple[float, float]]:
         """(start, end) of each sleeping step execution, by start; then forget them."""
@@ -308,6 +320,10 @@ def test_independent_steps_run_in_parallel(client: mlshift.Client, steps: Steps)
     first, second, _final_size = spans()  # size and double both follow source only
     assert second[0] < first[1]  # they overlapped
 
+    # One at a time: without the meeting (each would wait a minute for the other in vain).
+    for name in ("size", "double"):
+        other = "double" if name == "size" else "size"
+        steps.edit(meet.format(me=name, other=other), "")
     serial = client.pipelines.run(steps.pipeline(), cache=False, max_parallel=1).wait()
     assert serial.status == "succeeded"
     ordered = spans()
@@ -447,21 +463,25 @@ def test_pipelines_on_the_memory_target_register_and_deploy(iris: dict[str, Any]
         client.endpoints.delete("iris-mem")
 
 
-def test_cloud_targets_refuse_to_run_pipelines_until_their_adapter_brings_it(steps: Steps) -> None:
-    from mlshift._client import Client
-    from mlshift._registry import parse_target_uri
-
-    class CloudStandIn:
-        name = "sagemaker"
-        uri = parse_target_uri("sagemaker://us-east-1")
-
-        def close(self) -> None:
-            pass
-
-    client = Client(CloudStandIn())  # type: ignore[arg-type]
-    with pytest.raises(UnsupportedOperation) as exc:
-        client.pipelines.run(steps.pipeline())
-    assert "mlshift-sagemaker" in str(exc.value) and "local://" in str(exc.value)
+def test_pipelines_go_by_capability_not_by_target_name(steps: Steps) -> None:
+    # memory:// runs pipelines with the local runner only while it declares PIPELINES.
+    with mlshift.connect("memory://?capabilities=traffic_split") as client:
+        with pytest.raises(UnsupportedOperation) as exc:
+            client.pipelines.run(steps.pipeline("stoppable"))
+        assert "needs PIPELINES, which memory://?capabilities=traffic_split does not declare" in str(
+            exc.value
+        )
+        assert "targets that do: local, memory" in str(exc.value)
+        with pytest.raises(UnsupportedOperation, match="PIPELINES"):
+            client.pipelines.list()
+    gated = steps.pipeline("chain")
+    assert gated.ir.conditions, "chain branches on a condition"
+    with mlshift.connect("memory://?capabilities=pipelines") as client:
+        with pytest.raises(UnsupportedOperation, match="conditions needs PIPELINE_CONDITIONS"):
+            client.pipelines.run(gated)
+        with pytest.raises(UnsupportedOperation, match="needs SCHEDULES"):
+            client.pipelines.run_schedules([gated], once=True)
+        assert client.pipelines.list() == []
 
 
 # ------------------------------------------------------------------------------ failure and resume
@@ -589,7 +609,7 @@ def test_the_scheduler_runs_each_tick_once(client: mlshift.Client, steps: Steps)
 
     steps.edit("@pipeline\ndef stoppable", '@pipeline(schedule="*/10 * * * *")\ndef stoppable')
     (steps.trace.parent / "release").touch()
-    service = PipelineService.for_client(client)
+    service = PipelineService.for_client(client, connect=mlshift.connect)
     clock = [datetime(2024, 5, 1, 12, 4, tzinfo=timezone.utc)]
     slept: list[float] = []
 

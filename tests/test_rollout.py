@@ -14,6 +14,7 @@ from mlshift.adapter import RolloutRecord
 from mlshift.errors import ConfigError, NotFound, RolloutFailed, UnsupportedOperation
 from mlshift.plan import ApplyEvent, GateReading
 from mlshift.specs.rollout import BlueGreen, Canary, HealthGate, Linear, Probe
+from mlshift.testing.memory import MemoryAdapter
 from rollout_models import predictor
 
 PROBE = Probe(payload={"instances": [[5.1, 3.5, 1.4, 0.2]]}, rate=100)
@@ -187,8 +188,8 @@ def test_native_rollouts_are_handed_to_the_target(iris: dict[str, Any]) -> None:
         native.endpoints.deploy("iris", "iris:1")
         state = native.endpoints.deploy("iris", "iris:2", rollout=Canary(bake=600))
         assert state.weights == {"iris-v2": 100}
-        assert ("native_rollout", "iris", "canary") in native.adapter.calls  # type: ignore[attr-defined]
-        native.adapter.fail_native_rollout = "alarm iris-5xx fired"  # type: ignore[attr-defined]
+        assert ("native_rollout", "iris", "canary") in MemoryAdapter.of(native).calls
+        MemoryAdapter.of(native).fail_native_rollout = "alarm iris-5xx fired"
         with pytest.raises(RolloutFailed, match="alarm iris-5xx fired"):
             native.endpoints.deploy("iris", "iris:1", rollout=Canary(bake=600))
         assert native.endpoints.history("iris")[0].phase == "rolled_back"

@@ -94,7 +94,9 @@ def test_good_canary_under_load_has_no_errors(endpoint: mlshift.Client, tmp_path
     assert non_2xx(seen["counts"]) == 0, seen["failures"]
     served = by_variant(seen["counts"])
     assert served["iris-v2"]["200"] > 0 and served["iris-v1"]["200"] > 0
-    assert len(server_processes(endpoint.adapter.root)) == 1  # type: ignore[attr-defined]
+    root = endpoint.adapter.root
+    assert root is not None
+    assert len(server_processes(root)) == 1
 
 
 @pytest.mark.parametrize(
@@ -138,7 +140,9 @@ def test_bad_version_is_rolled_back_within_one_bake(
     assert [(v.name, v.weight) for v in state.variants] == [("iris-v1", 100)]  # the bad variant is gone
     served = by_variant(seen["counts"])
     assert set(served["iris-v1"]) == {"200"}, seen["failures"]  # nothing failed on the old version
-    assert len(server_processes(endpoint.adapter.root)) == 1  # type: ignore[attr-defined]
+    root = endpoint.adapter.root
+    assert root is not None
+    assert len(server_processes(root)) == 1
 
 
 DEPLOY = """
@@ -166,7 +170,8 @@ def test_sigkill_mid_rollout_then_the_same_apply_converges(
     endpoint: mlshift.Client, tmp_path: Path, kill_at_step: int
 ) -> None:
     """Steps: 1 add iris-v2, 2 weights 80/20, 3 bake, 4 weights 0/100, 5 remove iris-v1."""
-    root: Path = endpoint.adapter.root  # type: ignore[attr-defined]
+    root = endpoint.adapter.root
+    assert root is not None
     url = endpoint.endpoints.get("iris").url
     assert url is not None
     with load(url, tmp_path) as seen:
@@ -187,26 +192,64 @@ def test_sigkill_mid_rollout_then_the_same_apply_converges(
     assert outcomes[0] == "succeeded" and "running" not in outcomes and "promoting" not in outcomes
 
 
-def test_two_concurrent_deploys_one_wins(endpoint: mlshift.Client, tmp_path: Path) -> None:
-    root: Path = endpoint.adapter.root  # type: ignore[attr-defined]
-    env = {**os.environ, "MLSHIFT_TARGET": f"local://{root}", "NO_COLOR": "1"}
-    args = ["--strategy", "canary", "--bake", "4s", "--min-requests", "0", "--lock-timeout", "1"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "mlshift", "deploy", "iris", "--model", model, *args],
+HELD_DEPLOY = """
+import time
+from pathlib import Path
+
+import mlshift
+from mlshift.specs.rollout import Canary, HealthGate
+
+release = Path({release!r})
+
+
+def held(reading):
+    # Keeps the bake, and so the endpoint's lock, until the test has seen the other deploy.
+    deadline = time.monotonic() + 120
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+client = mlshift.connect("local://{root}")
+rollout = Canary(percent=20, bake=1, gate=HealthGate(min_requests=0))
+client.endpoints.deploy("iris", "iris:2", rollout=rollout, checks=[held])
+"""
+
+
+def test_a_deploy_while_another_is_under_way_gives_up_and_the_first_wins(
+    endpoint: mlshift.Client, tmp_path: Path
+) -> None:
+    # The first deploy is held in its bake (by a gate check waiting for a file) for as long as
+    # the test needs, so the second one surely arrives while the first holds the endpoint, on
+    # any machine: no timing is assumed.
+    root = endpoint.adapter.root
+    assert root is not None
+    release = tmp_path / "release"
+    first = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HELD_DEPLOY.format(root=root, release=str(release)))],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while journal_steps(root) < 3 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the first deploy is baking (step 3), holding the lock
+        assert first.poll() is None and journal_steps(root) >= 3, "the first deploy never reached its bake"
+        env = {**os.environ, "MLSHIFT_TARGET": f"local://{root}", "NO_COLOR": "1"}
+        args = ["--strategy", "canary", "--bake", "1s", "--min-requests", "0", "--lock-timeout", "1"]
+        second = subprocess.run(
+            [sys.executable, "-m", "mlshift", "deploy", "iris", "--model", "iris:4", *args],
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
+            timeout=120,
+            check=False,
         )
-        for model in ("iris:2", "iris:4")
-    ]
-    results = [(p.wait(120), p.stderr.read() if p.stderr else "") for p in procs]
-    codes = sorted(code for code, _ in results)
-    assert codes == [0, 1], results
-    loser = next(err for code, err in results if code == 1)
-    assert "is being changed by pid" in loser or "changed since this plan was made" in loser
+    finally:
+        release.touch()
+    assert first.wait(120) == 0, first.stderr.read() if first.stderr else ""
+    assert second.returncode == 1, second.stderr
+    assert "is being changed by pid" in second.stderr or "changed since this plan was made" in second.stderr
     state = endpoint.endpoints.get("iris")
-    assert len(state.variants) == 1 and state.variants[0].weight == 100
-    assert state.variants[0].model in ("iris:2", "iris:4")
+    assert [(v.model, v.weight) for v in state.variants] == [("iris:2", 100)]
     assert len(server_processes(root)) == 1

@@ -14,6 +14,7 @@ from mlshift.errors import ConfigError
 from mlshift.plan import Plan, Rollout
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe
+from mlshift.testing.memory import MemoryAdapter
 
 GATE = HealthGate(min_requests=5, probe=Probe(payload={"instances": [[5.1, 3.5, 1.4, 0.2]]}, rate=100))
 
@@ -55,7 +56,7 @@ def test_a_declined_rollout_runs_on_the_engine_and_the_plan_says_why(native: mls
     assert "; mlshift runs it: the target cannot run rollouts to iris:2" in plan.render()
     state = native.apply(plan).endpoints["iris"]
     assert state.weights == {"next": 100}
-    assert not any(call[0] == "native_rollout" for call in native.adapter.calls)  # type: ignore[attr-defined]
+    assert not any(call[0] == "native_rollout" for call in MemoryAdapter.of(native).calls)
     record = native.endpoints.history("iris")[0]
     assert record.phase == "succeeded" and record.steps[0].startswith("add variant next")
     assert record.measurements["requests"] >= GATE.min_requests  # the probes were counted
@@ -68,7 +69,7 @@ def test_an_accepted_rollout_is_handed_over(native: mlshift.Client) -> None:
     assert (action.native, action.runner) == (True, "the memory target")
     assert plan.render().endswith("; the memory target runs it natively")
     native.apply(plan)
-    assert ("native_rollout", "iris", "canary") in native.adapter.calls  # type: ignore[attr-defined]
+    assert ("native_rollout", "iris", "canary") in MemoryAdapter.of(native).calls
 
 
 def test_the_gate_of_a_declined_rollout_must_be_observable(native: mlshift.Client) -> None:

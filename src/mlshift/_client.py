@@ -16,14 +16,16 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from mlshift.adapter import Adapter, EndpointState, Invocation, RolloutRecord
+    from mlshift.adapter import Adapter, Capability, EndpointState, Invocation, RolloutRecord
+    from mlshift.pipelines import Pipeline
+    from mlshift.pipelines._ir import PipelineIR
     from mlshift.plan import ApplyEvent, ApplyResult, GateCheck, Plan
     from mlshift.specs.endpoint import EndpointSpec
     from mlshift.specs.model import ModelSpec, ModelVersion, Signature
     from mlshift.specs.project import ProjectFile
     from mlshift.specs.rollout import RolloutStrategy
 
-__all__ = ["Client", "EndpointsAPI", "ModelsAPI", "PipelinesAPI", "Prediction", "connect"]
+__all__ = ["Client", "EndpointsAPI", "ModelsAPI", "PipelinesAPI", "Prediction", "compile_pipeline", "connect"]
 
 M = TypeVar("M", bound="BaseModel")
 
@@ -520,12 +522,15 @@ class EndpointsAPI:
 class PipelinesAPI:
     """``client.pipelines``: run pipelines on this target, follow their runs, compile them.
 
-    Pipelines run on this machine for ``local://`` and ``memory://`` (the local runner: a
-    process per step, parallel where the graph allows, cached, resumable). On a cloud target
-    whose adapter has a pipeline service (``sagemaker://``), the pipeline is compiled to the
-    provider's own document, created or updated there and started; the run handle reads its
-    status from the provider. Either way ``run()`` returns a
-    :class:`~mlshift.pipelines.PipelineRun`.
+    Which runner runs them is decided by what the target declares, not by its name. A target
+    with a pipeline service (``adapter.pipelines``, e.g. ``sagemaker://``) gets the pipeline
+    compiled to the provider's own document, created or updated there and started; the run
+    handle reads its status from the provider. A target that declares ``Capability.PIPELINES``
+    without a service (``local://``, ``memory://``) runs them on this machine with the local
+    runner: a process per step, parallel where the graph allows, cached, resumable. Either way
+    ``run()`` returns a :class:`~mlshift.pipelines.PipelineRun`. A target without
+    ``PIPELINES`` (or without ``PIPELINE_CONDITIONS``, for a pipeline with conditions) refuses
+    before anything runs, naming the targets that can.
     """
 
     if TYPE_CHECKING:
@@ -538,15 +543,8 @@ class PipelinesAPI:
         self._service_instance: Any = None
 
     def _remote(self) -> RemotePipelineService | None:
-        """The cloud adapter's pipeline service, when the target runs pipelines itself."""
-        from mlshift.pipelines._remote import is_remote_service
-        from mlshift.pipelines._service import LOCAL_RUNNER_TARGETS
-
-        adapter = self._client.adapter
-        if adapter.name in LOCAL_RUNNER_TARGETS:
-            return None
-        service = getattr(adapter, "pipelines", None)
-        return service if is_remote_service(service) else None
+        """The target's own pipeline service (``None``: the local runner runs its pipelines)."""
+        return self._client.adapter.pipelines
 
     def _remote_run(
         self,
@@ -572,7 +570,7 @@ class PipelinesAPI:
         if self._service_instance is None:
             from mlshift.pipelines._service import PipelineService
 
-            self._service_instance = PipelineService.for_client(self._client)
+            self._service_instance = PipelineService.for_client(self._client, connect=connect)
         service: PipelineService = self._service_instance
         return service
 
@@ -604,7 +602,8 @@ class PipelinesAPI:
 
         Raises:
             ConfigError: an unknown, missing or mistyped parameter; a secret that is not set.
-            UnsupportedOperation: a target whose pipeline service is not available yet.
+            UnsupportedOperation: a target without ``PIPELINES`` (or ``PIPELINE_CONDITIONS``,
+                for a pipeline with conditions), naming the targets that have it.
         """
         from mlshift.errors import ConfigError
         from mlshift.pipelines import Pipeline
@@ -614,6 +613,10 @@ class PipelinesAPI:
                 f"client.pipelines.run() takes a Pipeline, got {type(pipeline).__name__}",
                 hint="decorate the wiring function with @pipeline, or build Pipeline(name, steps=[...])",
             )
+        from mlshift.pipelines._service import require_capabilities
+
+        adapter = self._client.adapter
+        require_capabilities(adapter.capabilities, adapter.uri.raw, pipeline.ir)
         remote = self._remote()
         if remote is not None:
             values = pipeline.ir.resolve_params(params)  # checked before anything is sent
@@ -663,8 +666,6 @@ class PipelinesAPI:
         Raises:
             UnsupportedOperation: for a cloud target: its compiler arrives with its adapter.
         """
-        from mlshift.pipelines._service import compile_pipeline
-
         return compile_pipeline(pipeline, target or self._client.target)
 
     def run_schedules(
@@ -686,14 +687,27 @@ class PipelinesAPI:
 
         Raises:
             ConfigError: a pipeline without a schedule.
-            UnsupportedOperation: on a cloud target (use the provider's scheduler).
+            UnsupportedOperation: on a target with its own pipeline service (use the provider's
+                scheduler), or one that does not declare ``SCHEDULES``.
         """
+        from mlshift.adapter import Capability
+        from mlshift.errors import UnsupportedOperation
         from mlshift.pipelines._schedule import run_schedules
 
         self._local_only(
             "running schedules in the foreground",
             "run the scheduler against local://, or schedule the pipeline with the provider's scheduler",
         )
+        adapter = self._client.adapter
+        if Capability.SCHEDULES not in adapter.capabilities:
+            from mlshift._registry import targets_with
+
+            others = ", ".join(targets_with(Capability.SCHEDULES)) or "none installed"
+            raise UnsupportedOperation(
+                f"running pipelines on a schedule needs SCHEDULES, which {adapter.uri.raw} does not "
+                f"declare; targets that do: {others}",
+                hint="run the scheduler against local://",
+            )
 
         return run_schedules(
             self._service(), builtins.list(pipelines), once=once, max_runs=max_runs, on_event=on_event
@@ -816,5 +830,55 @@ def connect(
     from mlshift._registry import load_adapter
 
     resolved = resolve_target(target, project_file=Path(project_file) if project_file else None)
-    merged = {**resolved.options, **dict(options or {}), "_base_dir": str(resolved.base_dir)}
-    return Client(load_adapter(resolved.uri, merged), label=resolved.label)
+    merged = {**resolved.options, **dict(options or {})}
+    return Client(load_adapter(resolved.uri, merged, base_dir=resolved.base_dir), label=resolved.label)
+
+
+def compile_pipeline(pipeline: Pipeline | PipelineIR, target: str) -> dict[str, Any]:
+    """The document ``target`` runs a pipeline from, decided by what its adapter declares.
+
+    A target with a pipeline service (``adapter.pipelines``) compiles to the provider's own
+    document; one that declares ``PIPELINES`` without a service runs the portable IR with the
+    local runner, so the IR is its document (without connecting: ``local://`` creates no
+    state folder for a compile). ``target`` is a URI, a target name from ``mlshift.yaml`` or
+    an adapter's scheme alone (``local``).
+
+    Raises:
+        ConfigError: a target name that is not defined; an adapter's scheme alone for a target
+            whose document depends on where it is (its role, bucket, region).
+        UnsupportedOperation: a target without ``PIPELINES`` (or ``PIPELINE_CONDITIONS`` for a
+            pipeline with conditions), naming the targets that have it.
+        AdapterNotFound: an adapter that is not installed (with the install command).
+    """
+    from mlshift._config import resolve_target
+    from mlshift._registry import KNOWN_ADAPTERS, adapter_class, available_adapters, parse_target_uri
+    from mlshift.pipelines._ir import PipelineIR
+    from mlshift.pipelines._service import require_capabilities
+
+    ir = pipeline if isinstance(pipeline, PipelineIR) else pipeline.ir
+    scheme_only = "://" not in target and (target in KNOWN_ADAPTERS or target in available_adapters())
+    uri = f"{target}://" if scheme_only else target if "://" in target else resolve_target(target).uri
+    factory = adapter_class(parse_target_uri(uri))
+    declared: frozenset[Capability] = getattr(factory, "capabilities", frozenset())
+    # An adapter whose class says "no pipeline service" (pipelines = None) runs the IR itself.
+    if getattr(factory, "pipelines", _MISSING) is None:
+        require_capabilities(declared, target, ir)
+        data: dict[str, Any] = ir.model_dump(mode="json", exclude_none=True)
+        return data
+    if scheme_only:
+        require_capabilities(declared, target, ir)
+        raise ConfigError(
+            f"compiling for {target} needs the target itself, e.g. --target {target}://REGION-OR-LOCATION "
+            "or a target name from mlshift.yaml (the compiled document names its role, bucket and region)",
+            field="target",
+        )
+    with connect(target) as client:
+        adapter = client.adapter
+        require_capabilities(adapter.capabilities, adapter.uri.raw, ir)
+        if adapter.pipelines is None:
+            data = ir.model_dump(mode="json", exclude_none=True)
+            return data
+        return adapter.pipelines.compile(ir)
+
+
+_MISSING = object()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import types
 from collections.abc import Mapping
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -18,7 +19,14 @@ from mlshift.errors import AdapterNotFound, ConfigError
 if TYPE_CHECKING:
     from mlshift.adapter import Adapter, TargetURI
 
-__all__ = ["KNOWN_ADAPTERS", "available_adapters", "load_adapter", "parse_target_uri", "targets_with"]
+__all__ = [
+    "KNOWN_ADAPTERS",
+    "adapter_class",
+    "available_adapters",
+    "load_adapter",
+    "parse_target_uri",
+    "targets_with",
+]
 
 ENTRY_POINT_GROUP = "mlshift.adapters"
 
@@ -79,17 +87,13 @@ def parse_target_uri(raw: str) -> TargetURI:
     )
 
 
-def load_adapter(uri: str | TargetURI, options: Mapping[str, Any] | None = None) -> Adapter:
-    """Build the adapter for a target URI.
+def adapter_class(target: TargetURI) -> Any:
+    """The installed adapter factory (its class) for a target's scheme, not yet built.
 
     Raises:
         AdapterNotFound: with the known schemes and, for a first-party adapter that is not
             installed, the exact install command.
-        ConfigError: if the adapter rejects the URI or options.
     """
-    from mlshift.adapter import TargetURI
-
-    target = uri if isinstance(uri, TargetURI) else parse_target_uri(uri)
     installed = available_adapters()
     spec = installed.get(target.scheme)
     if spec is None:
@@ -108,14 +112,35 @@ def load_adapter(uri: str | TargetURI, options: Mapping[str, Any] | None = None)
         )
     module_name, _, attr = spec.partition(":")
     try:
-        factory = getattr(import_module(module_name), attr)
+        return getattr(import_module(module_name), attr)
     except ImportError as exc:
         raise AdapterNotFound(
             f"the {target.scheme!r} adapter failed to import: {exc}",
             field="target",
             hint="reinstall it; `pip check` may show a broken dependency",
         ) from exc
-    adapter: Adapter = factory.from_uri(target, dict(options or {}))
+
+
+def load_adapter(
+    uri: str | TargetURI, options: Mapping[str, Any] | None = None, *, base_dir: Path | None = None
+) -> Adapter:
+    """Build the adapter for a target URI.
+
+    Args:
+        uri: The target URI.
+        options: The target's options (the adapter validates them).
+        base_dir: What relative paths are relative to (default: the working directory).
+
+    Raises:
+        AdapterNotFound: with the known schemes and, for a first-party adapter that is not
+            installed, the exact install command.
+        ConfigError: if the adapter rejects the URI or options.
+    """
+    from mlshift.adapter import TargetURI
+
+    target = uri if isinstance(uri, TargetURI) else parse_target_uri(uri)
+    factory = adapter_class(target)
+    adapter: Adapter = factory.from_uri(target, dict(options or {}), base_dir=base_dir or Path.cwd())
     return adapter
 
 

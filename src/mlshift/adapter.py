@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import Field
 
@@ -29,6 +29,12 @@ from mlshift.errors import ConfigError, ProviderTimeout, UnsupportedOperation
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
+
+if TYPE_CHECKING:
+    # Type-only: the pipeline types are public in mlshift.pipelines.ir / .runs, which import this
+    # module, not the other way round at run time.
+    from mlshift.pipelines.ir import PipelineIR
+    from mlshift.pipelines.runs import RemoteRunState
 
 __all__ = [
     "Adapter",
@@ -45,6 +51,7 @@ __all__ = [
     "NativeRollout",
     "Operation",
     "OptionChange",
+    "PipelineService",
     "PollingOperation",
     "ResolvedVariant",
     "RolloutPhase",
@@ -450,6 +457,11 @@ class ModelRegistry(Protocol):
 class EndpointService(Protocol):
     """Endpoints on a target: observe live state and change it one primitive at a time."""
 
+    @property
+    def target_name(self) -> str:
+        """How messages name the target (``SageMaker``, ``the local target``)."""
+        ...
+
     def list(self) -> builtins.list[EndpointState]:
         """Every endpoint on the target that mlshift can see."""
         ...
@@ -585,19 +597,125 @@ class EndpointService(Protocol):
 
 
 @runtime_checkable
+class PipelineService(Protocol):
+    """A target's own pipeline service: the provider compiles and runs pipelines itself.
+
+    An adapter offers one as :attr:`Adapter.pipelines` (and declares ``Capability.PIPELINES``);
+    ``client.pipelines`` then compiles the portable IR (:mod:`mlshift.pipelines.ir`) to the
+    provider's document, starts runs there and follows them through :meth:`describe_run`. Run
+    states are reported in neutral terms (:class:`mlshift.pipelines.runs.RemoteRunState`, made of
+    :class:`~mlshift.pipelines.runs.StepRun` records).
+    """
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between status checks while a client waits for a run."""
+        ...
+
+    def compile(self, ir: PipelineIR) -> dict[str, Any]:
+        """The provider's pipeline document for ``ir`` (validated; nothing is sent).
+
+        Raises:
+            ConfigError: a step or condition the provider cannot express, naming it.
+        """
+        ...
+
+    def submit(
+        self,
+        ir: PipelineIR,
+        params: Mapping[str, Any] | None = None,
+        *,
+        use_cache: bool = True,
+        max_parallel: int | None = None,
+    ) -> str:
+        """Create or update the pipeline, start a run with ``params``; returns the run id.
+
+        Raises:
+            ConfigError: an unknown, missing or mistyped parameter (before anything is sent).
+        """
+        ...
+
+    def describe_run(self, run_id: str) -> RemoteRunState:
+        """The run's status and every step's.
+
+        Raises:
+            NotFound: for an unknown run id.
+        """
+        ...
+
+    def cancel_run(self, run_id: str) -> None:
+        """Ask the provider to stop the run."""
+        ...
+
+    def list_runs(self, pipeline: str | None = None, limit: int = 50) -> builtins.list[str]:
+        """Run ids, newest first (of the pipeline called ``pipeline``, when given)."""
+        ...
+
+    def run_logs(self, run_id: str, step: str) -> str:
+        """What ``step`` of the run wrote (its job's log), or ``""``."""
+        ...
+
+
+@runtime_checkable
 class Adapter(Protocol):
-    """One target: a provider plus its location and options."""
+    """One target: a provider plus its location and options.
+
+    Core calls exactly what is declared here. Optional services follow one pattern: a read-only
+    attribute typed as the service's protocol that is ``None`` when the target has no such
+    service, together with the :class:`Capability` that says what the target can do. Today that
+    is :attr:`pipelines` (with ``Capability.PIPELINES``); services added later (monitoring) are
+    declared the same way.
+
+    Adapters are found through the ``mlshift.adapters`` entry point, which names a class (or
+    any object) with :meth:`from_uri`.
+    """
 
     name: str
+    """The target scheme this adapter serves (``sagemaker``)."""
     uri: TargetURI
     capabilities: frozenset[Capability]
     name_rules: NameRules
+
+    @classmethod
+    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> Adapter:
+        """Build the adapter for ``uri``; make no provider call (clients are made on first use).
+
+        Args:
+            uri: The parsed target URI (its query holds options given in the URI).
+            options: The target's options from ``mlshift.yaml`` and ``connect(options=...)``,
+                unvalidated: the adapter validates them and names the bad one.
+            base_dir: The folder relative paths in the URI or the options are relative to (the
+                folder of ``mlshift.yaml``, else the working directory).
+
+        Raises:
+            ConfigError: a malformed URI or an invalid option (named), before any side effect.
+        """
+        ...
 
     @property
     def models(self) -> ModelRegistry: ...
 
     @property
     def endpoints(self) -> EndpointService: ...
+
+    @property
+    def pipelines(self) -> PipelineService | None:
+        """The provider's own pipeline service, or ``None``.
+
+        With ``Capability.PIPELINES`` and no service, pipelines run on this machine with
+        mlshift's local runner (their built-in steps acting on this target); without the
+        capability, running a pipeline is refused, naming the targets that can.
+        """
+        ...
+
+    @property
+    def root(self) -> Path | None:
+        """A folder on this machine where the target keeps its state (``None``: none).
+
+        The local pipeline runner keeps its run records there; without one it uses a
+        temporary folder that lives as long as the adapter.
+        """
+        ...
 
     def close(self) -> None:
         """Release clients and connections (not the resources on the target)."""

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlshift
+from mlshift_sagemaker import SageMakerAdapter
+
 TARGET = "sagemaker://us-east-1"
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -24,3 +27,10 @@ def run_under_kit(cwd: Path, *args: str, timeout: float = 600) -> subprocess.Com
         timeout=timeout,
         check=False,
     )
+
+
+def sagemaker(client: mlshift.Client) -> SageMakerAdapter:
+    """The SageMaker adapter behind ``client``, typed as one (its AWS clients, store, options)."""
+    adapter = client.adapter
+    assert isinstance(adapter, SageMakerAdapter), client.target
+    return adapter

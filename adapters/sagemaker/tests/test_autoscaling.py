@@ -10,6 +10,7 @@ import mlshift
 from mlshift.errors import ConfigError, ProviderError, QuotaExceeded
 from mlshift.specs import Autoscaling, EndpointSpec
 from mlshift_sagemaker.testing import FakeSageMaker
+from sagemaker_helpers import sagemaker
 
 SCALING_OPS = {
     "RegisterScalableTarget",
@@ -76,9 +77,7 @@ def test_an_endpoint_with_autoscaling_registers_each_variant_and_a_tracking_poli
     assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
         "SageMakerVariantInvocationsPerInstance"
     )
-    assert registered.adapter.endpoints.autoscaling("iris-ep") == {  # type: ignore[attr-defined]
-        "main": Autoscaling(**SCALING)
-    }
+    assert sagemaker(registered).endpoints.autoscaling("iris-ep") == {"main": Autoscaling(**SCALING)}
     assert registered.endpoints.predict("iris-ep", iris["rows"]).predictions == iris["expected_v1"]
 
 
@@ -105,7 +104,7 @@ def test_the_autoscaler_moving_the_count_is_not_a_diff(
     registered: mlshift.Client, aws: FakeSageMaker
 ) -> None:
     registered.apply(spec(SCALING))
-    sm = registered.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(registered).clients.client("sagemaker")
     # what Application Auto Scaling does under load
     sm.update_endpoint_weights_and_capacities(
         EndpointName="iris-ep",
@@ -150,8 +149,8 @@ def test_set_autoscaling_changes_only_what_differs_and_none_stops_it(
     registered: mlshift.Client, aws: FakeSageMaker
 ) -> None:
     registered.apply(spec(None))
-    endpoints = registered.adapter.endpoints
-    assert endpoints.autoscaling("iris-ep") == {}  # type: ignore[attr-defined]
+    endpoints = sagemaker(registered).endpoints
+    assert endpoints.autoscaling("iris-ep") == {}
     mark = len(aws.calls)
     assert endpoints.set_autoscaling("iris-ep", Autoscaling(**SCALING)).wait().autoscaling == Autoscaling(
         **SCALING
@@ -168,7 +167,7 @@ def test_set_autoscaling_changes_only_what_differs_and_none_stops_it(
     )
     mark = len(aws.calls)
     assert endpoints.set_autoscaling("iris-ep", None).wait().autoscaling is None
-    assert endpoints.autoscaling("iris-ep") == {}  # type: ignore[attr-defined]
+    assert endpoints.autoscaling("iris-ep") == {}
     assert [op for op, _ in scaling_calls(aws, mark)] == ["DeleteScalingPolicy", "DeregisterScalableTarget"]
     assert aws.scalable_variants("iris-ep") == {}
 
@@ -236,7 +235,7 @@ def test_the_fake_refuses_to_drop_a_variant_that_still_scales(
     registered: mlshift.Client, aws: FakeSageMaker
 ) -> None:
     registered.apply(spec(SCALING, size="cpu-small"))
-    sm = registered.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(registered).clients.client("sagemaker")
     live = aws.backend().endpoint_configs[aws.backend().endpoints["iris-ep"].endpoint_config_name]
     variants = [{**v, "InstanceType": "ml.m5.xlarge"} for v in live.production_variants]
     sm.create_endpoint_config(EndpointConfigName="bigger", ProductionVariants=variants)

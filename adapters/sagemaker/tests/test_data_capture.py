@@ -11,6 +11,7 @@ import mlshift
 from mlshift.errors import ConfigError
 from mlshift.specs import EndpointSpec
 from mlshift_sagemaker.testing import FakeSageMaker
+from sagemaker_helpers import sagemaker
 
 
 def spec(capture: dict[str, Any] | None, model: str = "iris:1", **sagemaker: Any) -> EndpointSpec:
@@ -123,7 +124,7 @@ def sagemaker_ops(aws: FakeSageMaker, since: int) -> list[str]:
 
 def described_capture(client: mlshift.Client) -> dict[str, Any]:
     """``DataCaptureConfig`` as SageMaker's own API describes the endpoint's configuration."""
-    sm = client.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(client).clients.client("sagemaker")
     config = sm.describe_endpoint(EndpointName="iris-ep")["EndpointConfigName"]
     return dict(sm.describe_endpoint_config(EndpointConfigName=config).get("DataCaptureConfig") or {})
 

@@ -13,6 +13,7 @@ import mlshift
 from mlshift.errors import ConfigError, Conflict, NotFound, ProviderError, ProviderTimeout, QuotaExceeded
 from mlshift.specs import EndpointSpec, ModelSpec, ProjectFile
 from mlshift_sagemaker.testing import FakeSageMaker
+from sagemaker_helpers import sagemaker
 
 QUOTA_MESSAGE = (
     "The account-level service limit 'ml.m5.large for endpoint usage' is 0 Instances, with current "
@@ -149,7 +150,7 @@ def test_throttling_that_outlasts_the_retries_is_quota_exceeded(
     with pytest.raises(QuotaExceeded) as caught:
         client.models.list()
     assert caught.value.provider_code == "ThrottlingException"
-    assert len(aws.calls) == client.adapter.options.max_attempts  # type: ignore[attr-defined]
+    assert len(aws.calls) == sagemaker(client).options.max_attempts
 
 
 def test_a_server_error_is_retried(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
@@ -177,7 +178,7 @@ def test_a_quota_error_is_quota_exceeded_with_the_aws_message_and_leaves_nothing
     assert isinstance(error.orig, ClientError)
     assert "Service Quotas" in (error.hint or "")
     assert aws.resources() == {"models": [], "endpoint_configs": [], "endpoints": [], "alarms": []}
-    assert client.adapter.store.list_keys("mlshift/endpoints/") == []  # type: ignore[attr-defined]
+    assert sagemaker(client).store.list_keys("mlshift/endpoints/") == []
     history = client.endpoints.history("iris-ep")
     assert history[0].phase == "failed" and "ResourceLimitExceeded" in (history[0].reason or "")
 
@@ -358,7 +359,7 @@ def test_tags_user_target_and_mlshift(aws: FakeSageMaker, iris: dict[str, Any]) 
         client.models.register("iris", iris["v1"], framework="sklearn")
         state = client.endpoints.deploy("iris-ep", "iris:1", tags={"team": "ml"})
         assert state.tags == {"team": "ml"}  # only the spec's own tags: the plan compares these
-        sm = client.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+        sm = sagemaker(client).clients.client("sagemaker")
         arn = aws.backend().endpoints["iris-ep"].arn
         tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=arn)["Tags"]}
         assert tags["cost-center"] == "42" and tags["mlshift:managed"] == "true" and "mlshift:spec" in tags
@@ -369,7 +370,7 @@ def test_tags_user_target_and_mlshift(aws: FakeSageMaker, iris: dict[str, Any]) 
 
 
 def test_an_endpoint_made_outside_mlshift_is_not_listed(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
-    sm = deployed.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(deployed).clients.client("sagemaker")
     config = aws.backend().endpoints["iris-ep"].endpoint_config_name
     sm.create_endpoint(EndpointName="theirs", EndpointConfigName=config)
     assert [e.name for e in deployed.endpoints.list()] == ["iris-ep"]
@@ -378,7 +379,7 @@ def test_an_endpoint_made_outside_mlshift_is_not_listed(deployed: mlshift.Client
 def test_delete_removes_everything_including_what_a_crash_left(
     deployed: mlshift.Client, aws: FakeSageMaker
 ) -> None:
-    sm = deployed.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(deployed).clients.client("sagemaker")
     live = aws.backend().endpoint_configs[aws.backend().endpoints["iris-ep"].endpoint_config_name]
     # what a process killed between CreateEndpointConfig and UpdateEndpoint leaves behind
     stray = "iris-ep-0123456789ab"
@@ -389,7 +390,7 @@ def test_delete_removes_everything_including_what_a_crash_left(
     )
     deployed.endpoints.delete("iris-ep")
     assert aws.resources() == {"models": [], "endpoint_configs": [], "endpoints": [], "alarms": []}
-    assert deployed.adapter.store.list_keys("mlshift/journal/iris-ep/") == []  # type: ignore[attr-defined]
+    assert sagemaker(deployed).store.list_keys("mlshift/journal/iris-ep/") == []
     with pytest.raises(NotFound):
         deployed.endpoints.get("iris-ep")
 
@@ -427,7 +428,7 @@ def test_invoking_what_does_not_exist_is_not_found(deployed: mlshift.Client, iri
 
 
 def test_the_journal_is_json_in_the_bucket(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
-    store = deployed.adapter.store  # type: ignore[attr-defined]
+    store = sagemaker(deployed).store
     keys = store.list_keys("mlshift/journal/iris-ep/")
     assert len(keys) == 1
     record = json.loads(aws.backend("s3").get_object(store.bucket, keys[0]).value)
@@ -448,7 +449,7 @@ def test_two_deploys_to_one_endpoint_conflict_naming_the_holder(
 
 
 def test_a_dead_holders_lock_expires(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
-    store = deployed.adapter.store  # type: ignore[attr-defined]
+    store = sagemaker(deployed).store
     store.put_json(
         "mlshift/locks/iris-ep.json",
         {"endpoint": "iris-ep", "owner": "pid 1 on gone", "token": "x", "expires_at": time.time() - 1},
@@ -460,7 +461,7 @@ def test_a_dead_holders_lock_expires(deployed: mlshift.Client, aws: FakeSageMake
 
 def test_a_held_lock_is_renewed(aws: FakeSageMaker) -> None:
     with mlshift.connect("sagemaker://us-east-1?lease_seconds=1.5") as client:
-        store = client.adapter.store  # type: ignore[attr-defined]
+        store = sagemaker(client).store
         with client.adapter.endpoints.lock("ep", owner="me", timeout=1):
             first = store.get_json("mlshift/locks/ep.json")[0]["expires_at"]
             time.sleep(0.8)

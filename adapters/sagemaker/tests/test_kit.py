@@ -11,7 +11,7 @@ import mlshift
 from mlshift.errors import AuthError, InvalidPayload, QuotaExceeded
 from mlshift.specs.rollout import Canary
 from mlshift_sagemaker.testing import FakeSageMaker
-from sagemaker_helpers import ROOT, TARGET, run_under_kit
+from sagemaker_helpers import ROOT, TARGET, run_under_kit, sagemaker
 
 
 def test_the_quickstart_runs_unchanged_against_the_fake(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_faults_on_cloudwatch_stop_a_rollout_before_it_starts(
 def test_creating_what_exists_fails_as_on_aws(client: mlshift.Client, aws: FakeSageMaker) -> None:
     from botocore.exceptions import ClientError
 
-    sm = client.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(client).clients.client("sagemaker")
     container = {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1"}
     sm.create_model(ModelName="m", PrimaryContainer=container, ExecutionRoleArn=aws.role_arn)
     with pytest.raises(ClientError, match="already existing model"):
@@ -108,7 +108,7 @@ def test_creating_what_exists_fails_as_on_aws(client: mlshift.Client, aws: FakeS
 def test_update_endpoint_moves_through_updating(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
     from botocore.exceptions import ClientError
 
-    sm = deployed.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(deployed).clients.client("sagemaker")
     backend = aws.backend()
     live = backend.endpoint_configs[backend.endpoints["iris-ep"].endpoint_config_name]
     sm.create_endpoint_config(EndpointConfigName="by-hand", ProductionVariants=live.production_variants)

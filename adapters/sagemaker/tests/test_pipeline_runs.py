@@ -18,7 +18,7 @@ import mlshift
 from mlshift.errors import ConfigError, NotFound, UnsupportedOperation
 from mlshift.pipelines import PipelineEvent
 from mlshift_sagemaker.testing import FakeSageMaker
-from sagemaker_helpers import ROOT, TARGET, run_under_kit
+from sagemaker_helpers import ROOT, TARGET, run_under_kit, sagemaker
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_a_run_reports_the_pipeline_by_its_mlshift_name(
     client: mlshift.Client, aws: FakeSageMaker, example: Any
 ) -> None:
     ir = example.train_gate_deploy.ir.model_copy(update={"name": "gate_v2"})  # SageMaker: gate-v2
-    service = client.adapter.pipelines  # type: ignore[attr-defined]
+    service = sagemaker(client).pipelines
     run_id = service.submit(ir, {"label_noise": 0.9})
     assert ":pipeline/gate-v2/execution/" in run_id
     assert client.pipelines.get(run_id).wait(timeout=300).pipeline == "gate_v2"

@@ -14,6 +14,7 @@ import mlshift
 from mlshift.errors import ConfigError
 from mlshift_sagemaker._pipelines import validate_definition
 from mlshift_sagemaker.testing import FakeSageMaker
+from sagemaker_helpers import sagemaker
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -37,15 +38,15 @@ def steps_by_name(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_mlshift_pipelines_compile_routes_to_the_adapter(client: mlshift.Client, example: Any) -> None:
-    from mlshift.pipelines._service import compile_pipeline
+    from mlshift._client import compile_pipeline
 
     document = compile_pipeline(example, client.target)  # what `mlshift pipelines compile -t URI` runs
-    assert document == client.adapter.pipelines.compile(example.ir)  # type: ignore[attr-defined]
+    assert document == sagemaker(client).pipelines.compile(example.ir)
     assert document["Version"] == "2020-12-01"
 
 
 def test_the_gated_example_compiles_step_for_step(client: mlshift.Client, example: Any) -> None:
-    definition = client.adapter.pipelines.compile(example.ir)  # type: ignore[attr-defined]
+    definition = sagemaker(client).pipelines.compile(example.ir)
     assert definition["Version"] == "2020-12-01"
     assert [(p["Name"], p["Type"], p["DefaultValue"]) for p in definition["Parameters"]] == [
         ("c", "Float", 1.0),
@@ -92,7 +93,7 @@ def test_the_gated_example_compiles_step_for_step(client: mlshift.Client, exampl
 
 
 def test_a_definition_is_validated_before_it_is_sent(client: mlshift.Client, example: Any) -> None:
-    good = client.adapter.pipelines.compile(example.ir)  # type: ignore[attr-defined]
+    good = sagemaker(client).pipelines.compile(example.ir)
 
     def broken(change: Any) -> dict[str, Any]:
         definition = copy.deepcopy(good)
@@ -119,7 +120,7 @@ def test_a_definition_is_validated_before_it_is_sent(client: mlshift.Client, exa
 def test_create_update_and_an_unchanged_pipeline(
     client: mlshift.Client, aws: FakeSageMaker, example: Any
 ) -> None:
-    pipelines = client.adapter.pipelines  # type: ignore[attr-defined]
+    pipelines = sagemaker(client).pipelines
     arn = pipelines.upsert(example.ir)
     assert arn.endswith(":pipeline/train-gate-deploy")
     assert "CreatePipeline" in aws.operations()
@@ -139,15 +140,15 @@ def test_create_update_and_an_unchanged_pipeline(
     pipelines.upsert(stricter)
     assert aws.operations(since=mark, service="sagemaker").count("UpdatePipeline") == 1
     live = json.loads(
-        client.adapter.clients.client("sagemaker").describe_pipeline(PipelineName="train-gate-deploy")[
-            "PipelineDefinition"
-        ]
-    )  # type: ignore[attr-defined]
+        sagemaker(client)
+        .clients.client("sagemaker")
+        .describe_pipeline(PipelineName="train-gate-deploy")["PipelineDefinition"]
+    )
     assert {"Name": "threshold", "Type": "Float", "DefaultValue": 0.95} in live["Parameters"]
 
 
 def test_start_follow_and_read_each_step(client: mlshift.Client, aws: FakeSageMaker, example: Any) -> None:
-    pipelines = client.adapter.pipelines  # type: ignore[attr-defined]
+    pipelines = sagemaker(client).pipelines
     execution = pipelines.start(example.ir, {"c": 0.5})
     assert execution.status == "Executing" and not execution.done
     start = next(c for c in aws.calls if c.operation == "StartPipelineExecution")
@@ -167,7 +168,7 @@ def test_start_follow_and_read_each_step(client: mlshift.Client, aws: FakeSageMa
 
 def test_the_gate_can_stop_the_pipeline(client: mlshift.Client, aws: FakeSageMaker, example: Any) -> None:
     aws.condition_outcome("quality-gate", False)
-    done = client.adapter.pipelines.wait(client.adapter.pipelines.start(example.ir).arn)  # type: ignore[attr-defined]
+    done = sagemaker(client).pipelines.wait(sagemaker(client).pipelines.start(example.ir).arn)
     assert done.status == "Failed" and "not accurate enough" in (done.failure_reason or "")
     assert [s.name for s in done.steps][-2:] == ["quality-gate", "fail"]
     assert done.step("register") is None
@@ -177,13 +178,13 @@ def test_a_failing_step_fails_the_execution_and_nothing_after_it_runs(
     client: mlshift.Client, aws: FakeSageMaker, example: Any
 ) -> None:
     aws.fail_pipeline_step("train", "AlgorithmError: ValueError: C must be positive")
-    done = client.adapter.pipelines.wait(client.adapter.pipelines.start(example.ir, {"c": -1.0}).arn)  # type: ignore[attr-defined]
+    done = sagemaker(client).pipelines.wait(sagemaker(client).pipelines.start(example.ir, {"c": -1.0}).arn)
     assert done.status == "Failed" and "C must be positive" in (done.failure_reason or "")
     assert [(s.name, s.status) for s in done.steps] == [("prepare", "Succeeded"), ("train", "Failed")]
 
 
 def test_stop(client: mlshift.Client, example: Any) -> None:
-    pipelines = client.adapter.pipelines  # type: ignore[attr-defined]
+    pipelines = sagemaker(client).pipelines
     execution = pipelines.start(example.ir)
     assert pipelines.stop(execution.arn).status in ("Stopping", "Stopped")
     assert pipelines.wait(execution.arn).status == "Stopped"
@@ -193,7 +194,7 @@ def test_parameters_are_checked_against_the_pipeline(
     client: mlshift.Client, aws: FakeSageMaker, example: Any
 ) -> None:
     with pytest.raises(ConfigError, match="has no parameter 'k'"):
-        client.adapter.pipelines.start(example.ir, {"k": 1})  # type: ignore[attr-defined]
+        sagemaker(client).pipelines.start(example.ir, {"k": 1})
     assert aws.mutating_calls() == []
 
 
@@ -247,7 +248,7 @@ class LocalProcessing:
 def test_the_compiled_steps_run_their_code_and_register_and_deploy_through_mlshift(
     client: mlshift.Client, aws: FakeSageMaker, example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    definition = client.adapter.pipelines.compile(example.ir)  # type: ignore[attr-defined]
+    definition = sagemaker(client).pipelines.compile(example.ir)
     params = {"c": 1.0, "label_noise": 0.0, "threshold": 0.9, "endpoint": "iris-pipeline"}
     local = LocalProcessing(definition, tmp_path, params, ROOT / "examples" / "train_gate_deploy.py")
     for name in ("prepare", "train", "evaluate"):

@@ -10,6 +10,7 @@ import pytest
 import mlshift
 from mlshift.errors import ConfigError, Conflict, NotFound
 from mlshift_sagemaker.testing import FakeSageMaker
+from sagemaker_helpers import sagemaker
 
 
 def model_file(folder: Path, name: str, size: int) -> Path:
@@ -25,7 +26,7 @@ def test_a_version_is_a_model_package_with_its_metrics_and_metadata(
     version = client.models.register(
         "iris", iris["v1"], framework="sklearn", metrics={"accuracy": 0.97}, tags={"team": "ml"}
     )
-    sm = client.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(client).clients.client("sagemaker")
     package = sm.describe_model_package(
         ModelPackageName="arn:aws:sagemaker:us-east-1:123456789012:model-package/iris/1"
     )
@@ -109,7 +110,7 @@ def test_aliases_are_group_tags_and_approved_is_the_approval_status(
 ) -> None:
     client.models.register("iris", iris["v1"], framework="sklearn")
     second = client.models.register("iris", iris["v2"], framework="sklearn")
-    sm = client.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(client).clients.client("sagemaker")
     group = "arn:aws:sagemaker:us-east-1:123456789012:model-package-group/iris"
     package = "arn:aws:sagemaker:us-east-1:123456789012:model-package/iris/"
 
@@ -137,7 +138,7 @@ def test_a_version_approved_outside_mlshift_is_the_approved_alias(
     client: mlshift.Client, iris: dict[str, Any]
 ) -> None:
     client.models.register("iris", iris["v1"], framework="sklearn")
-    sm = client.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(client).clients.client("sagemaker")
     sm.update_model_package(
         ModelPackageArn="arn:aws:sagemaker:us-east-1:123456789012:model-package/iris/1",
         ModelApprovalStatus="Approved",
@@ -164,7 +165,7 @@ def test_a_served_version_cannot_be_deleted(deployed: mlshift.Client) -> None:
 
 def test_packages_made_outside_mlshift_are_not_listed(client: mlshift.Client, iris: dict[str, Any]) -> None:
     client.models.register("iris", iris["v1"], framework="sklearn")
-    sm = client.adapter.clients.client("sagemaker")  # type: ignore[attr-defined]
+    sm = sagemaker(client).clients.client("sagemaker")
     sm.create_model_package(
         ModelPackageGroupName="iris",
         InferenceSpecification={

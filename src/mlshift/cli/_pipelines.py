@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from mlshift.cli import _output as ui
 from mlshift.cli._options import OutputOpt, TargetOpt
 
 if TYPE_CHECKING:
-    from mlshift._client import Client
-    from mlshift.pipelines import PipelineEvent, PipelineRun
+    from mlshift.pipelines import PipelineRun
 
 __all__ = ["pipelines_app"]
 
@@ -34,96 +34,6 @@ PipelineArg = Annotated[
     ),
 ]
 
-_ICONS = {
-    "succeeded": "[green]✓[/green]",
-    "cached": "[cyan]≡[/cyan]",
-    "skipped": "[yellow]-[/yellow]",
-    "failed": "[red]✗[/red]",
-    "cancelled": "[red]■[/red]",
-}
-
-
-def _setup(output: str) -> None:
-    from mlshift.cli import _check_output
-
-    _check_output(output)
-
-
-def _client(target: str | None) -> Client:
-    from mlshift._client import connect
-
-    return connect(target)
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
-
-
-def _print_json(data: Any) -> None:
-    import json
-
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-class _Progress:
-    """Prints each step's start and end as the runner reports them (from its thread).
-
-    On a terminal a spinner lists the steps running right now; with ``--output json`` each
-    event is a JSON line on stderr.
-    """
-
-    def __init__(self, output: str) -> None:
-        self.json = output == "json"
-        self.console = _console(stderr=True)
-        self.running: list[str] = []
-        self.status: Any = None
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> _Progress:
-        if not self.json and self.console.is_terminal:
-            self.status = self.console.status("starting", spinner="dots")
-            self.status.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.status is not None:
-            self.status.stop()
-
-    def __call__(self, event: PipelineEvent) -> None:
-        if self.json:
-            import json
-
-            sys.stderr.write(json.dumps(event.to_json()) + "\n")
-            sys.stderr.flush()
-            return
-        with self._lock:
-            self._show(event)
-
-    def _show(self, event: PipelineEvent) -> None:
-        out = self.console
-        if event.kind == "run_started":
-            out.print(f"run [bold]{event.run_id}[/bold] of {event.pipeline}")
-        elif event.kind == "step_started" and event.step:
-            self.running.append(event.step)
-            if self.status is None:
-                out.print(f"  [blue]▶[/blue] {event.step}")
-        elif event.kind == "step_retrying":
-            out.print(
-                f"  [yellow]↻[/yellow] {event.step}: retrying (attempt {event.attempt}) after: ", end=""
-            )
-            out.print(event.message or "", markup=False)
-        elif event.kind == "step_finished" and event.step:
-            if event.step in self.running:
-                self.running.remove(event.step)
-            icon = _ICONS.get(event.status or "", "?")
-            took = f" in {event.elapsed:.1f}s" if event.status in ("succeeded", "failed") else ""
-            out.print(f"  {icon} {event.step} [dim]{event.status}{took}[/dim]", end="")
-            out.print(f"  {event.message}" if event.message else "", markup=False)
-        if self.status is not None:
-            self.status.update("running: " + ", ".join(self.running) if self.running else "…")
-
 
 def _sigterm_as_interrupt() -> None:
     """SIGTERM (systemd stop, ``kill``) cancels a run the way Ctrl-C does."""
@@ -139,10 +49,10 @@ def _sigterm_as_interrupt() -> None:
 def _report(run: PipelineRun, output: str) -> None:
     """The run's outcome on stdout (steps table, or JSON); exit 1 if it failed."""
     if output == "json":
-        _print_json(run.to_dict())
+        ui.print_json(run.to_dict())
     else:
         _steps_table(run)
-        console = _console()
+        console = ui.console()
         colour = {"succeeded": "green", "failed": "red"}.get(run.status, "yellow")
         console.print(f"[{colour}]{run.summary()}[/{colour}]")
         message = run.message
@@ -152,7 +62,7 @@ def _report(run: PipelineRun, output: str) -> None:
         stopped_by_gate = any(s.kind == "fail" and s.status == "failed" for s in run.steps)
         if output != "json" and not stopped_by_gate:
             logs = f"mlshift pipelines logs {run.id} STEP"
-            _console(stderr=True).print(
+            ui.console(stderr=True).print(
                 f"resume with: mlshift pipelines run --resume {run.id}   (logs: {logs})"
                 if run.resumable
                 else f"logs: {logs}",
@@ -177,8 +87,8 @@ def _steps_table(run: PipelineRun) -> None:
             values = {k: v for k, v in s.outputs.items() if not isinstance(v, dict)}
             detail = ", ".join(f"{k}={v}" for k, v in values.items())
         took = f"{s.duration:.1f}s" if s.duration is not None and s.status in ("succeeded", "failed") else ""
-        table.add_row(s.name, f"{_ICONS.get(s.status, '')} {s.status}", str(s.attempts or ""), took, detail)
-    _console().print(table)
+        table.add_row(s.name, f"{ui.ICONS.get(s.status, '')} {s.status}", str(s.attempts or ""), took, detail)
+    ui.console().print(table)
 
 
 def _wait(run: PipelineRun, output: str) -> None:
@@ -187,9 +97,9 @@ def _wait(run: PipelineRun, output: str) -> None:
     except KeyboardInterrupt:
         # wait() has cancelled the run and stopped its steps; finished ones keep their outputs.
         if output == "json":
-            _print_json(run.to_dict())
+            ui.print_json(run.to_dict())
         resume = f"; resume with: mlshift pipelines run --resume {run.id}" if run.resumable else ""
-        _console(stderr=True).print(f"cancelled run {run.id}{resume}", markup=False)
+        ui.console(stderr=True).print(f"cancelled run {run.id}{resume}", markup=False)
         raise typer.Exit(130) from None
 
 
@@ -221,14 +131,13 @@ def run_cmd(
     pipeline is compiled, created or updated there and started; this command follows it
     until it ends (Ctrl-C stops it).
     """
-    from mlshift.cli import _pairs
     from mlshift.errors import ConfigError
 
-    _setup(output)
+    ui.check_output(output)
     _sigterm_as_interrupt()
-    client = _client(target)
-    values = _pairs(param, "--param")
-    progress = _Progress(output)
+    client = ui.client(target)
+    values = ui.pairs(param, "--param")
+    progress = ui.PipelineProgress(output)
     if resume is not None:
         if values:
             raise ConfigError("a resumed run keeps its parameters; drop --param", field="param")
@@ -270,13 +179,13 @@ def list_cmd(
     output: OutputOpt = "table",
 ) -> None:
     """List pipeline runs, newest first."""
-    _setup(output)
-    runs = _client(target).pipelines.list(pipeline, limit=limit)
+    ui.check_output(output)
+    runs = ui.client(target).pipelines.list(pipeline, limit=limit)
     if output == "json":
-        _print_json([r.to_dict() for r in runs])
+        ui.print_json([r.to_dict() for r in runs])
         return
     if not runs:
-        _console().print("No pipeline runs yet.")
+        ui.console().print("No pipeline runs yet.")
         return
     from rich.table import Table
 
@@ -292,7 +201,7 @@ def list_cmd(
             r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
             r.summary(),
         )
-    _console().print(table)
+    ui.console().print(table)
 
 
 @pipelines_app.command("status")
@@ -302,13 +211,13 @@ def status_cmd(
     output: OutputOpt = "table",
 ) -> None:
     """Show a run: its status and every step's."""
-    _setup(output)
-    run = _client(target).pipelines.get(run_id)
+    ui.check_output(output)
+    run = ui.client(target).pipelines.get(run_id)
     if output == "json":
-        _print_json(run.to_dict())
+        ui.print_json(run.to_dict())
         return
     _steps_table(run)
-    console = _console()
+    console = ui.console()
     console.print(run.summary())
     if run.message:
         console.print(run.message, markup=False)
@@ -321,7 +230,7 @@ def logs_cmd(
     target: TargetOpt = None,
 ) -> None:
     """Print one step's log: its output and each attempt's traceback."""
-    text = _client(target).pipelines.get(run_id).logs(step)
+    text = ui.client(target).pipelines.get(run_id).logs(step)
     sys.stdout.write(text)
 
 
@@ -351,6 +260,7 @@ def compile_cmd(
     import json
     from pathlib import Path
 
+    from mlshift._client import compile_pipeline
     from mlshift._config import resolve_target
     from mlshift.errors import ConfigError
     from mlshift.pipelines import load_pipeline
@@ -375,7 +285,7 @@ def compile_cmd(
         text = json.dumps(document, indent=2) + "\n"
     if out:
         Path(out).write_text(text, encoding="utf-8")
-        _console(stderr=True).print(
+        ui.console(stderr=True).print(
             f"wrote {loaded.name} ({len(loaded.steps)} steps, {loaded.ir.hash[:19]}…) to {out}"
         )
     else:
@@ -397,26 +307,26 @@ def schedule_cmd(
 
     from mlshift.pipelines import load_pipeline
 
-    _setup(output)
+    ui.check_output(output)
     _sigterm_as_interrupt()
-    client = _client(target)
+    client = ui.client(target)
     loaded = [load_pipeline(ref) for ref in pipelines]
     if output != "json":
-        console = _console(stderr=True)
+        console = ui.console(stderr=True)
         now = datetime.now(timezone.utc)
         for p in loaded:
             upcoming = p.cron.next_after(now).isoformat(timespec="minutes") if p.cron else "never"
             console.print(f"{p.name}: {p.schedule or 'no schedule'} ({p.timezone}); next tick {upcoming}")
-    progress = _Progress(output)
+    progress = ui.PipelineProgress(output)
     try:
         runs = client.pipelines.run_schedules(loaded, once=once, max_runs=max_runs, on_event=progress)
     except KeyboardInterrupt:
-        _console(stderr=True).print("scheduler stopped")
+        ui.console(stderr=True).print("scheduler stopped")
         raise typer.Exit(130) from None
     if output == "json":
-        _print_json([r.to_dict() for r in runs])
+        ui.print_json([r.to_dict() for r in runs])
     else:
-        console = _console()
+        console = ui.console()
         if not runs:
             console.print("nothing was due")
         for r in runs:

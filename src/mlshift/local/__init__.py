@@ -34,6 +34,7 @@ class LocalAdapter:
 
     Attributes:
         root: The state directory.
+        pipelines: ``None``: pipelines run on this machine with mlshift's local runner.
     """
 
     name = "local"
@@ -48,6 +49,7 @@ class LocalAdapter:
         }
     )
     name_rules = NameRules()
+    pipelines: None = None
 
     def __init__(self, uri: TargetURI, root: Path, *, runtime: ReplicaRuntime | None = None) -> None:
         """Open (or create) the state in ``root``.
@@ -65,8 +67,10 @@ class LocalAdapter:
         self._endpoints = LocalEndpointService(root, db, store, runtime)
 
     @classmethod
-    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any]) -> LocalAdapter:
+    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> LocalAdapter:
         """Build from ``local://`` or ``local:///abs/path`` (or ``local://./relative``).
+
+        A relative state folder (and the default ``.mlshift``) is relative to ``base_dir``.
 
         Raises:
             ConfigError: for an unknown variant (``local+docker`` arrives later) or option.
@@ -76,14 +80,14 @@ class LocalAdapter:
                 f"the local target has no {uri.variant!r} variant (in {uri.raw!r}); use local://",
                 field="target",
             )
-        unknown = sorted(k for k in options if not k.startswith("_")) + sorted(uri.query)
+        unknown = sorted(options) + sorted(uri.query)
         if unknown:
             raise ConfigError(
                 f"the local target takes no options; got {', '.join(unknown)}",
                 field="target",
                 hint="the state folder goes in the URI: local:///path/to/state",
             )
-        base = Path(str(options.get("_base_dir") or Path.cwd()))
+        base = base_dir
         location = uri.location + uri.path
         if not location:
             root = base / ".mlshift"

@@ -1,6 +1,7 @@
 """Pipelines that run on a cloud target: the contract its adapter implements, and the run handle.
 
-A cloud adapter's ``pipelines`` attribute implements :class:`RemotePipelineService`: it compiles
+A cloud adapter's ``pipelines`` attribute implements :class:`mlshift.adapter.PipelineService`
+(``RemotePipelineService`` here, its earlier name): it compiles
 the IR to the provider's own pipeline document, creates or updates the pipeline, starts a run
 and reports it in neutral terms (:class:`RemoteRunState`, made of the same :class:`StepRun`
 records the local runner writes). :class:`RemotePipelineRun` turns that into the
@@ -10,20 +11,17 @@ records the local runner writes). :class:`RemotePipelineRun` turns that into the
 
 from __future__ import annotations
 
-import builtins
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
 from pydantic import Field
 
+from mlshift.adapter import PipelineService as RemotePipelineService
 from mlshift.errors import ProviderTimeout
 from mlshift.pipelines._run import FINISHED, PipelineEvent, PipelineRun, RunStatus, StepRun, _summary
 from mlshift.specs._base import SpecModel
-
-if TYPE_CHECKING:
-    from mlshift.pipelines._ir import PipelineIR
 
 __all__ = ["RemotePipelineRun", "RemotePipelineService", "RemoteRunState"]
 
@@ -47,58 +45,6 @@ class RemoteRunState(SpecModel):
     created_at: datetime | None = None
     finished_at: datetime | None = None
     steps: tuple[StepRun, ...] = ()
-
-
-@runtime_checkable
-class RemotePipelineService(Protocol):
-    """What a cloud adapter's ``pipelines`` attribute offers so ``client.pipelines`` can run there."""
-
-    #: Seconds between status checks while waiting for a run.
-    poll_interval: float
-
-    def compile(self, ir: PipelineIR) -> dict[str, Any]:
-        """The provider's pipeline document for ``ir`` (validated; nothing is sent)."""
-        ...
-
-    def submit(
-        self,
-        ir: PipelineIR,
-        params: Mapping[str, Any] | None = None,
-        *,
-        use_cache: bool = True,
-        max_parallel: int | None = None,
-    ) -> str:
-        """Create or update the pipeline, start a run with ``params``; returns the run id.
-
-        Raises:
-            ConfigError: an unknown, missing or mistyped parameter (before anything is sent).
-        """
-        ...
-
-    def describe_run(self, run_id: str) -> RemoteRunState:
-        """The run's status and every step's.
-
-        Raises:
-            NotFound: for an unknown run id.
-        """
-        ...
-
-    def cancel_run(self, run_id: str) -> None:
-        """Ask the provider to stop the run."""
-        ...
-
-    def list_runs(self, pipeline: str | None = None, limit: int = 50) -> builtins.list[str]:
-        """Run ids, newest first (of the pipeline called ``pipeline``, when given)."""
-        ...
-
-    def run_logs(self, run_id: str, step: str) -> str:
-        """What ``step`` of the run wrote (its job's log), or ``""``."""
-        ...
-
-
-def is_remote_service(service: object) -> bool:
-    """Whether an adapter's ``pipelines`` attribute can run pipelines (not only compile them)."""
-    return isinstance(service, RemotePipelineService)
 
 
 class RemotePipelineRun(PipelineRun):

@@ -46,9 +46,6 @@ __all__ = ["LocalRunner", "secret_env_name"]
 
 #: Seconds a stopped step gets between SIGTERM and SIGKILL.
 KILL_GRACE = 5.0
-#: Names a step's crash point for the resume tests: the runner SIGKILLs itself right after the
-#: step's work is done and before it is recorded, the worst moment for a runner to die.
-CRASH_BEFORE_RECORD = "MLSHIFT_PIPELINES_CRASH_BEFORE_RECORD"
 
 
 def secret_env_name(ref: str) -> str:
@@ -454,8 +451,6 @@ class LocalRunner:
     def _record(self, step: StepIR, outcome: Outcome, key: str) -> None:
         """Record an execution's end; a success and its cache entry in one transaction."""
         if outcome.status == "succeeded":
-            if os.environ.get(CRASH_BEFORE_RECORD) == step.name:
-                os.kill(os.getpid(), signal.SIGKILL)
             assert outcome.outputs is not None
             self.outputs[step.name] = outcome.outputs
             self.db.finish_step(
@@ -480,7 +475,6 @@ class LocalRunner:
 
     def _env(self, step: StepIR) -> dict[str, str]:
         env = dict(os.environ)
-        env.pop(CRASH_BEFORE_RECORD, None)
         env.update(step.env)
         for var, ref in step.secrets.items():
             env[var] = os.environ.get(secret_env_name(ref), "")

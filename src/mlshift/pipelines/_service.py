@@ -1,6 +1,7 @@
-"""Pipelines on a target whose runs happen on this machine (``local://``, ``memory://``).
+"""Pipelines on a target whose runs happen on this machine: a target that declares
+``Capability.PIPELINES`` and has no pipeline service of its own (``local://``, ``memory://``).
 
-(Cloud targets run pipelines themselves: see :mod:`mlshift.pipelines._remote`.)
+(Targets with a service run pipelines themselves: see :mod:`mlshift.pipelines._remote`.)
 
 :class:`PipelineService` is what ``client.pipelines`` delegates to: it checks a run before
 anything happens (parameters, secrets, docker, targets), records it, and starts the
@@ -22,28 +23,49 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from mlshift.adapter import Capability
 from mlshift.errors import ConfigError, UnsupportedOperation
 from mlshift.pipelines._run import LocalPipelineRun, PipelineEvent, StepRun, pid_alive
 from mlshift.pipelines._store import RunDB, StepArtifacts
 
 if TYPE_CHECKING:
+    # Type-only: the client facade is the layer above; it hands this module a client and a
+    # way to connect to other targets (see Connect).
     from mlshift._client import Client
     from mlshift.pipelines._ir import PipelineIR
-    from mlshift.pipelines._pipeline import Pipeline
 
-__all__ = ["LOCAL_RUNNER_TARGETS", "PipelineService", "compile_pipeline"]
+#: How the service reaches another target (a built-in step's ``target=``): ``mlshift.connect``,
+#: passed in by the client facade so this layer does not import the layer above it.
+Connect: TypeAlias = "Callable[[str], Client]"
 
-#: Adapters whose pipelines run on this machine with the local runner.
-LOCAL_RUNNER_TARGETS = frozenset({"local", "memory"})
+__all__ = ["Connect", "PipelineService", "require_capabilities"]
 
-#: What each cloud's pipeline compiler produces, for the message saying it is not here yet.
-_CLOUD_DOCUMENTS = {
-    "sagemaker": ("SageMaker Pipelines definition JSON", "mlshift-sagemaker"),
-    "azureml": ("an Azure ML pipeline job", "mlshift-azureml"),
-    "vertex": ("a Vertex AI (KFP) PipelineSpec", "mlshift-vertex"),
-}
+
+def require_capabilities(
+    capabilities: frozenset[Capability], target: str, ir: PipelineIR | None = None
+) -> None:
+    """Refuse a pipeline a target cannot run, before anything is sent or recorded.
+
+    ``PIPELINES`` is needed to run any pipeline; ``PIPELINE_CONDITIONS`` for one that branches
+    on step outputs (``when``, ``Gate``). The error names the installed targets that can.
+
+    Raises:
+        UnsupportedOperation: naming the missing capability and the targets that have it.
+    """
+    needs = [(Capability.PIPELINES, "running pipelines")]
+    if ir is not None and ir.conditions:
+        needs.append((Capability.PIPELINE_CONDITIONS, f"pipeline {ir.name!r}'s conditions"))
+    for capability, what in needs:
+        if capability not in capabilities:
+            from mlshift._registry import targets_with
+
+            others = ", ".join(targets_with(capability)) or "none installed"
+            raise UnsupportedOperation(
+                f"{what} needs {capability.name}, which {target} does not declare; targets that do: {others}",
+                hint="run it with --target local://, or write its IR with `mlshift pipelines compile`",
+            )
 
 
 def _process_start() -> tuple[int, float]:
@@ -56,54 +78,6 @@ def _new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def _target_scheme(target: str) -> str:
-    """The adapter scheme a target names, without loading (or needing) the adapter."""
-    from mlshift._config import resolve_target
-    from mlshift._registry import KNOWN_ADAPTERS, parse_target_uri
-
-    if "://" not in target and target in KNOWN_ADAPTERS:
-        return target  # `--target local`, `--target sagemaker`: a kind, not a location
-    uri = target if "://" in target else resolve_target(target).uri
-    return parse_target_uri(uri).scheme
-
-
-def compile_pipeline(pipeline: Pipeline | PipelineIR, target: str) -> dict[str, Any]:
-    """The document a target runs a pipeline from: the IR for the local runner.
-
-    Raises:
-        UnsupportedOperation: for a cloud target (its compiler arrives with its adapter).
-        ConfigError: for a target name that is not defined.
-    """
-    from mlshift.pipelines._ir import PipelineIR
-
-    scheme = _target_scheme(target)
-    ir = pipeline if isinstance(pipeline, PipelineIR) else pipeline.ir
-    if scheme in LOCAL_RUNNER_TARGETS:
-        data: dict[str, Any] = ir.model_dump(mode="json", exclude_none=True)
-        return data
-    document, package = _CLOUD_DOCUMENTS.get(scheme, ("its pipeline document", f"the {scheme} adapter"))
-    if "://" in target or scheme != target:
-        # A real target (URI or mlshift.yaml name): its adapter compiles, where it can.
-        from mlshift._client import connect
-
-        with connect(target) as client:
-            compiler = getattr(client.adapter, "pipelines", None)
-            if compiler is not None and callable(getattr(compiler, "compile", None)):
-                compiled: dict[str, Any] = compiler.compile(ir)
-                return compiled
-    elif scheme in _CLOUD_DOCUMENTS:
-        raise ConfigError(
-            f"compiling for {scheme} needs the target itself, e.g. --target {scheme}://REGION-OR-LOCATION "
-            "or a target name from mlshift.yaml (the compiled document names its role, bucket and region)",
-            field="target",
-        )
-    raise UnsupportedOperation(
-        f"compiling pipeline {ir.name!r} for {scheme} ({document}) arrives with the {package} "
-        "adapter's pipeline compiler; this version compiles to the portable IR only",
-        hint="use --target local to write the IR that the cloud compilers will read",
-    )
-
-
 class PipelineService:
     """Runs, run records and logs of one target's pipelines.
 
@@ -112,39 +86,34 @@ class PipelineService:
         root: The state folder (``pipelines.db``, ``pipelines/``).
     """
 
-    def __init__(self, client: Client, root: Path) -> None:
+    def __init__(self, client: Client, root: Path, *, connect: Connect) -> None:
         self.client = client
         self.root = root
+        self._connect = connect
         self.db = RunDB(root / "pipelines.db")
         self.store = StepArtifacts(root / "pipelines" / "artifacts")
 
     @classmethod
-    def for_client(cls, client: Client) -> PipelineService:
-        """The service for a client's target.
+    def for_client(cls, client: Client, *, connect: Connect) -> PipelineService:
+        """The local runner's service for a client's target (one without a pipeline service).
 
         Raises:
-            UnsupportedOperation: for a cloud target (its pipeline service comes with its adapter).
+            UnsupportedOperation: for a target that does not declare ``PIPELINES``.
         """
         adapter = client.adapter
-        if adapter.name not in LOCAL_RUNNER_TARGETS:
-            package = _CLOUD_DOCUMENTS.get(adapter.name, ("", adapter.name))[1]
-            raise UnsupportedOperation(
-                f"the {package} adapter of {adapter.uri.raw} cannot run pipelines in this version; "
-                "pipelines run on local:// and on targets whose adapter runs them (sagemaker://)",
-                hint="run it with --target local://, or write its IR with `mlshift pipelines compile`",
-            )
-        root = getattr(adapter, "root", None)
+        require_capabilities(adapter.capabilities, adapter.uri.raw)
+        root = adapter.root
         if root is None:
             # memory:// keeps nothing on disk; its pipelines state lives as long as the adapter.
             tmp = Path(tempfile.mkdtemp(prefix="mlshift-pipelines-"))
             weakref.finalize(adapter, shutil.rmtree, tmp, True)
             root = tmp
-        return cls(client, Path(root))
+        return cls(client, Path(root), connect=connect)
 
     @property
     def target_identity(self) -> str:
         """What "this target" means in a built-in step's cache key."""
-        root = getattr(self.client.adapter, "root", None)
+        root = self.client.adapter.root
         return f"local://{root}" if root is not None else f"{self.client.target}#{id(self.client.adapter)}"
 
     @contextlib.contextmanager
@@ -153,9 +122,7 @@ class PipelineService:
         if target is None:
             yield self.client
             return
-        from mlshift._client import connect
-
-        with connect(target) as client:
+        with self._connect(target) as client:
             yield client
 
     def run_dir(self, run_id: str) -> Path:

@@ -242,9 +242,8 @@ def _rollout_runner(
     """
     if Capability.NATIVE_ROLLOUT not in adapter.capabilities:
         return False, None, None
-    refusal = getattr(adapter.endpoints, "native_rollout_refusal", None)
-    reason: str | None = refusal(spec, observed) if refusal is not None else None
-    runner = getattr(adapter.endpoints, "target_name", None) or adapter.uri.raw
+    reason = adapter.endpoints.native_rollout_refusal(spec, observed)
+    runner = adapter.endpoints.target_name
     if reason is None:
         return True, runner, None
     check_gate_observable(adapter, spec, native=False)
@@ -325,10 +324,8 @@ def _plan_endpoint(
         if live.name not in desired:
             actions.append(RemoveVariant(endpoint=spec.name, variant=live.name, model=live.model))
     # After the variant changes: a target whose new variants already carry the new options
-    # (SageMaker makes one configuration for both) then finds the options in effect. An adapter
-    # written before option_changes existed (without BaseEndpointService) has none to report.
-    report = getattr(adapter.endpoints, "option_changes", None)
-    option_changes: list[OptionChange] = report(spec) if report is not None else []
+    # (SageMaker makes one configuration for both) then finds the options in effect.
+    option_changes: list[OptionChange] = adapter.endpoints.option_changes(spec)
     if option_changes:
         actions.append(UpdateOptions(endpoint=spec.name, spec=spec, changes=tuple(option_changes)))
     if dict(spec.tags) != observed.tags:

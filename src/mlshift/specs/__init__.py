@@ -1,5 +1,6 @@
 """Provider-neutral specs: what users ask for, validated before anything happens."""
 
+from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import SIZES, Autoscaling, Compute, EndpointSpec, Variant
 from mlshift.specs.model import FRAMEWORKS, ColumnSpec, ModelRef, ModelSpec, ModelVersion, Signature
 from mlshift.specs.project import ProjectFile, TargetConfig
@@ -16,6 +17,7 @@ __all__ = [
     "ModelVersion",
     "ProjectFile",
     "Signature",
+    "SpecModel",
     "TargetConfig",
     "Variant",
 ]

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from mlshift._client import Client
-from mlshift.adapter import Capability
+from mlshift.adapter import Adapter, Capability, EndpointService, ModelRegistry, PipelineService
 from mlshift.errors import Conflict, IntegrityError, InvalidPayload, MlshiftError, NotFound
 from mlshift.specs.endpoint import EndpointSpec
 
@@ -89,7 +89,19 @@ class AdapterConformance:
 
 
 class RegistryConformance(AdapterConformance):
-    """Model registry behaviour."""
+    """Model registry behaviour (and the declared contract every adapter has)."""
+
+    def test_declares_the_adapter_contract(self, client: Client) -> None:
+        adapter = client.adapter
+        assert isinstance(adapter, Adapter)
+        assert isinstance(adapter.models, ModelRegistry)
+        assert isinstance(adapter.endpoints, EndpointService)
+        assert adapter.endpoints.target_name
+        # An optional service is an attribute that is None when absent, plus its capability.
+        if adapter.pipelines is not None:
+            assert isinstance(adapter.pipelines, PipelineService)
+            assert Capability.PIPELINES in adapter.capabilities
+        assert adapter.root is None or adapter.root.is_dir()
 
     def test_versions_count_up_per_name(self, client: Client, models: dict[str, Any]) -> None:
         first = client.models.register("iris", models["v1"], framework="sklearn", metrics={"accuracy": 0.97})

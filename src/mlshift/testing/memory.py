@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlshift._routing import WeightedRoundRobin, summarize
 from mlshift.adapter import (
@@ -42,6 +42,9 @@ from mlshift.adapter import (
 from mlshift.errors import ConfigError, Conflict, NotFound
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
+
+if TYPE_CHECKING:
+    from mlshift._client import Client
 
 __all__ = ["MemoryAdapter"]
 
@@ -385,10 +388,15 @@ class MemoryAdapter:
 
     Attributes:
         calls: Every mutating primitive called, as ``(operation, *arguments)``.
+        pipelines: ``None``: with ``PIPELINES`` declared, pipelines run in this process's local
+            runner; their state lives in a temporary folder as long as the adapter.
+        root: ``None``: nothing is kept on disk.
     """
 
     name = "memory"
     name_rules = NameRules()
+    pipelines: None = None
+    root: None = None
     capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES
 
     def __init__(self, uri: TargetURI, capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES) -> None:
@@ -403,12 +411,18 @@ class MemoryAdapter:
         self._endpoints = _MemoryEndpoints(self)
 
     @classmethod
-    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any]) -> MemoryAdapter:
-        """Build from ``memory://`` (optionally ``?capabilities=a,b``).
+    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> MemoryAdapter:
+        """Build from ``memory://`` (optionally ``?capabilities=a,b``); ``base_dir`` is not used.
 
         Raises:
-            ConfigError: for an unknown capability name.
+            ConfigError: for an unknown capability name or any option (memory:// takes none).
         """
+        if options:
+            raise ConfigError(
+                f"the memory target takes no options; got {', '.join(sorted(options))}",
+                field="target",
+                hint="capabilities go in the URI: memory://?capabilities=traffic_split,metrics",
+            )
         caps = DEFAULT_CAPABILITIES
         if "capabilities" in uri.query:
             names = [c.strip() for c in uri.query["capabilities"].split(",") if c.strip()]
@@ -421,6 +435,18 @@ class MemoryAdapter:
                 )
             caps = frozenset(known[n] for n in names)
         return cls(uri, caps)
+
+    @classmethod
+    def of(cls, client: Client) -> MemoryAdapter:
+        """The memory adapter behind ``client``, typed as one (for :attr:`calls` and the switches).
+
+        Raises:
+            TypeError: if ``client`` is not connected to ``memory://``.
+        """
+        adapter = client.adapter
+        if not isinstance(adapter, cls):
+            raise TypeError(f"{client.target} is not a memory:// target")
+        return adapter
 
     def record(self, *call: Any) -> None:
         self.calls.append(call)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlshift.adapter import Capability, NameRules, TargetURI
+from mlshift.adapter import Adapter, Capability, NameRules, TargetURI
 from mlshift.errors import ConfigError
 from mlshift_sagemaker._aws import AwsClients
 from mlshift_sagemaker._endpoints import SageMakerEndpointService
@@ -62,6 +62,8 @@ class SageMakerAdapter:
     name = "sagemaker"
     capabilities: frozenset[Capability] = CAPABILITIES
     name_rules: NameRules = NAME_RULES
+    #: Nothing of the target's state is kept on this machine.
+    root: None = None
 
     def __init__(self, uri: TargetURI, region: str, options: SageMakerOptions) -> None:
         self.uri = uri
@@ -77,10 +79,11 @@ class SageMakerAdapter:
         self._pipelines: Any = None
 
     @classmethod
-    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any]) -> SageMakerAdapter:
+    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> SageMakerAdapter:
         """Build from ``sagemaker://REGION[?option=value&...]`` and the target's options.
 
-        No AWS call is made here: clients are created on first use.
+        No AWS call is made here: clients are created on first use. ``base_dir`` is not used:
+        no option names a local path.
 
         Raises:
             ConfigError: a missing or malformed region, a path, or an invalid option (named).
@@ -147,3 +150,8 @@ class SageMakerAdapter:
 
     def __repr__(self) -> str:
         return f"<SageMakerAdapter {self.uri.raw}>"
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the adapter declares every hook of mlshift's adapter contract.
+    _CONTRACT: type[Adapter] = SageMakerAdapter

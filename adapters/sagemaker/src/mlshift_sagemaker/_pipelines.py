@@ -41,15 +41,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlshift.errors import ConfigError, MlshiftError, NotFound, UnsupportedOperation
-from mlshift.specs._base import SpecModel
+from mlshift.specs import SpecModel
 from mlshift_sagemaker._operation import PENDING, AwsOperation
 from mlshift_sagemaker.errors import aws_errors
 from mlshift_sagemaker.options import instance_type_for
 
 if TYPE_CHECKING:
-    from mlshift.pipelines._ir import ConditionIR, InputIR, OperandIR, PipelineIR, StepIR
-    from mlshift.pipelines._remote import RemoteRunState
-    from mlshift.pipelines._run import RunStatus, StepRun, StepStatus
+    from mlshift.pipelines.ir import ConditionIR, InputIR, OperandIR, PipelineIR, StepIR
+    from mlshift.pipelines.runs import RemoteRunState, RunStatus, StepRun, StepStatus
     from mlshift_sagemaker._adapter import SageMakerAdapter
 
 __all__ = [
@@ -872,7 +871,7 @@ class SageMakerPipelineService:
         return self.status(execution_arn)
 
     # ------------------------------------------------------------------ the neutral run contract
-    # (mlshift.pipelines._remote.RemotePipelineService: what client.pipelines.run() uses)
+    # (mlshift.adapter.PipelineService: what client.pipelines.run() uses)
 
     @property
     def poll_interval(self) -> float:
@@ -904,7 +903,7 @@ class SageMakerPipelineService:
         Raises:
             NotFound: for an unknown execution ARN.
         """
-        from mlshift.pipelines._remote import RemoteRunState
+        from mlshift.pipelines.runs import RemoteRunState
 
         arn = _check_run_id(run_id)
         listed = self._listed(arn)
@@ -1103,7 +1102,7 @@ class SageMakerPipelineService:
         outcomes: Mapping[str, str | None],
         failed: Sequence[str],
     ) -> StepRun:
-        from mlshift.pipelines._run import StepRun
+        from mlshift.pipelines.runs import StepRun
 
         kind = self._kind(step)
         if status == "running":
@@ -1122,7 +1121,7 @@ class SageMakerPipelineService:
         return StepRun(name=name, kind=kind, status="skipped", message=message)
 
     def _step_run(self, arn: str, name: str, step: Mapping[str, Any], entry: Mapping[str, Any]) -> StepRun:
-        from mlshift.pipelines._run import StepRun
+        from mlshift.pipelines.runs import StepRun
 
         raw = str(entry.get("StepStatus", "Executing"))
         source = (entry.get("CacheHitResult") or {}).get("SourcePipelineExecutionArn")

@@ -274,7 +274,7 @@ class S3Store:
                 local copy is removed, so the next call downloads it again.
             NotFound: the artifact is not in the bucket.
         """
-        from mlshift._artifacts import verify_digest
+        from mlshift.artifacts import verify_digest
 
         hexdigest = digest.split(":", 1)[1]
         folder = cache / hexdigest

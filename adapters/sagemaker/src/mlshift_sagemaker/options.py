@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from mlshift.errors import ConfigError
-from mlshift.specs._base import SpecModel
+from mlshift.specs import SpecModel
 
 __all__ = [
     "IMAGE_KINDS",
@@ -320,7 +320,7 @@ class SageMakerOptions(_ImageOptions):
             value = env.get(f"MLSHIFT_SAGEMAKER_{name.upper()}")
             if value and cls._is_scalar(name):
                 data[name] = value
-        data.update({k: v for k, v in options.items() if not k.startswith("_")})
+        data.update(options)
         for key, value in query.items():
             if key in cls.model_fields and not cls._is_scalar(key):
                 raise ConfigError(

@@ -87,7 +87,7 @@ def _plain(value: Any) -> Any:
 
 
 def _run_python(task: dict[str, Any], values: dict[str, str]) -> None:
-    from mlshift.pipelines._code import load_callable
+    from mlshift.pipelines.code import load_callable
 
     if "file" in task:
         code = _root() / "code"

@@ -15,7 +15,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from mlshift.serving._inprocess import InProcessCaller
+from mlshift.serving import InProcessCaller
 
 __all__ = ["InProcessServer"]
 

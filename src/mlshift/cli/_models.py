@@ -1,0 +1,151 @@
+"""``mlshift models ...``: register, list, show, label and delete model versions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from mlshift.cli import _output as ui
+from mlshift.cli._options import OutputOpt, TargetOpt
+
+__all__ = ["models_app"]
+
+models_app = typer.Typer(help="Register, list and label model versions.", no_args_is_help=True)
+
+
+def _version_row(v: Any) -> dict[str, Any]:
+    return {
+        "name": v.name,
+        "version": v.version,
+        "framework": v.framework,
+        "aliases": ",".join(v.aliases),
+        "metrics": ", ".join(f"{k}={val:g}" for k, val in v.metrics.items()),
+        "digest": v.digest[7:19],
+        "created": v.created_at.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+@models_app.command("register")
+def models_register(
+    name: Annotated[str, typer.Argument(help="Model name; versions are numbered per name.")],
+    path: Annotated[str, typer.Argument(help="A .skops/.joblib/.onnx file or a predictor directory.")],
+    framework: Annotated[
+        str | None,
+        typer.Option("--framework", "-f", help="sklearn, onnx or predictor (default: from PATH)."),
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", "-m", help="KEY=NUMBER, repeatable.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
+    description: Annotated[str | None, typer.Option(help="Free text kept with the version.")] = None,
+    skops_trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--skops-trust",
+            help="A type name this .skops file may hold beyond the trusted set; repeatable. "
+            "Only for files you made: such types can run code.",
+        ),
+    ] = None,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Register a new version of NAME from PATH."""
+    ui.check_output(output)
+    client = ui.client(target)
+    version = client.models.register(
+        name,
+        path,
+        framework=framework,
+        metrics=ui.pairs(metric, "--metric", number=True),
+        tags=ui.pairs(tag, "--tag"),
+        description=description,
+        skops_trust=skops_trust or (),
+    )
+    if output == "json":
+        ui.print_json(version.model_dump(mode="json"))
+    else:
+        ui.console().print(
+            f"Registered [bold]{version.name}:{version.version}[/bold] "
+            f"({version.framework}, {version.digest[:19]}…) on {client.label}"
+        )
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Only this model's versions.")] = None,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """List model versions."""
+    ui.check_output(output)
+    versions = ui.client(target).models.list(name)
+    if output == "json":
+        ui.print_json([v.model_dump(mode="json") for v in versions])
+    else:
+        ui.table([_version_row(v) for v in versions], "Models", "No models registered yet.")
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION, NAME@ALIAS or NAME (latest).")],
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Show one model version."""
+    ui.check_output(output)
+    version = ui.client(target).models.get(ref)
+    if output == "json":
+        ui.print_json(version.model_dump(mode="json"))
+        return
+    console = ui.console()
+    console.print(f"[bold]{version.name}:{version.version}[/bold]")
+    data = version.model_dump(mode="json")
+    for key in (
+        "framework",
+        "digest",
+        "artifact_uri",
+        "aliases",
+        "metrics",
+        "tags",
+        "description",
+        "created_at",
+    ):
+        if data.get(key) not in (None, {}, []):
+            console.print(f"  {key}: {data[key]}")
+    if version.signature is not None:
+        cols = ", ".join(f"{c.name or '?'}:{c.dtype}" for c in version.signature.inputs)
+        console.print(f"  signature: {cols}")
+
+
+@models_app.command("alias")
+def models_alias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to set, e.g. champion.")],
+    version: Annotated[str, typer.Argument(help="Version it points to.")],
+    target: TargetOpt = None,
+) -> None:
+    """Point NAME@ALIAS at VERSION (moving it if set)."""
+    v = ui.client(target).models.set_alias(name, alias, version)
+    ui.console().print(f"{name}@{alias} -> {v.name}:{v.version}")
+
+
+@models_app.command("unalias")
+def models_unalias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
+    target: TargetOpt = None,
+) -> None:
+    """Remove NAME@ALIAS."""
+    ui.client(target).models.remove_alias(name, alias)
+    ui.console().print(f"removed {name}@{alias}")
+
+
+@models_app.command("delete")
+def models_delete(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION to delete.")],
+    target: TargetOpt = None,
+) -> None:
+    """Delete one model version (refused while an endpoint serves it)."""
+    ui.client(target).models.delete(ref)
+    ui.console().print(f"deleted {ref}")
