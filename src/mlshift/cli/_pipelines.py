@@ -279,8 +279,6 @@ def compile_cmd(
         as_json = bool(out and out.endswith(".json"))
         text = json.dumps(document, indent=2) + "\n" if as_json else to_yaml(document)
     else:
-        from mlshift.pipelines._service import compile_pipeline
-
         document = compile_pipeline(loaded, target or resolve_target(None).uri)
         text = json.dumps(document, indent=2) + "\n"
     if out:
