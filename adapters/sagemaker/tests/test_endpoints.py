@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 import mlshift
-from mlshift.errors import ConfigError, Conflict, NotFound, ProviderError, ProviderTimeout, QuotaExceeded
+from mlshift.adapter import RolloutRecord
+from mlshift.errors import (
+    ConfigError,
+    Conflict,
+    LeaseLost,
+    NotFound,
+    ProviderError,
+    ProviderTimeout,
+    QuotaExceeded,
+)
 from mlshift.specs import EndpointSpec, ModelSpec, ProjectFile
 from mlshift_sagemaker.testing import FakeSageMaker
 
@@ -463,6 +473,46 @@ def test_a_held_lock_is_renewed(aws: FakeSageMaker) -> None:
         store = client.adapter.store  # type: ignore[attr-defined]
         with client.adapter.endpoints.lock("ep", owner="me", timeout=1):
             first = store.get_json("mlshift/locks/ep.json")[0]["expires_at"]
-            time.sleep(0.8)
-            second = store.get_json("mlshift/locks/ep.json")[0]["expires_at"]
+            # Renewed every 0.5 s; a loaded machine may be slow, so wait for it, with a deadline.
+            deadline = time.monotonic() + 30
+            while (second := store.get_json("mlshift/locks/ep.json")[0]["expires_at"]) == first:
+                assert time.monotonic() < deadline, "the held lock was not renewed within 30 s"
+                time.sleep(0.05)
         assert second > first
+        assert store.get_json("mlshift/locks/ep.json") is None  # released after use
+
+
+def test_a_lost_lock_stops_the_change(aws: FakeSageMaker) -> None:
+    with mlshift.connect("sagemaker://us-east-1?lease_seconds=1.5") as client:
+        store = client.adapter.store  # type: ignore[attr-defined]
+        record = RolloutRecord(
+            id="20260101T000000-x", endpoint="ep", strategy="canary", started_at=datetime.now(timezone.utc)
+        )
+        noticed = False
+        with (
+            pytest.raises(LeaseLost, match="lost the lock of endpoint 'ep'.*pid 9 on other"),
+            client.adapter.endpoints.lock("ep", owner="me", timeout=1),
+        ):
+            # Another process takes the lock over (as if ours had expired while we hung).
+            store.put_json(
+                "mlshift/locks/ep.json",
+                {
+                    "endpoint": "ep",
+                    "owner": "pid 9 on other",
+                    "token": "y",
+                    "expires_at": time.time() + 60,
+                },
+            )
+            deadline = time.monotonic() + 30
+            while True:  # the next renewal finds the lease gone
+                try:
+                    client.adapter.endpoints.record_rollout(record)
+                except LeaseLost:
+                    noticed = True  # the journal refuses: the apply would stop here
+                    break
+                assert time.monotonic() < deadline, "losing the lock was not noticed within 30 s"
+                time.sleep(0.05)
+        # ...and leaving the block without an error still raises LeaseLost.
+        assert noticed
+        # The other holder's lease is not released by us.
+        assert store.get_json("mlshift/locks/ep.json")[0]["owner"] == "pid 9 on other"

@@ -116,7 +116,7 @@ class SageMakerAdapter:
 
     @property
     def pipelines(self) -> SageMakerPipelineService:
-        """Pipelines on SageMaker (compile, upsert, start, status, wait, stop).
+        """Pipelines on SageMaker (compile, upsert, submit, describe_run, cancel_run, list_runs, run_logs).
 
         Importing the compiler needs ``mlshift.pipelines``, so it is loaded on first use.
         """
