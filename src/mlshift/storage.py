@@ -691,7 +691,8 @@ class ArtifactStore:
         """Store a version card (content-addressed, written once); returns its key."""
         body = _dumps(card)
         key = _join(self._prefix, "cards", hashlib.sha256(body).hexdigest() + ".json")
-        self._store.put_if_absent(key, body)  # already there: the same bytes
+        if self._store.get(key) is None:  # stored already: nothing is sent again
+            self._store.put_if_absent(key, body)
         return key
 
     def get_card(self, key: str) -> dict[str, Any]:

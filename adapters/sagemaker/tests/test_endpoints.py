@@ -490,7 +490,7 @@ def test_a_lost_lock_stops_the_change(aws: FakeSageMaker) -> None:
         )
         noticed = False
         with (
-            pytest.raises(LeaseLost, match="lost the lock of endpoint 'ep'.*pid 9 on other"),
+            pytest.raises(LeaseLost, match=r"lost the lock of endpoint 'ep'.*pid 9 on other"),
             client.adapter.endpoints.lock("ep", owner="me", timeout=1),
         ):
             # Another process takes the lock over (as if ours had expired while we hung).

@@ -218,6 +218,8 @@ class LocalProcessing:
     def value(self, expr: Any) -> Any:
         if isinstance(expr, str):
             return expr
+        if expr == {"Get": "Execution.PipelineExecutionArn"}:
+            return RUN_ARN
         if "Get" in expr:
             assert expr["Get"].startswith("Parameters.")
             return str(self.params[expr["Get"].removeprefix("Parameters.")])
@@ -244,8 +246,11 @@ class LocalProcessing:
                 continue
             producer, output = uri["Get"].split(".")[1], uri["Get"].split("'")[1]
             shutil.copytree(self.work / producer / "output" / output, dest)
-        monkeypatch.setenv("MLSHIFT_SAGEMAKER_PROCESSING_ROOT", str(root))
-        return main([str(self.value(a)) for a in args["AppSpecification"]["ContainerArguments"]])
+        arguments = [str(self.value(a)) for a in args["AppSpecification"]["ContainerArguments"]]
+        return main(["--root", str(root), *arguments])
+
+
+RUN_ARN = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/train-gate-deploy/execution/abc123"
 
 
 def test_the_compiled_steps_run_their_code_and_register_and_deploy_through_mlshift(
@@ -265,6 +270,14 @@ def test_the_compiled_steps_run_their_code_and_register_and_deploy_through_mlshi
     assert version.metrics == {"accuracy": accuracy} and version.framework == "sklearn"
     outputs = json.loads((tmp_path / "register" / "output" / "mlshift" / "outputs.json").read_text())
     assert outputs == {"version": "iris:1"}
+    # Lineage tags, as the local runner writes them; the same bytes again reuse the version.
+    assert version.tags["mlshift:pipeline"] == example.ir.name
+    assert version.tags["mlshift:run"] == RUN_ARN
+    shutil.rmtree(tmp_path / "register")
+    assert local.run("register", monkeypatch) == 0
+    outputs = json.loads((tmp_path / "register" / "output" / "mlshift" / "outputs.json").read_text())
+    assert outputs == {"version": "iris:1"}
+    assert [v.version for v in client.models.list("iris")] == ["1"]
     assert local.run("deploy", monkeypatch) == 0
     assert client.endpoints.predict("iris-pipeline", [[5.1, 3.5, 1.4, 0.2]]).predictions == [0]
 
@@ -278,7 +291,6 @@ def test_a_failing_step_function_exits_1_with_the_reason(
     (tmp_path / "code" / "steps.py").write_text(
         "def boom(x: int) -> None:\n    raise ValueError(f'bad {x}')\n"
     )
-    monkeypatch.setenv("MLSHIFT_SAGEMAKER_PROCESSING_ROOT", str(tmp_path))
     task = {
         "module": "steps",
         "file": "steps.py",
@@ -288,7 +300,7 @@ def test_a_failing_step_function_exits_1_with_the_reason(
         "retries": 1,
         "retry_delay": 0,
     }
-    assert main(["python", "--task", json.dumps(task), "--value", "x", "3"]) == 1
+    assert main(["--root", str(tmp_path), "python", "--task", json.dumps(task), "--value", "x", "3"]) == 1
     err = capsys.readouterr().err
     assert "attempt 1 failed: ValueError: bad 3; retrying" in err
     assert err.strip().splitlines()[-1] == "step failed: ValueError: bad 3"

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlshift.errors import ConfigError, MlshiftError, NotFound, UnsupportedOperation
+from mlshift.pipelines.builtins import total_retry_delay
 from mlshift_sagemaker.errors import aws_errors
 from mlshift_sagemaker.options import instance_type_for
 
@@ -259,7 +260,7 @@ class _Compiler:
         if step.timeout is not None:
             arguments_["StoppingCondition"] = {
                 "MaxRuntimeInSeconds": math.ceil(
-                    step.timeout * (step.retries + 1) + step.retry_delay * step.retries
+                    step.timeout * (step.retries + 1) + total_retry_delay(step.retry_delay, step.retries)
                 )
             }
         out: dict[str, Any] = {
@@ -363,11 +364,14 @@ class _Compiler:
         if config.target:
             args[2] = config.target
         args += self._values(step, [k for k in ("model",) if k in step.inputs])
+        # Lineage, as every runner tags a version it registers: the run is the execution's ARN.
+        args += ["--value", "run", {"Get": "Execution.PipelineExecutionArn"}]
         extra = {
             "alias": config.alias,
             "framework": config.framework,
             "tags": config.tags,
             "description": config.description,
+            "pipeline": self.ir.name,
         }
         args += ["--settings", json.dumps({k: v for k, v in extra.items() if v}, sort_keys=True)]
         return self._processing(step, self.ctx.image_uri, ["python", "-m", "mlshift_sagemaker.step"], args)

@@ -149,7 +149,9 @@ class S3Store:
                     Bucket=self.bucket, Key=key, Body=data, **condition, **self._encryption()
                 )
         except Exception as exc:
-            if condition and error_code(getattr(exc, "orig", None) or exc) in _LOST_RACE:
+            code = error_code(getattr(exc, "orig", None) or exc)
+            # S3 answers If-Match on a missing key with 404 NoSuchKey: the condition failed too.
+            if condition and (code in _LOST_RACE or ("IfMatch" in condition and code in _MISSING)):
                 return PreconditionFailed(key)
             raise
         return Written(key, str(response["ETag"]))
