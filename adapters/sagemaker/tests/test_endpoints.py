@@ -404,6 +404,15 @@ def test_delete_removes_everything_including_what_a_crash_left(
         deployed.endpoints.get("iris-ep")
 
 
+def test_delete_starts_when_called_and_wait_finishes_it(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
+    mark = len(aws.calls)
+    operation = deployed.adapter.endpoints.delete("iris-ep")
+    # The endpoint is on its way out before anyone waits (a caller that never waits still deletes).
+    assert "DeleteEndpoint" in aws.operations(since=mark, service="sagemaker")
+    assert operation.wait(timeout=60) is None and operation.done()
+    assert aws.resources() == {"models": [], "endpoint_configs": [], "endpoints": [], "alarms": []}
+
+
 def test_resizing_only_the_count_needs_no_new_fleet(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
     def spec(size: str, replicas: int) -> EndpointSpec:
         return EndpointSpec.model_validate(

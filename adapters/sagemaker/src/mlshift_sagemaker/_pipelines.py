@@ -714,9 +714,7 @@ class SageMakerPipelineService:
         for key, data in code.items():
             full = store.key("pipelines", "code", key)
             if not store.exists(full):
-                store.ensure_bucket()
-                with aws_errors(f"upload the source of pipeline {ir.name!r}"):
-                    store._s3.put_object(Bucket=store.bucket, Key=full, Body=data)
+                store.put(full, data)
         name = pipeline_name(ir.name)
         text = json.dumps(definition, sort_keys=True)
         try:
