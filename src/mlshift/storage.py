@@ -487,8 +487,11 @@ class LeaseLock:
                 if isinstance(outcome, Written):
                     held.etag, held.expires_at = outcome.etag, expires_at
                     continue
-                current = self._store.get(key)
-                other = json.loads(current.data).get("owner", "someone else") if current else "nobody"
+                try:
+                    current = self._store.get(key)
+                    other = json.loads(current.data).get("owner", "someone else") if current else "nobody"
+                except (MlshiftError, ValueError):
+                    other = "someone else"
                 held.lost = f"{other} holds it now"
             logger.error("lost the lease of endpoint %s: %s", name, held.lost)
             return

@@ -18,7 +18,7 @@ from mlshift_sagemaker._endpoints import SageMakerEndpointService
 from mlshift_sagemaker._images import ServingImages
 from mlshift_sagemaker._models import SageMakerModelRegistry
 from mlshift_sagemaker._naming import NAME_RULES
-from mlshift_sagemaker._store import S3Store
+from mlshift_sagemaker._store import S3ObjectStore
 from mlshift_sagemaker.options import SageMakerOptions
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class SageMakerAdapter:
         self.region = region
         self.options = options
         self.clients = AwsClients(region, options)
-        self.store = S3Store(self.clients, options)
+        self.store = S3ObjectStore(self.clients, options)
         self.cache_dir = Path(tempfile.mkdtemp(prefix="mlshift-sagemaker-"))
         weakref.finalize(self, shutil.rmtree, self.cache_dir, True)
         self.images = ServingImages(self)

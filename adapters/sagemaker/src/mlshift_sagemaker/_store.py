@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mlshift_sagemaker._aws import AwsClients
     from mlshift_sagemaker.options import SageMakerOptions
 
-__all__ = ["S3Store"]
+__all__ = ["S3ObjectStore"]
 
 logger = logging.getLogger("mlshift.sagemaker")
 
@@ -64,7 +64,7 @@ class _Progress:
                 self._next = (percent // 10 + 1) * 10
 
 
-class S3Store:
+class S3ObjectStore:
     """The target's bucket: an ``ObjectStore`` (keys relative to the bucket) with big-file transfers.
 
     Attributes:
