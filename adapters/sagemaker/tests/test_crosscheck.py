@@ -210,7 +210,6 @@ def sdk_definition(ir: Any, mine: dict[str, Any]) -> dict[str, Any]:
             )
         elif step.kind == "register_model":
             arguments = ["register", "--target", CONTEXT.target_uri, *values(step, ["model"])]
-            arguments += ["--value", "run", ExecutionVariables.PIPELINE_EXECUTION_ARN]
             sdk_step = processing(step, [*arguments, "--settings", opaque[(step.name, "--settings")]], None)
         else:
             arguments = ["deploy", "--target", CONTEXT.target_uri, *values(step, ["model", "endpoint"])]

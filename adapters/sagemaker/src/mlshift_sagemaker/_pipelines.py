@@ -364,13 +364,13 @@ class _Compiler:
         if config.target:
             args[2] = config.target
         args += self._values(step, [k for k in ("model",) if k in step.inputs])
-        # Lineage, as every runner tags a version it registers: the run is the execution's ARN.
-        args += ["--value", "run", {"Get": "Execution.PipelineExecutionArn"}]
         extra = {
             "alias": config.alias,
             "framework": config.framework,
             "tags": config.tags,
             "description": config.description,
+            # Lineage: the pipeline only. A per-execution value (the execution's ARN) in the
+            # arguments would change the step's cache key on every run, so it would never be cached.
             "pipeline": self.ir.name,
         }
         args += ["--settings", json.dumps({k: v for k, v in extra.items() if v}, sort_keys=True)]

@@ -12,11 +12,13 @@ inputs of later steps). Three commands:
     is retried ``retries`` times, backing off as every runner does
     (:func:`mlshift.pipelines.builtins.retry_delay`: doubling from ``retry_delay``).
 
-``register --target URI --value model NAME [--value run ARN] --settings JSON``
+``register --target URI --value model NAME [--value run ID] --settings JSON``
     The built-in ``RegisterModel`` (:func:`mlshift.pipelines.builtins.register_model`): the
     ``artifact`` input becomes a version (with the ``metrics`` input) unless a version with those
-    bytes exists, which is reused; a new version carries the lineage tags ``mlshift:pipeline``
-    and ``mlshift:run``. ``outputs.json`` gets ``version``.
+    bytes exists, which is reused; a new version carries the lineage tag ``mlshift:pipeline``
+    (from the settings) and ``mlshift:run`` when a run is given. Compiled pipelines give no run:
+    a per-execution argument would defeat SageMaker's step cache. ``outputs.json`` gets
+    ``version``.
 
 ``deploy --target URI --value model REF --value endpoint NAME --settings JSON``
     The built-in ``Deploy`` (:func:`mlshift.pipelines.builtins.deploy`); ``outputs.json`` gets
@@ -140,7 +142,10 @@ def _register(root: Path, target: str, values: dict[str, str], settings: dict[st
     import mlshift
     from mlshift.pipelines.builtins import lineage_tags, register_model
 
-    lineage = lineage_tags(settings["pipeline"], values["run"]) if "run" in values else {}
+    lineage: dict[str, str] = {}
+    if "pipeline" in settings:
+        lineage = lineage_tags(settings["pipeline"], values.get("run", ""))
+        lineage = {k: v for k, v in lineage.items() if v}
     with mlshift.connect(target) as client:
         version = register_model(
             client,
