@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mlshift.pipelines.runs import RemoteRunState
 
 __all__ = [
+    "PENDING",
     "Adapter",
     "Artifact",
     "BaseEndpointService",
@@ -135,41 +136,72 @@ class CompletedOperation(Generic[T]):
         return self.result
 
 
+class _Pending:
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+#: What a :class:`PollingOperation`'s ``poll`` returns while the change is still running (so
+#: that ``None`` can be a result: ``Operation[None]``).
+PENDING: Any = _Pending()
+
+
 @dataclass
 class PollingOperation(Generic[T]):
-    """An operation finished by polling: ``poll()`` returns the result, or ``None`` while pending.
+    """The one operation finished by polling: ``poll()`` returns the result, or :data:`PENDING`.
 
-    Adapters for clouds wrap their describe-calls in one of these; the core only calls
-    :meth:`wait`, so no adapter ever waits forever.
+    ``poll`` may raise to fail the operation (after cleaning up what it made). The result is
+    computed once; later ``wait`` calls return it again. Adapters for clouds wrap their
+    describe-calls in one of these; the core only calls :meth:`wait`, so no adapter ever waits
+    forever.
+
+    The timeout rule: the target's own limit (``timeout``, from a target option such as
+    ``wait_timeout``) wins when it is set, so a user can allow a big GPU model longer than
+    ``apply``'s default; otherwise the caller's ``wait(timeout)``; otherwise ``default_timeout``.
+
+    Attributes:
+        poll: One status check.
+        description: What the change does, for progress output and timeout messages.
+        interval: Seconds between checks.
+        timeout: The target's own limit (``None``: the caller's).
+        default_timeout: The limit when neither the target nor the caller gives one.
+        provider: The target's name, for the timeout error.
+        hint: What to do when the wait times out.
+        sleep: How to wait between checks (tests pass a fake).
     """
 
-    poll: Callable[[], T | None]
+    poll: Callable[[], T]
     description: str = ""
     interval: float = 1.0
+    timeout: float | None = None
     default_timeout: float = 1800.0
+    provider: str | None = None
+    hint: str | None = None
     sleep: Callable[[float], None] = time.sleep
-    _result: T | None = field(default=None, init=False, repr=False)
-    _done: bool = field(default=False, init=False, repr=False)
+    _result: Any = field(default=PENDING, init=False, repr=False)
 
     def done(self) -> bool:
-        if not self._done:
-            result = self.poll()
-            if result is not None:
-                self._result, self._done = result, True
-        return self._done
+        if self._result is PENDING:
+            self._result = self.poll()
+        return self._result is not PENDING
 
     def wait(self, timeout: float | None = None) -> T:
-        limit = self.default_timeout if timeout is None else timeout
+        if self.timeout is not None:
+            limit = self.timeout
+        else:
+            limit = self.default_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         while not self.done():
             if time.monotonic() >= deadline:
                 raise ProviderTimeout(
                     f"{self.description or 'operation'} did not finish within {limit:g} s",
-                    hint="raise the timeout, or check the target's console for what it waits on",
+                    provider=self.provider,
+                    hint=self.hint
+                    or "it may still finish: check the target for what it waits on, or raise the timeout",
                 )
             self.sleep(self.interval)
-        assert self._result is not None
-        return self._result
+        result: T = self._result
+        return result
 
 
 # --------------------------------------------------------------------------------------------

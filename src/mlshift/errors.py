@@ -14,6 +14,7 @@ Every error mlshift raises on purpose is a subclass of :class:`MlshiftError`, so
         ├── AuthError
         ├── NotFound (also LookupError)
         ├── Conflict
+        │   └── LeaseLost                   another process took an endpoint's lock mid-change
         ├── QuotaExceeded
         └── ProviderTimeout (also TimeoutError)
 
@@ -34,6 +35,7 @@ __all__ = [
     "Conflict",
     "IntegrityError",
     "InvalidPayload",
+    "LeaseLost",
     "MlshiftError",
     "NotFound",
     "ProviderError",
@@ -201,6 +203,12 @@ class Conflict(ProviderError):
     """The resource exists already, or someone else is changing it right now."""
 
     code = "conflict"
+
+
+class LeaseLost(Conflict):
+    """The lock on an endpoint was lost while this process was changing it; the change stopped."""
+
+    code = "lease_lost"
 
 
 class QuotaExceeded(ProviderError):

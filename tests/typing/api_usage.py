@@ -67,3 +67,33 @@ def errors() -> str:
     except mlshift.MlshiftError as exc:
         return str(exc)
     return ""
+
+
+def storage_machinery(folder: str) -> list[str]:
+    """An adapter's own state over the public storage machinery."""
+    from mlshift.adapter import PENDING, Operation, PollingOperation
+    from mlshift.errors import LeaseLost
+    from mlshift.storage import (
+        ArtifactStore,
+        FolderObjectStore,
+        LeaseLock,
+        MemoryObjectStore,
+        ObjectStore,
+        PreconditionFailed,
+        RolloutJournal,
+        Written,
+    )
+
+    store: ObjectStore = FolderObjectStore(folder) if folder else MemoryObjectStore()
+    outcome: Written | PreconditionFailed = store.put_if_absent("k", b"v")
+    leases = LeaseLock(store, "locks", ttl=60.0, provider="mine")
+    journal = RolloutJournal(store, "journal", before_write=leases.check)
+    cards = ArtifactStore(store, "")
+    try:
+        with leases.hold("ep", owner="me", timeout=1.0):
+            ids = [r.id for r in journal.records("ep")]
+    except LeaseLost as exc:
+        ids = [exc.message]
+    deleted: Operation[None] = PollingOperation(lambda: PENDING if not ids else None, "delete ep")
+    deleted.wait(timeout=1.0)
+    return [*ids, cards.put_card({"a": 1}), type(outcome).__name__]

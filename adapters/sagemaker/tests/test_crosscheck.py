@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from mlshift.pipelines.builtins import total_retry_delay
+
 # The SDK calls AWS while it is imported (and fails without a region): give it a region and no
 # reason to look up roles, before the import.
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -168,7 +170,8 @@ def sdk_definition(ir: Any, mine: dict[str, Any]) -> dict[str, Any]:
         if step.timeout is not None:
             import math
 
-            timeout = math.ceil(step.timeout * (step.retries + 1) + step.retry_delay * step.retries)
+            waits = total_retry_delay(step.retry_delay, step.retries)  # doubling, as every runner
+            timeout = math.ceil(step.timeout * (step.retries + 1) + waits)
         processor = Processor(
             role=CONTEXT.role_arn,
             image_uri=CONTEXT.image_uri,

@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
 
 import mlshift
-from mlshift.errors import ConfigError, Conflict, NotFound, ProviderError, ProviderTimeout, QuotaExceeded
+from mlshift.adapter import RolloutRecord
+from mlshift.errors import (
+    ConfigError,
+    Conflict,
+    LeaseLost,
+    NotFound,
+    ProviderError,
+    ProviderTimeout,
+    QuotaExceeded,
+)
 from mlshift.specs import EndpointSpec, ModelSpec, ProjectFile
 from mlshift_sagemaker.testing import FakeSageMaker
 from sagemaker_helpers import sagemaker
@@ -395,6 +405,15 @@ def test_delete_removes_everything_including_what_a_crash_left(
         deployed.endpoints.get("iris-ep")
 
 
+def test_delete_starts_when_called_and_wait_finishes_it(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
+    mark = len(aws.calls)
+    operation = deployed.adapter.endpoints.delete("iris-ep")
+    # The endpoint is on its way out before anyone waits (a caller that never waits still deletes).
+    assert "DeleteEndpoint" in aws.operations(since=mark, service="sagemaker")
+    assert operation.wait(timeout=60) is None and operation.done()
+    assert aws.resources() == {"models": [], "endpoint_configs": [], "endpoints": [], "alarms": []}
+
+
 def test_resizing_only_the_count_needs_no_new_fleet(deployed: mlshift.Client, aws: FakeSageMaker) -> None:
     def spec(size: str, replicas: int) -> EndpointSpec:
         return EndpointSpec.model_validate(
@@ -464,9 +483,13 @@ def test_a_held_lock_is_renewed(aws: FakeSageMaker) -> None:
         store = sagemaker(client).store
         with client.adapter.endpoints.lock("ep", owner="me", timeout=1):
             first = store.get_json("mlshift/locks/ep.json")[0]["expires_at"]
-            time.sleep(0.8)
-            second = store.get_json("mlshift/locks/ep.json")[0]["expires_at"]
+            # Renewed every 0.5 s; a loaded machine may be slow, so wait for it, with a deadline.
+            deadline = time.monotonic() + 30
+            while (second := store.get_json("mlshift/locks/ep.json")[0]["expires_at"]) == first:
+                assert time.monotonic() < deadline, "the held lock was not renewed within 30 s"
+                time.sleep(0.05)
         assert second > first
+        assert store.get_json("mlshift/locks/ep.json") is None  # released after use
 
 
 def test_environment_values_are_stored_in_s3_only_as_a_digest(
@@ -483,8 +506,9 @@ def test_environment_values_are_stored_in_s3_only_as_a_digest(
     client.models.register("iris", iris["v1"], framework="sklearn")
     client.models.register("iris", iris["v2"], framework="sklearn")
     client.apply(spec)
-    key = client.adapter.endpoints._options_key("iris-ep")
-    stored = client.adapter.store.get_json(key)
+    adapter = sagemaker(client)
+    key = adapter.endpoints._options_key("iris-ep")
+    stored = adapter.store.get_json(key)
     assert stored is not None
     document = json.dumps(stored[0])
     assert secret not in document and "info" not in document
@@ -498,4 +522,41 @@ def test_environment_values_are_stored_in_s3_only_as_a_digest(
         c.params["PrimaryContainer"] for c in aws.calls[mark:] if c.operation == "CreateModel" and c.params
     ]
     assert created and all(c["Environment"]["API_TOKEN"] == secret for c in created)
-    assert secret not in json.dumps(client.adapter.store.get_json(key)[0])  # type: ignore[index]
+    again = adapter.store.get_json(key)
+    assert again is not None and secret not in json.dumps(again[0])
+
+
+def test_a_lost_lock_stops_the_change(aws: FakeSageMaker) -> None:
+    with mlshift.connect("sagemaker://us-east-1?lease_seconds=1.5") as client:
+        store = sagemaker(client).store
+        record = RolloutRecord(
+            id="20260101T000000-x", endpoint="ep", strategy="canary", started_at=datetime.now(timezone.utc)
+        )
+        noticed = False
+        with (
+            pytest.raises(LeaseLost, match=r"lost the lock of endpoint 'ep'.*pid 9 on other"),
+            client.adapter.endpoints.lock("ep", owner="me", timeout=1),
+        ):
+            # Another process takes the lock over (as if ours had expired while we hung).
+            store.put_json(
+                "mlshift/locks/ep.json",
+                {
+                    "endpoint": "ep",
+                    "owner": "pid 9 on other",
+                    "token": "y",
+                    "expires_at": time.time() + 60,
+                },
+            )
+            deadline = time.monotonic() + 30
+            while True:  # the next renewal finds the lease gone
+                try:
+                    client.adapter.endpoints.record_rollout(record)
+                except LeaseLost:
+                    noticed = True  # the journal refuses: the apply would stop here
+                    break
+                assert time.monotonic() < deadline, "losing the lock was not noticed within 30 s"
+                time.sleep(0.05)
+        # ...and leaving the block without an error still raises LeaseLost.
+        assert noticed
+        # The other holder's lease is not released by us.
+        assert store.get_json("mlshift/locks/ep.json")[0]["owner"] == "pid 9 on other"

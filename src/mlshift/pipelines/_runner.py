@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlshift.errors import ConfigError, MlshiftError
+from mlshift.pipelines import builtins as builtin_steps
 from mlshift.pipelines._ir import ConditionIR, OperandIR, PipelineIR, StepIR, canonical_json
 from mlshift.pipelines._run import PipelineEvent
 from mlshift.pipelines._types import coerce_literal
@@ -441,7 +442,7 @@ class LocalRunner:
                 message = f"{type(exc).__name__}: {exc}"
             self._log(step.name, f"attempt {attempt} failed: {message}")
             if attempt < attempts:
-                delay = step.retry_delay * 2 ** (attempt - 1)
+                delay = builtin_steps.retry_delay(step.retry_delay, attempt)
                 self._emit("step_retrying", step=step.name, message=message, attempt=attempt + 1)
                 if self.cancel.wait(delay):
                     return Outcome("cancelled", message="cancelled while waiting to retry")

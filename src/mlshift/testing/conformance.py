@@ -35,6 +35,7 @@ __all__ = [
     "AdapterConformance",
     "EndpointConformance",
     "JournalConformance",
+    "ObjectStoreConformance",
     "RegistryConformance",
     "iris_models",
 ]
@@ -312,3 +313,283 @@ class JournalConformance(AdapterConformance):
             thread.join()
         with client.adapter.endpoints.lock("locked-ep", owner="me", timeout=1):
             pass  # free again once the holder let go
+
+
+# --------------------------------------------------------------------------------------------
+# Shared storage machinery over any ObjectStore
+
+
+class _CountingStore:
+    """An ObjectStore that counts the writes passed through to ``inner``."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    def get(self, key: str) -> Any:
+        return self.inner.get(key)
+
+    def put(self, key: str, data: bytes) -> Any:
+        self.writes += 1
+        return self.inner.put(key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> Any:
+        self.writes += 1
+        return self.inner.put_if_absent(key, data)
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> Any:
+        self.writes += 1
+        return self.inner.put_if_match(key, data, etag)
+
+    def list(self, prefix: str) -> Any:
+        return self.inner.list(prefix)
+
+    def delete(self, keys: Any) -> None:
+        self.inner.delete(keys)
+
+
+class _CountingTransferStore(_CountingStore):
+    """The same, for a store that moves big files itself (``FileTransfer``)."""
+
+    def upload_file(self, key: str, path: Path) -> None:
+        self.writes += 1
+        self.inner.upload_file(key, path)
+
+    def download_file(self, key: str, path: Path) -> None:
+        self.inner.download_file(key, path)
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.02)
+
+
+class ObjectStoreConformance:
+    """An :class:`~mlshift.storage.ObjectStore` and core's journal, lease lock and artifact store
+    on it. Subclasses provide an ``object_store`` fixture yielding an empty store."""
+
+    @pytest.fixture
+    def object_store(self) -> Iterator[Any]:  # pragma: no cover - subclasses override
+        raise NotImplementedError("provide an `object_store` fixture yielding an empty ObjectStore")
+
+    # ------------------------------------------------------------------ the store itself
+
+    def test_conditional_writes(self, object_store: Any) -> None:
+        from mlshift.storage import PreconditionFailed, Written
+
+        assert object_store.get("a/one") is None
+        first = object_store.put_if_absent("a/one", b"1")
+        assert isinstance(first, Written)
+        assert isinstance(object_store.put_if_absent("a/one", b"2"), PreconditionFailed)
+        found = object_store.get("a/one")
+        assert (found.data, found.etag) == (b"1", first.etag)
+        second = object_store.put_if_match("a/one", b"2", first.etag)
+        assert isinstance(second, Written) and second.etag != first.etag
+        assert isinstance(object_store.put_if_match("a/one", b"3", first.etag), PreconditionFailed)
+        assert isinstance(object_store.put_if_match("a/none", b"3", first.etag), PreconditionFailed)
+        assert object_store.get("a/one").data == b"2"
+        replaced = object_store.put("a/one", b"4")
+        assert object_store.get("a/one").etag == replaced.etag
+
+    def test_only_one_of_many_concurrent_creators_wins(self, object_store: Any) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from mlshift.storage import Written
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(lambda i: object_store.put_if_absent("race", str(i).encode()), range(8)))
+        winners = [o for o in outcomes if isinstance(o, Written)]
+        assert len(winners) == 1
+        assert object_store.get("race").etag == winners[0].etag
+
+    def test_list_and_delete(self, object_store: Any) -> None:
+        for key in ("p/b", "p/a", "p/c/d", "q/a"):
+            object_store.put(key, key.encode())
+        assert object_store.list("p/") == ["p/a", "p/b", "p/c/d"]
+        object_store.delete(["p/a", "p/missing"])
+        assert object_store.list("p/") == ["p/b", "p/c/d"]
+        assert object_store.get("p/a") is None
+        assert object_store.list("nothing/") == []
+
+    # ------------------------------------------------------------------ the journal
+
+    def test_journal(self, object_store: Any) -> None:
+        from datetime import datetime, timezone
+
+        from mlshift.adapter import RolloutRecord
+        from mlshift.storage import RolloutJournal
+
+        journal = RolloutJournal(object_store, "j")
+        now = datetime.now(timezone.utc)
+        for n in range(3):
+            journal.record(
+                RolloutRecord(id=f"2026010{n}-x", endpoint="ep", strategy="canary", started_at=now)
+            )
+        journal.record(
+            RolloutRecord(
+                id="20260102-x", endpoint="ep", strategy="canary", started_at=now, phase="succeeded"
+            )
+        )
+        journal.record(RolloutRecord(id="20260101-y", endpoint="other", strategy="create", started_at=now))
+        records = journal.records("ep")
+        assert [(r.id, r.phase) for r in records] == [
+            ("20260102-x", "succeeded"),
+            ("20260101-x", "running"),
+            ("20260100-x", "running"),
+        ]
+        assert [r.id for r in journal.records("ep", limit=1)] == ["20260102-x"]
+        assert object_store.list("j/ep/") == [f"j/ep/2026010{n}-x.json" for n in range(3)]
+        journal.clear("ep")
+        assert journal.records("ep") == [] and len(journal.records("other")) == 1
+
+    # ------------------------------------------------------------------ the lease lock
+
+    def test_a_lease_is_exclusive_and_released(self, object_store: Any) -> None:
+        from mlshift.storage import LeaseLock
+
+        mine, theirs = LeaseLock(object_store, ttl=30), LeaseLock(object_store, ttl=30)
+        with mine.hold("ep", owner="pid 1 on a", timeout=1):
+            with (
+                pytest.raises(Conflict, match="being changed by pid 1 on a"),
+                theirs.hold("ep", owner="pid 2 on b", timeout=0.3),
+            ):
+                pass  # pragma: no cover
+            with theirs.hold("other", owner="pid 2 on b", timeout=1):
+                pass
+        assert object_store.get(mine.key("ep")) is None
+        with theirs.hold("ep", owner="pid 2 on b", timeout=1):
+            assert b"pid 2 on b" in object_store.get(theirs.key("ep")).data
+
+    def test_an_expired_lease_is_taken_over(self, object_store: Any) -> None:
+        import json
+        import time
+
+        from mlshift.storage import LeaseLock
+
+        lock = LeaseLock(object_store, ttl=30)
+        dead = {"endpoint": "ep", "owner": "pid 1 on gone", "token": "x", "expires_at": time.time() - 1}
+        object_store.put(lock.key("ep"), json.dumps(dead).encode())
+        with lock.hold("ep", owner="me", timeout=1):
+            assert json.loads(object_store.get(lock.key("ep")).data)["owner"] == "me"
+        assert object_store.get(lock.key("ep")) is None
+
+    def test_a_held_lease_is_renewed(self, object_store: Any) -> None:
+        import json
+
+        from mlshift.storage import LeaseLock
+
+        lock = LeaseLock(object_store, ttl=1.5)
+
+        def expiry() -> float:
+            return float(json.loads(object_store.get(lock.key("ep")).data)["expires_at"])
+
+        with lock.hold("ep", owner="me", timeout=1):
+            first = expiry()
+            _wait_for(lambda: expiry() > first, "renewing the held lease")
+            lock.check("ep")  # still ours
+
+    def test_a_lost_lease_stops_the_holder(self, object_store: Any) -> None:
+        import json
+        import time
+
+        from mlshift.errors import LeaseLost
+        from mlshift.storage import LeaseLock, RolloutJournal
+
+        lock = LeaseLock(object_store, ttl=1.5, provider="test")
+        journal = RolloutJournal(object_store, before_write=lock.check)
+        from datetime import datetime, timezone
+
+        from mlshift.adapter import RolloutRecord
+
+        record = RolloutRecord(
+            id="1", endpoint="ep", strategy="canary", started_at=datetime.now(timezone.utc)
+        )
+        other = {"endpoint": "ep", "owner": "pid 9 on b", "token": "y", "expires_at": time.time() + 60}
+
+        def lost() -> bool:
+            try:
+                lock.check("ep")
+            except LeaseLost:
+                return True
+            return False
+
+        with (
+            pytest.raises(LeaseLost, match=r"lost the lock of endpoint 'ep'.*pid 9 on b"),
+            lock.hold("ep", owner="me", timeout=1),
+        ):
+            journal.record(record)
+            object_store.put(lock.key("ep"), json.dumps(other).encode())  # someone took it over
+            _wait_for(lost, "noticing the lost lease")
+            with pytest.raises(LeaseLost):
+                journal.record(record.model_copy(update={"phase": "succeeded"}))
+            # Leaving the block without an error still raises LeaseLost.
+        assert [r.phase for r in journal.records("ep")] == ["running"]
+        assert json.loads(object_store.get(lock.key("ep")).data)["owner"] == "pid 9 on b"  # not ours to free
+
+    # ------------------------------------------------------------------ artifacts and cards
+
+    @staticmethod
+    def _counting(store: Any) -> _CountingStore:
+        from mlshift.storage import FileTransfer
+
+        return _CountingTransferStore(store) if isinstance(store, FileTransfer) else _CountingStore(store)
+
+    def test_artifacts_are_stored_once_and_fetched_verified(self, object_store: Any, tmp_path: Path) -> None:
+        from mlshift._artifacts import digest_path
+        from mlshift.adapter import Artifact
+        from mlshift.storage import ArtifactStore
+
+        counting = self._counting(object_store)
+        artifacts = ArtifactStore(counting, "t")
+        model = tmp_path / "model.bin"
+        model.write_bytes(b"weights" * 100)
+        tree = tmp_path / "tree"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "a.txt").write_text("a")
+        (tree / "sub" / "b.txt").write_text("b")
+        for path in (model, tree):
+            digest = digest_path(path)
+            artifact = Artifact(path=path, digest=digest, size=0)
+            assert artifacts.stored(digest) is None
+            stored = artifacts.put(artifact)
+            assert stored.files_prefix == f"t/artifacts/sha256/{digest.split(':')[1]}/files/"
+            assert stored.entry == ("model.bin" if path == model else "")
+            writes = counting.writes
+            assert artifacts.put(artifact) == stored and counting.writes == writes  # nothing sent again
+            fetched = artifacts.fetch(digest, tmp_path / "cache")
+            assert digest_path(fetched) == digest and fetched.name == (path.name if path == model else "tree")
+        with pytest.raises(NotFound):
+            artifacts.fetch("sha256:" + "0" * 64, tmp_path / "cache")
+
+    def test_corrupted_artifacts_are_refused(self, object_store: Any, tmp_path: Path) -> None:
+        from mlshift._artifacts import digest_path
+        from mlshift.adapter import Artifact
+        from mlshift.storage import ArtifactStore
+
+        artifacts = ArtifactStore(object_store)
+        model = tmp_path / "model.bin"
+        model.write_bytes(b"weights")
+        digest = digest_path(model)
+        stored = artifacts.put(Artifact(path=model, digest=digest, size=7))
+        object_store.put(stored.files_prefix + "model.bin", b"tampered")
+        with pytest.raises(IntegrityError):
+            artifacts.fetch(digest, tmp_path / "cache")
+
+    def test_cards_are_content_addressed(self, object_store: Any) -> None:
+        from mlshift.storage import ArtifactStore
+
+        counting = self._counting(object_store)
+        artifacts = ArtifactStore(counting, "t")
+        card = {"metrics": {"accuracy": 0.9}, "tags": {"team": "a"}}
+        key = artifacts.put_card(card)
+        writes = counting.writes
+        assert artifacts.put_card(dict(reversed(card.items()))) == key and counting.writes == writes
+        assert artifacts.get_card(key) == card
+        assert artifacts.put_card({**card, "tags": {}}) != key
+        assert artifacts.get_card("t/cards/missing.json") == {}

@@ -18,7 +18,7 @@ from mlshift_sagemaker._endpoints import SageMakerEndpointService
 from mlshift_sagemaker._images import ServingImages
 from mlshift_sagemaker._models import SageMakerModelRegistry
 from mlshift_sagemaker._naming import NAME_RULES
-from mlshift_sagemaker._store import S3Store
+from mlshift_sagemaker._store import S3ObjectStore
 from mlshift_sagemaker.options import SageMakerOptions
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class SageMakerAdapter:
         self.region = region
         self.options = options
         self.clients = AwsClients(region, options)
-        self.store = S3Store(self.clients, options)
+        self.store = S3ObjectStore(self.clients, options)
         self.cache_dir = Path(tempfile.mkdtemp(prefix="mlshift-sagemaker-"))
         weakref.finalize(self, shutil.rmtree, self.cache_dir, True)
         self.images = ServingImages(self)
@@ -119,7 +119,7 @@ class SageMakerAdapter:
 
     @property
     def pipelines(self) -> SageMakerPipelineService:
-        """Pipelines on SageMaker (compile, upsert, start, status, wait, stop).
+        """Pipelines on SageMaker (compile, upsert, submit, describe_run, cancel_run, list_runs, run_logs).
 
         Importing the compiler needs ``mlshift.pipelines``, so it is loaded on first use.
         """

@@ -22,12 +22,13 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from mlshift.adapter import (
+    PENDING,
     BaseEndpointService,
     CompletedOperation,
     EndpointState,
@@ -35,6 +36,7 @@ from mlshift.adapter import (
     NativeRollout,
     Operation,
     OptionChange,
+    PollingOperation,
     ResolvedVariant,
     RolloutRecord,
     VariantMetrics,
@@ -48,7 +50,6 @@ from mlshift.specs.model import ModelRef
 from mlshift.specs.rollout import AllAtOnce
 from mlshift_sagemaker._metrics import read_variant_metrics
 from mlshift_sagemaker._naming import config_name, config_prefix, fingerprint, model_name, model_prefix
-from mlshift_sagemaker._operation import PENDING, AwsOperation
 from mlshift_sagemaker._rollout import (
     alarm_requests,
     check_native_rollout,
@@ -281,10 +282,16 @@ class SageMakerEndpointService(BaseEndpointService):
     def _sm(self) -> Any:
         return self._adapter.clients.client("sagemaker")
 
-    def _op(self, poll: Any, description: str, hint: str | None = None) -> AwsOperation[Any]:
+    def _op(self, poll: Any, description: str, hint: str | None = None) -> PollingOperation[Any]:
         options = self._adapter.options
-        return AwsOperation(
-            poll, description, interval=options.poll_interval, timeout=options.wait_timeout, hint=hint
+        return PollingOperation(
+            poll,
+            description,
+            interval=options.poll_interval,
+            timeout=options.wait_timeout,
+            provider="sagemaker",
+            hint=hint
+            or "it may still finish: see `mlshift endpoints show`, or raise the wait_timeout option",
         )
 
     def _describe(self, name: str) -> dict[str, Any] | None:
@@ -1293,18 +1300,15 @@ class SageMakerEndpointService(BaseEndpointService):
                         found.append(item["ModelName"])
         return found
 
-    def _remove(self, name: str, configs: Sequence[str]) -> None:
-        """Delete the endpoint, then every configuration and model it used or left behind."""
+    def _start_removal(self, name: str) -> None:
         try:
             with aws_errors(f"delete endpoint {name!r}"):
                 self._sm.delete_endpoint(EndpointName=name)
         except NotFound:
             pass
-        deadline = time.monotonic() + (self._adapter.options.wait_timeout or 1800.0)
-        while self._describe(name) is not None:
-            if time.monotonic() > deadline:
-                raise ProviderError(f"endpoint {name!r} is still being deleted", provider="sagemaker")
-            time.sleep(self._adapter.options.poll_interval)
+
+    def _finish_removal(self, name: str, configs: Sequence[str]) -> None:
+        """Once the endpoint is gone: every configuration and model it used or left behind."""
         all_configs = sorted({*configs, *self._leftover_configs(name)})
         models: set[str] = set()
         for config in all_configs:
@@ -1312,15 +1316,31 @@ class SageMakerEndpointService(BaseEndpointService):
             self._delete_config(config)
         self._delete_models(sorted(models | set(self._leftover_models(name))))
 
-    def delete(self, name: str) -> Operation[None]:
-        live = self._require(name)
+    def _remove(self, name: str, configs: Sequence[str]) -> None:
+        """Delete the endpoint, then every configuration and model it used or left behind."""
+        self._start_removal(name)
+        deadline = time.monotonic() + (self._adapter.options.wait_timeout or 1800.0)
+        while self._describe(name) is not None:
+            if time.monotonic() > deadline:
+                raise ProviderError(f"endpoint {name!r} is still being deleted", provider="sagemaker")
+            time.sleep(self._adapter.options.poll_interval)
+        self._finish_removal(name, configs)
 
-        def poll() -> Any | None:
-            if live.scaled:  # before the endpoint goes, as SageMaker asks
-                self._scaler.deregister(name, sorted(live.scaled))
-            self._remove(name, [live.config])
+    def delete(self, name: str) -> Operation[None]:
+        """Start deleting at once (scaling policies, then the endpoint); the operation finishes
+        when SageMaker has removed it, by deleting its configurations, models and S3 documents."""
+        live = self._require(name)
+        if live.scaled:  # before the endpoint goes, as SageMaker asks
+            self._scaler.deregister(name, sorted(live.scaled))
+        self._start_removal(name)
+
+        def poll() -> Any:
+            if self._describe(name) is not None:
+                return PENDING
+            self._finish_removal(name, [live.config])
             store = self._adapter.store
-            store.delete([*store.list_keys(self._journal_prefix(name)), self._options_key(name)])
+            store.journal.clear(name)
+            store.delete([self._options_key(name)])
             self._planned.pop(name, None)
             self._wanted_scaling.pop(name, None)
             return None
@@ -1396,31 +1416,22 @@ class SageMakerEndpointService(BaseEndpointService):
 
     # ---------------------------------------------------------------- journal and lock
 
-    def _journal_prefix(self, name: str) -> str:
-        return self._adapter.store.key("journal", name) + "/"
-
     def record_rollout(self, record: RolloutRecord) -> None:
-        key = self._journal_prefix(record.endpoint) + f"{record.id}.json"
-        self._adapter.store.put_json(key, record.model_dump(mode="json"))
+        """Journal in S3 (core's :class:`~mlshift.storage.RolloutJournal`).
+
+        Raises:
+            LeaseLost: this process lost the endpoint's lock while changing it.
+        """
+        self._adapter.store.journal.record(record)
 
     def rollouts(self, name: str, limit: int = 20) -> builtins.list[RolloutRecord]:
-        store = self._adapter.store
-        keys = sorted(store.list_keys(self._journal_prefix(name)), reverse=True)[:limit]
-        records = []
-        for key in keys:
-            found = store.get_json(key)
-            if found is not None:
-                records.append(RolloutRecord.model_validate(found[0]))
-        return records
+        return self._adapter.store.journal.records(name, limit)
 
-    @contextmanager
-    def lock(self, name: str, *, owner: str, timeout: float) -> Iterator[None]:
-        """A lease in S3 (``locks/<name>.json``) taken with a conditional write; it expires if
-        its holder dies (``lease_seconds``), and is renewed while held."""
-        with self._adapter.store.lease(
-            name, owner=owner, timeout=timeout, ttl=self._adapter.options.lease_seconds
-        ):
-            yield
+    def lock(self, name: str, *, owner: str, timeout: float) -> AbstractContextManager[None]:
+        """A lease in S3 (``locks/<name>.json``, core's :class:`~mlshift.storage.LeaseLock`): taken
+        with a conditional write, renewed while held, expired if its holder dies
+        (``lease_seconds``); losing it stops the apply with ``LeaseLost``."""
+        return self._adapter.store.leases.hold(name, owner=owner, timeout=timeout)
 
     # ---------------------------------------------------------------- native rollouts
 

@@ -408,8 +408,7 @@ def prebuilt_package(adapter: SageMakerAdapter, version: ModelVersion) -> tuple[
         NotFound: the artifact is not stored.
     """
     store = adapter.store
-    hexdigest = version.digest.split(":", 1)[1]
-    manifest = store.get_json(store.key("artifacts", "sha256", hexdigest, "manifest.json"))
+    manifest = store.get_json(store.artifacts.key(version.digest, "manifest.json"))
     if manifest is None:
         raise NotFound(
             f"artifact {version.digest} of {version.name}:{version.version} is not stored",
@@ -427,7 +426,7 @@ def prebuilt_package(adapter: SageMakerAdapter, version: ModelVersion) -> tuple[
     recipe = hashlib.sha256()
     for part in (version.digest.encode(), entry.encode(), inference_script(), _requirements(entry)):
         recipe.update(hashlib.sha256(part).digest())
-    key = store.key("artifacts", "sha256", hexdigest, "prebuilt", recipe.hexdigest()[:32], "model.tar.gz")
+    key = store.artifacts.key(version.digest, "prebuilt", recipe.hexdigest()[:32], "model.tar.gz")
     return store.uri(key), entry
 
 
@@ -459,11 +458,6 @@ def package_prebuilt(adapter: SageMakerAdapter, version: ModelVersion) -> tuple[
             _add(archive, f"code/{_PROGRAM}", script)
             if requirements:
                 _add(archive, "code/requirements.txt", requirements)
-        store.ensure_bucket()
-        extra: dict[str, str] = {}
-        if adapter.options.kms_key_id:
-            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": adapter.options.kms_key_id}
-        with aws_errors(f"upload the prebuilt-image package of {version.name}:{version.version}"):
-            adapter.clients.client("s3").upload_file(str(package), store.bucket, key, ExtraArgs=extra or None)
+        store.upload_file(key, package)
     logger.info("uploaded %s", url)
     return url, entry

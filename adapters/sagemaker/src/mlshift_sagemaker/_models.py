@@ -2,7 +2,8 @@
 
 - Versions are SageMaker's ``ModelPackageVersion`` numbers (assigned atomically by SageMaker, so
   two processes registering at once never get the same number).
-- The artifact lives in S3 under its digest (see :mod:`mlshift_sagemaker._store`); the package's
+- The artifact lives in S3 under its digest (core's :class:`mlshift.storage.ArtifactStore` on
+  the bucket, see :mod:`mlshift_sagemaker._store`); the package's
   container points at it, uncompressed.
 - Digest, framework and the card's location are ``CustomerMetadataProperties`` of the package;
   the card (signature, metrics, tags) is a JSON object in S3 that the package also lists as its
@@ -91,7 +92,8 @@ class SageMakerModelRegistry:
             return {}
         card = self._cards.get(uri)
         if card is None:
-            card = self._adapter.store.get_card(uri)
+            store = self._adapter.store
+            card = store.artifacts.get_card(uri.removeprefix(f"s3://{store.bucket}/"))
             self._cards[uri] = card  # content-addressed: never changes
         return card
 
@@ -213,7 +215,8 @@ class SageMakerModelRegistry:
     def register(self, spec: ModelSpec, artifact: Artifact) -> ModelVersion:
         """Upload the artifact (unless its digest is stored) and create the next package version."""
         store = self._adapter.store
-        stored = store.put_artifact(artifact)
+        stored = store.artifacts.put(artifact)
+        prefix_uri = store.uri(stored.files_prefix)
         card = {
             "digest": artifact.digest,
             "framework": spec.framework,
@@ -221,14 +224,14 @@ class SageMakerModelRegistry:
             "metrics": spec.metrics,
             "tags": spec.tags,
         }
-        card_uri = store.put_card(card)
+        card_uri = store.uri(store.artifacts.put_card(card))
         self._cards[card_uri] = card
         self._ensure_group(spec.name)
         container: dict[str, Any] = {
             "Image": self._adapter.default_image(),
             "ModelDataSource": {
                 "S3DataSource": {
-                    "S3Uri": stored.prefix_uri,
+                    "S3Uri": prefix_uri,
                     "S3DataType": "S3Prefix",
                     "CompressionType": "None",
                 }
@@ -251,7 +254,7 @@ class SageMakerModelRegistry:
                 _DIGEST: artifact.digest,
                 _FRAMEWORK: spec.framework,
                 _CARD: card_uri,
-                _ARTIFACT: stored.uri,
+                _ARTIFACT: prefix_uri + stored.entry,
             },
             "Tags": self._adapter.resource_tags(spec.tags),
         }
@@ -333,4 +336,4 @@ class SageMakerModelRegistry:
         self._details.pop(arn, None)
 
     def artifact_path(self, version: ModelVersion) -> Path:
-        return self._adapter.store.fetch_artifact(version.digest, self._adapter.cache_dir)
+        return self._adapter.store.artifacts.fetch(version.digest, self._adapter.cache_dir)

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlshift.errors import ConfigError, MlshiftError, NotFound, UnsupportedOperation
-from mlshift.specs import SpecModel
-from mlshift_sagemaker._operation import PENDING, AwsOperation
+from mlshift.pipelines.builtins import total_retry_delay
 from mlshift_sagemaker.errors import aws_errors
 from mlshift_sagemaker.options import instance_type_for
 
@@ -53,8 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PipelineContext",
-    "PipelineExecution",
-    "PipelineStepStatus",
     "SageMakerPipelineService",
     "compile_definition",
     "pipeline_name",
@@ -262,7 +259,7 @@ class _Compiler:
         if step.timeout is not None:
             arguments_["StoppingCondition"] = {
                 "MaxRuntimeInSeconds": math.ceil(
-                    step.timeout * (step.retries + 1) + step.retry_delay * step.retries
+                    step.timeout * (step.retries + 1) + total_retry_delay(step.retry_delay, step.retries)
                 )
             }
         out: dict[str, Any] = {
@@ -371,6 +368,9 @@ class _Compiler:
             "framework": config.framework,
             "tags": config.tags,
             "description": config.description,
+            # Lineage: the pipeline only. A per-execution value (the execution's ARN) in the
+            # arguments would change the step's cache key on every run, so it would never be cached.
+            "pipeline": self.ir.name,
         }
         args += ["--settings", json.dumps({k: v for k, v in extra.items() if v}, sort_keys=True)]
         return self._processing(step, self.ctx.image_uri, ["python", "-m", "mlshift_sagemaker.step"], args)
@@ -646,46 +646,6 @@ def step_graph(
 # ---------------------------------------------------------------------- the service
 
 
-class PipelineStepStatus(SpecModel):
-    """One step of an execution, as SageMaker reports it.
-
-    Attributes:
-        status: ``Starting``, ``Executing``, ``Stopping``, ``Stopped``, ``Failed``, ``Succeeded``.
-        failure_reason: Why it failed, when it did.
-        outcome: For a condition step: ``True`` or ``False``.
-    """
-
-    name: str
-    status: str
-    failure_reason: str | None = None
-    outcome: str | None = None
-
-
-class PipelineExecution(SpecModel):
-    """A pipeline execution on SageMaker.
-
-    Attributes:
-        arn: The execution's ARN (what :meth:`SageMakerPipelineService.status` takes).
-        status: ``Executing``, ``Stopping``, ``Stopped``, ``Failed`` or ``Succeeded``.
-        steps: The steps that started, in the order they started.
-    """
-
-    arn: str
-    pipeline: str
-    status: str
-    failure_reason: str | None = None
-    steps: tuple[PipelineStepStatus, ...] = ()
-
-    @property
-    def done(self) -> bool:
-        """Whether the execution has finished, one way or the other."""
-        return self.status in ("Stopped", "Failed", "Succeeded")
-
-    def step(self, name: str) -> PipelineStepStatus | None:
-        """The step called ``name``, if it started."""
-        return next((s for s in self.steps if s.name == name), None)
-
-
 class SageMakerPipelineService:
     """Pipelines on SageMaker: compile the IR, create or update the pipeline, run, follow, stop.
 
@@ -753,9 +713,7 @@ class SageMakerPipelineService:
         for key, data in code.items():
             full = store.key("pipelines", "code", key)
             if not store.exists(full):
-                store.ensure_bucket()
-                with aws_errors(f"upload the source of pipeline {ir.name!r}"):
-                    store._s3.put_object(Bucket=store.bucket, Key=full, Body=data)
+                store.put(full, data)
         name = pipeline_name(ir.name)
         text = json.dumps(definition, sort_keys=True)
         try:
@@ -784,20 +742,6 @@ class SageMakerPipelineService:
                 self._sm.update_pipeline(**request)
         return str(live["PipelineArn"])
 
-    def start(
-        self,
-        ir: PipelineIR,
-        params: Mapping[str, Any] | None = None,
-        *,
-        max_parallel: int | None = None,
-    ) -> PipelineExecution:
-        """Upsert the pipeline and start an execution with ``params`` (checked against the IR).
-
-        Raises:
-            ConfigError: an unknown, missing or mistyped parameter.
-        """
-        return self.status(self._start(ir, params, max_parallel=max_parallel))
-
     def _start(
         self, ir: PipelineIR, params: Mapping[str, Any] | None, *, max_parallel: int | None = None
     ) -> str:
@@ -817,58 +761,6 @@ class SageMakerPipelineService:
         with aws_errors(f"start pipeline {name!r}"):
             arn: str = self._sm.start_pipeline_execution(**request)["PipelineExecutionArn"]
         return arn
-
-    def status(self, execution_arn: str) -> PipelineExecution:
-        """The execution's status and each started step's status."""
-        with aws_errors(f"describe pipeline execution {execution_arn}"):
-            described = self._sm.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
-            steps: list[dict[str, Any]] = []
-            for page in self._sm.get_paginator("list_pipeline_execution_steps").paginate(
-                PipelineExecutionArn=execution_arn, SortOrder="Ascending"
-            ):
-                steps.extend(page.get("PipelineExecutionSteps", []))
-        return PipelineExecution(
-            arn=execution_arn,
-            pipeline=execution_arn.split(":pipeline/")[-1].split("/")[0],
-            status=described.get("PipelineExecutionStatus", "Executing"),
-            failure_reason=described.get("FailureReason") or None,
-            steps=tuple(
-                PipelineStepStatus(
-                    name=s["StepName"],
-                    status=s.get("StepStatus", "Executing"),
-                    failure_reason=s.get("FailureReason") or None,
-                    outcome=(s.get("Metadata", {}).get("Condition") or {}).get("Outcome"),
-                )
-                for s in steps
-            ),
-        )
-
-    def wait(self, execution_arn: str, timeout: float | None = None) -> PipelineExecution:
-        """Poll until the execution finishes.
-
-        Raises:
-            ProviderTimeout: if it has not finished within ``timeout`` (default: ``wait_timeout``
-                or 24 hours).
-        """
-        limit = timeout or self._adapter.options.wait_timeout or 86400.0
-
-        def poll() -> PipelineExecution | Any:
-            execution = self.status(execution_arn)
-            return execution if execution.done else PENDING
-
-        operation: AwsOperation[PipelineExecution] = AwsOperation(
-            poll,
-            f"pipeline execution {execution_arn}",
-            interval=self._adapter.options.poll_interval,
-            timeout=limit,
-        )
-        return operation.wait()
-
-    def stop(self, execution_arn: str) -> PipelineExecution:
-        """Ask SageMaker to stop the execution (running steps stop, finished ones stay)."""
-        with aws_errors(f"stop pipeline execution {execution_arn}"):
-            self._sm.stop_pipeline_execution(PipelineExecutionArn=execution_arn)
-        return self.status(execution_arn)
 
     # ------------------------------------------------------------------ the neutral run contract
     # (mlshift.adapter.PipelineService: what client.pipelines.run() uses)
@@ -959,8 +851,10 @@ class SageMakerPipelineService:
         )
 
     def cancel_run(self, run_id: str) -> None:
-        """Ask SageMaker to stop the execution."""
-        self.stop(_check_run_id(run_id))
+        """Ask SageMaker to stop the execution (running steps stop, finished ones stay)."""
+        arn = _check_run_id(run_id)
+        with aws_errors(f"stop pipeline execution {arn}"):
+            self._sm.stop_pipeline_execution(PipelineExecutionArn=arn)
 
     def list_runs(self, pipeline: str | None = None, limit: int = 50) -> builtins.list[str]:
         """Execution ARNs, newest first: of one pipeline (by its mlshift or SageMaker name), or of

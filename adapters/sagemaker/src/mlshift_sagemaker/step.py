@@ -9,40 +9,41 @@ inputs of later steps). Three commands:
     Import the ``@step`` function (from ``/opt/ml/processing/code/<file>`` or an installed
     module) and call it: scalar inputs from ``--value`` (converted to their declared type),
     artifacts as paths, metrics as dicts, outputs as paths that do not exist yet. A failing call
-    is retried ``retries`` times, ``retry_delay`` seconds apart.
+    is retried ``retries`` times, backing off as every runner does
+    (:func:`mlshift.pipelines.builtins.retry_delay`: doubling from ``retry_delay``).
 
-``register --target URI --value model NAME --settings JSON``
-    Register the ``artifact`` input as a new version (with the ``metrics`` input), through
-    mlshift, so the version has its digest and card; ``outputs.json`` gets ``version``.
+``register --target URI --value model NAME [--value run ID] --settings JSON``
+    The built-in ``RegisterModel`` (:func:`mlshift.pipelines.builtins.register_model`): the
+    ``artifact`` input becomes a version (with the ``metrics`` input) unless a version with those
+    bytes exists, which is reused; a new version carries the lineage tag ``mlshift:pipeline``
+    (from the settings) and ``mlshift:run`` when a run is given. Compiled pipelines give no run:
+    a per-execution argument would defeat SageMaker's step cache. ``outputs.json`` gets
+    ``version``.
 
 ``deploy --target URI --value model REF --value endpoint NAME --settings JSON``
-    Deploy a version through mlshift; ``outputs.json`` gets ``url``.
+    The built-in ``Deploy`` (:func:`mlshift.pipelines.builtins.deploy`); ``outputs.json`` gets
+    ``url``.
 
-``MLSHIFT_SAGEMAKER_PROCESSING_ROOT`` moves ``/opt/ml/processing`` elsewhere; the testing kit
-runs steps in folders of its own that way (:func:`run` takes the folder directly, for steps it
-runs in its own process). Exit codes: 0 on success, 1 when the step failed (the reason is the
-last line on stderr).
+``--root DIR`` (before the command) reads and writes DIR instead of ``/opt/ml/processing``;
+the testing kit runs steps in folders of its own that way (:func:`run` takes the folder
+directly, for steps it runs in its own process). Exit codes: 0 on success, 1 when the step
+failed (the reason is the last line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["main", "run"]
+__all__ = ["PROCESSING_ROOT", "main", "run"]
 
-_ROOT: ContextVar[Path | None] = ContextVar("mlshift_sagemaker_processing_root", default=None)
-
-
-def _root() -> Path:
-    return _ROOT.get() or Path(os.environ.get("MLSHIFT_SAGEMAKER_PROCESSING_ROOT", "/opt/ml/processing"))
+#: Where SageMaker Processing mounts a step's code, inputs and outputs.
+PROCESSING_ROOT = Path("/opt/ml/processing")
 
 
 def _convert(kind: str, text: str) -> Any:
@@ -55,21 +56,21 @@ def _convert(kind: str, text: str) -> Any:
     return text
 
 
-def _input_path(name: str) -> Path:
+def _input_path(root: Path, name: str) -> Path:
     """An artifact input: the single file or folder SageMaker downloaded, or the folder itself."""
-    folder = _root() / "input" / name
+    folder = root / "input" / name
     entries = list(folder.iterdir()) if folder.is_dir() else []
     return entries[0] if len(entries) == 1 else folder
 
 
-def _metrics_input(name: str) -> dict[str, float]:
-    path = _root() / "input" / name / "metrics.json"
+def _metrics_input(root: Path, name: str) -> dict[str, float]:
+    path = root / "input" / name / "metrics.json"
     data: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
     return data
 
 
-def _write(metrics: dict[str, Any] | None, outputs: dict[str, Any]) -> None:
-    folder = _root() / "output" / "mlshift"
+def _write(root: Path, metrics: dict[str, Any] | None, outputs: dict[str, Any]) -> None:
+    folder = root / "output" / "mlshift"
     folder.mkdir(parents=True, exist_ok=True)
     # Both files always exist: SageMaker fails a step whose declared property file is missing.
     (folder / "metrics.json").write_text(json.dumps(metrics or {}))
@@ -86,11 +87,12 @@ def _plain(value: Any) -> Any:
     return item() if callable(item) else value
 
 
-def _run_python(task: dict[str, Any], values: dict[str, str]) -> None:
+def _run_python(root: Path, task: dict[str, Any], values: dict[str, str]) -> None:
+    from mlshift.pipelines.builtins import retry_delay
     from mlshift.pipelines.code import load_callable
 
     if "file" in task:
-        code = _root() / "code"
+        code = root / "code"
         location = {
             "module": task["module"],
             "file": str(code / task["file"]),
@@ -109,14 +111,14 @@ def _run_python(task: dict[str, Any], values: dict[str, str]) -> None:
     kwargs: dict[str, Any] = {}
     for name, kind in task["inputs"].items():
         if kind == "artifact":
-            kwargs[name] = _input_path(name)
+            kwargs[name] = _input_path(root, name)
         elif kind == "metrics":
-            kwargs[name] = _metrics_input(name)
+            kwargs[name] = _metrics_input(root, name)
         else:
             kwargs[name] = _convert(kind, values[name])
     for name, kind in task["outputs"].items():
         if kind == "artifact":
-            folder = _root() / "output" / name
+            folder = root / "output" / name
             folder.mkdir(parents=True, exist_ok=True)
             kwargs[name] = folder / name
     attempts = int(task.get("retries", 0)) + 1
@@ -128,47 +130,63 @@ def _run_python(task: dict[str, Any], values: dict[str, str]) -> None:
             if attempt == attempts:
                 raise
             print(f"attempt {attempt} failed: {type(exc).__name__}: {exc}; retrying", file=sys.stderr)
-            time.sleep(float(task.get("retry_delay", 1.0)))
+            time.sleep(retry_delay(float(task.get("retry_delay", 1.0)), attempt))
     if task.get("metrics"):
         metrics = {k: _plain(v) for k, v in dict(result or {}).items()}
-        _write(metrics, {})
+        _write(root, metrics, {})
     else:
-        _write(None, {} if result is None else {"output": _plain(result)})
+        _write(root, None, {} if result is None else {"output": _plain(result)})
 
 
-def _register(target: str, values: dict[str, str], settings: dict[str, Any]) -> None:
+def _register(root: Path, target: str, values: dict[str, str], settings: dict[str, Any]) -> None:
     import mlshift
+    from mlshift.pipelines.builtins import lineage_tags, register_model
 
+    lineage: dict[str, str] = {}
+    if "pipeline" in settings:
+        lineage = lineage_tags(settings["pipeline"], values.get("run", ""))
+        lineage = {k: v for k, v in lineage.items() if v}
     with mlshift.connect(target) as client:
-        version = client.models.register(
+        version = register_model(
+            client,
             values["model"],
-            _input_path("artifact"),
+            _input_path(root, "artifact"),
             framework=settings.get("framework"),
-            metrics=_metrics_input("metrics"),
+            metrics=_metrics_input(root, "metrics"),
             tags=settings.get("tags") or {},
             description=settings.get("description"),
+            alias=settings.get("alias"),
+            lineage=lineage,
+            log=print,
         )
-        if settings.get("alias"):
-            client.models.set_alias(version.name, settings["alias"], version.version)
-    _write(None, {"version": f"{version.name}:{version.version}"})
+    _write(root, None, {"version": f"{version.name}:{version.version}"})
 
 
-def _deploy(target: str, values: dict[str, str], settings: dict[str, Any]) -> None:
+def _deploy(root: Path, target: str, values: dict[str, str], settings: dict[str, Any]) -> None:
     import mlshift
+    from mlshift.pipelines.builtins import deploy
 
     with mlshift.connect(target) as client:
-        state = client.endpoints.deploy(
+        state = deploy(
+            client,
             values["endpoint"],
             values["model"],
             traffic=settings.get("traffic"),
             size=settings.get("size", "cpu-small"),
             replicas=int(settings.get("replicas", 1)),
+            log=print,
         )
-    _write(None, {"url": state.url or ""})
+    _write(root, None, {"url": state.url or ""})
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mlshift_sagemaker.step")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=PROCESSING_ROOT,
+        help="the folder holding code/, input/ and output/ (default: /opt/ml/processing)",
+    )
     parser.add_argument("command", choices=("python", "register", "deploy"))
     parser.add_argument("--task", help="the python step, as JSON")
     parser.add_argument("--target", help="the sagemaker:// target to register or deploy on")
@@ -177,14 +195,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _execute(args: argparse.Namespace) -> None:
+def _execute(args: argparse.Namespace, root: Path | None = None) -> None:
     values = dict(args.value)
+    root = root or args.root
     if args.command == "python":
-        _run_python(json.loads(args.task), values)
+        _run_python(root, json.loads(args.task), values)
     elif args.command == "register":
-        _register(args.target, values, json.loads(args.settings))
+        _register(root, args.target, values, json.loads(args.settings))
     else:
-        _deploy(args.target, values, json.loads(args.settings))
+        _deploy(root, args.target, values, json.loads(args.settings))
 
 
 def run(argv: Sequence[str], root: Path, log: TextIO | None = None) -> str | None:
@@ -194,16 +213,13 @@ def run(argv: Sequence[str], root: Path, log: TextIO | None = None) -> str | Non
         ``None`` on success, else why the step failed (the traceback goes to ``log``, default
         stderr).
     """
-    token = _ROOT.set(root)
     try:
-        _execute(_parser().parse_args(argv))
+        _execute(_parser().parse_args(argv), root)
     except (Exception, SystemExit) as exc:  # SystemExit: arguments argparse refused
         import traceback
 
         traceback.print_exc(file=log or sys.stderr)
         return f"{type(exc).__name__}: {exc}"
-    finally:
-        _ROOT.reset(token)
     return None
 
 

@@ -426,7 +426,7 @@ class ExecutionRunner:
         """Run ``python -m mlshift_sagemaker.step ARGV``; returns (why it failed or None, its log)."""
         if argv and argv[0] == "python":
             # A @step function: in a child process, as in its container.
-            env = {**os.environ, **environment, "MLSHIFT_SAGEMAKER_PROCESSING_ROOT": str(root)}
+            env = {**os.environ, **environment}
             limit = (args.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
             log_path = root / "job.log"
             with log_path.open("wb") as log:
@@ -434,7 +434,7 @@ class ExecutionRunner:
                     if self.execution.stop_requested.is_set():
                         return "stopped before it started", ""
                     self._process = subprocess.Popen(
-                        [sys.executable, "-m", "mlshift_sagemaker.step", *argv],
+                        [sys.executable, "-m", "mlshift_sagemaker.step", "--root", str(root), *argv],
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         env=env,
