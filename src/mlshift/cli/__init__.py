@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mlshift import __version__
+from mlshift.cli._image import image_app
 from mlshift.cli._options import OutputOpt, TargetOpt
 from mlshift.cli._pipelines import pipelines_app
 
@@ -41,6 +42,7 @@ endpoints_app = typer.Typer(help="List, inspect, re-weight and delete endpoints.
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(image_app, name="image")
 
 
 class _State:
