@@ -29,7 +29,7 @@ __all__ = [
 
 
 class LocalAdapter:
-    """Adapter for ``local://``: no cloud account, no Docker.
+    """Adapter for ``local://`` (host processes) and ``local+docker://`` (containers).
 
     Attributes:
         root: The state directory.
@@ -67,12 +67,17 @@ class LocalAdapter:
     def from_uri(cls, uri: TargetURI, options: Mapping[str, Any]) -> LocalAdapter:
         """Build from ``local://`` or ``local:///abs/path`` (or ``local://./relative``).
 
+        ``local+docker://`` is the same target with each replica a container of the serving
+        image (:class:`~mlshift.local._docker.DockerRuntime`); Docker is first contacted when
+        a replica starts.
+
         Raises:
-            ConfigError: for an unknown variant (``local+docker`` arrives later) or option.
+            ConfigError: for an unknown variant or option.
         """
-        if uri.variant is not None:
+        if uri.variant not in (None, "docker"):
             raise ConfigError(
-                f"the local target has no {uri.variant!r} variant (in {uri.raw!r}); use local://",
+                f"the local target has no {uri.variant!r} variant (in {uri.raw!r}); "
+                "use local:// (processes) or local+docker:// (containers)",
                 field="target",
             )
         unknown = sorted(k for k in options if not k.startswith("_")) + sorted(uri.query)
@@ -96,7 +101,12 @@ class LocalAdapter:
             raise ConfigError(
                 f"cannot use {root} as the local state folder: {exc.strerror}", field="target"
             ) from None
-        return cls(uri, root.resolve())
+        runtime: ReplicaRuntime | None = None
+        if uri.variant == "docker":
+            from mlshift.local._docker import DockerRuntime
+
+            runtime = DockerRuntime()
+        return cls(uri, root.resolve(), runtime=runtime)
 
     @property
     def models(self) -> LocalModelRegistry:
