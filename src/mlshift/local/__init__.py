@@ -12,6 +12,7 @@ from typing import Any
 
 from mlshift.adapter import Capability, NameRules, TargetURI
 from mlshift.errors import ConfigError
+from mlshift.local._docker import COMPUTE_LIMITS, DockerRuntime
 from mlshift.local._endpoints import LocalEndpointOptions, LocalEndpointService
 from mlshift.local._models import LocalModelRegistry
 from mlshift.local._runtime import ProcessRuntime, Replica, ReplicaRequest, ReplicaRuntime
@@ -19,6 +20,8 @@ from mlshift.local._state import StateDB
 from mlshift.local._store import ArtifactStore
 
 __all__ = [
+    "COMPUTE_LIMITS",
+    "DockerRuntime",
     "LocalAdapter",
     "LocalEndpointOptions",
     "ProcessRuntime",
@@ -68,7 +71,7 @@ class LocalAdapter:
         """Build from ``local://`` or ``local:///abs/path`` (or ``local://./relative``).
 
         ``local+docker://`` is the same target with each replica a container of the serving
-        image (:class:`~mlshift.local._docker.DockerRuntime`); Docker is first contacted when
+        image (:class:`DockerRuntime`); Docker is first contacted when
         a replica starts.
 
         Raises:
@@ -103,8 +106,6 @@ class LocalAdapter:
             ) from None
         runtime: ReplicaRuntime | None = None
         if uri.variant == "docker":
-            from mlshift.local._docker import DockerRuntime
-
             runtime = DockerRuntime()
         return cls(uri, root.resolve(), runtime=runtime)
 
