@@ -41,11 +41,23 @@ def build(
     context: Annotated[
         Path | None, typer.Option(help="Write the build context here and keep it.", show_default=False)
     ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Rebuild every layer (ignore Docker's build cache).")
+    ] = False,
 ) -> None:
     """Build the serving image from wheels made on this machine (no package index in the build)."""
     from mlshift.image import build_image
 
-    typer.echo(build_image(tag, frameworks=frameworks, base_image=base_image, wheels=wheels, context=context))
+    typer.echo(
+        build_image(
+            tag,
+            frameworks=frameworks,
+            base_image=base_image,
+            wheels=wheels,
+            context=context,
+            no_cache=no_cache,
+        )
+    )
 
 
 @image_app.command("base")

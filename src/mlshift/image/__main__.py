@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--base-image", help="BASE_IMAGE build argument (default: mlshift-base:bookworm)")
     build.add_argument("--wheels", type=Path, help="folder of wheels to install instead of building them")
     build.add_argument("--context", type=Path, help="write the build context here and keep it")
+    build.add_argument("--no-cache", action="store_true", help="rebuild every layer (ignore the build cache)")
     base = commands.add_parser("base", help="make the base image offline from Debian packages")
     base.add_argument("--name", help="image name (default: mlshift-base:bookworm)")
     base.add_argument("--suite", help="Debian release (default: bookworm, whose Python is 3.11)")
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 base_image=args.base_image,
                 wheels=args.wheels,
                 context=args.context,
+                no_cache=args.no_cache,
             )
         )
         return 0

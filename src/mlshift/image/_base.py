@@ -127,7 +127,7 @@ def _check_debootstrap() -> None:
 def _debootstrap(tarball: Path, *, suite: str, mirror: str, say: Say) -> None:
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=tarball.parent) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        say(f"debootstrap --variant=minbase {suite} from {mirror} (about a minute, once)")
+        say(f"debootstrap --variant=minbase {suite} from {mirror} (one to a few minutes, once)")
         command = [
             "debootstrap",
             "--variant=minbase",
@@ -136,12 +136,14 @@ def _debootstrap(tarball: Path, *, suite: str, mirror: str, say: Say) -> None:
             str(rootfs),
             mirror,
         ]
-        result = subprocess.run(
-            command, check=False, stdin=subprocess.DEVNULL, capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip()[-600:]
-            raise ProviderError(f"`{' '.join(command)}` failed: {detail}", provider="debootstrap")
+        # Its progress (a line per package step) goes to the terminal: this is the slow part.
+        code = subprocess.run(command, check=False, stdin=subprocess.DEVNULL, stdout=sys.stderr).returncode
+        if code != 0:
+            raise ProviderError(
+                f"`{' '.join(command)}` failed (exit {code}; see its output above)",
+                provider="debootstrap",
+                hint=f"check that {mirror} is reachable, or pass --mirror URL of a Debian mirror that is",
+            )
         for relative in _PRUNE:
             folder = rootfs / relative
             if folder.is_dir():

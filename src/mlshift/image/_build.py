@@ -223,6 +223,7 @@ def build_image(
     base_image: str | None = None,
     wheels: Path | None = None,
     context: Path | None = None,
+    no_cache: bool = False,
     say: Say = _say,
     client: Any = None,
 ) -> str:
@@ -237,6 +238,7 @@ def build_image(
         base_image: The ``BASE_IMAGE`` build argument (default :data:`DEFAULT_BASE_IMAGE`).
         wheels: See :func:`build_context`.
         context: Where to write the build context (default: a temporary folder, removed after).
+        no_cache: Rebuild every layer instead of reusing Docker's build cache.
         say: Where progress goes.
         client: A ``docker.DockerClient`` (default: one for ``DOCKER_HOST``).
 
@@ -265,7 +267,14 @@ def build_image(
         tail: list[str] = []
         try:
             stream = client.api.build(
-                path=str(folder), tag=tag, buildargs=args, rm=True, forcerm=True, decode=True, pull=False
+                path=str(folder),
+                tag=tag,
+                buildargs=args,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                pull=False,
+                nocache=no_cache,
             )
             for chunk in stream:
                 if "error" in chunk:
