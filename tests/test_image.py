@@ -133,3 +133,23 @@ def test_cli_without_a_daemon_fails_before_building_anything(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "no Docker daemon answers" in result.stderr and "hint: start Docker" in result.stderr
     assert not (tmp_path / "ctx").exists()  # nothing was written
+
+
+def test_the_docker_runtime_picks_the_image_that_has_the_models_framework() -> None:
+    from mlshift.local import DockerRuntime, ReplicaRuntime
+
+    runtime = DockerRuntime()  # no engine is contacted until a replica starts
+    assert isinstance(runtime, ReplicaRuntime)
+    assert runtime.image_for("sklearn") == runtime.image_for("predictor") == default_image()
+    assert runtime.image_for("onnx") == default_image(("onnx", "sklearn"))
+    assert DockerRuntime("my/serving:1").image_for("onnx") == "my/serving:1"
+
+
+def test_local_docker_is_a_variant_of_the_local_target_and_others_are_refused(tmp_path: Path) -> None:
+    from mlshift.local import DockerRuntime
+
+    client = mlshift.connect(f"local+docker://{tmp_path}/state")
+    assert isinstance(client.adapter.endpoints.runtime, DockerRuntime)  # type: ignore[attr-defined]
+    client.close()
+    with pytest.raises(ConfigError, match=r"no 'podman' variant.*local\+docker://"):
+        mlshift.connect(f"local+podman://{tmp_path}/state")

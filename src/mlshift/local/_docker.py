@@ -71,14 +71,20 @@ class DockerRuntime:
 
     # ------------------------------------------------------------------ image
 
+    @staticmethod
+    def _frameworks(framework: str) -> tuple[str, ...]:
+        from mlshift.image import DEFAULT_FRAMEWORKS, FRAMEWORKS
+
+        # Predictor models need no framework of their own: the default image serves them.
+        return tuple(sorted(set(DEFAULT_FRAMEWORKS) | ({framework} if framework in FRAMEWORKS else set())))
+
     def image_for(self, framework: str) -> str:
         """The image that serves ``framework`` models."""
         if self.image is not None:
             return self.image
-        from mlshift.image import DEFAULT_FRAMEWORKS, FRAMEWORKS, default_image
+        from mlshift.image import default_image
 
-        needed = set(DEFAULT_FRAMEWORKS) | ({framework} if framework in FRAMEWORKS else set())
-        return default_image(tuple(sorted(needed)))
+        return default_image(self._frameworks(framework))
 
     def ensure_image(self, framework: str) -> str:
         """Return the image for ``framework``, building it first when it is a default one and missing.
@@ -101,9 +107,8 @@ class DockerRuntime:
                 )
             from mlshift.image import build_image
 
-            frameworks = image.split(":", 1)[1].split("-")[1:] or None
             self._say(f"the serving image {image} is missing: building it (once; later starts reuse it)")
-            build_image(image, frameworks=frameworks, client=self.client, say=self._say)
+            build_image(image, frameworks=self._frameworks(framework), client=self.client, say=self._say)
         self._ready.add(image)
         return image
 
