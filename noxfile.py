@@ -63,7 +63,8 @@ def _docker_engine(session: nox.Session) -> Iterator[dict[str, str]]:
     pid = env.pop("DOCKERD_PID", None)
     try:
         # Once per machine: debootstrap + docker import, the root filesystem cached outside the clone.
-        session.run("python", "-m", "mlshift.image", "base", env=env)
+        # Off CI a failure here (no root, no debootstrap) only makes the Docker tests skip.
+        session.run("python", "-m", "mlshift.image", "base", env=env, success_codes=[0] if ci else [0, 1, 2])
         session.log(f"Docker engine and base image ready in {time.monotonic() - started:.0f} s")
         yield env
     finally:
