@@ -161,6 +161,26 @@ def test_a_container_that_exits_fails_early_with_its_log(
     assert ours(engine, state_dir) == []
 
 
+def test_a_missing_base_image_names_the_command_that_makes_it_before_building(
+    engine: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlshift.image._build as build
+
+    monkeypatch.setattr(build, "DEFAULT_BASE_IMAGE", "mlshift-base:not-made-yet")
+    with pytest.raises(ImageNotFound, match="base image 'mlshift-base:not-made-yet' is not on") as info:
+        build.build_image("mlshift-test:never", context=tmp_path / "context", client=engine)
+    assert "mlshift image base" in (info.value.hint or "") and "--base-image" in (info.value.hint or "")
+    assert not (tmp_path / "context").exists()  # nothing was written, no wheel was built
+
+
+def test_a_missing_serving_image_that_was_named_says_how_to_build_it(engine: Any) -> None:
+    from mlshift.local import DockerRuntime
+
+    with pytest.raises(ImageNotFound, match="serving image 'mlshift-test:absent' is not") as info:
+        DockerRuntime("mlshift-test:absent", client=engine).ensure_image("sklearn")
+    assert info.value.hint == "build it with `mlshift image build --tag mlshift-test:absent`"
+
+
 def test_canary_with_a_gate_rolls_back_and_the_old_version_keeps_serving(
     engine: Any, docker_target: mlshift.Client, iris: dict[str, Any], tmp_path: Path, state_dir: Path
 ) -> None:
