@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
 
 import nox
 
@@ -14,7 +19,9 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "skl2onnx>
 #: KFP's PipelineSpec protobuf (small; not kfp itself): the KFP compiler's tests parse every
 #: compiled spec with it. It imports google.rpc, from googleapis-common-protos.
 KFP_SPEC_DEPS = ["kfp-pipeline-spec>=2.17", "googleapis-common-protos>=1.56"]
-EXTRAS = ".[serve,sklearn,onnx]"
+EXTRAS = ".[serve,sklearn,onnx,docker]"
+#: hatchling lets `mlshift image build` make mlshift's wheel without an isolated build env.
+DOCKER_TEST_DEPS = ["hatchling>=1.25"]
 #: Cloud adapters, each a distribution of its own with its own tests and pytest/ruff/mypy config.
 SAGEMAKER = "adapters/sagemaker"
 # moto[server]: one test runs the adapter against moto_server through AWS_ENDPOINT_URL.
@@ -26,14 +33,57 @@ SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (what CI runs). Extra arguments go to pytest."""
-    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, *KFP_SPEC_DEPS, SAGEMAKER_IMAGES)
-    # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
-    # run can never pass silently.
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.install(
+        "-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, *KFP_SPEC_DEPS, SAGEMAKER_IMAGES, *DOCKER_TEST_DEPS
+    )
+    with _docker_engine(session) as docker_env:
+        # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
+        # run can never pass silently.
+        session.run("pytest", *(session.posargs or ["-q"]), env=docker_env)
     if not session.posargs:
         # The adapter's suite runs with its own pytest configuration (rootdir, conftest).
         with session.chdir(SAGEMAKER):
             session.run("pytest", "-q")
+
+
+@contextlib.contextmanager
+def _docker_engine(session: nox.Session) -> Iterator[dict[str, str]]:
+    """A Docker engine and the offline base image for the Docker tests; yields pytest's env.
+
+    `.ci/docker-up` finds a running engine or installs and starts one (its own data root in
+    ~/.cache/mlshift/docker); a dockerd it started is stopped again afterwards. With CI=true
+    a missing engine fails the session (the Docker tests never skip there); elsewhere it is a
+    warning and those tests skip, saying how to run them.
+    """
+    ci = os.environ.get("CI", "").lower() == "true"
+    started = time.monotonic()
+    up = subprocess.run([".ci/docker-up"], stdout=subprocess.PIPE, text=True, check=False)
+    if up.returncode != 0:
+        if ci:
+            session.error("no Docker engine for the Docker tests (see docker-up's output above)")
+        session.warn("no Docker engine: the Docker tests will skip (start Docker to run them)")
+        yield {}
+        return
+    env = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
+    pid = env.pop("DOCKERD_PID", None)
+    try:
+        # Once per machine: debootstrap + docker import, the root filesystem cached outside the clone.
+        # Off CI a failure here (no root, no debootstrap) only makes the Docker tests skip.
+        session.run("python", "-m", "mlshift.image", "base", env=env, success_codes=[0] if ci else [0, 1, 2])
+        session.log(f"Docker engine and base image ready in {time.monotonic() - started:.0f} s")
+        yield env
+    finally:
+        if pid is not None:
+            session.log(f"stopping dockerd {pid}")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
 
 
 @nox.session(name="tests-core")

@@ -4,6 +4,7 @@ Runs on the local target by default (no cloud account, no Docker):
 
     python examples/quickstart.py                  # state in ./.mlshift
     python examples/quickstart.py --target memory://
+    python examples/quickstart.py --target local+docker://   # replicas in containers (mlshift[docker])
 
 The same code runs against any other target by changing only --target.
 """

@@ -12,7 +12,9 @@ Every error mlshift raises on purpose is a subclass of :class:`MlshiftError`, so
     ├── RolloutFailed                       a deployment that was rolled back
     └── ProviderError                       the target refused or failed an operation
         ├── AuthError
+        ├── DockerUnavailable               no Docker daemon (or no docker SDK) to talk to
         ├── NotFound (also LookupError)
+        │   └── ImageNotFound               a container image (serving or base) is missing
         ├── Conflict
         │   └── LeaseLost                   another process took an endpoint's lock mid-change
         ├── QuotaExceeded
@@ -33,6 +35,8 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "Conflict",
+    "DockerUnavailable",
+    "ImageNotFound",
     "IntegrityError",
     "InvalidPayload",
     "LeaseLost",
@@ -221,3 +225,23 @@ class ProviderTimeout(ProviderError, TimeoutError):
     """An operation did not finish in the time allowed."""
 
     code = "timeout"
+
+
+class DockerUnavailable(ProviderError):
+    """No Docker daemon answers (or the Docker SDK for Python is not installed)."""
+
+    code = "docker_unavailable"
+
+
+class ImageNotFound(NotFound):
+    """A container image mlshift needs (the serving image or its base) is not there.
+
+    Attributes:
+        image: The image's name.
+    """
+
+    code = "image_not_found"
+
+    def __init__(self, message: str, *, image: str, hint: str | None = None) -> None:
+        super().__init__(message, provider="docker", hint=hint)
+        self.image = image

@@ -18,6 +18,7 @@ import typer
 from mlshift import __version__
 from mlshift.cli import _output as ui
 from mlshift.cli._endpoints import deploy, endpoints_app, predict
+from mlshift.cli._image import image_app
 from mlshift.cli._models import models_app
 from mlshift.cli._options import OutputOpt
 from mlshift.cli._pipelines import pipelines_app
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(image_app, name="image")
 app.command("deploy")(deploy)
 app.command("predict")(predict)
 app.command("plan")(plan_cmd)

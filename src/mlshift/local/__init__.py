@@ -13,6 +13,7 @@ from typing import Any
 
 from mlshift.adapter import Capability, NameRules, TargetURI
 from mlshift.errors import ConfigError
+from mlshift.local._docker import COMPUTE_LIMITS, DockerRuntime
 from mlshift.local._endpoints import LocalEndpointOptions, LocalEndpointService
 from mlshift.local._models import LocalModelRegistry
 from mlshift.local._runtime import ProcessRuntime, Replica, ReplicaRequest, ReplicaRuntime
@@ -20,6 +21,8 @@ from mlshift.local._state import StateDB
 from mlshift.local._store import ArtifactStore
 
 __all__ = [
+    "COMPUTE_LIMITS",
+    "DockerRuntime",
     "LocalAdapter",
     "LocalEndpointOptions",
     "ProcessRuntime",
@@ -30,7 +33,7 @@ __all__ = [
 
 
 class LocalAdapter:
-    """Adapter for ``local://``: no cloud account, no Docker.
+    """Adapter for ``local://`` (host processes) and ``local+docker://`` (containers).
 
     Attributes:
         root: The state directory.
@@ -72,12 +75,17 @@ class LocalAdapter:
 
         A relative state folder (and the default ``.mlshift``) is relative to ``base_dir``.
 
+        ``local+docker://`` is the same target with each replica a container of the serving
+        image (:class:`DockerRuntime`); Docker is first contacted when
+        a replica starts.
+
         Raises:
-            ConfigError: for an unknown variant (``local+docker`` arrives later) or option.
+            ConfigError: for an unknown variant or option.
         """
-        if uri.variant is not None:
+        if uri.variant not in (None, "docker"):
             raise ConfigError(
-                f"the local target has no {uri.variant!r} variant (in {uri.raw!r}); use local://",
+                f"the local target has no {uri.variant!r} variant (in {uri.raw!r}); "
+                "use local:// (processes) or local+docker:// (containers)",
                 field="target",
             )
         unknown = sorted(options) + sorted(uri.query)
@@ -104,7 +112,10 @@ class LocalAdapter:
         with contextlib.suppress(OSError):  # a folder someone else owns keeps its mode
             # The registry, endpoint logs and routing files are nobody else's business.
             root.chmod(0o700)
-        return cls(uri, root.resolve())
+        runtime: ReplicaRuntime | None = None
+        if uri.variant == "docker":
+            runtime = DockerRuntime()
+        return cls(uri, root.resolve(), runtime=runtime)
 
     @property
     def models(self) -> LocalModelRegistry:

@@ -1,0 +1,155 @@
+"""The serving image and local+docker:// replicas: size, build time, cold start, req/s vs a process.
+
+    DOCKER_HOST=unix:///... python bench/serving_image.py [--rounds 3] [--cold-build]
+
+Prints one JSON object. Needs a Docker engine with the base image (`mlshift image base`); the
+serving image is built if missing. Not yet part of `python bench/run.py` / docs/performance.md.
+
+- image size of mlshift-serving:VERSION (scikit-learn only);
+- build time warm (nothing changed: every layer cached) and, with --cold-build, cold (no build
+  cache; the dependency wheels still come from the host's cache);
+- cold start: `docker run` of a container to the first 200 on /invocations;
+- req/s and p99 through bench/loadgen.py, 2 connections, straight at one container replica and
+  at one `python -m mlshift.serving` process serving the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import free_port, median  # noqa: E402
+
+ROWS = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+def _model(folder: Path) -> Path:
+    import skops.io
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    path = folder / "model" / "iris.skops"
+    path.parent.mkdir(parents=True)
+    skops.io.dump(LogisticRegression(max_iter=500).fit(x, y), path)
+    path.parent.chmod(0o755)
+    return path
+
+
+def _first_200(port: int, deadline: float) -> None:
+    with httpx.Client(trust_env=False, timeout=2) as http:
+        while time.monotonic() < deadline:
+            try:
+                if http.post(f"http://127.0.0.1:{port}/invocations", json=ROWS).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.01)
+    raise TimeoutError("no 200 within the deadline")
+
+
+def _container(client: Any, image: str, model: Path) -> tuple[Any, int, float]:
+    start = time.monotonic()
+    container = client.containers.run(
+        image,
+        detach=True,
+        environment={"MLSHIFT_ARTIFACT": f"/opt/ml/model/{model.name}"},
+        volumes={str(model.parent): {"bind": "/opt/ml/model", "mode": "ro"}},
+        ports={"8080/tcp": ("127.0.0.1", None)},
+        labels={"mlshift.bench": "1"},
+    )
+    port = None
+    while port is None:
+        container.reload()
+        bound = (container.attrs["NetworkSettings"]["Ports"] or {}).get("8080/tcp")
+        port = int(bound[0]["HostPort"]) if bound else None
+    _first_200(port, time.monotonic() + 60)
+    return container, port, time.monotonic() - start
+
+
+def _load(port: int, body: Path, seconds: float) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "loadgen.py"), f"http://127.0.0.1:{port}/invocations",
+         "--body-file", str(body), "-c", "2", "-d", str(seconds)],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    )  # fmt: skip
+    line = next(x for x in out.stdout.splitlines() if x.startswith("LOADJSON "))
+    data = json.loads(line.removeprefix("LOADJSON "))
+    return {"rps": data["ok"] / (data["duration_us"] / 1e6), "p99_ms": data["p99_us"] / 1000}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--cold-build", action="store_true")
+    args = parser.parse_args()
+
+    from mlshift.image import build_image, default_image, docker_client
+
+    client = docker_client()
+    image = default_image()
+    quiet = lambda _line: None  # noqa: E731
+    result: dict[str, Any] = {"image": image}
+    if args.cold_build:
+        start = time.monotonic()
+        build_image(image, no_cache=True, say=quiet)
+        result["build_cold_s"] = round(time.monotonic() - start, 1)
+    start = time.monotonic()
+    build_image(image, say=quiet)
+    result["build_warm_s"] = round(time.monotonic() - start, 1)
+    result["image_mb"] = round(client.images.get(image).attrs["Size"] / 1e6)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _model(Path(tmp))
+        body = Path(tmp) / "body.json"
+        body.write_text(json.dumps(ROWS))
+        starts, container_rps, container_p99, process_rps, process_p99 = [], [], [], [], []
+        for _ in range(args.rounds):
+            container, port, took = _container(client, image, model)
+            starts.append(took)
+            try:
+                run = _load(port, body, args.seconds)
+                container_rps.append(run.get("rps"))
+                container_p99.append(run.get("p99_ms"))
+            finally:
+                container.remove(force=True)
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mlshift.serving", "--artifact", str(model), "--port", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                _first_200(port, time.monotonic() + 60)
+                run = _load(port, body, args.seconds)
+                process_rps.append(run.get("rps"))
+                process_p99.append(run.get("p99_ms"))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        result.update(
+            cold_start_to_first_200_s=median(starts, 2),
+            container_rps=median(container_rps),
+            container_p99_ms=median(container_p99, 2),
+            process_rps=median(process_rps),
+            process_p99_ms=median(process_p99, 2),
+        )
+        if result["container_rps"] and result["process_rps"]:
+            result["container_vs_process"] = round(result["container_rps"] / result["process_rps"], 2)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

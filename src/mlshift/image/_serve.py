@@ -1,0 +1,91 @@
+"""Inside the serving image: which model, port and address each cloud's environment names.
+
+=================  ==========================================  ==================================
+platform           model                                       port
+=================  ==========================================  ==================================
+SageMaker          ``/opt/ml/model`` (the default)             8080 (``SAGEMAKER_BIND_TO_PORT``)
+Vertex AI          ``AIP_STORAGE_URI`` when it is a local path  ``AIP_HTTP_PORT``
+Azure ML           ``AZUREML_MODEL_DIR``                       ``MLSHIFT_PORT``, else 8080
+local+docker://    ``MLSHIFT_ARTIFACT``                        8080
+=================  ==========================================  ==================================
+
+``MLSHIFT_ARTIFACT`` and ``MLSHIFT_PORT`` win over everything else. Routes come from the
+server itself (``AIP_HEALTH_ROUTE``/``AIP_PREDICT_ROUTE`` for Vertex AI,
+``MLSHIFT_AZURE_SCORE_ROUTE`` for Azure ML's scoring route).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from mlshift.errors import ConfigError
+
+__all__ = ["SAGEMAKER_MODEL_DIR", "model_path", "serve_arguments"]
+
+#: Where SageMaker puts the model; the default everywhere.
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+_MODEL_SUFFIXES = frozenset({".skops", ".joblib", ".pkl", ".onnx"})
+
+
+def model_path(environ: Mapping[str, str] | None = None) -> str:
+    """The artifact to serve, from the platform's environment (see the module's table).
+
+    A folder without ``predictor.py`` that holds exactly one model file (``.skops``, ``.joblib``,
+    ``.pkl``, ``.onnx``, up to two levels down) stands for that file: platforms mount folders.
+
+    Raises:
+        ConfigError: ``AIP_STORAGE_URI`` is a ``gs://`` URI (this image does not download models).
+    """
+    env = os.environ if environ is None else environ
+    chosen = env.get("MLSHIFT_ARTIFACT") or env.get("AZUREML_MODEL_DIR")
+    if not chosen and env.get("AIP_STORAGE_URI"):
+        uri = env["AIP_STORAGE_URI"]
+        if uri.startswith("gs://"):
+            raise ConfigError(
+                f"AIP_STORAGE_URI={uri!r}: the serving image does not download models from Cloud Storage",
+                field="AIP_STORAGE_URI",
+                hint="deploy through mlshift's Vertex AI target, or set MLSHIFT_ARTIFACT to a mounted path",
+            )
+        chosen = uri.removeprefix("file://")
+    path = Path(chosen or SAGEMAKER_MODEL_DIR)
+    if path.is_dir() and not (path / "predictor.py").is_file():
+        found = [
+            p
+            for pattern in ("*", "*/*")
+            for p in path.glob(pattern)
+            if p.is_file() and p.suffix.lower() in _MODEL_SUFFIXES
+        ]
+        if len(found) == 1:
+            return str(found[0])
+    return str(path)
+
+
+def serve_arguments(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``python -m mlshift.serving`` arguments for the platform this container runs on.
+
+    The server listens on ``MLSHIFT_SERVE_HOST`` (the image sets ``0.0.0.0``: the platform
+    reaches the container from outside; anywhere else it defaults to 127.0.0.1). The model is
+    described by optional ``MLSHIFT_FRAMEWORK``, ``MLSHIFT_MODEL_DIGEST``, ``MLSHIFT_SIGNATURE``,
+    ``MLSHIFT_VARIANT`` and ``MLSHIFT_MODEL_REF`` variables.
+
+    Raises:
+        ConfigError: see :func:`model_path`.
+    """
+    env = os.environ if environ is None else environ
+    args = ["--artifact", model_path(env), "--host", env.get("MLSHIFT_SERVE_HOST") or "127.0.0.1"]
+    # AIP_HTTP_PORT is read by the server itself when the port is left at its default.
+    port = env.get("MLSHIFT_PORT") or env.get("SAGEMAKER_BIND_TO_PORT")
+    if port:
+        args += ["--port", port]
+    for variable, option in (
+        ("MLSHIFT_FRAMEWORK", "--framework"),
+        ("MLSHIFT_MODEL_DIGEST", "--digest"),
+        ("MLSHIFT_SIGNATURE", "--signature-json"),
+        ("MLSHIFT_VARIANT", "--variant"),
+        ("MLSHIFT_MODEL_REF", "--model-ref"),
+    ):
+        if env.get(variable):
+            args += [option, env[variable]]
+    return args

@@ -1,0 +1,277 @@
+"""Variant replicas as containers of the serving image: the runtime behind ``local+docker://``.
+
+Each replica is one container of ``mlshift-serving`` (built on first use), started with the
+model's artifact mounted read-only, its port published on 127.0.0.1 only and CPU/memory limits
+from the variant's neutral size. Containers carry ``mlshift.*`` labels, so what runs is read
+from Docker itself and containers left by a deployer that died are found and removed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlshift.errors import ConfigError, ImageNotFound, ProviderError, ProviderTimeout
+from mlshift.local._runtime import Replica, ReplicaRequest
+
+__all__ = ["COMPUTE_LIMITS", "DockerRuntime"]
+
+#: Neutral size -> (CPUs, memory in MiB) for a replica's container; CPUs are capped at what the
+#: machine has. GPU sizes are refused: the Docker target attaches no GPU.
+COMPUTE_LIMITS: Mapping[str, tuple[float, int]] = {
+    "cpu-small": (1.0, 2048),
+    "cpu-medium": (2.0, 4096),
+    "cpu-large": (4.0, 8192),
+}
+#: The label every mlshift container carries (its value is the endpoint's name).
+ENDPOINT_LABEL = "mlshift.endpoint"
+_CONTAINER_PORT = "8080/tcp"
+_MODEL_DIR = "/opt/ml/model"
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+class DockerRuntime:
+    """Each replica is a container of the mlshift serving image on the local Docker engine.
+
+    Args:
+        image: The serving image to run (default: ``mlshift-serving:VERSION`` for scikit-learn
+            and predictor models, ``mlshift-serving:VERSION-onnx-sklearn`` for ONNX models),
+            built on first use when it is missing and is a default name.
+        client: A ``docker.DockerClient`` (default: one for ``DOCKER_HOST``, made on first use).
+        say: Where build progress goes.
+    """
+
+    name = "docker"
+
+    def __init__(self, image: str | None = None, *, client: Any = None, say: Any = _say) -> None:
+        self.image = image
+        self._client = client
+        self._say = say
+        self._ready: set[str] = set()
+
+    @property
+    def client(self) -> Any:
+        """The Docker client (checked with a ping when first made).
+
+        Raises:
+            DockerUnavailable: no daemon answers, or the Docker SDK is not installed.
+        """
+        if self._client is None:
+            from mlshift.image import docker_client
+
+            self._client = docker_client()
+        return self._client
+
+    # ------------------------------------------------------------------ image
+
+    @staticmethod
+    def _frameworks(framework: str) -> tuple[str, ...]:
+        from mlshift.image import DEFAULT_FRAMEWORKS, FRAMEWORKS
+
+        # Predictor models need no framework of their own: the default image serves them.
+        return tuple(sorted(set(DEFAULT_FRAMEWORKS) | ({framework} if framework in FRAMEWORKS else set())))
+
+    def image_for(self, framework: str) -> str:
+        """The image that serves ``framework`` models."""
+        if self.image is not None:
+            return self.image
+        from mlshift.image import default_image
+
+        return default_image(self._frameworks(framework))
+
+    def ensure_image(self, framework: str) -> str:
+        """Return the image for ``framework``, building it first when it is a default one and missing.
+
+        Raises:
+            ImageNotFound: a user-chosen image is missing, or the base image to build from is.
+            DockerUnavailable: no daemon.
+        """
+        image = self.image_for(framework)
+        if image in self._ready:
+            return image
+        from mlshift.image import image_exists
+
+        if not image_exists(self.client, image):
+            if self.image is not None:
+                raise ImageNotFound(
+                    f"serving image {image!r} is not on this Docker engine",
+                    image=image,
+                    hint=f"build it with `mlshift image build --tag {image}`",
+                )
+            from mlshift.image import build_image
+
+            self._say(f"the serving image {image} is missing: building it (once; later starts reuse it)")
+            build_image(image, frameworks=self._frameworks(framework), client=self.client, say=self._say)
+        self._ready.add(image)
+        return image
+
+    # ------------------------------------------------------------------ the runtime contract
+
+    def start(self, request: ReplicaRequest) -> Replica:
+        cpus, memory = self._limits(request)
+        image = self.ensure_image(request.framework)
+        target = f"{_MODEL_DIR}/{request.artifact.name}"
+        environment = {
+            "MLSHIFT_ARTIFACT": target,
+            "MLSHIFT_FRAMEWORK": request.framework,
+            "MLSHIFT_MODEL_DIGEST": request.digest,
+            "MLSHIFT_VARIANT": request.variant,
+            "MLSHIFT_MODEL_REF": request.model_ref,
+        }
+        if request.signature_json is not None:
+            environment["MLSHIFT_SIGNATURE"] = request.signature_json
+        labels = {
+            ENDPOINT_LABEL: request.endpoint,
+            "mlshift.variant": request.variant,
+            "mlshift.replica": str(request.index),
+            "mlshift.folder": str(request.folder),
+            "mlshift.model": request.model_ref,
+        }
+        name = f"mlshift-{request.endpoint}-{request.variant}-{request.index}-{time.time_ns() % 10**10:010d}"
+        started = time.time()
+        try:
+            container = self.client.containers.run(
+                image,
+                name=name,
+                detach=True,
+                environment=environment,
+                labels=labels,
+                volumes={str(request.artifact): {"bind": target, "mode": "ro"}},
+                # Published on loopback only: nothing outside this machine reaches a replica.
+                ports={_CONTAINER_PORT: ("127.0.0.1", None)},
+                nano_cpus=int(cpus * 1e9),
+                mem_limit=f"{memory}m",
+                init=True,
+            )
+        except Exception as exc:
+            raise ProviderError(
+                f"docker could not start the {request.what}: {exc}", provider="docker", orig=exc
+            ) from exc
+        try:
+            port = self._wait_ready(container, request)
+        except BaseException:
+            self._remove(container)
+            raise
+        return Replica(
+            runtime=self.name,
+            id=container.id,
+            port=port,
+            started=started,
+            extra={"name": name, "image": image},
+        )
+
+    def running(self, replica: Replica) -> bool:
+        container = self._get(replica.id)
+        return container is not None and container.status == "running"
+
+    def stop(self, replica: Replica, timeout: float = 10.0) -> None:
+        container = self._get(replica.id)
+        if container is not None:
+            self._remove(container, timeout)
+
+    def logs(self, replica: Replica, lines: int = 8) -> str:
+        container = self._get(replica.id)
+        return _tail(container, lines) if container is not None else ""
+
+    def reap(self, folder: Path, keep: Collection[str] = ()) -> list[str]:
+        prefix = str(folder).rstrip("/")
+        reaped = []
+        for container in self.client.containers.list(all=True, filters={"label": ENDPOINT_LABEL}):
+            where = str(container.labels.get("mlshift.folder", ""))
+            if (where == prefix or where.startswith(prefix + "/")) and container.id not in keep:
+                self._remove(container, 5.0)
+                reaped.append(container.id)
+        return reaped
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _limits(request: ReplicaRequest) -> tuple[float, int]:
+        size = request.compute.size
+        if size not in COMPUTE_LIMITS:
+            raise ConfigError(
+                f"the Docker target attaches no GPU, so variant {request.variant!r} "
+                f"cannot have size {size!r}",
+                field="compute.size",
+                hint=f"use one of {', '.join(COMPUTE_LIMITS)} on local+docker://",
+            )
+        cpus, memory = COMPUTE_LIMITS[size]
+        return min(cpus, float(os.cpu_count() or 1)), memory
+
+    def _get(self, container_id: str) -> Any:
+        import docker.errors
+
+        try:
+            return self.client.containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
+
+    @staticmethod
+    def _remove(container: Any, timeout: float = 10.0) -> None:
+        import docker.errors
+
+        try:
+            container.stop(timeout=max(1, int(timeout)))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            pass  # already stopping or stopped: removing it is what matters
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def _wait_ready(self, container: Any, request: ReplicaRequest) -> int:
+        """Poll the container until ``/ping`` answers 200; fail early when it exits."""
+        import httpx
+
+        deadline = time.monotonic() + request.timeout
+        port: int | None = None
+        with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as http:
+            while True:
+                container.reload()
+                if container.status in ("exited", "dead"):
+                    code = container.attrs.get("State", {}).get("ExitCode")
+                    tail = _tail(container, 8)
+                    raise ProviderError(
+                        f"the {request.what} exited (code {code}) before it was ready"
+                        + (f"; its last log lines:\n{tail}" if tail else ""),
+                        provider="docker",
+                        hint=f"see `docker logs {container.name}` while it exists; check the model with "
+                        "`python -m mlshift.serving --artifact FILE`",
+                    )
+                if port is None:
+                    bound = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
+                        _CONTAINER_PORT
+                    )
+                    port = int(bound[0]["HostPort"]) if bound else None
+                if port is not None:
+                    try:
+                        if http.get(f"http://127.0.0.1:{port}/ping").status_code == 200:
+                            return port
+                    except httpx.HTTPError:
+                        pass  # not listening yet
+                if time.monotonic() >= deadline:
+                    tail = _tail(container, 8)
+                    raise ProviderTimeout(
+                        f"the {request.what} was not ready within {request.timeout:g} s"
+                        + (f"; its last log lines:\n{tail}" if tail else ""),
+                        provider="docker",
+                        hint="raise provider_options.local.startup_timeout, or check the model",
+                    )
+                time.sleep(0.05)
+
+
+def _tail(container: Any, lines: int) -> str:
+    try:
+        text = container.logs(tail=lines)
+    except Exception:
+        return ""
+    return bytes(text).decode(errors="replace").strip()

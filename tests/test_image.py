@@ -1,0 +1,155 @@
+"""The serving image's build inputs and in-container entry point, without a Docker engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mlshift
+from mlshift.errors import ConfigError, DockerUnavailable
+from mlshift.image import (
+    build_context,
+    default_image,
+    docker_client,
+    model_path,
+    parse_frameworks,
+    serve_arguments,
+)
+
+
+def test_frameworks_default_to_the_small_set_and_unknown_ones_are_named() -> None:
+    assert parse_frameworks(None) == ("sklearn",)
+    assert parse_frameworks("onnx, sklearn,onnx") == ("onnx", "sklearn")
+    with pytest.raises(ConfigError, match="unknown framework 'torch'") as info:
+        parse_frameworks("sklearn,torch")
+    assert info.value.field == "--frameworks"
+    assert "onnx, sklearn" in (info.value.hint or "")
+
+
+def test_image_names_carry_the_version_and_any_extra_frameworks() -> None:
+    assert default_image() == f"mlshift-serving:{mlshift.__version__}"
+    assert default_image(("sklearn", "onnx")) == f"mlshift-serving:{mlshift.__version__}-onnx-sklearn"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "/opt/ml/model"),  # SageMaker
+        ({"AIP_STORAGE_URI": "file:///mnt/models"}, "/mnt/models"),  # Vertex AI, mounted
+        (
+            {"AZUREML_MODEL_DIR": "/var/azureml-app/azureml-models/iris/1"},
+            "/var/azureml-app/azureml-models/iris/1",
+        ),
+        (
+            {"AZUREML_MODEL_DIR": "/azure", "MLSHIFT_ARTIFACT": "/opt/ml/model/m.skops"},
+            "/opt/ml/model/m.skops",
+        ),
+    ],
+)
+def test_each_platform_names_its_model(environ: dict[str, str], expected: str) -> None:
+    assert model_path(environ) == expected
+
+
+def test_a_mounted_folder_with_one_model_file_stands_for_it(tmp_path: Path) -> None:
+    (tmp_path / "iris").mkdir()
+    (tmp_path / "iris" / "model.skops").write_bytes(b"x")
+    assert model_path({"AZUREML_MODEL_DIR": str(tmp_path)}) == str(tmp_path / "iris" / "model.skops")
+    (tmp_path / "other.onnx").write_bytes(b"x")
+    assert model_path({"AZUREML_MODEL_DIR": str(tmp_path)}) == str(tmp_path)  # ambiguous: left to the server
+
+
+def test_models_in_cloud_storage_are_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError, match="does not download models from Cloud Storage") as info:
+        model_path({"AIP_STORAGE_URI": "gs://bucket/model"})
+    assert info.value.field == "AIP_STORAGE_URI"
+
+
+def test_serve_arguments_follow_the_environment() -> None:
+    args = serve_arguments(
+        {
+            "MLSHIFT_SERVE_HOST": "0.0.0.0",
+            "SAGEMAKER_BIND_TO_PORT": "9000",
+            "MLSHIFT_FRAMEWORK": "sklearn",
+            "MLSHIFT_MODEL_DIGEST": "sha256:" + "0" * 64,
+            "MLSHIFT_VARIANT": "blue",
+        }
+    )
+    assert args == [
+        "--artifact", "/opt/ml/model", "--host", "0.0.0.0", "--port", "9000",
+        "--framework", "sklearn", "--digest", "sha256:" + "0" * 64, "--variant", "blue",
+    ]  # fmt: skip
+    # Vertex AI's port is left to the server, which reads AIP_HTTP_PORT itself.
+    assert "--port" not in serve_arguments({"AIP_HTTP_PORT": "7080"})
+
+
+def test_build_context_splits_mlshift_from_its_dependencies(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name in ("mlshift-0.1.0-py3-none-any.whl", "numpy-2.0-cp311-cp311-linux_x86_64.whl"):
+        (wheels / name).write_bytes(b"PK")
+    context = build_context(tmp_path / "context", wheels=wheels, say=lambda _: None)
+    assert (context / "Dockerfile").is_file() and (context / "serve").stat().st_mode & 0o111
+    assert [p.name for p in (context / "wheels" / "mlshift").iterdir()] == ["mlshift-0.1.0-py3-none-any.whl"]
+    assert [p.name for p in (context / "wheels" / "deps").iterdir()] == [
+        "numpy-2.0-cp311-cp311-linux_x86_64.whl"
+    ]
+
+
+def test_a_wheels_folder_without_mlshift_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no mlshift-\*\.whl") as info:
+        build_context(tmp_path / "context", wheels=tmp_path, say=lambda _: None)
+    assert info.value.field == "--wheels"
+
+
+def test_no_daemon_is_a_named_error_that_says_how_to_start_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("docker")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    with pytest.raises(DockerUnavailable, match=r"no Docker daemon answers at unix://") as info:
+        docker_client()
+    assert "start Docker" in (info.value.hint or "")
+    assert "DOCKER_HOST" in (info.value.hint or "")
+
+
+def test_cli_without_a_daemon_fails_before_building_anything(tmp_path: Path) -> None:
+    pytest.importorskip("docker")
+    env = {"DOCKER_HOST": f"unix://{tmp_path}/nothing.sock", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    import os
+
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    result = subprocess.run(
+        [sys.executable, "-c", "from mlshift.cli import main; main()", "image", "build", "--context", "ctx"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no Docker daemon answers" in result.stderr and "hint: start Docker" in result.stderr
+    assert not (tmp_path / "ctx").exists()  # nothing was written
+
+
+def test_the_docker_runtime_picks_the_image_that_has_the_models_framework() -> None:
+    from mlshift.local import DockerRuntime, ReplicaRuntime
+
+    runtime = DockerRuntime()  # no engine is contacted until a replica starts
+    assert isinstance(runtime, ReplicaRuntime)
+    assert runtime.image_for("sklearn") == runtime.image_for("predictor") == default_image()
+    assert runtime.image_for("onnx") == default_image(("onnx", "sklearn"))
+    assert DockerRuntime("my/serving:1").image_for("onnx") == "my/serving:1"
+
+
+def test_local_docker_is_a_variant_of_the_local_target_and_others_are_refused(tmp_path: Path) -> None:
+    from mlshift.local import DockerRuntime
+
+    client = mlshift.connect(f"local+docker://{tmp_path}/state")
+    assert isinstance(client.adapter.endpoints.runtime, DockerRuntime)  # type: ignore[attr-defined]
+    client.close()
+    with pytest.raises(ConfigError, match=r"no 'podman' variant.*local\+docker://"):
+        mlshift.connect(f"local+podman://{tmp_path}/state")
