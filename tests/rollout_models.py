@@ -31,3 +31,25 @@ def predictor(folder: Path, kind: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "predictor.py").write_text(_TEMPLATE.format(body=BODIES[kind]))
     return path
+
+
+def wide_models(folder: Path) -> dict[str, object]:
+    """Two scikit-learn classifiers: ``v1`` takes 20 features, ``v2`` (a mistake) takes 5.
+
+    Returns:
+        ``{"v1": path, "v2": path, "rows": rows of 20 values v1 accepts}``
+    """
+    import numpy as np
+    import skops.io as skops_io
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 20))
+    y = (x[:, 0] + x[:, 7] > 0).astype(int)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, width in (("v1", 20), ("v2", 5)):
+        path = folder / f"wide-{key}.skops"
+        skops_io.dump(LogisticRegression(max_iter=500).fit(x[:, :width], y), path)
+        paths[key] = path
+    return {**paths, "rows": x[:3].round(3).tolist()}

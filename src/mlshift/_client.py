@@ -236,6 +236,7 @@ class EndpointsAPI:
         checks: Sequence[GateCheck] = (),
         lock_timeout: float = 60.0,
         on_event: Callable[[ApplyEvent], None] | None = None,
+        allow_schema_change: bool = False,
     ) -> EndpointState:
         """Deploy a model version to an endpoint, creating the endpoint if needed.
 
@@ -248,6 +249,10 @@ class EndpointsAPI:
         puts traffic back and raises :class:`~mlshift.errors.RolloutFailed`. ``checks`` are
         extra gate checks: functions that get each :class:`~mlshift.plan.GateReading` and return
         ``False`` or a reason to fail.
+
+        A version whose inputs (column names, order, count, kinds) differ from those of the
+        version serving now is refused before anything changes, since its callers would get
+        errors; ``allow_schema_change=True`` lets it through when callers change with it.
 
         This is sugar over :meth:`Client.plan` and :meth:`Client.apply`.
 
@@ -308,6 +313,7 @@ class EndpointsAPI:
                 "tags": dict(tags if tags is not None else (state.tags if state else {})),
                 "rollout": {"strategy": rollout} if isinstance(rollout, str) else rollout,
                 "provider_options": {k: dict(v) for k, v in (provider_options or {}).items()},
+                "allow_schema_change": allow_schema_change,
             },
             f"endpoint {name!r}",
         )
@@ -353,6 +359,8 @@ class EndpointsAPI:
                     for v in previous.baseline
                 ],
                 "tags": current.tags,
+                # Going back to what served before: its callers are the ones it served.
+                "allow_schema_change": True,
             },
             f"endpoint {name!r}",
         )

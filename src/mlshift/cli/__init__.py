@@ -381,6 +381,9 @@ def deploy(
         str | None, typer.Option(help="gate: a sample payload (JSON or @FILE) sent to the new version.")
     ] = None,
     probe_rate: Annotated[float | None, typer.Option(help="gate: probes per second.")] = None,
+    allow_schema_change: Annotated[
+        bool, typer.Option(help="Deploy a version whose inputs differ from the serving one's.")
+    ] = False,
     lock_timeout: Annotated[
         float, typer.Option(help="Seconds to wait while another deploy changes this endpoint.")
     ] = 60.0,
@@ -409,6 +412,7 @@ def deploy(
         rollout=rollout,
         lock_timeout=lock_timeout,
         on_event=_progress(),
+        allow_schema_change=allow_schema_change,
     )
     if output == "json":
         _print_json(_endpoint_json(state))

@@ -34,7 +34,9 @@ class PlannedVariant(SpecModel):
     """A variant as the plan will create it.
 
     ``model`` is the resolved version; it is ``None`` only when the version is registered by
-    an earlier step of the same plan (then ``pending_model`` names it).
+    an earlier step of the same plan (then ``pending_model`` names it). ``schema_check`` says
+    how its inputs compare with those of the versions the endpoint serves, when it is new there
+    (``inputs match iris:1 (4 columns)``, ``no known signature for ...``).
     """
 
     name: str
@@ -43,6 +45,7 @@ class PlannedVariant(SpecModel):
     pending_model: str | None = None
     weight: int
     compute: Compute
+    schema_check: str | None = None
 
     @property
     def model_label(self) -> str:
@@ -96,7 +99,8 @@ class AddVariant(SpecModel):
 
     def describe(self) -> str:
         v = self.variant
-        return f"add variant {v.name} ({v.model_label}, {v.compute.size} x{v.compute.replicas}) at 0%"
+        text = f"add variant {v.name} ({v.model_label}, {v.compute.size} x{v.compute.replicas}) at 0%"
+        return f"{text}; {v.schema_check}" if v.schema_check else text
 
 
 class ReplaceVariant(SpecModel):
@@ -112,7 +116,8 @@ class ReplaceVariant(SpecModel):
         return f"endpoint {self.endpoint}"
 
     def describe(self) -> str:
-        return f"variant {self.variant.name}: model {self.old_model} -> {self.variant.model_label}"
+        text = f"variant {self.variant.name}: model {self.old_model} -> {self.variant.model_label}"
+        return f"{text}; {self.variant.schema_check}" if self.variant.schema_check else text
 
 
 class UpdateCompute(SpecModel):
@@ -289,6 +294,7 @@ class Rollout(SpecModel):
         else:
             how = "all at once"
         text = f"roll out {new}: {how}; gate: {_gate_text(s)}; rolls back on failure"
+        text += "".join(f"; {v.schema_check}" for v in self.candidates if v.schema_check)
         if self.native:
             return f"{text}; {self.runner or 'the target'} runs it natively"
         if self.engine_reason:

@@ -29,9 +29,10 @@ from mlshift.plan._actions import (
     UpdateTags,
 )
 from mlshift.plan._rollout import check_gate_observable
+from mlshift.plan._schema import compare_signatures
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import EndpointSpec
-from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
+from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion, Signature
 
 if TYPE_CHECKING:
     from mlshift.adapter import Adapter
@@ -291,17 +292,67 @@ def _as_rollout(
     return [*keep_before, rollout, *keep_after]
 
 
+def _check_schemas(
+    adapter: Adapter,
+    spec: EndpointSpec,
+    observed: EndpointState,
+    variants: list[PlannedVariant],
+    signatures: dict[str, Signature | None],
+) -> list[PlannedVariant]:
+    """Compare each new version's inputs with those of the versions serving now.
+
+    Returns the variants with :attr:`PlannedVariant.schema` set, for the plan to show.
+
+    Raises:
+        ConfigError: a new version that takes other inputs than a serving one, unless the
+            spec allows it (``allow_schema_change``).
+    """
+    serving = {v.model for v in observed.variants if v.weight > 0}
+    old_signatures: dict[str, Signature | None] = {}
+    out: list[PlannedVariant] = []
+    for index, v in enumerate(variants):
+        live = observed.variant(v.name)
+        label = v.model_label if v.model is not None else f"{v.pending_model}:(new version)"
+        unchanged = live is not None and v.model is not None and live.model == label
+        if unchanged or v.weight == 0 or label in serving:
+            out.append(v)
+            continue
+        new_sig = v.model.signature if v.model is not None else signatures.get(v.pending_model or "")
+        texts: list[str] = []
+        for old_label in sorted(serving):
+            if old_label not in old_signatures:
+                try:
+                    old_signatures[old_label] = adapter.models.get(ModelRef.parse(old_label)).signature
+                except (NotFound, ConfigError):
+                    old_signatures[old_label] = None  # deleted since, or not a model of this target
+            result = compare_signatures(label, new_sig, old_label, old_signatures[old_label])
+            if result.compatible is False and not spec.allow_schema_change:
+                raise ConfigError(
+                    f"endpoint {spec.name!r}: {result.text}",
+                    field=f"variants[{index}].model",
+                    hint=f"callers of {old_label} would get errors from {label}; deploy a version "
+                    "that takes the same inputs, or, if callers change with it, allow it: "
+                    "allow_schema_change=True (Python), allow_schema_change: true (mlshift.yaml), "
+                    "--allow-schema-change (CLI)",
+                )
+            texts.append(("schema change allowed: " if result.compatible is False else "") + result.text)
+        out.append(v.model_copy(update={"schema_check": "; ".join(texts)}) if texts else v)
+    return out
+
+
 def _plan_endpoint(
     adapter: Adapter,
     spec: EndpointSpec,
     observed: EndpointState | None,
     pending: dict[str, str],
     recover: bool = True,
+    signatures: dict[str, Signature | None] | None = None,
 ) -> list[Action]:
     variants = [_resolve_variant(adapter, spec, i, pending) for i in range(len(spec.variants))]
     recovery, observed = _recovery(adapter, spec.name, observed) if recover else ([], observed)
     if observed is None:
         return [CreateEndpoint(endpoint=spec.name, spec=spec, variants=tuple(variants))]
+    variants = _check_schemas(adapter, spec, observed, variants, signatures or {})
 
     actions: list[Action] = []
     desired = {v.name: v for v in variants}
@@ -366,6 +417,7 @@ def build_plan(
     actions: list[Action] = []
     unchanged: list[str] = []
     pending: dict[str, str] = {}
+    signatures: dict[str, Signature | None] = {}
     for i, model in enumerate(models):
         adapter.name_rules.model.check("model", model.name, adapter.uri.raw, field=f"models[{i}].name")
         if "://" in model.path:
@@ -378,6 +430,7 @@ def build_plan(
         if adapter.models.find_by_digest(model.name, digest) is None:
             actions.append(RegisterModel(model=model, digest=digest))
             pending[model.name] = digest
+            signatures[model.name] = model.signature
         else:
             unchanged.append(f"model {model.name}")
 
@@ -389,7 +442,7 @@ def build_plan(
         adapter.endpoints.validate(spec)
         state = adapter.endpoints.observe(spec.name)
         observed[spec.name] = state_fingerprint(state)
-        endpoint_actions = _plan_endpoint(adapter, spec, state, pending, recover)
+        endpoint_actions = _plan_endpoint(adapter, spec, state, pending, recover, signatures)
         if endpoint_actions:
             actions.extend(endpoint_actions)
         else:
