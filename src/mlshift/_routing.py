@@ -61,10 +61,12 @@ def spread_weights(total: int, weights: Mapping[str, int]) -> dict[str, int]:
 
 
 class SampleSummary(TypedDict):
-    """Requests seen in a window: how many, how many failed (5xx), and latency percentiles."""
+    """Requests seen in a window: how many, how many failed (5xx), how many were refused as the
+    caller's error (4xx), and latency percentiles."""
 
     requests: int
     errors: int
+    client_errors: int
     p50_ms: float | None
     p99_ms: float | None
 
@@ -78,6 +80,7 @@ def summarize(samples: Iterable[tuple[float, int, float]], since: float) -> Samp
     return SampleSummary(
         requests=len(recent),
         errors=sum(1 for s in recent if s[1] >= 500),
+        client_errors=sum(1 for s in recent if 400 <= s[1] < 500),
         p50_ms=latencies[len(latencies) // 2] if latencies else None,
         p99_ms=latencies[min(last, int(len(latencies) * 0.99))] if latencies else None,
     )

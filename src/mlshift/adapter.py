@@ -271,12 +271,19 @@ class Invocation(SpecModel):
 
 
 class VariantMetrics(SpecModel):
-    """Request counts and latencies for one variant over a window."""
+    """Request counts and latencies for one variant over a window.
+
+    Attributes:
+        errors: Answers that were the variant's fault (5xx).
+        client_errors: Requests the variant refused as the caller's error (4xx): a version that
+            rejects what its predecessor accepted shows here, not in ``errors``.
+    """
 
     variant: str
     window_seconds: float
     requests: int
     errors: int
+    client_errors: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
 

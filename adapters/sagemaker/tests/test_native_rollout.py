@@ -42,9 +42,12 @@ def test_a_canary_is_a_blue_green_update_guarded_by_alarms(
     }
     assert 600 <= policy["MaximumExecutionTimeoutInSeconds"] <= 28800
     alarms = [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]]
-    assert len(alarms) == 2 and alarms[0].endswith("-errors") and alarms[1].endswith("-p99")
+    assert len(alarms) == 3 and alarms[0].endswith("-errors")
+    assert alarms[1].endswith("-client-errors") and alarms[2].endswith("-p99")
     created = [c.params for c in aws.calls[mark:] if c.operation == "PutMetricAlarm"]
-    assert len(created) == 2
+    assert len(created) == 3
+    client_errors = next(c for c in created if c and c["AlarmName"].endswith("-client-errors"))
+    assert client_errors["Threshold"] == 0.01  # nothing refused before the rollout, + 1 point
     assert aws.resources()["alarms"] == []  # removed once the rollout finished
     assert len(aws.resources()["endpoint_configs"]) == len(aws.resources()["models"]) == 1
     record = main.endpoints.history("iris-ep")[0]

@@ -106,10 +106,18 @@ class _Progress:
     @staticmethod
     def _bake_text(d: dict[str, Any]) -> str:
         p99 = f" · p99 {d['p99_ms']:.1f}ms" if d.get("p99_ms") is not None else ""
+        if p99 and d.get("baseline_p99_ms") is not None:
+            p99 += f" (baseline {d['baseline_p99_ms']:.1f}ms)"
+        client = ""
+        if "client_errors" in d:
+            client = (
+                f" · {d['client_errors']} 4xx ({d['client_error_rate']:.1%}, "
+                f"baseline {d['baseline_client_error_rate']:.1%})"
+            )
         left = max(0.0, d["bake_s"] - d["elapsed_s"])
         return (
             f"  {d['stage_percent']}% on the new version · {left:4.1f}s of {d['bake_s']:g}s left · "
-            f"{d['requests']} requests · {d['errors']} errors ({d['error_rate']:.1%}){p99}"
+            f"{d['requests']} requests · {d['errors']} errors ({d['error_rate']:.1%}){client}{p99}"
         )
 
     def __call__(self, event: ApplyEvent) -> None:
@@ -376,6 +384,12 @@ def deploy(
     ] = None,
     max_error_rate: Annotated[float | None, typer.Option(help="gate: highest 5xx share, e.g. 0.01.")] = None,
     max_p99: Annotated[str | None, typer.Option(help="gate: highest p99 latency, e.g. 250ms.")] = None,
+    max_client_error_increase: Annotated[
+        float | None, typer.Option(help="gate: highest rise of the 4xx share over the baseline's, e.g. 0.01.")
+    ] = None,
+    max_p99_ratio: Annotated[
+        float | None, typer.Option(help="gate: highest p99 as a multiple of the baseline's.")
+    ] = None,
     min_requests: Annotated[int | None, typer.Option(help="gate: fewest requests to judge on.")] = None,
     probe: Annotated[
         str | None, typer.Option(help="gate: a sample payload (JSON or @FILE) sent to the new version.")
@@ -397,8 +411,9 @@ def deploy(
     """
     _check_output(output)
     rollout = _rollout_options(
-        strategy, percent, step_percent, bake, max_error_rate, max_p99, min_requests, probe, probe_rate
-    )
+        strategy, percent, step_percent, bake, max_error_rate, max_p99, min_requests, probe, probe_rate,
+        {"max_client_error_increase": max_client_error_increase, "max_p99_ratio": max_p99_ratio},
+    )  # fmt: skip
     client = _client(target)
     options = {"local": {"port": port}} if port is not None else None
     state = client.endpoints.deploy(
@@ -430,6 +445,7 @@ def _rollout_options(
     min_requests: int | None,
     probe: str | None,
     probe_rate: float | None,
+    more_gate: dict[str, float | None] | None = None,
 ) -> dict[str, Any] | None:
     """The --strategy flags as a rollout spec (validated later, with the rest of the spec)."""
     import json
@@ -461,6 +477,7 @@ def _rollout_options(
         ("max_error_rate", max_error_rate),
         ("max_p99", max_p99),
         ("min_requests", min_requests),
+        *(more_gate or {}).items(),
     ):
         if value is not None:
             gate[key] = value

@@ -241,8 +241,12 @@ class UpdateOptions(SpecModel):
 def _gate_text(strategy: RolloutStrategy) -> str:
     gate = strategy.gate
     parts = [f"errors <= {gate.max_error_rate:.2%}"]
+    if gate.max_client_error_increase is not None:
+        parts.append(f"4xx <= baseline + {gate.max_client_error_increase * 100:g} points")
     if gate.max_p99 is not None:
         parts.append(f"p99 <= {gate.max_p99 * 1000:g}ms")
+    if gate.max_p99_ratio is not None:
+        parts.append(f"p99 <= {gate.max_p99_ratio:g}x baseline")
     parts.append(f">= {gate.min_requests} requests")
     if gate.probe is not None:
         parts.append(f"probes {gate.probe.rate:g}/s")

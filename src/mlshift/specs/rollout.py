@@ -84,16 +84,26 @@ class Probe(SpecModel):
 class HealthGate(SpecModel):
     """When a new version counts as healthy, judged over each bake window.
 
+    Besides absolute limits, the gate judges the new version against the baseline (the version
+    serving before), over the same window: a version that refuses requests its predecessor
+    answered (HTTP 4xx, e.g. a changed input schema) fails even though it never answers 5xx.
+
     Attributes:
         max_error_rate: Highest share of 5xx answers (0.01 = 1%).
+        max_client_error_increase: Highest rise of the share of 4xx answers over the
+            baseline's, in absolute terms (0.01 = 1 percentage point); ``None`` turns it off.
         max_p99: Highest 99th-percentile latency, when set.
+        max_p99_ratio: Highest p99 latency as a multiple of the baseline's (2 = twice as slow),
+            when set.
         min_requests: Fewest requests the judgement may rest on; fewer fails the gate (an
             unobserved version is not a healthy one).
         probe: Synthetic requests to the new variant during the bake.
     """
 
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_client_error_increase: float | None = Field(default=0.01, ge=0, le=1)
     max_p99: Duration | None = Field(default=None, gt=0)
+    max_p99_ratio: float | None = Field(default=None, ge=1)
     min_requests: int = Field(default=20, ge=0)
     probe: Probe | None = None
 

@@ -8,6 +8,10 @@ mlshift                            SageMaker ``DeploymentConfig.BlueGreenUpdateP
 ``BlueGreen(bake)``                ``ALL_AT_ONCE``, wait ``bake`` with the old fleet still up
 ``HealthGate.max_error_rate``      a CloudWatch alarm per variant: 5xx / invocations > the rate
 ``HealthGate.max_p99``             a CloudWatch alarm per variant: ``ModelLatency`` p99 > the limit
+``max_client_error_increase``      a CloudWatch alarm per variant: 4xx / invocations > the share
+                                   the variant had in the hour before the rollout + the increase
+``HealthGate.max_p99_ratio``       not native: old and new fleets share a variant's metrics, so
+                                   mlshift's engine runs the rollout (variants side by side)
 =================================  ==============================================================
 
 The alarms go into ``AutoRollbackConfiguration``: if one fires during a bake, SageMaker moves all
@@ -49,7 +53,7 @@ def parse_strategy(data: Mapping[str, Any]) -> AllAtOnce | Canary | Linear | Blu
 
 
 def _alarms_per_variant(gate: HealthGate) -> int:
-    return 1 + (gate.max_p99 is not None)
+    return 1 + (gate.max_p99 is not None) + (gate.max_client_error_increase is not None)
 
 
 def native_refusal(
@@ -77,6 +81,11 @@ def native_refusal(
     gate = strategy.gate
     if gate.probe is not None:
         return "the gate sends probe requests, and SageMaker's guardrails judge by CloudWatch alarms only"
+    if gate.max_p99_ratio is not None:
+        return (
+            "the gate compares p99 latency with the baseline's, and during a blue/green update the old "
+            "and new fleets share one variant's metrics"
+        )
     if isinstance(strategy, Canary) and strategy.percent > 50:
         return f"a SageMaker canary is at most 50% of the new fleet, got {strategy.percent}%"
     if isinstance(strategy, Linear) and not 10 <= strategy.step_percent <= 50:
@@ -149,9 +158,19 @@ def deployment_config(strategy: Canary | Linear | BlueGreen, alarm_names: Sequen
 
 
 def alarm_requests(
-    endpoint: str, variants: Sequence[str], gate: HealthGate, run_id: str, tags: list[dict[str, str]]
+    endpoint: str,
+    variants: Sequence[str],
+    gate: HealthGate,
+    run_id: str,
+    tags: list[dict[str, str]],
+    client_error_rates: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """``put_metric_alarm`` requests that watch each variant against the gate."""
+    """``put_metric_alarm`` requests that watch each variant against the gate.
+
+    Args:
+        client_error_rates: Each variant's share of 4xx answers before the rollout (the
+            baseline the new fleet is judged against; missing: 0).
+    """
 
     def metric(metric_id: str, name: str, variant: str) -> dict[str, Any]:
         return {
@@ -197,6 +216,33 @@ def alarm_requests(
                 "Tags": tags,
             }
         )
+        if gate.max_client_error_increase is not None:
+            before = (client_error_rates or {}).get(variant, 0.0)
+            limit = min(1.0, before + gate.max_client_error_increase)
+            requests.append(
+                {
+                    "AlarmName": f"{base}-client-errors",
+                    "AlarmDescription": f"mlshift rollout {run_id} of {endpoint}/{variant}: 4xx share above "
+                    f"{limit:.2%} ({before:.2%} before the rollout + "
+                    f"{gate.max_client_error_increase * 100:g} points)",
+                    "Metrics": [
+                        metric("client_errors", "Invocation4XXErrors", variant),
+                        metric("invocations", "Invocations", variant),
+                        {
+                            "Id": "client_error_rate",
+                            "Expression": "FILL(client_errors, 0) / FILL(invocations, 1)",
+                            "Label": "4xx share",
+                            "ReturnData": True,
+                        },
+                    ],
+                    "ComparisonOperator": "GreaterThanThreshold",
+                    "Threshold": limit,
+                    "EvaluationPeriods": 1,
+                    "DatapointsToAlarm": 1,
+                    "TreatMissingData": "notBreaching",
+                    "Tags": tags,
+                }
+            )
         if gate.max_p99 is not None:
             requests.append(
                 {
