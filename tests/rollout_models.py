@@ -20,6 +20,11 @@ class Predictor:
 
 BODIES = {
     "good": "return [0 for _ in batch]",
+    # Labels by the first feature: "threshold-2" disagrees with "threshold-5" on x in [2, 5),
+    # "threshold-5.01" only on x = 5.0 (see shadow_rows).
+    "threshold-5": "return [int(row[0] >= 5) for row in batch]",
+    "threshold-2": "return [int(row[0] >= 2) for row in batch]",
+    "threshold-5.01": "return [int(row[0] >= 5.01) for row in batch]",
     "failing": 'raise RuntimeError("this version is broken")',
     "slow": "time.sleep(0.06)\n        return [0 for _ in batch]",
 }
@@ -53,3 +58,9 @@ def wide_models(folder: Path) -> dict[str, object]:
         skops_io.dump(LogisticRegression(max_iter=500).fit(x[:, :width], y), path)
         paths[key] = path
     return {**paths, "rows": x[:3].round(3).tolist()}
+
+
+def shadow_rows() -> list[list[float]]:
+    """200 rows whose first feature runs 0.0, 0.05, ..., 9.95: "threshold-2" disagrees with
+    "threshold-5" on 30% of them, "threshold-5.01" on 0.5%."""
+    return [[i / 20, 0.0, 0.0, 0.0] for i in range(200)]

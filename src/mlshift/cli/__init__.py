@@ -115,6 +115,13 @@ class _Progress:
                 f"baseline {d['baseline_client_error_rate']:.1%})"
             )
         left = max(0.0, d["bake_s"] - d["elapsed_s"])
+        if d.get("phase") == "shadow":
+            agreement = "-" if d.get("agreement") is None else f"{d['agreement']:.1%}"
+            return (
+                f"  shadow {d['shadow_percent']}% · {left:4.1f}s of {d['bake_s']:g}s left · "
+                f"{d['requests']} mirrored · agreement {agreement} over {d['rows']} rows · "
+                f"{d['errors']} errors ({d['error_rate']:.1%}){client}{p99}"
+            )
         return (
             f"  {d['stage_percent']}% on the new version · {left:4.1f}s of {d['bake_s']:g}s left · "
             f"{d['requests']} requests · {d['errors']} errors ({d['error_rate']:.1%}){client}{p99}"
@@ -161,6 +168,11 @@ class _Progress:
             if "weights" in detail:
                 split = ", ".join(f"{n} {w}%" for n, w in detail["weights"].items())
                 console.print(f"  traffic: {split}", markup=False)
+            elif "shadow" in detail:
+                console.print(
+                    f"  shadow: {detail['shadow_percent']}% of traffic copied to {detail['shadow']}",
+                    markup=False,
+                )
             elif "rollback" in detail:
                 console.print("  [red]rolling back:[/red] ", end="")
                 console.print(detail["rollback"], markup=False)

@@ -2,7 +2,9 @@
 
 It splits prediction requests across variants by weight (smooth weighted round-robin), names
 the variant that served each response in ``X-Mlshift-Variant`` (as SageMaker's
-``InvokedProductionVariant`` does), and counts per-variant status codes and latencies.
+``InvokedProductionVariant`` does), and counts per-variant status codes and latencies. With a
+shadow variant in the table, it mirrors a share of answered requests to it after the caller
+has its answer, and compares the two answers (``GET /_mlshift/shadow``).
 
 The routing table is a JSON file the local adapter replaces atomically; the router checks
 its identity (inode, mtime) on each request, so a weight change applies to the very next
@@ -26,7 +28,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from mlshift._routing import WeightedRoundRobin, summarize
+from mlshift._routing import (
+    MirrorShare,
+    ShadowSample,
+    WeightedRoundRobin,
+    compare_answers,
+    summarize,
+    summarize_shadow,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,6 +45,9 @@ Send = Callable[[Message], Awaitable[None]]
 PREDICT_PATHS = frozenset({"/invocations", "/predict", "/score"})
 TARGET_HEADER = b"x-mlshift-target-variant"
 _SAMPLES = 50_000
+#: Mirrored requests in flight at most; past it a request is not mirrored (and counted as
+#: skipped): the shadow must never queue up work that slows the callers' requests.
+_MAX_MIRRORS = 32
 
 
 class RoutingTable:
@@ -47,6 +59,7 @@ class RoutingTable:
         self.variants: dict[str, dict[str, Any]] = {}
         self.rr = WeightedRoundRobin({})
         self._replicas: dict[str, itertools.cycle[str]] = {}
+        self.shadow: dict[str, Any] | None = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -63,6 +76,7 @@ class RoutingTable:
         self._replicas = {
             n: itertools.cycle(v["backends"]) for n, v in self.variants.items() if v["backends"]
         }
+        self.shadow = _shadow_route(data, self.variants)
         self._key = key
 
     def backend(self, variant: str) -> str:
@@ -76,6 +90,10 @@ class Router:
         self.table = RoutingTable(routes)
         self.samples: dict[str, deque[tuple[float, int, float]]] = {}
         self._client: Any = None
+        self.shadow_samples: dict[str, deque[ShadowSample]] = {}
+        self.shadow_skipped: dict[str, deque[float]] = {}
+        self._mirror_share: MirrorShare | None = None
+        self._mirrors: set[asyncio.Task[None]] = set()
 
     async def _http(self) -> Any:
         if self._client is None:
@@ -109,6 +127,8 @@ class Router:
             await self._health(send)
         elif path == "/_mlshift/metrics" and method == "GET":
             await self._metrics(scope, send)
+        elif path == "/_mlshift/shadow" and method == "GET":
+            await self._shadow_metrics(scope, send)
         elif path == "/_mlshift/routes" and method == "GET":
             await _respond(send, 200, {"variants": list(self.table.variants.values())})
         else:
@@ -195,6 +215,79 @@ class Router:
             }
         )
         await send({"type": "http.response.body", "body": content})
+        if target is None:
+            self._maybe_mirror(name, bytes(body), forward, status, content, latency)
+
+    # ---------------------------------------------------------------- shadow traffic
+
+    def _maybe_mirror(
+        self, served_by: str, body: bytes, headers: dict[str, str], status: int, answer: bytes, latency: float
+    ) -> None:
+        """Copy an answered request to the shadow variant, in the background (the caller has
+        its answer already, so nothing here can slow or fail it)."""
+        shadow = self.table.shadow
+        if shadow is None or served_by == shadow["variant"] or status >= 500:
+            return
+        if self._mirror_share is None or self._mirror_share.percent != shadow["percent"]:
+            self._mirror_share = MirrorShare(shadow["percent"])
+        if not self._mirror_share.pick():
+            return
+        name = shadow["variant"]
+        if len(self._mirrors) >= _MAX_MIRRORS:
+            self.shadow_skipped.setdefault(name, deque(maxlen=_SAMPLES)).append(time.monotonic())
+            return
+        task = asyncio.ensure_future(
+            self._mirror(name, float(shadow.get("tolerance", 0.01)), body, headers, status, answer, latency)
+        )
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+    async def _mirror(
+        self,
+        name: str,
+        tolerance: float,
+        body: bytes,
+        headers: dict[str, str],
+        served_status: int,
+        served_answer: bytes,
+        served_latency: float,
+    ) -> None:
+        begun = time.monotonic()
+        start = time.perf_counter()
+        try:
+            client = await self._http()
+            resp = await client.post(self.table.backend(name) + "/invocations", content=body, headers=headers)
+            status, content = resp.status_code, resp.content
+        except Exception:  # a shadow that cannot answer is a failed shadow request, nothing more
+            status, content = 599, b""
+        latency = (time.perf_counter() - start) * 1000
+        rows = agreed = 0
+        if 200 <= status < 300 and 200 <= served_status < 300:
+            rows, agreed = compare_answers(served_answer, content, tolerance)
+        sample = ShadowSample(begun, status, latency, served_status, served_latency, rows, agreed)
+        self.shadow_samples.setdefault(name, deque(maxlen=_SAMPLES)).append(sample)
+
+    async def _shadow_metrics(self, scope: Scope, send: Send) -> None:
+        from urllib.parse import parse_qs
+
+        query = parse_qs(scope.get("query_string", b"").decode())
+        window = float(query.get("window", ["60"])[0])
+        since = time.monotonic() - window
+        names = set(self.shadow_samples) | set(self.shadow_skipped)
+        out = {
+            n: summarize_shadow(self.shadow_samples.get(n, ()), self.shadow_skipped.get(n, ()), since)
+            for n in names
+        }
+        await _respond(send, 200, {"window_seconds": window, "variants": out})
+
+
+def _shadow_route(data: dict[str, Any], variants: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The routing file's ``shadow`` entry, when it names a variant that has servers."""
+    shadow = data.get("shadow")
+    if not isinstance(shadow, dict) or not shadow.get("percent"):
+        return None
+    variant = variants.get(shadow.get("variant", ""))
+    return shadow if variant is not None and variant["backends"] else None
 
 
 async def _respond(send: Send, status: int, payload: Any) -> None:

@@ -10,7 +10,7 @@ from mlshift.adapter import OptionChange, VariantState
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelSpec, ModelVersion
-from mlshift.specs.rollout import BlueGreen, Canary, Linear, RolloutStrategy
+from mlshift.specs.rollout import BlueGreen, Canary, Linear, RolloutStrategy, Shadow
 
 __all__ = [
     "Action",
@@ -253,6 +253,16 @@ def _gate_text(strategy: RolloutStrategy) -> str:
     return ", ".join(parts)
 
 
+def _how(s: RolloutStrategy) -> str:
+    if isinstance(s, Canary):
+        return f"canary {s.percent}% for {s.bake:g}s, then all"
+    if isinstance(s, Linear):
+        return f"linear steps of {s.step_percent}% every {s.interval:g}s"
+    if isinstance(s, BlueGreen):
+        return f"blue/green, bake {s.bake:g}s"
+    return "all at once"
+
+
 class Rollout(SpecModel):
     """Move traffic to new versions step by step, watching a health gate, rolling back on failure.
 
@@ -289,15 +299,17 @@ class Rollout(SpecModel):
     def describe(self) -> str:
         new = ", ".join(f"{v.name}={v.model_label}" for v in self.candidates)
         s = self.strategy
-        if isinstance(s, Canary):
-            how = f"canary {s.percent}% for {s.bake:g}s, then all"
-        elif isinstance(s, Linear):
-            how = f"linear steps of {s.step_percent}% every {s.interval:g}s"
-        elif isinstance(s, BlueGreen):
-            how = f"blue/green, bake {s.bake:g}s"
+        if isinstance(s, Shadow):
+            then = _how(s.then)
+            how = (
+                f"shadow {s.percent}% of traffic for {s.duration:g}s (answers never returned; agreement "
+                f">= {s.min_agreement:.0%}, gate: {_gate_text(s)}), then {then}"
+            )
+            if isinstance(s.then, Canary):
+                how += f"; gate: {_gate_text(s.then)}"
         else:
-            how = "all at once"
-        text = f"roll out {new}: {how}; gate: {_gate_text(s)}; rolls back on failure"
+            how = f"{_how(s)}; gate: {_gate_text(s)}"
+        text = f"roll out {new}: {how}; rolls back on failure"
         text += "".join(f"; {v.schema_check}" for v in self.candidates if v.schema_check)
         if self.native:
             return f"{text}; {self.runner or 'the target'} runs it natively"

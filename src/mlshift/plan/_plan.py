@@ -176,6 +176,8 @@ def _check_capabilities(adapter: Adapter, spec: EndpointSpec) -> None:
         needs.append((Capability.TRAFFIC_SPLIT, "more than one variant"))
     if spec.autoscaling is not None:
         needs.append((Capability.AUTOSCALING, "autoscaling"))
+    if spec.rollout is not None and spec.rollout.strategy == "shadow":
+        needs.append((Capability.SHADOW_TRAFFIC, "a shadow rollout"))
     sizes = {spec.compute_for(v).size for v in spec.variants}
     if any(s.startswith("gpu") for s in sizes):
         needs.append((Capability.GPU, "a GPU size"))
@@ -243,9 +245,11 @@ def _rollout_runner(
     """
     if Capability.NATIVE_ROLLOUT not in adapter.capabilities:
         return False, None, None
+    runner = getattr(adapter.endpoints, "target_name", None) or adapter.uri.raw
+    if spec.rollout is not None and spec.rollout.strategy == "shadow":
+        return False, runner, "shadow rollouts compare answers on mlshift's engine"
     refusal = getattr(adapter.endpoints, "native_rollout_refusal", None)
     reason: str | None = refusal(spec, observed) if refusal is not None else None
-    runner = getattr(adapter.endpoints, "target_name", None) or adapter.uri.raw
     if reason is None:
         return True, runner, None
     check_gate_observable(adapter, spec, native=False)
@@ -264,6 +268,14 @@ def _as_rollout(
     replaced = [a.variant for a in actions if isinstance(a, ReplaceVariant)]
     if not candidates and not replaced:
         return actions
+    if strategy.strategy == "shadow" and len(candidates) + len(replaced) > 1:
+        names = ", ".join(v.name for v in candidates + replaced)
+        raise ConfigError(
+            f"endpoint {spec.name!r}: a shadow rollout compares one new version with what serves, "
+            f"but this plan brings {len(candidates) + len(replaced)} ({names})",
+            field="rollout",
+            hint="roll out one new version at a time",
+        )
     taken = {v.name for v in observed.variants} | set(final)
     staging = {}
     for v in replaced:

@@ -34,13 +34,14 @@ from mlshift.adapter import (
     ResolvedVariant,
     RolloutPhase,
     RolloutRecord,
+    ShadowMetrics,
     VariantMetrics,
     VariantState,
 )
 from mlshift.errors import ConfigError, MlshiftError, ProviderError, RolloutFailed, UnsupportedOperation
 from mlshift.plan._actions import PlannedVariant, RecoverRollout, Rollout
 from mlshift.specs.model import ModelVersion
-from mlshift.specs.rollout import HealthGate
+from mlshift.specs.rollout import HealthGate, Shadow
 
 if TYPE_CHECKING:
     from mlshift.adapter import Adapter
@@ -99,6 +100,14 @@ class GateReading:
     baseline_requests: int = 0
     baseline_client_errors: int = 0
     baseline_p99_ms: float | None = None
+    rows: int = 0
+    agreed_rows: int = 0
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of compared rows on which the new version agreed with the serving one (shadow
+        rollouts; ``None`` when nothing was compared)."""
+        return self.agreed_rows / self.rows if self.rows else None
 
     @property
     def error_rate(self) -> float:
@@ -133,6 +142,9 @@ class GateReading:
             data["p50_ms"] = round(self.p50_ms, 2)
         if self.baseline_p99_ms is not None:
             data["baseline_p99_ms"] = round(self.baseline_p99_ms, 2)
+        if self.agreement is not None:
+            data["rows"] = float(self.rows)
+            data["agreement"] = round(self.agreement, 4)
         return data
 
     def with_baseline(self, other: _Group) -> GateReading:
@@ -183,9 +195,11 @@ class _Group:
         ).with_baseline(baseline)
 
 
-def gate_thresholds(gate: HealthGate) -> dict[str, float]:
+def gate_thresholds(gate: HealthGate, shadow: Shadow | None = None) -> dict[str, float]:
     """The gate's limits, as ``RolloutFailed.measurements`` carries them beside the readings."""
     data = {"max_error_rate": gate.max_error_rate, "min_requests": float(gate.min_requests)}
+    if shadow is not None:
+        data["min_agreement"] = shadow.min_agreement
     if gate.max_client_error_increase is not None:
         data["max_client_error_increase"] = gate.max_client_error_increase
     if gate.max_p99 is not None:
@@ -244,6 +258,17 @@ def check_gate_observable(adapter: Adapter, spec: EndpointSpec, *, native: bool 
     """
     strategy = spec.rollout
     if strategy is None or strategy.strategy == "all-at-once":
+        return
+    if isinstance(strategy, Shadow):
+        # The shadow phase is judged on mirrored live traffic (read_shadow), not on metrics or
+        # probes; what follows it is judged like any rollout.
+        if strategy.gate.probe is not None:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: a shadow phase is judged on mirrored live traffic, not probes",
+                field="rollout.gate.probe",
+                hint="put the probe in rollout.then.gate (a canary after the shadow phase)",
+            )
+        check_gate_observable(adapter, spec.model_copy(update={"rollout": strategy.then}), native=False)
         return
     gate = strategy.gate
     caps = adapter.capabilities
@@ -451,7 +476,7 @@ def _set_weights(ctx: _Context, weights: Mapping[str, int]) -> EndpointState:
 
 
 def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
-    gate = ctx.action.strategy.gate
+    gate = _traffic_strategy(ctx.action).gate
     where = f"{share}% traffic" if share else "pre-traffic probes"
     names = ctx.live_names()
     use_metrics = Capability.METRICS in ctx.adapter.capabilities
@@ -521,6 +546,107 @@ def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
     finally:
         if prober is not None:
             prober.__exit__()
+
+
+def _traffic_strategy(action: Rollout) -> Any:
+    """The strategy that moves traffic: a shadow rollout's ``then``, else the rollout's own."""
+    strategy = action.strategy
+    return strategy.then if isinstance(strategy, Shadow) else strategy
+
+
+def _shadow_reading(m: ShadowMetrics | None, elapsed: float) -> GateReading:
+    if m is None:
+        return GateReading(stage=0, elapsed=elapsed, requests=0, errors=0)
+    return GateReading(
+        stage=0,
+        elapsed=elapsed,
+        requests=m.requests,
+        errors=m.errors,
+        client_errors=m.client_errors,
+        p99_ms=m.p99_ms,
+        # The baseline answered the very same requests.
+        baseline_requests=m.requests,
+        baseline_client_errors=m.baseline_client_errors,
+        baseline_p99_ms=m.baseline_p99_ms,
+        rows=m.rows,
+        agreed_rows=m.agreed_rows,
+    )
+
+
+def _shadow_phase(ctx: _Context, strategy: Shadow) -> GateReading:
+    """Mirror live traffic to the candidate for ``strategy.duration`` and judge its answers.
+
+    Raises:
+        _GateFailed: errors, latency or client errors beyond the gate, agreement below
+            ``min_agreement``, or too few mirrored requests to judge.
+    """
+    endpoints = ctx.adapter.endpoints
+    name = ctx.live_names()[0]
+    gate = strategy.gate
+    where = "the shadow phase"
+    ctx.journal.step(f"mirror {strategy.percent}% of traffic to {name}")
+    endpoints.set_shadow(ctx.endpoint, name, strategy.percent, tolerance=strategy.max_relative_error).wait(
+        ctx.timeout
+    )
+    ctx.emit({"shadow_percent": strategy.percent, "shadow": name})
+    start = time.monotonic()
+    poll = min(1.0, max(0.05, strategy.duration / 20))
+    try:
+        while True:
+            elapsed = time.monotonic() - start
+            done = elapsed >= strategy.duration
+            reading = _shadow_reading(endpoints.read_shadow(ctx.endpoint, name, max(elapsed, 0.001)), elapsed)
+            ctx.emit(
+                {
+                    "phase": "shadow",
+                    "stage_percent": 0,
+                    "shadow_percent": strategy.percent,
+                    "elapsed_s": round(elapsed, 2),
+                    "bake_s": strategy.duration,
+                    "requests": reading.requests,
+                    "errors": reading.errors,
+                    "error_rate": round(reading.error_rate, 4),
+                    "client_errors": reading.client_errors,
+                    "client_error_rate": round(reading.client_error_rate, 4),
+                    "baseline_client_error_rate": round(reading.baseline_client_error_rate, 4),
+                    "p99_ms": None if reading.p99_ms is None else round(reading.p99_ms, 2),
+                    "baseline_p99_ms": None
+                    if reading.baseline_p99_ms is None
+                    else round(reading.baseline_p99_ms, 2),
+                    "rows": reading.rows,
+                    "agreement": None if reading.agreement is None else round(reading.agreement, 4),
+                }
+            )
+            reason = _judge(gate, reading, done, where)
+            # Agreement is judged over the whole phase: early windows of a good version can
+            # hold a disagreement or two that the full sample would absorb.
+            if reason is None and done and reading.requests >= gate.min_requests:
+                agreement = reading.agreement
+                if agreement is None:
+                    reason = f"gate failed in {where}: no answer of {name} could be compared"
+                elif agreement < strategy.min_agreement:
+                    reason = (
+                        f"gate failed in {where}: agreement {agreement:.1%} < {strategy.min_agreement:.1%} "
+                        f"({reading.agreed_rows} of {reading.rows} rows agreed with the serving version)"
+                    )
+            for check in ctx.checks if reason is None else ():
+                verdict = check(reading)
+                if verdict is False or isinstance(verdict, str):
+                    label = getattr(check, "__name__", "check")
+                    reason = f"check {label} failed in {where}" + (
+                        f": {verdict}" if isinstance(verdict, str) else ""
+                    )
+            if reason is not None:
+                raise _GateFailed(reason, reading)
+            if done:
+                return reading
+            time.sleep(poll)
+    finally:
+        ctx.journal.step(f"stop mirroring to {name}")
+        try:
+            endpoints.set_shadow(ctx.endpoint, name, 0).wait(ctx.timeout)
+        except MlshiftError:
+            pass  # removing the variant (rollback) stops its mirror as well
 
 
 def _resolved(variant: PlannedVariant, registered: Mapping[str, ModelVersion], name: str) -> ResolvedVariant:
@@ -632,6 +758,8 @@ def run_rollout(
             journal.step(f"add variant {name} ({v.model_label}) at 0%")
             journal.added(name)
             endpoints.add_variant(action.endpoint, _resolved(v, registered, name)).wait(timeout)
+        if isinstance(action.strategy, Shadow):
+            reading = _shadow_phase(ctx, action.strategy)
         for share in _stage_plan(action):
             current = [
                 v.name for v in (endpoints.observe(action.endpoint) or EndpointState(name="")).variants
@@ -639,7 +767,7 @@ def run_rollout(
             weights = _weights_at(ctx, share, current)
             _set_weights(ctx, weights)
             emit({"stage_percent": share, "weights": weights})
-            bake = action.strategy.bake_for(share)
+            bake = _traffic_strategy(action).bake_for(share)
             if bake > 0:
                 reading = _bake(ctx, share, bake) or reading
     except (_GateFailed, MlshiftError, KeyboardInterrupt) as exc:
@@ -649,7 +777,10 @@ def run_rollout(
             reason = "interrupted"
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        measurements = {**(reading.as_measurements() if reading else {}), **gate_thresholds(gate)}
+        shadow = action.strategy if isinstance(action.strategy, Shadow) else None
+        phase_gate = gate if shadow is not None and (reading is None or reading.stage == 0) else None
+        thresholds = gate_thresholds(phase_gate or _traffic_strategy(action).gate, shadow)
+        measurements = {**(reading.as_measurements() if reading else {}), **thresholds}
         emit({"rollback": reason})
         journal.step(f"roll back: {reason}")
         _rollback(adapter, journal, action.baseline, timeout)

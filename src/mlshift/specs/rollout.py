@@ -18,6 +18,7 @@ __all__ = [
     "Linear",
     "Probe",
     "RolloutStrategy",
+    "Shadow",
     "parse_duration",
 ]
 
@@ -191,7 +192,49 @@ class BlueGreen(_Strategy):
         return self.bake
 
 
+def _strategy_name(value: Any) -> Any:
+    return {"strategy": value} if isinstance(value, str) else value
+
+
+class Shadow(_Strategy):
+    """Mirror a share of live traffic to the new version first; promote it only if it agrees.
+
+    The new version gets a copy of ``percent`` of the requests, sent after the serving version
+    has answered; its answers are compared with the serving version's on the same requests and
+    never returned to callers. After ``duration``, the new version is promoted the way ``then``
+    says — or removed, when it failed the gate: errors, latency, client errors beside the serving
+    version's, or agreement below ``min_agreement``. Needs a target with ``SHADOW_TRAFFIC``.
+
+    Attributes:
+        percent: Share of live requests copied to the new version (1-100).
+        duration: How long to compare before deciding.
+        min_agreement: Lowest share of rows on which both versions agree (0.99 = 99%).
+        max_relative_error: Numbers (regression outputs, scores) agree when they differ by at
+            most this share of the larger one; labels agree when equal.
+        then: How traffic moves once the shadow phase passed: ``all-at-once`` (default) or a
+            ``Canary`` (``then="canary"`` or ``Canary(percent=10, bake="5m")``).
+        gate: Judges the new version's answers to the mirrored requests (``min_requests`` of
+            them at least; ``max_client_error_increase`` against the serving version's answers to
+            the same requests).
+    """
+
+    strategy: Literal["shadow"] = "shadow"
+    percent: int = Field(default=10, ge=1, le=100)
+    duration: Duration = Field(default=300.0, gt=0)
+    min_agreement: float = Field(default=0.99, ge=0, le=1)
+    max_relative_error: float = Field(default=0.01, ge=0)
+    then: Annotated[AllAtOnce | Canary, BeforeValidator(_strategy_name), Field(discriminator="strategy")] = (
+        Field(default_factory=AllAtOnce)
+    )
+
+    def stages(self) -> list[int]:
+        return self.then.stages()
+
+    def bake_for(self, stage: int) -> float:
+        return self.then.bake_for(stage)
+
+
 RolloutStrategy = Annotated[
-    AllAtOnce | Canary | Linear | BlueGreen,
+    AllAtOnce | Canary | Linear | BlueGreen | Shadow,
     Field(discriminator="strategy"),
 ]

@@ -42,7 +42,7 @@ from mlshift.adapter import (
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound, ProviderError, RolloutFailed
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef
-from mlshift.specs.rollout import AllAtOnce, HealthGate
+from mlshift.specs.rollout import AllAtOnce, HealthGate, Shadow
 from mlshift_sagemaker._metrics import read_variant_metrics
 from mlshift_sagemaker._naming import config_name, config_prefix, fingerprint, model_name, model_prefix
 from mlshift_sagemaker._operation import PENDING, AwsOperation
@@ -1419,6 +1419,7 @@ class SageMakerEndpointService(BaseEndpointService):
         live = self._require_in_service(name)
         wanted = list(rollout.final_weights)
         check_native_rollout(name, strategy, wanted, [s.name for s in live.slots])
+        assert not isinstance(strategy, Shadow)  # refused just above
         options = self._options_for(name)
         candidates = {c.name: c for c in rollout.candidates}
         slots: builtins.list[_Slot] = []

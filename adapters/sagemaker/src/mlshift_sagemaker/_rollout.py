@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from mlshift.errors import UnsupportedOperation
-from mlshift.specs.rollout import AllAtOnce, BlueGreen, Canary, HealthGate, Linear, RolloutStrategy
+from mlshift.specs.rollout import AllAtOnce, BlueGreen, Canary, HealthGate, Linear, RolloutStrategy, Shadow
 
 __all__ = ["alarm_requests", "check_native_rollout", "deployment_config", "native_refusal", "parse_strategy"]
 
@@ -44,10 +44,10 @@ MAX_ALARMS = 10
 #: Time allowed for provisioning the new fleet, on top of the bakes, before SageMaker gives up.
 PROVISIONING_ALLOWANCE = 1800
 
-_STRATEGIES: TypeAdapter[AllAtOnce | Canary | Linear | BlueGreen] = TypeAdapter(RolloutStrategy)
+_STRATEGIES: TypeAdapter[AllAtOnce | Canary | Linear | BlueGreen | Shadow] = TypeAdapter(RolloutStrategy)
 
 
-def parse_strategy(data: Mapping[str, Any]) -> AllAtOnce | Canary | Linear | BlueGreen:
+def parse_strategy(data: Mapping[str, Any]) -> AllAtOnce | Canary | Linear | BlueGreen | Shadow:
     """A strategy from its JSON form (as :class:`~mlshift.adapter.NativeRollout` carries it)."""
     return _STRATEGIES.validate_python(dict(data))
 
@@ -57,7 +57,7 @@ def _alarms_per_variant(gate: HealthGate) -> int:
 
 
 def native_refusal(
-    strategy: AllAtOnce | Canary | Linear | BlueGreen,
+    strategy: AllAtOnce | Canary | Linear | BlueGreen | Shadow,
     wanted: Sequence[str],
     live: Sequence[str] | None,
 ) -> str | None:
@@ -73,6 +73,8 @@ def native_refusal(
     """
     if isinstance(strategy, AllAtOnce):
         return None
+    if isinstance(strategy, Shadow):
+        return "shadow rollouts compare answers on mlshift's engine"
     if live is not None and sorted(live) != sorted(wanted):
         return (
             f"the variants change ({', '.join(live)} -> {', '.join(wanted)}) and SageMaker's blue/green "
@@ -101,7 +103,7 @@ def native_refusal(
 
 def check_native_rollout(
     endpoint: str,
-    strategy: AllAtOnce | Canary | Linear | BlueGreen,
+    strategy: AllAtOnce | Canary | Linear | BlueGreen | Shadow,
     wanted: Sequence[str],
     live: Sequence[str] | None,
 ) -> None:
