@@ -10,6 +10,8 @@ import pytest
 
 import mlshift
 from mlshift.errors import RolloutFailed
+from mlshift.plan import GateReading
+from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe
 from rollout_models import predictor, wide_models
 
@@ -103,3 +105,38 @@ def test_progress_line_shows_client_errors_and_the_baseline() -> None:
     assert (
         "40 requests · 0 errors (0.0%) · 40 4xx (100.0%, baseline 0.0%) · p99 3.0ms (baseline 2.5ms)" in text
     )
+
+
+def test_checks_with_a_rollout_the_target_would_run_natively_run_on_the_engine(tmp_path: Path) -> None:
+    caps = "traffic_split,targeted_invoke,metrics,native_rollout"
+    with mlshift.connect(f"memory://?capabilities={caps}") as client:
+        client.models.register("m", predictor(tmp_path, "good"))
+        client.models.register("m", predictor(tmp_path, "good"), tags={"v": "2"})
+        client.models.register("m", predictor(tmp_path, "good"), tags={"v": "3"})
+        client.endpoints.deploy("m", "m:1")
+        seen: list[int] = []
+
+        def watched(reading: GateReading) -> None:
+            seen.append(reading.requests)
+
+        rollout = canary([[0.0] * 4]).model_copy(update={"bake": 0.3})
+        spec = EndpointSpec.model_validate(
+            {"name": "m", "variants": [{"name": "m-v2", "model": "m:2"}], "rollout": rollout}
+        )
+        planned = client.plan(spec, checks=True)
+        assert "mlshift runs it: checks= were given" in planned.render()
+        client.endpoints.deploy("m", "m:2", rollout=rollout, checks=[watched])
+        assert seen, "the check was never called"
+        assert "native_rollout" not in [c[0] for c in client.adapter.calls]  # type: ignore[attr-defined]
+
+        # A plan made without knowing of the checks is run on the engine all the same.
+        seen.clear()
+        plan = client.plan(
+            EndpointSpec.model_validate(
+                {"name": "m", "variants": [{"name": "m-v3", "model": "m:3"}], "rollout": rollout}
+            )
+        )
+        assert "runs it natively" in plan.render()
+        client.apply(plan, checks=[watched])
+        assert seen and "native_rollout" not in [c[0] for c in client.adapter.calls]  # type: ignore[attr-defined]
+        assert client.endpoints.get("m").weights == {"m-v3": 100}

@@ -317,7 +317,7 @@ class EndpointsAPI:
             },
             f"endpoint {name!r}",
         )
-        plan = self._client.plan(spec)
+        plan = self._client.plan(spec, checks=bool(checks))
         self._client.apply(plan, on_event=on_event, checks=checks, lock_timeout=lock_timeout)
         return self.get(name)
 
@@ -661,9 +661,15 @@ class Client:
         return f"<mlshift.Client {self.target}>"
 
     def plan(
-        self, specs: ProjectFile | EndpointSpec | ModelSpec | Iterable[EndpointSpec | ModelSpec]
+        self,
+        specs: ProjectFile | EndpointSpec | ModelSpec | Iterable[EndpointSpec | ModelSpec],
+        *,
+        checks: bool = False,
     ) -> Plan:
         """What applying ``specs`` would change. Reads only; changes nothing.
+
+        ``checks=True``: the apply will pass gate checks, which only mlshift's rollout engine
+        calls, so the plan runs every rollout there (never hands one to the target).
 
         Raises:
             ConfigError, UnsupportedOperation, NotFound: before any side effect.
@@ -674,11 +680,11 @@ class Client:
         from mlshift.specs.project import ProjectFile
 
         if isinstance(specs, ProjectFile):
-            return build_plan(self.adapter, models=specs.models, endpoints=specs.endpoints)
+            return build_plan(self.adapter, models=specs.models, endpoints=specs.endpoints, checks=checks)
         items = [specs] if isinstance(specs, (EndpointSpec, ModelSpec)) else list(specs)
         models = [s for s in items if isinstance(s, ModelSpec)]
         endpoints = [s for s in items if isinstance(s, EndpointSpec)]
-        return build_plan(self.adapter, models=models, endpoints=endpoints)
+        return build_plan(self.adapter, models=models, endpoints=endpoints, checks=checks)
 
     def apply(
         self,
@@ -702,7 +708,7 @@ class Client:
         from mlshift.plan import Plan, apply_plan
 
         if not isinstance(plan, Plan):
-            plan = self.plan(plan)
+            plan = self.plan(plan, checks=bool(checks))
         return apply_plan(self.adapter, plan, on_event=on_event, checks=checks, lock_timeout=lock_timeout)
 
     def close(self) -> None:

@@ -235,7 +235,7 @@ def _staging_name(name: str, taken: set[str]) -> str:
 
 
 def _rollout_runner(
-    adapter: Adapter, spec: EndpointSpec, observed: EndpointState
+    adapter: Adapter, spec: EndpointSpec, observed: EndpointState, checks: bool = False
 ) -> tuple[bool, str | None, str | None]:
     """Who runs this spec's rollout: ``(native, runner, engine_reason)``.
 
@@ -250,6 +250,8 @@ def _rollout_runner(
         return False, runner, "shadow rollouts compare answers on mlshift's engine"
     refusal = getattr(adapter.endpoints, "native_rollout_refusal", None)
     reason: str | None = refusal(spec, observed) if refusal is not None else None
+    if reason is None and checks:
+        reason = "checks= were given, which only mlshift's engine calls"
     if reason is None:
         return True, runner, None
     check_gate_observable(adapter, spec, native=False)
@@ -257,7 +259,7 @@ def _rollout_runner(
 
 
 def _as_rollout(
-    adapter: Adapter, spec: EndpointSpec, observed: EndpointState, actions: list[Action]
+    adapter: Adapter, spec: EndpointSpec, observed: EndpointState, actions: list[Action], checks: bool = False
 ) -> list[Action]:
     """Fold the traffic-moving actions of a plan into one gated :class:`Rollout`."""
     strategy = spec.rollout
@@ -288,7 +290,7 @@ def _as_rollout(
         if (isinstance(a, AddVariant) and final[a.variant.name] == 0) or isinstance(a, UpdateCompute)
     ]
     keep_after = [a for a in actions if not isinstance(a, (*moved, UpdateCompute))]
-    native, runner, engine_reason = _rollout_runner(adapter, spec, observed)
+    native, runner, engine_reason = _rollout_runner(adapter, spec, observed, checks)
     rollout = Rollout(
         endpoint=spec.name,
         strategy=strategy,
@@ -359,6 +361,7 @@ def _plan_endpoint(
     pending: dict[str, str],
     recover: bool = True,
     signatures: dict[str, Signature | None] | None = None,
+    checks: bool = False,
 ) -> list[Action]:
     variants = [_resolve_variant(adapter, spec, i, pending) for i in range(len(spec.variants))]
     recovery, observed = _recovery(adapter, spec.name, observed) if recover else ([], observed)
@@ -403,7 +406,7 @@ def _plan_endpoint(
                 endpoint=spec.name, autoscaling=spec.autoscaling, old_autoscaling=observed.autoscaling
             )
         )
-    return [*recovery, *_as_rollout(adapter, spec, observed, actions)]
+    return [*recovery, *_as_rollout(adapter, spec, observed, actions, checks)]
 
 
 def build_plan(
@@ -412,12 +415,14 @@ def build_plan(
     models: Sequence[ModelSpec] = (),
     endpoints: Iterable[EndpointSpec] = (),
     recover: bool = True,
+    checks: bool = False,
 ) -> Plan:
     """Diff desired models and endpoints against the target's live state.
 
     Nothing is changed: the planner only reads (artifact digests, registry, endpoint state).
     A rollout a dead process left open is recovered first (``recover=False`` diffs against the
-    state as it is).
+    state as it is). ``checks=True`` says the apply will pass gate checks (``checks=``): only
+    mlshift's engine calls them, so no rollout is handed to the target.
 
     Raises:
         ConfigError: a spec the target cannot take (names, options, ports).
@@ -454,7 +459,7 @@ def build_plan(
         adapter.endpoints.validate(spec)
         state = adapter.endpoints.observe(spec.name)
         observed[spec.name] = state_fingerprint(state)
-        endpoint_actions = _plan_endpoint(adapter, spec, state, pending, recover, signatures)
+        endpoint_actions = _plan_endpoint(adapter, spec, state, pending, recover, signatures, checks)
         if endpoint_actions:
             actions.extend(endpoint_actions)
         else:

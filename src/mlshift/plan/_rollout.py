@@ -726,6 +726,12 @@ def run_rollout(
     gate = action.strategy.gate
 
     native = action.native if action.native is not None else Capability.NATIVE_ROLLOUT in adapter.capabilities
+    if native and checks:
+        # A target that runs the rollout itself never calls mlshift's checks: rather than ignore
+        # them, run it here (a plan made with the checks known says so already).
+        journal.step("checks= were given, which only mlshift's engine calls: run the rollout here")
+        emit({"engine_reason": "checks= were given, which only mlshift's engine calls"})
+        native = False
     if native:
         journal.step("hand the rollout to the target")
         request = NativeRollout(
@@ -739,6 +745,11 @@ def run_rollout(
             state = endpoints.native_rollout(action.endpoint, request).wait(timeout)
         except RolloutFailed as exc:
             journal.phase("rolled_back", reason=exc.reason or str(exc), measurements=exc.measurements)
+            raise
+        except (MlshiftError, KeyboardInterrupt) as exc:
+            # Refused (a hand-made plan the target cannot run) or failed: never leave the record
+            # open, or the next plan would try to recover a rollout that never started.
+            journal.phase("failed", reason=f"{type(exc).__name__}: {exc}")
             raise
         journal.phase("succeeded")
         return state
