@@ -186,3 +186,11 @@ def test_mirror_share_is_exact_and_even() -> None:
 )
 def test_compare_answers(a: bytes, b: bytes, expected: tuple[int, int]) -> None:
     assert compare_answers(a, b, 0.01) == expected
+
+
+def test_cli_strategy_shadow_takes_percent_and_bake_as_duration() -> None:
+    from mlshift.cli import _rollout_options
+
+    spec = _rollout_options("shadow", 20, None, "5s", None, None, None, None, None)
+    assert spec == {"strategy": "shadow", "gate": {}, "percent": 20, "duration": "5s"}
+    assert Shadow.model_validate(spec).duration == 5.0

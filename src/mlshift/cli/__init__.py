@@ -388,11 +388,19 @@ def deploy(
     port: Annotated[
         int | None, typer.Option(help="local target: the endpoint's port (new endpoints).")
     ] = None,
-    strategy: Annotated[str, typer.Option(help="all-at-once | canary | linear | blue-green")] = "all-at-once",
-    percent: Annotated[int | None, typer.Option(help="canary: its share of traffic while baking.")] = None,
+    strategy: Annotated[
+        str, typer.Option(help="all-at-once | canary | linear | blue-green | shadow")
+    ] = "all-at-once",
+    percent: Annotated[
+        int | None, typer.Option(help="canary: its share of traffic while baking; shadow: share mirrored.")
+    ] = None,
     step_percent: Annotated[int | None, typer.Option(help="linear: traffic moved per step.")] = None,
     bake: Annotated[
-        str | None, typer.Option(help="canary/blue-green bake, or linear step interval: 30s, 5m.")
+        str | None,
+        typer.Option(help="canary/blue-green bake, linear step interval, shadow duration: 30s, 5m."),
+    ] = None,
+    min_agreement: Annotated[
+        float | None, typer.Option(help="shadow: lowest share of rows both versions agree on, e.g. 0.99.")
     ] = None,
     max_error_rate: Annotated[float | None, typer.Option(help="gate: highest 5xx share, e.g. 0.01.")] = None,
     max_p99: Annotated[str | None, typer.Option(help="gate: highest p99 latency, e.g. 250ms.")] = None,
@@ -426,6 +434,10 @@ def deploy(
         strategy, percent, step_percent, bake, max_error_rate, max_p99, min_requests, probe, probe_rate,
         {"max_client_error_increase": max_client_error_increase, "max_p99_ratio": max_p99_ratio},
     )  # fmt: skip
+    if min_agreement is not None:
+        if rollout is None or rollout["strategy"] != "shadow":
+            raise typer.BadParameter("--min-agreement needs --strategy shadow", param_hint="--min-agreement")
+        rollout["min_agreement"] = min_agreement
     client = _client(target)
     options = {"local": {"port": port}} if port is not None else None
     state = client.endpoints.deploy(
@@ -464,7 +476,7 @@ def _rollout_options(
 
     from mlshift.errors import ConfigError
 
-    known = ("all-at-once", "canary", "linear", "blue-green")
+    known = ("all-at-once", "canary", "linear", "blue-green", "shadow")
     if strategy not in known:
         raise typer.BadParameter(
             f"expected one of {', '.join(known)}; got {strategy!r}", param_hint="--strategy"
@@ -474,6 +486,7 @@ def _rollout_options(
         "canary": {"--percent", "--bake"},
         "linear": {"--step-percent", "--bake"},
         "blue-green": {"--bake"},
+        "shadow": {"--percent", "--bake"},
     }
     wrong = [
         flag
@@ -510,7 +523,7 @@ def _rollout_options(
     if step_percent is not None:
         spec["step_percent"] = step_percent
     if bake is not None:
-        spec["interval" if strategy == "linear" else "bake"] = bake
+        spec[{"linear": "interval", "shadow": "duration"}.get(strategy, "bake")] = bake
     return spec
 
 
