@@ -144,9 +144,12 @@ def compare_answers(primary: bytes, shadow: bytes, tolerance: float) -> tuple[in
         return 1, int(primary == shadow)
     rows_a = a.get("predictions") if isinstance(a, dict) else None
     rows_b = b.get("predictions") if isinstance(b, dict) else None
-    if isinstance(rows_a, list) and isinstance(rows_b, list) and len(rows_a) == len(rows_b):
-        return len(rows_a), sum(_agree(x, y, tolerance) for x, y in zip(rows_a, rows_b, strict=True))
-    return 1, int(_agree(a, b, tolerance))
+    try:
+        if isinstance(rows_a, list) and isinstance(rows_b, list) and len(rows_a) == len(rows_b):
+            return len(rows_a), sum(_agree(x, y, tolerance) for x, y in zip(rows_a, rows_b, strict=True))
+        return 1, int(_agree(a, b, tolerance))
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return 1, 0  # answers that cannot be compared do not agree
 
 
 class ShadowSample(NamedTuple):

@@ -423,12 +423,14 @@ class _MemoryEndpoints(BaseEndpointService):
             status, _, content = self._caller.call(self._app_for(target), body, content_type)
         except Exception:  # a shadow that cannot answer is a failed shadow request, nothing more
             status, content = 599, b""
+        finally:
+            with self._mirror_lock:
+                self._mirrors_in_flight -= 1
         latency = (time.perf_counter() - start) * 1000
         rows = agreed = 0
         if 200 <= status < 300 and 200 <= served_status < 300:
             rows, agreed = compare_answers(served_answer, content, tolerance)
         with self._mirror_lock:
-            self._mirrors_in_flight -= 1
             self._shadow_samples.setdefault((name, variant), []).append(
                 ShadowSample(begun, status, latency, served_status, served_latency, rows, agreed)
             )
