@@ -1,7 +1,7 @@
 """What a shadow rollout adds to callers' latency on the local target: `python bench/shadow.py`.
 
 One local endpoint serves an iris classifier; a second version runs beside it at 0%. Rounds take
-turns: the load generator (bench/loadgen.py, its own process, 127.0.0.1 only) measures callers'
+turns: a load generator (its own process, 127.0.0.1 only) measures callers'
 p50/p99 with no mirror, then with the router copying ``--percent`` of the answered requests to
 the second version. Medians over the rounds and their ratio are printed as one JSON object
 (``--out`` writes it to a file too). The claim to check: mirroring adds at most 10% to callers'
@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -39,10 +40,44 @@ def _models(folder: Path) -> tuple[Path, Path]:
     return v1, v2
 
 
+#: A closed-loop load generator in its own process. bench/loadgen.py needs Content-Length on
+#: every answer, and the local router streams its answers (chunked), so this one uses httpx.
+_LOAD = """
+import asyncio, json, sys, time
+import httpx
+
+async def main(url, body, connections, seconds):
+    latencies, statuses = [], {}
+    deadline = time.perf_counter() + seconds
+    async def worker(client):
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            resp = await client.post(url, content=body, headers={"Content-Type": "application/json"})
+            latencies.append(time.perf_counter() - start)
+            statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+    limits = httpx.Limits(max_connections=connections)
+    async with httpx.AsyncClient(limits=limits, trust_env=False, timeout=30) as client:
+        begun = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(connections)))
+        elapsed = time.perf_counter() - begun
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))] if latencies else 0
+    print("LOADJSON " + json.dumps({
+        "requests": len(latencies), "duration_us": int(elapsed * 1e6),
+        "non200": sum(n for s, n in statuses.items() if s != 200),
+        "p50_us": int(pick(0.5) * 1e6), "p99_us": int(pick(0.99) * 1e6),
+    }))
+
+asyncio.run(main(sys.argv[1], open(sys.argv[2], "rb").read(), int(sys.argv[3]), float(sys.argv[4])))
+"""
+
+
 def _load(url: str, body_file: Path, connections: int, seconds: float) -> dict[str, Any]:
+    host = urlsplit(url).hostname
+    if host not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"refusing to load {host}: this benchmark only targets loopback")
     out = subprocess.run(
-        [sys.executable, str(HERE / "loadgen.py"), url, "--body-file", str(body_file),
-         "-c", str(connections), "-d", str(seconds)],
+        [sys.executable, "-c", _LOAD, url, str(body_file), str(connections), str(seconds)],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     )  # fmt: skip
     line = next(x for x in out.stdout.splitlines() if x.startswith("LOADJSON "))
