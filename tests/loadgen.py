@@ -1,6 +1,6 @@
 """A small load generator for rollout tests: runs in its own process, loopback only.
 
-    python tests/loadgen.py URL OUT --stop-file F [--min-requests N] [--max-seconds S]
+    python tests/loadgen.py URL OUT --stop-file F [--min-requests N] [--max-seconds S] [--body JSON]
 
 Sends the same prediction request from a few concurrent connections until the stop file
 exists and at least N requests were sent (or S seconds passed), then writes counts per
@@ -29,7 +29,9 @@ async def main() -> None:
     parser.add_argument("--min-requests", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--body", default=None, help="the request body (JSON); default: one iris row")
     args = parser.parse_args()
+    body = args.body.encode() if args.body else BODY
 
     counts: Counter[str] = Counter()
     failures: list[str] = []
@@ -44,7 +46,7 @@ async def main() -> None:
     async def worker(client: httpx.AsyncClient) -> None:
         while not done():
             try:
-                resp = await client.post(args.url, content=BODY, headers={"Content-Type": "application/json"})
+                resp = await client.post(args.url, content=body, headers={"Content-Type": "application/json"})
                 key = f"{resp.headers.get('x-mlshift-variant', '?')} {resp.status_code}"
                 if resp.status_code >= 300 and len(failures) < 20:
                     failures.append(f"{key}: {resp.text[:200]}")

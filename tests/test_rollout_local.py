@@ -29,13 +29,13 @@ HERE = Path(__file__).resolve().parent
 
 
 @contextmanager
-def load(url: str, folder: Path, min_requests: int = 0) -> Iterator[dict[str, Any]]:
+def load(url: str, folder: Path, min_requests: int = 0, body: str | None = None) -> Iterator[dict[str, Any]]:
     """Traffic from another process for the duration of the block; yields its counts after."""
     out, stop = folder / "load.json", folder / "load.stop"
     stop.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "loadgen.py"), url, str(out), "--stop-file", str(stop),
-         "--min-requests", str(min_requests), "--max-seconds", "150"]
+         "--min-requests", str(min_requests), "--max-seconds", "150", *(["--body", body] if body else [])]
     )  # fmt: skip
     result: dict[str, Any] = {}
     try:
@@ -112,8 +112,13 @@ def test_good_canary_under_load_has_no_errors(endpoint: mlshift.Client, tmp_path
             HealthGate(min_requests=20, max_p99="30ms"),
             r"gate failed at 20% traffic: p99 latency \d+ms > 30ms",
         ),
+        (
+            "iris:4",
+            HealthGate(min_requests=20, max_p99_ratio=2),
+            r"gate failed at 20% traffic: p99 latency \d+ms is [\d.]+x the baseline's \d+ms > 2x",
+        ),
     ],
-    ids=["failing", "slow"],
+    ids=["failing", "slow", "slower-than-baseline"],
 )
 def test_bad_version_is_rolled_back_within_one_bake(
     endpoint: mlshift.Client, tmp_path: Path, version: str, gate: HealthGate, expected: str

@@ -311,6 +311,7 @@ class EndpointsAPI:
         checks: Sequence[GateCheck] = (),
         lock_timeout: float = 60.0,
         on_event: Callable[[ApplyEvent], None] | None = None,
+        allow_schema_change: bool = False,
     ) -> EndpointState:
         """Deploy a model version to an endpoint, creating the endpoint if needed.
 
@@ -323,6 +324,10 @@ class EndpointsAPI:
         puts traffic back and raises :class:`~mlshift.errors.RolloutFailed`. ``checks`` are
         extra gate checks: functions that get each :class:`~mlshift.plan.GateReading` and return
         ``False`` or a reason to fail.
+
+        A version whose inputs (column names, order, count, kinds) differ from those of the
+        version serving now is refused before anything changes, since its callers would get
+        errors; ``allow_schema_change=True`` lets it through when callers change with it.
 
         This is sugar over :meth:`Client.plan` and :meth:`Client.apply`.
 
@@ -383,10 +388,11 @@ class EndpointsAPI:
                 "tags": dict(tags if tags is not None else (state.tags if state else {})),
                 "rollout": {"strategy": rollout} if isinstance(rollout, str) else rollout,
                 "provider_options": {k: dict(v) for k, v in (provider_options or {}).items()},
+                "allow_schema_change": allow_schema_change,
             },
             f"endpoint {name!r}",
         )
-        plan = self._client.plan(spec)
+        plan = self._client.plan(spec, checks=bool(checks))
         self._client.apply(plan, on_event=on_event, checks=checks, lock_timeout=lock_timeout)
         return self.get(name)
 
@@ -428,6 +434,8 @@ class EndpointsAPI:
                     for v in previous.baseline
                 ],
                 "tags": current.tags,
+                # Going back to what served before: its callers are the ones it served.
+                "allow_schema_change": True,
             },
             f"endpoint {name!r}",
         )
@@ -747,9 +755,15 @@ class Client:
         return f"<mlshift.Client {self.target}>"
 
     def plan(
-        self, specs: ProjectFile | EndpointSpec | ModelSpec | Iterable[EndpointSpec | ModelSpec]
+        self,
+        specs: ProjectFile | EndpointSpec | ModelSpec | Iterable[EndpointSpec | ModelSpec],
+        *,
+        checks: bool = False,
     ) -> Plan:
         """What applying ``specs`` would change. Reads only; changes nothing.
+
+        ``checks=True``: the apply will pass gate checks, which only mlshift's rollout engine
+        calls, so the plan runs every rollout there (never hands one to the target).
 
         Raises:
             ConfigError, UnsupportedOperation, NotFound: before any side effect.
@@ -760,11 +774,11 @@ class Client:
         from mlshift.specs.project import ProjectFile
 
         if isinstance(specs, ProjectFile):
-            return build_plan(self.adapter, models=specs.models, endpoints=specs.endpoints)
+            return build_plan(self.adapter, models=specs.models, endpoints=specs.endpoints, checks=checks)
         items = [specs] if isinstance(specs, (EndpointSpec, ModelSpec)) else list(specs)
         models = [s for s in items if isinstance(s, ModelSpec)]
         endpoints = [s for s in items if isinstance(s, EndpointSpec)]
-        return build_plan(self.adapter, models=models, endpoints=endpoints)
+        return build_plan(self.adapter, models=models, endpoints=endpoints, checks=checks)
 
     def apply(
         self,
@@ -788,7 +802,7 @@ class Client:
         from mlshift.plan import Plan, apply_plan
 
         if not isinstance(plan, Plan):
-            plan = self.plan(plan)
+            plan = self.plan(plan, checks=bool(checks))
         return apply_plan(self.adapter, plan, on_event=on_event, checks=checks, lock_timeout=lock_timeout)
 
     def close(self) -> None:

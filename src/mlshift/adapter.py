@@ -57,6 +57,7 @@ __all__ = [
     "ResolvedVariant",
     "RolloutPhase",
     "RolloutRecord",
+    "ShadowMetrics",
     "TargetURI",
     "VariantMetrics",
     "VariantState",
@@ -310,14 +311,50 @@ class Invocation(SpecModel):
 
 
 class VariantMetrics(SpecModel):
-    """Request counts and latencies for one variant over a window."""
+    """Request counts and latencies for one variant over a window.
+
+    Attributes:
+        errors: Answers that were the variant's fault (5xx).
+        client_errors: Requests the variant refused as the caller's error (4xx): a version that
+            rejects what its predecessor accepted shows here, not in ``errors``.
+    """
 
     variant: str
     window_seconds: float
     requests: int
     errors: int
+    client_errors: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
+
+
+class ShadowMetrics(SpecModel):
+    """What a shadow variant did with its copy of live traffic over a window (``SHADOW_TRAFFIC``).
+
+    Only requests the serving variant answered are mirrored; the serving variant's answer to
+    each is kept beside the shadow's, so both are judged on the same requests.
+
+    Attributes:
+        requests: Requests mirrored to the shadow variant (and answered, or failed).
+        errors: Its 5xx answers (and failures to answer at all).
+        client_errors: Its 4xx answers.
+        baseline_client_errors: The serving variants' 4xx answers to the same requests.
+        rows: Rows whose predictions were compared (both answered 2xx).
+        agreed_rows: Rows on which both gave the same prediction (numbers within the tolerance).
+        skipped: Requests that were not mirrored because the shadow had too many in flight.
+    """
+
+    variant: str
+    window_seconds: float
+    requests: int
+    errors: int
+    client_errors: int = 0
+    baseline_client_errors: int = 0
+    rows: int = 0
+    agreed_rows: int = 0
+    skipped: int = 0
+    p99_ms: float | None = None
+    baseline_p99_ms: float | None = None
 
 
 RolloutPhase = Literal["running", "promoting", "succeeded", "rolled_back", "failed", "interrupted"]
@@ -584,6 +621,22 @@ class EndpointService(Protocol):
         """Per-variant numbers over the last ``window`` seconds, where ``METRICS``."""
         ...
 
+    def set_shadow(
+        self, name: str, variant: str, percent: int, *, tolerance: float = 0.01
+    ) -> Operation[EndpointState]:
+        """Mirror ``percent`` of live requests to ``variant`` (0 stops it), where ``SHADOW_TRAFFIC``.
+
+        A mirrored request is sent after the serving variant has answered it, never delays or
+        fails the caller, and its answer is only compared (numbers within ``tolerance`` of each
+        other agree), never returned. One shadow variant per endpoint at a time; removing the
+        variant stops its mirror.
+        """
+        ...
+
+    def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
+        """What the shadow ``variant`` did over the last ``window`` seconds, where ``SHADOW_TRAFFIC``."""
+        ...
+
     def record_rollout(self, record: RolloutRecord) -> None:
         """Create or replace the journal record ``record.id`` (written before each step)."""
         ...
@@ -773,6 +826,14 @@ class BaseEndpointService:
 
     def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
         raise self._unsupported("run rollouts natively")
+
+    def set_shadow(
+        self, name: str, variant: str, percent: int, *, tolerance: float = 0.01
+    ) -> Operation[EndpointState]:
+        raise self._unsupported("mirror traffic to a shadow variant")
+
+    def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
+        return None
 
     def native_rollout_refusal(self, spec: EndpointSpec, observed: EndpointState | None) -> str | None:
         return None

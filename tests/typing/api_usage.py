@@ -59,6 +59,27 @@ def rollout_flow() -> list[str]:
     return [record.phase for record in client.endpoints.history("iris")] + list(state.weights)
 
 
+def shadow_flow() -> float | None:
+    from mlshift.plan import GateReading
+    from mlshift.specs.rollout import Canary, HealthGate, Shadow
+
+    def agreement_seen(reading: GateReading) -> None:
+        print(reading.agreement, reading.client_error_rate, reading.baseline_client_error_rate)
+
+    client = mlshift.connect("memory://")
+    rollout = Shadow(
+        percent=20,
+        duration="5m",
+        min_agreement=0.99,
+        then=Canary(percent=10, bake="5m"),
+        gate=HealthGate(max_client_error_increase=0.02, max_p99_ratio=2),
+    )
+    client.endpoints.deploy(
+        "iris", "iris:2", rollout=rollout, checks=[agreement_seen], allow_schema_change=True
+    )
+    return client.endpoints.history("iris")[0].measurements.get("agreement")
+
+
 def errors() -> str:
     try:
         mlshift.connect("nope://")

@@ -14,10 +14,10 @@ import boto3
 import pytest
 
 import mlshift
-from mlshift.errors import InvalidPayload, MlshiftError, RolloutFailed
+from mlshift.errors import ConfigError, InvalidPayload, MlshiftError, RolloutFailed, UnsupportedOperation
 from mlshift.plan import ApplyEvent, GateReading, Rollout
 from mlshift.specs import EndpointSpec
-from mlshift.specs.rollout import Canary, HealthGate, Probe
+from mlshift.specs.rollout import Canary, HealthGate, Probe, Shadow
 from mlshift_sagemaker.testing import FakeSageMaker
 
 #: Short bakes: the fake publishes metrics at once, so a second of traffic is enough to judge.
@@ -176,7 +176,8 @@ def test_a_canary_that_keeps_its_variant_names_stays_native(main: mlshift.Client
     assert seen.rollout.native is True and seen.rollout.engine_reason is None
     assert seen.rollout.describe().endswith("the sagemaker target runs it natively")
     assert "PutMetricAlarm" in aws.operations(since=mark)
-    assert "GetMetricData" not in aws.operations(since=mark)
+    # One read: the variant's 4xx share before the update, for its alarm; the engine polls none.
+    assert aws.operations(since=mark).count("GetMetricData") == 1
 
 
 def test_read_metrics_counts_what_was_sent(
@@ -198,8 +199,8 @@ def test_read_metrics_counts_what_was_sent(
     bad = endpoints.read_metrics("broken-ep", "iris-v3", 60)
     idle = endpoints.read_metrics("iris-ep", "nobody", 60)
     assert good is not None and bad is not None and idle is not None
-    assert (good.requests, good.errors) == (9, 0)
-    assert (bad.requests, bad.errors) == (3, 3)
+    assert (good.requests, good.errors, good.client_errors) == (9, 0, 2)
+    assert (bad.requests, bad.errors, bad.client_errors) == (3, 3, 0)
     assert (idle.requests, idle.errors, idle.p99_ms) == (0, 0, None)
     assert good.p50_ms is not None and good.p99_ms is not None and 0 < good.p50_ms <= good.p99_ms
 
@@ -251,3 +252,44 @@ def test_an_engine_rollout_cut_off_mid_bake_is_recovered_by_the_next_apply(
     assert len(leftovers()["models"]) == len(leftovers()["configs"]) == 1
     phases = [r.phase for r in deployed.endpoints.history("iris-ep")]
     assert phases[:2] == ["succeeded", "rolled_back"]
+
+
+def test_a_version_that_refuses_the_callers_requests_trips_the_gate_on_client_errors(
+    deployed: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any], tmp_path: Path
+) -> None:
+    narrow = tmp_path / "narrow-predictor"
+    narrow.mkdir()
+    (narrow / "predictor.py").write_text(
+        FAILING.replace("* 4", "* 3").replace(
+            "raise RuntimeError('this version is broken')", "return [0 for _ in batch]"
+        )
+    )
+    deployed.models.register("iris", narrow, framework="predictor")  # iris:3 takes 3 values, callers send 4
+    with pytest.raises(ConfigError, match="iris:3 takes 3 columns, iris:1 takes 4"):
+        deployed.endpoints.deploy("iris-ep", "iris:3", rollout=Canary(percent=20, bake=30, gate=GATE))
+    before = leftovers()
+    with traffic(deployed, iris["rows"]) as answers, pytest.raises(RolloutFailed) as caught:
+        deployed.endpoints.deploy(
+            "iris-ep", "iris:3", rollout=Canary(percent=20, bake=30, gate=GATE), allow_schema_change=True
+        )
+    error = caught.value
+    assert "client errors (4xx) 100.0% vs 0.0% on the baseline" in str(error)
+    assert error.measurements["client_errors"] >= GATE.min_requests and error.measurements["errors"] == 0
+    assert error.measurements["elapsed_s"] < 30
+    assert answers["error InvalidPayload"] > 0  # what the canary's share of callers saw, briefly
+    assert answers[f"iris-v1 {iris['expected_v1']}"] > 0
+    state = deployed.endpoints.get("iris-ep")
+    assert [(v.name, v.model, v.weight) for v in state.variants] == [("iris-v1", "iris:1", 100)]
+    assert leftovers() == before
+
+
+def test_a_shadow_rollout_is_refused_at_plan_time_naming_the_targets_that_run_one(
+    deployed: mlshift.Client, aws: FakeSageMaker
+) -> None:
+    mark = len(aws.calls)
+    with pytest.raises(
+        UnsupportedOperation, match=r"a shadow rollout \(SHADOW_TRAFFIC\).*targets that do: .*local"
+    ):
+        deployed.endpoints.deploy("iris-ep", "iris:2", rollout=Shadow(duration=5))
+    assert "UpdateEndpoint" not in aws.operations(since=mark)
+    assert deployed.endpoints.get("iris-ep").weights == {"iris-v1": 100}

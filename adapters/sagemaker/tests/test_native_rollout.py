@@ -9,7 +9,7 @@ import pytest
 
 import mlshift
 from mlshift.errors import RolloutFailed, UnsupportedOperation
-from mlshift.plan import Plan, Rollout
+from mlshift.plan import Plan, RecoverRollout, Rollout
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import BlueGreen, Canary, HealthGate, Linear, Probe
 from mlshift_sagemaker.testing import FakeSageMaker
@@ -42,9 +42,12 @@ def test_a_canary_is_a_blue_green_update_guarded_by_alarms(
     }
     assert 600 <= policy["MaximumExecutionTimeoutInSeconds"] <= 28800
     alarms = [a["AlarmName"] for a in deployment["AutoRollbackConfiguration"]["Alarms"]]
-    assert len(alarms) == 2 and alarms[0].endswith("-errors") and alarms[1].endswith("-p99")
+    assert len(alarms) == 3 and alarms[0].endswith("-errors")
+    assert alarms[1].endswith("-client-errors") and alarms[2].endswith("-p99")
     created = [c.params for c in aws.calls[mark:] if c.operation == "PutMetricAlarm"]
-    assert len(created) == 2
+    assert len(created) == 3
+    client_errors = next(c for c in created if c and c["AlarmName"].endswith("-client-errors"))
+    assert client_errors["Threshold"] == 0.01  # nothing refused before the rollout, + 1 point
     assert aws.resources()["alarms"] == []  # removed once the rollout finished
     assert len(aws.resources()["endpoint_configs"]) == len(aws.resources()["models"]) == 1
     record = main.endpoints.history("iris-ep")[0]
@@ -176,3 +179,31 @@ def test_a_hand_made_native_rollout_sagemaker_cannot_run_is_refused() -> None:
 
     with pytest.raises(UnsupportedOperation, match="cannot run this canary rollout natively: the variants"):
         check_native_rollout("iris-ep", Canary(percent=10), ["iris-v2"], ["main"])
+
+
+def test_a_hand_made_native_plan_refused_at_apply_time_closes_its_journal_record(
+    deployed: mlshift.Client, aws: FakeSageMaker
+) -> None:
+    spec = EndpointSpec.model_validate(
+        {
+            "name": "iris-ep",
+            "variants": [{"name": "iris-v2", "model": "iris:2"}],
+            "rollout": {"strategy": "canary"},
+        }
+    )
+    plan = deployed.plan(spec)
+    forced = plan.model_copy(
+        update={
+            "actions": tuple(
+                a.model_copy(update={"native": True, "engine_reason": None}) if isinstance(a, Rollout) else a
+                for a in plan.actions
+            )
+        }
+    )
+    with pytest.raises(UnsupportedOperation, match="SageMaker cannot run this canary rollout natively"):
+        deployed.apply(forced)
+    record = deployed.endpoints.history("iris-ep")[0]
+    assert (record.strategy, record.phase) == ("canary", "failed")
+    assert record.reason is not None and "cannot run this canary rollout natively" in record.reason
+    # Nothing is left open for the next plan to "recover".
+    assert not any(isinstance(a, RecoverRollout) for a in deployed.plan(spec).actions)

@@ -65,19 +65,36 @@ def deploy(
         ),
     ] = None,
     port: Annotated[int | None, typer.Option(hidden=True, help="Same as --option local.port=PORT.")] = None,
-    strategy: Annotated[str, typer.Option(help="all-at-once | canary | linear | blue-green")] = "all-at-once",
-    percent: Annotated[int | None, typer.Option(help="canary: its share of traffic while baking.")] = None,
+    strategy: Annotated[
+        str, typer.Option(help="all-at-once | canary | linear | blue-green | shadow")
+    ] = "all-at-once",
+    percent: Annotated[
+        int | None, typer.Option(help="canary: its share of traffic while baking; shadow: share mirrored.")
+    ] = None,
     step_percent: Annotated[int | None, typer.Option(help="linear: traffic moved per step.")] = None,
     bake: Annotated[
-        str | None, typer.Option(help="canary/blue-green bake, or linear step interval: 30s, 5m.")
+        str | None,
+        typer.Option(help="canary/blue-green bake, linear step interval, shadow duration: 30s, 5m."),
+    ] = None,
+    min_agreement: Annotated[
+        float | None, typer.Option(help="shadow: lowest share of rows both versions agree on, e.g. 0.99.")
     ] = None,
     max_error_rate: Annotated[float | None, typer.Option(help="gate: highest 5xx share, e.g. 0.01.")] = None,
     max_p99: Annotated[str | None, typer.Option(help="gate: highest p99 latency, e.g. 250ms.")] = None,
+    max_client_error_increase: Annotated[
+        float | None, typer.Option(help="gate: highest rise of the 4xx share over the baseline's, e.g. 0.01.")
+    ] = None,
+    max_p99_ratio: Annotated[
+        float | None, typer.Option(help="gate: highest p99 as a multiple of the baseline's.")
+    ] = None,
     min_requests: Annotated[int | None, typer.Option(help="gate: fewest requests to judge on.")] = None,
     probe: Annotated[
         str | None, typer.Option(help="gate: a sample payload (JSON or @FILE) sent to the new version.")
     ] = None,
     probe_rate: Annotated[float | None, typer.Option(help="gate: probes per second.")] = None,
+    allow_schema_change: Annotated[
+        bool, typer.Option(help="Deploy a version whose inputs differ from the serving one's.")
+    ] = False,
     lock_timeout: Annotated[
         float, typer.Option(help="Seconds to wait while another deploy changes this endpoint.")
     ] = 60.0,
@@ -91,8 +108,13 @@ def deploy(
     """
     ui.check_output(output)
     rollout = _rollout_options(
-        strategy, percent, step_percent, bake, max_error_rate, max_p99, min_requests, probe, probe_rate
-    )
+        strategy, percent, step_percent, bake, max_error_rate, max_p99, min_requests, probe, probe_rate,
+        {"max_client_error_increase": max_client_error_increase, "max_p99_ratio": max_p99_ratio},
+    )  # fmt: skip
+    if min_agreement is not None:
+        if rollout is None or rollout["strategy"] != "shadow":
+            raise typer.BadParameter("--min-agreement needs --strategy shadow", param_hint="--min-agreement")
+        rollout["min_agreement"] = min_agreement
     options = provider_options(option)
     client = ui.client(target)
     if port is not None:
@@ -108,6 +130,7 @@ def deploy(
         rollout=rollout,
         lock_timeout=lock_timeout,
         on_event=ui.ApplyProgress(),
+        allow_schema_change=allow_schema_change,
     )
     if output == "json":
         ui.print_json(endpoint_json(state))
@@ -161,13 +184,14 @@ def _rollout_options(
     min_requests: int | None,
     probe: str | None,
     probe_rate: float | None,
+    more_gate: dict[str, float | None] | None = None,
 ) -> dict[str, Any] | None:
     """The --strategy flags as a rollout spec (validated later, with the rest of the spec)."""
     import json
 
     from mlshift.errors import ConfigError
 
-    known = ("all-at-once", "canary", "linear", "blue-green")
+    known = ("all-at-once", "canary", "linear", "blue-green", "shadow")
     if strategy not in known:
         raise typer.BadParameter(
             f"expected one of {', '.join(known)}; got {strategy!r}", param_hint="--strategy"
@@ -177,6 +201,7 @@ def _rollout_options(
         "canary": {"--percent", "--bake"},
         "linear": {"--step-percent", "--bake"},
         "blue-green": {"--bake"},
+        "shadow": {"--percent", "--bake"},
     }
     wrong = [
         flag
@@ -192,6 +217,7 @@ def _rollout_options(
         ("max_error_rate", max_error_rate),
         ("max_p99", max_p99),
         ("min_requests", min_requests),
+        *(more_gate or {}).items(),
     ):
         if value is not None:
             gate[key] = value
@@ -212,7 +238,7 @@ def _rollout_options(
     if step_percent is not None:
         spec["step_percent"] = step_percent
     if bake is not None:
-        spec["interval" if strategy == "linear" else "bake"] = bake
+        spec[{"linear": "interval", "shadow": "duration"}.get(strategy, "bake")] = bake
     return spec
 
 

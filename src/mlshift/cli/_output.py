@@ -102,10 +102,25 @@ class ApplyProgress:
     @staticmethod
     def _bake_text(d: dict[str, Any]) -> str:
         p99 = f" · p99 {d['p99_ms']:.1f}ms" if d.get("p99_ms") is not None else ""
+        if p99 and d.get("baseline_p99_ms") is not None:
+            p99 += f" (baseline {d['baseline_p99_ms']:.1f}ms)"
+        client = ""
+        if "client_errors" in d:
+            client = (
+                f" · {d['client_errors']} 4xx ({d['client_error_rate']:.1%}, "
+                f"baseline {d['baseline_client_error_rate']:.1%})"
+            )
         left = max(0.0, d["bake_s"] - d["elapsed_s"])
+        if d.get("phase") == "shadow":
+            agreement = "-" if d.get("agreement") is None else f"{d['agreement']:.1%}"
+            return (
+                f"  shadow {d['shadow_percent']}% · {left:4.1f}s of {d['bake_s']:g}s left · "
+                f"{d['requests']} mirrored · agreement {agreement} over {d['rows']} rows · "
+                f"{d['errors']} errors ({d['error_rate']:.1%}){client}{p99}"
+            )
         return (
             f"  {d['stage_percent']}% on the new version · {left:4.1f}s of {d['bake_s']:g}s left · "
-            f"{d['requests']} requests · {d['errors']} errors ({d['error_rate']:.1%}){p99}"
+            f"{d['requests']} requests · {d['errors']} errors ({d['error_rate']:.1%}){client}{p99}"
         )
 
     def __call__(self, event: ApplyEvent) -> None:
@@ -149,6 +164,11 @@ class ApplyProgress:
             if "weights" in detail:
                 split = ", ".join(f"{n} {w}%" for n, w in detail["weights"].items())
                 out.print(f"  traffic: {split}", markup=False)
+            elif "shadow" in detail:
+                out.print(
+                    f"  shadow: {detail['shadow_percent']}% of traffic copied to {detail['shadow']}",
+                    markup=False,
+                )
             elif "rollback" in detail:
                 out.print("  [red]rolling back:[/red] ", end="")
                 out.print(detail["rollback"], markup=False)

@@ -46,6 +46,7 @@ class LocalAdapter:
             Capability.TRAFFIC_SPLIT,
             Capability.TARGETED_INVOKE,
             Capability.METRICS,
+            Capability.SHADOW_TRAFFIC,
             Capability.PIPELINES,
             Capability.PIPELINE_CONDITIONS,
             Capability.SCHEDULES,

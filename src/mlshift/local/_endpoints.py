@@ -26,6 +26,7 @@ from mlshift.adapter import (
     Operation,
     ResolvedVariant,
     RolloutRecord,
+    ShadowMetrics,
     VariantMetrics,
     VariantState,
     VariantStatus,
@@ -138,7 +139,11 @@ class LocalEndpointService(BaseEndpointService):
         folder = self._dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "routes.json.tmp"
-        tmp.write_text(json.dumps({"endpoint": name, "variants": variants}))
+        table: dict[str, Any] = {"endpoint": name, "variants": variants}
+        shadow = self._shadow_config(name)
+        if shadow is not None:
+            table["shadow"] = shadow
+        tmp.write_text(json.dumps(table))
         os.replace(tmp, folder / "routes.json")
 
     def _reap_orphans(self, folder: Path, keep: Collection[str] = ()) -> builtins.list[str]:
@@ -439,6 +444,8 @@ class LocalEndpointService(BaseEndpointService):
             )
         with self._db.write() as conn:
             conn.execute("DELETE FROM variants WHERE endpoint = ? AND name = ?", (name, variant_name))
+        if (self._shadow_config(name) or {}).get("variant") == variant_name:
+            (self._dir(name) / "shadow.json").unlink(missing_ok=True)
         self._write_routes(name)
         time.sleep(DRAIN_SECONDS)
         self._stop(old["processes"])
@@ -546,6 +553,42 @@ class LocalEndpointService(BaseEndpointService):
         if data is None:
             return VariantMetrics(variant=variant, window_seconds=window, requests=0, errors=0)
         return VariantMetrics(variant=variant, window_seconds=window, **data)
+
+    # ---------------------------------------------------------------- contract: shadow traffic
+
+    def _shadow_config(self, name: str) -> dict[str, Any] | None:
+        # Kept beside the routing file (not in SQLite): it lives exactly as long as the rollout
+        # that set it, and the router reads it from the table it already reloads.
+        path = self._dir(name) / "shadow.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data
+
+    def set_shadow(
+        self, name: str, variant: str, percent: int, *, tolerance: float = 0.01
+    ) -> Operation[EndpointState]:
+        row = self._require(name)
+        if percent and variant not in {v["name"] for v in row["variants"]}:
+            raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider="local")
+        path = self._dir(name) / "shadow.json"
+        if percent:
+            path.write_text(json.dumps({"variant": variant, "percent": int(percent), "tolerance": tolerance}))
+        elif (self._shadow_config(name) or {}).get("variant") == variant:
+            path.unlink(missing_ok=True)
+        self._write_routes(name)
+        return self._done(name, f"mirror {percent}% to {variant}")
+
+    def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
+        row = self._require(name)
+        resp = self._client().get(
+            f"http://127.0.0.1:{row['port']}/_mlshift/shadow", params={"window": window}, timeout=5.0
+        )
+        data = resp.json()["variants"].get(variant)
+        if data is None:
+            return ShadowMetrics(variant=variant, window_seconds=window, requests=0, errors=0)
+        return ShadowMetrics(variant=variant, window_seconds=window, **data)
 
     # ---------------------------------------------------------------- contract: journal
 

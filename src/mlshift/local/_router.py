@@ -2,7 +2,9 @@
 
 It splits prediction requests across variants by weight (smooth weighted round-robin), names
 the variant that served each response in ``X-Mlshift-Variant`` (as SageMaker's
-``InvokedProductionVariant`` does), and counts per-variant status codes and latencies.
+``InvokedProductionVariant`` does), and counts per-variant status codes and latencies. With a
+shadow variant in the table, it mirrors a share of answered requests to it after the caller
+has its answer, and compares the two answers (``GET /_mlshift/shadow``).
 
 The routing table is a JSON file the local adapter replaces atomically; the router checks
 its identity (inode, mtime) on each request, so a weight change applies to the very next
@@ -28,7 +30,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from mlshift._routing import WeightedRoundRobin, summarize
+from mlshift._routing import (
+    MirrorShare,
+    ShadowSample,
+    WeightedRoundRobin,
+    compare_answers,
+    summarize,
+    summarize_shadow,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +47,9 @@ Send = Callable[[Message], Awaitable[None]]
 PREDICT_PATHS = frozenset({"/invocations", "/predict", "/score"})
 TARGET_HEADER = b"x-mlshift-target-variant"
 _SAMPLES = 50_000
+#: Mirrored requests in flight at most; past it a request is not mirrored (and counted as
+#: skipped): the shadow must never queue up work that slows the callers' requests.
+_MAX_MIRRORS = 32
 _MB = 1024 * 1024
 #: Bodies up to this size are read whole (and can be retried on another replica); larger ones
 #: are streamed to the variant as they arrive, so the router never holds one in memory.
@@ -76,6 +88,7 @@ class RoutingTable:
         self.variants: dict[str, dict[str, Any]] = {}
         self.rr = WeightedRoundRobin({})
         self._replicas: dict[str, itertools.cycle[str]] = {}
+        self.shadow: dict[str, Any] | None = None
         self.refresh()
 
     def refresh(self) -> None:
@@ -92,6 +105,7 @@ class RoutingTable:
         self._replicas = {
             n: itertools.cycle(v["backends"]) for n, v in self.variants.items() if v["backends"]
         }
+        self.shadow = _shadow_route(data, self.variants)
         self._key = key
 
     def backend(self, variant: str) -> str:
@@ -106,6 +120,10 @@ class Router:
         self.samples: dict[str, deque[tuple[float, int, float]]] = {}
         self._client: Any = None
         self.max_body = max_body_bytes() if max_body is None else max_body
+        self.shadow_samples: dict[str, deque[ShadowSample]] = {}
+        self.shadow_skipped: dict[str, deque[float]] = {}
+        self._mirror_share: MirrorShare | None = None
+        self._mirrors: set[asyncio.Task[None]] = set()
 
     async def _http(self) -> Any:
         if self._client is None:
@@ -157,6 +175,8 @@ class Router:
             await self._health(send)
         elif path == "/_mlshift/metrics" and method == "GET":
             await self._metrics(scope, send)
+        elif path == "/_mlshift/shadow" and method == "GET":
+            await self._shadow_metrics(scope, send)
         elif path == "/_mlshift/routes" and method == "GET":
             await _respond(send, 200, {"variants": list(self.table.variants.values())})
         else:
@@ -169,7 +189,8 @@ class Router:
             send, status, {"status": "ok" if serving else "no variant carries traffic", "serving": serving}
         )
 
-    async def _metrics(self, scope: Scope, send: Send) -> None:
+    async def _window(self, scope: Scope, send: Send) -> float | None:
+        """The ``window`` query parameter in seconds, or ``None`` after answering 400."""
         from urllib.parse import parse_qs
 
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -184,6 +205,12 @@ class Router:
                 400,
                 _error("invalid_window", f"window={text!r} is not a number of seconds", "e.g. ?window=60"),
             )
+            return None
+        return window
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        window = await self._window(scope, send)
+        if window is None:
             return
         since = time.monotonic() - window
         out = {name: summarize(samples, since) for name, samples in self.samples.items()}
@@ -261,6 +288,69 @@ class Router:
             }
         )
         await send({"type": "http.response.body", "body": content})
+        if target is None and isinstance(body, bytes):  # a streamed body was never held: not mirrored
+            self._maybe_mirror(name, body, forward, status, content, latency)
+
+    # ---------------------------------------------------------------- shadow traffic
+
+    def _maybe_mirror(
+        self, served_by: str, body: bytes, headers: dict[str, str], status: int, answer: bytes, latency: float
+    ) -> None:
+        """Copy an answered request to the shadow variant, in the background (the caller has
+        its answer already, so nothing here can slow or fail it)."""
+        shadow = self.table.shadow
+        if shadow is None or served_by == shadow["variant"] or status >= 500:
+            return
+        if self._mirror_share is None or self._mirror_share.percent != shadow["percent"]:
+            self._mirror_share = MirrorShare(shadow["percent"])
+        if not self._mirror_share.pick():
+            return
+        name = shadow["variant"]
+        if len(self._mirrors) >= _MAX_MIRRORS:
+            self.shadow_skipped.setdefault(name, deque(maxlen=_SAMPLES)).append(time.monotonic())
+            return
+        task = asyncio.ensure_future(
+            self._mirror(name, float(shadow.get("tolerance", 0.01)), body, headers, status, answer, latency)
+        )
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+    async def _mirror(
+        self,
+        name: str,
+        tolerance: float,
+        body: bytes,
+        headers: dict[str, str],
+        served_status: int,
+        served_answer: bytes,
+        served_latency: float,
+    ) -> None:
+        begun = time.monotonic()
+        start = time.perf_counter()
+        try:
+            client = await self._http()
+            resp = await client.post(self.table.backend(name) + "/invocations", content=body, headers=headers)
+            status, content = resp.status_code, resp.content
+        except Exception:  # a shadow that cannot answer is a failed shadow request, nothing more
+            status, content = 599, b""
+        latency = (time.perf_counter() - start) * 1000
+        rows = agreed = 0
+        if 200 <= status < 300 and 200 <= served_status < 300:
+            rows, agreed = compare_answers(served_answer, content, tolerance)
+        sample = ShadowSample(begun, status, latency, served_status, served_latency, rows, agreed)
+        self.shadow_samples.setdefault(name, deque(maxlen=_SAMPLES)).append(sample)
+
+    async def _shadow_metrics(self, scope: Scope, send: Send) -> None:
+        window = await self._window(scope, send)
+        if window is None:
+            return
+        since = time.monotonic() - window
+        names = set(self.shadow_samples) | set(self.shadow_skipped)
+        out = {
+            n: summarize_shadow(self.shadow_samples.get(n, ()), self.shadow_skipped.get(n, ()), since)
+            for n in names
+        }
+        await _respond(send, 200, {"window_seconds": window, "variants": out})
 
     async def _too_large(self, send: Send) -> None:
         await _respond(
@@ -327,6 +417,15 @@ class _Stream:
             yield chunk
             if not message.get("more_body"):
                 return
+
+
+def _shadow_route(data: dict[str, Any], variants: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The routing file's ``shadow`` entry, when it names a variant that has servers."""
+    shadow = data.get("shadow")
+    if not isinstance(shadow, dict) or not shadow.get("percent"):
+        return None
+    variant = variants.get(shadow.get("variant", ""))
+    return shadow if variant is not None and variant["backends"] else None
 
 
 async def _respond(send: Send, status: int, payload: Any) -> None:

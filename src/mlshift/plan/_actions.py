@@ -10,7 +10,7 @@ from mlshift.adapter import OptionChange, VariantState
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelSpec, ModelVersion
-from mlshift.specs.rollout import BlueGreen, Canary, Linear, RolloutStrategy
+from mlshift.specs.rollout import BlueGreen, Canary, Linear, RolloutStrategy, Shadow
 
 __all__ = [
     "Action",
@@ -34,7 +34,9 @@ class PlannedVariant(SpecModel):
     """A variant as the plan will create it.
 
     ``model`` is the resolved version; it is ``None`` only when the version is registered by
-    an earlier step of the same plan (then ``pending_model`` names it).
+    an earlier step of the same plan (then ``pending_model`` names it). ``schema_check`` says
+    how its inputs compare with those of the versions the endpoint serves, when it is new there
+    (``inputs match iris:1 (4 columns)``, ``no known signature for ...``).
     """
 
     name: str
@@ -43,6 +45,7 @@ class PlannedVariant(SpecModel):
     pending_model: str | None = None
     weight: int
     compute: Compute
+    schema_check: str | None = None
 
     @property
     def model_label(self) -> str:
@@ -96,7 +99,8 @@ class AddVariant(SpecModel):
 
     def describe(self) -> str:
         v = self.variant
-        return f"add variant {v.name} ({v.model_label}, {v.compute.size} x{v.compute.replicas}) at 0%"
+        text = f"add variant {v.name} ({v.model_label}, {v.compute.size} x{v.compute.replicas}) at 0%"
+        return f"{text}; {v.schema_check}" if v.schema_check else text
 
 
 class ReplaceVariant(SpecModel):
@@ -112,7 +116,8 @@ class ReplaceVariant(SpecModel):
         return f"endpoint {self.endpoint}"
 
     def describe(self) -> str:
-        return f"variant {self.variant.name}: model {self.old_model} -> {self.variant.model_label}"
+        text = f"variant {self.variant.name}: model {self.old_model} -> {self.variant.model_label}"
+        return f"{text}; {self.variant.schema_check}" if self.variant.schema_check else text
 
 
 class UpdateCompute(SpecModel):
@@ -236,12 +241,26 @@ class UpdateOptions(SpecModel):
 def _gate_text(strategy: RolloutStrategy) -> str:
     gate = strategy.gate
     parts = [f"errors <= {gate.max_error_rate:.2%}"]
+    if gate.max_client_error_increase is not None:
+        parts.append(f"4xx <= baseline + {gate.max_client_error_increase * 100:g} points")
     if gate.max_p99 is not None:
         parts.append(f"p99 <= {gate.max_p99 * 1000:g}ms")
+    if gate.max_p99_ratio is not None:
+        parts.append(f"p99 <= {gate.max_p99_ratio:g}x baseline")
     parts.append(f">= {gate.min_requests} requests")
     if gate.probe is not None:
         parts.append(f"probes {gate.probe.rate:g}/s")
     return ", ".join(parts)
+
+
+def _how(s: RolloutStrategy) -> str:
+    if isinstance(s, Canary):
+        return f"canary {s.percent}% for {s.bake:g}s, then all"
+    if isinstance(s, Linear):
+        return f"linear steps of {s.step_percent}% every {s.interval:g}s"
+    if isinstance(s, BlueGreen):
+        return f"blue/green, bake {s.bake:g}s"
+    return "all at once"
 
 
 class Rollout(SpecModel):
@@ -280,15 +299,18 @@ class Rollout(SpecModel):
     def describe(self) -> str:
         new = ", ".join(f"{v.name}={v.model_label}" for v in self.candidates)
         s = self.strategy
-        if isinstance(s, Canary):
-            how = f"canary {s.percent}% for {s.bake:g}s, then all"
-        elif isinstance(s, Linear):
-            how = f"linear steps of {s.step_percent}% every {s.interval:g}s"
-        elif isinstance(s, BlueGreen):
-            how = f"blue/green, bake {s.bake:g}s"
+        if isinstance(s, Shadow):
+            then = _how(s.then)
+            how = (
+                f"shadow {s.percent}% of traffic for {s.duration:g}s (answers never returned; agreement "
+                f">= {s.min_agreement:.0%}, gate: {_gate_text(s)}), then {then}"
+            )
+            if isinstance(s.then, Canary):
+                how += f"; gate: {_gate_text(s.then)}"
         else:
-            how = "all at once"
-        text = f"roll out {new}: {how}; gate: {_gate_text(s)}; rolls back on failure"
+            how = f"{_how(s)}; gate: {_gate_text(s)}"
+        text = f"roll out {new}: {how}; rolls back on failure"
+        text += "".join(f"; {v.schema_check}" for v in self.candidates if v.schema_check)
         if self.native:
             return f"{text}; {self.runner or 'the target'} runs it natively"
         if self.engine_reason:

@@ -272,6 +272,7 @@ def converge_to(
                 for v in variants
             ],
             "tags": state.tags if state else {},
+            "allow_schema_change": True,  # finishing a change whose plan was already accepted
         }
     )
     plan = build_plan(adapter, endpoints=[spec], recover=False)  # the open record is ours

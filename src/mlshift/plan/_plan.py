@@ -29,9 +29,10 @@ from mlshift.plan._actions import (
     UpdateTags,
 )
 from mlshift.plan._rollout import check_gate_observable
+from mlshift.plan._schema import compare_signatures
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import EndpointSpec
-from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
+from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion, Signature
 
 if TYPE_CHECKING:
     from mlshift.adapter import Adapter
@@ -175,6 +176,8 @@ def _check_capabilities(adapter: Adapter, spec: EndpointSpec) -> None:
         needs.append((Capability.TRAFFIC_SPLIT, "more than one variant"))
     if spec.autoscaling is not None:
         needs.append((Capability.AUTOSCALING, "autoscaling"))
+    if spec.rollout is not None and spec.rollout.strategy == "shadow":
+        needs.append((Capability.SHADOW_TRAFFIC, "a shadow rollout"))
     sizes = {spec.compute_for(v).size for v in spec.variants}
     if any(s.startswith("gpu") for s in sizes):
         needs.append((Capability.GPU, "a GPU size"))
@@ -232,7 +235,7 @@ def _staging_name(name: str, taken: set[str]) -> str:
 
 
 def _rollout_runner(
-    adapter: Adapter, spec: EndpointSpec, observed: EndpointState
+    adapter: Adapter, spec: EndpointSpec, observed: EndpointState, checks: bool = False
 ) -> tuple[bool, str | None, str | None]:
     """Who runs this spec's rollout: ``(native, runner, engine_reason)``.
 
@@ -242,8 +245,12 @@ def _rollout_runner(
     """
     if Capability.NATIVE_ROLLOUT not in adapter.capabilities:
         return False, None, None
-    reason = adapter.endpoints.native_rollout_refusal(spec, observed)
     runner = adapter.endpoints.target_name
+    if spec.rollout is not None and spec.rollout.strategy == "shadow":
+        return False, runner, "shadow rollouts compare answers on mlshift's engine"
+    reason = adapter.endpoints.native_rollout_refusal(spec, observed)
+    if reason is None and checks:
+        reason = "checks= were given, which only mlshift's engine calls"
     if reason is None:
         return True, runner, None
     check_gate_observable(adapter, spec, native=False)
@@ -251,7 +258,7 @@ def _rollout_runner(
 
 
 def _as_rollout(
-    adapter: Adapter, spec: EndpointSpec, observed: EndpointState, actions: list[Action]
+    adapter: Adapter, spec: EndpointSpec, observed: EndpointState, actions: list[Action], checks: bool = False
 ) -> list[Action]:
     """Fold the traffic-moving actions of a plan into one gated :class:`Rollout`."""
     strategy = spec.rollout
@@ -262,6 +269,14 @@ def _as_rollout(
     replaced = [a.variant for a in actions if isinstance(a, ReplaceVariant)]
     if not candidates and not replaced:
         return actions
+    if strategy.strategy == "shadow" and len(candidates) + len(replaced) > 1:
+        names = ", ".join(v.name for v in candidates + replaced)
+        raise ConfigError(
+            f"endpoint {spec.name!r}: a shadow rollout compares one new version with what serves, "
+            f"but this plan brings {len(candidates) + len(replaced)} ({names})",
+            field="rollout",
+            hint="roll out one new version at a time",
+        )
     taken = {v.name for v in observed.variants} | set(final)
     staging = {}
     for v in replaced:
@@ -274,7 +289,7 @@ def _as_rollout(
         if (isinstance(a, AddVariant) and final[a.variant.name] == 0) or isinstance(a, UpdateCompute)
     ]
     keep_after = [a for a in actions if not isinstance(a, (*moved, UpdateCompute))]
-    native, runner, engine_reason = _rollout_runner(adapter, spec, observed)
+    native, runner, engine_reason = _rollout_runner(adapter, spec, observed, checks)
     rollout = Rollout(
         endpoint=spec.name,
         strategy=strategy,
@@ -290,17 +305,68 @@ def _as_rollout(
     return [*keep_before, rollout, *keep_after]
 
 
+def _check_schemas(
+    adapter: Adapter,
+    spec: EndpointSpec,
+    observed: EndpointState,
+    variants: list[PlannedVariant],
+    signatures: dict[str, Signature | None],
+) -> list[PlannedVariant]:
+    """Compare each new version's inputs with those of the versions serving now.
+
+    Returns the variants with :attr:`PlannedVariant.schema` set, for the plan to show.
+
+    Raises:
+        ConfigError: a new version that takes other inputs than a serving one, unless the
+            spec allows it (``allow_schema_change``).
+    """
+    serving = {v.model for v in observed.variants if v.weight > 0}
+    old_signatures: dict[str, Signature | None] = {}
+    out: list[PlannedVariant] = []
+    for index, v in enumerate(variants):
+        live = observed.variant(v.name)
+        label = v.model_label if v.model is not None else f"{v.pending_model}:(new version)"
+        unchanged = live is not None and v.model is not None and live.model == label
+        if unchanged or v.weight == 0 or label in serving:
+            out.append(v)
+            continue
+        new_sig = v.model.signature if v.model is not None else signatures.get(v.pending_model or "")
+        texts: list[str] = []
+        for old_label in sorted(serving):
+            if old_label not in old_signatures:
+                try:
+                    old_signatures[old_label] = adapter.models.get(ModelRef.parse(old_label)).signature
+                except (NotFound, ConfigError):
+                    old_signatures[old_label] = None  # deleted since, or not a model of this target
+            result = compare_signatures(label, new_sig, old_label, old_signatures[old_label])
+            if result.compatible is False and not spec.allow_schema_change:
+                raise ConfigError(
+                    f"endpoint {spec.name!r}: {result.text}",
+                    field=f"variants[{index}].model",
+                    hint=f"callers of {old_label} would get errors from {label}; deploy a version "
+                    "that takes the same inputs, or, if callers change with it, allow it: "
+                    "allow_schema_change=True (Python), allow_schema_change: true (mlshift.yaml), "
+                    "--allow-schema-change (CLI)",
+                )
+            texts.append(("schema change allowed: " if result.compatible is False else "") + result.text)
+        out.append(v.model_copy(update={"schema_check": "; ".join(texts)}) if texts else v)
+    return out
+
+
 def _plan_endpoint(
     adapter: Adapter,
     spec: EndpointSpec,
     observed: EndpointState | None,
     pending: dict[str, str],
     recover: bool = True,
+    signatures: dict[str, Signature | None] | None = None,
+    checks: bool = False,
 ) -> list[Action]:
     variants = [_resolve_variant(adapter, spec, i, pending) for i in range(len(spec.variants))]
     recovery, observed = _recovery(adapter, spec.name, observed) if recover else ([], observed)
     if observed is None:
         return [CreateEndpoint(endpoint=spec.name, spec=spec, variants=tuple(variants))]
+    variants = _check_schemas(adapter, spec, observed, variants, signatures or {})
 
     actions: list[Action] = []
     desired = {v.name: v for v in variants}
@@ -337,7 +403,7 @@ def _plan_endpoint(
                 endpoint=spec.name, autoscaling=spec.autoscaling, old_autoscaling=observed.autoscaling
             )
         )
-    return [*recovery, *_as_rollout(adapter, spec, observed, actions)]
+    return [*recovery, *_as_rollout(adapter, spec, observed, actions, checks)]
 
 
 def build_plan(
@@ -346,12 +412,14 @@ def build_plan(
     models: Sequence[ModelSpec] = (),
     endpoints: Iterable[EndpointSpec] = (),
     recover: bool = True,
+    checks: bool = False,
 ) -> Plan:
     """Diff desired models and endpoints against the target's live state.
 
     Nothing is changed: the planner only reads (artifact digests, registry, endpoint state).
     A rollout a dead process left open is recovered first (``recover=False`` diffs against the
-    state as it is).
+    state as it is). ``checks=True`` says the apply will pass gate checks (``checks=``): only
+    mlshift's engine calls them, so no rollout is handed to the target.
 
     Raises:
         ConfigError: a spec the target cannot take (names, options, ports).
@@ -363,6 +431,7 @@ def build_plan(
     actions: list[Action] = []
     unchanged: list[str] = []
     pending: dict[str, str] = {}
+    signatures: dict[str, Signature | None] = {}
     for i, model in enumerate(models):
         adapter.name_rules.model.check("model", model.name, adapter.uri.raw, field=f"models[{i}].name")
         if "://" in model.path:
@@ -376,6 +445,7 @@ def build_plan(
         if adapter.models.find_by_digest(model.name, digest) is None:
             actions.append(RegisterModel(model=model, digest=digest))
             pending[model.name] = digest
+            signatures[model.name] = model.signature
         else:
             unchanged.append(f"model {model.name}")
 
@@ -387,7 +457,7 @@ def build_plan(
         adapter.endpoints.validate(spec)
         state = adapter.endpoints.observe(spec.name)
         observed[spec.name] = state_fingerprint(state)
-        endpoint_actions = _plan_endpoint(adapter, spec, state, pending, recover)
+        endpoint_actions = _plan_endpoint(adapter, spec, state, pending, recover, signatures, checks)
         if endpoint_actions:
             actions.extend(endpoint_actions)
         else:

@@ -22,11 +22,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from mlshift._routing import spread_weights, summarize
+from mlshift._routing import SampleSummary, spread_weights, summarize
 from mlshift.adapter import (
     Capability,
     EndpointState,
@@ -34,12 +34,14 @@ from mlshift.adapter import (
     ResolvedVariant,
     RolloutPhase,
     RolloutRecord,
+    ShadowMetrics,
+    VariantMetrics,
     VariantState,
 )
 from mlshift.errors import ConfigError, MlshiftError, ProviderError, RolloutFailed, UnsupportedOperation
 from mlshift.plan._actions import PlannedVariant, RecoverRollout, Rollout
 from mlshift.specs.model import ModelVersion
-from mlshift.specs.rollout import HealthGate
+from mlshift.specs.rollout import HealthGate, Shadow
 
 if TYPE_CHECKING:
     from mlshift.adapter import Adapter
@@ -50,6 +52,7 @@ __all__ = [
     "GateReading",
     "Journal",
     "check_gate_observable",
+    "gate_thresholds",
     "new_record_id",
     "owner_id",
     "recover_rollout",
@@ -77,7 +80,15 @@ def new_record_id() -> str:
 
 @dataclass(frozen=True)
 class GateReading:
-    """What the gate saw of the new version during one bake."""
+    """What the gate saw of the new version during one bake, beside the baseline's numbers.
+
+    Attributes:
+        errors: 5xx answers of the new version.
+        client_errors: 4xx answers of the new version.
+        baseline_requests: Requests the baseline (the variants serving before) answered in the
+            same window; when it had none there (blue/green after the switch), the window
+            before the rollout started.
+    """
 
     stage: int
     elapsed: float
@@ -85,10 +96,33 @@ class GateReading:
     errors: int
     p50_ms: float | None = None
     p99_ms: float | None = None
+    client_errors: int = 0
+    baseline_requests: int = 0
+    baseline_client_errors: int = 0
+    baseline_p99_ms: float | None = None
+    rows: int = 0
+    agreed_rows: int = 0
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of compared rows on which the new version agreed with the serving one (shadow
+        rollouts; ``None`` when nothing was compared)."""
+        return self.agreed_rows / self.rows if self.rows else None
 
     @property
     def error_rate(self) -> float:
+        """The new version's share of 5xx answers."""
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def client_error_rate(self) -> float:
+        """The new version's share of 4xx answers."""
+        return self.client_errors / self.requests if self.requests else 0.0
+
+    @property
+    def baseline_client_error_rate(self) -> float:
+        """The baseline's share of 4xx answers (0 when it answered nothing)."""
+        return self.baseline_client_errors / self.baseline_requests if self.baseline_requests else 0.0
 
     def as_measurements(self) -> dict[str, float]:
         data = {
@@ -97,12 +131,82 @@ class GateReading:
             "requests": float(self.requests),
             "errors": float(self.errors),
             "error_rate": round(self.error_rate, 4),
+            "client_errors": float(self.client_errors),
+            "client_error_rate": round(self.client_error_rate, 4),
+            "baseline_requests": float(self.baseline_requests),
+            "baseline_client_error_rate": round(self.baseline_client_error_rate, 4),
         }
         if self.p99_ms is not None:
             data["p99_ms"] = round(self.p99_ms, 2)
         if self.p50_ms is not None:
             data["p50_ms"] = round(self.p50_ms, 2)
+        if self.baseline_p99_ms is not None:
+            data["baseline_p99_ms"] = round(self.baseline_p99_ms, 2)
+        if self.agreement is not None:
+            data["rows"] = float(self.rows)
+            data["agreement"] = round(self.agreement, 4)
         return data
+
+    def with_baseline(self, other: _Group) -> GateReading:
+        """This reading with the baseline's numbers taken from ``other``."""
+        return replace(
+            self,
+            baseline_requests=other.requests,
+            baseline_client_errors=other.client_errors,
+            baseline_p99_ms=other.p99_ms,
+        )
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Summed numbers of a group of variants (the candidates, or the baseline)."""
+
+    requests: int = 0
+    errors: int = 0
+    client_errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    @classmethod
+    def of(cls, parts: Sequence[VariantMetrics | SampleSummary]) -> _Group:
+        def get(part: VariantMetrics | SampleSummary, key: str) -> Any:
+            return part[key] if isinstance(part, dict) else getattr(part, key)  # type: ignore[literal-required]
+
+        p50s = [get(p, "p50_ms") for p in parts if get(p, "p50_ms") is not None]
+        p99s = [get(p, "p99_ms") for p in parts if get(p, "p99_ms") is not None]
+        return cls(
+            requests=sum(get(p, "requests") for p in parts),
+            errors=sum(get(p, "errors") for p in parts),
+            client_errors=sum(get(p, "client_errors") for p in parts),
+            # The worst variant's percentile: a conservative stand-in for the group's.
+            p50_ms=max(p50s) if p50s else None,
+            p99_ms=max(p99s) if p99s else None,
+        )
+
+    def reading(self, stage: int, elapsed: float, baseline: _Group) -> GateReading:
+        return GateReading(
+            stage=stage,
+            elapsed=elapsed,
+            requests=self.requests,
+            errors=self.errors,
+            client_errors=self.client_errors,
+            p50_ms=self.p50_ms,
+            p99_ms=self.p99_ms,
+        ).with_baseline(baseline)
+
+
+def gate_thresholds(gate: HealthGate, shadow: Shadow | None = None) -> dict[str, float]:
+    """The gate's limits, as ``RolloutFailed.measurements`` carries them beside the readings."""
+    data = {"max_error_rate": gate.max_error_rate, "min_requests": float(gate.min_requests)}
+    if shadow is not None:
+        data["min_agreement"] = shadow.min_agreement
+    if gate.max_client_error_increase is not None:
+        data["max_client_error_increase"] = gate.max_client_error_increase
+    if gate.max_p99 is not None:
+        data["max_p99_ms"] = gate.max_p99 * 1000
+    if gate.max_p99_ratio is not None:
+        data["max_p99_ratio"] = gate.max_p99_ratio
+    return data
 
 
 #: A user check: called with the latest reading; ``False`` or a message fails the gate.
@@ -155,6 +259,17 @@ def check_gate_observable(adapter: Adapter, spec: EndpointSpec, *, native: bool 
     strategy = spec.rollout
     if strategy is None or strategy.strategy == "all-at-once":
         return
+    if isinstance(strategy, Shadow):
+        # The shadow phase is judged on mirrored live traffic (read_shadow), not on metrics or
+        # probes; what follows it is judged like any rollout.
+        if strategy.gate.probe is not None:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: a shadow phase is judged on mirrored live traffic, not probes",
+                field="rollout.gate.probe",
+                hint="put the probe in rollout.then.gate (a canary after the shadow phase)",
+            )
+        check_gate_observable(adapter, spec.model_copy(update={"rollout": strategy.then}), native=False)
+        return
     gate = strategy.gate
     caps = adapter.capabilities
     if native is None:
@@ -180,21 +295,33 @@ def check_gate_observable(adapter: Adapter, spec: EndpointSpec, *, native: bool 
 
 
 class _Prober:
-    """Sends the gate's probe payload to the new variants at a fixed rate, in a thread."""
+    """Sends the gate's probe payload to the new variants at a fixed rate, in a thread.
+
+    Every fourth request goes to a baseline variant instead, so that the same payload's answers
+    can be compared (a payload the old version refuses too is the probe's fault, not the new
+    version's).
+    """
 
     def __init__(
-        self, adapter: Adapter, endpoint: str, variants: Sequence[str], payload: Any, rate: float
+        self,
+        adapter: Adapter,
+        endpoint: str,
+        variants: Sequence[str],
+        payload: Any,
+        rate: float,
+        baseline: Sequence[str] = (),
     ) -> None:
         import json
 
         self._adapter = adapter
         self._endpoint = endpoint
         self._variants = list(variants)
+        self._baseline = list(baseline)
         body = payload if isinstance(payload, dict) else {"instances": payload}
         self._body = json.dumps(body).encode()
         self._interval = 1.0 / rate
         self._stop = threading.Event()
-        self.samples: list[tuple[float, int, float]] = []
+        self.samples: list[tuple[float, int, float, str]] = []
         self._thread = threading.Thread(target=self._run, name="mlshift-probe", daemon=True)
 
     def __enter__(self) -> _Prober:
@@ -205,10 +332,15 @@ class _Prober:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def _next(self, i: int) -> str:
+        if self._baseline and i % 4 == 3:
+            return self._baseline[(i // 4) % len(self._baseline)]
+        return self._variants[i % len(self._variants)]
+
     def _run(self) -> None:
         i = 0
         while not self._stop.is_set():
-            variant = self._variants[i % len(self._variants)]
+            variant = self._next(i)
             i += 1
             start = time.monotonic()
             try:
@@ -216,37 +348,17 @@ class _Prober:
                 status = inv.status_code
             except MlshiftError:
                 status = 599
-            self.samples.append((start, status, (time.monotonic() - start) * 1000))
+            self.samples.append((start, status, (time.monotonic() - start) * 1000, variant))
             self._stop.wait(max(0.0, self._interval - (time.monotonic() - start)))
 
-    def reading(self, since: float, stage: int, elapsed: float) -> GateReading:
-        return GateReading(stage=stage, elapsed=elapsed, **summarize(list(self.samples), since))
+    def group(self, since: float, variants: Sequence[str]) -> _Group:
+        picked = [(t, status, ms) for t, status, ms, v in list(self.samples) if v in variants]
+        return _Group.of([summarize(picked, since)])
 
 
-def _metrics_reading(
-    adapter: Adapter, endpoint: str, variants: Sequence[str], stage: int, elapsed: float
-) -> GateReading:
-    requests = errors = 0
-    p50s: list[float] = []
-    p99s: list[float] = []
-    for name in variants:
-        m = adapter.endpoints.read_metrics(endpoint, name, max(elapsed, 0.001))
-        if m is None:
-            continue
-        requests += m.requests
-        errors += m.errors
-        if m.p50_ms is not None:
-            p50s.append(m.p50_ms)
-        if m.p99_ms is not None:
-            p99s.append(m.p99_ms)
-    return GateReading(
-        stage=stage,
-        elapsed=elapsed,
-        requests=requests,
-        errors=errors,
-        p50_ms=max(p50s) if p50s else None,
-        p99_ms=max(p99s) if p99s else None,
-    )
+def _metrics_group(adapter: Adapter, endpoint: str, variants: Sequence[str], window: float) -> _Group:
+    parts = [adapter.endpoints.read_metrics(endpoint, name, max(window, 0.001)) for name in variants]
+    return _Group.of([m for m in parts if m is not None])
 
 
 def _judge(gate: HealthGate, reading: GateReading, done: bool, where: str) -> str | None:
@@ -257,6 +369,19 @@ def _judge(gate: HealthGate, reading: GateReading, done: bool, where: str) -> st
             f"gate failed at {where}: error rate {reading.error_rate:.1%} > {gate.max_error_rate:.1%} "
             f"({reading.errors} of {reading.requests} requests failed)"
         )
+    if enough and gate.max_client_error_increase is not None:
+        increase = reading.client_error_rate - reading.baseline_client_error_rate
+        if increase > gate.max_client_error_increase:
+            base = (
+                f"{reading.baseline_client_error_rate:.1%} on the baseline"
+                if reading.baseline_requests
+                else "none measured on the baseline"
+            )
+            return (
+                f"gate failed at {where}: client errors (4xx) {reading.client_error_rate:.1%} vs {base}, "
+                f"+{increase * 100:.1f} points > {gate.max_client_error_increase * 100:g} "
+                f"({reading.client_errors} of {reading.requests} requests refused)"
+            )
     if (
         enough
         and gate.max_p99 is not None
@@ -266,6 +391,19 @@ def _judge(gate: HealthGate, reading: GateReading, done: bool, where: str) -> st
         return (
             f"gate failed at {where}: p99 latency {reading.p99_ms:.0f}ms > {gate.max_p99 * 1000:g}ms "
             f"over {reading.requests} requests"
+        )
+    if (
+        enough
+        and gate.max_p99_ratio is not None
+        and reading.p99_ms is not None
+        and reading.baseline_p99_ms
+        and reading.baseline_requests >= max(gate.min_requests, 1)
+        and reading.p99_ms > gate.max_p99_ratio * reading.baseline_p99_ms
+    ):
+        ratio = reading.p99_ms / reading.baseline_p99_ms
+        return (
+            f"gate failed at {where}: p99 latency {reading.p99_ms:.0f}ms is {ratio:.1f}x the baseline's "
+            f"{reading.baseline_p99_ms:.0f}ms > {gate.max_p99_ratio:g}x"
         )
     if done and reading.requests < gate.min_requests:
         return (
@@ -288,10 +426,16 @@ class _Context:
     checks: Sequence[GateCheck]
     timeout: float
     staged: dict[str, str] = field(default_factory=dict)
+    #: The baseline's numbers before the rollout started, for bakes in which it serves nothing.
+    before: _Group = field(default_factory=_Group)
 
     @property
     def endpoint(self) -> str:
         return self.action.endpoint
+
+    def baseline_names(self) -> list[str]:
+        """The variants serving before the rollout (they keep their names while it runs)."""
+        return [v.name for v in self.action.baseline]
 
     def live_names(self) -> list[str]:
         """The candidates' names while they run beside the baseline."""
@@ -332,14 +476,17 @@ def _set_weights(ctx: _Context, weights: Mapping[str, int]) -> EndpointState:
 
 
 def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
-    gate = ctx.action.strategy.gate
+    gate = _traffic_strategy(ctx.action).gate
     where = f"{share}% traffic" if share else "pre-traffic probes"
     names = ctx.live_names()
     use_metrics = Capability.METRICS in ctx.adapter.capabilities
     start_wall = time.monotonic()
     poll = min(1.0, max(0.05, seconds / 20))
+    baseline = ctx.baseline_names()
     prober = (
-        _Prober(ctx.adapter, ctx.endpoint, names, gate.probe.payload, gate.probe.rate) if gate.probe else None
+        _Prober(ctx.adapter, ctx.endpoint, names, gate.probe.payload, gate.probe.rate, baseline)
+        if gate.probe
+        else None
     )
     reading: GateReading | None = None
     ctx.journal.step(f"bake {seconds:g}s at {share}%")
@@ -350,11 +497,13 @@ def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
             elapsed = time.monotonic() - start_wall
             done = elapsed >= seconds
             if use_metrics:
-                reading = _metrics_reading(ctx.adapter, ctx.endpoint, names, share, elapsed)
+                new = _metrics_group(ctx.adapter, ctx.endpoint, names, elapsed)
+                old = _metrics_group(ctx.adapter, ctx.endpoint, baseline, elapsed)
             elif prober is not None:
-                reading = prober.reading(start_wall, share, elapsed)
+                new, old = prober.group(start_wall, names), prober.group(start_wall, baseline)
             else:
-                reading = GateReading(stage=share, elapsed=elapsed, requests=0, errors=0)
+                new = old = _Group()
+            reading = new.reading(share, elapsed, old if old.requests else ctx.before)
             ctx.emit(
                 {
                     "stage_percent": share,
@@ -363,7 +512,13 @@ def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
                     "requests": reading.requests,
                     "errors": reading.errors,
                     "error_rate": round(reading.error_rate, 4),
+                    "client_errors": reading.client_errors,
+                    "client_error_rate": round(reading.client_error_rate, 4),
+                    "baseline_client_error_rate": round(reading.baseline_client_error_rate, 4),
                     "p99_ms": None if reading.p99_ms is None else round(reading.p99_ms, 2),
+                    "baseline_p99_ms": None
+                    if reading.baseline_p99_ms is None
+                    else round(reading.baseline_p99_ms, 2),
                 }
             )
             reason = _judge(gate, reading, done, where)
@@ -391,6 +546,107 @@ def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
     finally:
         if prober is not None:
             prober.__exit__()
+
+
+def _traffic_strategy(action: Rollout) -> Any:
+    """The strategy that moves traffic: a shadow rollout's ``then``, else the rollout's own."""
+    strategy = action.strategy
+    return strategy.then if isinstance(strategy, Shadow) else strategy
+
+
+def _shadow_reading(m: ShadowMetrics | None, elapsed: float) -> GateReading:
+    if m is None:
+        return GateReading(stage=0, elapsed=elapsed, requests=0, errors=0)
+    return GateReading(
+        stage=0,
+        elapsed=elapsed,
+        requests=m.requests,
+        errors=m.errors,
+        client_errors=m.client_errors,
+        p99_ms=m.p99_ms,
+        # The baseline answered the very same requests.
+        baseline_requests=m.requests,
+        baseline_client_errors=m.baseline_client_errors,
+        baseline_p99_ms=m.baseline_p99_ms,
+        rows=m.rows,
+        agreed_rows=m.agreed_rows,
+    )
+
+
+def _shadow_phase(ctx: _Context, strategy: Shadow) -> GateReading:
+    """Mirror live traffic to the candidate for ``strategy.duration`` and judge its answers.
+
+    Raises:
+        _GateFailed: errors, latency or client errors beyond the gate, agreement below
+            ``min_agreement``, or too few mirrored requests to judge.
+    """
+    endpoints = ctx.adapter.endpoints
+    name = ctx.live_names()[0]
+    gate = strategy.gate
+    where = "the shadow phase"
+    ctx.journal.step(f"mirror {strategy.percent}% of traffic to {name}")
+    endpoints.set_shadow(ctx.endpoint, name, strategy.percent, tolerance=strategy.max_relative_error).wait(
+        ctx.timeout
+    )
+    ctx.emit({"shadow_percent": strategy.percent, "shadow": name})
+    start = time.monotonic()
+    poll = min(1.0, max(0.05, strategy.duration / 20))
+    try:
+        while True:
+            elapsed = time.monotonic() - start
+            done = elapsed >= strategy.duration
+            reading = _shadow_reading(endpoints.read_shadow(ctx.endpoint, name, max(elapsed, 0.001)), elapsed)
+            ctx.emit(
+                {
+                    "phase": "shadow",
+                    "stage_percent": 0,
+                    "shadow_percent": strategy.percent,
+                    "elapsed_s": round(elapsed, 2),
+                    "bake_s": strategy.duration,
+                    "requests": reading.requests,
+                    "errors": reading.errors,
+                    "error_rate": round(reading.error_rate, 4),
+                    "client_errors": reading.client_errors,
+                    "client_error_rate": round(reading.client_error_rate, 4),
+                    "baseline_client_error_rate": round(reading.baseline_client_error_rate, 4),
+                    "p99_ms": None if reading.p99_ms is None else round(reading.p99_ms, 2),
+                    "baseline_p99_ms": None
+                    if reading.baseline_p99_ms is None
+                    else round(reading.baseline_p99_ms, 2),
+                    "rows": reading.rows,
+                    "agreement": None if reading.agreement is None else round(reading.agreement, 4),
+                }
+            )
+            reason = _judge(gate, reading, done, where)
+            # Agreement is judged over the whole phase: early windows of a good version can
+            # hold a disagreement or two that the full sample would absorb.
+            if reason is None and done and reading.requests >= gate.min_requests:
+                agreement = reading.agreement
+                if agreement is None:
+                    reason = f"gate failed in {where}: no answer of {name} could be compared"
+                elif agreement < strategy.min_agreement:
+                    reason = (
+                        f"gate failed in {where}: agreement {agreement:.1%} < {strategy.min_agreement:.1%} "
+                        f"({reading.agreed_rows} of {reading.rows} rows agreed with the serving version)"
+                    )
+            for check in ctx.checks if reason is None else ():
+                verdict = check(reading)
+                if verdict is False or isinstance(verdict, str):
+                    label = getattr(check, "__name__", "check")
+                    reason = f"check {label} failed in {where}" + (
+                        f": {verdict}" if isinstance(verdict, str) else ""
+                    )
+            if reason is not None:
+                raise _GateFailed(reason, reading)
+            if done:
+                return reading
+            time.sleep(poll)
+    finally:
+        ctx.journal.step(f"stop mirroring to {name}")
+        try:
+            endpoints.set_shadow(ctx.endpoint, name, 0).wait(ctx.timeout)
+        except MlshiftError:
+            pass  # removing the variant (rollback) stops its mirror as well
 
 
 def _resolved(variant: PlannedVariant, registered: Mapping[str, ModelVersion], name: str) -> ResolvedVariant:
@@ -467,8 +723,15 @@ def run_rollout(
     )
     ctx = _Context(adapter, action, journal, emit, checks, timeout)
     endpoints = adapter.endpoints
+    gate = action.strategy.gate
 
     native = action.native if action.native is not None else Capability.NATIVE_ROLLOUT in adapter.capabilities
+    if native and checks:
+        # A target that runs the rollout itself never calls mlshift's checks: rather than ignore
+        # them, run it here (a plan made with the checks known says so already).
+        journal.step("checks= were given, which only mlshift's engine calls: run the rollout here")
+        emit({"engine_reason": "checks= were given, which only mlshift's engine calls"})
+        native = False
     if native:
         journal.step("hand the rollout to the target")
         request = NativeRollout(
@@ -483,16 +746,31 @@ def run_rollout(
         except RolloutFailed as exc:
             journal.phase("rolled_back", reason=exc.reason or str(exc), measurements=exc.measurements)
             raise
+        except (MlshiftError, KeyboardInterrupt) as exc:
+            # Refused (a hand-made plan the target cannot run) or failed: never leave the record
+            # open, or the next plan would try to recover a rollout that never started.
+            journal.phase("failed", reason=f"{type(exc).__name__}: {exc}")
+            raise
         journal.phase("succeeded")
         return state
 
     reading: GateReading | None = None
+    if Capability.METRICS in adapter.capabilities and action.strategy.strategy != "all-at-once":
+        # What the baseline answered before anything changed: the comparison to use in a bake
+        # where it serves nothing (blue/green after the switch).
+        window = max(60.0, max((action.strategy.bake_for(s) for s in _stage_plan(action)), default=0.0))
+        try:
+            ctx.before = _metrics_group(adapter, action.endpoint, ctx.baseline_names(), window)
+        except MlshiftError:
+            ctx.before = _Group()
     try:
         for v in action.candidates:
             name = action.staging.get(v.name, v.name)
             journal.step(f"add variant {name} ({v.model_label}) at 0%")
             journal.added(name)
             endpoints.add_variant(action.endpoint, _resolved(v, registered, name)).wait(timeout)
+        if isinstance(action.strategy, Shadow):
+            reading = _shadow_phase(ctx, action.strategy)
         for share in _stage_plan(action):
             current = [
                 v.name for v in (endpoints.observe(action.endpoint) or EndpointState(name="")).variants
@@ -500,7 +778,7 @@ def run_rollout(
             weights = _weights_at(ctx, share, current)
             _set_weights(ctx, weights)
             emit({"stage_percent": share, "weights": weights})
-            bake = action.strategy.bake_for(share)
+            bake = _traffic_strategy(action).bake_for(share)
             if bake > 0:
                 reading = _bake(ctx, share, bake) or reading
     except (_GateFailed, MlshiftError, KeyboardInterrupt) as exc:
@@ -510,7 +788,10 @@ def run_rollout(
             reason = "interrupted"
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        measurements = reading.as_measurements() if reading else {}
+        shadow = action.strategy if isinstance(action.strategy, Shadow) else None
+        phase_gate = gate if shadow is not None and (reading is None or reading.stage == 0) else None
+        thresholds = gate_thresholds(phase_gate or _traffic_strategy(action).gate, shadow)
+        measurements = {**(reading.as_measurements() if reading else {}), **thresholds}
         emit({"rollback": reason})
         journal.step(f"roll back: {reason}")
         _rollback(adapter, journal, action.baseline, timeout)

@@ -23,8 +23,8 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-_TAGGED = frozenset({"rollout"})
-_TAGS = frozenset({"all-at-once", "canary", "linear", "blue-green"})
+_TAGGED = frozenset({"rollout", "then"})
+_TAGS = frozenset({"all-at-once", "canary", "linear", "blue-green", "shadow"})
 
 
 def config_error(exc: ValidationError, what: str) -> ConfigError:

@@ -91,6 +91,8 @@ class EndpointSpec(SpecModel):
         rollout: How traffic moves to new model versions (default: all at once).
         provider_options: Per-target options under the target's name
             (``{"local": {"port": 8500}}``); each target validates only its own key.
+        allow_schema_change: Let a new version take other inputs than the version it
+            replaces (by default the plan refuses it: its callers would get 400s).
     """
 
     name: Name
@@ -100,6 +102,7 @@ class EndpointSpec(SpecModel):
     tags: dict[str, str] = Field(default_factory=dict)
     rollout: RolloutStrategy | None = None
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    allow_schema_change: bool = False
 
     @model_validator(mode="after")
     def _variants_consistent(self) -> EndpointSpec:

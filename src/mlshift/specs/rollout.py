@@ -18,6 +18,7 @@ __all__ = [
     "Linear",
     "Probe",
     "RolloutStrategy",
+    "Shadow",
     "parse_duration",
 ]
 
@@ -84,16 +85,26 @@ class Probe(SpecModel):
 class HealthGate(SpecModel):
     """When a new version counts as healthy, judged over each bake window.
 
+    Besides absolute limits, the gate judges the new version against the baseline (the version
+    serving before), over the same window: a version that refuses requests its predecessor
+    answered (HTTP 4xx, e.g. a changed input schema) fails even though it never answers 5xx.
+
     Attributes:
         max_error_rate: Highest share of 5xx answers (0.01 = 1%).
+        max_client_error_increase: Highest rise of the share of 4xx answers over the
+            baseline's, in absolute terms (0.01 = 1 percentage point); ``None`` turns it off.
         max_p99: Highest 99th-percentile latency, when set.
+        max_p99_ratio: Highest p99 latency as a multiple of the baseline's (2 = twice as slow),
+            when set.
         min_requests: Fewest requests the judgement may rest on; fewer fails the gate (an
             unobserved version is not a healthy one).
         probe: Synthetic requests to the new variant during the bake.
     """
 
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_client_error_increase: float | None = Field(default=0.01, ge=0, le=1)
     max_p99: Duration | None = Field(default=None, gt=0)
+    max_p99_ratio: float | None = Field(default=None, ge=1)
     min_requests: int = Field(default=20, ge=0)
     probe: Probe | None = None
 
@@ -181,7 +192,49 @@ class BlueGreen(_Strategy):
         return self.bake
 
 
+def _strategy_name(value: Any) -> Any:
+    return {"strategy": value} if isinstance(value, str) else value
+
+
+class Shadow(_Strategy):
+    """Mirror a share of live traffic to the new version first; promote it only if it agrees.
+
+    The new version gets a copy of ``percent`` of the requests, sent after the serving version
+    has answered; its answers are compared with the serving version's on the same requests and
+    never returned to callers. After ``duration``, the new version is promoted the way ``then``
+    says — or removed, when it failed the gate: errors, latency, client errors beside the serving
+    version's, or agreement below ``min_agreement``. Needs a target with ``SHADOW_TRAFFIC``.
+
+    Attributes:
+        percent: Share of live requests copied to the new version (1-100).
+        duration: How long to compare before deciding.
+        min_agreement: Lowest share of rows on which both versions agree (0.99 = 99%).
+        max_relative_error: Numbers (regression outputs, scores) agree when they differ by at
+            most this share of the larger one; labels agree when equal.
+        then: How traffic moves once the shadow phase passed: ``all-at-once`` (default) or a
+            ``Canary`` (``then="canary"`` or ``Canary(percent=10, bake="5m")``).
+        gate: Judges the new version's answers to the mirrored requests (``min_requests`` of
+            them at least; ``max_client_error_increase`` against the serving version's answers to
+            the same requests).
+    """
+
+    strategy: Literal["shadow"] = "shadow"
+    percent: int = Field(default=10, ge=1, le=100)
+    duration: Duration = Field(default=300.0, gt=0)
+    min_agreement: float = Field(default=0.99, ge=0, le=1)
+    max_relative_error: float = Field(default=0.01, ge=0)
+    then: Annotated[AllAtOnce | Canary, BeforeValidator(_strategy_name), Field(discriminator="strategy")] = (
+        Field(default_factory=AllAtOnce)
+    )
+
+    def stages(self) -> list[int]:
+        return self.then.stages()
+
+    def bake_for(self, stage: int) -> float:
+        return self.then.bake_for(stage)
+
+
 RolloutStrategy = Annotated[
-    AllAtOnce | Canary | Linear | BlueGreen,
+    AllAtOnce | Canary | Linear | BlueGreen | Shadow,
     Field(discriminator="strategy"),
 ]

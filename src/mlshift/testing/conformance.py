@@ -19,6 +19,7 @@ needs scikit-learn and skops (``pip install "mlshift[sklearn]"``) to build its t
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,14 @@ from typing import Any
 import pytest
 
 from mlshift._client import Client
-from mlshift.adapter import Adapter, Capability, EndpointService, ModelRegistry, PipelineService
+from mlshift.adapter import (
+    Adapter,
+    Capability,
+    EndpointService,
+    ModelRegistry,
+    PipelineService,
+    ResolvedVariant,
+)
 from mlshift.errors import Conflict, IntegrityError, InvalidPayload, MlshiftError, NotFound
 from mlshift.specs.endpoint import EndpointSpec
 
@@ -257,6 +265,40 @@ class EndpointConformance(AdapterConformance):
         for _ in range(5):
             result = deployed.endpoints.predict("iris-ep", models["rows"], variant=new)
             assert result.variant == new and result.predictions == models["expected_v2"]
+
+    def test_metrics_count_client_errors_apart(self, deployed: Client, models: dict[str, Any]) -> None:
+        self.require(deployed, Capability.METRICS)
+        name = deployed.endpoints.get("iris-ep").variants[0].name
+        for _ in range(3):
+            deployed.endpoints.predict("iris-ep", models["rows"])
+        for _ in range(2):
+            with pytest.raises(InvalidPayload):
+                deployed.endpoints.predict("iris-ep", [[1.0, 2.0]])  # the caller's error: a 4xx
+        m = deployed.adapter.endpoints.read_metrics("iris-ep", name, 300)
+        assert m is not None
+        assert (m.requests, m.errors, m.client_errors) == (5, 0, 2)
+
+    def test_shadow_traffic_is_compared_never_returned(
+        self, deployed: Client, models: dict[str, Any]
+    ) -> None:
+        self.require(deployed, Capability.SHADOW_TRAFFIC)
+        endpoints = deployed.adapter.endpoints
+        shadow = ResolvedVariant(name="shadow", model=deployed.models.get("iris:2"), weight=0)
+        endpoints.add_variant("iris-ep", shadow).wait(600)
+        endpoints.set_shadow("iris-ep", "shadow", 100).wait(600)
+        for _ in range(10):
+            answer = deployed.endpoints.predict("iris-ep", models["rows"])
+            assert answer.variant != "shadow" and answer.predictions == models["expected_v1"]
+        deadline = time.monotonic() + 60
+        while True:
+            m = endpoints.read_shadow("iris-ep", "shadow", 300)
+            if (m is not None and m.requests >= 10) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        same = sum(a == b for a, b in zip(models["expected_v1"], models["expected_v2"], strict=True))
+        assert m is not None and (m.requests, m.errors) == (10, 0)
+        assert (m.rows, m.agreed_rows) == (10 * len(models["rows"]), 10 * same)
+        endpoints.set_shadow("iris-ep", "shadow", 0).wait(600)
 
     def test_delete(self, deployed: Client) -> None:
         deployed.endpoints.delete("iris-ep")

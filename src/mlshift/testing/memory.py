@@ -22,7 +22,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlshift._routing import WeightedRoundRobin, summarize
+from mlshift._routing import (
+    MirrorShare,
+    ShadowSample,
+    WeightedRoundRobin,
+    compare_answers,
+    summarize,
+    summarize_shadow,
+)
 from mlshift.adapter import (
     Artifact,
     BaseEndpointService,
@@ -35,6 +42,7 @@ from mlshift.adapter import (
     Operation,
     ResolvedVariant,
     RolloutRecord,
+    ShadowMetrics,
     TargetURI,
     VariantMetrics,
     VariantState,
@@ -53,6 +61,7 @@ DEFAULT_CAPABILITIES = frozenset(
         Capability.TRAFFIC_SPLIT,
         Capability.TARGETED_INVOKE,
         Capability.METRICS,
+        Capability.SHADOW_TRAFFIC,
         Capability.AUTOSCALING,
         Capability.GPU,
         Capability.PIPELINES,
@@ -165,6 +174,14 @@ class _MemoryEndpoints(BaseEndpointService):
         self._caller: Any = None
         self._samples: dict[tuple[str, str], builtins.list[tuple[float, int, float]]] = {}
         self._journal: dict[str, RolloutRecord] = {}
+        # Shadow traffic: endpoint -> (variant, share, tolerance); mirrored calls run on a pool
+        # of their own so the caller never waits for them.
+        self._shadows: dict[str, tuple[str, MirrorShare, float]] = {}
+        self._shadow_samples: dict[tuple[str, str], builtins.list[ShadowSample]] = {}
+        self._shadow_skipped: dict[tuple[str, str], builtins.list[float]] = {}
+        self._mirror_pool: Any = None
+        self._mirrors_in_flight = 0
+        self._mirror_lock = threading.Lock()
 
     def _state(self, name: str) -> EndpointState:
         ep = self.items[name]
@@ -251,6 +268,8 @@ class _MemoryEndpoints(BaseEndpointService):
         self._adapter.record("remove_variant", name, variant_name)
         del ep["variants"][variant_name]
         del ep["weights"][variant_name]
+        if self._shadows.get(name, ("",))[0] == variant_name:
+            del self._shadows[name]
         return self._done(name, f"remove variant {variant_name}")
 
     def set_weights(self, name: str, weights: Mapping[str, int]) -> Operation[EndpointState]:
@@ -309,6 +328,7 @@ class _MemoryEndpoints(BaseEndpointService):
         timeout: float = 60.0,
     ) -> Invocation:
         ep = self._require(name)
+        targeted = variant
         if variant is None:
             rr: WeightedRoundRobin = ep["rr"]
             variant = rr.pick()
@@ -321,9 +341,10 @@ class _MemoryEndpoints(BaseEndpointService):
 
             self._caller = InProcessCaller(name="mlshift-memory", server=("memory", 80))
         status, headers, content = self._caller.call(app, body, content_type)
-        self._samples.setdefault((name, variant), []).append(
-            (time.monotonic(), status, (time.perf_counter() - start) * 1000)
-        )
+        latency = (time.perf_counter() - start) * 1000
+        self._samples.setdefault((name, variant), []).append((time.monotonic(), status, latency))
+        if targeted is None:
+            self._maybe_mirror(name, variant, body, content_type, status, content, latency)
         return Invocation(
             status_code=status,
             body=content,
@@ -336,6 +357,86 @@ class _MemoryEndpoints(BaseEndpointService):
         since = time.monotonic() - window
         summary = summarize(self._samples.get((name, variant), []), since)
         return VariantMetrics(variant=variant, window_seconds=window, **summary)
+
+    # ---------------------------------------------------------------- shadow traffic
+
+    def set_shadow(
+        self, name: str, variant: str, percent: int, *, tolerance: float = 0.01
+    ) -> Operation[EndpointState]:
+        ep = self._require(name)
+        if percent and variant not in ep["variants"]:
+            raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider="memory")
+        self._adapter.record("set_shadow", name, variant, percent)
+        if percent:
+            self._shadows[name] = (variant, MirrorShare(percent), tolerance)
+        elif self._shadows.get(name, ("",))[0] == variant:
+            del self._shadows[name]
+        return self._done(name, f"mirror {percent}% to {variant}")
+
+    def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
+        since = time.monotonic() - window
+        with self._mirror_lock:
+            samples = list(self._shadow_samples.get((name, variant), []))
+            skipped = list(self._shadow_skipped.get((name, variant), []))
+        return ShadowMetrics(
+            variant=variant, window_seconds=window, **summarize_shadow(samples, skipped, since)
+        )
+
+    def _maybe_mirror(
+        self,
+        name: str,
+        served_by: str,
+        body: bytes,
+        content_type: str,
+        status: int,
+        answer: bytes,
+        latency: float,
+    ) -> None:
+        shadow = self._shadows.get(name)
+        if shadow is None or served_by == shadow[0] or status >= 500 or not shadow[1].pick():
+            return
+        with self._mirror_lock:
+            if self._mirrors_in_flight >= 32:  # never queue up work behind the callers' requests
+                self._shadow_skipped.setdefault((name, shadow[0]), []).append(time.monotonic())
+                return
+            self._mirrors_in_flight += 1
+            if self._mirror_pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._mirror_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlshift-shadow")
+        self._mirror_pool.submit(
+            self._mirror, name, shadow[0], shadow[2], body, content_type, status, answer, latency
+        )
+
+    def _mirror(
+        self,
+        name: str,
+        variant: str,
+        tolerance: float,
+        body: bytes,
+        content_type: str,
+        served_status: int,
+        served_answer: bytes,
+        served_latency: float,
+    ) -> None:
+        begun = time.monotonic()
+        start = time.perf_counter()
+        try:
+            target = self.items[name]["variants"][variant]
+            status, _, content = self._caller.call(self._app_for(target), body, content_type)
+        except Exception:  # a shadow that cannot answer is a failed shadow request, nothing more
+            status, content = 599, b""
+        finally:
+            with self._mirror_lock:
+                self._mirrors_in_flight -= 1
+        latency = (time.perf_counter() - start) * 1000
+        rows = agreed = 0
+        if 200 <= status < 300 and 200 <= served_status < 300:
+            rows, agreed = compare_answers(served_answer, content, tolerance)
+        with self._mirror_lock:
+            self._shadow_samples.setdefault((name, variant), []).append(
+                ShadowSample(begun, status, latency, served_status, served_latency, rows, agreed)
+            )
 
     def record_rollout(self, record: RolloutRecord) -> None:
         self._journal[record.id] = record
@@ -378,6 +479,8 @@ class _MemoryEndpoints(BaseEndpointService):
             lock.release()
 
     def close(self) -> None:
+        if self._mirror_pool is not None:
+            self._mirror_pool.shutdown(wait=True, cancel_futures=True)
         self._apps.clear()
         if self._caller is not None:
             self._caller.close()

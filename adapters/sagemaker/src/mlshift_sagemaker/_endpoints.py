@@ -47,7 +47,7 @@ from mlshift.adapter import (
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound, ProviderError, RolloutFailed
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef
-from mlshift.specs.rollout import AllAtOnce
+from mlshift.specs.rollout import AllAtOnce, HealthGate, Shadow
 from mlshift_sagemaker._metrics import read_variant_metrics
 from mlshift_sagemaker._naming import config_name, config_prefix, fingerprint, model_name, model_prefix
 from mlshift_sagemaker._rollout import (
@@ -1447,6 +1447,19 @@ class SageMakerEndpointService(BaseEndpointService):
         live = None if observed is None else [v.name for v in observed.variants]
         return native_refusal(spec.rollout, [v.name for v in spec.variants], live)
 
+    def _client_error_rates(self, name: str, variants: Sequence[str], gate: HealthGate) -> dict[str, float]:
+        """Each variant's 4xx share over the hour before a rollout: what the new fleet is judged
+        against (the old and new fleets of a blue/green update share the variant's metrics)."""
+        if gate.max_client_error_increase is None:
+            return {}
+        cloudwatch = self._adapter.clients.client("cloudwatch")
+        rates: dict[str, float] = {}
+        for variant in variants:
+            with aws_errors(f"read the metrics of {name}/{variant}"):
+                m = read_variant_metrics(cloudwatch, name, variant, 3600)
+            rates[variant] = m.client_errors / m.requests if m.requests else 0.0
+        return rates
+
     def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
         """A blue/green update with traffic shifting and alarms that roll it back by themselves.
 
@@ -1457,6 +1470,7 @@ class SageMakerEndpointService(BaseEndpointService):
         live = self._require_in_service(name)
         wanted = list(rollout.final_weights)
         check_native_rollout(name, strategy, wanted, [s.name for s in live.slots])
+        assert not isinstance(strategy, Shadow)  # refused just above
         options = self._options_for(name)
         candidates = {c.name: c for c in rollout.candidates}
         slots: builtins.list[_Slot] = []
@@ -1469,7 +1483,14 @@ class SageMakerEndpointService(BaseEndpointService):
         requests = (
             []
             if isinstance(strategy, AllAtOnce)
-            else alarm_requests(name, [s.name for s in slots], strategy.gate, run_id, self._owned_tags(name))
+            else alarm_requests(
+                name,
+                [s.name for s in slots],
+                strategy.gate,
+                run_id,
+                self._owned_tags(name),
+                self._client_error_rates(name, [s.name for s in slots], strategy.gate),
+            )
         )
         alarms: builtins.list[str] = []
 

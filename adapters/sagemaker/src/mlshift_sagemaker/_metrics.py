@@ -24,6 +24,7 @@ _MINUTE = timedelta(minutes=1)
 _QUERIES = {
     "requests": ("Invocations", "Sum"),
     "errors": ("Invocation5XXErrors", "Sum"),
+    "client_errors": ("Invocation4XXErrors", "Sum"),
     "p50": ("ModelLatency", "p50"),
     "p99": ("ModelLatency", "p99"),
 }
@@ -39,7 +40,7 @@ def metric_span(window: float, now: datetime) -> tuple[datetime, datetime]:
 def read_variant_metrics(
     cloudwatch: Any, endpoint: str, variant: str, window: float, *, now: datetime | None = None
 ) -> VariantMetrics:
-    """One ``GetMetricData`` call: requests, 5xx errors and latency percentiles of one variant.
+    """One ``GetMetricData`` call: requests, 5xx and 4xx errors and latency percentiles of one variant.
 
     The span is read as a single period, so each metric has at most one datapoint; should
     CloudWatch split it anyway, counts are added up and the worst percentile is kept. A
@@ -81,6 +82,7 @@ def read_variant_metrics(
         window_seconds=window,
         requests=round(sum(values["requests"])),
         errors=round(sum(values["errors"])),
+        client_errors=round(sum(values["client_errors"])),
         p50_ms=latency_ms("p50"),
         p99_ms=latency_ms("p99"),
     )

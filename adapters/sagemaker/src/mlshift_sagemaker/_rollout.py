@@ -8,6 +8,10 @@ mlshift                            SageMaker ``DeploymentConfig.BlueGreenUpdateP
 ``BlueGreen(bake)``                ``ALL_AT_ONCE``, wait ``bake`` with the old fleet still up
 ``HealthGate.max_error_rate``      a CloudWatch alarm per variant: 5xx / invocations > the rate
 ``HealthGate.max_p99``             a CloudWatch alarm per variant: ``ModelLatency`` p99 > the limit
+``max_client_error_increase``      a CloudWatch alarm per variant: 4xx / invocations > the share
+                                   the variant had in the hour before the rollout + the increase
+``HealthGate.max_p99_ratio``       not native: old and new fleets share a variant's metrics, so
+                                   mlshift's engine runs the rollout (variants side by side)
 =================================  ==============================================================
 
 The alarms go into ``AutoRollbackConfiguration``: if one fires during a bake, SageMaker moves all
@@ -30,7 +34,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from mlshift.errors import UnsupportedOperation
-from mlshift.specs.rollout import AllAtOnce, BlueGreen, Canary, HealthGate, Linear, RolloutStrategy
+from mlshift.specs.rollout import AllAtOnce, BlueGreen, Canary, HealthGate, Linear, RolloutStrategy, Shadow
 
 __all__ = ["alarm_requests", "check_native_rollout", "deployment_config", "native_refusal", "parse_strategy"]
 
@@ -40,20 +44,20 @@ MAX_ALARMS = 10
 #: Time allowed for provisioning the new fleet, on top of the bakes, before SageMaker gives up.
 PROVISIONING_ALLOWANCE = 1800
 
-_STRATEGIES: TypeAdapter[AllAtOnce | Canary | Linear | BlueGreen] = TypeAdapter(RolloutStrategy)
+_STRATEGIES: TypeAdapter[AllAtOnce | Canary | Linear | BlueGreen | Shadow] = TypeAdapter(RolloutStrategy)
 
 
-def parse_strategy(data: Mapping[str, Any]) -> AllAtOnce | Canary | Linear | BlueGreen:
+def parse_strategy(data: Mapping[str, Any]) -> AllAtOnce | Canary | Linear | BlueGreen | Shadow:
     """A strategy from its JSON form (as :class:`~mlshift.adapter.NativeRollout` carries it)."""
     return _STRATEGIES.validate_python(dict(data))
 
 
 def _alarms_per_variant(gate: HealthGate) -> int:
-    return 1 + (gate.max_p99 is not None)
+    return 1 + (gate.max_p99 is not None) + (gate.max_client_error_increase is not None)
 
 
 def native_refusal(
-    strategy: AllAtOnce | Canary | Linear | BlueGreen,
+    strategy: AllAtOnce | Canary | Linear | BlueGreen | Shadow,
     wanted: Sequence[str],
     live: Sequence[str] | None,
 ) -> str | None:
@@ -69,6 +73,8 @@ def native_refusal(
     """
     if isinstance(strategy, AllAtOnce):
         return None
+    if isinstance(strategy, Shadow):
+        return "shadow rollouts compare answers on mlshift's engine"
     if live is not None and sorted(live) != sorted(wanted):
         return (
             f"the variants change ({', '.join(live)} -> {', '.join(wanted)}) and SageMaker's blue/green "
@@ -77,6 +83,11 @@ def native_refusal(
     gate = strategy.gate
     if gate.probe is not None:
         return "the gate sends probe requests, and SageMaker's guardrails judge by CloudWatch alarms only"
+    if gate.max_p99_ratio is not None:
+        return (
+            "the gate compares p99 latency with the baseline's, and during a blue/green update the old "
+            "and new fleets share one variant's metrics"
+        )
     if isinstance(strategy, Canary) and strategy.percent > 50:
         return f"a SageMaker canary is at most 50% of the new fleet, got {strategy.percent}%"
     if isinstance(strategy, Linear) and not 10 <= strategy.step_percent <= 50:
@@ -92,7 +103,7 @@ def native_refusal(
 
 def check_native_rollout(
     endpoint: str,
-    strategy: AllAtOnce | Canary | Linear | BlueGreen,
+    strategy: AllAtOnce | Canary | Linear | BlueGreen | Shadow,
     wanted: Sequence[str],
     live: Sequence[str] | None,
 ) -> None:
@@ -149,9 +160,19 @@ def deployment_config(strategy: Canary | Linear | BlueGreen, alarm_names: Sequen
 
 
 def alarm_requests(
-    endpoint: str, variants: Sequence[str], gate: HealthGate, run_id: str, tags: list[dict[str, str]]
+    endpoint: str,
+    variants: Sequence[str],
+    gate: HealthGate,
+    run_id: str,
+    tags: list[dict[str, str]],
+    client_error_rates: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """``put_metric_alarm`` requests that watch each variant against the gate."""
+    """``put_metric_alarm`` requests that watch each variant against the gate.
+
+    Args:
+        client_error_rates: Each variant's share of 4xx answers before the rollout (the
+            baseline the new fleet is judged against; missing: 0).
+    """
 
     def metric(metric_id: str, name: str, variant: str) -> dict[str, Any]:
         return {
@@ -197,6 +218,33 @@ def alarm_requests(
                 "Tags": tags,
             }
         )
+        if gate.max_client_error_increase is not None:
+            before = (client_error_rates or {}).get(variant, 0.0)
+            limit = min(1.0, before + gate.max_client_error_increase)
+            requests.append(
+                {
+                    "AlarmName": f"{base}-client-errors",
+                    "AlarmDescription": f"mlshift rollout {run_id} of {endpoint}/{variant}: 4xx share above "
+                    f"{limit:.2%} ({before:.2%} before the rollout + "
+                    f"{gate.max_client_error_increase * 100:g} points)",
+                    "Metrics": [
+                        metric("client_errors", "Invocation4XXErrors", variant),
+                        metric("invocations", "Invocations", variant),
+                        {
+                            "Id": "client_error_rate",
+                            "Expression": "FILL(client_errors, 0) / FILL(invocations, 1)",
+                            "Label": "4xx share",
+                            "ReturnData": True,
+                        },
+                    ],
+                    "ComparisonOperator": "GreaterThanThreshold",
+                    "Threshold": limit,
+                    "EvaluationPeriods": 1,
+                    "DatapointsToAlarm": 1,
+                    "TreatMissingData": "notBreaching",
+                    "Tags": tags,
+                }
+            )
         if gate.max_p99 is not None:
             requests.append(
                 {
