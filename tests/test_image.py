@@ -146,10 +146,12 @@ def test_the_docker_runtime_picks_the_image_that_has_the_models_framework() -> N
 
 
 def test_local_docker_is_a_variant_of_the_local_target_and_others_are_refused(tmp_path: Path) -> None:
-    from mlshift.local import DockerRuntime
+    from mlshift.local import DockerRuntime, LocalAdapter
 
     client = mlshift.connect(f"local+docker://{tmp_path}/state")
-    assert isinstance(client.adapter.endpoints.runtime, DockerRuntime)  # type: ignore[attr-defined]
+    adapter = client.adapter
+    assert isinstance(adapter, LocalAdapter)
+    assert isinstance(adapter.endpoints.runtime, DockerRuntime)
     client.close()
     with pytest.raises(ConfigError, match=r"no 'podman' variant.*local\+docker://"):
         mlshift.connect(f"local+podman://{tmp_path}/state")

@@ -13,6 +13,7 @@ from mlshift.errors import RolloutFailed
 from mlshift.plan import GateReading
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe
+from mlshift.testing.memory import MemoryAdapter
 from rollout_models import predictor, wide_models
 
 
@@ -127,7 +128,7 @@ def test_checks_with_a_rollout_the_target_would_run_natively_run_on_the_engine(t
         assert "mlshift runs it: checks= were given" in planned.render()
         client.endpoints.deploy("m", "m:2", rollout=rollout, checks=[watched])
         assert seen, "the check was never called"
-        assert "native_rollout" not in [c[0] for c in client.adapter.calls]  # type: ignore[attr-defined]
+        assert "native_rollout" not in [c[0] for c in MemoryAdapter.of(client).calls]
 
         # A plan made without knowing of the checks is run on the engine all the same.
         seen.clear()
@@ -138,5 +139,5 @@ def test_checks_with_a_rollout_the_target_would_run_natively_run_on_the_engine(t
         )
         assert "runs it natively" in plan.render()
         client.apply(plan, checks=[watched])
-        assert seen and "native_rollout" not in [c[0] for c in client.adapter.calls]  # type: ignore[attr-defined]
+        assert seen and "native_rollout" not in [c[0] for c in MemoryAdapter.of(client).calls]
         assert client.endpoints.get("m").weights == {"m-v3": 100}

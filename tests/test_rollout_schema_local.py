@@ -36,7 +36,8 @@ def test_wrong_schema_is_refused_then_rolled_back_on_client_errors(
     local.models.register("wide", wide["v1"])
     local.models.register("wide", wide["v2"])
     local.endpoints.deploy("wide", "wide:1")
-    root: Path = local.adapter.root  # type: ignore[attr-defined]
+    root = local.adapter.root
+    assert root is not None
     url = local.endpoints.get("wide").url
     assert url is not None
     args = ["deploy", "wide", "--model", "wide:2", "--strategy", "canary", "--percent", "20"]

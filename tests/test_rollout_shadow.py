@@ -16,6 +16,7 @@ from mlshift.errors import ConfigError, RolloutFailed, UnsupportedOperation
 from mlshift.plan import ApplyEvent
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Shadow
+from mlshift.testing.memory import MemoryAdapter
 from rollout_models import predictor, shadow_rows
 
 ROWS = shadow_rows()
@@ -102,7 +103,7 @@ def test_a_version_that_agrees_is_promoted(client: mlshift.Client) -> None:
     assert record.phase == "succeeded" and record.measurements["agreement"] == 0.995
     # Until the switch, callers saw m:1 only; afterwards m:3, whose answers may differ.
     assert {k for k in seen if not k.startswith("m-v3")} == {"m-v1 v1-answer"}
-    assert "set_shadow" in [c[0] for c in client.adapter.calls]  # type: ignore[attr-defined]
+    assert "set_shadow" in [c[0] for c in MemoryAdapter.of(client).calls]
 
 
 def test_then_canary_moves_traffic_in_stages_after_the_shadow_phase(client: mlshift.Client) -> None:
@@ -187,7 +188,7 @@ def test_compare_answers(a: bytes, b: bytes, expected: tuple[int, int]) -> None:
 
 
 def test_cli_strategy_shadow_takes_percent_and_bake_as_duration() -> None:
-    from mlshift.cli import _rollout_options
+    from mlshift.cli._endpoints import _rollout_options
 
     spec = _rollout_options("shadow", 20, None, "5s", None, None, None, None, None)
     assert spec == {"strategy": "shadow", "gate": {}, "percent": 20, "duration": "5s"}

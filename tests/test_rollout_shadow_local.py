@@ -48,7 +48,7 @@ def test_disagreeing_version_is_rejected_and_callers_only_see_the_serving_one(
     assert set(by_variant(seen["counts"])) == {"m-v1"}, seen["failures"]
     assert non_2xx(seen["counts"]) == 0, seen["failures"]
     assert [(v.name, v.weight) for v in endpoint.endpoints.get("m").variants] == [("m-v1", 100)]
-    assert len(server_processes(endpoint.adapter.root)) == 1  # type: ignore[attr-defined]
+    assert len(server_processes(endpoint.adapter.root)) == 1
 
 
 def test_agreeing_version_is_promoted(endpoint: mlshift.Client, tmp_path: Path) -> None:
@@ -65,7 +65,8 @@ def test_agreeing_version_is_promoted(endpoint: mlshift.Client, tmp_path: Path) 
 
 def test_a_candidate_that_crashes_never_fails_a_caller(endpoint: mlshift.Client, tmp_path: Path) -> None:
     url = endpoint.endpoints.get("m").url
-    root: Path = endpoint.adapter.root  # type: ignore[attr-defined]
+    root = endpoint.adapter.root
+    assert root is not None
     assert url is not None
     killed: list[int] = []
 

@@ -13,6 +13,7 @@ from mlshift.errors import ConfigError
 from mlshift.plan._schema import compare_signatures, name_ranges
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.model import ColumnSpec, Signature
+from mlshift.testing.memory import MemoryAdapter
 from rollout_models import wide_models
 
 NAMED_20 = Signature.from_columns([f"f{i}" for i in range(20)])
@@ -85,13 +86,13 @@ def serving(wide: dict[str, Any]) -> Iterator[mlshift.Client]:
 
 
 def test_incompatible_version_is_refused_before_any_change(serving: mlshift.Client) -> None:
-    before = list(serving.adapter.calls)  # type: ignore[attr-defined]
+    before = list(MemoryAdapter.of(serving).calls)
     with pytest.raises(ConfigError) as info:
         serving.endpoints.deploy("wide", "wide:2", rollout="canary")
     assert "wide:2 takes 5 columns, wide:1 takes 20: callers send 20 values per row" in str(info.value)
     assert info.value.field == "variants[0].model"
     assert "--allow-schema-change" in (info.value.hint or "")
-    assert serving.adapter.calls == before  # type: ignore[attr-defined]
+    assert MemoryAdapter.of(serving).calls == before
     assert serving.endpoints.get("wide").weights == {"wide-v1": 100}
 
 
