@@ -805,3 +805,48 @@ def test_endpoints_delete_waits_for_the_endpoint_lock(memory: mlshift.Client, ir
         assert memory.endpoints.get("ep").name == "ep"  # untouched
     memory.endpoints.delete("ep")
     assert [e.name for e in memory.endpoints.list()] == []
+
+
+def test_cli_register_refusals_are_one_line_and_trust_is_recorded(
+    xy: tuple[Any, Any], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MLSHIFT_TARGET": f"local://{tmp_path / 'state'}",
+        "NO_COLOR": "1",
+        "PYTHONPATH": str(Path(mlshift.__file__).parents[1]),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlshift", "models", "register", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    folder = _predictor_folder(tmp_path)
+    os.mkfifo(folder / "pipe")
+    refused = run("m", str(folder))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "'pipe'" in refused.stderr and "named pipe" in refused.stderr
+    first, second, names = EXPLOITS["full_like+vectorize(eval)"]
+    path = _dump(_exploit(xy, tmp_path / "pwned", first, second()), tmp_path / "model.skops")
+    refused = run("evil", str(path))
+    assert refused.returncode == 1 and "builtins.eval" in refused.stderr and "Traceback" not in refused.stderr
+    trusted = run(
+        "mine",
+        str(path),
+        *[a for n in [*names, "builtins.object"] for a in ("--skops-trust", n)],
+        "-o",
+        "json",
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["tags"]["mlshift.skops-trust"] == (
+        "builtins.eval,builtins.object,numpy.full_like,numpy.vectorize"
+    )

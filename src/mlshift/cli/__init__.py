@@ -205,6 +205,32 @@ def _table(rows: list[dict[str, Any]], title: str, empty: str) -> None:
     console.print(table)
 
 
+class _HashProgress:
+    """A progress bar on stderr while a big artifact (over 256 MB) is hashed."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if total < 256 * 1024 * 1024:
+            return
+        if self._bar is None:
+            from rich.progress import Progress
+
+            self._bar = Progress(console=_console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("hashing the artifact", total=total)
+        self._bar.update(self._task, completed=done)
+
+    def __enter__(self) -> _HashProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
 @models_app.command("register")
 def models_register(
     name: Annotated[str, typer.Argument(help="Model name; versions are numbered per name.")],
@@ -232,15 +258,17 @@ def models_register(
     """Register a new version of NAME from PATH."""
     _check_output(output)
     client = _client(target)
-    version = client.models.register(
-        name,
-        path,
-        framework=framework,
-        metrics=_pairs(metric, "--metric", number=True),
-        tags=_pairs(tag, "--tag"),
-        description=description,
-        skops_trust=skops_trust or (),
-    )
+    with _HashProgress() as progress:
+        version = client.models.register(
+            name,
+            path,
+            framework=framework,
+            metrics=_pairs(metric, "--metric", number=True),
+            tags=_pairs(tag, "--tag"),
+            description=description,
+            skops_trust=skops_trust or (),
+            progress=progress.update,
+        )
     if output == "json":
         _print_json(version.model_dump(mode="json"))
     else:

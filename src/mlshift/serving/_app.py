@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -450,6 +451,8 @@ class _PredictEndpoint:
             body[pos : pos + len(chunk)] = chunk
             pos += len(chunk)
             chunks[i] = b""  # freed as it is copied: never two copies of the body
+            if i % 64 == 63:
+                time.sleep(0)  # let the event loop have the GIL: health checks wait on it
         is_csv = bool(content_type) and content_type.split(";", 1)[0].strip().lower() in _CSV_TYPES
         # Counted before parsing: a parsed row costs far more memory than its bytes.
         if estimate_rows(body, is_csv) > self.limits.max_rows:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -99,6 +100,7 @@ def estimate_rows(body: bytes | bytearray, is_csv: bool, step: int = 1 << 20) ->
     for start in range(0, len(body), step):
         for k, mark in enumerate(marks):
             counts[k] += body.count(mark, start, start + step)
+        time.sleep(0)  # let the event loop have the GIL between steps
     return max(counts) - (1 if is_csv else 2)
 
 
