@@ -850,3 +850,30 @@ def test_cli_register_refusals_are_one_line_and_trust_is_recorded(
     assert json.loads(trusted.stdout)["tags"]["mlshift.skops-trust"] == (
         "builtins.eval,builtins.object,numpy.full_like,numpy.vectorize"
     )
+
+
+def test_router_a_client_leaving_mid_body_is_not_a_variant_failure(
+    tmp_path: Path, iris_model: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlshift.local import _router
+    from mlshift.serving import create_app
+
+    monkeypatch.setattr(_router, "BUFFER_BYTES", 100)
+    router = _make_router(tmp_path, create_app(iris_model[0]), max_body=5_000)
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"[" * 150, "more_body": True},
+        {"type": "http.request", "body": b"[" * 150, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": [], "query_string": b""}
+    asyncio.run(router(scope, receive, send))
+    assert sent == []
+    assert router.samples == {}  # the gate's error rate must not count it against the variant
