@@ -877,3 +877,43 @@ def test_router_a_client_leaving_mid_body_is_not_a_variant_failure(
     asyncio.run(router(scope, receive, send))
     assert sent == []
     assert router.samples == {}  # the gate's error rate must not count it against the variant
+
+
+def test_large_record_bodies_parsed_in_pieces_answer_as_the_exact_parser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlshift.serving import Limits, _payload, create_app
+    from mlshift.specs.model import Signature
+
+    monkeypatch.setattr(_payload, "RECORD_PIECE_BYTES", 64)  # many pieces from a small body
+    folder = tmp_path / "echo"
+    folder.mkdir()
+    (folder / "predictor.py").write_text(
+        "class Predictor:\n"
+        "    signature = {'inputs': [{'name': 'a'}, {'name': 's', 'dtype': 'string'}]}\n"
+        "    def load(self, path):\n        pass\n"
+        "    def predict(self, batch):\n        return [f'{a}|{s}' for a, s in batch]\n"
+    )
+    model = load_model(folder, "predictor")
+    assert model.signature == Signature.model_validate(
+        {"inputs": [{"name": "a"}, {"name": "s", "dtype": "string"}]}
+    )
+    large = create_app(model, limits=Limits(large_body_bytes=100))
+    small = create_app(model)
+    plain = [{"s": f"v{i}", "a": i} for i in range(30)]
+    # Strings that look like record boundaries: a cut there leaves invalid JSON, so the whole
+    # body goes to the exact parser instead.
+    tricky = [{"s": v, "a": i} for i, v in enumerate(["x", "}, {", '"}, {"a": 1', "\\}, {", "ok"] * 6)]
+    for records, piecewise in ((plain, True), (tricky, False)):
+        body = json.dumps({"dataframe_records": records}, indent=1).encode()
+        assert (_payload.parse_json_records(body, model.signature) is not None) is piecewise
+        big, exact = (asyncio.run(_call(app, "POST", "/invocations", body)) for app in (large, small))
+        assert big[0] == exact[0] == 200 and big[2] == exact[2]
+        assert json.loads(big[2])["predictions"][1] == f"1|{records[1]['s']}"
+    records = plain
+    # A bad record deep in the body is named as the exact parser names it.
+    records[20] = {"a": 1}
+    body = json.dumps({"dataframe_records": records}).encode()
+    big, exact = (asyncio.run(_call(app, "POST", "/invocations", body)) for app in (large, small))
+    assert big[0] == exact[0] == 400 and big[2] == exact[2]
+    assert b"dataframe_records[20]" in big[2]

@@ -35,6 +35,7 @@ from mlshift.serving._payload import (
     estimate_rows,
     parse_csv,
     parse_json,
+    parse_json_records,
 )
 
 __all__ = ["MAX_BODY_BYTES", "Limits", "create_app", "routes_for"]
@@ -467,6 +468,13 @@ class _PredictEndpoint:
                 return self._too_many_rows(exc.rows)
             except InvalidPayload as exc:
                 return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
+        if batch is None and not is_csv:
+            try:
+                batch = parse_json_records(body, self.signature)
+            except InvalidPayload as exc:
+                return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
+            if batch is not None and len(batch.rows) > self.limits.max_rows:
+                return self._too_many_rows(len(batch.rows))
         if batch is None:
             parsed = self._parse(body, content_type)
             if not isinstance(parsed, Batch):
