@@ -805,3 +805,115 @@ def test_endpoints_delete_waits_for_the_endpoint_lock(memory: mlshift.Client, ir
         assert memory.endpoints.get("ep").name == "ep"  # untouched
     memory.endpoints.delete("ep")
     assert [e.name for e in memory.endpoints.list()] == []
+
+
+def test_cli_register_refusals_are_one_line_and_trust_is_recorded(
+    xy: tuple[Any, Any], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MLSHIFT_TARGET": f"local://{tmp_path / 'state'}",
+        "NO_COLOR": "1",
+        "PYTHONPATH": str(Path(mlshift.__file__).parents[1]),
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlshift", "models", "register", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    folder = _predictor_folder(tmp_path)
+    os.mkfifo(folder / "pipe")
+    refused = run("m", str(folder))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "'pipe'" in refused.stderr and "named pipe" in refused.stderr
+    first, second, names = EXPLOITS["full_like+vectorize(eval)"]
+    path = _dump(_exploit(xy, tmp_path / "pwned", first, second()), tmp_path / "model.skops")
+    refused = run("evil", str(path))
+    assert refused.returncode == 1 and "builtins.eval" in refused.stderr and "Traceback" not in refused.stderr
+    trusted = run(
+        "mine",
+        str(path),
+        *[a for n in [*names, "builtins.object"] for a in ("--skops-trust", n)],
+        "-o",
+        "json",
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["tags"]["mlshift.skops-trust"] == (
+        "builtins.eval,builtins.object,numpy.full_like,numpy.vectorize"
+    )
+
+
+def test_router_a_client_leaving_mid_body_is_not_a_variant_failure(
+    tmp_path: Path, iris_model: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlshift.local import _router
+    from mlshift.serving import create_app
+
+    monkeypatch.setattr(_router, "BUFFER_BYTES", 100)
+    router = _make_router(tmp_path, create_app(iris_model[0]), max_body=5_000)
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"[" * 150, "more_body": True},
+        {"type": "http.request", "body": b"[" * 150, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": [], "query_string": b""}
+    asyncio.run(router(scope, receive, send))
+    assert sent == []
+    assert router.samples == {}  # the gate's error rate must not count it against the variant
+
+
+def test_large_record_bodies_parsed_in_pieces_answer_as_the_exact_parser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlshift.serving import Limits, _payload, create_app
+    from mlshift.specs.model import Signature
+
+    monkeypatch.setattr(_payload, "RECORD_PIECE_BYTES", 64)  # many pieces from a small body
+    folder = tmp_path / "echo"
+    folder.mkdir()
+    (folder / "predictor.py").write_text(
+        "class Predictor:\n"
+        "    signature = {'inputs': [{'name': 'a'}, {'name': 's', 'dtype': 'string'}]}\n"
+        "    def load(self, path):\n        pass\n"
+        "    def predict(self, batch):\n        return [f'{a}|{s}' for a, s in batch]\n"
+    )
+    model = load_model(folder, "predictor")
+    assert model.signature == Signature.model_validate(
+        {"inputs": [{"name": "a"}, {"name": "s", "dtype": "string"}]}
+    )
+    large = create_app(model, limits=Limits(large_body_bytes=100))
+    small = create_app(model)
+    plain = [{"s": f"v{i}", "a": i} for i in range(30)]
+    # Strings that look like record boundaries: a cut there leaves invalid JSON, so the whole
+    # body goes to the exact parser instead.
+    tricky = [{"s": v, "a": i} for i, v in enumerate(["x", "}, {", '"}, {"a": 1', "\\}, {", "ok"] * 6)]
+    for records, piecewise in ((plain, True), (tricky, False)):
+        body = json.dumps({"dataframe_records": records}, indent=1).encode()
+        assert (_payload.parse_json_records(body, model.signature) is not None) is piecewise
+        big, exact = (asyncio.run(_call(app, "POST", "/invocations", body)) for app in (large, small))
+        assert big[0] == exact[0] == 200 and big[2] == exact[2]
+        assert json.loads(big[2])["predictions"][1] == f"1|{records[1]['s']}"
+    records = plain
+    # A bad record deep in the body is named as the exact parser names it.
+    records[20] = {"a": 1}
+    body = json.dumps({"dataframe_records": records}).encode()
+    big, exact = (asyncio.run(_call(app, "POST", "/invocations", body)) for app in (large, small))
+    assert big[0] == exact[0] == 400 and big[2] == exact[2]
+    assert b"dataframe_records[20]" in big[2]

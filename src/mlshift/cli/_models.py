@@ -26,6 +26,32 @@ def _version_row(v: Any) -> dict[str, Any]:
     }
 
 
+class _HashProgress:
+    """A progress bar on stderr while a big artifact (over 256 MB) is hashed."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if total < 256 * 1024 * 1024:
+            return
+        if self._bar is None:
+            from rich.progress import Progress
+
+            self._bar = Progress(console=ui.console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("hashing the artifact", total=total)
+        self._bar.update(self._task, completed=done)
+
+    def __enter__(self) -> _HashProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
 @models_app.command("register")
 def models_register(
     name: Annotated[str, typer.Argument(help="Model name; versions are numbered per name.")],
@@ -53,15 +79,17 @@ def models_register(
     """Register a new version of NAME from PATH."""
     ui.check_output(output)
     client = ui.client(target)
-    version = client.models.register(
-        name,
-        path,
-        framework=framework,
-        metrics=ui.pairs(metric, "--metric", number=True),
-        tags=ui.pairs(tag, "--tag"),
-        description=description,
-        skops_trust=skops_trust or (),
-    )
+    with _HashProgress() as progress:
+        version = client.models.register(
+            name,
+            path,
+            framework=framework,
+            metrics=ui.pairs(metric, "--metric", number=True),
+            tags=ui.pairs(tag, "--tag"),
+            description=description,
+            skops_trust=skops_trust or (),
+            progress=progress.update,
+        )
     if output == "json":
         ui.print_json(version.model_dump(mode="json"))
     else:

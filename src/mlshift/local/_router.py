@@ -262,6 +262,8 @@ class Router:
                 if streamed and body.too_large:  # type: ignore[union-attr]
                     await self._too_large(send)
                     return
+                if streamed and body.client_gone:  # type: ignore[union-attr]
+                    return  # the client left: not the variant's failure, nobody to answer
                 status, ctype, failed = 502, "application/json", True
                 text = f"variant {name!r} did not answer: {exc}"
                 content = json.dumps({"error": {"code": "variant_unavailable", "message": text}}).encode()
@@ -396,6 +398,7 @@ class _Stream:
         self.limit = limit
         self.started = False
         self.too_large = False
+        self.client_gone = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
@@ -408,6 +411,7 @@ class _Stream:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
+                self.client_gone = True
                 raise _ClientGone
             chunk: bytes = message.get("body", b"")
             size += len(chunk)

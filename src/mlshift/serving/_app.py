@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from mlshift.serving._payload import (
     estimate_rows,
     parse_csv,
     parse_json,
+    parse_json_records,
 )
 
 __all__ = ["MAX_BODY_BYTES", "Limits", "create_app", "routes_for"]
@@ -450,6 +452,8 @@ class _PredictEndpoint:
             body[pos : pos + len(chunk)] = chunk
             pos += len(chunk)
             chunks[i] = b""  # freed as it is copied: never two copies of the body
+            if i % 64 == 63:
+                time.sleep(0)  # let the event loop have the GIL: health checks wait on it
         is_csv = bool(content_type) and content_type.split(";", 1)[0].strip().lower() in _CSV_TYPES
         # Counted before parsing: a parsed row costs far more memory than its bytes.
         if estimate_rows(body, is_csv) > self.limits.max_rows:
@@ -464,6 +468,13 @@ class _PredictEndpoint:
                 return self._too_many_rows(exc.rows)
             except InvalidPayload as exc:
                 return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
+        if batch is None and not is_csv:
+            try:
+                batch = parse_json_records(body, self.signature)
+            except InvalidPayload as exc:
+                return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
+            if batch is not None and len(batch.rows) > self.limits.max_rows:
+                return self._too_many_rows(len(batch.rows))
         if batch is None:
             parsed = self._parse(body, content_type)
             if not isinstance(parsed, Batch):

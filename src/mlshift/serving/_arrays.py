@@ -7,6 +7,7 @@ import numpy.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import numpy as np
@@ -158,6 +159,8 @@ def parse_json_array(
         if rows > max_rows:
             raise TooManyRows(rows)
         pieces.append(part.astype(dtype, copy=False))
+        # Hand the GIL over now: the event loop may be waiting for it, to answer a health check.
+        time.sleep(0)
         pos = following
     if not pieces:
         return None

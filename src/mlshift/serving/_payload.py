@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +29,7 @@ __all__ = [
     "loads",
     "parse_csv",
     "parse_json",
+    "parse_json_records",
 ]
 
 #: The top-level JSON keys that carry a batch, in the order they are documented.
@@ -99,6 +102,7 @@ def estimate_rows(body: bytes | bytearray, is_csv: bool, step: int = 1 << 20) ->
     for start in range(0, len(body), step):
         for k, mark in enumerate(marks):
             counts[k] += body.count(mark, start, start + step)
+        time.sleep(0)  # let the event loop have the GIL between steps
     return max(counts) - (1 if is_csv else 2)
 
 
@@ -449,6 +453,54 @@ def _from_split(value: Any, signature: Signature | None) -> Batch:
             )
         rows.append([row[k] for k in order])
     return Batch(rows=rows, source=data_source, kind="rows", columns=names)
+
+
+# {"instances" | "inputs" | "dataframe_records": [{...}, ...]} and nothing else around the rows.
+_RECORDS_START = re.compile(rb'\A\s*\{\s*"(instances|inputs|dataframe_records)"\s*:\s*\[\s*\{')
+_RECORDS_END = re.compile(rb"\}\s*\]\s*\}\s*\Z")
+_RECORD_BOUNDARY = re.compile(rb"\}\s*,\s*\{")
+#: Bytes of records parsed at a time (see :func:`parse_json_records`).
+RECORD_PIECE_BYTES = 1 << 18
+
+
+def parse_json_records(body: bytes | bytearray, signature: Signature | None) -> Batch | None:
+    """Parse a large body of rows keyed by column name a piece at a time.
+
+    One ``loads`` of a 100 MB body holds the GIL for seconds; parsing about 256 KB of records
+    at a time lets the event loop answer health checks in between. The body is cut between
+    ``}`` and ``{`` around a comma; a cut that falls inside a string or a nested object leaves
+    a piece that is not valid JSON on its own (an unclosed string or bracket), and the body is
+    then left to :func:`parse_json` (``None``), so the answer never differs from it.
+
+    Raises:
+        InvalidPayload: as :func:`parse_json` for the same body.
+    """
+    head = _RECORDS_START.match(body, 0, 256)
+    tail = _RECORDS_END.search(body, max(0, len(body) - 256))
+    if head is None or tail is None:
+        return None
+    start, end = head.end() - 1, tail.start() + 1  # the first record's "{", the last one's "}"
+    records: list[Any] = []
+    pos = start
+    while pos < end:
+        boundary = _RECORD_BOUNDARY.search(body, min(pos + RECORD_PIECE_BYTES, end), end)
+        cut, following = (boundary.start() + 1, boundary.end() - 1) if boundary else (end, end)
+        try:
+            piece = loads(b"[" + body[pos:cut] + b"]")
+        except ValueError:
+            return None
+        if not all(isinstance(r, dict) for r in piece):
+            return None
+        records.extend(piece)
+        pos = following
+        time.sleep(0)  # hand the GIL to the event loop between pieces
+    key = head.group(1).decode()
+    # As parse_json does with the whole document.
+    return (
+        _from_records(records, key, signature)
+        if key == "dataframe_records"
+        else _from_list(records, key, signature)
+    )
 
 
 # ---------------------------------------------------------------------------------- CSV

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import logging
 import os
@@ -67,6 +68,11 @@ def serve(
         framework = detect_framework(path)
     model = load_model(path, framework, digest=digest, signature=signature, skops_trust=skops_trust)
     app = create_app(model, variant=variant, model_ref=model_ref)
+    # Everything loaded so far (libraries, the model) lives as long as the process: out of the
+    # collector's sight, a full collection triggered while a large body is parsed takes
+    # milliseconds instead of hundreds, which the event loop (health checks) would wait for.
+    gc.collect()
+    gc.freeze()
     port = _resolve_port(port)
     sock = _bind(host, port)
     config = uvicorn.Config(
