@@ -99,6 +99,36 @@ def test_endpoints_outlive_the_session_that_made_them(state_dir: Path, iris: dic
             client.endpoints.delete("iris")
 
 
+def test_a_dead_replica_leaves_the_rotation_and_callers_see_no_error(
+    local: mlshift.Client, iris: dict[str, Any]
+) -> None:
+    local.models.register("iris", iris["v1"], framework="sklearn")
+    state = local.endpoints.deploy("iris", "iris:1", replicas=2)
+    assert state.url is not None
+    root = local.adapter.root
+    assert root is not None
+    import sqlite3
+
+    with sqlite3.connect(root / "state.db") as conn:
+        (processes,) = conn.execute("SELECT processes FROM variants WHERE endpoint = 'iris'").fetchone()
+    dead, _ = json.loads(processes)
+    os.kill(dead["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30  # the kill is delivered asynchronously
+    while local.endpoints.get("iris").variants[0].status != "failed":
+        assert time.monotonic() < deadline, "the killed replica is not reported"
+        time.sleep(0.05)
+
+    routes = state.url.replace("/invocations", "/_mlshift/routes")
+    body = {"instances": iris["rows"][:1]}
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        answers = [http.post(state.url, json=body).status_code for _ in range(20)]
+        down = http.get(routes).json()["down"]
+        assert down == [f"http://127.0.0.1:{dead['port']}"]  # out of rotation after one refusal
+        answers += [http.post(state.url, json=body).status_code for _ in range(200)]
+        assert http.get(routes).json()["down"] == down  # still out: it never came back
+    assert answers == [200] * 220  # the refused request was retried on the live replica
+
+
 def test_crashed_variant_is_reported(deployed: mlshift.Client) -> None:
     root = deployed.adapter.root
     assert root is not None

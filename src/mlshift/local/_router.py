@@ -50,6 +50,9 @@ _SAMPLES = 50_000
 #: Mirrored requests in flight at most; past it a request is not mirrored (and counted as
 #: skipped): the shadow must never queue up work that slows the callers' requests.
 _MAX_MIRRORS = 32
+#: A replica that refused a connection is left out of its variant's rotation this long at
+#: first, doubling on each new failure up to the maximum; one that answers is back at once.
+_DOWN_SECONDS, _DOWN_MAX_SECONDS = 2.0, 30.0
 _MB = 1024 * 1024
 #: Bodies up to this size are read whole (and can be retried on another replica); larger ones
 #: are streamed to the variant as they arrive, so the router never holds one in memory.
@@ -89,6 +92,8 @@ class RoutingTable:
         self.rr = WeightedRoundRobin({})
         self._replicas: dict[str, itertools.cycle[str]] = {}
         self.shadow: dict[str, Any] | None = None
+        #: backend URL -> (monotonic time it may be tried again, current back-off in seconds)
+        self.down: dict[str, tuple[float, float]] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -106,10 +111,33 @@ class RoutingTable:
             n: itertools.cycle(v["backends"]) for n, v in self.variants.items() if v["backends"]
         }
         self.shadow = _shadow_route(data, self.variants)
+        live = {b for v in self.variants.values() for b in v["backends"]}
+        self.down = {b: d for b, d in self.down.items() if b in live}
         self._key = key
 
     def backend(self, variant: str) -> str:
-        return next(self._replicas[variant])
+        """The variant's next replica in turn, skipping replicas that are down (unless all are)."""
+        replicas = self._replicas[variant]
+        count = len(self.variants[variant]["backends"])
+        now = time.monotonic()
+        first = next(replicas)
+        candidate = first
+        for _ in range(count):
+            until = self.down.get(candidate)
+            if until is None or until[0] <= now:
+                return candidate
+            candidate = next(replicas)
+        return first
+
+    def mark_down(self, backend: str) -> None:
+        """``backend`` did not take a connection: leave it out of rotation for a while."""
+        previous = self.down.get(backend)
+        pause = min(previous[1] * 2, _DOWN_MAX_SECONDS) if previous else _DOWN_SECONDS
+        self.down[backend] = (time.monotonic() + pause, pause)
+
+    def mark_up(self, backend: str) -> None:
+        """``backend`` answered."""
+        self.down.pop(backend, None)
 
 
 class Router:
@@ -178,7 +206,9 @@ class Router:
         elif path == "/_mlshift/shadow" and method == "GET":
             await self._shadow_metrics(scope, send)
         elif path == "/_mlshift/routes" and method == "GET":
-            await _respond(send, 200, {"variants": list(self.table.variants.values())})
+            now = time.monotonic()
+            down = sorted(b for b, (until, _) in self.table.down.items() if until > now)
+            await _respond(send, 200, {"variants": list(self.table.variants.values()), "down": down})
         else:
             await _respond(send, 404, _error("not_found", f"no route {method} {path}; POST /invocations"))
 
@@ -258,14 +288,20 @@ class Router:
                 status, content = resp.status_code, resp.content
                 ctype = resp.headers.get("content-type", "application/json")
                 failed = False
+                self.table.mark_up(backend)
             except Exception as exc:  # any transport failure is this backend's failure
                 if streamed and body.too_large:  # type: ignore[union-attr]
                     await self._too_large(send)
                     return
                 if streamed and body.client_gone:  # type: ignore[union-attr]
                     return  # the client left: not the variant's failure, nobody to answer
+                import httpx
+
+                if isinstance(exc, httpx.ConnectError):  # nothing listens there (a replica died)
+                    self.table.mark_down(backend)
+                logger.warning("router: %s (variant %s) did not answer: %r", backend, name, exc)
                 status, ctype, failed = 502, "application/json", True
-                text = f"variant {name!r} did not answer: {exc}"
+                text = f"variant {name!r} did not answer"
                 content = json.dumps({"error": {"code": "variant_unavailable", "message": text}}).encode()
             latency = (time.perf_counter() - start) * 1000
             self.samples.setdefault(name, deque(maxlen=_SAMPLES)).append((time.monotonic(), status, latency))
