@@ -15,7 +15,8 @@ nox.options.sessions = ["tests", "lint", "typing"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "skl2onnx>=1.16"]
+#: import-linter: tests/test_imports.py checks the custom contract type in tools/ it plugs into.
+TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "skl2onnx>=1.16", "import-linter>=2"]
 #: KFP's PipelineSpec protobuf (small; not kfp itself): the KFP compiler's tests parse every
 #: compiled spec with it. It imports google.rpc, from googleapis-common-protos.
 KFP_SPEC_DEPS = ["kfp-pipeline-spec>=2.17", "googleapis-common-protos>=1.56"]

@@ -139,5 +139,5 @@ def test_uri_parsing() -> None:
 def test_local_rejects_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="takes no options"):
         mlshift.connect(f"local://{tmp_path}?port=1")
-    with pytest.raises(ConfigError, match="no 'podman' variant.*local\+docker://"):
+    with pytest.raises(ConfigError, match=r"no 'podman' variant.*local\+docker://"):
         mlshift.connect(f"local+podman://{tmp_path}")

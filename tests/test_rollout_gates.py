@@ -86,7 +86,7 @@ def test_slow_version_fails_the_p99_ratio(tmp_path: Path) -> None:
 
 
 def test_progress_line_shows_client_errors_and_the_baseline() -> None:
-    from mlshift.cli import _Progress
+    from mlshift.cli._output import ApplyProgress as _Progress
 
     text = _Progress._bake_text(
         {
