@@ -76,6 +76,10 @@ class Capability(str, Enum):
     """More than one variant behind an endpoint, with weights."""
     TARGETED_INVOKE = "targeted_invoke"
     """Invoke one named variant directly, bypassing the split."""
+    IN_PLACE_UPDATE = "in_place_update"
+    """A live variant's model or compute can be swapped under its name (``replace_variant``,
+    ``update_compute``). Without it the planner and the rollout engine reach the same end state
+    by adding, shifting traffic and removing, and never call those two primitives."""
     NATIVE_ROLLOUT = "native_rollout"
     """The provider runs canary/linear/blue-green rollouts itself."""
     SHADOW_TRAFFIC = "shadow_traffic"
@@ -556,7 +560,10 @@ class EndpointService(Protocol):
         ...
 
     def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
-        """Swap the model or compute of an existing variant without dropping its traffic."""
+        """Swap the model or compute of an existing variant without dropping its traffic.
+
+        Called only on targets that declare ``IN_PLACE_UPDATE``.
+        """
         ...
 
     def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
@@ -568,7 +575,7 @@ class EndpointService(Protocol):
         ...
 
     def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
-        """Resize a variant in place."""
+        """Resize a variant in place (called only where ``IN_PLACE_UPDATE``)."""
         ...
 
     def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:

@@ -813,14 +813,27 @@ def run_rollout(
 
 
 def _promote(ctx: _Context, registered: Mapping[str, ModelVersion]) -> EndpointState:
-    """After the gate: move in-place variants back to their names and remove the old ones."""
+    """After the gate: move in-place variants back to their names and remove the old ones.
+
+    A staged variant's final name still holds the old version, at 0%. Where the target swaps a
+    model in place (``IN_PLACE_UPDATE``) that variant takes the new version; elsewhere it is
+    removed and added again with it. Either way the staged copy carries the traffic until the
+    weights move back, then goes.
+    """
     action, journal, endpoints = ctx.action, ctx.journal, ctx.adapter.endpoints
+    in_place = Capability.IN_PLACE_UPDATE in ctx.adapter.capabilities
     for v in action.candidates:
         staged = action.staging.get(v.name)
         if staged is None:
             continue
-        journal.step(f"variant {v.name}: model -> {v.model_label}")
-        endpoints.replace_variant(action.endpoint, _resolved(v, registered, v.name)).wait(ctx.timeout)
+        if in_place:
+            journal.step(f"variant {v.name}: model -> {v.model_label}")
+            endpoints.replace_variant(action.endpoint, _resolved(v, registered, v.name)).wait(ctx.timeout)
+        else:
+            journal.step(f"remove variant {v.name}")
+            endpoints.remove_variant(action.endpoint, v.name).wait(ctx.timeout)
+            journal.step(f"add variant {v.name} ({v.model_label}) at 0%")
+            endpoints.add_variant(action.endpoint, _resolved(v, registered, v.name)).wait(ctx.timeout)
         state = endpoints.observe(action.endpoint)
         assert state is not None
         weights = dict(state.weights)

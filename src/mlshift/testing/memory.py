@@ -5,7 +5,8 @@ predictions by running the mlshift model server in-process. Every mutating call 
 in :attr:`MemoryAdapter.calls`, so tests can assert that a re-apply changed nothing.
 
 ``memory://?capabilities=traffic_split,metrics`` limits what the target declares, to test how
-code behaves against a less capable target.
+code behaves against a less capable target; ``memory://?capabilities=-in_place_update`` drops
+names from the defaults instead.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ DEFAULT_CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
         Capability.TARGETED_INVOKE,
+        Capability.IN_PLACE_UPDATE,
         Capability.METRICS,
         Capability.SHADOW_TRAFFIC,
         Capability.AUTOSCALING,
@@ -515,7 +517,10 @@ class MemoryAdapter:
 
     @classmethod
     def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> MemoryAdapter:
-        """Build from ``memory://`` (optionally ``?capabilities=a,b``); ``base_dir`` is not used.
+        """Build from ``memory://`` (optionally ``?capabilities=a,b`` or ``?capabilities=-a,-b``).
+
+        ``capabilities=a,b`` declares exactly those; ``capabilities=-a`` declares the defaults
+        without ``a``. ``base_dir`` is not used.
 
         Raises:
             ConfigError: for an unknown capability name or any option (memory:// takes none).
@@ -529,14 +534,25 @@ class MemoryAdapter:
         caps = DEFAULT_CAPABILITIES
         if "capabilities" in uri.query:
             names = [c.strip() for c in uri.query["capabilities"].split(",") if c.strip()]
+            dropped = [n.removeprefix("-") for n in names if n.startswith("-")]
+            if dropped and len(dropped) != len(names):
+                raise ConfigError(
+                    f"capabilities={uri.query['capabilities']} mixes names to keep and '-names' to drop",
+                    field="target",
+                    hint="list what the target declares (capabilities=traffic_split,metrics), or only "
+                    "what to drop from the defaults (capabilities=-in_place_update)",
+                )
             known = {c.value: c for c in Capability}
-            bad = [n for n in names if n not in known]
+            bad = [n for n in (dropped or names) if n not in known]
             if bad:
                 raise ConfigError(
                     f"unknown capabilities {', '.join(bad)}; known: {', '.join(sorted(known))}",
                     field="target",
                 )
-            caps = frozenset(known[n] for n in names)
+            if dropped:
+                caps = DEFAULT_CAPABILITIES - {known[n] for n in dropped}
+            else:
+                caps = frozenset(known[n] for n in names)
         return cls(uri, caps)
 
     @classmethod
