@@ -199,3 +199,38 @@ def test_a_plan_that_swaps_in_place_is_refused_before_any_change(iris: dict[str,
             unable.apply(replayed)
         assert MemoryAdapter.of(unable).calls[mark:] == []
         assert end_state(unable) == [("main", "iris:1", 100, "cpu-small", 1)]
+
+
+def test_a_promotion_cut_off_after_the_old_variant_went_is_finished_by_the_next_apply(
+    iris: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mlshift.connect("memory://?capabilities=-in_place_update") as client:
+        client.models.register("iris", iris["v1"])
+        client.models.register("iris", iris["v2"])
+        client.apply(spec(("main", "iris:1", 100)))
+        adapter = MemoryAdapter.of(client)
+        real_add = adapter.endpoints.add_variant
+
+        def dies_re_adding_main(name: str, variant: Any) -> Any:
+            if variant.name == "main":
+                raise SystemExit("the deploying process died")  # no clean-up runs
+            return real_add(name, variant)
+
+        monkeypatch.setattr(adapter.endpoints, "add_variant", dies_re_adding_main)
+        rollout = {"strategy": "canary", "percent": 20, "bake": 0.3, "gate": GATE.model_dump()}
+        wanted = spec(("main", "iris:2", 100), rollout=rollout)
+        with pytest.raises(SystemExit):
+            client.apply(wanted)
+        # The old main is gone, its stand-in serves everything: never nothing.
+        assert end_state(client) == [("main-next", "iris:2", 100, "cpu-small", 1)]
+        assert client.endpoints.history("iris")[0].phase == "promoting"
+        monkeypatch.undo()
+
+        mark = len(adapter.calls)
+        plan = client.plan(wanted)
+        assert [a.kind for a in plan.actions] == ["recover_rollout"]
+        client.apply(plan)
+        assert end_state(client) == [("main", "iris:2", 100, "cpu-small", 1)]
+        assert client.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v2"]
+        assert not any(c[0] in IN_PLACE for c in adapter.calls[mark:])
+        assert client.plan(wanted).is_empty

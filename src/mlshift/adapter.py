@@ -46,6 +46,7 @@ __all__ = [
     "EndpointService",
     "EndpointState",
     "Invocation",
+    "MetricsTiming",
     "ModelRegistry",
     "NameRule",
     "NameRules",
@@ -330,6 +331,24 @@ class VariantMetrics(SpecModel):
     client_errors: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class MetricsTiming:
+    """How fine and how fresh a target's per-variant metrics are (``METRICS``).
+
+    The rollout engine reads :meth:`EndpointService.read_metrics` once per ``resolution``
+    seconds during a bake (more often only in bakes shorter than 20 periods), and at plan time
+    refuses a rollout it runs whose bake is shorter than ``lag`` when the gate reads metrics:
+    such a bake would end before its requests were counted.
+
+    Attributes:
+        resolution: Seconds per datapoint: a reading never changes faster (CloudWatch: 60).
+        lag: Seconds a request may take to show up in ``read_metrics`` (0: at once).
+    """
+
+    resolution: float = 1.0
+    lag: float = 0.0
 
 
 class ShadowMetrics(SpecModel):
@@ -625,7 +644,16 @@ class EndpointService(Protocol):
         ...
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
-        """Per-variant numbers over the last ``window`` seconds, where ``METRICS``."""
+        """Per-variant numbers over the last ``window`` seconds, where ``METRICS``.
+
+        ``VariantMetrics.window_seconds`` is the window the numbers really cover: a target with
+        coarse datapoints widens the one asked for (CloudWatch: to whole minutes).
+        """
+        ...
+
+    @property
+    def metrics_timing(self) -> MetricsTiming:
+        """The resolution and lag of :meth:`read_metrics` (``BaseEndpointService``: 1 s, no lag)."""
         ...
 
     def set_shadow(
@@ -830,6 +858,10 @@ class BaseEndpointService:
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         return None
+
+    @property
+    def metrics_timing(self) -> MetricsTiming:
+        return MetricsTiming()
 
     def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
         raise self._unsupported("run rollouts natively")

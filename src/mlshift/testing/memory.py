@@ -6,7 +6,8 @@ in :attr:`MemoryAdapter.calls`, so tests can assert that a re-apply changed noth
 
 ``memory://?capabilities=traffic_split,metrics`` limits what the target declares, to test how
 code behaves against a less capable target; ``memory://?capabilities=-in_place_update`` drops
-names from the defaults instead.
+names from the defaults instead. ``?metric_lag=180&metric_resolution=60`` declares metrics as
+late and as coarse as CloudWatch's (the numbers themselves stay exact), to test plan-time checks.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mlshift.adapter import (
     CompletedOperation,
     EndpointState,
     Invocation,
+    MetricsTiming,
     NameRules,
     NativeRollout,
     Operation,
@@ -355,6 +357,11 @@ class _MemoryEndpoints(BaseEndpointService):
             latency_ms=(time.perf_counter() - start) * 1000,
         )
 
+    @property
+    def metrics_timing(self) -> MetricsTiming:
+        """Counted per call, so no lag; ``?metric_lag=`` / ``?metric_resolution=`` declare others."""
+        return self._adapter.metrics_timing
+
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         since = time.monotonic() - window
         summary = summarize(self._samples.get((name, variant), []), since)
@@ -488,6 +495,28 @@ class _MemoryEndpoints(BaseEndpointService):
             self._caller.close()
 
 
+def _seconds(uri: TargetURI, key: str, default: float, *, positive: bool = False) -> float:
+    """A number of seconds from the URI query (``default`` when absent).
+
+    Raises:
+        ConfigError: not a number, negative, or zero where it must be positive.
+    """
+    text = uri.query.get(key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 if positive else value >= 0) or value == float("inf"):
+        raise ConfigError(
+            f"{key}={text} in {uri.raw!r} is not a number of seconds"
+            + (" above 0" if positive else " (0 or more)"),
+            field="target",
+        )
+    return value
+
+
 class MemoryAdapter:
     """Adapter for ``memory://``. State lives on the instance and disappears with it.
 
@@ -504,9 +533,16 @@ class MemoryAdapter:
     root: None = None
     capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES
 
-    def __init__(self, uri: TargetURI, capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES) -> None:
+    def __init__(
+        self,
+        uri: TargetURI,
+        capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES,
+        metrics_timing: MetricsTiming | None = None,
+    ) -> None:
         self.uri = uri
         self.capabilities = capabilities
+        #: What the target declares about its metrics (its own are exact and at once).
+        self.metrics_timing = metrics_timing or MetricsTiming()
         self.calls: list[tuple[Any, ...]] = []
         #: Set to a reason to make the next native rollouts fail (with NATIVE_ROLLOUT declared).
         self.fail_native_rollout: str | None = None
@@ -553,7 +589,11 @@ class MemoryAdapter:
                 caps = DEFAULT_CAPABILITIES - {known[n] for n in dropped}
             else:
                 caps = frozenset(known[n] for n in names)
-        return cls(uri, caps)
+        timing = MetricsTiming(
+            resolution=_seconds(uri, "metric_resolution", 1.0, positive=True),
+            lag=_seconds(uri, "metric_lag", 0.0),
+        )
+        return cls(uri, caps, timing)
 
     @classmethod
     def of(cls, client: Client) -> MemoryAdapter:
