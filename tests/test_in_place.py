@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ def test_a_plain_model_change_ends_the_same_with_or_without_in_place_update(
             "traffic: main 0% -> 100%, main-next 100% -> 0%",
             "remove variant main-next (iris:2)",
         ]
-    client.apply(plan)
+    # The plan is data: what it printed comes back from its JSON and runs as printed.
+    client.apply(Plan.model_validate(json.loads(plan.model_dump_json())))
     assert end_state(client) == [("main", "iris:2", 100, "cpu-small", 1)]
     answer = client.endpoints.predict("iris", iris["rows"])
     assert (answer.variant, answer.predictions) == ("main", iris["expected_v2"])
@@ -234,3 +236,14 @@ def test_a_promotion_cut_off_after_the_old_variant_went_is_finished_by_the_next_
         assert client.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v2"]
         assert not any(c[0] in IN_PLACE for c in adapter.calls[mark:])
         assert client.plan(wanted).is_empty
+
+
+def test_a_serving_variant_is_not_replaced_where_it_can_neither_swap_nor_split(iris: dict[str, Any]) -> None:
+    with mlshift.connect("memory://?capabilities=targeted_invoke") as client:
+        client.models.register("iris", iris["v1"])
+        client.models.register("iris", iris["v2"])
+        client.apply(spec(("main", "iris:1", 100)))
+        mark = len(MemoryAdapter.of(client).calls)
+        with pytest.raises(UnsupportedOperation, match=r"neither update it in place \(IN_PLACE_UPDATE\) nor"):
+            client.plan(spec(("main", "iris:2", 100)))
+        assert MemoryAdapter.of(client).calls[mark:] == []
