@@ -247,3 +247,33 @@ def test_a_serving_variant_is_not_replaced_where_it_can_neither_swap_nor_split(i
         with pytest.raises(UnsupportedOperation, match=r"neither update it in place \(IN_PLACE_UPDATE\) nor"):
             client.plan(spec(("main", "iris:2", 100)))
         assert MemoryAdapter.of(client).calls[mark:] == []
+
+
+def test_a_resize_before_a_rollout_is_kept_in_what_the_rollout_records(client: mlshift.Client) -> None:
+    client.apply(spec(("a", "iris:1", 50), ("b", "iris:1", 50)))
+    rollout = {"strategy": "canary", "percent": 20, "bake": 0.3, "gate": GATE.model_dump()}
+    # a gets bigger (before the rollout), b gets iris:2 (by the rollout).
+    wanted = EndpointSpec.model_validate(
+        {
+            "name": "iris",
+            "variants": [
+                {"name": "a", "model": "iris:1", "weight": 50, "compute": {"size": "cpu-large"}},
+                {"name": "b", "model": "iris:2", "weight": 50},
+            ],
+            "rollout": rollout,
+        }
+    )
+    mark = len(MemoryAdapter.of(client).calls)
+    client.apply(wanted)
+    assert sorted(end_state(client)) == [
+        ("a", "iris:1", 50, "cpu-large", 1),
+        ("b", "iris:2", 50, "cpu-small", 1),
+    ]
+    record = client.endpoints.history("iris")[0]
+    assert [(v.name, v.compute.size) for v in record.baseline] == [("a", "cpu-large"), ("b", "cpu-small")]
+    assert sorted((v.name, v.model, v.compute.size) for v in record.target) == [
+        ("a", "iris:1", "cpu-large"),
+        ("b", "iris:2", "cpu-small"),
+    ]
+    assert any(c in IN_PLACE for c in calls_since(client, mark)) == in_place(client)
+    assert client.plan(wanted).is_empty

@@ -289,11 +289,17 @@ def _as_rollout(
         if (isinstance(a, AddVariant) and final[a.variant.name] == 0) or isinstance(a, UpdateCompute)
     ]
     keep_after = [a for a in actions if not isinstance(a, (*moved, UpdateCompute))]
+    resized = {a.variant: a.compute for a in keep_before if isinstance(a, UpdateCompute)}
     native, runner, engine_reason = _rollout_runner(adapter, spec, observed, checks)
     rollout = Rollout(
         endpoint=spec.name,
         strategy=strategy,
-        baseline=observed.variants,
+        # As the rollout finds them: resized before it starts (keep_before), so that finishing
+        # or rolling back an interrupted rollout does not undo the resize.
+        baseline=tuple(
+            v.model_copy(update={"compute": resized[v.name]}) if v.name in resized else v
+            for v in observed.variants
+        ),
         candidates=tuple(candidates + replaced),
         staging=staging,
         final_weights=final,
