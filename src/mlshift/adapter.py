@@ -46,6 +46,7 @@ __all__ = [
     "EndpointService",
     "EndpointState",
     "Invocation",
+    "MetricsTiming",
     "ModelRegistry",
     "NameRule",
     "NameRules",
@@ -76,6 +77,10 @@ class Capability(str, Enum):
     """More than one variant behind an endpoint, with weights."""
     TARGETED_INVOKE = "targeted_invoke"
     """Invoke one named variant directly, bypassing the split."""
+    IN_PLACE_UPDATE = "in_place_update"
+    """A live variant's model or compute can be swapped under its name (``replace_variant``,
+    ``update_compute``). Without it the planner and the rollout engine reach the same end state
+    by adding, shifting traffic and removing, and never call those two primitives."""
     NATIVE_ROLLOUT = "native_rollout"
     """The provider runs canary/linear/blue-green rollouts itself."""
     SHADOW_TRAFFIC = "shadow_traffic"
@@ -328,6 +333,24 @@ class VariantMetrics(SpecModel):
     p99_ms: float | None = None
 
 
+@dataclass(frozen=True)
+class MetricsTiming:
+    """How fine and how fresh a target's per-variant metrics are (``METRICS``).
+
+    The rollout engine reads :meth:`EndpointService.read_metrics` once per ``resolution``
+    seconds during a bake (more often only in bakes shorter than 20 periods), and at plan time
+    refuses a rollout it runs whose bake is shorter than ``lag`` when the gate reads metrics:
+    such a bake would end before its requests were counted.
+
+    Attributes:
+        resolution: Seconds per datapoint: a reading never changes faster (CloudWatch: 60).
+        lag: Seconds a request may take to show up in ``read_metrics`` (0: at once).
+    """
+
+    resolution: float = 1.0
+    lag: float = 0.0
+
+
 class ShadowMetrics(SpecModel):
     """What a shadow variant did with its copy of live traffic over a window (``SHADOW_TRAFFIC``).
 
@@ -556,7 +579,10 @@ class EndpointService(Protocol):
         ...
 
     def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
-        """Swap the model or compute of an existing variant without dropping its traffic."""
+        """Swap the model or compute of an existing variant without dropping its traffic.
+
+        Called only on targets that declare ``IN_PLACE_UPDATE``.
+        """
         ...
 
     def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
@@ -568,7 +594,7 @@ class EndpointService(Protocol):
         ...
 
     def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
-        """Resize a variant in place."""
+        """Resize a variant in place (called only where ``IN_PLACE_UPDATE``)."""
         ...
 
     def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
@@ -618,7 +644,16 @@ class EndpointService(Protocol):
         ...
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
-        """Per-variant numbers over the last ``window`` seconds, where ``METRICS``."""
+        """Per-variant numbers over the last ``window`` seconds, where ``METRICS``.
+
+        ``VariantMetrics.window_seconds`` is the window the numbers really cover: a target with
+        coarse datapoints widens the one asked for (CloudWatch: to whole minutes).
+        """
+        ...
+
+    @property
+    def metrics_timing(self) -> MetricsTiming:
+        """The resolution and lag of :meth:`read_metrics` (``BaseEndpointService``: 1 s, no lag)."""
         ...
 
     def set_shadow(
@@ -823,6 +858,10 @@ class BaseEndpointService:
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         return None
+
+    @property
+    def metrics_timing(self) -> MetricsTiming:
+        return MetricsTiming()
 
     def native_rollout(self, name: str, rollout: NativeRollout) -> Operation[EndpointState]:
         raise self._unsupported("run rollouts natively")

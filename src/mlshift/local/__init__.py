@@ -45,6 +45,7 @@ class LocalAdapter:
         {
             Capability.TRAFFIC_SPLIT,
             Capability.TARGETED_INVOKE,
+            Capability.IN_PLACE_UPDATE,
             Capability.METRICS,
             Capability.SHADOW_TRAFFIC,
             Capability.PIPELINES,

@@ -87,11 +87,18 @@ class CreateEndpoint(SpecModel):
 
 
 class AddVariant(SpecModel):
-    """Start a new variant at 0% (weights move in a later step)."""
+    """Start a new variant at 0% (weights move in a later step).
+
+    Attributes:
+        stand_in_for: On a target without ``IN_PLACE_UPDATE``, the variant whose traffic this
+            temporary one carries while that variant is removed and added again with its new
+            model or compute (this one is removed at the end of the plan).
+    """
 
     kind: Literal["add_variant"] = "add_variant"
     endpoint: str
     variant: PlannedVariant
+    stand_in_for: str | None = None
 
     @property
     def resource(self) -> str:
@@ -100,6 +107,8 @@ class AddVariant(SpecModel):
     def describe(self) -> str:
         v = self.variant
         text = f"add variant {v.name} ({v.model_label}, {v.compute.size} x{v.compute.replicas}) at 0%"
+        if self.stand_in_for:
+            text += f", to serve {self.stand_in_for}'s traffic while it is replaced (no in-place updates)"
         return f"{text}; {v.schema_check}" if v.schema_check else text
 
 

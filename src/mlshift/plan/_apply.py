@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlshift._artifacts import check_artifact, digest_path
-from mlshift.adapter import Artifact, EndpointState, ResolvedVariant, RolloutRecord, VariantState
-from mlshift.errors import Conflict, MlshiftError
+from mlshift.adapter import Artifact, Capability, EndpointState, ResolvedVariant, RolloutRecord, VariantState
+from mlshift.errors import Conflict, MlshiftError, UnsupportedOperation
 from mlshift.plan._actions import (
     Action,
     AddVariant,
@@ -100,6 +100,8 @@ def apply_plan(
 
     Raises:
         Conflict: another process holds an endpoint's lock, or the endpoint changed since the plan.
+        UnsupportedOperation: the plan swaps a variant in place on a target without
+            ``IN_PLACE_UPDATE`` (a plan made elsewhere); nothing is changed.
         RolloutFailed: a rollout's gate failed; traffic is back on the previous version.
         MlshiftError: from the failing primitive; earlier actions stay applied, and a new plan
             shows what remains.
@@ -111,6 +113,15 @@ def apply_plan(
         raise Conflict(
             f"this plan was made for {plan.target}, not {adapter.uri.raw}",
             hint="make the plan against the target you apply it to",
+        )
+    in_place = [a for a in plan.actions if isinstance(a, (ReplaceVariant, UpdateCompute))]
+    if in_place and Capability.IN_PLACE_UPDATE not in adapter.capabilities:
+        # Refused before the first action, not when the apply reaches it half-way through.
+        raise UnsupportedOperation(
+            f"this plan changes variants in place ({in_place[0].describe()}), which "
+            f"{adapter.uri.raw} cannot do (no IN_PLACE_UPDATE)",
+            hint="make the plan against this target again: it replaces such variants by adding, "
+            "moving traffic and removing",
         )
     registered: dict[str, ModelVersion] = {}
     journals: dict[str, Journal] = {}

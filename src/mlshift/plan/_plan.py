@@ -289,11 +289,17 @@ def _as_rollout(
         if (isinstance(a, AddVariant) and final[a.variant.name] == 0) or isinstance(a, UpdateCompute)
     ]
     keep_after = [a for a in actions if not isinstance(a, (*moved, UpdateCompute))]
+    resized = {a.variant: a.compute for a in keep_before if isinstance(a, UpdateCompute)}
     native, runner, engine_reason = _rollout_runner(adapter, spec, observed, checks)
     rollout = Rollout(
         endpoint=spec.name,
         strategy=strategy,
-        baseline=observed.variants,
+        # As the rollout finds them: resized before it starts (keep_before), so that finishing
+        # or rolling back an interrupted rollout does not undo the resize.
+        baseline=tuple(
+            v.model_copy(update={"compute": resized[v.name]}) if v.name in resized else v
+            for v in observed.variants
+        ),
         candidates=tuple(candidates + replaced),
         staging=staging,
         final_weights=final,
@@ -303,6 +309,87 @@ def _as_rollout(
         engine_reason=engine_reason,
     )
     return [*keep_before, rollout, *keep_after]
+
+
+def _swap_name(action: ReplaceVariant | UpdateCompute) -> str:
+    return action.variant.name if isinstance(action, ReplaceVariant) else action.variant
+
+
+def _without_in_place(
+    adapter: Adapter,
+    endpoint: str,
+    actions: list[Action],
+    observed: EndpointState,
+    desired: dict[str, PlannedVariant],
+) -> list[Action]:
+    """The same change as ``actions`` without ``ReplaceVariant``/``UpdateCompute`` (no ``IN_PLACE_UPDATE``).
+
+    A variant whose model or compute changes is removed and added again under its name. One
+    that serves traffic before and after meanwhile has a stand-in: a temporary variant with the
+    new version takes its share, so the endpoint never stops answering, and hands it back
+    once the variant is there again. One that serves nothing now is replaced first; one that
+    ends at 0% is replaced once the weights have moved. The end state is the spec's, so a
+    re-plan is empty.
+
+    Raises:
+        UnsupportedOperation: a serving variant to replace on a target that cannot run two
+            variants side by side (no ``TRAFFIC_SPLIT`` either).
+    """
+    swaps = [a for a in actions if isinstance(a, (ReplaceVariant, UpdateCompute))]
+    if not swaps:
+        return actions
+    before = observed.weights
+    set_weights = next((a for a in actions if isinstance(a, SetWeights)), None)
+    after = dict(set_weights.weights) if set_weights is not None else dict(before)
+    adds = [a for a in actions if isinstance(a, AddVariant)]
+    taken = set(before) | set(after) | {a.variant.name for a in adds}
+    cold: list[PlannedVariant] = []
+    draining: list[PlannedVariant] = []
+    hot: dict[str, str] = {}
+    for swap in swaps:
+        name = _swap_name(swap)
+        if before.get(name, 0) > 0 and after.get(name, 0) > 0:
+            if Capability.TRAFFIC_SPLIT not in adapter.capabilities:
+                raise UnsupportedOperation(
+                    f"endpoint {endpoint!r}: variant {name!r} serves traffic and changes; "
+                    f"{adapter.uri.raw} can neither update it in place (IN_PLACE_UPDATE) nor run its "
+                    "new version beside it (TRAFFIC_SPLIT)",
+                    hint="deploy the new version as a new endpoint and move callers to it",
+                )
+            hot[name] = _staging_name(name, taken)
+            taken.add(hot[name])
+        elif before.get(name, 0) > 0:
+            draining.append(desired[name])
+        else:
+            cold.append(desired[name])
+
+    def remove(name: str, model: str | None = None) -> RemoveVariant:
+        live = observed.variant(name)
+        return RemoveVariant(endpoint=endpoint, variant=name, model=model or (live.model if live else "?"))
+
+    out: list[Action] = list(adds)
+    for name, temp in hot.items():
+        stand_in = desired[name].model_copy(update={"name": temp})
+        out.append(AddVariant(endpoint=endpoint, variant=stand_in, stand_in_for=name))
+    for v in cold:
+        out += [remove(v.name), AddVariant(endpoint=endpoint, variant=v)]
+    interim = {**after}
+    for name, temp in hot.items():
+        interim[temp], interim[name] = after[name], 0
+    if {n: w for n, w in interim.items() if w} != {n: w for n, w in before.items() if w}:
+        out.append(SetWeights(endpoint=endpoint, weights=interim, old_weights=before))
+    for v in draining:
+        out += [remove(v.name), AddVariant(endpoint=endpoint, variant=v)]
+    for name in hot:
+        # Its schema check was shown on the stand-in, which serves the new version first.
+        again = desired[name].model_copy(update={"schema_check": None})
+        out += [remove(name), AddVariant(endpoint=endpoint, variant=again)]
+    if hot:
+        final = {**after, **dict.fromkeys(hot.values(), 0)}
+        out.append(SetWeights(endpoint=endpoint, weights=final, old_weights=interim))
+        out += [remove(temp, desired[name].model_label) for name, temp in hot.items()]
+    out += [a for a in actions if not isinstance(a, (AddVariant, SetWeights, ReplaceVariant, UpdateCompute))]
+    return out
 
 
 def _check_schemas(
@@ -403,7 +490,13 @@ def _plan_endpoint(
                 endpoint=spec.name, autoscaling=spec.autoscaling, old_autoscaling=observed.autoscaling
             )
         )
-    return [*recovery, *_as_rollout(adapter, spec, observed, actions, checks)]
+    folded = _as_rollout(adapter, spec, observed, actions, checks)
+    if Capability.IN_PLACE_UPDATE not in adapter.capabilities:
+        # What runs before a rollout (a resize) keeps the live weights: the rollout moves them.
+        split = next((i for i, a in enumerate(folded) if isinstance(a, Rollout)), len(folded))
+        lowered = _without_in_place(adapter, spec.name, folded[:split], observed, desired)
+        folded = [*lowered, *folded[split:]]
+    return [*recovery, *folded]
 
 
 def build_plan(

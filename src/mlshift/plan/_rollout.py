@@ -55,6 +55,7 @@ __all__ = [
     "gate_thresholds",
     "new_record_id",
     "owner_id",
+    "poll_interval",
     "recover_rollout",
     "run_rollout",
 ]
@@ -88,6 +89,8 @@ class GateReading:
         baseline_requests: Requests the baseline (the variants serving before) answered in the
             same window; when it had none there (blue/green after the switch), the window
             before the rollout started.
+        window: Seconds the target's metrics really covered (``read_metrics`` may widen the
+            window asked for, e.g. to whole minutes); ``None`` when judged on probes.
     """
 
     stage: int
@@ -102,6 +105,7 @@ class GateReading:
     baseline_p99_ms: float | None = None
     rows: int = 0
     agreed_rows: int = 0
+    window: float | None = None
 
     @property
     def agreement(self) -> float | None:
@@ -142,6 +146,8 @@ class GateReading:
             data["p50_ms"] = round(self.p50_ms, 2)
         if self.baseline_p99_ms is not None:
             data["baseline_p99_ms"] = round(self.baseline_p99_ms, 2)
+        if self.window is not None:
+            data["window_s"] = round(self.window, 3)
         if self.agreement is not None:
             data["rows"] = float(self.rows)
             data["agreement"] = round(self.agreement, 4)
@@ -166,6 +172,7 @@ class _Group:
     client_errors: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
+    window: float | None = None
 
     @classmethod
     def of(cls, parts: Sequence[VariantMetrics | SampleSummary]) -> _Group:
@@ -174,6 +181,7 @@ class _Group:
 
         p50s = [get(p, "p50_ms") for p in parts if get(p, "p50_ms") is not None]
         p99s = [get(p, "p99_ms") for p in parts if get(p, "p99_ms") is not None]
+        windows = [p.window_seconds for p in parts if isinstance(p, VariantMetrics)]
         return cls(
             requests=sum(get(p, "requests") for p in parts),
             errors=sum(get(p, "errors") for p in parts),
@@ -181,6 +189,7 @@ class _Group:
             # The worst variant's percentile: a conservative stand-in for the group's.
             p50_ms=max(p50s) if p50s else None,
             p99_ms=max(p99s) if p99s else None,
+            window=max(windows) if windows else None,
         )
 
     def reading(self, stage: int, elapsed: float, baseline: _Group) -> GateReading:
@@ -192,6 +201,7 @@ class _Group:
             client_errors=self.client_errors,
             p50_ms=self.p50_ms,
             p99_ms=self.p99_ms,
+            window=self.window,
         ).with_baseline(baseline)
 
 
@@ -288,6 +298,30 @@ def check_gate_observable(adapter: Adapter, spec: EndpointSpec, *, native: bool 
             field="rollout.gate",
             hint="add rollout.gate.probe with a sample payload, or set min_requests: 0",
         )
+    lag = adapter.endpoints.metrics_timing.lag if Capability.METRICS in caps else 0.0
+    if _reads_metrics(adapter, strategy) and lag > 0:
+        for field_name in ("bake", "interval"):
+            bake = getattr(strategy, field_name, None)
+            if isinstance(bake, (int, float)) and bake < lag:
+                raise ConfigError(
+                    f"endpoint {spec.name!r}: rollout.{field_name} is {bake:g} s, but "
+                    f"{adapter.name}'s metrics arrive up to {lag:g} s late: "
+                    f"{field_name} at least {lag:g} s",
+                    field=f"rollout.{field_name}",
+                    hint=f"a shorter {field_name} would end before its requests were counted; or add "
+                    "rollout.gate.probe: probes are judged on their own answers, without the lag",
+                )
+
+
+def _reads_metrics(adapter: Adapter, strategy: Any) -> bool:
+    """Whether mlshift's engine judges this strategy's gate on ``read_metrics``.
+
+    It does on a target with ``METRICS``, except for a gate with a probe on a target whose
+    metrics lag: that one is judged on the probes' own answers, which arrive at once.
+    """
+    if Capability.METRICS not in adapter.capabilities:
+        return False
+    return strategy.gate.probe is None or adapter.endpoints.metrics_timing.lag <= 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,8 +440,13 @@ def _judge(gate: HealthGate, reading: GateReading, done: bool, where: str) -> st
             f"{reading.baseline_p99_ms:.0f}ms > {gate.max_p99_ratio:g}x"
         )
     if done and reading.requests < gate.min_requests:
+        covered = (
+            f" (the target's metrics covered {reading.window:.0f}s)"
+            if reading.window is not None and reading.window > reading.elapsed + 1
+            else ""
+        )
         return (
-            f"gate failed at {where}: only {reading.requests} requests in {reading.elapsed:.0f}s, "
+            f"gate failed at {where}: only {reading.requests} requests in {reading.elapsed:.0f}s{covered}, "
             f"the gate needs at least {gate.min_requests} to judge"
         )
     return None
@@ -475,13 +514,23 @@ def _set_weights(ctx: _Context, weights: Mapping[str, int]) -> EndpointState:
     return ctx.adapter.endpoints.set_weights(ctx.endpoint, weights).wait(ctx.timeout)
 
 
+def poll_interval(bake: float, grain: float) -> float:
+    """Seconds between gate readings in a bake of ``bake`` seconds, on metrics of ``grain`` seconds.
+
+    One reading per datapoint (a reading cannot change faster), but at least 20 per bake, so
+    that a short bake (or a probe gate, at a 1-second grain) still trips early.
+    """
+    return min(grain, max(0.05, bake / 20))
+
+
 def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
     gate = _traffic_strategy(ctx.action).gate
     where = f"{share}% traffic" if share else "pre-traffic probes"
     names = ctx.live_names()
-    use_metrics = Capability.METRICS in ctx.adapter.capabilities
+    use_metrics = _reads_metrics(ctx.adapter, _traffic_strategy(ctx.action))
     start_wall = time.monotonic()
-    poll = min(1.0, max(0.05, seconds / 20))
+    grain = ctx.adapter.endpoints.metrics_timing.resolution if use_metrics else 1.0
+    poll = poll_interval(seconds, grain)
     baseline = ctx.baseline_names()
     prober = (
         _Prober(ctx.adapter, ctx.endpoint, names, gate.probe.payload, gate.probe.rate, baseline)
@@ -542,7 +591,7 @@ def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
                 raise _GateFailed(reason, reading)
             if done:
                 return reading
-            time.sleep(poll)
+            time.sleep(max(0.01, min(poll, seconds - (time.monotonic() - start_wall))))
     finally:
         if prober is not None:
             prober.__exit__()
@@ -813,14 +862,27 @@ def run_rollout(
 
 
 def _promote(ctx: _Context, registered: Mapping[str, ModelVersion]) -> EndpointState:
-    """After the gate: move in-place variants back to their names and remove the old ones."""
+    """After the gate: move in-place variants back to their names and remove the old ones.
+
+    A staged variant's final name still holds the old version, at 0%. Where the target swaps a
+    model in place (``IN_PLACE_UPDATE``) that variant takes the new version; elsewhere it is
+    removed and added again with it. Either way the staged copy carries the traffic until the
+    weights move back, then goes.
+    """
     action, journal, endpoints = ctx.action, ctx.journal, ctx.adapter.endpoints
+    in_place = Capability.IN_PLACE_UPDATE in ctx.adapter.capabilities
     for v in action.candidates:
         staged = action.staging.get(v.name)
         if staged is None:
             continue
-        journal.step(f"variant {v.name}: model -> {v.model_label}")
-        endpoints.replace_variant(action.endpoint, _resolved(v, registered, v.name)).wait(ctx.timeout)
+        if in_place:
+            journal.step(f"variant {v.name}: model -> {v.model_label}")
+            endpoints.replace_variant(action.endpoint, _resolved(v, registered, v.name)).wait(ctx.timeout)
+        else:
+            journal.step(f"remove variant {v.name}")
+            endpoints.remove_variant(action.endpoint, v.name).wait(ctx.timeout)
+            journal.step(f"add variant {v.name} ({v.model_label}) at 0%")
+            endpoints.add_variant(action.endpoint, _resolved(v, registered, v.name)).wait(ctx.timeout)
         state = endpoints.observe(action.endpoint)
         assert state is not None
         weights = dict(state.weights)

@@ -5,7 +5,9 @@ predictions by running the mlshift model server in-process. Every mutating call 
 in :attr:`MemoryAdapter.calls`, so tests can assert that a re-apply changed nothing.
 
 ``memory://?capabilities=traffic_split,metrics`` limits what the target declares, to test how
-code behaves against a less capable target.
+code behaves against a less capable target; ``memory://?capabilities=-in_place_update`` drops
+names from the defaults instead. ``?metric_lag=180&metric_resolution=60`` declares metrics as
+late and as coarse as CloudWatch's (the numbers themselves stay exact), to test plan-time checks.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from mlshift.adapter import (
     CompletedOperation,
     EndpointState,
     Invocation,
+    MetricsTiming,
     NameRules,
     NativeRollout,
     Operation,
@@ -60,6 +63,7 @@ DEFAULT_CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
         Capability.TARGETED_INVOKE,
+        Capability.IN_PLACE_UPDATE,
         Capability.METRICS,
         Capability.SHADOW_TRAFFIC,
         Capability.AUTOSCALING,
@@ -353,6 +357,11 @@ class _MemoryEndpoints(BaseEndpointService):
             latency_ms=(time.perf_counter() - start) * 1000,
         )
 
+    @property
+    def metrics_timing(self) -> MetricsTiming:
+        """Counted per call, so no lag; ``?metric_lag=`` / ``?metric_resolution=`` declare others."""
+        return self._adapter.metrics_timing
+
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         since = time.monotonic() - window
         summary = summarize(self._samples.get((name, variant), []), since)
@@ -486,6 +495,28 @@ class _MemoryEndpoints(BaseEndpointService):
             self._caller.close()
 
 
+def _seconds(uri: TargetURI, key: str, default: float, *, positive: bool = False) -> float:
+    """A number of seconds from the URI query (``default`` when absent).
+
+    Raises:
+        ConfigError: not a number, negative, or zero where it must be positive.
+    """
+    text = uri.query.get(key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 if positive else value >= 0) or value == float("inf"):
+        raise ConfigError(
+            f"{key}={text} in {uri.raw!r} is not a number of seconds"
+            + (" above 0" if positive else " (0 or more)"),
+            field="target",
+        )
+    return value
+
+
 class MemoryAdapter:
     """Adapter for ``memory://``. State lives on the instance and disappears with it.
 
@@ -502,9 +533,16 @@ class MemoryAdapter:
     root: None = None
     capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES
 
-    def __init__(self, uri: TargetURI, capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES) -> None:
+    def __init__(
+        self,
+        uri: TargetURI,
+        capabilities: frozenset[Capability] = DEFAULT_CAPABILITIES,
+        metrics_timing: MetricsTiming | None = None,
+    ) -> None:
         self.uri = uri
         self.capabilities = capabilities
+        #: What the target declares about its metrics (its own are exact and at once).
+        self.metrics_timing = metrics_timing or MetricsTiming()
         self.calls: list[tuple[Any, ...]] = []
         #: Set to a reason to make the next native rollouts fail (with NATIVE_ROLLOUT declared).
         self.fail_native_rollout: str | None = None
@@ -515,7 +553,10 @@ class MemoryAdapter:
 
     @classmethod
     def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> MemoryAdapter:
-        """Build from ``memory://`` (optionally ``?capabilities=a,b``); ``base_dir`` is not used.
+        """Build from ``memory://`` (optionally ``?capabilities=a,b`` or ``?capabilities=-a,-b``).
+
+        ``capabilities=a,b`` declares exactly those; ``capabilities=-a`` declares the defaults
+        without ``a``. ``base_dir`` is not used.
 
         Raises:
             ConfigError: for an unknown capability name or any option (memory:// takes none).
@@ -529,15 +570,30 @@ class MemoryAdapter:
         caps = DEFAULT_CAPABILITIES
         if "capabilities" in uri.query:
             names = [c.strip() for c in uri.query["capabilities"].split(",") if c.strip()]
+            dropped = [n.removeprefix("-") for n in names if n.startswith("-")]
+            if dropped and len(dropped) != len(names):
+                raise ConfigError(
+                    f"capabilities={uri.query['capabilities']} mixes names to keep and '-names' to drop",
+                    field="target",
+                    hint="list what the target declares (capabilities=traffic_split,metrics), or only "
+                    "what to drop from the defaults (capabilities=-in_place_update)",
+                )
             known = {c.value: c for c in Capability}
-            bad = [n for n in names if n not in known]
+            bad = [n for n in (dropped or names) if n not in known]
             if bad:
                 raise ConfigError(
                     f"unknown capabilities {', '.join(bad)}; known: {', '.join(sorted(known))}",
                     field="target",
                 )
-            caps = frozenset(known[n] for n in names)
-        return cls(uri, caps)
+            if dropped:
+                caps = DEFAULT_CAPABILITIES - {known[n] for n in dropped}
+            else:
+                caps = frozenset(known[n] for n in names)
+        timing = MetricsTiming(
+            resolution=_seconds(uri, "metric_resolution", 1.0, positive=True),
+            lag=_seconds(uri, "metric_lag", 0.0),
+        )
+        return cls(uri, caps, timing)
 
     @classmethod
     def of(cls, client: Client) -> MemoryAdapter:

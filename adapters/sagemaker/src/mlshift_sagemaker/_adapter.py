@@ -28,12 +28,14 @@ __all__ = ["CAPABILITIES", "SageMakerAdapter"]
 
 #: What the SageMaker target declares (shadow variants are not implemented yet; the planner
 #: refuses specs that need them, at plan time). ``METRICS`` are CloudWatch reads, for rollouts
-#: that mlshift's engine runs instead of SageMaker. Pipelines run on SageMaker Pipelines, with
-#: conditions as condition steps; schedules are not mapped yet.
+#: that mlshift's engine runs instead of SageMaker. ``IN_PLACE_UPDATE``: an ``UpdateEndpoint`` to
+#: a new configuration swaps a variant's model or instances under its name. Pipelines run on
+#: SageMaker Pipelines, with conditions as condition steps; schedules are not mapped yet.
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
         Capability.TARGETED_INVOKE,
+        Capability.IN_PLACE_UPDATE,
         Capability.NATIVE_ROLLOUT,
         Capability.METRICS,
         Capability.GPU,

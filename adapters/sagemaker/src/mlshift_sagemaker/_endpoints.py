@@ -33,6 +33,7 @@ from mlshift.adapter import (
     CompletedOperation,
     EndpointState,
     Invocation,
+    MetricsTiming,
     NativeRollout,
     Operation,
     OptionChange,
@@ -1399,6 +1400,11 @@ class SageMakerEndpointService(BaseEndpointService):
             variant=response.get("InvokedProductionVariant") or variant,
             latency_ms=(time.perf_counter() - start) * 1000,
         )
+
+    @property
+    def metrics_timing(self) -> MetricsTiming:
+        """CloudWatch: one datapoint a minute, published up to ``metric_lag`` seconds late."""
+        return MetricsTiming(resolution=60.0, lag=self._adapter.options.metric_lag)
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         """Requests, 5xx errors and latency of one variant from CloudWatch (``AWS/SageMaker``).

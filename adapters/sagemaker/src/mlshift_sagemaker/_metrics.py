@@ -3,10 +3,12 @@
 SageMaker publishes, per ``EndpointName`` and ``VariantName`` in the ``AWS/SageMaker``
 namespace, one datapoint a minute: ``Invocations``, ``Invocation5XXErrors``,
 ``Invocation4XXErrors`` and ``ModelLatency`` (in **microseconds**). The rollout engine asks for
-"the last N seconds" every second of a bake; CloudWatch only answers in whole minutes, so the
+"the last N seconds" many times in a bake; CloudWatch only answers in whole minutes, so the
 window is widened to the minutes it touches (up to 59 s earlier than asked) and read as one
 period. On AWS the newest minute or two are not published yet while a bake runs: numbers lag
-live traffic by one to three minutes.
+live traffic by one to three minutes. The numbers say which window they cover, and the adapter
+declares the grain and the lag (``metrics_timing``: 60 s, the ``metric_lag`` option), so that
+the rollout engine polls at its grain and refuses bakes shorter than the lag.
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ def read_variant_metrics(
     Args:
         cloudwatch: A boto3 CloudWatch client.
         window: Seconds before ``now`` (widened to whole minutes, see the module docs).
+
+    Returns:
+        The numbers, with ``window_seconds`` the span really read: from the start of its first
+        minute to ``now``.
     """
-    start, end = metric_span(window, now or datetime.now(timezone.utc))
+    now = now or datetime.now(timezone.utc)
+    start, end = metric_span(window, now)
     period = int((end - start).total_seconds())
     dimensions = [{"Name": "EndpointName", "Value": endpoint}, {"Name": "VariantName", "Value": variant}]
     queries = [
@@ -79,7 +86,7 @@ def read_variant_metrics(
 
     return VariantMetrics(
         variant=variant,
-        window_seconds=window,
+        window_seconds=max(window, (now - start).total_seconds()),
         requests=round(sum(values["requests"])),
         errors=round(sum(values["errors"])),
         client_errors=round(sum(values["client_errors"])),

@@ -246,6 +246,9 @@ class SageMakerOptions(_ImageOptions):
         lease_seconds: How long an endpoint lock lasts without renewal; a holder that died
             blocks others for at most this long.
         multipart_threshold_mb: Artifacts larger than this are uploaded in parts, in parallel.
+        metric_lag: Seconds CloudWatch may take to publish a variant's requests (default 180).
+            A rollout that mlshift's engine judges on CloudWatch must bake at least this long;
+            the testing kit, which publishes at once, sets 0.
     """
 
     role_arn: str | None = None
@@ -264,6 +267,7 @@ class SageMakerOptions(_ImageOptions):
     wait_timeout: float | None = Field(default=None, gt=0, le=86400)
     lease_seconds: float = Field(default=120.0, ge=1, le=3600)
     multipart_threshold_mb: int = Field(default=64, ge=5, le=5120)
+    metric_lag: float = Field(default=180.0, ge=0, le=3600)
 
     @field_validator("role_arn")
     @classmethod

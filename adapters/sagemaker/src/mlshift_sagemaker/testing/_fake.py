@@ -255,7 +255,8 @@ class FakeSageMaker:
             assert not aws.mutating_calls(since=mark)                    # ...
 
     While it is active it sets (unless already set) ``MLSHIFT_SAGEMAKER_ROLE_ARN`` to a fake
-    role and ``MLSHIFT_SAGEMAKER_POLL_INTERVAL`` to 0, removes ``AWS_ENDPOINT_URL*`` (moto
+    role, ``MLSHIFT_SAGEMAKER_POLL_INTERVAL`` to 0 and ``MLSHIFT_SAGEMAKER_METRIC_LAG`` to 0
+    (its metrics are published at once), removes ``AWS_ENDPOINT_URL*`` (moto
     answers in process), and botocore's retry back-off records its delays in
     :attr:`retry_sleeps` instead of sleeping. State lives on the instance and in moto, and is
     gone after the ``with`` block. One fake can be active at a time.
@@ -332,6 +333,8 @@ class FakeSageMaker:
         defaults = {
             "MLSHIFT_SAGEMAKER_ROLE_ARN": self.role_arn,
             "MLSHIFT_SAGEMAKER_POLL_INTERVAL": "0",
+            # The fake publishes each invocation to CloudWatch at once: no lag to wait out.
+            "MLSHIFT_SAGEMAKER_METRIC_LAG": "0",
             "AWS_DEFAULT_REGION": self.region,
         }
         for key, value in defaults.items():
