@@ -178,7 +178,11 @@ class FilesRegistry:
 
 
 class FilesEndpoints(BaseEndpointService):
-    """Endpoints as JSON documents, changed with compare-and-swap; served in-process."""
+    """Endpoints as JSON documents, changed with compare-and-swap; served in-process.
+
+    It has no in-place update (no ``IN_PLACE_UPDATE``): a new version or size arrives by add,
+    shift and remove, which the planner and the rollout engine do for it.
+    """
 
     target_name = "the files target"
 
@@ -307,16 +311,6 @@ class FilesEndpoints(BaseEndpointService):
 
         return self._change(name, f"add variant {variant.name}", change)
 
-    def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
-        def change(doc: dict[str, Any]) -> None:
-            old = self._variant(doc, variant.name, name)
-            doc["variants"] = [
-                self._entry(variant, old["weight"]) if v["name"] == variant.name else v
-                for v in doc["variants"]
-            ]
-
-        return self._change(name, f"replace variant {variant.name}", change)
-
     def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
         def change(doc: dict[str, Any]) -> None:
             if self._variant(doc, variant_name, name)["weight"] > 0:
@@ -335,15 +329,6 @@ class FilesEndpoints(BaseEndpointService):
                 v["weight"] = full[v["name"]]
 
         return self._change(name, "set weights", change)
-
-    def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
-        def change(doc: dict[str, Any]) -> None:
-            self._variant(doc, variant_name, name)
-            for v in doc["variants"]:
-                if v["name"] == variant_name:
-                    v["compute"] = compute.model_dump(mode="json")
-
-        return self._change(name, f"resize variant {variant_name}", change)
 
     def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
         return self._change(name, "update tags", lambda doc: doc.__setitem__("tags", dict(tags)))
