@@ -163,6 +163,24 @@ class ShadowSample(NamedTuple):
     rows: int
     agreed_rows: int
 
+    @classmethod
+    def compared(
+        cls,
+        start: float,
+        status: int,
+        latency_ms: float,
+        answer: bytes,
+        baseline_status: int,
+        baseline_latency_ms: float,
+        baseline_answer: bytes,
+        tolerance: float,
+    ) -> ShadowSample:
+        """A sample whose answers are compared when both succeeded."""
+        rows = agreed = 0
+        if 200 <= status < 300 and 200 <= baseline_status < 300:
+            rows, agreed = compare_answers(baseline_answer, answer, tolerance)
+        return cls(start, status, latency_ms, baseline_status, baseline_latency_ms, rows, agreed)
+
 
 class ShadowSummary(TypedDict):
     """Mirrored requests seen in a window (the fields of ``mlshift.adapter.ShadowMetrics``)."""

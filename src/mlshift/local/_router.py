@@ -34,7 +34,6 @@ from mlshift._routing import (
     MirrorShare,
     ShadowSample,
     WeightedRoundRobin,
-    compare_answers,
     summarize,
     summarize_shadow,
 )
@@ -372,10 +371,9 @@ class Router:
         except Exception:  # a shadow that cannot answer is a failed shadow request, nothing more
             status, content = 599, b""
         latency = (time.perf_counter() - start) * 1000
-        rows = agreed = 0
-        if 200 <= status < 300 and 200 <= served_status < 300:
-            rows, agreed = compare_answers(served_answer, content, tolerance)
-        sample = ShadowSample(begun, status, latency, served_status, served_latency, rows, agreed)
+        sample = ShadowSample.compared(
+            begun, status, latency, content, served_status, served_latency, served_answer, tolerance
+        )
         self.shadow_samples.setdefault(name, deque(maxlen=_SAMPLES)).append(sample)
 
     async def _shadow_metrics(self, scope: Scope, send: Send) -> None:

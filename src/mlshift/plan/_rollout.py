@@ -523,6 +523,20 @@ def poll_interval(bake: float, grain: float) -> float:
     return min(grain, max(0.05, bake / 20))
 
 
+def _measured(reading: GateReading) -> dict[str, Any]:
+    """What a progress event says about a reading (requests, errors, 4xx, p99 vs the baseline)."""
+    return {
+        "requests": reading.requests,
+        "errors": reading.errors,
+        "error_rate": round(reading.error_rate, 4),
+        "client_errors": reading.client_errors,
+        "client_error_rate": round(reading.client_error_rate, 4),
+        "baseline_client_error_rate": round(reading.baseline_client_error_rate, 4),
+        "p99_ms": None if reading.p99_ms is None else round(reading.p99_ms, 2),
+        "baseline_p99_ms": None if reading.baseline_p99_ms is None else round(reading.baseline_p99_ms, 2),
+    }
+
+
 def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
     gate = _traffic_strategy(ctx.action).gate
     where = f"{share}% traffic" if share else "pre-traffic probes"
@@ -558,16 +572,7 @@ def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
                     "stage_percent": share,
                     "elapsed_s": round(elapsed, 2),
                     "bake_s": seconds,
-                    "requests": reading.requests,
-                    "errors": reading.errors,
-                    "error_rate": round(reading.error_rate, 4),
-                    "client_errors": reading.client_errors,
-                    "client_error_rate": round(reading.client_error_rate, 4),
-                    "baseline_client_error_rate": round(reading.baseline_client_error_rate, 4),
-                    "p99_ms": None if reading.p99_ms is None else round(reading.p99_ms, 2),
-                    "baseline_p99_ms": None
-                    if reading.baseline_p99_ms is None
-                    else round(reading.baseline_p99_ms, 2),
+                    **_measured(reading),
                 }
             )
             reason = _judge(gate, reading, done, where)
@@ -652,16 +657,7 @@ def _shadow_phase(ctx: _Context, strategy: Shadow) -> GateReading:
                     "shadow_percent": strategy.percent,
                     "elapsed_s": round(elapsed, 2),
                     "bake_s": strategy.duration,
-                    "requests": reading.requests,
-                    "errors": reading.errors,
-                    "error_rate": round(reading.error_rate, 4),
-                    "client_errors": reading.client_errors,
-                    "client_error_rate": round(reading.client_error_rate, 4),
-                    "baseline_client_error_rate": round(reading.baseline_client_error_rate, 4),
-                    "p99_ms": None if reading.p99_ms is None else round(reading.p99_ms, 2),
-                    "baseline_p99_ms": None
-                    if reading.baseline_p99_ms is None
-                    else round(reading.baseline_p99_ms, 2),
+                    **_measured(reading),
                     "rows": reading.rows,
                     "agreement": None if reading.agreement is None else round(reading.agreement, 4),
                 }

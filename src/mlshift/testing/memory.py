@@ -28,7 +28,6 @@ from mlshift._routing import (
     MirrorShare,
     ShadowSample,
     WeightedRoundRobin,
-    compare_answers,
     summarize,
     summarize_shadow,
 )
@@ -439,13 +438,11 @@ class _MemoryEndpoints(BaseEndpointService):
             with self._mirror_lock:
                 self._mirrors_in_flight -= 1
         latency = (time.perf_counter() - start) * 1000
-        rows = agreed = 0
-        if 200 <= status < 300 and 200 <= served_status < 300:
-            rows, agreed = compare_answers(served_answer, content, tolerance)
+        sample = ShadowSample.compared(
+            begun, status, latency, content, served_status, served_latency, served_answer, tolerance
+        )
         with self._mirror_lock:
-            self._shadow_samples.setdefault((name, variant), []).append(
-                ShadowSample(begun, status, latency, served_status, served_latency, rows, agreed)
-            )
+            self._shadow_samples.setdefault((name, variant), []).append(sample)
 
     def record_rollout(self, record: RolloutRecord) -> None:
         self._journal[record.id] = record
