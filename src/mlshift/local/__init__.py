@@ -97,14 +97,13 @@ class LocalAdapter:
                 field="target",
                 hint="the state folder goes in the URI: local:///path/to/state",
             )
-        base = base_dir
         location = uri.location + uri.path
         if not location:
-            root = base / ".mlshift"
+            root = base_dir / ".mlshift"
         else:
             root = Path(location).expanduser()
             if not root.is_absolute():
-                root = base / root
+                root = base_dir / root
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
