@@ -564,3 +564,55 @@ def test_binary_tensor_bytes_helper_round_trip() -> None:
 
     packed = b"".join(struct.pack("<I", len(s)) + s for s in (b"a", b"bc", b""))
     assert _unpack_bytes(packed, "x") == ["a", "bc", ""]
+
+
+LABELLER_PY = """
+class Predictor:
+    signature = {"inputs": [{"name": "label", "dtype": "string"}, {"name": "n", "dtype": "int64"}]}
+
+    def load(self, path):
+        pass
+
+    def predict(self, batch):
+        return [f"{label}-{n}" for label, n in batch]
+"""
+
+
+def test_v2_string_columns_as_bytes_tensors(tmp_path: Path) -> None:
+    (tmp_path / "predictor.py").write_text(LABELLER_PY)
+    client = TestClient(create_app(load_model(tmp_path, "predictor"), model_ref="labeller:2"))
+    metadata = client.get("/v2/models/labeller").json()
+    assert metadata["inputs"] == [{"name": "input", "datatype": "BYTES", "shape": [-1, 2]}]
+    # One BYTES tensor holding the table as sent: each column is checked against its dtype.
+    table = _infer([["a", 1], ["b", 2]], "BYTES")
+    output = client.post("/v2/models/labeller/infer", json=table).json()["outputs"][0]
+    assert output == {"name": "predictions", "datatype": "BYTES", "shape": [2], "data": ["a-1", "b-2"]}
+    wrong = client.post("/v2/models/labeller/infer", json=_infer([["a", "x"]], "BYTES"))
+    assert wrong.status_code == 400 and "is 'x', expected an integer" in wrong.json()["error"]
+    # One tensor per column: labels as binary BYTES (length-prefixed), numbers as JSON INT32.
+    labels = b"".join(struct.pack("<I", len(v)) + v for v in (b"a", b"bc"))
+    head = json.dumps(
+        {
+            "inputs": [
+                {"name": "n", "shape": [2], "datatype": "INT32", "data": [1, 2]},
+                {
+                    "name": "label",
+                    "shape": [2],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(labels)},
+                },
+            ],
+            "outputs": [{"name": "predictions", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    response = client.post(
+        "/v2/models/labeller/versions/2/infer",
+        content=head + labels,
+        headers={"inference-header-content-length": str(len(head))},
+    )
+    assert response.status_code == 200, response.text
+    split = int(response.headers["inference-header-content-length"])
+    assert json.loads(response.content[:split])["outputs"][0]["datatype"] == "BYTES"
+    from mlshift.serving._v2 import _unpack_bytes
+
+    assert _unpack_bytes(response.content[split:], "predictions") == ["a-1", "bc-2"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mlshift.errors import ConfigError, InvalidPayload
@@ -234,15 +234,7 @@ def parse_infer(
         raise V2Error(400, f"{what}; {_expected(spec)}")
     params = {k: v for k, v in parameters.items() if k not in _PROTOCOL_PARAMETERS}
     if params:
-        batch = Batch(
-            rows=batch.rows,
-            source=batch.source,
-            kind=batch.kind,
-            columns=batch.columns,
-            array=batch.array,
-            params=params,
-            params_key="parameters",
-        )
+        batch = replace(batch, params=params, params_key="parameters")
     return batch, request
 
 
@@ -285,13 +277,10 @@ class _Tensors:
         self.offset = 0
         self.offsets: dict[str, int] = {}
         for tensor in inputs:  # binary data comes in the order of the inputs
-            size = (
-                (tensor.get("parameters") or {}).get("binary_data_size")
-                if isinstance(tensor.get("parameters"), dict)
-                else None
-            )
+            parameters = tensor.get("parameters")
+            size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
             if size is not None:
-                if not isinstance(size, int) or size < 0:
+                if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                     raise V2Error(400, f"input {tensor.get('name')!r}: binary_data_size must be a byte count")
                 self.offsets[str(tensor.get("name"))] = self.offset
                 self.offset += size
@@ -326,24 +315,24 @@ class _Tensors:
         else:
             if "data" not in tensor:
                 raise V2Error(400, f'input {name!r} has no "data" (and no binary_data_size)')
-            data = tensor["data"]
-            try:
-                arr = np.asarray(data if isinstance(data, list) else [data])
-            except (ValueError, TypeError):
-                raise V2Error(
-                    400, f"input {name!r}: data is ragged; send a flat list in row-major order"
-                ) from None
-            kinds = _KINDS[datatype]
-            if (
-                arr.size
-                and arr.dtype.kind not in kinds
-                and not (datatype == "BYTES" and arr.dtype.kind in "biufO")
-            ):
-                raise V2Error(
-                    400,
-                    f"input {name!r}: data holds {_kind_name(arr.dtype.kind)}, "
-                    f"expected {_kind_name(kinds[-1])} ({datatype})",
-                )
+            data = tensor["data"] if isinstance(tensor["data"], list) else [tensor["data"]]
+            if datatype == "BYTES":
+                # Values as sent: a table with string and number columns is checked per column.
+                arr = np.asarray(data, dtype=object)
+            else:
+                try:
+                    arr = np.asarray(data)
+                except (ValueError, TypeError):
+                    raise V2Error(
+                        400, f"input {name!r}: data is ragged; send a flat list in row-major order"
+                    ) from None
+                kinds = _KINDS[datatype]
+                if arr.size and arr.dtype.kind not in kinds:
+                    raise V2Error(
+                        400,
+                        f"input {name!r}: data holds {_kind_name(arr.dtype.kind)}, "
+                        f"expected {_kind_name(kinds[-1])} ({datatype})",
+                    )
             arr = arr.reshape(-1)
         if arr.size != count:
             raise V2Error(400, f"input {name!r} has {arr.size} values, its shape needs {count}")
