@@ -616,3 +616,23 @@ def test_v2_string_columns_as_bytes_tensors(tmp_path: Path) -> None:
     from mlshift.serving._v2 import _unpack_bytes
 
     assert _unpack_bytes(response.content[split:], "predictions") == ["a-1", "bc-2"]
+
+
+def test_v2_onnx_model_takes_fp32(artifacts: dict[str, Any], tmp_path: Path) -> None:
+    import skl2onnx
+
+    path = tmp_path / "iris.onnx"
+    path.write_bytes(
+        skl2onnx.to_onnx(artifacts["model"], np.asarray(ROWS, dtype=np.float32)).SerializeToString()
+    )
+    client = TestClient(create_app(load_model(path, "onnx"), model_ref="iris:4"))
+    metadata = client.get("/v2/models/iris/versions/4").json()
+    assert metadata["platform"] == "onnx"
+    assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert metadata["outputs"] == [{"name": "predictions", "datatype": "INT64", "shape": [-1]}]
+    response = client.post("/v2/models/iris/infer", json=_infer(datatype="FP32"))
+    assert response.json()["outputs"][0]["data"] == expected(artifacts)
+    # FP64 does not narrow to FP32 without loss: refused, naming what the model takes.
+    narrowing = client.post("/v2/models/iris/infer", json=_infer())
+    assert narrowing.status_code == 400
+    assert "has datatype FP64, the model takes one input 'input' (datatype FP32" in narrowing.json()["error"]

@@ -238,9 +238,7 @@ def create_app(
         )
 
     async def version(request: Request) -> Response:
-        import mlshift
-
-        return respond(mlshift.__version__.encode(), media_type="text/plain")
+        return respond(_version().encode(), media_type="text/plain")
 
     v2 = V2Model.of(model, model_ref)
     infer = _InferEndpoint(model, headers, limits, v2)
@@ -269,11 +267,16 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        if request.scope["path"].startswith("/v2"):
+        path = request.scope["path"]
+        if path.startswith("/v2"):
             # The protocol's error shape, which tritonclient and KServe clients read.
-            what = "no route" if exc.status_code == 404 else f"{request.method} is not allowed on"
-            text = f"{what} {request.method if exc.status_code == 404 else ''} {request.scope['path']}"
-            response = respond(V2Error(exc.status_code, " ".join(text.split())).body, exc.status_code)
+            if exc.status_code == 404:
+                message = f"no route {request.method} {path}"
+            elif exc.status_code == 405:
+                message = f"{request.method} is not allowed on {path}"
+            else:
+                message = str(exc.detail)
+            response = respond(V2Error(exc.status_code, message).body, exc.status_code)
         elif exc.status_code == 404:
             response = error(
                 404,

@@ -158,7 +158,19 @@ def _output_datatype(model: LoadedModel) -> str:
     signature = model.signature
     if signature is not None and len(signature.outputs) == 1:
         return _DATATYPE_OF[signature.outputs[0].dtype]
-    classes = getattr(model.native, "classes_", None)  # a scikit-learn classifier
+    native = model.native
+    if model.framework == "onnx":
+        # onnxruntime names an output's type "tensor(int64)", "tensor(float)", ...
+        kind = str(native.get_outputs()[0].type).removeprefix("tensor(").removesuffix(")")
+        onnx_types = {
+            "int64": "INT64",
+            "int32": "INT32",
+            "float": "FP32",
+            "double": "FP64",
+            "string": "BYTES",
+        }
+        return onnx_types.get(kind, "FP64")
+    classes = getattr(native, "classes_", None)  # a scikit-learn classifier
     kind = getattr(getattr(classes, "dtype", None), "kind", "f")
     return {"i": "INT64", "u": "INT64", "b": "BOOL", "U": "BYTES", "O": "BYTES"}.get(kind, "FP64")
 
