@@ -16,7 +16,15 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 #: import-linter: tests/test_imports.py checks the custom contract type in tools/ it plugs into.
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "skl2onnx>=1.16", "import-linter>=2"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "skl2onnx>=1.16",
+    "import-linter>=2",
+    # The Open Inference Protocol routes are tested with the real Triton client.
+    "tritonclient[http]>=2.40",
+]
 #: KFP's PipelineSpec protobuf (small; not kfp itself): the KFP compiler's tests parse every
 #: compiled spec with it. It imports google.rpc, from googleapis-common-protos.
 KFP_SPEC_DEPS = ["kfp-pipeline-spec>=2.17", "googleapis-common-protos>=1.56"]

@@ -384,7 +384,7 @@ BAD: list[tuple[str, bytes, str, str]] = [
     ("empty csv", b"\n\n", "csv", "is empty"),
     ("unknown key", b'{"rows": [[1, 2, 3, 4]]}', "json", "unknown key 'rows'"),
     ("two keys", json.dumps({"instances": ROWS, "inputs": ROWS}).encode(), "json", "exactly one"),
-    ("not an object", b"[[1, 2, 3, 4]]", "json", "expected an object"),
+    ("not rows", b'"rows"', "json", "expected a list of rows or an object"),
     (
         "missing column",
         json.dumps({"dataframe_records": [dict(zip(NAMES[:3], ROWS[0][:3], strict=True))]}).encode(),

@@ -400,6 +400,9 @@ def model_dir(
         lambda rows: {"inputs": rows},
         lambda rows: rows,
         lambda rows: {"dataframe_split": {"columns": None, "data": rows}},
+        lambda rows: {"input_data": rows},
+        lambda rows: {"input_data": {"columns": None, "index": list(range(len(rows))), "data": rows}},
+        lambda rows: {"data": rows},
     ],
 )
 def test_the_script_answers_the_container_contract_like_the_mlshift_server(
@@ -419,6 +422,18 @@ def test_the_script_takes_and_gives_csv(model_dir: Path, iris: dict[str, Any]) -
     text, content_type = script.output_fn(prediction, "text/csv")
     assert content_type == "text/csv"
     assert [int(line) for line in text.split()] == iris["expected_v1"]
+
+
+def test_the_script_takes_npy(model_dir: Path, iris: dict[str, Any]) -> None:
+    import io
+
+    import numpy as np
+
+    model = script.model_fn(str(model_dir))
+    out = io.BytesIO()
+    np.save(out, np.asarray(iris["rows"]))
+    prediction = script.predict_fn(script.input_fn(out.getvalue(), "application/x-npy"), model)
+    assert prediction.tolist() == iris["expected_v1"]
 
 
 def test_the_script_orders_named_columns_by_the_signature(
@@ -447,7 +462,8 @@ def test_the_script_refuses_a_model_that_does_not_match_its_digest(
 @pytest.mark.parametrize(
     ("body", "content_type", "message"),
     [
-        (b"a,b", "application/x-npy", "unsupported content type"),
+        (b"a,b", "application/x-recordio-protobuf", "unsupported content type"),
+        (b"a,b", "application/x-npy", "not a .npy array"),
         (b'{"rows": [[1]]}', "application/json", "expected {"),
         (b"[]", "application/json", "no rows"),
     ],

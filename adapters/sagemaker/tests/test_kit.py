@@ -118,3 +118,34 @@ def test_update_endpoint_moves_through_updating(deployed: mlshift.Client, aws: F
         sm.update_endpoint(EndpointName="iris-ep", EndpointConfigName="by-hand")
     sm.get_waiter("endpoint_in_service").wait(EndpointName="iris-ep", WaiterConfig={"Delay": 0})
     assert sm.describe_endpoint(EndpointName="iris-ep")["EndpointConfigName"] == "by-hand"
+
+
+def test_binary_bodies_reach_the_model_server(deployed: mlshift.Client) -> None:
+    import io
+
+    import boto3
+    import numpy as np
+    from botocore.exceptions import ClientError
+
+    runtime = boto3.client("sagemaker-runtime", region_name="us-east-1")
+    npy = io.BytesIO()
+    np.save(npy, np.asarray([[5.1, 3.5, 1.4, 0.2]]))
+    ok = runtime.invoke_endpoint(EndpointName="iris-ep", Body=npy.getvalue(), ContentType="application/x-npy")
+    assert ok["Body"].read() == b'{"predictions":[0]}'
+    # A body the container refuses comes back as SageMaker's ModelError, carrying the
+    # container's status and message, instead of failing in the caller.
+    for content_type, status, message in (
+        ("application/x-recordio-protobuf", 415, "does not read application/x-recordio-protobuf"),
+        ("application/x-npy", 400, "not a .npy array"),
+        ("application/json", 400, "not valid JSON"),
+    ):
+        with pytest.raises(ClientError) as caught:
+            runtime.invoke_endpoint(
+                EndpointName="iris-ep", Body=b"\x00\xff\xfe binary", ContentType=content_type
+            )
+        error = caught.value.response
+        assert error["Error"]["Code"] == "ModelError"
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
+        assert error["OriginalStatusCode"] == status
+        assert message in error["OriginalMessage"]
+        assert f"Received client error ({status}) from primary" in error["Error"]["Message"]

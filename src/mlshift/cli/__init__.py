@@ -70,7 +70,10 @@ def serve_cmd(
     from pathlib import Path
 
     from mlshift.serving import serve
+    from mlshift.serving._server import _resolve_port
 
+    # $AIP_HTTP_PORT (Vertex AI) replaces the default port, in the banner as in the server.
+    port = _resolve_port(port)
     where = f"http://{host}:{port}" if port else f"{host}, on a free port"
     ui.console(stderr=True).print(f"serving {path} on {where} (POST /invocations, GET /ping)")
     serve(

@@ -33,10 +33,12 @@ from mlshift.serving._payload import (
     dumps,
     encode_csv,
     estimate_rows,
+    loads,
     parse_csv,
     parse_json,
     parse_json_records,
 )
+from mlshift.serving._v2 import HEADER_LENGTH, InferRequest, V2Error, V2Model, encode_infer, parse_infer
 
 __all__ = ["MAX_BODY_BYTES", "Limits", "create_app", "routes_for"]
 
@@ -114,6 +116,24 @@ _JSON_BYTES = b"application/json"
 _CSV_BYTES = b"text/csv; charset=utf-8"
 _OK = b'{"status":"ok"}'
 _CSV_TYPES = frozenset({"text/csv", "application/csv"})
+_NPY_TYPES = frozenset({"application/x-npy", "application/npy"})
+# Binary encodings other servers take that this one does not; anything else unknown is read
+# as JSON (curl -d sends application/x-www-form-urlencoded).
+_REFUSED_TYPES = frozenset(
+    {
+        "application/x-recordio-protobuf",
+        "application/x-recordio",
+        "application/x-protobuf",
+        "application/protobuf",
+        "application/x-npz",
+        "application/x-parquet",
+        "application/vnd.apache.parquet",
+        "application/x-image",
+        "application/jsonlines",
+        "application/x-jsonlines",
+    }
+)
+_REFUSED_KINDS = ("image/", "audio/", "video/")
 
 
 def routes_for(environ: Mapping[str, str] | None = None) -> dict[str, list[tuple[str, str]]]:
@@ -156,7 +176,9 @@ def create_app(
     Routes (all in one app): SageMaker ``GET /ping`` and ``POST /invocations``; Vertex AI
     ``AIP_HEALTH_ROUTE`` and ``AIP_PREDICT_ROUTE`` (default ``/health`` and ``/predict``);
     Azure ML ``GET /``, ``GET /ready`` and ``POST /score`` (``MLSHIFT_AZURE_SCORE_ROUTE``);
-    and ``GET /v1/metadata``. Environment variables are read when the app is built.
+    ``GET /v1/metadata``; ``GET /version`` (as MLflow's scoring server); and the Open
+    Inference Protocol's ``/v2`` routes (KServe, Triton, MLServer). Environment variables are
+    read when the app is built.
 
     Args:
         model: The model to serve.
@@ -215,9 +237,47 @@ def create_app(
             )
         )
 
+    async def version(request: Request) -> Response:
+        return respond(_version().encode(), media_type="text/plain")
+
+    v2 = V2Model.of(model, model_ref)
+    infer = _InferEndpoint(model, headers, limits, v2)
+    v2_server = dumps({"name": "mlshift", "version": _version(), "extensions": ["binary_tensor_data"]})
+
+    async def v2_metadata(request: Request) -> Response:
+        return respond(v2_server)
+
+    async def v2_model(request: Request) -> Response:
+        try:
+            v2.check(request.path_params)
+        except V2Error as exc:
+            return respond(exc.body, exc.status)
+        return respond(dumps(v2.metadata()))
+
+    async def v2_model_ready(request: Request) -> Response:
+        try:
+            v2.check(request.path_params)
+        except V2Error as exc:
+            return respond(exc.body, exc.status)
+        return respond(b"")
+
+    async def v2_health(request: Request) -> Response:
+        # The protocol's health answers are a status code with an empty body.
+        return respond(b"")
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        if exc.status_code == 404:
+        path = request.scope["path"]
+        if path.startswith("/v2"):
+            # The protocol's error shape, which tritonclient and KServe clients read.
+            if exc.status_code == 404:
+                message = f"no route {request.method} {path}"
+            elif exc.status_code == 405:
+                message = f"{request.method} is not allowed on {path}"
+            else:
+                message = str(exc.detail)
+            response = respond(V2Error(exc.status_code, message).body, exc.status_code)
+        elif exc.status_code == 404:
             response = error(
                 404,
                 "not_found",
@@ -244,6 +304,18 @@ def create_app(
     for method, path in sorted((r for c in routes.values() for r in c), key=lambda r: r[0] != "POST"):
         table.setdefault((method, path), predict if method == "POST" else healthy)
     table.setdefault(("GET", "/v1/metadata"), metadata)
+    table.setdefault(("GET", "/version"), version)
+    # After every other route: Starlette stops at the first match, so these cost the
+    # existing routes nothing.
+    table.setdefault(("POST", "/v2/models/{model_name}/infer"), infer)
+    table.setdefault(("POST", "/v2/models/{model_name}/versions/{model_version}/infer"), infer)
+    table.setdefault(("GET", "/v2"), v2_metadata)
+    table.setdefault(("GET", "/v2/health/live"), v2_health)
+    table.setdefault(("GET", "/v2/health/ready"), v2_health)
+    table.setdefault(("GET", "/v2/models/{model_name}"), v2_model)
+    table.setdefault(("GET", "/v2/models/{model_name}/versions/{model_version}"), v2_model)
+    table.setdefault(("GET", "/v2/models/{model_name}/ready"), v2_model_ready)
+    table.setdefault(("GET", "/v2/models/{model_name}/versions/{model_version}/ready"), v2_model_ready)
     app = Starlette(
         routes=[Route(path, endpoint, methods=[method]) for (method, path), endpoint in table.items()],
         exception_handlers={HTTPException: http_error, Exception: server_error},
@@ -276,7 +348,10 @@ class _Refused(Exception):
         self.headers = headers or []
 
 
-_BUSY_HEADERS = [(b"retry-after", b"1")]
+# Refused before the body is read: the connection is closed after the answer, so that the
+# unread body is never taken for the client's next request on a keep-alive connection.
+_CLOSE = (b"connection", b"close")
+_BUSY_HEADERS = [(b"retry-after", b"1"), _CLOSE]
 
 
 def _busy(what: str) -> _Refused:
@@ -322,6 +397,7 @@ class _PredictEndpoint:
                 f"the request body is larger than {_size(limits.max_body_bytes)}",
                 hint="split the batch into smaller requests",
             ),
+            [_CLOSE],
         )
 
     def _run_locked(self, batch: Batch) -> list[Any]:
@@ -414,13 +490,23 @@ class _PredictEndpoint:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _parse(self, body: bytes | bytearray, content_type: str) -> Batch | tuple[int, bytes, bytes]:
-        """The batch, or the 400/413 answer for a body that is not one."""
+        """The batch, or the 400/413/415 answer for a body that is not one."""
         try:
-            if content_type and content_type.split(";", 1)[0].strip().lower() in _CSV_TYPES:
-                batch = parse_csv(body, self.signature)
-            else:
-                # Anything else is read as JSON: curl -d sends form-urlencoded by default.
+            if not content_type or content_type == _JSON:
                 batch = parse_json(body, self.signature)
+            else:
+                media = content_type.split(";", 1)[0].strip().lower()
+                if media in _CSV_TYPES:
+                    batch = parse_csv(body, self.signature)
+                elif media in _NPY_TYPES:
+                    from mlshift.serving._arrays import parse_npy
+
+                    batch = parse_npy(body, self.signature, self.model.array_dtype)
+                elif media in _REFUSED_TYPES or media.startswith(_REFUSED_KINDS):
+                    return _unsupported_type(media)
+                else:
+                    # Anything else is read as JSON: curl -d sends form-urlencoded by default.
+                    batch = parse_json(body, self.signature)
         except InvalidPayload as exc:
             return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
         rows = batch.array.shape[0] if batch.array is not None else len(batch.rows)
@@ -454,7 +540,16 @@ class _PredictEndpoint:
             chunks[i] = b""  # freed as it is copied: never two copies of the body
             if i % 64 == 63:
                 time.sleep(0)  # let the event loop have the GIL: health checks wait on it
-        is_csv = bool(content_type) and content_type.split(";", 1)[0].strip().lower() in _CSV_TYPES
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media in _NPY_TYPES or media in _REFUSED_TYPES or media.startswith(_REFUSED_KINDS):
+            # Not text: counting brackets says nothing; a .npy header says its row count.
+            parsed = self._parse(body, content_type)
+            if not isinstance(parsed, Batch):
+                return parsed
+            return self._predict_encode(
+                self._run_locked if self.model.blocking else self.predict_batch, parsed, accept
+            )
+        is_csv = media in _CSV_TYPES
         # Counted before parsing: a parsed row costs far more memory than its bytes.
         if estimate_rows(body, is_csv) > self.limits.max_rows:
             return self._too_many_rows(None)
@@ -498,6 +593,128 @@ class _PredictEndpoint:
             return 200, dumps({"predictions": predictions}), _JSON_BYTES
         except Exception:
             return _failed("encoding the predictions failed", "the model's predictions could not be encoded")
+
+
+def _version() -> str:
+    import mlshift
+
+    return mlshift.__version__
+
+
+class _InferEndpoint(_PredictEndpoint):
+    """``POST /v2/models/NAME[/versions/V]/infer``: the protocol's inference, under the same
+    limits as the other prediction routes, answering errors in the protocol's shape."""
+
+    def __init__(self, model: LoadedModel, headers: Mapping[str, str], limits: Limits, v2: V2Model) -> None:
+        super().__init__(model, headers, limits)
+        self.v2 = v2
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            if self.inflight >= self.limits.max_inflight:
+                raise _busy(f"{self.limits.max_inflight} requests")
+            self.inflight += 1
+            try:
+                status, body, content_type, extra = await self._infer(scope, receive)
+            finally:
+                self.inflight -= 1
+        except _ClientGone:
+            return
+        except _Refused as refused:
+            status, body, content_type = refused.status, _v2_error(refused.body).body, _JSON_BYTES
+            extra = refused.headers
+        except V2Error as exc:
+            status, body, content_type = exc.status, exc.body, _JSON_BYTES
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode("latin-1")),
+            *self.headers,
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _infer(self, scope: Scope, receive: Receive) -> _Answer:
+        """The answer; raises V2Error or _Refused for a request refused."""
+        self.v2.check(scope.get("path_params", {}))
+        length, _, _ = _predict_headers(scope["headers"])
+        header_length = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER_LENGTH), None)
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > self.limits.max_body_bytes:
+            raise self.too_large
+        slot = [False]
+        if declared is not None and declared > self.limits.large_body_bytes:
+            self._take_large(slot)
+        try:
+            body = await self._read_body(receive, slot)
+            if isinstance(body, list):
+                # Joined, parsed and predicted off the event loop, as other large bodies are.
+                return await anyio.to_thread.run_sync(self._infer_chunks, body, header_length)
+            batch, request = self._parse_tensors(body, header_length)
+            if self.model.blocking or _rows(batch) > INLINE_MAX_ROWS:
+                return await anyio.to_thread.run_sync(self._predict_tensor, batch, request)
+            return self._predict_tensor(batch, request)
+        finally:
+            if slot[0]:
+                self.large -= 1
+
+    def _infer_chunks(self, chunks: list[bytes], header_length: str | None) -> _Answer:
+        batch, request = self._parse_tensors(b"".join(chunks), header_length)
+        return self._predict_tensor(batch, request)
+
+    def _parse_tensors(self, body: bytes, header_length: str | None) -> tuple[Batch, InferRequest]:
+        batch, request = parse_infer(body, header_length, self.v2, self.model)
+        rows = _rows(batch)
+        if rows > self.limits.max_rows:
+            raise _v2_error(self._too_many_rows(rows)[1], 413)
+        return batch, request
+
+    def _predict_tensor(self, batch: Batch, request: InferRequest) -> _Answer:
+        try:
+            predictions = (self._run_locked if self.model.blocking else self.predict_batch)(batch)
+        except InvalidPayload as exc:
+            raise V2Error.of(exc) from None
+        except Exception:
+            raise _v2_error(
+                _failed("prediction failed", "the model failed on this request")[1], 500
+            ) from None
+        try:
+            body, json_length = encode_infer(predictions, self.v2, request)
+        except Exception:
+            failed = _failed(
+                "encoding the predictions failed", "the model's predictions could not be encoded"
+            )
+            raise _v2_error(failed[1], 500) from None
+        if json_length is None:
+            return 200, body, _JSON_BYTES, []
+        return 200, body, b"application/octet-stream", [(_HEADER_LENGTH, str(json_length).encode())]
+
+
+_Answer = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]
+_HEADER_LENGTH = HEADER_LENGTH.encode()
+
+
+def _rows(batch: Batch) -> int:
+    return int(batch.array.shape[0]) if batch.array is not None else len(batch.rows)
+
+
+def _v2_error(body: bytes, status: int = 400) -> V2Error:
+    """An mlshift error body, as the protocol's ``{"error": "message (hint: ...)"}``."""
+    detail = loads(body)["error"]
+    return V2Error(status, detail["message"] + (f" (hint: {detail['hint']})" if detail.get("hint") else ""))
+
+
+def _unsupported_type(media: str) -> tuple[int, bytes, bytes]:
+    return (
+        415,
+        _error_body(
+            "unsupported_media_type",
+            f"this server does not read {media} bodies",
+            hint="send application/json, text/csv or application/x-npy (see docs/serving.md)",
+        ),
+        _JSON_BYTES,
+    )
 
 
 def _failed(what: str, message: str, exc: BaseException | None = None) -> tuple[int, bytes, bytes]:

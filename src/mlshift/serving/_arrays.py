@@ -17,7 +17,7 @@ from mlshift.errors import InvalidPayload
 from mlshift.serving._payload import Batch, TooManyRows, check_rows, is_numeric_signature, loads
 from mlshift.specs.model import Signature
 
-__all__ = ["array_dtype", "parse_json_array", "to_array", "to_list"]
+__all__ = ["array_dtype", "parse_json_array", "parse_npy", "to_array", "to_list"]
 
 _NUMERIC_KINDS = frozenset("biuf")
 
@@ -92,9 +92,10 @@ def to_list(result: Any) -> list[Any]:
     return list(result)
 
 
-# {"instances": [[...], ...]} or {"inputs": [[...], ...]}, and nothing else, around the rows.
-_ENVELOPE_START = re.compile(rb'\A\s*\{\s*"(instances|inputs)"\s*:\s*\[\s*\[')
-_ENVELOPE_END = re.compile(rb"\]\s*\]\s*\}\s*\Z")
+# {"instances" | "inputs" | "input_data" | "data": [[...], ...]} or a bare [[...], ...], and
+# nothing else, around the rows.
+_ENVELOPE_START = re.compile(rb'\A\s*(?:\{\s*"(instances|inputs|input_data|data)"\s*:\s*)?\[\s*\[')
+_ENVELOPE_END = re.compile(rb"\]\s*\](\s*\})?\s*\Z")
 #: Bytes of rows parsed at a time: small enough that the GIL is handed back to the event loop
 #: (health checks) every few tens of milliseconds, and that only one piece's Python objects
 #: are alive at once.
@@ -105,6 +106,8 @@ def parse_json_array(
     body: bytes | bytearray, signature: Signature | None, dtype: np.dtype[Any], max_rows: int
 ) -> Batch | None:
     """Parse a large ``{"instances": [[numbers...], ...]}`` body straight into one array.
+
+    The same for ``inputs``, ``input_data``, ``data`` and a bare list of rows.
 
     Parsing 100 MB of small rows into Python lists costs gigabytes and holds the GIL for
     seconds; this parses about a megabyte of rows at a time into an array and keeps only the
@@ -119,9 +122,10 @@ def parse_json_array(
     """
     head = _ENVELOPE_START.match(body, 0, 256)
     tail = _ENVELOPE_END.search(body, max(0, len(body) - 256))
-    if head is None or tail is None:
+    if head is None or tail is None or (head.group(1) is None) != (tail.group(1) is None):
         return None
     start, end = head.end() - 1, tail.start() + 1  # the first row's "[", the last row's "]"
+    source = "body" if head.group(1) is None else head.group(1).decode()
     if body.find(b'"', start, end) != -1 or body.find(b"{", start, end) != -1:
         return None
     width = signature.n_features if signature is not None else None
@@ -152,7 +156,6 @@ def parse_json_array(
         except (ValueError, TypeError):
             fits = False
         if not fits:
-            source = head.group(1).decode()
             check_rows(Batch(rows=rows_of_piece, source=source, offset=rows), signature, numeric_default=True)
             return None  # nothing wrong within the piece (rows of another width elsewhere)
         rows += part.shape[0]
@@ -165,4 +168,62 @@ def parse_json_array(
     if not pieces:
         return None
     array = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-    return Batch(rows=[], source=head.group(1).decode(), kind="rows", array=array)
+    return Batch(rows=[], source=source, kind="rows", array=array)
+
+
+def parse_npy(body: bytes | bytearray, signature: Signature | None, dtype: np.dtype[Any] | None) -> Batch:
+    """Read an ``application/x-npy`` body (what SageMaker's ``NumpySerializer`` sends).
+
+    Never unpickles: object arrays are refused. A 2-D array is rows; a 1-D array is one row,
+    or one value per row for a one-feature model (as with a flat JSON list).
+
+    Args:
+        body: The ``.npy`` bytes.
+        signature: What the model takes.
+        dtype: The numeric dtype of the model's input array; ``None`` for models that take
+            rows (the array is then handed over as rows and checked as JSON rows are).
+
+    Raises:
+        InvalidPayload: for a body that is not a ``.npy`` array of numbers (or strings, for
+            models that take them), or one whose width does not fit the signature.
+    """
+    import io
+
+    try:
+        arr = np.load(io.BytesIO(bytes(body)), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidPayload(
+            f"the application/x-npy body is not a .npy array: {exc}",
+            hint="send numpy.save output (object arrays are not accepted), or send JSON",
+        ) from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise InvalidPayload(
+            "the application/x-npy body is an .npz archive, expected one .npy array",
+            hint="send numpy.save output of one 2-D array",
+        )
+    if arr.ndim == 1:
+        one_feature = signature is not None and signature.n_features == 1
+        arr = arr.reshape(-1, 1) if one_feature else arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise InvalidPayload(
+            f"the application/x-npy array has shape {list(arr.shape)}, expected [rows, features]",
+            hint="send a 2-D array with one row per instance",
+        )
+    if signature is not None and arr.shape[1] != signature.n_features:
+        raise InvalidPayload(
+            f"the application/x-npy array has {arr.shape[1]} columns, the model takes {signature.n_features}"
+        )
+    kind = arr.dtype.kind
+    if dtype is None or kind not in _NUMERIC_KINDS:
+        if kind not in "biufU":
+            raise InvalidPayload(
+                f"the application/x-npy array holds {arr.dtype}, expected numbers or strings"
+            )
+        return Batch(rows=arr.tolist(), source="npy", kind="rows", columns=_column_names(signature))
+    if dtype.kind in "iu" and kind == "f" and bool(np.any(np.mod(arr, 1))):
+        raise InvalidPayload(f"the application/x-npy array holds fractions, the model takes {dtype} values")
+    return Batch(rows=[], source="npy", kind="rows", array=arr.astype(dtype, copy=False))
+
+
+def _column_names(signature: Signature | None) -> tuple[str, ...] | None:
+    return signature.column_names if signature is not None else None

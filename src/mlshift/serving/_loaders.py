@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from mlshift._artifacts import SKOPS_TRUST_TAG, parse_skops_trust, verify_digest
 from mlshift.errors import ConfigError, InvalidPayload
-from mlshift.serving._payload import Batch, check_rows
+from mlshift.serving._payload import Batch, check_rows, no_params
 from mlshift.specs.model import FRAMEWORKS, Signature
 
 if TYPE_CHECKING:
@@ -84,6 +84,10 @@ class Predictor(Protocol):
     A class attribute ``signature`` (a :class:`~mlshift.specs.model.Signature`, or a dict
     that validates as one) lets the server check and reorder requests by column name.
 
+    A ``predict`` with a ``params`` argument (``def predict(self, batch, params=None)``, as
+    in MLflow's ``PythonModel``) receives the non-empty ``parameters`` (Vertex AI) or
+    ``params`` (MLflow) object of a request; without one, such requests are refused with 400.
+
     Example::
 
         # my_model/predictor.py
@@ -128,6 +132,8 @@ class LoadedModel(ABC):
     #: The numeric dtype of the one array the model takes, when it takes one: large request
     #: bodies are then parsed straight into an array (``Batch.array``).
     array_dtype: Any = None
+    #: Whether requests may carry parameters (``Batch.params``) for the model.
+    accepts_params: bool = False
 
     def __init__(self, *, path: Path, signature: Signature | None, digest: str | None, native: Any) -> None:
         self.path = path
@@ -188,6 +194,8 @@ class _ArrayModel(LoadedModel):
             self.array_dtype = dtype
 
     def predict_batch(self, batch: Batch) -> list[Any]:
+        if batch.params is not None:
+            raise no_params(batch)
         array = batch.array
         if array is None:
             array = self._to_array(batch, self.signature, self._dtype)
@@ -212,9 +220,14 @@ class _PredictorModel(LoadedModel):
     blocking = True
 
     def predict_batch(self, batch: Batch) -> list[Any]:
+        if batch.params is not None and not self.accepts_params:
+            raise no_params(batch)
         rows = check_rows(batch, self.signature)
         try:
-            result: Any = self.native.predict(rows)
+            if batch.params is not None:
+                result: Any = self.native.predict(rows, params=dict(batch.params))
+            else:
+                result = self.native.predict(rows)
         except InvalidPayload:
             raise
         except (ValueError, TypeError) as exc:
@@ -662,4 +675,17 @@ def _load_predictor_model(path: Path, signature: Signature | None, digest: str |
         instance.load(path)
     except Exception as exc:
         raise _cannot_load(path, "predictor", exc) from exc
-    return _PredictorModel(path=path, signature=signature, digest=digest, native=instance)
+    loaded = _PredictorModel(path=path, signature=signature, digest=digest, native=instance)
+    loaded.accepts_params = _takes_params(instance.predict)
+    return loaded
+
+
+def _takes_params(predict: Callable[..., Any]) -> bool:
+    """Whether ``predict`` has a ``params`` argument (or takes any keyword)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(predict).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "params" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)

@@ -12,7 +12,7 @@ import io
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from mlshift.errors import InvalidPayload
@@ -27,15 +27,26 @@ __all__ = [
     "encode_csv",
     "estimate_rows",
     "loads",
+    "no_params",
     "parse_csv",
     "parse_json",
     "parse_json_records",
 ]
 
-#: The top-level JSON keys that carry a batch, in the order they are documented.
-ACCEPTED_KEYS: tuple[str, ...] = ("instances", "inputs", "dataframe_split", "dataframe_records")
-# Vertex AI sends ``parameters`` next to ``instances`` and MLflow clients may send ``params``.
-# The model server has nothing to do with them, so they are accepted only when empty.
+#: The top-level JSON keys that carry a batch, in the order they are documented: Vertex AI's
+#: and TF Serving's ``instances`` / ``inputs``, MLflow's ``dataframe_split`` /
+#: ``dataframe_records``, Azure ML's ``input_data`` (MLflow models) and ``data`` (its
+#: ``score.py`` samples). A bare JSON list (SageMaker's scikit-learn container) is rows too.
+ACCEPTED_KEYS: tuple[str, ...] = (
+    "instances",
+    "inputs",
+    "dataframe_split",
+    "dataframe_records",
+    "input_data",
+    "data",
+)
+# Vertex AI sends ``parameters`` next to ``instances``, MLflow clients ``params``. Non-empty,
+# they reach a Predictor whose predict takes ``params``; other models refuse them.
 _PARAMETER_KEYS = ("parameters", "params")
 _NUMERIC = frozenset({"float32", "float64", "int32", "int64", "bool"})
 _INTEGER = frozenset({"int32", "int64"})
@@ -125,6 +136,8 @@ class Batch:
             parsed straight into one); ``rows`` is then empty.
         offset: The index in the request of ``rows[0]`` (errors about one piece of a large
             body name rows by their place in the whole request).
+        params: Non-empty ``parameters`` (Vertex AI) or ``params`` (MLflow) sent with the rows.
+        params_key: Which of the two keys ``params`` came from, to name it in an error.
     """
 
     rows: list[list[Any]]
@@ -135,6 +148,8 @@ class Batch:
     text: bool = False
     array: Any = None
     offset: int = 0
+    params: Mapping[str, Any] | None = None
+    params_key: str = "params"
 
     @classmethod
     def of_rows(cls, rows: Sequence[Sequence[Any]]) -> Batch:
@@ -238,8 +253,9 @@ def _shape_hint(signature: Signature | None) -> str:
 def parse_json(body: bytes | bytearray, signature: Signature | None) -> Batch:
     """Turn a JSON request body into a :class:`Batch` ordered by ``signature``.
 
-    Accepts ``{"instances": ...}``, ``{"inputs": ...}``, ``{"dataframe_split": ...}`` and
-    ``{"dataframe_records": ...}``; see ``docs/serving.md`` for each shape.
+    Accepts ``{"instances": ...}``, ``{"inputs": ...}``, ``{"dataframe_split": ...}``,
+    ``{"dataframe_records": ...}``, ``{"input_data": ...}``, ``{"data": ...}`` and a bare
+    JSON list of rows; see ``docs/serving.md`` for each shape.
 
     Raises:
         InvalidPayload: naming what was wrong and what was expected.
@@ -253,10 +269,13 @@ def parse_json(body: bytes | bytearray, signature: Signature | None) -> Batch:
             f"the request body is not valid JSON: {exc}",
             hint=f"{_shape_hint(signature)}, or send text/csv",
         ) from None
+    if isinstance(doc, list):
+        # SageMaker's convention (its scikit-learn container, the SDK's JSONSerializer).
+        return _from_list(doc, "body", signature)
     if not isinstance(doc, dict):
         raise InvalidPayload(
-            f"the request body is a JSON {_json_type(doc)}, expected an object with one of "
-            f"the keys {', '.join(ACCEPTED_KEYS)}",
+            f"the request body is a JSON {_json_type(doc)}, expected a list of rows or an "
+            f"object with one of the keys {', '.join(ACCEPTED_KEYS)}",
             hint=_shape_hint(signature),
         )
     present = [k for k in ACCEPTED_KEYS if k in doc]
@@ -273,16 +292,16 @@ def parse_json(body: bytes | bytearray, signature: Signature | None) -> Batch:
             f"the request body must have exactly one of {', '.join(ACCEPTED_KEYS)}; {found}",
             hint=_shape_hint(signature),
         )
-    for key in _PARAMETER_KEYS:
-        if doc.get(key):
-            raise InvalidPayload(
-                f"the request has {key!r}, but this model takes no parameters",
-                hint=f"leave {key!r} out or send it empty",
-            )
     key = present[0]
-    value = doc[key]
-    if key == "dataframe_split":
-        return _from_split(value, signature)
+    batch = _from_key(key, doc[key], signature)
+    if "parameters" in doc or "params" in doc:
+        return _with_params(batch, doc)
+    return batch
+
+
+def _from_key(key: str, value: Any, signature: Signature | None) -> Batch:
+    if key == "dataframe_split" or (key == "input_data" and isinstance(value, dict)):
+        return _from_split(value, signature, key)
     if key == "dataframe_records":
         if not isinstance(value, list):
             raise InvalidPayload(
@@ -293,6 +312,37 @@ def parse_json(body: bytes | bytearray, signature: Signature | None) -> Batch:
     if key == "inputs" and isinstance(value, dict):
         return _from_columns(value, key, signature)
     return _from_list(value, key, signature)
+
+
+def _with_params(batch: Batch, doc: dict[str, Any]) -> Batch:
+    """The batch with the request's non-empty ``parameters`` / ``params`` attached."""
+    given = [k for k in _PARAMETER_KEYS if doc.get(k)]
+    if not given:
+        return batch
+    if len(given) > 1:
+        raise InvalidPayload(
+            "the request has both 'parameters' and 'params'",
+            hint="send the parameters under one of the two keys",
+        )
+    key = given[0]
+    value = doc[key]
+    if not isinstance(value, dict):
+        raise InvalidPayload(
+            f"{key!r} is a JSON {_json_type(value)}, expected an object of named parameters",
+            hint=f'e.g. {{"{key}": {{"threshold": 0.5}}}}',
+        )
+    return replace(batch, params=value, params_key=key)
+
+
+def no_params(batch: Batch) -> InvalidPayload:
+    """The error for parameters sent to a model that takes none."""
+    return InvalidPayload(
+        f"the request has {batch.params_key!r}, but this model takes no parameters",
+        hint=(
+            f"leave {batch.params_key!r} out or send it empty; a predictor model takes them "
+            "when its predict method has a params argument"
+        ),
+    )
 
 
 def _json_type(value: Any) -> str:
@@ -409,8 +459,7 @@ def _from_columns(value: dict[str, Any], source: str, signature: Signature | Non
     )
 
 
-def _from_split(value: Any, signature: Signature | None) -> Batch:
-    source = "dataframe_split"
+def _from_split(value: Any, signature: Signature | None, source: str = "dataframe_split") -> Batch:
     if not isinstance(value, dict):
         raise InvalidPayload(
             f"{source!r} is a JSON {_json_type(value)}, expected an object with 'columns' and 'data'"
@@ -455,9 +504,12 @@ def _from_split(value: Any, signature: Signature | None) -> Batch:
     return Batch(rows=rows, source=data_source, kind="rows", columns=names)
 
 
-# {"instances" | "inputs" | "dataframe_records": [{...}, ...]} and nothing else around the rows.
-_RECORDS_START = re.compile(rb'\A\s*\{\s*"(instances|inputs|dataframe_records)"\s*:\s*\[\s*\{')
-_RECORDS_END = re.compile(rb"\}\s*\]\s*\}\s*\Z")
+# {"instances" | "inputs" | "dataframe_records" | "input_data" | "data": [{...}, ...]} or a
+# bare [{...}, ...], and nothing else around the rows.
+_RECORDS_START = re.compile(
+    rb'\A\s*(?:\{\s*"(instances|inputs|dataframe_records|input_data|data)"\s*:\s*)?\[\s*\{'
+)
+_RECORDS_END = re.compile(rb"\}\s*\](\s*\})?\s*\Z")
 _RECORD_BOUNDARY = re.compile(rb"\}\s*,\s*\{")
 #: Bytes of records parsed at a time (see :func:`parse_json_records`).
 RECORD_PIECE_BYTES = 1 << 18
@@ -477,7 +529,7 @@ def parse_json_records(body: bytes | bytearray, signature: Signature | None) -> 
     """
     head = _RECORDS_START.match(body, 0, 256)
     tail = _RECORDS_END.search(body, max(0, len(body) - 256))
-    if head is None or tail is None:
+    if head is None or tail is None or (head.group(1) is None) != (tail.group(1) is None):
         return None
     start, end = head.end() - 1, tail.start() + 1  # the first record's "{", the last one's "}"
     records: list[Any] = []
@@ -494,7 +546,7 @@ def parse_json_records(body: bytes | bytearray, signature: Signature | None) -> 
         records.extend(piece)
         pos = following
         time.sleep(0)  # hand the GIL to the event loop between pieces
-    key = head.group(1).decode()
+    key = "body" if head.group(1) is None else head.group(1).decode()
     # As parse_json does with the whole document.
     return (
         _from_records(records, key, signature)

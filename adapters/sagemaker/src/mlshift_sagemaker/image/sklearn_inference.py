@@ -7,8 +7,9 @@ then, per request, ``input_fn(body, content_type)`` → ``predict_fn(data, model
 ``output_fn(prediction, accept)``.
 
 It takes the request bodies the mlshift model server takes (``{"instances": ...}``,
-``{"inputs": ...}``, ``{"dataframe_split": ...}``, ``{"dataframe_records": ...}``, a bare JSON
-list, or CSV rows) and answers ``{"predictions": [...]}``, so ``predict`` reads the same from
+``{"inputs": ...}``, ``{"dataframe_split": ...}``, ``{"dataframe_records": ...}``, Azure ML's
+``{"input_data": ...}`` and ``{"data": ...}``, a bare JSON list, CSV rows, or an
+``application/x-npy`` array) and answers ``{"predictions": [...]}``, so ``predict`` reads the same from
 either image. mlshift is not installed in that container: this file uses the standard library,
 numpy and joblib (which the container has), pandas when the model was fitted on named columns,
 and skops for ``.skops`` files (listed in ``code/requirements.txt``, installed by the container).
@@ -63,6 +64,7 @@ SKOPS_EXTRA_TRUSTED = frozenset(
 _SUFFIXES = (".skops", ".joblib", ".pkl")
 _JSON = "application/json"
 _CSV = "text/csv"
+_NPY = "application/x-npy"
 
 
 class LoadedModel:
@@ -146,31 +148,46 @@ def _rows_from_json(value: Any) -> list[Any]:
     if isinstance(value, list):
         return value
     if isinstance(value, dict):
-        for key in ("instances", "inputs"):
+        for key in ("instances", "inputs", "data"):
             if key in value:
                 return _rows(value[key], key)
-        if "dataframe_split" in value:
-            split = value["dataframe_split"]
+        split_key = next((k for k in ("dataframe_split", "input_data") if k in value), None)
+        if split_key == "input_data" and isinstance(value["input_data"], list):
+            return value["input_data"]
+        if split_key is not None:
+            split = value[split_key]
             columns, data = split.get("columns"), split["data"]
             return [dict(zip(columns, row)) for row in data] if columns else list(data)  # noqa: B905
         if "dataframe_records" in value:
             return list(value["dataframe_records"])
     raise ValueError(
         'expected {"instances": [...]}, {"inputs": ...}, {"dataframe_split": ...}, '
-        '{"dataframe_records": ...} or a JSON list of rows'
+        '{"dataframe_records": ...}, {"input_data": ...}, {"data": [...]} or a JSON list of rows'
     )
 
 
 def input_fn(request_body: bytes | str, content_type: str = _JSON) -> list[Any]:
     """Parse a request body into rows: lists of values, or ``{column: value}`` records."""
-    text = request_body.decode("utf-8") if isinstance(request_body, (bytes, bytearray)) else request_body
     kind = (content_type or _JSON).split(";", 1)[0].strip().lower()
+    if kind == _NPY:
+        import numpy as np
+
+        raw = request_body.encode() if isinstance(request_body, str) else bytes(request_body)
+        try:
+            array = np.load(io.BytesIO(raw), allow_pickle=False)  # never unpickle a request
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"the application/x-npy body is not a .npy array: {exc}") from None
+        if array.ndim == 1:
+            array = array.reshape(1, -1)
+        rows: list[Any] = array.tolist()
+        return rows
+    text = request_body.decode("utf-8") if isinstance(request_body, (bytes, bytearray)) else request_body
     if kind == _JSON:
         rows = _rows_from_json(json.loads(text))
     elif kind == _CSV:
         rows = [[float(v) for v in line] for line in csv.reader(io.StringIO(text)) if line]
     else:
-        raise ValueError(f"unsupported content type {content_type!r}; send {_JSON} or {_CSV}")
+        raise ValueError(f"unsupported content type {content_type!r}; send {_JSON}, {_CSV} or {_NPY}")
     if not rows:
         raise ValueError("the request holds no rows")
     return [r if isinstance(r, (list, dict)) else [r] for r in rows]

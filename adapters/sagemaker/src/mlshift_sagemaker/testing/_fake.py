@@ -595,7 +595,12 @@ class FakeSageMaker:
         body = request.body
         if isinstance(body, bytes | str) and body:
             content_type = _header(request, "Content-Type")
-            text = body.decode() if isinstance(body, bytes) else body
+            if "json" not in content_type and "x-www-form-urlencoded" not in content_type:
+                return None  # InvokeEndpoint bodies are the caller's bytes: .npy, images, ...
+            try:
+                text = body.decode() if isinstance(body, bytes) else body
+            except UnicodeDecodeError:
+                return None  # not an API call's parameters; the model server judges the body
             if "json" in content_type:
                 with contextlib.suppress(ValueError):
                     parsed = json.loads(text)
