@@ -152,10 +152,15 @@ def models_alias(
     alias: Annotated[str, typer.Argument(help="Alias to set, e.g. champion.")],
     version: Annotated[str, typer.Argument(help="Version it points to.")],
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
     """Point NAME@ALIAS at VERSION (moving it if set)."""
+    ui.check_output(output)
     v = ui.client(target).models.set_alias(name, alias, version)
-    ui.console().print(f"{name}@{alias} -> {v.name}:{v.version}")
+    if output == "json":
+        ui.print_json(v.model_dump(mode="json"))
+    else:
+        ui.console().print(f"{name}@{alias} -> {v.name}:{v.version}", markup=False)
 
 
 @models_app.command("unalias")
@@ -163,17 +168,28 @@ def models_unalias(
     name: Annotated[str, typer.Argument(help="Model name.")],
     alias: Annotated[str, typer.Argument(help="Alias to remove.")],
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
     """Remove NAME@ALIAS."""
+    ui.check_output(output)
     ui.client(target).models.remove_alias(name, alias)
-    ui.console().print(f"removed {name}@{alias}")
+    if output == "json":
+        ui.print_json({"removed": f"{name}@{alias}", "name": name, "alias": alias})
+    else:
+        ui.console().print(f"removed {name}@{alias}", markup=False)
 
 
 @models_app.command("delete")
 def models_delete(
     ref: Annotated[str, typer.Argument(help="NAME:VERSION to delete.")],
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
     """Delete one model version (refused while an endpoint serves it)."""
-    ui.client(target).models.delete(ref)
-    ui.console().print(f"deleted {ref}")
+    ui.check_output(output)
+    client = ui.client(target)
+    client.models.delete(ref)
+    if output == "json":
+        ui.print_json({"deleted": ref})
+    else:
+        ui.console().print(f"deleted {ref}", markup=False)
