@@ -50,8 +50,8 @@ fi
 """
 
 
-def _workflow() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((RECIPE / "mlshift.yml").read_text())
+def _workflow() -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load((RECIPE / "mlshift.yml").read_text())
     return data
 
 
