@@ -1,7 +1,8 @@
 """Output for every ``mlshift`` command: consoles, JSON, tables, progress, shared arguments.
 
 The one place commands print from, so that ``--output json`` and errors look the same in every
-command group. Only typer is imported at module level (``mlshift --help`` stays fast).
+command group. Only typer and the standard-library-only ``mlshift._progress`` are imported at
+module level (``mlshift --help`` stays fast).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from mlshift._progress import bake_text
 
 if TYPE_CHECKING:
     from mlshift._client import Client
@@ -112,6 +115,9 @@ class ApplyProgress:
     with ``--output json``, JSON lines on stderr.
     """
 
+    #: The bake line (shared with :class:`mlshift.ProgressPrinter`).
+    _bake_text = staticmethod(bake_text)
+
     def __init__(self) -> None:
         self.status: Any = None
         self.last = 0.0
@@ -142,8 +148,6 @@ class ApplyProgress:
         prefix = f"[{event.index}/{event.total}]"
         if event.phase == "progress":
             if "elapsed_s" in detail:
-                from mlshift._progress import bake_text
-
                 text = bake_text(detail)
                 if live(out):
                     if self.status is None:
