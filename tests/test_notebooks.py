@@ -181,6 +181,20 @@ def test_cli_progress_without_a_terminal_has_no_cursor_movement(
     assert ("\x1b[" in text) == bool(force_color)  # colours only when asked for
 
 
+def test_hashing_a_big_artifact_without_a_terminal_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlshift.cli._models import _HashProgress
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    gib = 1024**3
+    with _HashProgress() as progress:
+        for done in range(0, gib + 1, gib // 8):
+            progress.update(done, gib)
+    assert not CURSOR.search(err.getvalue())
+    assert re.sub(r"\x1b\[[0-9;]*m", "", err.getvalue()) == "hashing the artifact (1.0 GB)\n"
+
+
 def test_progress_printer_follows_a_real_canary(memory: mlshift.Client, iris: dict[str, Any]) -> None:
     memory.models.register("iris", iris["v1"])
     memory.models.register("iris", iris["v2"])

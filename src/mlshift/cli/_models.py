@@ -27,19 +27,28 @@ def _version_row(v: Any) -> dict[str, Any]:
 
 
 class _HashProgress:
-    """A progress bar on stderr while a big artifact (over 256 MB) is hashed."""
+    """A progress bar on stderr while a big artifact (over 256 MB) is hashed.
+
+    Elsewhere than on an interactive terminal (CI logs, notebooks) it is one line instead.
+    """
 
     def __init__(self) -> None:
         self._bar: Any = None
         self._task: Any = None
+        self._said = False
 
     def update(self, done: int, total: int) -> None:
-        if total < 256 * 1024 * 1024:
+        if total < 256 * 1024 * 1024 or self._said:
             return
         if self._bar is None:
+            console = ui.console(stderr=True)
+            if not ui.live(console):
+                self._said = True
+                console.print(f"hashing the artifact ({total / 1024**3:.1f} GB)", markup=False)
+                return
             from rich.progress import Progress
 
-            self._bar = Progress(console=ui.console(stderr=True), transient=True)
+            self._bar = Progress(console=console, transient=True)
             self._bar.start()
             self._task = self._bar.add_task("hashing the artifact", total=total)
         self._bar.update(self._task, completed=done)
