@@ -25,6 +25,8 @@ TEST_DEPS = [
     # The Open Inference Protocol routes are tested with the real Triton client.
     "tritonclient[http]>=2.40",
 ]
+#: The example notebook runs in the tests (tests/test_notebooks.py), in ipykernel's own kernel.
+NOTEBOOK_TEST_DEPS = ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]
 #: KFP's PipelineSpec protobuf (small; not kfp itself): the KFP compiler's tests parse every
 #: compiled spec with it. It imports google.rpc, from googleapis-common-protos.
 KFP_SPEC_DEPS = ["kfp-pipeline-spec>=2.17", "googleapis-common-protos>=1.56"]
@@ -43,7 +45,14 @@ SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
 def tests(session: nox.Session) -> None:
     """Run the test suite (what CI runs). Extra arguments go to pytest."""
     session.install(
-        "-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, *KFP_SPEC_DEPS, SAGEMAKER_IMAGES, *DOCKER_TEST_DEPS
+        "-e",
+        EXTRAS,
+        *SAGEMAKER_TEST_DEPS,
+        *TEST_DEPS,
+        *KFP_SPEC_DEPS,
+        SAGEMAKER_IMAGES,
+        *DOCKER_TEST_DEPS,
+        *NOTEBOOK_TEST_DEPS,
     )
     with _docker_engine(session) as docker_env:
         # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty

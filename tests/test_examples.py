@@ -48,3 +48,27 @@ def test_example_project_file_is_valid() -> None:
 
     project = load_project(ROOT / "examples" / "mlshift.yaml")
     assert project.endpoints and project.targets
+
+
+#: Each file in examples/ and the test that runs it (a new example needs a test to be listed here).
+EXAMPLE_TESTS = {
+    "mlshift.yaml": "tests/test_examples.py",
+    "quickstart.py": "tests/test_examples.py",
+    "train_gate_deploy.py": "tests/test_pipelines_example.py",
+    "ci/mlshift.yml": "tests/test_ci_recipe.py",
+    "ci/mlshift.yaml": "tests/test_ci_recipe.py",
+    "notebooks/deploy_from_experiment.ipynb": "tests/test_notebooks.py",
+}
+
+
+def test_every_example_has_a_test() -> None:
+    examples = ROOT / "examples"
+    found = {
+        p.relative_to(examples).as_posix()
+        for p in examples.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts
+    }
+    assert found == set(EXAMPLE_TESTS), "list each example with the test that runs it"
+    for example, test in EXAMPLE_TESTS.items():
+        # The test names the example's file, so it runs that one and not a copy.
+        assert Path(example).name in (ROOT / test).read_text(), f"{test} does not use {example}"

@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from mlshift._client import Client, Prediction, connect
+    from mlshift._progress import ProgressPrinter
     from mlshift.adapter import Capability, EndpointState, Invocation, VariantState
     from mlshift.errors import (
         AdapterNotFound,
@@ -42,6 +43,7 @@ _LAZY: dict[str, str] = {
     "Client": "mlshift._client",
     "Prediction": "mlshift._client",
     "connect": "mlshift._client",
+    "ProgressPrinter": "mlshift._progress",
     "Capability": "mlshift.adapter",
     "EndpointState": "mlshift.adapter",
     "Invocation": "mlshift.adapter",
@@ -101,6 +103,7 @@ __all__ = [
     "NotFound",
     "Plan",
     "Prediction",
+    "ProgressPrinter",
     "ProjectFile",
     "ProviderError",
     "ProviderTimeout",

@@ -293,6 +293,12 @@ class EndpointState(SpecModel):
         """Variant name → weight."""
         return {v.name: v.weight for v in self.variants}
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the endpoint: variants, weights, health (escaped; no secrets)."""
+        from mlshift._html import endpoint_html
+
+        return endpoint_html(self)
+
 
 class Invocation(SpecModel):
     """The answer to one prediction request."""
@@ -422,6 +428,12 @@ class RolloutRecord(SpecModel):
     def is_open(self) -> bool:
         """True while the rollout has not reached an outcome."""
         return self.phase in ("running", "promoting")
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows the change: strategy, outcome, before and after, gate numbers."""
+        from mlshift._html import rollout_record_html
+
+        return rollout_record_html(self)
 
 
 class OptionChange(SpecModel):

@@ -118,3 +118,29 @@ def storage_machinery(folder: str) -> list[str]:
     deleted: Operation[None] = PollingOperation(lambda: PENDING if not ids else None, "delete ep")
     deleted.wait(timeout=1.0)
     return [*ids, cards.put_card({"a": 1}), type(outcome).__name__]
+
+
+def notebook_flow() -> list[str]:
+    import io
+
+    from mlshift.specs.rollout import Canary
+
+    client = mlshift.connect("memory://")
+    log = io.StringIO()
+    state = client.endpoints.deploy(
+        "iris",
+        "iris:2",
+        rollout=Canary(percent=10, bake="1m"),
+        on_event=mlshift.ProgressPrinter(log, interval=1),
+    )
+    plan = client.plan(
+        EndpointSpec.model_validate({"name": "iris", "variants": [{"name": "a", "model": "iris:1"}]})
+    )
+    cards: list[str] = [
+        state._repr_html_(),
+        client.models.get("iris:2")._repr_html_(),
+        plan._repr_html_(),
+        client.apply(plan)._repr_html_(),
+        client.endpoints.history("iris")[0]._repr_html_(),
+    ]
+    return [*cards, log.getvalue()]

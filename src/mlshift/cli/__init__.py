@@ -11,6 +11,7 @@ back; 130 interrupted.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -65,8 +66,12 @@ def serve_cmd(
     port_file: Annotated[
         str | None, typer.Option(help="Write the bound port to this file once the server answers.")
     ] = None,
+    output: OutputOpt = "table",
 ) -> None:
-    """Run the model server in the foreground, for debugging a model (Ctrl-C stops it)."""
+    """Run the model server in the foreground, for debugging a model (Ctrl-C stops it).
+
+    With --output json, one JSON line on stdout says where it listens once it answers.
+    """
     from pathlib import Path
 
     from mlshift.serving import serve
@@ -74,34 +79,69 @@ def serve_cmd(
 
     # $AIP_HTTP_PORT (Vertex AI) replaces the default port, in the banner as in the server.
     port = _resolve_port(port)
-    where = f"http://{host}:{port}" if port else f"{host}, on a free port"
-    ui.console(stderr=True).print(f"serving {path} on {where} (POST /invocations, GET /ping)")
+    ui.check_output(output)
+    if output == "json":
+        on_ready = _print_listening(path)
+    else:
+        on_ready = None
+        where = f"http://{host}:{port}" if port else f"{host}, on a free port"
+        ui.console(stderr=True).print(f"serving {path} on {where} (POST /invocations, GET /ping)")
     serve(
         Path(path),
         framework=framework,
         host=host,
         port=port,
         port_file=Path(port_file) if port_file else None,
+        on_ready=on_ready,
     )
+
+
+def _print_listening(path: str) -> Callable[[str, int], None]:
+    """What ``serve --output json`` prints once the server accepts connections."""
+
+    def on_ready(host: str, port: int) -> None:
+        import json
+
+        shown = f"[{host}]" if ":" in host else host
+        record = {
+            "event": "listening",
+            "url": f"http://{shown}:{port}",
+            "host": host,
+            "port": port,
+            "model": path,
+        }
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+    return on_ready
 
 
 @app.command("schema")
 def schema_cmd(
     out: Annotated[str | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    output: OutputOpt = "json",
 ) -> None:
-    """Print the JSON Schema of mlshift.yaml (point your editor's YAML plugin at it)."""
+    """Print the JSON Schema of mlshift.yaml (point your editor's YAML plugin at it).
+
+    The schema is JSON whatever --output says; with --out and --output json, what was written
+    is reported as JSON on stdout.
+    """
     import json
     from pathlib import Path
 
     from mlshift.specs.project import ProjectFile
 
+    ui.check_output(output)
     schema = ProjectFile.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "mlshift.yaml"
     text = json.dumps(schema, indent=2)
     if out:
         Path(out).write_text(text + "\n", encoding="utf-8")
-        ui.console(stderr=True).print(f"wrote {out}")
+        if output == "json":
+            ui.print_json({"wrote": out, "title": schema["title"], "$schema": schema["$schema"]})
+        else:
+            ui.console(stderr=True).print(f"wrote {out}")
     else:
         sys.stdout.write(text + "\n")
 

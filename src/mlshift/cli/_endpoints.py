@@ -349,14 +349,24 @@ def endpoints_delete(
     endpoint: Annotated[str, typer.Argument(help="Endpoint name.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
     """Delete an endpoint and stop everything it runs."""
+    ui.check_output(output)
     client = ui.client(target)
-    client.endpoints.get(endpoint)
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"Delete endpoint {endpoint!r}?"):
+    state = client.endpoints.get(endpoint)
+    # With --output json the question goes to stderr, so stdout stays one JSON document.
+    if (
+        not yes
+        and sys.stdin.isatty()
+        and not typer.confirm(f"Delete endpoint {endpoint!r}?", err=output == "json")
+    ):
         raise typer.Exit(1)
     client.endpoints.delete(endpoint)
-    ui.console().print(f"deleted endpoint {endpoint}")
+    if output == "json":
+        ui.print_json({"deleted": endpoint, "endpoint": endpoint_json(state)})
+    else:
+        ui.console().print(f"deleted endpoint {endpoint}", markup=False)
 
 
 def predict(

@@ -10,6 +10,9 @@ from typing import Annotated
 
 import typer
 
+from mlshift.cli import _output as ui
+from mlshift.cli._options import OutputOpt
+
 __all__ = ["image_app"]
 
 image_app = typer.Typer(
@@ -44,20 +47,24 @@ def build(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Rebuild every layer (ignore Docker's build cache).")
     ] = False,
+    output: OutputOpt = "table",
 ) -> None:
     """Build the serving image from wheels made on this machine (no package index in the build)."""
     from mlshift.image import build_image
 
-    typer.echo(
-        build_image(
-            tag,
-            frameworks=frameworks,
-            base_image=base_image,
-            wheels=wheels,
-            context=context,
-            no_cache=no_cache,
-        )
+    ui.check_output(output)
+    built = build_image(
+        tag,
+        frameworks=frameworks,
+        base_image=base_image,
+        wheels=wheels,
+        context=context,
+        no_cache=no_cache,
     )
+    if output == "json":
+        ui.print_json({"image": built})
+    else:
+        typer.echo(built)
 
 
 @image_app.command("base")
@@ -66,6 +73,7 @@ def base(
     suite: Annotated[str, typer.Option(help="Debian release (bookworm has Python 3.11).")] = "bookworm",
     mirror: Annotated[str, typer.Option(help="Debian mirror.")] = "http://deb.debian.org/debian",
     force: Annotated[bool, typer.Option("--force", help="Make it again even if it exists.")] = False,
+    output: OutputOpt = "table",
 ) -> None:
     """Make the base image offline from Debian packages (debootstrap + docker import; root, once).
 
@@ -73,4 +81,9 @@ def base(
     """
     from mlshift.image import make_base_image
 
-    typer.echo(make_base_image(name, suite=suite, mirror=mirror, force=force))
+    ui.check_output(output)
+    made = make_base_image(name, suite=suite, mirror=mirror, force=force)
+    if output == "json":
+        ui.print_json({"image": made})
+    else:
+        typer.echo(made)

@@ -27,19 +27,28 @@ def _version_row(v: Any) -> dict[str, Any]:
 
 
 class _HashProgress:
-    """A progress bar on stderr while a big artifact (over 256 MB) is hashed."""
+    """A progress bar on stderr while a big artifact (over 256 MB) is hashed.
+
+    Elsewhere than on an interactive terminal (CI logs, notebooks) it is one line instead.
+    """
 
     def __init__(self) -> None:
         self._bar: Any = None
         self._task: Any = None
+        self._said = False
 
     def update(self, done: int, total: int) -> None:
-        if total < 256 * 1024 * 1024:
+        if total < 256 * 1024 * 1024 or self._said:
             return
         if self._bar is None:
+            console = ui.console(stderr=True)
+            if not ui.live(console):
+                self._said = True
+                console.print(f"hashing the artifact ({total / 1024**3:.1f} GB)", markup=False)
+                return
             from rich.progress import Progress
 
-            self._bar = Progress(console=ui.console(stderr=True), transient=True)
+            self._bar = Progress(console=console, transient=True)
             self._bar.start()
             self._task = self._bar.add_task("hashing the artifact", total=total)
         self._bar.update(self._task, completed=done)
@@ -152,10 +161,15 @@ def models_alias(
     alias: Annotated[str, typer.Argument(help="Alias to set, e.g. champion.")],
     version: Annotated[str, typer.Argument(help="Version it points to.")],
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
     """Point NAME@ALIAS at VERSION (moving it if set)."""
+    ui.check_output(output)
     v = ui.client(target).models.set_alias(name, alias, version)
-    ui.console().print(f"{name}@{alias} -> {v.name}:{v.version}")
+    if output == "json":
+        ui.print_json(v.model_dump(mode="json"))
+    else:
+        ui.console().print(f"{name}@{alias} -> {v.name}:{v.version}", markup=False)
 
 
 @models_app.command("unalias")
@@ -163,17 +177,28 @@ def models_unalias(
     name: Annotated[str, typer.Argument(help="Model name.")],
     alias: Annotated[str, typer.Argument(help="Alias to remove.")],
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
     """Remove NAME@ALIAS."""
+    ui.check_output(output)
     ui.client(target).models.remove_alias(name, alias)
-    ui.console().print(f"removed {name}@{alias}")
+    if output == "json":
+        ui.print_json({"removed": f"{name}@{alias}", "name": name, "alias": alias})
+    else:
+        ui.console().print(f"removed {name}@{alias}", markup=False)
 
 
 @models_app.command("delete")
 def models_delete(
     ref: Annotated[str, typer.Argument(help="NAME:VERSION to delete.")],
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
     """Delete one model version (refused while an endpoint serves it)."""
-    ui.client(target).models.delete(ref)
-    ui.console().print(f"deleted {ref}")
+    ui.check_output(output)
+    client = ui.client(target)
+    client.models.delete(ref)
+    if output == "json":
+        ui.print_json({"deleted": ref})
+    else:
+        ui.console().print(f"deleted {ref}", markup=False)

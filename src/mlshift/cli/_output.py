@@ -1,7 +1,8 @@
 """Output for every ``mlshift`` command: consoles, JSON, tables, progress, shared arguments.
 
 The one place commands print from, so that ``--output json`` and errors look the same in every
-command group. Only typer is imported at module level (``mlshift --help`` stays fast).
+command group. Only typer and the standard-library-only ``mlshift._progress`` are imported at
+module level (``mlshift --help`` stays fast).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from mlshift._progress import bake_text
 
 if TYPE_CHECKING:
     from mlshift._client import Client
@@ -25,6 +28,7 @@ __all__ = [
     "check_output",
     "client",
     "console",
+    "live",
     "pairs",
     "print_json",
     "read_data",
@@ -43,6 +47,21 @@ def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def live(out: Any) -> bool:
+    """Whether ``out`` (a rich console) may redraw a line in place: a real, interactive terminal.
+
+    rich takes ``FORCE_COLOR`` (set in many CI setups) to mean a terminal; colours are fine in a
+    CI log, but a spinner's cursor movements leave control codes all over it.
+    """
+    if not out.is_interactive:
+        return False
+    isatty = getattr(out.file, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 def check_output(output: str) -> str:
@@ -91,37 +110,17 @@ def pairs(values: list[str] | None, what: str, number: bool = False) -> dict[str
 class ApplyProgress:
     """Progress of an apply: one line per step; a live status line while a rollout bakes.
 
-    In a terminal the bake is a single line updated in place; elsewhere (CI logs, notebooks)
-    it is a line per second; with ``--output json``, JSON lines on stderr.
+    In a terminal the bake is a single line updated in place; elsewhere (CI logs, notebooks,
+    a pipe, even with ``FORCE_COLOR`` set) it is a line per second with no cursor movement;
+    with ``--output json``, JSON lines on stderr.
     """
+
+    #: The bake line (shared with :class:`mlshift.ProgressPrinter`).
+    _bake_text = staticmethod(bake_text)
 
     def __init__(self) -> None:
         self.status: Any = None
         self.last = 0.0
-
-    @staticmethod
-    def _bake_text(d: dict[str, Any]) -> str:
-        p99 = f" · p99 {d['p99_ms']:.1f}ms" if d.get("p99_ms") is not None else ""
-        if p99 and d.get("baseline_p99_ms") is not None:
-            p99 += f" (baseline {d['baseline_p99_ms']:.1f}ms)"
-        client = ""
-        if "client_errors" in d:
-            client = (
-                f" · {d['client_errors']} 4xx ({d['client_error_rate']:.1%}, "
-                f"baseline {d['baseline_client_error_rate']:.1%})"
-            )
-        left = max(0.0, d["bake_s"] - d["elapsed_s"])
-        if d.get("phase") == "shadow":
-            agreement = "-" if d.get("agreement") is None else f"{d['agreement']:.1%}"
-            return (
-                f"  shadow {d['shadow_percent']}% · {left:4.1f}s of {d['bake_s']:g}s left · "
-                f"{d['requests']} mirrored · agreement {agreement} over {d['rows']} rows · "
-                f"{d['errors']} errors ({d['error_rate']:.1%}){client}{p99}"
-            )
-        return (
-            f"  {d['stage_percent']}% on the new version · {left:4.1f}s of {d['bake_s']:g}s left · "
-            f"{d['requests']} requests · {d['errors']} errors ({d['error_rate']:.1%}){client}{p99}"
-        )
 
     def __call__(self, event: ApplyEvent) -> None:
         import time
@@ -149,8 +148,8 @@ class ApplyProgress:
         prefix = f"[{event.index}/{event.total}]"
         if event.phase == "progress":
             if "elapsed_s" in detail:
-                text = self._bake_text(detail)
-                if out.is_terminal:
+                text = bake_text(detail)
+                if live(out):
                     if self.status is None:
                         self.status = out.status(text)
                         self.status.start()
@@ -246,7 +245,7 @@ class PipelineProgress:
         self._lock = threading.Lock()
 
     def __enter__(self) -> PipelineProgress:
-        if not self.json and self.console.is_terminal:
+        if not self.json and live(self.console):
             self.status = self.console.status("starting", spinner="dots")
             self.status.start()
         return self

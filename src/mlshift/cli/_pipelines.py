@@ -228,10 +228,15 @@ def logs_cmd(
     run_id: Annotated[str, typer.Argument(help="The run id.")],
     step: Annotated[str, typer.Argument(help="The step's name.")],
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
     """Print one step's log: its output and each attempt's traceback."""
+    ui.check_output(output)
     text = ui.client(target).pipelines.get(run_id).logs(step)
-    sys.stdout.write(text)
+    if output == "json":
+        ui.print_json({"run_id": run_id, "step": step, "log": text})
+    else:
+        sys.stdout.write(text)
 
 
 @pipelines_app.command("compile")
@@ -255,6 +260,15 @@ def compile_cmd(
             "--image", help="With --format kfp: the mlshift image steps run in.", show_default=False
         ),
     ] = None,
+    # Long form only: -o is --out here (it was first), unlike in every other command.
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            help="table or json: with --out, what was written as JSON; without, a KFP spec as "
+            "JSON instead of YAML.",
+        ),
+    ] = "table",
 ) -> None:
     """Write the document TARGET runs the pipeline from (the portable IR for local), or a KFP spec."""
     import json
@@ -265,6 +279,14 @@ def compile_cmd(
     from mlshift.errors import ConfigError
     from mlshift.pipelines import load_pipeline
 
+    ui.check_output(output)
+    if out in ("json", "table"):
+        # Every other command reads `-o json` as --output json; here -o is --out.
+        raise ConfigError(
+            f"--out {out!r} would write a file named {out!r}",
+            field="out",
+            hint=f"-o is --out in `pipelines compile`; for that output use --output {out}",
+        )
     if format not in (None, "kfp"):
         raise ConfigError(f"unknown --format {format!r}; the one format is kfp", field="format")
     if image is not None and format is None:
@@ -276,16 +298,27 @@ def compile_cmd(
         # Register and deploy steps act on --target from inside the cluster: only an explicit one.
         acts_on = resolve_target(target).uri if target else None
         document = compile_kfp(loaded.ir, image=image or DEFAULT_IMAGE, target=acts_on)
-        as_json = bool(out and out.endswith(".json"))
+        as_json = bool(out and out.endswith(".json")) or (output == "json" and not out)
         text = json.dumps(document, indent=2) + "\n" if as_json else to_yaml(document)
     else:
         document = compile_pipeline(loaded, target or resolve_target(None).uri)
         text = json.dumps(document, indent=2) + "\n"
     if out:
         Path(out).write_text(text, encoding="utf-8")
-        ui.console(stderr=True).print(
-            f"wrote {loaded.name} ({len(loaded.steps)} steps, {loaded.ir.hash[:19]}…) to {out}"
-        )
+        if output == "json":
+            ui.print_json(
+                {
+                    "wrote": out,
+                    "pipeline": loaded.name,
+                    "steps": len(loaded.steps),
+                    "hash": loaded.ir.hash,
+                    "format": format or "ir",
+                }
+            )
+        else:
+            ui.console(stderr=True).print(
+                f"wrote {loaded.name} ({len(loaded.steps)} steps, {loaded.ir.hash[:19]}…) to {out}"
+            )
     else:
         sys.stdout.write(text)
 

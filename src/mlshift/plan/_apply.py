@@ -73,6 +73,12 @@ class ApplyResult:
     def changed(self) -> bool:
         return not self.plan.is_empty
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the result: the plan, registered models, endpoints as they are now."""
+        from mlshift._html import apply_result_html
+
+        return apply_result_html(self)
+
 
 def apply_plan(
     adapter: Adapter,

@@ -104,6 +104,12 @@ class Plan(SpecModel):
             lines.append(f"    {sign.get(action.kind, '~')} {action.describe()}")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the plan: the readable plan's lines, as a table."""
+        from mlshift._html import plan_html
+
+        return plan_html(self)
+
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON-ready data (``mlshift plan --output json``).
 

@@ -8,7 +8,7 @@ import importlib.util
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -38,6 +38,7 @@ def serve(
     model_ref: str | None = None,
     port_file: Path | None = None,
     skops_trust: Sequence[str] = (),
+    on_ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Load a model and serve it over HTTP until SIGTERM or Ctrl-C.
 
@@ -57,6 +58,8 @@ def serve(
         port_file: Once the server accepts connections, the bound port number is written
             here (atomically); the file is removed again on shutdown.
         skops_trust: Type names a ``.skops`` file may hold beyond the trusted set.
+        on_ready: Called with the bound host and port once the server accepts connections
+            (``mlshift serve --output json`` prints them).
 
     Raises:
         ConfigError: for a bad artifact, framework, signature or port.
@@ -87,7 +90,7 @@ def serve(
         server_header=False,
         log_level="info",
     )
-    server = _Server(config, port_file=Path(port_file) if port_file is not None else None)
+    server = _Server(config, port_file=Path(port_file) if port_file is not None else None, on_ready=on_ready)
     logger.info(
         "mlshift: serving %s model %s%s",
         framework,
@@ -136,9 +139,16 @@ def _write_atomically(path: Path, text: str) -> None:
 class _Server(uvicorn.Server):
     """uvicorn's server, reporting its port once it accepts connections."""
 
-    def __init__(self, config: uvicorn.Config, *, port_file: Path | None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        port_file: Path | None,
+        on_ready: Callable[[str, int], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.port_file = port_file
+        self.on_ready = on_ready
         self.port_written: str | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -151,6 +161,8 @@ class _Server(uvicorn.Server):
         if self.port_file is not None:
             _write_atomically(self.port_file, str(port))
             self.port_written = str(port)
+        if self.on_ready is not None:
+            self.on_ready(host, port)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Remove the port file first: once we start closing, nobody should connect anew.

@@ -119,6 +119,12 @@ class ModelVersion(SpecModel):
         """The exact reference to this version (``name:version``)."""
         return ModelRef(name=self.name, version=self.version)
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the version (escaped; no secrets)."""
+        from mlshift._html import model_version_html
+
+        return model_version_html(self)
+
     @field_validator("digest")
     @classmethod
     def _digest_format(cls, value: str) -> str:
