@@ -306,6 +306,8 @@ class SageMakerEndpointService(BaseEndpointService):
         self._scaler = VariantScalingService(adapter.clients)
         # set_shadow's tolerance per endpoint, for read_shadow's comparisons.
         self._tolerances: dict[str, float] = {}
+        # Data capture files read during a shadow phase, by (bucket, key, ETag).
+        self._capture_files: dict[tuple[str, str, str], builtins.list[CaptureRecord]] = {}
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- helpers
@@ -417,7 +419,8 @@ class SageMakerEndpointService(BaseEndpointService):
                     size=size or "cpu-small",
                     extras={k: pv[k] for k in _VARIANT_EXTRAS if pv.get(k) is not None},
                     serverless=dict(serverless) if serverless else None,
-                    shadow=max(shadows.get(pv["VariantName"], 0), 0),
+                    # At least 1: a shadow variant mirroring under 0.5% is still a shadow.
+                    shadow=max(shadows[pv["VariantName"]], 1) if pv["VariantName"] in shadows else 0,
                 )
             )
         percents = _percentages(raw_weights)
@@ -1613,6 +1616,7 @@ class SageMakerEndpointService(BaseEndpointService):
         folder = "/".join(p for p in (prefix.strip("/"), endpoint, variant) if p) + "/"
         s3 = self._adapter.clients.client("s3")
         records: list[CaptureRecord] = []
+        seen: dict[tuple[str, str, str], builtins.list[CaptureRecord]] = {}
         # Keys are .../YYYY/MM/DD/HH/file.jsonl: start listing at the hour ``since`` falls in.
         start_after = folder + since.strftime("%Y/%m/%d/%H")
         with aws_errors(f"read the data capture of {endpoint}/{variant} in {destination}"):
@@ -1620,8 +1624,18 @@ class SageMakerEndpointService(BaseEndpointService):
                 Bucket=bucket, Prefix=folder, StartAfter=start_after
             ):
                 for item in page.get("Contents", []):
-                    body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-                    records.extend(r for r in parse_capture(body) if r.time >= since)
+                    # A shadow phase reads its files again every poll: each is fetched once.
+                    key = (bucket, item["Key"], str(item.get("ETag", "")))
+                    parsed = self._capture_files.get(key)
+                    if parsed is None:
+                        body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                        parsed = list(parse_capture(body))
+                    seen[key] = parsed
+                    records.extend(r for r in parsed if r.time >= since)
+        with self._lock:
+            # Keep what this listing saw, plus other folders' files (the other variant's).
+            kept = {k: v for k, v in self._capture_files.items() if not k[1].startswith(folder)}
+            self._capture_files = {**kept, **seen}
         return records
 
     # ---------------------------------------------------------------- journal and lock
