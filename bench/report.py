@@ -134,6 +134,18 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 None if stored is None else (calls == 0 and stored == 0 and uploaded == 0),
             )
         )
+    shadow = results.get("shadow") or {}
+    r = shadow.get("p99_ratio")
+    busy = _busy(shadow)
+    out.append(
+        _target(
+            f"callers' p99 with {shadow.get('percent_mirrored', 100)}% mirrored to a shadow (local router)",
+            "<= 1.10x",
+            _fmt(r, "x", 2),
+            None if r is None else r <= 1.10,
+            "" if busy is None else f"on a busy machine, load average {busy}: see Shadow traffic",
+        )
+    )
     return out
 
 
@@ -178,6 +190,7 @@ def render(results: dict[str, Any]) -> str:
     lines += _startup(results.get("startup"))
     lines += _pipelines(results.get("pipelines"))
     lines += _reapply(results.get("reapply"))
+    lines += _shadow(results.get("shadow"), m)
     return "\n".join(lines)
 
 
@@ -402,3 +415,68 @@ def _reapply(reapply: dict[str, Any] | None) -> list[str]:
     shown = ", ".join(f"`{c}`" for c in calls)
     lines += ["", f"Calls an unchanged re-apply makes: {shown}.", ""]
     return lines
+
+
+def _busy(shadow: dict[str, Any]) -> float | None:
+    """The load average while the shadow benchmark ran, when it was above the CPU count."""
+    own = shadow.get("measured") or {}
+    busy = max(own.get("load_start") or 0, own.get("load_end") or 0)
+    return busy if own.get("cpus") and busy > own["cpus"] else None
+
+
+def _shadow(shadow: dict[str, Any] | None, machine: dict[str, Any]) -> list[str]:
+    if not shadow:
+        return []
+    off, on = shadow["without_shadow"], shadow["with_shadow"]
+    lines = [
+        "## Shadow traffic",
+        "",
+        "What mirroring costs the callers of a local endpoint (bench/shadow.py). One endpoint serves",
+        "an iris classifier through the local router; a second version runs beside it at 0%. Each",
+        f"round is two load runs of {shadow['seconds']} s ({shadow['load_generator']}, "
+        f"{shadow['connections']} connections,",
+        "one row per request, 127.0.0.1): first with no mirror, then with the router copying "
+        f"{shadow['percent_mirrored']}% of",
+        "the answered requests to the second version after answering the caller. Medians over "
+        f"{shadow['rounds']} rounds.",
+        "",
+        "| callers' view | req/s | p50 ms | p99 ms | p99 of each round (ms) | non-200 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, row in (("no mirror", off), (f"{shadow['percent_mirrored']}% mirrored", on)):
+        rounds = ", ".join(_fmt(v, "", 2) for v in row.get("p99_ms_runs", []))
+        lines.append(
+            f"| {label} | {_fmt(row['requests_per_s'], '', 0)} | {_fmt(row['p50_ms'], '', 2)} | "
+            f"{_fmt(row['p99_ms'], '', 2)} | {rounds} | {row['non200']} |"
+        )
+    p50, rps = ratio(on["p50_ms"], off["p50_ms"]), ratio(on["requests_per_s"], off["requests_per_s"])
+    lines += [
+        "",
+        f"p99 with the mirror ÷ p99 without: {_fmt(shadow['p99_ratio'], 'x', 2)} (p50: {_fmt(p50, 'x', 2)}, "
+        f"req/s: {_fmt(rps, 'x', 2)}). The shadow "
+        f"answered {_fmt(shadow['mirrored_requests'])} mirrored",
+        f"requests; {_fmt(shadow['skipped_mirrors'])} were not mirrored because too many were "
+        "in flight (the router drops",
+        "mirrors rather than queue them behind callers).",
+    ]
+    own = shadow.get("measured") or {}
+    busy = _busy(shadow)
+    off_runs = off.get("p99_ms_runs", [])
+    if busy is not None:
+        lines += [
+            "",
+            f"The machine was busy (load average up to {busy} on {own['cpus']} CPUs): without the mirror,",
+            f"the rounds' p99 ranged from {_fmt(min(off_runs, default=None), ' ms', 2)} to "
+            f"{_fmt(max(off_runs, default=None), ' ms', 2)}, so read the rounds beside the",
+            "ratio. The load generator keeps every connection busy, so on a machine",
+            "with no idle CPU the new version's copies take CPU from the callers' requests (the",
+            "p50 and req/s columns).",
+        ]
+    if own and own.get("date") != machine.get("date"):
+        lines += [
+            "",
+            f"Measured on its own (`python bench/run.py --only shadow`): {own['date']}, "
+            f"{own.get('cpus')} CPUs, load average",
+            f"(1 min) {own.get('load_start')} at start, {own.get('load_end')} at end.",
+        ]
+    return [*lines, ""]

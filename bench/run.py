@@ -12,7 +12,7 @@ Peers that live in their own venv (mlflow, sagemaker) are named with --mlflow-py
 --sagemaker-python; `nox -s bench` creates those venvs and passes them. A peer that is not
 installed is reported as "not measured", never silently dropped.
 
-Benchmarks (bench/<name>.py): startup, serving, pipelines, reapply. Every server and load
+Benchmarks (bench/<name>.py): startup, serving, pipelines, reapply, shadow. Every server and load
 generator runs on 127.0.0.1 only, and every load run is bounded in time and request count.
 """
 
@@ -37,10 +37,11 @@ from common import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "performance.md"
-NAMES = ("startup", "serving", "pipelines", "reapply")
-#: Repetitions per benchmark (--repeat overrides all): rounds for serving and pipelines,
-#: timed passes for start-up, re-applies for reapply.
-DEFAULT_REPEAT = {"startup": 7, "serving": 3, "pipelines": 3, "reapply": 3}
+NAMES = ("startup", "serving", "pipelines", "reapply", "shadow")
+#: Repetitions per benchmark (--repeat overrides all): rounds for serving, pipelines and shadow
+#: (each shadow round is two load runs of --duration seconds: mirror off, then on), timed
+#: passes for start-up, re-applies for reapply.
+DEFAULT_REPEAT = {"startup": 7, "serving": 3, "pipelines": 3, "reapply": 3, "shadow": 3}
 
 
 def _machine() -> dict[str, Any]:
@@ -119,6 +120,14 @@ def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
         from pipelines import bench_pipelines
 
         return bench_pipelines(repeat)
+    if name == "shadow":
+        from shadow import bench_shadow
+
+        return bench_shadow(
+            repeat,
+            seconds=1 if args.quick else args.duration,
+            loadgen_choice="async" if args.quick else args.loadgen,
+        )
     from reapply import bench_reapply
 
     return bench_reapply(repeat)
@@ -136,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", choices=NAMES, action="append", help="run only these (repeatable)")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions for every benchmark")
-    parser.add_argument("--duration", type=int, default=4, help="seconds per serving load run (default 4)")
+    parser.add_argument(
+        "--duration", type=int, default=4, help="seconds per serving and shadow load run (default 4)"
+    )
     parser.add_argument(
         "--loadgen", choices=("auto", "wrk", "async"), default="auto", help="serving load generator"
     )

@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, runt
 
 from pydantic import Field
 
+# How mirrored requests are picked and their answers compared: one definition for every target
+# with SHADOW_TRAFFIC (the local router, memory://, the SageMaker adapter and its testing kit).
+from mlshift._routing import MirrorShare, compare_answers
 from mlshift.errors import ConfigError, ProviderTimeout, UnsupportedOperation
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
@@ -47,6 +50,7 @@ __all__ = [
     "EndpointState",
     "Invocation",
     "MetricsTiming",
+    "MirrorShare",
     "ModelRegistry",
     "NameRule",
     "NameRules",
@@ -63,6 +67,7 @@ __all__ = [
     "VariantMetrics",
     "VariantState",
     "VariantStatus",
+    "compare_answers",
     "validate_own_options",
 ]
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from mlshift._artifacts import scan_artifact
 from mlshift.adapter import Artifact, RolloutRecord
 from mlshift.errors import ConfigError, Conflict, IntegrityError, LeaseLost, MlshiftError, NotFound
 
@@ -611,11 +612,21 @@ class ArtifactStore:
         return None if manifest is None else self._stored(digest, manifest)
 
     def put(self, artifact: Artifact) -> StoredArtifact:
-        """Store an artifact unless its digest is stored already (then nothing is written)."""
+        """Store an artifact unless its digest is stored already (then nothing is written).
+
+        Raises:
+            ConfigError: the artifact is (or holds) a symbolic link out of its folder, a broken
+                link or a special file, or is over the size limit; nothing is stored then.
+        """
         manifest = self._manifest(artifact.digest)
         if manifest is not None:
             return self._stored(artifact.digest, manifest)
         path = artifact.path
+        # What registration checked, checked again before a byte leaves the machine: the folder
+        # may have changed since (a predictor's load() runs in between, to infer the signature),
+        # and a link out of it would upload whatever it points to. The local store checks the
+        # digest of its copy for the same reason.
+        scan_artifact(path)
         if path.is_dir():
             files = sorted(f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
             entries = [(f, f.relative_to(path).as_posix()) for f in files]

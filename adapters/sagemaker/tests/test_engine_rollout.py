@@ -14,10 +14,10 @@ import boto3
 import pytest
 
 import mlshift
-from mlshift.errors import ConfigError, InvalidPayload, MlshiftError, RolloutFailed, UnsupportedOperation
+from mlshift.errors import ConfigError, InvalidPayload, MlshiftError, RolloutFailed
 from mlshift.plan import ApplyEvent, GateReading, Rollout
 from mlshift.specs import EndpointSpec
-from mlshift.specs.rollout import Canary, HealthGate, Probe, Shadow
+from mlshift.specs.rollout import Canary, HealthGate, Probe
 from mlshift_sagemaker.testing import FakeSageMaker
 
 #: Short bakes: the fake publishes metrics at once, so a second of traffic is enough to judge.
@@ -281,15 +281,3 @@ def test_a_version_that_refuses_the_callers_requests_trips_the_gate_on_client_er
     state = deployed.endpoints.get("iris-ep")
     assert [(v.name, v.model, v.weight) for v in state.variants] == [("iris-v1", "iris:1", 100)]
     assert leftovers() == before
-
-
-def test_a_shadow_rollout_is_refused_at_plan_time_naming_the_targets_that_run_one(
-    deployed: mlshift.Client, aws: FakeSageMaker
-) -> None:
-    mark = len(aws.calls)
-    with pytest.raises(
-        UnsupportedOperation, match=r"a shadow rollout \(SHADOW_TRAFFIC\).*targets that do: .*local"
-    ):
-        deployed.endpoints.deploy("iris-ep", "iris:2", rollout=Shadow(duration=5))
-    assert "UpdateEndpoint" not in aws.operations(since=mark)
-    assert deployed.endpoints.get("iris-ep").weights == {"iris-v1": 100}

@@ -58,6 +58,10 @@ def test_a_run_registers_and_deploys_with_the_metrics_it_measured(
     assert run.step("train").outputs["model"]["uri"].startswith("s3://")
     version = client.models.get("iris@champion")
     assert version.version == "1" and version.metrics == {"accuracy": accuracy}
+    # Lineage as on local://: the pipeline and the run that registered it (found again by its id).
+    assert version.tags["mlshift:pipeline"] == example.train_gate_deploy.name
+    assert version.tags["mlshift:run"] == run.id
+    assert client.pipelines.get(version.tags["mlshift:run"]).step("register").outputs == {"version": "iris:1"}
     assert client.endpoints.predict("iris-run", [[6.7, 3.0, 5.2, 2.3]]).predictions == [2]
     assert run.params == {"c": 1.0, "label_noise": 0.0, "threshold": 0.9, "endpoint": "iris-run"}
     assert f'metrics: {{"accuracy": {accuracy}}}' in run.logs("evaluate")

@@ -267,8 +267,9 @@ def test_the_compiled_steps_run_their_code_and_register_and_deploy_through_mlshi
     outputs = json.loads((tmp_path / "register" / "output" / "mlshift" / "outputs.json").read_text())
     assert outputs == {"version": "iris:1"}
     # The pipeline's lineage tag, as the local runner writes it; the same bytes again reuse the
-    # version. (No run tag: a per-execution argument would defeat SageMaker's step cache.)
+    # version. (No run tag here: no SageMaker job configuration names an execution.)
     assert version.tags["mlshift:pipeline"] == example.ir.name
+    assert "mlshift:run" not in version.tags
     shutil.rmtree(tmp_path / "register")
     assert local.run("register", monkeypatch) == 0
     outputs = json.loads((tmp_path / "register" / "output" / "mlshift" / "outputs.json").read_text())

@@ -317,8 +317,12 @@ class Router:
             {
                 "type": "http.response.start",
                 "status": status,
+                # Content-Length, not chunked: every answer is whole before it is sent, and
+                # HTTP/1.1 clients that frame by length (load generators, keep-alive pools)
+                # can then read it without parsing chunks.
                 "headers": [
                     (b"content-type", ctype.encode()),
+                    (b"content-length", str(len(content)).encode()),
                     (b"x-mlshift-variant", name.encode()),
                     (b"x-mlshift-model", str(route.get("model", "")).encode()),
                 ],
@@ -467,10 +471,10 @@ def _shadow_route(data: dict[str, Any], variants: dict[str, dict[str, Any]]) -> 
 
 
 async def _respond(send: Send, status: int, payload: Any) -> None:
-    await send(
-        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
-    )
-    await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = ["CAPABILITIES", "SageMakerAdapter"]
 
-#: What the SageMaker target declares (shadow variants are not implemented yet; the planner
-#: refuses specs that need them, at plan time). ``METRICS`` are CloudWatch reads, for rollouts
-#: that mlshift's engine runs instead of SageMaker. ``IN_PLACE_UPDATE``: an ``UpdateEndpoint`` to
-#: a new configuration swaps a variant's model or instances under its name. Pipelines run on
+#: What the SageMaker target declares. ``METRICS`` are CloudWatch reads, for rollouts that
+#: mlshift's engine runs instead of SageMaker. ``SHADOW_TRAFFIC``: shadow variants
+#: (``ShadowProductionVariants``), their answers compared from data capture.
+#: ``IN_PLACE_UPDATE``: an ``UpdateEndpoint`` to a new configuration swaps a variant's model or
+#: instances under its name. Pipelines run on
 #: SageMaker Pipelines, with conditions as condition steps; schedules are not mapped yet.
 CAPABILITIES = frozenset(
     {
@@ -38,6 +39,7 @@ CAPABILITIES = frozenset(
         Capability.IN_PLACE_UPDATE,
         Capability.NATIVE_ROLLOUT,
         Capability.METRICS,
+        Capability.SHADOW_TRAFFIC,
         Capability.GPU,
         Capability.AUTOSCALING,
         Capability.SERVERLESS,

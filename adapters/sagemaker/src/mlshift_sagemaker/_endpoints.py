@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from mlshift.adapter import (
@@ -40,15 +41,18 @@ from mlshift.adapter import (
     PollingOperation,
     ResolvedVariant,
     RolloutRecord,
+    ShadowMetrics,
     VariantMetrics,
     VariantState,
     VariantStatus,
+    compare_answers,
     validate_own_options,
 )
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound, ProviderError, RolloutFailed
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef
 from mlshift.specs.rollout import AllAtOnce, HealthGate, Shadow
+from mlshift_sagemaker._capture import CaptureRecord, pair_records, parse_capture
 from mlshift_sagemaker._metrics import read_variant_metrics
 from mlshift_sagemaker._naming import config_name, config_prefix, fingerprint, model_name, model_prefix
 from mlshift_sagemaker._rollout import (
@@ -175,6 +179,9 @@ class _Slot:
     """For a variant whose model may not exist yet: the model's primary container."""
     serverless: dict[str, Any] | None = None
     """``ServerlessConfig`` of a serverless variant (it then has no instance type or count)."""
+    shadow: int = 0
+    """Percent of the production variant's requests mirrored to this one: a shadow variant
+    (``ShadowProductionVariants``), which carries no traffic of its own."""
 
     def production_variant(self) -> dict[str, Any]:
         if self.serverless is not None:
@@ -260,6 +267,28 @@ def check_autoscaling(spec: EndpointSpec) -> None:
             )
 
 
+def check_shadow(spec: EndpointSpec, options: EndpointOptions) -> None:
+    """What SageMaker's shadow variants cannot do, refused at plan time.
+
+    Raises:
+        ConfigError: more than one variant wanted, or a serverless endpoint.
+    """
+    if len(spec.variants) > 1:
+        raise ConfigError(
+            f"endpoint {spec.name!r}: rollout: SageMaker mirrors one production variant to one shadow "
+            f"variant; the spec wants {len(spec.variants)} variants",
+            field="rollout",
+            hint="shadow a new version on an endpoint with one variant, or use a canary rollout",
+        )
+    if options.serverless is not None:
+        raise ConfigError(
+            f"endpoint {spec.name!r}: rollout: SageMaker serverless endpoints take no data capture, "
+            "which shadow answers are compared from",
+            field="rollout",
+            hint="use a canary rollout on a serverless endpoint",
+        )
+
+
 class SageMakerEndpointService(BaseEndpointService):
     """``EndpointService`` on SageMaker real-time endpoints."""
 
@@ -275,6 +304,10 @@ class SageMakerEndpointService(BaseEndpointService):
         # spec.autoscaling seen at plan time; applied once a change of the endpoint settles.
         self._wanted_scaling: dict[str, Autoscaling] = {}
         self._scaler = VariantScalingService(adapter.clients)
+        # set_shadow's tolerance per endpoint, for read_shadow's comparisons.
+        self._tolerances: dict[str, float] = {}
+        # Data capture files read during a shadow phase, by (bucket, key, ETag).
+        self._capture_files: dict[tuple[str, str, str], builtins.list[CaptureRecord]] = {}
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- helpers
@@ -335,7 +368,18 @@ class SageMakerEndpointService(BaseEndpointService):
         scaled = self._scaler.read(name, [pv["VariantName"] for pv in config["ProductionVariants"]])
         raw_weights: dict[str, float] = {}
         slots: list[_Slot] = []
-        for pv in config["ProductionVariants"]:
+        # A shadow variant's weight is relative to the production variant's: 100 and 25 mirror
+        # a quarter of the requests. SageMaker allows one of each in a configuration.
+        production_weight = sum(
+            float(pv.get("InitialVariantWeight", 1.0)) for pv in config["ProductionVariants"]
+        )
+        shadows = {
+            pv["VariantName"]: round(
+                float(pv.get("InitialVariantWeight", 1.0)) * 100 / (production_weight or 1.0)
+            )
+            for pv in config.get("ShadowProductionVariants") or []
+        }
+        for pv in [*config["ProductionVariants"], *(config.get("ShadowProductionVariants") or [])]:
             live = live_variants.get(pv["VariantName"], {})
             # moto leaves CurrentWeight out for a 0 weight and sets counts to None after a
             # weights-only update; the configuration holds what was asked for then.
@@ -344,7 +388,8 @@ class SageMakerEndpointService(BaseEndpointService):
                 weight = live.get("DesiredWeight")
             if weight is None:
                 weight = pv.get("InitialVariantWeight", 1.0)
-            raw_weights[pv["VariantName"]] = float(weight)
+            if pv["VariantName"] not in shadows:
+                raw_weights[pv["VariantName"]] = float(weight)
             count = (
                 live.get("DesiredInstanceCount")
                 or live.get("CurrentInstanceCount")
@@ -374,10 +419,13 @@ class SageMakerEndpointService(BaseEndpointService):
                     size=size or "cpu-small",
                     extras={k: pv[k] for k in _VARIANT_EXTRAS if pv.get(k) is not None},
                     serverless=dict(serverless) if serverless else None,
+                    # At least 1: a shadow variant mirroring under 0.5% is still a shadow.
+                    shadow=max(shadows[pv["VariantName"]], 1) if pv["VariantName"] in shadows else 0,
                 )
             )
-        for slot, percent in zip(slots, _percentages(raw_weights).values(), strict=True):
-            slot.weight = percent
+        percents = _percentages(raw_weights)
+        for slot in slots:
+            slot.weight = percents.get(slot.name, 0)
         return _Live(
             name=name,
             arn=described["EndpointArn"],
@@ -772,6 +820,28 @@ class SageMakerEndpointService(BaseEndpointService):
         default = store.uri(store.key("data-capture", endpoint))
         return capture.data_capture_config(default, self._adapter.options.kms_key_id)
 
+    def _shadow_capture(self, endpoint: str, capture: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The ``DataCaptureConfig`` of a configuration with a shadow variant.
+
+        Shadow answers reach no caller: SageMaker records them only through data capture, and
+        :meth:`read_shadow` compares them with the production variant's. So while a shadow
+        variant runs, every request is captured, input and output, to the endpoint's capture
+        location (its ``data_capture.s3_uri``, else mlshift's default); the configuration after
+        the shadow phase goes back to the endpoint's own capture settings.
+        """
+        store = self._adapter.store
+        config: dict[str, Any] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": (capture or {}).get("DestinationS3Uri")
+            or store.uri(store.key("data-capture", endpoint)),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        }
+        kms = (capture or {}).get("KmsKeyId") or self._adapter.options.kms_key_id
+        if kms:
+            config["KmsKeyId"] = kms
+        return config
+
     def _create_config(
         self, endpoint: str, slots: Sequence[_Slot], options: EndpointOptions | None = None
     ) -> tuple[str, bool]:
@@ -779,13 +849,23 @@ class SageMakerEndpointService(BaseEndpointService):
 
         ``options`` are the endpoint's (default: this apply's, else the stored ones).
         """
-        variants = [s.production_variant() for s in slots]
+        variants = [s.production_variant() for s in slots if not s.shadow]
+        production_weight = sum(v["InitialVariantWeight"] for v in variants)
+        shadows = [
+            {**s.production_variant(), "InitialVariantWeight": production_weight * s.shadow / 100}
+            for s in slots
+            if s.shadow
+        ]
         kms = self._adapter.options.kms_key_id
         sizes = {s.name: s.size for s in slots}
         capture = self._data_capture(endpoint, options)
+        if shadows:
+            capture = self._shadow_capture(endpoint, capture)
         identity: dict[str, Any] = {"variants": variants, "kms": kms, "sizes": sizes}
         if capture is not None:  # left out when unset, so existing configurations keep their names
             identity["capture"] = capture
+        if shadows:
+            identity["shadows"] = shadows
         digest = fingerprint(identity)
         name = config_name(endpoint, digest)
         tags = {_SIZE_TAG + s.name: s.size for s in slots}
@@ -795,6 +875,8 @@ class SageMakerEndpointService(BaseEndpointService):
             "ProductionVariants": variants,
             "Tags": self._owned_tags(endpoint, tags),
         }
+        if shadows:
+            request["ShadowProductionVariants"] = shadows
         if kms:
             request["KmsKeyId"] = kms
         if capture is not None:
@@ -828,7 +910,8 @@ class SageMakerEndpointService(BaseEndpointService):
             config, _ = self._config(name)
         except NotFound:
             return set()
-        return {pv["ModelName"] for pv in config["ProductionVariants"]}
+        variants = [*config["ProductionVariants"], *(config.get("ShadowProductionVariants") or [])]
+        return {pv["ModelName"] for pv in variants}
 
     def _retire(self, old_config: str, new_config: str) -> None:
         """After a switch: delete the old configuration and the models only it used."""
@@ -914,6 +997,8 @@ class SageMakerEndpointService(BaseEndpointService):
             self._check_serverless(spec, options)
         if spec.autoscaling is not None:
             check_autoscaling(spec)
+        if spec.rollout is not None and spec.rollout.strategy == "shadow":
+            check_shadow(spec, options)
         if own:
             self._planned[spec.name] = options
         else:
@@ -1208,9 +1293,12 @@ class SageMakerEndpointService(BaseEndpointService):
 
     def set_weights(self, name: str, weights: Mapping[str, int]) -> Operation[EndpointState]:
         live = self._require_in_service(name)
-        names = [s.name for s in live.slots]
-        unknown = sorted(set(weights) - set(names))
-        full = {n: int(weights.get(n, 0)) for n in names}
+        names = [s.name for s in live.slots if not s.shadow]
+        # A shadow variant carries no traffic of its own: 0 for it is what it has already.
+        shadows = {s.name for s in live.slots if s.shadow}
+        asked = {n: w for n, w in weights.items() if not (n in shadows and w == 0)}
+        unknown = sorted(set(asked) - set(names))
+        full = {n: int(asked.get(n, 0)) for n in names}
         if unknown or sum(full.values()) != 100:
             raise ConfigError(
                 f"invalid weights {dict(weights)} for endpoint {name!r}: "
@@ -1419,6 +1507,136 @@ class SageMakerEndpointService(BaseEndpointService):
         """
         with aws_errors(f"read the CloudWatch metrics of {name!r} variant {variant!r}"):
             return read_variant_metrics(self._adapter.clients.client("cloudwatch"), name, variant, window)
+
+    # ---------------------------------------------------------------- shadow variants
+
+    def set_shadow(
+        self, name: str, variant: str, percent: int, *, tolerance: float = 0.01
+    ) -> Operation[EndpointState]:
+        """Make ``variant`` a SageMaker shadow variant mirroring ``percent`` of requests (0: stop).
+
+        A new configuration with the serving variant in ``ProductionVariants`` and ``variant``
+        in ``ShadowProductionVariants`` (weighted ``percent`` of the production weight), with
+        data capture of every request so :meth:`read_shadow` can compare answers. SageMaker
+        mirrors from exactly one production variant, so the endpoint must have exactly one
+        other variant. ``0`` puts the variant back among the production variants at 0%.
+
+        Raises:
+            NotFound: no such variant.
+            ConfigError: the endpoint has more than one other variant, or the variant carries
+                traffic.
+        """
+        live = self._require_in_service(name)
+        slot = live.slot(variant)
+        if slot is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider="sagemaker")
+        with self._lock:
+            self._tolerances[name] = tolerance
+        if percent <= 0:
+            if not slot.shadow:
+                return CompletedOperation(self._state(live), f"stop mirroring to {name}/{variant}")
+            slots = [replace(s, shadow=0, weight=0) if s.name == variant else s for s in live.slots]
+            return self._switch(name, slots, f"stop mirroring to {name}/{variant}")
+        others = [s for s in live.slots if s.name != variant]
+        if len(others) != 1 or slot.weight > 0:
+            raise ConfigError(
+                f"endpoint {name!r}: SageMaker mirrors one production variant to one shadow variant; "
+                f"it has {', '.join(f'{s.name} ({s.weight}%)' for s in live.slots)}",
+                field="rollout",
+                hint="shadow a new version on an endpoint with one serving variant",
+            )
+        if slot.serverless is not None or others[0].serverless is not None:
+            raise ConfigError(
+                f"endpoint {name!r}: SageMaker serverless endpoints take no data capture, which "
+                "shadow answers are compared from",
+                field="rollout",
+                hint="use a canary rollout on a serverless endpoint",
+            )
+        if slot.shadow == percent:
+            return CompletedOperation(self._state(live), f"mirror {percent}% of {name} to {variant}")
+        shadowed = replace(slot, shadow=min(percent, 100), weight=0)
+        return self._switch(name, [others[0], shadowed], f"mirror {percent}% of {name} to {variant}")
+
+    def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
+        """What the shadow ``variant`` did over the last ``window`` seconds.
+
+        Requests, errors and latency come from CloudWatch (SageMaker publishes them per
+        variant, shadow variants included); the comparison of answers from the data capture
+        records in S3, where a mirrored request's record (under the shadow variant) is paired
+        with the production variant's record of the same request by ``eventId`` (else by
+        identical input, closest in time). The serving variant's 4xx count is its 4xx share over
+        the window applied to the mirrored requests: CloudWatch does not split it by request.
+
+        Raises:
+            ProviderError: S3 or CloudWatch refused.
+        """
+        live = self._read(name)
+        slot = None if live is None else live.slot(variant)
+        if live is None or slot is None or not slot.shadow:
+            return None
+        production = next((s.name for s in live.slots if not s.shadow), None)
+        if production is None:
+            return None
+        config, _ = self._config(live.config)
+        destination = (config.get("DataCaptureConfig") or {}).get("DestinationS3Uri")
+        since = datetime.now(timezone.utc) - timedelta(seconds=window)
+        tolerance = self._tolerances.get(name, 0.01)
+        rows = agreed = 0
+        mirrored = 0
+        if destination:
+            shadow_records = self._capture_records(destination, name, variant, since)
+            mirrored = len(shadow_records)
+            for primary, answer in pair_records(
+                self._capture_records(destination, name, production, since), shadow_records
+            ):
+                compared, same = compare_answers(primary, answer, tolerance)
+                rows, agreed = rows + compared, agreed + same
+        shadow_m = self.read_metrics(name, variant, window)
+        base_m = self.read_metrics(name, production, window)
+        requests = shadow_m.requests if shadow_m is not None else mirrored
+        base_rate = base_m.client_errors / base_m.requests if base_m is not None and base_m.requests else 0.0
+        return ShadowMetrics(
+            variant=variant,
+            window_seconds=window,
+            requests=max(requests, mirrored),
+            errors=shadow_m.errors if shadow_m is not None else 0,
+            client_errors=shadow_m.client_errors if shadow_m is not None else 0,
+            baseline_client_errors=round(base_rate * max(requests, mirrored)),
+            rows=rows,
+            agreed_rows=agreed,
+            p99_ms=shadow_m.p99_ms if shadow_m is not None else None,
+            baseline_p99_ms=base_m.p99_ms if base_m is not None else None,
+        )
+
+    def _capture_records(
+        self, destination: str, endpoint: str, variant: str, since: datetime
+    ) -> builtins.list[CaptureRecord]:
+        """The data capture records of ``endpoint``/``variant`` made at or after ``since``."""
+        bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+        folder = "/".join(p for p in (prefix.strip("/"), endpoint, variant) if p) + "/"
+        s3 = self._adapter.clients.client("s3")
+        records: list[CaptureRecord] = []
+        seen: dict[tuple[str, str, str], builtins.list[CaptureRecord]] = {}
+        # Keys are .../YYYY/MM/DD/HH/file.jsonl: start listing at the hour ``since`` falls in.
+        start_after = folder + since.strftime("%Y/%m/%d/%H")
+        with aws_errors(f"read the data capture of {endpoint}/{variant} in {destination}"):
+            for page in s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=folder, StartAfter=start_after
+            ):
+                for item in page.get("Contents", []):
+                    # A shadow phase reads its files again every poll: each is fetched once.
+                    key = (bucket, item["Key"], str(item.get("ETag", "")))
+                    parsed = self._capture_files.get(key)
+                    if parsed is None:
+                        body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                        parsed = list(parse_capture(body))
+                    seen[key] = parsed
+                    records.extend(r for r in parsed if r.time >= since)
+        with self._lock:
+            # Keep what this listing saw, plus other folders' files (the other variant's).
+            kept = {k: v for k, v in self._capture_files.items() if not k[1].startswith(folder)}
+            self._capture_files = {**kept, **seen}
+        return records
 
     # ---------------------------------------------------------------- journal and lock
 

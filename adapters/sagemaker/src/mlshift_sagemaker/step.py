@@ -15,10 +15,13 @@ inputs of later steps). Three commands:
 ``register --target URI --value model NAME [--value run ID] --settings JSON``
     The built-in ``RegisterModel`` (:func:`mlshift.pipelines.builtins.register_model`): the
     ``artifact`` input becomes a version (with the ``metrics`` input) unless a version with those
-    bytes exists, which is reused; a new version carries the lineage tag ``mlshift:pipeline``
-    (from the settings) and ``mlshift:run`` when a run is given. Compiled pipelines give no run:
-    a per-execution argument would defeat SageMaker's step cache. ``outputs.json`` gets
-    ``version``.
+    bytes exists, which is reused; a new version carries the lineage tags ``mlshift:pipeline``
+    (from the settings) and ``mlshift:run``: the pipeline execution's ARN, the run id
+    ``client.pipelines.run`` returns, as a local run's id is. Compiled pipelines do not pass it
+    (a per-execution argument would defeat SageMaker's step cache): the step reads its
+    execution from the job's own configuration (``/opt/ml/config/processingjobconfig.json``,
+    whose ``mlshift`` output is compiled as ``.../runs/<execution id>/<step>/mlshift``); a
+    ``--value run ID`` wins. ``outputs.json`` gets ``version``.
 
 ``deploy --target URI --value model REF --value endpoint NAME --settings JSON``
     The built-in ``Deploy`` (:func:`mlshift.pipelines.builtins.deploy`); ``outputs.json`` gets
@@ -138,15 +141,54 @@ def _run_python(root: Path, task: dict[str, Any], values: dict[str, str]) -> Non
         _write(root, None, {} if result is None else {"output": _plain(result)})
 
 
+def _execution_id(root: Path) -> str | None:
+    """The id of the pipeline execution this processing job runs in, if it can be told.
+
+    SageMaker writes the job's configuration to ``/opt/ml/config/processingjobconfig.json``
+    (beside ``root``), with the resolved ``S3Uri`` of each output; the ``mlshift`` output is
+    compiled as ``.../runs/<execution id>/<step>/mlshift``.
+    """
+    try:
+        config = json.loads((root.parent / "config" / "processingjobconfig.json").read_text())
+        outputs = config["ProcessingOutputConfig"]["Outputs"]
+        uri = next(str(o["S3Output"]["S3Uri"]) for o in outputs if o.get("OutputName") == "mlshift")
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+    parts = uri.rstrip("/").split("/")
+    return parts[-3] if len(parts) >= 4 and parts[-4] == "runs" and parts[-3] else None
+
+
+def _run_id(client: Any, root: Path, pipeline: str) -> str | None:
+    """This execution's ARN (``client.pipelines.run``'s run id), or ``None`` when unknown."""
+    from mlshift.errors import MlshiftError
+    from mlshift_sagemaker._pipelines import pipeline_name
+    from mlshift_sagemaker.errors import aws_errors
+
+    execution = _execution_id(root)
+    if execution is None:
+        return None
+    name = pipeline_name(pipeline)
+    try:
+        with aws_errors(f"describe pipeline {name!r}"):
+            arn = str(
+                client.adapter.clients.client("sagemaker").describe_pipeline(PipelineName=name)["PipelineArn"]
+            )
+    except MlshiftError as exc:
+        print(f"no mlshift:run tag: {exc}", file=sys.stderr)
+        return None
+    return f"{arn}/execution/{execution}"
+
+
 def _register(root: Path, target: str, values: dict[str, str], settings: dict[str, Any]) -> None:
     import mlshift
     from mlshift.pipelines.builtins import lineage_tags, register_model
 
-    lineage: dict[str, str] = {}
-    if "pipeline" in settings:
-        lineage = lineage_tags(settings["pipeline"], values.get("run", ""))
-        lineage = {k: v for k, v in lineage.items() if v}
     with mlshift.connect(target) as client:
+        lineage: dict[str, str] = {}
+        if "pipeline" in settings:
+            run = values.get("run") or _run_id(client, root, settings["pipeline"]) or ""
+            lineage = lineage_tags(settings["pipeline"], run)
+            lineage = {k: v for k, v in lineage.items() if v}
         version = register_model(
             client,
             values["model"],

@@ -385,13 +385,29 @@ class ExecutionRunner:
         job_arn = f"arn:aws:sagemaker:{self._region}:{self._fake.account_id}:processing-job/{job}"
         with self._fake._lock:
             entry["Metadata"] = {"ProcessingJob": {"Arn": job_arn}}
-        root = self._work / name
+        root = self._work / name / "processing"  # /opt/ml/processing; the job's config beside it
         for input_name, uri, local in inputs:
             self._download(str(uri), self._local(root, local))
             if not any(self._local(root, local).iterdir()):
                 raise _StepError(f"input {input_name!r}: nothing at {uri}")
         for _, _, local in outputs:
             self._local(root, local).mkdir(parents=True, exist_ok=True)
+        # What SageMaker writes to /opt/ml/config/processingjobconfig.json (beside the root).
+        job_config = {
+            "ProcessingJobArn": job_arn,
+            "ProcessingJobName": job,
+            "ProcessingOutputConfig": {
+                "Outputs": [
+                    {
+                        "OutputName": n,
+                        "S3Output": {"S3Uri": str(u), "LocalPath": local, "S3UploadMode": "EndOfJob"},
+                    }
+                    for n, u, local in outputs
+                ]
+            },
+        }
+        (root.parent / "config").mkdir(parents=True, exist_ok=True)
+        (root.parent / "config" / "processingjobconfig.json").write_text(json.dumps(job_config))
         arguments = [_text(a) for a in resolved_app.get("ContainerArguments", [])]
         command = [*app.get("ContainerEntrypoint", []), *arguments]
         if list(app.get("ContainerEntrypoint", [])) == _MLSHIFT_STEP:

@@ -18,6 +18,16 @@ What it adds to moto:
   SageMaker's ``ModelError`` with the server's status and body. Each answer is published to
   moto's CloudWatch as SageMaker's per-variant ``Invocations``, ``Invocation4XXErrors``,
   ``Invocation5XXErrors`` and ``ModelLatency`` (with ``pNN`` statistics, which moto lacks).
+- Shadow variants (moto ignores ``ShadowProductionVariants``): the fake keeps them per
+  endpoint configuration and shows them in ``DescribeEndpointConfig``; ``InvokeEndpoint``
+  mirrors the configured share of requests to the shadow variant after the production variant
+  answered (synchronously here, so its records exist when the caller has its answer; SageMaker
+  mirrors in the background), never answers the caller from it and never fails the caller
+  because of it, and publishes its metrics under its own variant name.
+- Data capture: with ``EnableCapture`` each answered request (sampled evenly by
+  ``InitialSamplingPercentage``) is written to the capture destination in moto's S3 as SageMaker
+  writes it (JSON Lines under ``{endpoint}/{variant}/YYYY/MM/DD/HH/``), a mirrored request
+  under the shadow variant with the production record's ``eventId``; one file per request.
 - ``DeleteModelPackage`` (moto lacks it).
 - Pipeline executions that run their steps for real, in dependency order, as SageMaker wires
   them (inputs and outputs in moto's S3, property files, conditions, caching, logs in CloudWatch
@@ -39,14 +49,18 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from mlshift.adapter import MirrorShare
+from mlshift_sagemaker._capture import capture_key, capture_record
 from mlshift_sagemaker.testing._executions import Execution, ExecutionRunner
 from mlshift_sagemaker.testing._metrics import moto_percentiles, publish_invocation
 from mlshift_sagemaker.testing._serving import InProcessServer
@@ -280,11 +294,17 @@ class FakeSageMaker:
         self.retry_sleeps: list[float] = []
         #: Requests answered per (endpoint, variant).
         self.invocations: Counter[tuple[str, str]] = Counter()
+        #: Requests mirrored per (endpoint, shadow variant), answered or not; never in ``invocations``.
+        self.mirrored: Counter[tuple[str, str]] = Counter()
         self.faults: list[Fault] = []
         self._unhealthy: list[_Unhealthy] = []
         self._armed_alarms: dict[str, str] = {}
         self._changes: dict[tuple[str, str], _Change] = {}
         self._routing: dict[tuple[str, str, str], dict[str, int]] = {}
+        # (region, endpoint config) -> its ShadowProductionVariants, which moto drops.
+        self._shadow_variants: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # (region, endpoint, config, what) -> which requests get mirrored / captured.
+        self._shares: dict[tuple[str, str, str, str], MirrorShare] = {}
         self._executions: dict[str, Execution] = {}
         self._runners: list[ExecutionRunner] = []
         self._step_cache: dict[str, Any] = {}
@@ -686,6 +706,10 @@ class FakeSageMaker:
                 )
             if operation == "UpdateEndpoint":
                 return self._update_endpoint(request, params, backend, region)
+            if operation == "CreateEndpointConfig" and params.get("ShadowProductionVariants"):
+                problem = self._check_shadows(params, backend)
+                if problem:
+                    return self._validation(request, problem)
             if operation == "DeleteModelPackage":
                 return self._delete_model_package(request, params, backend)
             if operation in ("CreatePipeline", "UpdatePipeline"):
@@ -718,6 +742,8 @@ class FakeSageMaker:
                 if endpoint is not None and endpoint.endpoint_status != "InService":
                     return self._validation(request, f'Cannot update in-progress endpoint "{name}".')
         response = self._moto(request)
+        if operation in ("CreateEndpointConfig", "DescribeEndpointConfig", "DeleteEndpointConfig"):
+            response = self._shadow_config(request, operation, params, region, response)
         if operation == "StartPipelineExecution" and response.status_code == 200:
             arn = json.loads(response.content)["PipelineExecutionArn"]
             self._start_execution(backend, params, arn, region)
@@ -730,6 +756,37 @@ class FakeSageMaker:
 
     def _moto(self, request: Any) -> Any:
         return _moto_stubber()(event_name="before-send", request=request)
+
+    @staticmethod
+    def _check_shadows(params: Mapping[str, Any], backend: Any) -> str | None:
+        """What SageMaker refuses in ``ShadowProductionVariants`` (``None`` if fine)."""
+        shadows = params["ShadowProductionVariants"]
+        if len(params.get("ProductionVariants") or []) != 1 or len(shadows) != 1:
+            return (
+                "When ShadowProductionVariants is specified, exactly one variant is supported in "
+                "ProductionVariants and exactly one in ShadowProductionVariants."
+            )
+        for variant in shadows:
+            if variant.get("ModelName") not in backend._models:
+                return f'Could not find model "{variant.get("ModelName")}".'
+        return None
+
+    def _shadow_config(
+        self, request: Any, operation: str, params: Mapping[str, Any], region: str, response: Any
+    ) -> Any:
+        key = (region, str(params.get("EndpointConfigName", "")))
+        if response.status_code != 200:
+            return response
+        with self._lock:
+            if operation == "CreateEndpointConfig" and params.get("ShadowProductionVariants"):
+                self._shadow_variants[key] = [dict(v) for v in params["ShadowProductionVariants"]]
+            elif operation == "DeleteEndpointConfig":
+                self._shadow_variants.pop(key, None)
+            elif operation == "DescribeEndpointConfig" and key in self._shadow_variants:
+                data = json.loads(response.content)
+                data["ShadowProductionVariants"] = self._shadow_variants[key]
+                return self._ok(request, data)
+        return response
 
     def _delete_model_package(self, request: Any, params: dict[str, Any], backend: Any) -> Any:
         name = params.get("ModelPackageName", "")
@@ -982,6 +1039,22 @@ class FakeSageMaker:
         with self._lock:
             self.invocations[(name, chosen)] += 1
             publish_invocation(self.backend("cloudwatch", region), name, chosen, status, seconds)
+        event_id = str(uuid.uuid4())
+        capture = self._capture_destination(region, name, endpoint.endpoint_config_name, config)
+        if capture is not None and status < 400:
+            self._write_capture(
+                capture,
+                name,
+                chosen,
+                event_id,
+                body,
+                content_type,
+                content,
+                headers.get("content-type", accept),
+            )
+        self._mirror(
+            region, name, endpoint.endpoint_config_name, capture, event_id, body, content_type, accept
+        )
         if status >= 400:
             text = content.decode(errors="replace")
             kind = "client" if status < 500 else "server"
@@ -1008,6 +1081,104 @@ class FakeSageMaker:
             },
             content,
         )
+
+    def _share(self, region: str, name: str, config: str, what: str, percent: int) -> bool:
+        """Whether this request is in the ``percent`` share of ``what`` (evenly spread, not random)."""
+        with self._lock:
+            share = self._shares.setdefault((region, name, config, what), MirrorShare(percent))
+            return share.pick()
+
+    def _capture_destination(self, region: str, name: str, config_name: str, config: Any) -> str | None:
+        """The capture destination if this request is captured, else ``None``."""
+        capture = getattr(config, "data_capture_config", None) or {}
+        if not capture.get("EnableCapture") or not capture.get("DestinationS3Uri"):
+            return None
+        percent = int(capture.get("InitialSamplingPercentage", 100))
+        if not self._share(region, name, config_name, "capture", percent):
+            return None
+        modes = {str(o.get("CaptureMode", "")).lower() for o in capture.get("CaptureOptions") or []}
+        return f"{capture['DestinationS3Uri']}#{','.join(sorted(modes))}"
+
+    def _write_capture(
+        self,
+        destination: str,
+        endpoint: str,
+        variant: str,
+        event_id: str,
+        request: bytes,
+        request_type: str,
+        response: bytes,
+        response_type: str,
+    ) -> None:
+        uri, _, modes = destination.partition("#")
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        now = datetime.now(timezone.utc)
+        line = capture_record(
+            event_id=event_id,
+            time=now,
+            request=request if "input" in modes else None,
+            request_type=request_type,
+            response=response if "output" in modes else None,
+            response_type=response_type,
+        )
+        # SageMaker cannot write to a bucket that does not exist either: nothing is captured.
+        with contextlib.suppress(Exception):
+            self.backend("s3").put_object(
+                bucket, capture_key(prefix, endpoint, variant, now), (line + "\n").encode()
+            )
+
+    def _mirror(
+        self,
+        region: str,
+        name: str,
+        config_name: str,
+        capture: str | None,
+        event_id: str,
+        body: bytes,
+        content_type: str,
+        accept: str,
+    ) -> None:
+        """Send a copy of the request to the shadow variant, if any and if it is in its share.
+
+        The caller already has the production variant's answer: nothing here reaches it, and a
+        shadow that fails (or cannot even be loaded) only shows in its own metrics.
+        """
+        backend = self.backend("sagemaker", region)
+        shadows = self._shadow_variants.get((region, config_name))
+        config = backend.endpoint_configs.get(config_name)
+        if not shadows or config is None:
+            return
+        variant = shadows[0]
+        production = sum(float(v.get("InitialVariantWeight", 1.0)) for v in config.production_variants)
+        percent = round(float(variant.get("InitialVariantWeight", 1.0)) * 100 / (production or 1.0))
+        if not self._share(region, name, config_name, "shadow", percent):
+            return
+        shadow = variant["VariantName"]
+        with self._lock:
+            self.mirrored[(name, shadow)] += 1
+        started = time.perf_counter()
+        try:
+            model = backend._models[variant["ModelName"]]
+            app = self._server.app(
+                model.model_name, lambda folder: self._load(folder, model.primary_container, shadow)
+            )
+            status, headers, content = self._server.call(app, body, content_type, accept)
+        except Exception:
+            status, headers, content = 500, {}, b""
+        seconds = time.perf_counter() - started
+        with self._lock:
+            publish_invocation(self.backend("cloudwatch", region), name, shadow, status, seconds)
+        if capture is not None and status < 400:
+            self._write_capture(
+                capture,
+                name,
+                shadow,
+                event_id,
+                body,
+                content_type,
+                content,
+                headers.get("content-type", accept),
+            )
 
     def _runtime_error(self, request: Any, status: int, code: str, message: str) -> Any:
         return self._response(
