@@ -1,0 +1,100 @@
+"""Google API errors translated into mlshift's error tree, with hints for Vertex AI.
+
+``google.api_core.exceptions`` is imported only when an error is translated, so importing this
+module imports no Google library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from mlshift.errors import (
+    AuthError,
+    Conflict,
+    MlshiftError,
+    NotFound,
+    ProviderError,
+    ProviderTimeout,
+    QuotaExceeded,
+)
+
+__all__ = ["EtagConflict", "VertexApiError", "google_errors", "translate"]
+
+PROVIDER = "vertex"
+
+
+class VertexApiError(ProviderError):
+    """Vertex AI (or GCS, or Cloud Monitoring) refused a request for a reason mlshift does not map."""
+
+    code = "vertex_api_error"
+
+
+class EtagConflict(Conflict):
+    """An endpoint changed between reading it and updating it (its ``etag`` no longer matched)."""
+
+    code = "etag_conflict"
+
+
+def translate(exc: BaseException, what: str) -> MlshiftError:
+    """The mlshift error for a Google API exception raised while doing ``what``."""
+    from google.api_core import exceptions as g
+
+    message = getattr(exc, "message", None) or str(exc)
+    status = type(exc).__name__
+    text = f"Vertex AI refused to {what}: {message}"
+    if isinstance(exc, g.ResourceExhausted):
+        return QuotaExceeded(
+            text,
+            provider=PROVIDER,
+            provider_code=status,
+            orig=exc,
+            hint="a Vertex AI quota was hit (machines, GPUs or requests per minute in this region): see "
+            "IAM & Admin > Quotas in the Cloud console, ask for more, or use a smaller size; "
+            "the next apply continues from what exists",
+        )
+    if isinstance(exc, (g.Unauthenticated, g.PermissionDenied)):
+        return AuthError(
+            text,
+            provider=PROVIDER,
+            provider_code=status,
+            orig=exc,
+            hint="check Application Default Credentials (`gcloud auth application-default login`) "
+            "and that the account has roles/aiplatform.user and storage access to the staging bucket",
+        )
+    if isinstance(exc, g.NotFound):
+        return NotFound(text, provider=PROVIDER, provider_code=status, orig=exc)
+    if isinstance(exc, g.Aborted) or "etag" in message.lower():
+        return EtagConflict(
+            text,
+            provider=PROVIDER,
+            provider_code=status,
+            orig=exc,
+            hint="someone else changed the endpoint at the same time: run the command again",
+        )
+    if isinstance(exc, (g.AlreadyExists, g.Conflict, g.FailedPrecondition)):
+        return Conflict(text, provider=PROVIDER, provider_code=status, orig=exc)
+    if isinstance(exc, (g.DeadlineExceeded, g.GatewayTimeout)):
+        return ProviderTimeout(
+            text,
+            provider=PROVIDER,
+            provider_code=status,
+            orig=exc,
+            hint="the model container did not answer in time: read its logs in Cloud Logging "
+            '(resource.type="aiplatform.googleapis.com/Endpoint"), and check that it listens on '
+            "AIP_HTTP_PORT and answers AIP_HEALTH_ROUTE",
+        )
+    return VertexApiError(text, provider=PROVIDER, provider_code=status, orig=exc)
+
+
+@contextlib.contextmanager
+def google_errors(what: str) -> Iterator[None]:
+    """Translate Google API exceptions raised inside the block (others pass through)."""
+    try:
+        yield
+    except MlshiftError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith("google.api_core"):
+            raise translate(exc, what) from exc
+        raise
