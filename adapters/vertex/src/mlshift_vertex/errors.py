@@ -43,7 +43,7 @@ def translate(exc: BaseException, what: str) -> MlshiftError:
     message = getattr(exc, "message", None) or str(exc)
     status = type(exc).__name__
     text = f"Vertex AI refused to {what}: {message}"
-    if isinstance(exc, g.ResourceExhausted):
+    if isinstance(exc, g.TooManyRequests):  # ResourceExhausted over gRPC, 429 over REST
         return QuotaExceeded(
             text,
             provider=PROVIDER,

@@ -173,6 +173,7 @@ class FakeVertex:
         self._state = _State(buckets={bucket})
         self._faults: list[Fault] = []
         self._slow_polls = 0
+        self._broken: dict[str, int] = {}
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._generation = itertools.count(1_700_000_000_000_001)
@@ -266,6 +267,18 @@ class FakeVertex:
     def slow_operations(self, polls: int) -> None:
         """Long-running operations started from now on report ``done: false`` for ``polls`` polls."""
         self._slow_polls = polls
+
+    def break_variant(self, variant: str, code: int = 500) -> None:
+        """Make the deployed models named ``variant`` answer every prediction with ``code``.
+
+        Unlike :meth:`fail`, the answers are the model's: they are routed by the traffic split
+        and counted in Cloud Monitoring under the deployed model (``code=0`` heals it).
+        """
+        with self._lock:
+            if code:
+                self._broken[variant] = code
+            else:
+                self._broken.pop(variant, None)
 
     def mutating_calls(self) -> list[VertexCall]:
         """The requests so far that changed state."""
@@ -849,9 +862,12 @@ class FakeVertex:
         assert self._caller is not None
         start = time.perf_counter()
         body = json.dumps({k: v for k, v in data.items() if k in ("instances", "parameters")}).encode()
-        status, _, answer = self._caller.call(
-            self._app(deployed, model), body, "application/json", "application/json"
-        )
+        broken = self._broken.get(str(deployed.get("displayName")))
+        if broken:
+            status, answer = broken, json.dumps({"error": {"message": "the model failed"}}).encode()
+        else:
+            app = self._app(deployed, model)
+            status, _, answer = self._caller.call(app, body, "application/json", "application/json")
         latency = (time.perf_counter() - start) * 1000
         with self._lock:
             self._state.samples.append(
