@@ -137,7 +137,7 @@ def test_canary_promotes_under_load_on_monitoring_gates(
     deployed: mlshift.Client, iris: dict[str, Any]
 ) -> None:
     with traffic(deployed, iris["rows"]) as seen:
-        state = deployed.endpoints.deploy("iris-ep", "iris:2", rollout=Canary(percent=20, bake=2, gate=GATE))
+        state = deployed.endpoints.deploy("iris-ep", "iris:2", rollout=Canary(percent=50, bake=6, gate=GATE))
     assert [(v.model, v.weight) for v in state.variants] == [("iris:2", 100)]
     assert not [k for k in seen if k.startswith(("error", "crash"))], seen
     assert seen["iris-v2"] > 0
@@ -152,8 +152,8 @@ def test_a_failing_canary_returns_traffic(
     broken.mkdir()
     (broken / "predictor.py").write_text(FAILING)
     deployed.models.register("iris", broken, framework="predictor")
-    with traffic(deployed, iris["rows"]), pytest.raises(RolloutFailed):
-        deployed.endpoints.deploy("iris-ep", "iris:3", rollout=Canary(percent=30, bake=5, gate=GATE))
+    with traffic(deployed, iris["rows"]), pytest.raises(RolloutFailed, match="error rate"):
+        deployed.endpoints.deploy("iris-ep", "iris:3", rollout=Canary(percent=50, bake=6, gate=GATE))
     state = deployed.endpoints.get("iris-ep")
     assert [(v.model, v.weight) for v in state.variants] == [("iris:1", 100)]
     assert deployed.endpoints.predict("iris-ep", iris["rows"]).predictions == iris["expected_v1"]
