@@ -111,6 +111,7 @@ class Fault:
         code: The HTTP status to answer (429 quota, 504 timeout, 409 conflict...).
         message: The error message.
         times: How many matching requests fail (then the fault is spent).
+        status: The canonical status name (``None``: the one for ``code``).
     """
 
     pattern: str
@@ -125,7 +126,6 @@ class _Operation:
     name: str
     response: dict[str, Any]
     polls_left: int
-    error: dict[str, Any] | None = None
 
 
 @dataclass
@@ -253,13 +253,22 @@ class FakeVertex:
 
     # ---------------------------------------------------------------- test controls
 
-    def fail(self, pattern: str, code: int, message: str = "injected fault", *, times: int = 1) -> Fault:
+    def fail(
+        self,
+        pattern: str,
+        code: int,
+        message: str = "injected fault",
+        *,
+        times: int = 1,
+        status: str | None = None,
+    ) -> Fault:
         """Answer the next ``times`` requests matching ``pattern`` (``METHOD PATH``) with an error.
 
         For example ``fail("POST .*:deployModel", 429, "Quota exceeded")`` is a quota error on
         the next deploy; ``fail("POST .*:predict", 504)`` a prediction that timed out.
+        ``status`` is the canonical status name (default: the one for ``code``).
         """
-        fault = Fault(pattern, code, message, times)
+        fault = Fault(pattern, code, message, times, status)
         with self._lock:
             self._faults.append(fault)
         return fault
