@@ -211,3 +211,20 @@ def test_an_etag_conflict_is_named_and_the_next_apply_converges(
         deployed.adapter.endpoints.set_weights("iris-ep", dict(zip(names, (50, 50), strict=True)))
     state = deployed.adapter.endpoints.set_weights("iris-ep", dict(zip(names, (50, 50), strict=True))).wait()
     assert sorted(state.weights.values()) == [50, 50]
+
+
+def test_undeploy_refused_by_vertex_is_a_conflict(deployed: mlshift.Client, vertex: FakeVertex) -> None:
+    from mlshift.errors import Conflict
+
+    deployed.endpoints.deploy("iris-ep", "iris:2", traffic=10)
+    # Vertex's answer over REST is a 400 whose body says FAILED_PRECONDITION.
+    message = "Deployed model has traffic; move it before undeploying"
+    vertex.fail("POST .*:undeployModel", 400, message, status="FAILED_PRECONDITION")
+    names = deployed.endpoints.get("iris-ep").weights
+    zero = next(n for n, w in names.items() if w == 10)
+    deployed.adapter.endpoints.set_weights("iris-ep", {n: (0 if n == zero else 100) for n in names}).wait()
+    with pytest.raises(Conflict, match="move it before undeploying") as info:
+        deployed.adapter.endpoints.remove_variant("iris-ep", zero)
+    assert info.value.provider_code == "FAILED_PRECONDITION"  # type: ignore[attr-defined]
+    deployed.adapter.endpoints.remove_variant("iris-ep", zero).wait()  # the next try converges
+    assert list(deployed.endpoints.get("iris-ep").weights.values()) == [100]

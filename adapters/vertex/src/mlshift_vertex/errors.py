@@ -36,14 +36,29 @@ class EtagConflict(Conflict):
     code = "etag_conflict"
 
 
+def _status(exc: BaseException) -> str:
+    """The canonical status (``FAILED_PRECONDITION``): over REST it is only in the error body,
+    and the exception class follows the HTTP code (a 400 is ``BadRequest`` whatever it meant)."""
+    code = getattr(exc, "grpc_status_code", None)
+    if code is not None:
+        return str(getattr(code, "name", code))
+    response = getattr(exc, "response", None)
+    try:
+        status = response.json()["error"]["status"]  # type: ignore[union-attr]
+    except Exception:
+        return ""
+    return status if isinstance(status, str) else ""
+
+
 def translate(exc: BaseException, what: str) -> MlshiftError:
     """The mlshift error for a Google API exception raised while doing ``what``."""
     from google.api_core import exceptions as g
 
     message = getattr(exc, "message", None) or str(exc)
-    status = type(exc).__name__
+    canonical = _status(exc)
+    status = canonical or type(exc).__name__
     text = f"Vertex AI refused to {what}: {message}"
-    if isinstance(exc, g.TooManyRequests):  # ResourceExhausted over gRPC, 429 over REST
+    if isinstance(exc, g.TooManyRequests) or canonical == "RESOURCE_EXHAUSTED":
         return QuotaExceeded(
             text,
             provider=PROVIDER,
@@ -53,7 +68,10 @@ def translate(exc: BaseException, what: str) -> MlshiftError:
             "IAM & Admin > Quotas in the Cloud console, ask for more, or use a smaller size; "
             "the next apply continues from what exists",
         )
-    if isinstance(exc, (g.Unauthenticated, g.PermissionDenied)):
+    if isinstance(exc, (g.Unauthenticated, g.PermissionDenied)) or canonical in (
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+    ):
         return AuthError(
             text,
             provider=PROVIDER,
@@ -62,9 +80,9 @@ def translate(exc: BaseException, what: str) -> MlshiftError:
             hint="check Application Default Credentials (`gcloud auth application-default login`) "
             "and that the account has roles/aiplatform.user and storage access to the staging bucket",
         )
-    if isinstance(exc, g.NotFound):
+    if isinstance(exc, g.NotFound) or canonical == "NOT_FOUND":
         return NotFound(text, provider=PROVIDER, provider_code=status, orig=exc)
-    if isinstance(exc, g.Aborted) or "etag" in message.lower():
+    if isinstance(exc, g.Aborted) or canonical == "ABORTED" or "etag" in message.lower():
         return EtagConflict(
             text,
             provider=PROVIDER,
@@ -72,9 +90,12 @@ def translate(exc: BaseException, what: str) -> MlshiftError:
             orig=exc,
             hint="someone else changed the endpoint at the same time: run the command again",
         )
-    if isinstance(exc, (g.AlreadyExists, g.Conflict, g.FailedPrecondition)):
+    if isinstance(exc, (g.AlreadyExists, g.Conflict, g.FailedPrecondition)) or canonical in (
+        "ALREADY_EXISTS",
+        "FAILED_PRECONDITION",
+    ):
         return Conflict(text, provider=PROVIDER, provider_code=status, orig=exc)
-    if isinstance(exc, (g.DeadlineExceeded, g.GatewayTimeout)):
+    if isinstance(exc, (g.DeadlineExceeded, g.GatewayTimeout)) or canonical == "DEADLINE_EXCEEDED":
         return ProviderTimeout(
             text,
             provider=PROVIDER,

@@ -353,10 +353,11 @@ class FakeVertex:
                 status = 204
             else:
                 body = json.dumps(result).encode()
-        except ApiError as exc:
-            status = exc.code
+        except Exception as exc:  # the fake's own bug: answer it, so the caller fails at once
+            error = exc if isinstance(exc, ApiError) else ApiError(500, f"the fake failed: {exc!r}")
+            status = error.code
             body = json.dumps(
-                {"error": {"code": exc.code, "message": exc.message, "status": exc.status}}
+                {"error": {"code": error.code, "message": error.message, "status": error.status}}
             ).encode()
             uploaded = 0
         with self._lock:
