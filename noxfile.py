@@ -39,6 +39,9 @@ SAGEMAKER = "adapters/sagemaker"
 SAGEMAKER_TEST_DEPS = ["-e", f"{SAGEMAKER}[testing]", "moto[server]"]
 #: What mlshift-sagemaker[images] adds (the prebuilt-image lookup), so its tests run too.
 SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
+VERTEX = "adapters/vertex"
+# google-cloud-aiplatform (its low-level clients); the kit's fake is stdlib HTTP on 127.0.0.1.
+VERTEX_TEST_DEPS = ["-e", f"{VERTEX}[testing]"]
 
 
 @nox.session
@@ -48,6 +51,7 @@ def tests(session: nox.Session) -> None:
         "-e",
         EXTRAS,
         *SAGEMAKER_TEST_DEPS,
+        *VERTEX_TEST_DEPS,
         *TEST_DEPS,
         *KFP_SPEC_DEPS,
         SAGEMAKER_IMAGES,
@@ -61,6 +65,8 @@ def tests(session: nox.Session) -> None:
     if not session.posargs:
         # The adapter's suite runs with its own pytest configuration (rootdir, conftest).
         with session.chdir(SAGEMAKER):
+            session.run("pytest", "-q")
+        with session.chdir(VERTEX):
             session.run("pytest", "-q")
 
 
@@ -122,21 +128,25 @@ def tests_core(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint and formatting) and the import contracts in .importlinter (lint-imports)."""
     session.install("ruff>=0.6", "import-linter>=2.1")
-    paths = ["src", "tests", "examples", "bench", "tools", "noxfile.py", SAGEMAKER]
+    paths = ["src", "tests", "examples", "bench", "tools", "noxfile.py", SAGEMAKER, VERTEX]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
     # lint-imports reads the sources without importing them, so no install is needed;
     # tools/ holds the custom contract type.
-    source_path = os.pathsep.join(["src", f"{SAGEMAKER}/src", "tools"])
+    source_path = os.pathsep.join(["src", f"{SAGEMAKER}/src", f"{VERTEX}/src", "tools"])
     session.run("lint-imports", env={"PYTHONPATH": source_path})
 
 
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict on src/ and the public-API typing tests."""
-    session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, "mypy>=1.10", "types-PyYAML", "pytest>=8")
+    session.install(
+        "-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *VERTEX_TEST_DEPS, "mypy>=1.10", "types-PyYAML", "pytest>=8"
+    )
     session.run("mypy")
     with session.chdir(SAGEMAKER):  # strict, with its own overrides for boto3/botocore/moto
+        session.run("mypy")
+    with session.chdir(VERTEX):  # strict, with its own overrides for the Google libraries
         session.run("mypy")
 
 

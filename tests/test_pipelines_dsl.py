@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mlshift.errors import AdapterNotFound, ConfigError
+from mlshift.errors import AdapterNotFound, ConfigError, UnsupportedOperation
 from mlshift.pipelines import (
     ContainerStep,
     Deploy,
@@ -430,8 +430,12 @@ def test_compile_local_gives_the_ir_and_cloud_targets_say_what_is_missing(steps:
     expected = "needs the target itself, e.g. --target sagemaker://" if installed else "pip install"
     with pytest.raises(ConfigError, match=expected):
         compile_pipeline(gated, "sagemaker")
-    with pytest.raises(AdapterNotFound, match="vertex"):
-        compile_pipeline(gated, "vertex://my-project/us-central1")  # not installed: says what to install
+    if importlib.util.find_spec("mlshift_vertex") is None:
+        with pytest.raises(AdapterNotFound, match="vertex"):
+            compile_pipeline(gated, "vertex://my-project/us-central1")  # not installed: says what to install
+    else:  # installed, and it does not run pipelines yet: says which targets do
+        with pytest.raises(UnsupportedOperation, match="PIPELINES"):
+            compile_pipeline(gated, "vertex://my-project/us-central1")
 
 
 def test_compile_command_writes_the_ir(tmp_path: Path) -> None:

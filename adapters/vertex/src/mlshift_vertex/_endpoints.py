@@ -1,0 +1,539 @@
+"""Endpoints on Vertex AI: an endpoint per name, a deployed model per variant, weights as ``traffic_split``.
+
+- The endpoint id is the endpoint's name (checked against Vertex's id rule at plan time);
+  ``display_name`` is the name too, and ``mlshift-*`` labels mark what mlshift manages.
+- A variant is a deployed model. Deployed model ids are numeric and assigned by Vertex, so the
+  variant's name is its ``display_name``; weights are the endpoint's ``traffic_split`` by id.
+- Vertex cannot swap a deployed model's model or machines in place, so the target does not
+  declare ``IN_PLACE_UPDATE``: the planner adds a variant, shifts traffic, removes the old one.
+- Compute comes from the sizes table (:data:`mlshift_vertex.options.SIZE_TO_MACHINE`), as
+  dedicated resources with ``min_replica_count = max_replica_count = replicas``.
+- A public endpoint cannot send a request to one deployed model, so there is no
+  ``TARGETED_INVOKE``: rollout gates read Cloud Monitoring (``read_metrics``), whose data is
+  ``metric_lag`` seconds late; the planner refuses bakes shorter than that.
+- Every long-running operation is polled by mlshift (:meth:`VertexAdapter.wait`) with its own
+  deadline; the SDK's own 900 s deploy timeout is never used.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from mlshift.adapter import (
+    BaseEndpointService,
+    CompletedOperation,
+    EndpointState,
+    Invocation,
+    MetricsTiming,
+    Operation,
+    ResolvedVariant,
+    RolloutRecord,
+    VariantMetrics,
+    VariantState,
+    validate_own_options,
+)
+from mlshift.errors import ConfigError, Conflict, InvalidPayload, NotFound, UnsupportedOperation
+from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.model import ModelRef
+from mlshift_vertex._naming import LABEL_MANAGED
+from mlshift_vertex.errors import PROVIDER, google_errors
+from mlshift_vertex.options import SIZE_TO_MACHINE, EndpointOptions, check_labels, machine_for
+
+if TYPE_CHECKING:
+    from mlshift_vertex._adapter import VertexAdapter
+
+__all__ = ["VertexEndpointService"]
+
+LABEL_ENDPOINT = "mlshift-endpoint"
+_RESPONSE_COUNT = "aiplatform.googleapis.com/prediction/online/response_count"
+_LATENCIES = "aiplatform.googleapis.com/prediction/online/prediction_latencies"
+
+
+def _size_for(machine_type: str) -> str:
+    for size, spec in SIZE_TO_MACHINE.items():
+        if spec.machine_type == machine_type:
+            return size
+    return "cpu-small"
+
+
+class VertexEndpointService(BaseEndpointService):
+    """``EndpointService`` on Vertex AI endpoints."""
+
+    target_name = "Vertex AI"
+
+    def __init__(self, adapter: VertexAdapter) -> None:
+        self._adapter = adapter
+        # Deployed model id -> variant name, per endpoint (for naming who answered a request).
+        self._variant_names: dict[str, dict[str, str]] = {}
+        # Immutable model versions' digests, by "projects/../models/NAME@VERSION".
+        self._digests: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        return self._adapter.clients.client("endpoint")
+
+    def resource(self, name: str) -> str:
+        """``projects/P/locations/L/endpoints/NAME``."""
+        return f"{self._adapter.parent}/endpoints/{name}"
+
+    # ---------------------------------------------------------------- reading
+
+    def _get(self, name: str) -> Any | None:
+        try:
+            with google_errors(f"read endpoint {name!r}"):
+                return self._client.get_endpoint(name=self.resource(name))
+        except NotFound:
+            return None
+
+    def _require(self, name: str) -> Any:
+        endpoint = self._get(name)
+        if endpoint is None:
+            raise NotFound(f"endpoint {name!r} does not exist on {self._adapter.uri.raw}", provider=PROVIDER)
+        return endpoint
+
+    def _digest(self, model: str, version: str) -> str | None:
+        key = f"{model}@{version}"
+        found = self._digests.get(key)
+        if found is None:
+            name = model.rsplit("/", 1)[-1]
+            try:
+                found = self._adapter.models.get(ModelRef(name=name, version=version)).digest
+            except NotFound:
+                return None
+            with self._lock:
+                self._digests[key] = found
+        return found
+
+    def _state(self, endpoint: Any) -> EndpointState:
+        split = dict(endpoint.traffic_split)
+        variants = []
+        names: dict[str, str] = {}
+        for deployed in endpoint.deployed_models:
+            model_name = deployed.model.rsplit("/", 1)[-1].partition("@")[0]
+            resources = deployed.dedicated_resources
+            names[deployed.id] = deployed.display_name
+            variants.append(
+                VariantState(
+                    name=deployed.display_name or deployed.id,
+                    model=f"{model_name}:{deployed.model_version_id}",
+                    digest=self._digest(deployed.model.partition("@")[0], deployed.model_version_id),
+                    weight=int(split.get(deployed.id, 0)),
+                    compute=Compute(
+                        size=_size_for(resources.machine_spec.machine_type),
+                        replicas=max(1, resources.min_replica_count),
+                    ),
+                    status="healthy",
+                )
+            )
+        name = endpoint.name.rsplit("/", 1)[-1]
+        with self._lock:
+            self._variant_names[name] = names
+        labels = dict(endpoint.labels)
+        created = endpoint.create_time
+        return EndpointState(
+            name=name,
+            url=f"{self._adapter.clients.vertex_endpoint}/v1/{endpoint.name}:predict",
+            status="healthy" if variants else "creating",
+            variants=tuple(variants),
+            tags={
+                k: v
+                for k, v in labels.items()
+                if not k.startswith("mlshift-") and k not in self._adapter.options.labels
+            },
+            created_at=created if isinstance(created, datetime) else None,
+        )
+
+    def observe(self, name: str) -> EndpointState | None:
+        endpoint = self._get(name)
+        return None if endpoint is None else self._state(endpoint)
+
+    def _managed(self) -> builtins.list[Any]:
+        with google_errors("list endpoints"):
+            return builtins.list(
+                self._client.list_endpoints(
+                    request=self._adapter.clients.types().ListEndpointsRequest(
+                        parent=self._adapter.parent, filter=f'labels.{LABEL_MANAGED}="true"'
+                    )
+                )
+            )
+
+    def list(self) -> builtins.list[EndpointState]:
+        return sorted((self._state(e) for e in self._managed()), key=lambda s: s.name)
+
+    def serving(self, model_ref: str) -> builtins.list[str]:
+        """Names of the endpoints serving ``NAME:VERSION``."""
+        name, _, version = model_ref.partition(":")
+        out = []
+        for endpoint in self._managed():
+            for deployed in endpoint.deployed_models:
+                if (
+                    deployed.model.rsplit("/", 1)[-1].partition("@")[0] == name
+                    and deployed.model_version_id == version
+                ):
+                    out.append(endpoint.name.rsplit("/", 1)[-1])
+                    break
+        return out
+
+    def validate(self, spec: EndpointSpec) -> None:
+        """Check ``provider_options.vertex``, the tags (they become labels) and the sizes."""
+        options = validate_own_options(spec, "vertex", EndpointOptions)
+        check_labels(spec.tags, "tags")
+        for i, variant in enumerate(spec.variants):
+            size = spec.compute_for(variant).size
+            if size not in SIZE_TO_MACHINE and not getattr(options, "machine_type", None):
+                raise ConfigError(f"no Vertex machine for size {size!r}", field=f"variants[{i}].compute.size")
+
+    # ---------------------------------------------------------------- writing
+
+    def _labels(self, name: str, tags: Mapping[str, str]) -> dict[str, str]:
+        return {**self._adapter.options.labels, **tags, LABEL_MANAGED: "true", LABEL_ENDPOINT: name}
+
+    def _deployed_model(self, variant: ResolvedVariant, options: EndpointOptions | None) -> Any:
+        types = self._adapter.clients.types()
+        machine = machine_for(variant.compute.size, options)
+        spec = types.MachineSpec(machine_type=machine.machine_type)
+        if machine.accelerator_type:
+            spec.accelerator_type = machine.accelerator_type
+            spec.accelerator_count = machine.accelerator_count
+        deployed = types.DeployedModel(
+            model=f"{self._adapter.models.model_name(variant.model.name)}@{variant.model.version}",
+            display_name=variant.name,
+            dedicated_resources=types.DedicatedResources(
+                machine_spec=spec,
+                min_replica_count=variant.compute.replicas,
+                max_replica_count=variant.compute.replicas,
+            ),
+        )
+        if self._adapter.options.service_account:
+            deployed.service_account = self._adapter.options.service_account
+        return deployed
+
+    def _deploy(self, name: str, variant: ResolvedVariant, split: Mapping[str, int], options: Any) -> None:
+        what = f"deploy {variant.model.name}:{variant.model.version} as variant {variant.name!r} of {name!r}"
+        with google_errors(what):
+            operation = self._client.deploy_model(
+                endpoint=self.resource(name),
+                deployed_model=self._deployed_model(variant, options),
+                traffic_split=dict(split),
+            )
+        self._adapter.wait(operation, what)
+
+    def create(self, spec: EndpointSpec, variants: Sequence[ResolvedVariant]) -> Operation[EndpointState]:
+        """Create the endpoint, deploy each variant, then set the weights.
+
+        The first variant is deployed with all the traffic (``{"0": 100}``), the others at 0%;
+        if any step fails, what was made is removed again before the error is raised.
+        """
+        options = validate_own_options(spec, "vertex", EndpointOptions)
+        assert isinstance(options, EndpointOptions)
+        types = self._adapter.clients.types()
+        endpoint = types.Endpoint(display_name=spec.name, labels=self._labels(spec.name, spec.tags))
+        if self._adapter.options.encryption_key:
+            endpoint.encryption_spec = types.EncryptionSpec(kms_key_name=self._adapter.options.encryption_key)
+        if self._adapter.options.network:
+            endpoint.network = self._adapter.options.network
+        what = f"create endpoint {spec.name!r}"
+        with google_errors(what):
+            operation = self._client.create_endpoint(
+                parent=self._adapter.parent, endpoint=endpoint, endpoint_id=spec.name
+            )
+        self._adapter.wait(operation, what)
+        try:
+            for i, variant in enumerate(variants):
+                split = {"0": 100} if i == 0 else {"0": 0, **self._split(spec.name)}
+                self._deploy(spec.name, variant, split, options)
+            if len(variants) > 1:
+                self.set_weights(spec.name, {v.name: v.weight for v in variants}).wait()
+        except Exception:
+            self._teardown(spec.name)
+            raise
+        return CompletedOperation(self._require_state(spec.name), what)
+
+    def _require_state(self, name: str) -> EndpointState:
+        return self._state(self._require(name))
+
+    def _split(self, name: str) -> dict[str, int]:
+        return {k: int(v) for k, v in self._require(name).traffic_split.items()}
+
+    def add_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
+        """Deploy one more model at 0% (the planner shifts traffic to it afterwards)."""
+        endpoint = self._require(name)
+        if any(d.display_name == variant.name for d in endpoint.deployed_models):
+            raise Conflict(f"endpoint {name!r} already has a variant {variant.name!r}", provider=PROVIDER)
+        split = {k: int(v) for k, v in endpoint.traffic_split.items()}
+        self._deploy(name, variant, {"0": 0, **split} if split else {"0": 100}, None)
+        return CompletedOperation(self._require_state(name), f"add variant {variant.name}")
+
+    def _ids(self, endpoint: Any) -> dict[str, str]:
+        """Variant name → deployed model id."""
+        return {d.display_name: d.id for d in endpoint.deployed_models}
+
+    def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
+        """Undeploy a variant; Vertex refuses one that still has traffic, and so does this, first."""
+        endpoint = self._require(name)
+        ids = self._ids(endpoint)
+        if variant_name not in ids:
+            raise NotFound(f"endpoint {name!r} has no variant {variant_name!r}", provider=PROVIDER)
+        weight = int(endpoint.traffic_split.get(ids[variant_name], 0))
+        if weight > 0 and len(ids) > 1:
+            raise Conflict(
+                f"variant {variant_name!r} of endpoint {name!r} still receives {weight}% of the traffic",
+                provider=PROVIDER,
+                hint="shift its traffic to the other variants first (Vertex undeploys only at 0%)",
+            )
+        if len(ids) == 1:
+            raise Conflict(
+                f"variant {variant_name!r} is the last one of endpoint {name!r}",
+                provider=PROVIDER,
+                hint="delete the endpoint instead",
+            )
+        what = f"undeploy variant {variant_name!r} of {name!r}"
+        with google_errors(what):
+            operation = self._client.undeploy_model(
+                endpoint=self.resource(name), deployed_model_id=ids[variant_name]
+            )
+        self._adapter.wait(operation, what)
+        return CompletedOperation(self._require_state(name), what)
+
+    def set_weights(self, name: str, weights: Mapping[str, int]) -> Operation[EndpointState]:
+        """One ``UpdateEndpoint`` of ``traffic_split`` with the endpoint's ``etag``."""
+        endpoint = self._require(name)
+        ids = self._ids(endpoint)
+        unknown = sorted(set(weights) - set(ids))
+        full = {ids[n]: int(weights.get(n, 0)) for n in ids}
+        if unknown or sum(full.values()) != 100:
+            raise ConfigError(
+                f"invalid weights {dict(weights)} for endpoint {name!r}"
+                + (f": no variant {', '.join(unknown)}" if unknown else ": they must sum to 100"),
+                field="weights",
+            )
+        current = {i: int(endpoint.traffic_split.get(i, 0)) for i in ids.values()}
+        if full != current:
+            self._update(endpoint, {"traffic_split": full}, f"set the weights of {name!r}")
+        return CompletedOperation(self._require_state(name), "set weights")
+
+    def _update(self, endpoint: Any, changes: Mapping[str, Any], what: str) -> None:
+        from google.protobuf import field_mask_pb2
+
+        types = self._adapter.clients.types()
+        update = types.Endpoint(name=endpoint.name, etag=endpoint.etag, **changes)
+        with google_errors(what):
+            self._client.update_endpoint(
+                endpoint=update, update_mask=field_mask_pb2.FieldMask(paths=builtins.list(changes))
+            )
+
+    def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
+        endpoint = self._require(name)
+        check_labels(tags, "tags")
+        labels = self._labels(name, tags)
+        if labels != dict(endpoint.labels):
+            self._update(endpoint, {"labels": labels}, f"update the labels of {name!r}")
+        return CompletedOperation(self._require_state(name), "update tags")
+
+    def _teardown(self, name: str) -> None:
+        """Undeploy every deployed model (traffic moved off each first) and delete the endpoint."""
+        endpoint = self._get(name)
+        if endpoint is None:
+            return
+        deployed = builtins.list(endpoint.deployed_models)
+        if len(deployed) > 1:
+            last = deployed[-1].id
+            self._update(
+                endpoint, {"traffic_split": {last: 100}}, f"move the traffic of {name!r} to one variant"
+            )
+        for each in deployed:
+            what = f"undeploy variant {each.display_name!r} of {name!r}"
+            with google_errors(what):
+                operation = self._client.undeploy_model(
+                    endpoint=self.resource(name), deployed_model_id=each.id
+                )
+            self._adapter.wait(operation, what)
+        with google_errors(f"delete endpoint {name!r}"):
+            operation = self._client.delete_endpoint(name=self.resource(name))
+        self._adapter.wait(operation, f"delete endpoint {name!r}")
+
+    def delete(self, name: str) -> Operation[None]:
+        self._require(name)
+        self._teardown(name)
+        self._adapter.store.journal.clear(name)
+        with self._lock:
+            self._variant_names.pop(name, None)
+        return CompletedOperation(None, f"delete endpoint {name}")
+
+    # ---------------------------------------------------------------- invoking
+
+    def _variant_name(self, name: str, deployed_id: str) -> str | None:
+        found = self._variant_names.get(name, {}).get(deployed_id)
+        if found is None and deployed_id:
+            self.observe(name)
+            found = self._variant_names.get(name, {}).get(deployed_id)
+        return found
+
+    def invoke(
+        self,
+        name: str,
+        body: bytes,
+        content_type: str = "application/json",
+        *,
+        variant: str | None = None,
+        timeout: float = 60.0,
+    ) -> Invocation:
+        """``Predict`` on the endpoint; the response's ``deployedModelId`` names the variant.
+
+        Raises:
+            UnsupportedOperation: ``variant`` given (a public endpoint cannot target one).
+            InvalidPayload: a body that is not ``{"instances": [...]}`` JSON.
+        """
+        if variant is not None:
+            raise UnsupportedOperation(
+                "Vertex AI cannot send a request to one deployed model of a public endpoint "
+                f"(asked for variant {variant!r} of {name!r})",
+                hint="predict without a variant; rollout gates on this target read Cloud Monitoring",
+            )
+        if "json" not in content_type:
+            raise InvalidPayload(
+                f"Vertex AI endpoints take JSON, not {content_type}",
+                hint='send {"instances": [...]} (a list of rows)',
+            )
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise InvalidPayload(f"the request to {name!r} is not JSON: {exc}") from None
+        if isinstance(payload, list):
+            payload = {"instances": payload}
+        if not isinstance(payload, dict) or not isinstance(payload.get("instances"), builtins.list):
+            raise InvalidPayload(
+                f"Vertex AI endpoints take {{'instances': [...]}}; the request to {name!r} has none",
+                hint="pass a list of rows, or a dict with an 'instances' list",
+            )
+        from google.api_core import exceptions as g
+
+        types = self._adapter.clients.types()
+        request = types.PredictRequest.from_json(
+            json.dumps(
+                {
+                    "endpoint": self.resource(name),
+                    "instances": payload["instances"],
+                    **({"parameters": payload["parameters"]} if "parameters" in payload else {}),
+                }
+            )
+        )
+        start = time.perf_counter()
+        client = self._adapter.clients.client("prediction")
+        with google_errors(f"invoke endpoint {name!r}"):
+            try:
+                response = client.predict(request=request, timeout=timeout)
+            except g.GoogleAPICallError as exc:
+                code = int(exc.code or 500)
+                if code in (400, 500, 502, 503):  # the model container's own answer
+                    error = {"error": {"message": exc.message or str(exc)}}
+                    return Invocation(
+                        status_code=code,
+                        body=json.dumps(error).encode(),
+                        latency_ms=(time.perf_counter() - start) * 1000,
+                    )
+                raise
+        data = type(response).to_dict(response, preserving_proto_field_name=False)
+        out = {"predictions": data.get("predictions", [])}
+        deployed_id = str(data.get("deployedModelId", ""))
+        return Invocation(
+            status_code=200,
+            body=json.dumps(out).encode(),
+            variant=self._variant_name(name, deployed_id),
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )
+
+    # ---------------------------------------------------------------- metrics
+
+    @property
+    def metrics_timing(self) -> MetricsTiming:
+        """Cloud Monitoring: datapoints every ``metric_resolution`` s, up to ``metric_lag`` s late."""
+        options = self._adapter.options
+        return MetricsTiming(resolution=options.metric_resolution, lag=options.metric_lag)
+
+    def _series(self, name: str, deployed_id: str, metric: str, window: float, aligner: str) -> Any:
+        from google.api_core import exceptions
+
+        end = datetime.now(timezone.utc) + timedelta(seconds=1)
+        start = end - timedelta(seconds=window + 1)
+        query = (
+            f'metric.type="{metric}" AND resource.type="aiplatform.googleapis.com/Endpoint" '
+            f'AND resource.labels.endpoint_id="{name}" AND metric.labels.deployed_model_id="{deployed_id}"'
+        )
+        params = {
+            "filter": query,
+            "interval.startTime": start.isoformat().replace("+00:00", "Z"),
+            "interval.endTime": end.isoformat().replace("+00:00", "Z"),
+            "aggregation.alignmentPeriod": f"{int(window) + 2}s",
+            "aggregation.perSeriesAligner": aligner,
+        }
+        clients = self._adapter.clients
+        url = f"{clients.monitoring_endpoint}/v3/projects/{clients.project}/timeSeries"
+        with google_errors(f"read the Cloud Monitoring metrics of {name!r}"):
+            response = clients.client("session").get(url, params=params, timeout=60)
+            if response.status_code >= 400:
+                raise exceptions.from_http_response(response)  # type: ignore[no-untyped-call]
+        return response.json().get("timeSeries", [])
+
+    def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
+        """Requests by response code and latency percentiles of one deployed model (Cloud Monitoring).
+
+        Raises:
+            NotFound: no such endpoint or variant.
+        """
+        ids = self._ids(self._require(name))
+        if variant not in ids:
+            raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider=PROVIDER)
+        deployed_id = ids[variant]
+        requests = errors = client_errors = 0
+        for series in self._series(name, deployed_id, _RESPONSE_COUNT, window, "ALIGN_DELTA"):
+            code = str(series.get("metric", {}).get("labels", {}).get("response_code", "200"))
+            count = sum(int(p.get("value", {}).get("int64Value", 0)) for p in series.get("points", []))
+            requests += count
+            if code.startswith("5"):
+                errors += count
+            elif code.startswith("4"):
+                client_errors += count
+        percentiles: dict[str, float | None] = {}
+        for key, aligner in (("p50", "ALIGN_PERCENTILE_50"), ("p99", "ALIGN_PERCENTILE_99")):
+            values = [
+                float(p.get("value", {}).get("doubleValue", 0.0))
+                for s in self._series(name, deployed_id, _LATENCIES, window, aligner)
+                for p in s.get("points", [])
+            ]
+            percentiles[key] = max(values) if values else None
+        return VariantMetrics(
+            variant=variant,
+            window_seconds=window,
+            requests=requests,
+            errors=errors,
+            client_errors=client_errors,
+            p50_ms=percentiles["p50"],
+            p99_ms=percentiles["p99"],
+        )
+
+    # ---------------------------------------------------------------- journal and lock
+
+    def record_rollout(self, record: RolloutRecord) -> None:
+        """Journal in the staging bucket (core's :class:`~mlshift.storage.RolloutJournal`)."""
+        self._adapter.store.journal.record(record)
+
+    def rollouts(self, name: str, limit: int = 20) -> builtins.list[RolloutRecord]:
+        return self._adapter.store.journal.records(name, limit)
+
+    def lock(self, name: str, *, owner: str, timeout: float) -> AbstractContextManager[None]:
+        """A lease in the staging bucket, ``locks/<name>.json`` (:class:`mlshift.storage.LeaseLock`)."""
+        return self._adapter.store.leases.hold(name, owner=owner, timeout=timeout)
+
+    def close(self) -> None:
+        """Forget cached names (the clients are the adapter's)."""
+        with self._lock:
+            self._variant_names.clear()
