@@ -1,0 +1,1 @@
+"""The Azure ML testing kit (the fake control plane arrives with FakeAzureML)."""
