@@ -76,7 +76,7 @@ def test_credentials_are_refused_and_never_echoed() -> None:
 
 
 def test_endpoint_options_and_sizes() -> None:
-    assert instance_type_for("cpu-medium") == "Standard_DS3_v2"
+    assert instance_type_for("cpu-medium") == "Standard_DS4_v2"
     assert instance_type_for("cpu-small", "Standard_F8s_v2") == "Standard_F8s_v2"
     assert EndpointOptions(instance_type="Standard_F8s_v2").instance_type == "Standard_F8s_v2"
     with pytest.raises(ConfigError, match="did you mean"):

@@ -74,7 +74,9 @@ def _fingerprint(data: Any) -> str:
 
 
 def _state_of(entity: Any) -> str:
-    return str(getattr(entity, "provisioning_state", "") or "").lower()
+    state = getattr(entity, "provisioning_state", "") or ""
+    # The SDK hands out str enums (EndpointProvisioningState.SUCCEEDED) or plain strings.
+    return str(getattr(state, "value", state)).lower()
 
 
 class AzureMLEndpointService(BaseEndpointService):

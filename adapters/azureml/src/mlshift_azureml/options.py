@@ -35,8 +35,10 @@ __all__ = [
 
 #: Neutral compute sizes → managed online endpoint instance types (docs/targets/azureml.md).
 SIZE_TO_INSTANCE_TYPE: Mapping[str, str] = {
-    "cpu-small": "Standard_DS2_v2",  # 2 vCPU, 7 GiB
-    "cpu-medium": "Standard_DS3_v2",  # 4 vCPU, 14 GiB (Azure's recommended minimum for production)
+    # Azure's smallest recommended size for general-purpose endpoints is Standard_DS3_v2 (the
+    # SDK warns below it), so cpu-small starts there rather than at 2 vCPU.
+    "cpu-small": "Standard_DS3_v2",  # 4 vCPU, 14 GiB
+    "cpu-medium": "Standard_DS4_v2",  # 8 vCPU, 28 GiB
     "cpu-large": "Standard_F16s_v2",  # 16 vCPU, 32 GiB
     "gpu-small": "Standard_NC4as_T4_v3",  # 1 NVIDIA T4 (16 GiB), 4 vCPU
     "gpu-medium": "Standard_NC6s_v3",  # 1 NVIDIA V100 (16 GiB), 6 vCPU

@@ -22,6 +22,21 @@ shell, run any script unchanged against the fake::
     python -m mlshift_azureml.testing run examples/quickstart.py --target azureml://SUB/RG/WS
 """
 
-from mlshift_azureml.testing._fake import AzureCall, FakeAzureML, Fault, fake_azureml
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlshift_azureml.testing._fake import AzureCall, FakeAzureML, Fault, fake_azureml
 
 __all__ = ["AzureCall", "FakeAzureML", "Fault", "fake_azureml"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: the pytest plugin imports this package in every test session, and
+    # the fake imports azure-core (and the SDKs it fakes), which such a session may not need.
+    if name in __all__:
+        from mlshift_azureml.testing import _fake
+
+        return getattr(_fake, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

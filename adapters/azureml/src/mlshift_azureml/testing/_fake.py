@@ -234,13 +234,13 @@ class FakeAzureML:
             self.faults.append(fault)
         return fault
 
-    def mutating_calls(self) -> list[AzureCall]:
-        """The calls so far that changed something."""
-        return [c for c in self.calls if c.mutating]
+    def mutating_calls(self, since: int = 0, service: str | None = None) -> list[AzureCall]:
+        """Calls that changed something, from index ``since`` of :attr:`calls` on."""
+        return [c for c in self.calls[since:] if c.mutating and (service is None or c.service == service)]
 
-    def uploaded_bytes(self) -> int:
-        """Bytes written to the datastore so far."""
-        return sum(c.bytes_sent for c in self.calls if c.service == "blob" and c.method == "PUT")
+    def uploaded_bytes(self, since: int = 0) -> int:
+        """Bytes written to the datastore, from index ``since`` of :attr:`calls` on."""
+        return sum(c.bytes_sent for c in self.calls[since:] if c.service == "blob" and c.method == "PUT")
 
     def endpoint_state(self, sub: str, rg: str, ws: str, endpoint: str) -> dict[str, Any] | None:
         """An endpoint's REST body as the fake holds it (``None``: no such endpoint)."""
@@ -303,8 +303,8 @@ class FakeAzureML:
                 return _error(
                     400,
                     "QuotaExceeded",
-                    f"Not enough quota available for Standard_DS2_v2 in SubscriptionId. Current usage/limit: "
-                    f"24/24. Additional needed: 2 (region {self.region})",
+                    "Not enough quota available for the requested VM size in this subscription. "
+                    f"Current usage/limit: 24/24 cores (region {self.region})",
                 )
         return None
 
