@@ -29,6 +29,9 @@ SAGEMAKER = "adapters/sagemaker"
 SAGEMAKER_TEST_DEPS = ["-e", f"{SAGEMAKER}[testing]", "moto[server]"]
 #: What mlshift-sagemaker[images] adds (the prebuilt-image lookup), so its tests run too.
 SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
+#: The Azure ML adapter: its kit fakes Azure under the real azure-ai-ml SDK (no extra deps).
+AZUREML = "adapters/azureml"
+AZUREML_TEST_DEPS = ["-e", f"{AZUREML}[testing]"]
 
 
 @nox.session
@@ -37,6 +40,7 @@ def tests(session: nox.Session) -> None:
     session.install(
         "-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, *KFP_SPEC_DEPS, SAGEMAKER_IMAGES, *DOCKER_TEST_DEPS
     )
+    session.install(*AZUREML_TEST_DEPS)
     with _docker_engine(session) as docker_env:
         # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
         # run can never pass silently.
@@ -44,6 +48,8 @@ def tests(session: nox.Session) -> None:
     if not session.posargs:
         # The adapter's suite runs with its own pytest configuration (rootdir, conftest).
         with session.chdir(SAGEMAKER):
+            session.run("pytest", "-q")
+        with session.chdir(AZUREML):
             session.run("pytest", "-q")
 
 
@@ -105,12 +111,12 @@ def tests_core(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint and formatting) and the import contracts in .importlinter (lint-imports)."""
     session.install("ruff>=0.6", "import-linter>=2.1")
-    paths = ["src", "tests", "examples", "bench", "tools", "noxfile.py", SAGEMAKER]
+    paths = ["src", "tests", "examples", "bench", "tools", "noxfile.py", SAGEMAKER, AZUREML]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
     # lint-imports reads the sources without importing them, so no install is needed;
     # tools/ holds the custom contract type.
-    source_path = os.pathsep.join(["src", f"{SAGEMAKER}/src", "tools"])
+    source_path = os.pathsep.join(["src", f"{SAGEMAKER}/src", f"{AZUREML}/src", "tools"])
     session.run("lint-imports", env={"PYTHONPATH": source_path})
 
 
@@ -118,8 +124,11 @@ def lint(session: nox.Session) -> None:
 def typing(session: nox.Session) -> None:
     """mypy --strict on src/ and the public-API typing tests."""
     session.install("-e", EXTRAS, *SAGEMAKER_TEST_DEPS, "mypy>=1.10", "types-PyYAML", "pytest>=8")
+    session.install(*AZUREML_TEST_DEPS)
     session.run("mypy")
     with session.chdir(SAGEMAKER):  # strict, with its own overrides for boto3/botocore/moto
+        session.run("mypy")
+    with session.chdir(AZUREML):  # strict; the Azure SDKs ship their own types
         session.run("mypy")
 
 
