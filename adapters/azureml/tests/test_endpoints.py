@@ -159,6 +159,11 @@ def test_sizes_map_to_instance_types_and_exact_types_pass_through(
     ml = azureml(registered).clients.ml()
     assert ml.online_deployments.get("iris-v1", "iris-ep").instance_type == "Standard_F8s_v2"
     assert registered.plan(exact).is_empty
+    other = spec(v1=100).model_copy(
+        update={"provider_options": {"azureml": {"instance_type": "Standard_F4s_v2"}}}
+    )
+    with pytest.raises(ConfigError, match="cannot change a live deployment's instance type"):
+        registered.plan(other)
     bad = spec(v1=100).model_copy(update={"provider_options": {"azureml": {"serverless": {}}}})
     with pytest.raises(ConfigError, match="no serverless mode"):
         registered.plan(bad)

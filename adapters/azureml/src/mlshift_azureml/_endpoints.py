@@ -35,6 +35,7 @@ from mlshift.adapter import (
     Invocation,
     MetricsTiming,
     Operation,
+    OptionChange,
     ResolvedVariant,
     RolloutRecord,
     VariantMetrics,
@@ -88,6 +89,8 @@ class AzureMLEndpointService(BaseEndpointService):
         self._adapter = adapter
         self._scoring: dict[str, tuple[str, str]] = {}
         self._environment: str | None = None
+        # provider_options.azureml of the spec last planned per endpoint, for new variants.
+        self._planned: dict[str, EndpointOptions] = {}
 
     @property
     def _ml(self) -> Any:
@@ -183,7 +186,35 @@ class AzureMLEndpointService(BaseEndpointService):
         Raises:
             ConfigError: naming the field.
         """
-        validate_own_options(spec, PROVIDER, EndpointOptions)
+        self._planned[spec.name] = self._options_for(spec)
+
+    def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
+        """None to apply: Azure cannot change a live deployment's instance type, so a spec asking
+        for another one is refused here, at plan time, rather than applied to new variants only.
+
+        Raises:
+            ConfigError: naming the variant and both instance types.
+        """
+        options = self._options_for(spec)
+        if self._endpoint(spec.name) is None:
+            return []
+        live = {str(d.name): d for d in self._deployments(spec.name)}
+        for i, variant in enumerate(spec.variants):
+            compute = variant.compute or spec.compute
+            wanted = instance_type_for(compute.size, options.instance_type)
+            found = live.get(variant.name)
+            have = None if found is None else str(found.instance_type)
+            # A new size is a variant change the planner carries out by replacement; only the
+            # same size on another exact type would otherwise go unapplied.
+            same_size = found is not None and (found.tags or {}).get(_SIZE) == compute.size
+            if same_size and have != wanted:
+                raise ConfigError(
+                    f"endpoint {spec.name!r}: variant {variant.name!r} runs on {have}, the spec asks for "
+                    f"{wanted}; Azure ML cannot change a live deployment's instance type",
+                    field=f"variants[{i}].compute",
+                    hint="deploy it under a new variant name (a blue/green rollout), then remove the old one",
+                )
+        return []
 
     # ---------------------------------------------------------------- serialized changes
 
@@ -427,7 +458,8 @@ class AzureMLEndpointService(BaseEndpointService):
         if state.variant(variant.name) is not None:
             raise Conflict(f"endpoint {name!r} already has a variant {variant.name!r}", provider=PROVIDER)
         self._wait_idle(name)
-        self._create_deployment(name, variant, EndpointOptions(instance_type=self._instance_override(name)))
+        options = self._planned.get(name) or EndpointOptions(instance_type=self._instance_override(name))
+        self._create_deployment(name, variant, options)
         return CompletedOperation(self._require(name), f"add variant {variant.name}")
 
     def _instance_override(self, name: str) -> str | None:
