@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import re
 import threading
 import time
@@ -195,11 +196,20 @@ class FakeAzureML:
         return self.credential_object
 
     def __enter__(self) -> FakeAzureML:
+        self._set_env: list[str] = []
+        # The fake shows each request in its metrics at once, and its reads are free: targets
+        # built while it is active wait out no lag (set explicitly, the options still win).
+        for key in ("MLSHIFT_AZUREML_METRIC_LAG", "MLSHIFT_AZUREML_POLL_INTERVAL"):
+            if key not in os.environ:
+                os.environ[key] = "0"
+                self._set_env.append(key)
         install_session(self)
         return self
 
     def __exit__(self, *args: Any) -> None:
         uninstall_session(self)
+        for key in self._set_env:
+            os.environ.pop(key, None)
         self._server.close()
 
     # ------------------------------------------------------------------ faults and inspection
