@@ -10,7 +10,7 @@ import mlshift
 from conftest import TARGET, azureml
 from mlshift.errors import ConfigError, QuotaExceeded
 from mlshift.specs.endpoint import EndpointSpec
-from mlshift_azureml import DeploymentUnhealthy, EndpointBusy, EndpointNameTaken
+from mlshift_azureml import DeploymentUnhealthy, EndpointBusy, EndpointNameTaken, Throttled
 from mlshift_azureml.testing import FakeAzureML
 
 
@@ -167,3 +167,15 @@ def test_sizes_map_to_instance_types_and_exact_types_pass_through(
     bad = spec(v1=100).model_copy(update={"provider_options": {"azureml": {"serverless": {}}}})
     with pytest.raises(ConfigError, match="no serverless mode"):
         registered.plan(bad)
+
+
+def test_throttling_is_retried_then_named(registered: mlshift.Client, azure: FakeAzureML) -> None:
+    azure.throttle(match="/onlineEndpoints/iris-ep", times=3, retry_after=60)
+    registered.apply(spec(v1=100))  # the SDK retried each 429 after its Retry-After (not slept here)
+    assert [c.status for c in azure.calls].count(429) == 3
+    azure.throttle(match="/onlineEndpoints/iris-ep", times=None)
+    with pytest.raises(Throttled, match="throttled"):
+        registered.apply(spec(v1=50, v2=50))
+    azure.faults.clear()
+    registered.apply(spec(v1=50, v2=50))  # and converges once Azure lets it
+    assert registered.endpoints.get("iris-ep").weights == {"iris-v1": 50, "iris-v2": 50}
