@@ -77,3 +77,15 @@ def test_calls_are_recorded_with_what_they_change(azure: FakeAzureML) -> None:
     ml.online_endpoints.get_keys("ep-one")
     assert azure.mutating_calls(since=mark) == []  # listKeys is a POST that reads
     assert [c.method for c in azure.mutating_calls()] == ["PUT"]
+
+
+def test_the_sdks_own_uploads_land_in_the_fake_datastore(azure: FakeAzureML, tmp_path: Any) -> None:
+    from azure.ai.ml.entities import Model
+
+    model_file = tmp_path / "model.bin"
+    model_file.write_bytes(b"weights" * 100)
+    created = ml_client(azure).models.create_or_update(Model(name="raw", version="1", path=str(model_file)))
+    assert created.version == "1"
+    uploaded = [k for k in azure.blob_keys() if k.endswith("model.bin")]
+    assert uploaded, azure.blob_keys()
+    assert azure.uploaded_bytes() >= 700

@@ -12,6 +12,7 @@ of a deployment that takes traffic, one change at a time per endpoint.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -179,6 +180,7 @@ class FakeAzureML:
         self._lock = threading.RLock()
         self._workspaces: dict[str, _Workspace] = {}
         self._blobs: dict[tuple[str, str], dict[str, tuple[bytes, str]]] = {}
+        self._blob_meta: dict[tuple[str, str, str], dict[str, str]] = {}
         self._taken: set[str] = set()
         self._metrics: list[tuple[str, str, float, int, int, float]] = []
         self._server = InProcessServer()
@@ -204,13 +206,61 @@ class FakeAzureML:
                 os.environ[key] = "0"
                 self._set_env.append(key)
         install_session(self)
+        self._patch_requests()
         return self
 
     def __exit__(self, *args: Any) -> None:
         uninstall_session(self)
+        self._unpatch_requests()
         for key in self._set_env:
             os.environ.pop(key, None)
         self._server.close()
+
+    def _patch_requests(self) -> None:
+        """Route blob requests sent through ``requests`` to the fake.
+
+        ``transport=`` reaches every control-plane client, but the SDK uploads a local model or
+        code folder with a blob client of its own on the default (requests) transport. Those
+        requests land here instead of the network; anything else passes through.
+        """
+        import requests.adapters
+
+        original = requests.adapters.HTTPAdapter.send
+        fake = self
+
+        def send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            host = urlsplit(request.url).hostname or ""
+            if not host.endswith(
+                (".blob.core.windows.net", ".inference.ml.azure.com", "management.azure.com")
+            ):
+                return original(adapter, request, *args, **kwargs)
+            body = request.body or b""
+            if hasattr(body, "read"):
+                body = body.read()
+            elif not isinstance(body, (bytes, str)):
+                body = b"".join(bytes(chunk) for chunk in body)
+            if isinstance(body, str):
+                body = body.encode()
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            reply = fake.handle(request.method.upper(), request.url, headers, body)
+            response = requests.Response()
+            response.status_code = reply.status
+            response._content = reply.content()
+            response.headers.update(reply.headers)
+            response.url = request.url
+            response.request = request
+            response.raw = io.BytesIO(response._content)
+            return response
+
+        self._original_send = original
+        requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign, assignment]
+
+    def _unpatch_requests(self) -> None:
+        import requests.adapters
+
+        original = getattr(self, "_original_send", None)
+        if original is not None:
+            requests.adapters.HTTPAdapter.send = original  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ faults and inspection
 
@@ -767,6 +817,14 @@ class FakeAzureML:
             )
             return Reply(200, xml.encode(), {"content-type": "application/xml"})
         found = blobs.get(key)
+        meta_key = (account, container, key)
+        if method == "PUT" and query.get("comp") == "metadata":
+            if found is None:
+                return Reply(404, b"", {"x-ms-error-code": "BlobNotFound"})
+            self._blob_meta[meta_key] = {k: v for k, v in headers.items() if k.startswith("x-ms-meta-")}
+            etag = f'"0x{next(self._etags):016X}"'
+            blobs[key] = (found[0], etag)
+            return Reply(200, b"", {"etag": etag, "last-modified": _http_date()})
         if method == "PUT":
             if headers.get("if-none-match") == "*" and found is not None:
                 return Reply(409, b"", {"x-ms-error-code": "BlobAlreadyExists"})
@@ -775,14 +833,17 @@ class FakeAzureML:
                 return Reply(412, b"", {"x-ms-error-code": "ConditionNotMet"})
             etag = f'"0x{next(self._etags):016X}"'
             blobs[key] = (body, etag)
+            self._blob_meta[meta_key] = {k: v for k, v in headers.items() if k.startswith("x-ms-meta-")}
             return Reply(201, b"", {"etag": etag, "last-modified": _http_date(), "content-md5": ""})
         if found is None:
             return Reply(404, b"", {"x-ms-error-code": "BlobNotFound"})
         data, etag = found
         if method == "DELETE":
             del blobs[key]
+            self._blob_meta.pop(meta_key, None)
             return Reply(202, b"")
         common = {
+            **self._blob_meta.get(meta_key, {}),
             "etag": etag,
             "last-modified": _http_date(),
             "x-ms-blob-type": "BlockBlob",
