@@ -8,7 +8,7 @@ import pytest
 
 import mlshift
 from conftest import TARGET, azureml
-from mlshift.errors import ConfigError, QuotaExceeded
+from mlshift.errors import AuthError, ConfigError, QuotaExceeded
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift_azureml import DeploymentUnhealthy, EndpointBusy, EndpointNameTaken, Throttled
 from mlshift_azureml.testing import FakeAzureML
@@ -179,3 +179,23 @@ def test_throttling_is_retried_then_named(registered: mlshift.Client, azure: Fak
     azure.faults.clear()
     registered.apply(spec(v1=50, v2=50))  # and converges once Azure lets it
     assert registered.endpoints.get("iris-ep").weights == {"iris-v1": 50, "iris-v2": 50}
+
+
+def test_a_missing_role_is_an_auth_error_with_a_hint(registered: mlshift.Client, azure: FakeAzureML) -> None:
+    azure.deny("/onlineEndpoints/iris-ep", times=None)
+    with pytest.raises(AuthError) as info:
+        registered.apply(spec(v1=100))
+    assert "AzureML Data Scientist" in str(info.value.hint)
+    assert "fake-key" not in str(info.value) and "Bearer" not in str(info.value)
+
+
+def test_tags_change_in_place_and_mlshifts_own_stay(registered: mlshift.Client, azure: FakeAzureML) -> None:
+    registered.apply(spec(v1=100))
+    retagged = spec(v1=100).model_copy(update={"tags": {"team": "ai"}})
+    plan = registered.plan(retagged)
+    assert [a.kind for a in plan.actions] == ["update_tags"]
+    registered.apply(plan)
+    raw = azure.endpoint_state("sub-0000", "ml-rg", "ml-ws", "iris-ep")
+    assert raw is not None and raw["tags"]["team"] == "ai" and raw["tags"]["mlshift:managed"] == "true"
+    assert registered.endpoints.get("iris-ep").tags == {"team": "ai"}
+    assert registered.plan(retagged).is_empty

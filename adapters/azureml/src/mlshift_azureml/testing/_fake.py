@@ -76,7 +76,7 @@ class Fault:
     """A fault the fake injects into matching requests.
 
     Attributes:
-        kind: ``throttle`` (429 with ``Retry-After``), ``quota`` (deployment create refused),
+        kind: ``throttle`` (429 with ``Retry-After``), ``forbidden`` (403), ``quota`` (deployment create refused),
             ``unhealthy`` (a deployment that never becomes healthy), ``busy`` (the endpoint stays
             "Updating" and refuses changes), ``name_taken`` is configured with
             :meth:`FakeAzureML.take_endpoint_name`.
@@ -277,6 +277,10 @@ class FakeAzureML:
         text = logs or "Traceback (most recent call last):\nModuleNotFoundError: No module named 'mlshift'\n"
         return self._add(Fault("unhealthy", f"/deployments/{deployment}", times, logs=text))
 
+    def deny(self, match: str = "", times: int | None = 1) -> Fault:
+        """Answer the next ``times`` matching control-plane requests with 403 (no role allows it)."""
+        return self._add(Fault("forbidden", match, times))
+
     def hold_busy(self, endpoint: str, reads: int = 2) -> None:
         """Keep ``endpoint`` "Updating" for its next ``reads`` reads (changes are refused meanwhile)."""
         with self._lock:
@@ -357,6 +361,14 @@ class FakeAzureML:
                     "TooManyRequests",
                     "The request was throttled.",
                     {"Retry-After": str(fault.retry_after)},
+                )
+            if fault.kind == "forbidden" and service in ("arm", "metrics"):
+                fault.hits += 1
+                return _error(
+                    403,
+                    "AuthorizationFailed",
+                    "The client 'fake@mlshift.test' does not have authorization to perform action "
+                    f"'{method} {path}' over scope '{path}' or the scope is invalid.",
                 )
             if fault.kind == "quota" and method == "PUT" and service == "arm":
                 fault.hits += 1
