@@ -76,10 +76,10 @@ class Fault:
     """A fault the fake injects into matching requests.
 
     Attributes:
-        kind: ``throttle`` (429 with ``Retry-After``), ``forbidden`` (403), ``quota`` (deployment create refused),
-            ``unhealthy`` (a deployment that never becomes healthy), ``busy`` (the endpoint stays
-            "Updating" and refuses changes), ``name_taken`` is configured with
-            :meth:`FakeAzureML.take_endpoint_name`.
+        kind: ``throttle`` (429 with ``Retry-After``), ``forbidden`` (403), ``quota``
+            (deployment creation refused), ``unhealthy`` (a deployment that never becomes
+            healthy). A busy endpoint and a taken name are set with :meth:`FakeAzureML.hold_busy`
+            and :meth:`FakeAzureML.take_endpoint_name`.
         match: A substring of the request path (``""``: every control-plane request).
         times: How many requests it hits (``None``: every one).
         retry_after: Seconds in a throttled answer's ``Retry-After``.
