@@ -199,3 +199,11 @@ def test_tags_change_in_place_and_mlshifts_own_stay(registered: mlshift.Client, 
     assert raw is not None and raw["tags"]["team"] == "ai" and raw["tags"]["mlshift:managed"] == "true"
     assert registered.endpoints.get("iris-ep").tags == {"team": "ai"}
     assert registered.plan(retagged).is_empty
+
+
+def test_a_change_refused_as_updating_is_sent_again(registered: mlshift.Client, azure: FakeAzureML) -> None:
+    registered.apply(spec(v1=100, v2=0))
+    azure.refuse_as_updating("iris-ep", times=2)
+    azureml(registered).endpoints.set_weights("iris-ep", {"iris-v1": 60, "iris-v2": 40})
+    assert registered.endpoints.get("iris-ep").weights == {"iris-v1": 60, "iris-v2": 40}
+    assert [c.status for c in azure.calls if c.method == "PUT"][-3:] == [409, 409, 200]

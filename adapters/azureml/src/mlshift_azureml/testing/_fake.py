@@ -78,8 +78,9 @@ class Fault:
     Attributes:
         kind: ``throttle`` (429 with ``Retry-After``), ``forbidden`` (403), ``quota``
             (deployment creation refused), ``unhealthy`` (a deployment that never becomes
-            healthy). A busy endpoint and a taken name are set with :meth:`FakeAzureML.hold_busy`
-            and :meth:`FakeAzureML.take_endpoint_name`.
+            healthy), ``busy`` (409 "Updating" on changes). An endpoint that reads as busy and
+            a taken name are set with :meth:`FakeAzureML.hold_busy` and
+            :meth:`FakeAzureML.take_endpoint_name`.
         match: A substring of the request path (``""``: every control-plane request).
         times: How many requests it hits (``None``: every one).
         retry_after: Seconds in a throttled answer's ``Retry-After``.
@@ -281,6 +282,14 @@ class FakeAzureML:
         """Answer the next ``times`` matching control-plane requests with 403 (no role allows it)."""
         return self._add(Fault("forbidden", match, times))
 
+    def refuse_as_updating(self, endpoint: str, times: int = 1) -> Fault:
+        """Refuse the next ``times`` changes to ``endpoint`` with Azure's 409 "Updating" answer.
+
+        That is what a change meets when another client's update started after it last read
+        the endpoint (:meth:`hold_busy` also shows the state in reads).
+        """
+        return self._add(Fault("busy", f"/onlineEndpoints/{endpoint}", times))
+
     def hold_busy(self, endpoint: str, reads: int = 2) -> None:
         """Keep ``endpoint`` "Updating" for its next ``reads`` reads (changes are refused meanwhile)."""
         with self._lock:
@@ -361,6 +370,14 @@ class FakeAzureML:
                     "TooManyRequests",
                     "The request was throttled.",
                     {"Retry-After": str(fault.retry_after)},
+                )
+            if fault.kind == "busy" and method in ("PUT", "PATCH", "DELETE") and service == "arm":
+                fault.hits += 1
+                return _error(
+                    409,
+                    "EndpointUpdating",
+                    "the endpoint is in provisioning state Updating; wait for the running operation "
+                    "to finish",
                 )
             if fault.kind == "forbidden" and service in ("arm", "metrics"):
                 fault.hits += 1
