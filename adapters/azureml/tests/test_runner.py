@@ -37,6 +37,23 @@ def test_the_quickstart_runs_unchanged_against_the_fake() -> None:
     assert "deleted endpoint iris-quickstart" in out
 
 
+def test_the_cli_runs_against_the_fake(iris: dict[str, Any]) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "mlshift_azureml.testing",
+        "run",
+        "-m",
+        "mlshift.cli",
+        "models",
+        "register",
+    ]
+    command += ["iris", str(iris["v1"]), "--target", "azureml://SUB/RG/WS"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "iris:1" in result.stdout
+
+
 def test_the_runner_needs_a_script() -> None:
     from mlshift_azureml.testing.__main__ import main
 
