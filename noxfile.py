@@ -42,6 +42,9 @@ SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
 VERTEX = "adapters/vertex"
 # google-cloud-aiplatform (its low-level clients); the kit's fake is stdlib HTTP on 127.0.0.1.
 VERTEX_TEST_DEPS = ["-e", f"{VERTEX}[testing]"]
+#: The Azure ML adapter: its kit fakes Azure under the real azure-ai-ml SDK (no extra deps).
+AZUREML = "adapters/azureml"
+AZUREML_TEST_DEPS = ["-e", f"{AZUREML}[testing]"]
 
 
 @nox.session
@@ -58,6 +61,7 @@ def tests(session: nox.Session) -> None:
         *DOCKER_TEST_DEPS,
         *NOTEBOOK_TEST_DEPS,
     )
+    session.install(*AZUREML_TEST_DEPS)
     with _docker_engine(session) as docker_env:
         # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
         # run can never pass silently.
@@ -67,6 +71,8 @@ def tests(session: nox.Session) -> None:
         with session.chdir(SAGEMAKER):
             session.run("pytest", "-q")
         with session.chdir(VERTEX):
+            session.run("pytest", "-q")
+        with session.chdir(AZUREML):
             session.run("pytest", "-q")
 
 
@@ -128,12 +134,12 @@ def tests_core(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint and formatting) and the import contracts in .importlinter (lint-imports)."""
     session.install("ruff>=0.6", "import-linter>=2.1")
-    paths = ["src", "tests", "examples", "bench", "tools", "noxfile.py", SAGEMAKER, VERTEX]
+    paths = ["src", "tests", "examples", "bench", "tools", "noxfile.py", SAGEMAKER, VERTEX, AZUREML]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
     # lint-imports reads the sources without importing them, so no install is needed;
     # tools/ holds the custom contract type.
-    source_path = os.pathsep.join(["src", f"{SAGEMAKER}/src", f"{VERTEX}/src", "tools"])
+    source_path = os.pathsep.join(["src", f"{SAGEMAKER}/src", f"{VERTEX}/src", f"{AZUREML}/src", "tools"])
     session.run("lint-imports", env={"PYTHONPATH": source_path})
 
 
@@ -143,10 +149,13 @@ def typing(session: nox.Session) -> None:
     session.install(
         "-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *VERTEX_TEST_DEPS, "mypy>=1.10", "types-PyYAML", "pytest>=8"
     )
+    session.install(*AZUREML_TEST_DEPS)
     session.run("mypy")
     with session.chdir(SAGEMAKER):  # strict, with its own overrides for boto3/botocore/moto
         session.run("mypy")
     with session.chdir(VERTEX):  # strict, with its own overrides for the Google libraries
+        session.run("mypy")
+    with session.chdir(AZUREML):  # strict; the Azure SDKs ship their own types
         session.run("mypy")
 
 

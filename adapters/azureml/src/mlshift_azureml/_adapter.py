@@ -1,0 +1,185 @@
+"""``azureml://SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE``: the adapter tying clients, registry, endpoints."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlshift.adapter import Adapter, Capability, NameRules, TargetURI
+from mlshift.errors import ConfigError
+from mlshift_azureml._naming import NAME_RULES
+from mlshift_azureml._sdk import AzureClients
+from mlshift_azureml.options import AzureMLOptions
+
+if TYPE_CHECKING:
+    from mlshift_azureml._endpoints import AzureMLEndpointService
+    from mlshift_azureml._models import AzureMLModelRegistry
+    from mlshift_azureml._store import BlobObjectStore
+
+__all__ = ["CAPABILITIES", "AzureMLAdapter", "Workspace"]
+
+#: What the Azure ML target declares. Azure has no native canary: mlshift's engine steps the
+#: endpoint's ``traffic`` and reads gates from Azure Monitor (``METRICS``). A deployment's model
+#: cannot be swapped under its name by mlshift, so changes are add → shift → remove (no
+#: ``IN_PLACE_UPDATE``). Not declared yet: ``SHADOW_TRAFFIC`` (``mirror_traffic``),
+#: ``AUTOSCALING`` (Azure Monitor autoscale settings), ``PIPELINES``; ``SERVERLESS`` does not
+#: exist on managed online endpoints, so a serverless spec is refused at plan time.
+CAPABILITIES = frozenset(
+    {
+        Capability.TRAFFIC_SPLIT,
+        Capability.TARGETED_INVOKE,
+        Capability.METRICS,
+        Capability.GPU,
+    }
+)
+
+# ARM's rules: subscriptions are GUIDs on Azure (any id is accepted here so that examples and
+# the testing kit can write azureml://SUB/RG/WS); resource groups 1-90 of [-\w._()] not ending
+# in '.'; workspaces 3-33 characters.
+_SUBSCRIPTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+_RESOURCE_GROUP = re.compile(r"[-\w._()]{0,89}[-\w_()]")
+_WORKSPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,32}")
+_FORM = "write azureml://SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The workspace a target points at.
+
+    Attributes:
+        subscription: The Azure subscription id.
+        resource_group: The resource group.
+        name: The workspace name.
+    """
+
+    subscription: str
+    resource_group: str
+    name: str
+
+    @property
+    def arm_id(self) -> str:
+        """The workspace's ARM resource id."""
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.name}"
+        )
+
+
+def parse_workspace(uri: TargetURI) -> Workspace:
+    """The workspace named by ``azureml://SUB/RG/WS``.
+
+    Raises:
+        ConfigError: naming the malformed part.
+    """
+    parts = [p for p in uri.path.split("/") if p]
+    if not uri.location or len(parts) != 2:
+        raise ConfigError(
+            f"{uri.raw!r} does not name a workspace",
+            field="target",
+            hint=f"{_FORM}, e.g. azureml://SUB/RG/WS",
+        )
+    sub, (rg, ws) = uri.location, parts
+    for what, value, rule in (
+        ("subscription id", sub, _SUBSCRIPTION),
+        ("resource group", rg, _RESOURCE_GROUP),
+        ("workspace name", ws, _WORKSPACE),
+    ):
+        if not rule.fullmatch(value):
+            raise ConfigError(f"{value!r} is not a valid {what} (in {uri.raw!r})", field="target", hint=_FORM)
+    return Workspace(sub, rg, ws)
+
+
+class AzureMLAdapter:
+    """Adapter for ``azureml://SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE``.
+
+    Attributes:
+        workspace: The workspace.
+        options: The validated target options.
+        clients: The Azure SDK clients (made on first use; ``azure.ai.ml`` is imported then).
+        cache_dir: Where downloaded artifacts are kept (a temporary folder of this adapter).
+    """
+
+    name = "azureml"
+    capabilities: frozenset[Capability] = CAPABILITIES
+    name_rules: NameRules = NAME_RULES
+    #: Nothing of the target's state is kept on this machine.
+    root: None = None
+    #: Pipelines are not mapped yet (no ``PIPELINES`` capability): running one is refused.
+    pipelines: None = None
+
+    def __init__(self, uri: TargetURI, workspace: Workspace, options: AzureMLOptions) -> None:
+        self.uri = uri
+        self.workspace = workspace
+        self.options = options
+        self.clients = AzureClients(workspace)
+        self.cache_dir = Path(tempfile.mkdtemp(prefix="mlshift-azureml-"))
+        weakref.finalize(self, shutil.rmtree, self.cache_dir, True)
+        self._store: BlobObjectStore | None = None
+        self._models: AzureMLModelRegistry | None = None
+        self._endpoints: AzureMLEndpointService | None = None
+
+    @classmethod
+    def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> AzureMLAdapter:
+        """Build from ``azureml://SUB/RG/WS[?option=value&...]`` and the target's options.
+
+        No Azure call is made and no credential is looked for here: clients are created on
+        first use. ``base_dir`` is not used: no option names a local path.
+
+        Raises:
+            ConfigError: a malformed URI or an invalid option (named).
+        """
+        if uri.variant is not None:
+            raise ConfigError(
+                f"the azureml target has no {uri.variant!r} variant (in {uri.raw!r})",
+                field="target",
+                hint=_FORM,
+            )
+        workspace = parse_workspace(uri)
+        return cls(uri, workspace, AzureMLOptions.from_sources(uri.query, options))
+
+    @property
+    def store(self) -> BlobObjectStore:
+        """The workspace datastore as mlshift uses it (artifacts, cards, journal, locks)."""
+        if self._store is None:
+            from mlshift_azureml._store import BlobObjectStore
+
+            self._store = BlobObjectStore(self)
+        return self._store
+
+    @property
+    def models(self) -> AzureMLModelRegistry:
+        if self._models is None:
+            from mlshift_azureml._models import AzureMLModelRegistry
+
+            self._models = AzureMLModelRegistry(self)
+        return self._models
+
+    @property
+    def endpoints(self) -> AzureMLEndpointService:
+        if self._endpoints is None:
+            from mlshift_azureml._endpoints import AzureMLEndpointService
+
+            self._endpoints = AzureMLEndpointService(self)
+        return self._endpoints
+
+    def resource_tags(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Tags for a new resource: the target's ``tags`` option plus ``extra``."""
+        return {**self.options.tags, **(extra or {})}
+
+    def close(self) -> None:
+        """Close the SDK clients (endpoints keep running)."""
+        self.clients.close()
+
+    def __repr__(self) -> str:
+        return f"<AzureMLAdapter {self.uri.raw}>"
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the adapter declares every hook of mlshift's adapter contract.
+    _CONTRACT: type[Adapter] = AzureMLAdapter
