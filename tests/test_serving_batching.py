@@ -29,6 +29,7 @@ from mlshift.serving._batching import Batching
 
 SRC = Path(mlshift.__file__).resolve().parents[1]
 DEADLINE = 60.0
+SERVER = [sys.executable, "-m", "mlshift.serving"]
 
 # Blocks its first call until the test opens the gate, so that the requests sent meanwhile
 # are all in flight at once; records the size of every call it gets.
@@ -98,8 +99,7 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     def run(artifact: Path, *args: str) -> Server:
         port_file = tmp_path / f"port-{len(procs)}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlshift.serving", "--artifact", str(artifact), "--port", "0"]
-            + ["--port-file", str(port_file), *args],
+            [*SERVER, "--artifact", str(artifact), "--port", "0", "--port-file", str(port_file), *args],
             env={**os.environ, "PYTHONPATH": str(SRC)},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -368,8 +368,17 @@ def test_workers_exit_when_the_supervisor_is_killed(
 
 def test_a_worker_that_cannot_load_fails_the_server_with_its_error(iris_model: tuple[Path, Any, Any]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mlshift.serving", "--artifact", str(iris_model[0]), "--port", "0"]
-        + ["--workers", "2", "--digest", "sha256:" + "1" * 64],
+        [
+            *SERVER,
+            "--artifact",
+            str(iris_model[0]),
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--digest",
+            "sha256:" + "1" * 64,
+        ],
         env={**os.environ, "PYTHONPATH": str(SRC)},
         capture_output=True,
         text=True,

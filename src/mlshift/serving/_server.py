@@ -140,8 +140,14 @@ def _build_app(
     # milliseconds instead of hundreds, which the event loop (health checks) would wait for.
     gc.collect()
     gc.freeze()
-    logger.info(
-        "mlshift: serving %s model %s%s%s",
+    app.state.description = _describe(framework, path, variant, model_ref, batching)
+    return app
+
+
+def _describe(
+    framework: str, path: Path, variant: str | None, model_ref: str | None, batching: Batching
+) -> str:
+    return "mlshift: serving {} model {}{}{}".format(
         framework,
         model_ref or str(path),
         f" as variant {variant}" if variant else "",
@@ -151,11 +157,10 @@ def _build_app(
             else ""
         ),
     )
-    return app
 
 
 def _config(app: Starlette) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "auto",
         http="httptools" if importlib.util.find_spec("httptools") else "auto",
@@ -167,6 +172,9 @@ def _config(app: Starlette) -> uvicorn.Config:
         server_header=False,
         log_level="info",
     )
+    # After the Config: creating it is what sets up uvicorn's loggers.
+    logger.info("%s", app.state.description)
+    return config
 
 
 # ---------------------------------------------------------------------------- workers
@@ -180,8 +188,11 @@ def _supervise(options: dict[str, Any], workers: int, host: str, port: int, port
     worker that fails to start makes the whole server fail with that worker's error; one
     that exits later stops the others too (whatever restarts the server restarts it whole).
     """
+    import logging.config
     import multiprocessing
 
+    # The supervisor's own lines (listening on, a worker failed) in uvicorn's format.
+    logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
     sock = _bind(host, port)
     context = multiprocessing.get_context("spawn")
     queue: Any = context.Queue()
@@ -284,6 +295,14 @@ def _stop(processes: Sequence[Any]) -> None:
 
 def _worker(sock: socket.socket, options: dict[str, Any], queue: Any, parent: int) -> None:
     """One worker process: load the model, serve the shared socket until told to stop."""
+    try:
+        _run_worker(sock, options, queue, parent)
+    except KeyboardInterrupt:
+        # Ctrl-C reaches every process of the terminal's group; the supervisor reports it.
+        pass
+
+
+def _run_worker(sock: socket.socket, options: dict[str, Any], queue: Any, parent: int) -> None:
     _die_with_parent(parent)
     try:
         app = _build_app(**options)
@@ -302,6 +321,10 @@ def _worker(sock: socket.socket, options: dict[str, Any], queue: Any, parent: in
     server = _Server(
         _config(app), port_file=None, on_ready=lambda: queue.put(("ready", str(os.getpid()), None))
     )
+    # uvicorn handles both signals while it runs, then raises the one it got again once it
+    # has shut down; ignored by then, so that a stopped worker exits 0 without a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         server.run(sockets=[sock])
     finally:
