@@ -395,3 +395,30 @@ def test_merged_predictions_are_split_by_request() -> None:
     assert _split(list(range(6)), [1, 3, 2]) == [[0], [1, 2, 3], [4, 5]]
     with pytest.raises(TypeError, match="5 predictions for 6 rows"):
         _split(list(range(5)), [1, 3, 2])
+
+
+def test_accepted_connections_get_tcp_nodelay_on_the_plain_asyncio_loop() -> None:
+    # Without it, every small response on a connection waits ~40 ms for the client's
+    # delayed ACK (the uvicorn multi-worker cliff); asyncio sets it only for TCP sockets.
+    import asyncio
+    import socket
+
+    from mlshift.serving._server import _bind
+
+    async def check() -> int:
+        nodelay: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted = writer.get_extra_info("socket")
+            nodelay.set_result(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        sock = _bind("127.0.0.1", 0)
+        server = await asyncio.start_server(handle, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            value = await asyncio.wait_for(nodelay, DEADLINE)
+            writer.close()
+        return value
+
+    assert asyncio.new_event_loop().run_until_complete(check()) != 0
