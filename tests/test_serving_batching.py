@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
@@ -422,3 +423,28 @@ def test_accepted_connections_get_tcp_nodelay_on_the_plain_asyncio_loop() -> Non
         return value
 
     assert asyncio.new_event_loop().run_until_complete(check()) != 0
+
+
+def test_big_requests_and_requests_with_parameters_are_predicted_on_their_own(
+    iris_model: tuple[Path, Any, Any],
+) -> None:
+    import warnings
+
+    from mlshift.serving import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    path, model, X = iris_model
+    client = TestClient(create_app(load_model(path, "sklearn"), batching=Batching(max_batch_size=5000)))
+    big = np.tile(X, (8, 1))[:1001]
+    response = client.post("/invocations", json={"instances": big.tolist()})
+    assert response.json() == {"predictions": model.predict(big).tolist()}
+    with_params = client.post("/invocations", json={"instances": X[:2].tolist(), "parameters": {"k": 1}})
+    assert with_params.status_code == 400 and "parameters" in with_params.json()["error"]["message"]
+    small = client.post("/invocations", json={"instances": X[:2].tolist()})
+    assert small.json() == {"predictions": model.predict(X[:2]).tolist()}
+    # Only the small request went through the batcher.
+    stats = client.get("/v1/metadata").json()["batching"]
+    assert (stats["requests"], stats["rows"]) == (1, 2)

@@ -153,9 +153,13 @@ class Batcher:
         self.split = 0
 
     def accepts(self, batch: Batch, rows: int) -> bool:
-        """Whether this request may join a batch (requests with parameters, or with a whole
-        batch's worth of rows, are predicted on their own)."""
-        return batch.params is None and rows < self.max_rows
+        """Whether this request may join a batch.
+
+        Requests with parameters, with a whole batch's worth of rows, or with more rows than
+        are checked on the event loop (their checks run in a worker thread, as unbatched) are
+        predicted on their own.
+        """
+        return batch.params is None and rows < self.max_rows and rows <= self.inline_max_rows
 
     async def read(self, body: Awaitable[_T]) -> _T:
         """Await a request's body, counted as a request that may still join the batch."""
