@@ -88,6 +88,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 None if r is None else r >= 0.80,
             )
         )
+    out += _batching_targets(results.get("batching"))
     startup = results.get("startup") or {}
     r = startup.get("import_ratio_vs_aiplatform")
     out.append(
@@ -149,6 +150,35 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _batching_targets(batching: dict[str, Any] | None) -> list[dict[str, Any]]:
+    batching = batching or {}
+    ratios = batching.get("ratios", {})
+    why = "" if batching else "the batching benchmark did not run"
+    r = ratios.get("rps_on_vs_off")
+    out = [
+        _target(
+            "req/s with batching on vs off (64 conns, 1 row)",
+            ">= 1.3x",
+            _fmt(r, "x", 2),
+            None if r is None else r >= 1.3,
+            why,
+        )
+    ]
+    on = (batching.get("configs") or {}).get("on", {}).get("p99_ms")
+    budget = ratios.get("p99_budget_ms")
+    limit = batching.get("max_latency_ms")
+    out.append(
+        _target(
+            "p99 with batching on (64 conns, 1 row)",
+            "<= max_latency_ms + unbatched p99",
+            f"{_fmt(on, ' ms', 2)} (budget {_fmt(budget, ' ms', 2)}, max_latency_ms {_fmt(limit)})",
+            None if on is None or budget is None else on <= budget,
+            why,
+        )
+    )
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     """docs/performance.md."""
     m = results["machine"]
@@ -187,6 +217,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['goal']} | {t['measured']} | {t['status']}{note} |")
     lines.append("")
     lines += _serving(results.get("serving"))
+    lines += _batching(results.get("batching"))
     lines += _startup(results.get("startup"))
     lines += _pipelines(results.get("pipelines"))
     lines += _reapply(results.get("reapply"))
@@ -277,6 +308,33 @@ def _serving(serving: dict[str, Any] | None) -> list[str]:
             ]
     for note in serving.get("notes", []):
         lines += [f"Note: {note}", ""]
+    return lines
+
+
+def _batching(batching: dict[str, Any] | None) -> list[str]:
+    if not batching:
+        return []
+    lines = [
+        "## Batching",
+        "",
+        f"`mlshift serve` on the same model, {batching['connections']} connections each sending"
+        f" {batching['rows_per_request']}-row `dataframe_split` bodies ({batching['load_generator']},",
+        f"{batching['duration_s']} s per run after a 1 s warm-up, {batching['repeat']} rounds alternating"
+        " which configuration goes first), without batching and with `--max-batch-size"
+        f" {batching['max_batch_size']} --max-latency-ms {batching['max_latency_ms']:g}`.",
+        _pinning(batching.get("cpus") or {}),
+        "Mean batch size is read from the server's own counts (`GET /v1/metadata`).",
+        "",
+        "| batching | req/s | p50 ms | p99 ms | server CPU µs/req | mean rows per model call | failed runs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in batching["configs"].items():
+        lines.append(
+            f"| {name} | {_fmt(row['rps'], '', 0)} | {_fmt(row['p50_ms'], '', 2)} | "
+            f"{_fmt(row['p99_ms'], '', 2)} | {_fmt(row.get('cpu_us_per_req'), '', 0)} | "
+            f"{_fmt(row.get('mean_batch_rows'))} | {row['failed_runs']}/{row['runs']} |"
+        )
+    lines += ["", f"req/s with batching on ÷ off: {_fmt(batching['ratios']['rps_on_vs_off'], 'x', 2)}.", ""]
     return lines
 
 

@@ -12,7 +12,7 @@ Peers that live in their own venv (mlflow, sagemaker) are named with --mlflow-py
 --sagemaker-python; `nox -s bench` creates those venvs and passes them. A peer that is not
 installed is reported as "not measured", never silently dropped.
 
-Benchmarks (bench/<name>.py): startup, serving, pipelines, reapply, shadow. Every server and load
+Benchmarks (bench/<name>.py): startup, serving, batching, pipelines, reapply, shadow. Every server and load
 generator runs on 127.0.0.1 only, and every load run is bounded in time and request count.
 """
 
@@ -37,11 +37,11 @@ from common import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "performance.md"
-NAMES = ("startup", "serving", "pipelines", "reapply", "shadow")
-#: Repetitions per benchmark (--repeat overrides all): rounds for serving, pipelines and shadow
+NAMES = ("startup", "serving", "batching", "pipelines", "reapply", "shadow")
+#: Repetitions per benchmark (--repeat overrides all): rounds for serving, batching, pipelines and shadow
 #: (each shadow round is two load runs of --duration seconds: mirror off, then on), timed
 #: passes for start-up, re-applies for reapply.
-DEFAULT_REPEAT = {"startup": 7, "serving": 3, "pipelines": 3, "reapply": 3, "shadow": 3}
+DEFAULT_REPEAT = {"startup": 7, "serving": 3, "batching": 3, "pipelines": 3, "reapply": 3, "shadow": 3}
 
 
 def _machine() -> dict[str, Any]:
@@ -115,6 +115,12 @@ def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
             loadgen_choice=args.loadgen,
             duration=args.duration,
             pin=not args.no_pin,
+        )
+    if name == "batching":
+        from batching import bench_batching
+
+        return bench_batching(
+            repeat, quick=args.quick, loadgen_choice=args.loadgen, duration=args.duration, pin=not args.no_pin
         )
     if name == "pipelines":
         from pipelines import bench_pipelines

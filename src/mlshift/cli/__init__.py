@@ -67,6 +67,15 @@ def serve_cmd(
         str | None, typer.Option(help="Write the bound port to this file once the server answers.")
     ] = None,
     output: OutputOpt = "table",
+    workers: Annotated[int, typer.Option(help="Server processes sharing the port (about one per core).")] = 1,
+    max_batch_size: Annotated[
+        int | None,
+        typer.Option(help="Batch concurrent requests into model calls of up to N rows (off by default)."),
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option(help="The longest a request waits for others to join its batch (default 5)."),
+    ] = None,
 ) -> None:
     """Run the model server in the foreground, for debugging a model (Ctrl-C stops it).
 
@@ -75,7 +84,11 @@ def serve_cmd(
     from pathlib import Path
 
     from mlshift.serving import serve
+    from mlshift.serving.__main__ import batching_options
     from mlshift.serving._server import _resolve_port
+
+    # Checked before the banner: a bad setting is an error, not a server that half starts.
+    batching = batching_options(max_batch_size, max_latency_ms)
 
     # $AIP_HTTP_PORT (Vertex AI) replaces the default port, in the banner as in the server.
     port = _resolve_port(port)
@@ -93,6 +106,8 @@ def serve_cmd(
         port=port,
         port_file=Path(port_file) if port_file else None,
         on_ready=on_ready,
+        workers=workers,
+        batching=batching,
     )
 
 

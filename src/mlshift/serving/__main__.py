@@ -11,11 +11,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from mlshift.errors import ConfigError, IntegrityError, MlshiftError
 from mlshift.specs.model import Signature
+
+if TYPE_CHECKING:
+    from mlshift.serving._batching import Batching
 
 _PROG = "python -m mlshift.serving"
 
@@ -48,7 +52,46 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated type names a .skops file may hold beyond the trusted set",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="batch concurrent requests into model calls of up to this many rows "
+        "(default: $MLSHIFT_MAX_BATCH_SIZE, else off)",
+    )
+    parser.add_argument(
+        "--max-latency-ms",
+        type=float,
+        default=None,
+        help="the longest a request waits for others to join its batch "
+        "(default: $MLSHIFT_MAX_LATENCY_MS, else 5)",
+    )
     return parser
+
+
+def batching_options(max_batch_size: int | None, max_latency_ms: float | None) -> Batching | None:
+    """The batching settings given on a command line; None leaves them to the environment.
+
+    Raises:
+        ConfigError: for a value out of range, or a latency without a batch size.
+    """
+    from mlshift.serving._batching import DEFAULT_MAX_LATENCY_MS, Batching
+
+    if max_batch_size is None:
+        if max_latency_ms is not None:
+            raise ConfigError(
+                "--max-latency-ms needs --max-batch-size",
+                field="max_latency_ms",
+                hint="add --max-batch-size N (N > 1) to turn batching on",
+            )
+        return None
+    return Batching(
+        max_batch_size=max_batch_size,
+        max_latency_ms=DEFAULT_MAX_LATENCY_MS if max_latency_ms is None else max_latency_ms,
+    )
 
 
 def _signature(text: str | None) -> Signature | None:
@@ -78,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         from mlshift._artifacts import parse_skops_trust
-        from mlshift.serving._server import DEFAULT_PORT, serve
+        from mlshift.serving._server import DEFAULT_PORT, WorkerFailed, serve
 
         serve(
             args.artifact,
@@ -91,7 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_ref=args.model_ref,
             port_file=args.port_file,
             skops_trust=parse_skops_trust(args.skops_trust),
+            workers=args.workers,
+            batching=batching_options(args.max_batch_size, args.max_latency_ms),
         )
+    except WorkerFailed as exc:
+        return _fail(str(exc), "the lines above say why", 1)
     except IntegrityError as exc:
         return _fail(exc.message, exc.hint, 3)
     except MlshiftError as exc:

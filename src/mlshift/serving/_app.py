@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from mlshift._artifacts import digest_path
 from mlshift.errors import ConfigError, InvalidPayload
+from mlshift.serving._batching import Batcher, Batching
 from mlshift.serving._loaders import LoadedModel
 from mlshift.serving._payload import (
     Batch,
@@ -170,6 +171,7 @@ def create_app(
     variant: str | None = None,
     model_ref: str | None = None,
     limits: Limits | None = None,
+    batching: Batching | None = None,
 ) -> Starlette:
     """Build the model server's ASGI app for one loaded model.
 
@@ -185,6 +187,9 @@ def create_app(
         variant: Sent back in an ``X-Mlshift-Variant`` header on every response.
         model_ref: ``name:version``, sent back in an ``X-Mlshift-Model`` header.
         limits: Body, batch and concurrency limits; from ``MLSHIFT_MAX_*`` when omitted.
+        batching: Adaptive micro-batching (off by default); from ``MLSHIFT_MAX_BATCH_SIZE``
+            and ``MLSHIFT_MAX_LATENCY_MS`` when omitted. Models that cannot merge requests
+            are served unbatched.
 
     Returns:
         A Starlette app; run it with uvicorn, or use :func:`mlshift.serving.serve`.
@@ -193,6 +198,7 @@ def create_app(
         ConfigError: for a malformed ``MLSHIFT_MAX_*`` variable.
     """
     limits = Limits.from_env() if limits is None else limits
+    batching = Batching.from_env() if batching is None else batching
     headers: dict[str, str] = {}
     if variant:
         headers["x-mlshift-variant"] = variant
@@ -212,7 +218,14 @@ def create_app(
     def error(status: int, code: str, message: str, hint: str | None = None) -> Response:
         return respond(_error_body(code, message, hint), status)
 
-    predict = _PredictEndpoint(model, headers, limits)
+    # One lock for every route: user predictors are never called concurrently.
+    lock = threading.Lock()
+    batcher = (
+        Batcher(model, batching, lock=lock, inline_max_rows=INLINE_MAX_ROWS)
+        if batching.enabled and model.batchable
+        else None
+    )
+    predict = _PredictEndpoint(model, headers, limits, lock=lock, batcher=batcher)
 
     async def healthy(request: Request) -> Response:
         # The model is loaded before the app exists, so live means ready.
@@ -232,6 +245,7 @@ def create_app(
                     "variant": variant,
                     "digest": digest_cache[0],
                     "routes": {k: [f"{m} {p}" for m, p in v] for k, v in routes.items()},
+                    "batching": batcher.stats() if batcher is not None else None,
                     "server": f"mlshift {mlshift.__version__}",
                 }
             )
@@ -241,7 +255,7 @@ def create_app(
         return respond(_version().encode(), media_type="text/plain")
 
     v2 = V2Model.of(model, model_ref)
-    infer = _InferEndpoint(model, headers, limits, v2)
+    infer = _InferEndpoint(model, headers, limits, v2, lock=lock, batcher=batcher)
     v2_server = dumps({"name": "mlshift", "version": _version(), "extensions": ["binary_tensor_data"]})
 
     async def v2_metadata(request: Request) -> Response:
@@ -380,7 +394,15 @@ class _PredictEndpoint:
     worker thread so that health checks keep being answered meanwhile.
     """
 
-    def __init__(self, model: LoadedModel, headers: Mapping[str, str], limits: Limits) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        headers: Mapping[str, str],
+        limits: Limits,
+        *,
+        lock: threading.Lock | None = None,
+        batcher: Batcher | None = None,
+    ) -> None:
         self.model = model
         self.signature = model.signature
         self.predict_batch = model.predict_batch
@@ -388,7 +410,8 @@ class _PredictEndpoint:
         self.inflight = 0
         self.large = 0
         # User predictors run in a thread; one at a time, so they need not be thread-safe.
-        self.lock = threading.Lock()
+        self.lock = threading.Lock() if lock is None else lock
+        self.batcher = batcher
         self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         self.too_large = _Refused(
             413,
@@ -438,13 +461,18 @@ class _PredictEndpoint:
         if declared is not None and declared > self.limits.large_body_bytes:
             self._take_large(slot)
         try:
-            body = await self._read_body(receive, slot)
+            if self.batcher is None:
+                body = await self._read_body(receive, slot)
+            else:
+                body = await self.batcher.read(self._read_body(receive, slot))
             if isinstance(body, list):
                 # Parsing a large body takes long and costs memory: off the event loop.
                 return await anyio.to_thread.run_sync(self._work_large, body, content_type, accept)
             batch = self._parse(body, content_type)
             if not isinstance(batch, Batch):
                 return batch
+            if self.batcher is not None and self.batcher.accepts(batch, _rows(batch)):
+                return await self._batched(self.batcher, batch, accept)
             if self.model.blocking or len(batch.rows) > INLINE_MAX_ROWS:
                 runner = self._run_locked if self.model.blocking else self.predict_batch
                 return await anyio.to_thread.run_sync(self._predict_encode, runner, batch, accept)
@@ -452,6 +480,21 @@ class _PredictEndpoint:
         finally:
             if slot[0]:
                 self.large -= 1
+
+    async def _batched(self, batcher: Batcher, batch: Batch, accept: str) -> tuple[int, bytes, bytes]:
+        """Predict in a batch shared with other requests; encode this request's answer."""
+        try:
+            predictions = await batcher.predict(batch)
+        except InvalidPayload as exc:
+            return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
+        except Exception:
+            return _failed("prediction failed", "the model failed on this request")
+        try:
+            if _CSV in accept and _JSON not in accept:
+                return 200, encode_csv(predictions), _CSV_BYTES
+            return 200, dumps({"predictions": predictions}), _JSON_BYTES
+        except Exception:
+            return _failed("encoding the predictions failed", "the model's predictions could not be encoded")
 
     def _take_large(self, slot: list[bool]) -> None:
         if self.large >= self.limits.max_large_inflight:
@@ -605,8 +648,17 @@ class _InferEndpoint(_PredictEndpoint):
     """``POST /v2/models/NAME[/versions/V]/infer``: the protocol's inference, under the same
     limits as the other prediction routes, answering errors in the protocol's shape."""
 
-    def __init__(self, model: LoadedModel, headers: Mapping[str, str], limits: Limits, v2: V2Model) -> None:
-        super().__init__(model, headers, limits)
+    def __init__(
+        self,
+        model: LoadedModel,
+        headers: Mapping[str, str],
+        limits: Limits,
+        v2: V2Model,
+        *,
+        lock: threading.Lock | None = None,
+        batcher: Batcher | None = None,
+    ) -> None:
+        super().__init__(model, headers, limits, lock=lock, batcher=batcher)
         self.v2 = v2
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -647,17 +699,45 @@ class _InferEndpoint(_PredictEndpoint):
         if declared is not None and declared > self.limits.large_body_bytes:
             self._take_large(slot)
         try:
-            body = await self._read_body(receive, slot)
+            if self.batcher is None:
+                body = await self._read_body(receive, slot)
+            else:
+                body = await self.batcher.read(self._read_body(receive, slot))
             if isinstance(body, list):
                 # Joined, parsed and predicted off the event loop, as other large bodies are.
                 return await anyio.to_thread.run_sync(self._infer_chunks, body, header_length)
             batch, request = self._parse_tensors(body, header_length)
+            if self.batcher is not None and self.batcher.accepts(batch, _rows(batch)):
+                return await self._infer_batched(self.batcher, batch, request)
             if self.model.blocking or _rows(batch) > INLINE_MAX_ROWS:
                 return await anyio.to_thread.run_sync(self._predict_tensor, batch, request)
             return self._predict_tensor(batch, request)
         finally:
             if slot[0]:
                 self.large -= 1
+
+    async def _infer_batched(self, batcher: Batcher, batch: Batch, request: InferRequest) -> _Answer:
+        try:
+            predictions = await batcher.predict(batch)
+        except InvalidPayload as exc:
+            raise V2Error.of(exc) from None
+        except Exception:
+            raise _v2_error(
+                _failed("prediction failed", "the model failed on this request")[1], 500
+            ) from None
+        return self._encode_tensor(predictions, request)
+
+    def _encode_tensor(self, predictions: list[Any], request: InferRequest) -> _Answer:
+        try:
+            body, json_length = encode_infer(predictions, self.v2, request)
+        except Exception:
+            failed = _failed(
+                "encoding the predictions failed", "the model's predictions could not be encoded"
+            )
+            raise _v2_error(failed[1], 500) from None
+        if json_length is None:
+            return 200, body, _JSON_BYTES, []
+        return 200, body, b"application/octet-stream", [(_HEADER_LENGTH, str(json_length).encode())]
 
     def _infer_chunks(self, chunks: list[bytes], header_length: str | None) -> _Answer:
         batch, request = self._parse_tensors(b"".join(chunks), header_length)

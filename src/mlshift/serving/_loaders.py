@@ -157,6 +157,35 @@ class LoadedModel(ABC):
             InvalidPayload: if a row does not fit the signature or the model refuses it.
         """
 
+    #: Whether requests can be merged into one model call (:meth:`prepare`,
+    #: :meth:`predict_prepared`); the server batches only models that can.
+    batchable: ClassVar[bool] = False
+
+    def prepare(self, batch: Batch) -> tuple[Any, int]:
+        """Check one request's batch and turn it into the model's input, without predicting.
+
+        The server's micro-batching calls this for each request on its own, so that a
+        malformed request is refused before it can join other requests' batch.
+
+        Returns:
+            The model input for this request, and its number of rows.
+
+        Raises:
+            InvalidPayload: if a row does not fit the signature, or the request carries
+                parameters (a request with parameters is predicted on its own).
+            NotImplementedError: if the model cannot merge requests (``batchable`` is false).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not merge requests")
+
+    def predict_prepared(self, inputs: Sequence[Any]) -> list[list[Any]]:
+        """Predict several prepared requests in one model call: one list of predictions each.
+
+        Raises:
+            InvalidPayload: if the model refuses the merged batch.
+            NotImplementedError: if the model cannot merge requests (``batchable`` is false).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not merge requests")
+
     def __repr__(self) -> str:
         n = self.signature.n_features if self.signature is not None else "?"
         return f"<{type(self).__name__} {self.framework} {str(self.path)!r} features={n}>"
@@ -183,10 +212,13 @@ class _ArrayModel(LoadedModel):
     ) -> None:
         super().__init__(path=path, signature=signature, digest=digest, native=native)
         # Bound here so the request path does no attribute lookups or imports.
+        import numpy
+
         from mlshift.serving import _arrays
 
         self._to_array = _arrays.to_array
         self._to_list = _arrays.to_list
+        self._concatenate = numpy.concatenate
         self._dtype = dtype
         self._run = run
         self._refusals = refusals
@@ -204,6 +236,35 @@ class _ArrayModel(LoadedModel):
         except self._refusals as exc:
             raise _refused(exc) from None
         return self._to_list(result)
+
+    batchable = True
+
+    def prepare(self, batch: Batch) -> tuple[Any, int]:
+        if batch.params is not None:
+            raise no_params(batch)
+        array = batch.array
+        if array is None:
+            array = self._to_array(batch, self.signature, self._dtype)
+        return array, int(array.shape[0])
+
+    def predict_prepared(self, inputs: Sequence[Any]) -> list[list[Any]]:
+        try:
+            result = self._run(self._concatenate(inputs))
+        except self._refusals as exc:
+            raise _refused(exc) from None
+        return _split(self._to_list(result), [int(a.shape[0]) for a in inputs])
+
+
+def _split(predictions: list[Any], sizes: Sequence[int]) -> list[list[Any]]:
+    """One list of predictions per request, in order, from the merged batch's predictions."""
+    if len(predictions) != sum(sizes):
+        raise TypeError(f"the model returned {len(predictions)} predictions for {sum(sizes)} rows")
+    out: list[list[Any]] = []
+    start = 0
+    for n in sizes:
+        out.append(predictions[start : start + n])
+        start += n
+    return out
 
 
 class _SklearnModel(_ArrayModel):
@@ -223,9 +284,25 @@ class _PredictorModel(LoadedModel):
         if batch.params is not None and not self.accepts_params:
             raise no_params(batch)
         rows = check_rows(batch, self.signature)
+        return self._call(rows, batch.params)
+
+    batchable = True
+
+    def prepare(self, batch: Batch) -> tuple[Any, int]:
+        if batch.params is not None:
+            # The server predicts requests with parameters on their own (predict_batch).
+            raise no_params(batch)
+        rows = check_rows(batch, self.signature)
+        return rows, len(rows)
+
+    def predict_prepared(self, inputs: Sequence[Any]) -> list[list[Any]]:
+        merged = [row for rows in inputs for row in rows]
+        return _split(self._call(merged, None), [len(rows) for rows in inputs])
+
+    def _call(self, rows: list[list[Any]], params: Any) -> list[Any]:
         try:
-            if batch.params is not None:
-                result: Any = self.native.predict(rows, params=dict(batch.params))
+            if params is not None:
+                result: Any = self.native.predict(rows, params=dict(params))
             else:
                 result = self.native.predict(rows)
         except InvalidPayload:
