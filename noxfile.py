@@ -20,7 +20,9 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "skl2onnx>
 #: KFP's PipelineSpec protobuf (small; not kfp itself): the KFP compiler's tests parse every
 #: compiled spec with it. It imports google.rpc, from googleapis-common-protos.
 KFP_SPEC_DEPS = ["kfp-pipeline-spec>=2.17", "googleapis-common-protos>=1.56"]
-EXTRAS = ".[serve,sklearn,onnx,docker]"
+EXTRAS = ".[serve,sklearn,onnx,xgboost,lightgbm,docker]"
+#: The MLflow interop tests start a real `mlflow server` (SQLite backend) and log models to it.
+MLFLOW_TEST_DEPS = ["mlflow>=2.16"]
 #: hatchling lets `mlshift image build` make mlshift's wheel without an isolated build env.
 DOCKER_TEST_DEPS = ["hatchling>=1.25"]
 #: Cloud adapters, each a distribution of its own with its own tests and pytest/ruff/mypy config.
@@ -35,7 +37,14 @@ SAGEMAKER_IMAGES = "sagemaker-core>=2,<3"
 def tests(session: nox.Session) -> None:
     """Run the test suite (what CI runs). Extra arguments go to pytest."""
     session.install(
-        "-e", EXTRAS, *SAGEMAKER_TEST_DEPS, *TEST_DEPS, *KFP_SPEC_DEPS, SAGEMAKER_IMAGES, *DOCKER_TEST_DEPS
+        "-e",
+        EXTRAS,
+        *SAGEMAKER_TEST_DEPS,
+        *TEST_DEPS,
+        *KFP_SPEC_DEPS,
+        SAGEMAKER_IMAGES,
+        *DOCKER_TEST_DEPS,
+        *MLFLOW_TEST_DEPS,
     )
     with _docker_engine(session) as docker_env:
         # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
