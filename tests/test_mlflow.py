@@ -273,6 +273,25 @@ def test_a_folder_that_is_no_model_names_both_kinds(memory: mlshift.Client, tmp_
         memory.models.register("x", tmp_path, framework="mlflow")
 
 
+def test_mlflow_folders_in_a_plan(
+    memory: mlshift.Client, folders: dict[str, Path], iris: dict[str, Any]
+) -> None:
+    from mlshift.specs import EndpointSpec, ModelSpec
+
+    endpoint = EndpointSpec.model_validate({"name": "iris", "variants": [{"name": "blue", "model": "iris"}]})
+    model = ModelSpec(name="iris", path=str(folders["forest"]), framework="mlflow")
+    memory.apply(memory.plan([model, endpoint]))
+    rows = iris["rows"]
+    assert memory.endpoints.predict("iris", rows).predictions == _pyfunc_predictions(folders["forest"], rows)
+    # The .skops file inside an MLflow folder is checked at plan time like any other.
+    untrusted = ModelSpec(name="lgbm", path=str(folders["lightgbm-sklearn"]), framework="mlflow")
+    with pytest.raises(ConfigError, match="types mlshift does not trust"):
+        memory.plan([untrusted])
+    with pytest.raises(ConfigError, match="registered with `mlshift models register`") as info:
+        memory.plan([ModelSpec(name="iris", path="models:/iris/1", framework="mlflow")])
+    assert info.value.hint is not None and "mlshift models register iris models:/iris/1" in info.value.hint
+
+
 class EchoSum(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
     """A model only mlflow.pyfunc can load: it answers the sum of each row."""
 
