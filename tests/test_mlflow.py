@@ -262,6 +262,10 @@ def test_register_an_mlflow_folder(
     assert memory.endpoints.predict("iris", rows[list(reversed(COLUMNS))]).predictions == expected
     with pytest.raises(InvalidPayload, match="missing 'sepal_width'"):
         memory.endpoints.predict("iris", rows.drop(columns=["sepal_width"]))
+    holes = rows.head(3).copy()
+    holes.loc[1, "petal_length"] = float("nan")
+    with pytest.raises(InvalidPayload, match=r"data\[1\]\[2\] \(petal_length\) is null"):
+        memory.endpoints.predict("iris", holes)
 
 
 def test_a_folder_that_is_no_model_names_both_kinds(memory: mlshift.Client, tmp_path: Path) -> None:

@@ -75,6 +75,14 @@ def _is_dataframe(data: Any) -> bool:
     return cls.__name__ == "DataFrame" and cls.__module__.split(".", 1)[0] == "pandas"
 
 
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if value != value else value
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
+
+
 def _encode_dataframe(frame: Any) -> tuple[bytes, str]:
     """A pandas DataFrame as ``dataframe_split`` (named columns) or ``instances`` (unnamed).
 
@@ -90,7 +98,8 @@ def _encode_dataframe(frame: Any) -> tuple[bytes, str]:
         )
     # Series.tolist() gives Python scalars (numpy's int64 is not JSON), column by column.
     columns = [frame[c].tolist() for c in names] if names else []
-    rows = [list(r) for r in zip(*columns, strict=False)] if columns else []
+    # NaN, pd.NA and NaT are not JSON; as null the server names the row and column missing a value.
+    rows = [[_json_scalar(v) for v in r] for r in zip(*columns, strict=True)] if columns else []
     if not rows:
         raise InvalidPayload("the DataFrame has no rows", hint="pass at least one row")
     if all(isinstance(n, str) for n in names):
