@@ -390,8 +390,10 @@ def _port_candidates() -> list[int]:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, deadline_s: float = 420) -> Iterator[str]:
-    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, artifacts under ``root``); yields its URL.
+def mlflow_server(root: Path, deadline_s: float = 420) -> Iterator[tuple[str, Path]]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, artifacts under ``root``).
+
+    Yields its URL and the file its log goes to.
 
     mlflow cannot bind port 0 nor take a bound socket (it execs uvicorn with closed fds), so a
     port is picked and the server started; if uvicorn reports the port taken (another process
@@ -424,7 +426,7 @@ def mlflow_server(root: Path, deadline_s: float = 420) -> Iterator[str]:
                 if f"Uvicorn running on {url}" in text:
                     response = httpx.get(f"{url}/health", timeout=30)
                     assert response.status_code == 200, response.text
-                    yield url
+                    yield url, log_path
                     return
                 if proc.poll() is not None:
                     break
@@ -451,23 +453,28 @@ def tracking(tmp_path_factory: pytest.TempPathFactory, iris: dict[str, Any]) -> 
     from sklearn.linear_model import LogisticRegression
 
     root = tmp_path_factory.mktemp("mlflow-server")
-    with mlflow_server(root) as url, pytest.MonkeyPatch.context() as patch:
+    with mlflow_server(root) as (url, log_path), pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", url)
         mlflow.set_tracking_uri(url)
         try:
-            frame, y = iris["frame"], iris["y"]
-            model = LogisticRegression(max_iter=500).fit(frame, y)
-            mlflow.set_experiment("mlshift-interop")
-            with mlflow.start_run() as run:
-                mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    registered_model_name="iris-classifier",
-                    signature=mlflow_signature(frame, model.predict(frame)),
-                    input_example=frame.head(3),
-                )
-            client = mlflow.MlflowClient(tracking_uri=url)
-            client.set_registered_model_alias("iris-classifier", "champion", "1")
+            try:
+                frame, y = iris["frame"], iris["y"]
+                model = LogisticRegression(max_iter=500).fit(frame, y)
+                mlflow.set_experiment("mlshift-interop")
+                with mlflow.start_run() as run:
+                    mlflow.sklearn.log_model(
+                        model,
+                        name="model",
+                        registered_model_name="iris-classifier",
+                        signature=mlflow_signature(frame, model.predict(frame)),
+                        input_example=frame.head(3),
+                    )
+                client = mlflow.MlflowClient(tracking_uri=url)
+                client.set_registered_model_alias("iris-classifier", "champion", "1")
+            except Exception as exc:
+                # What the server said is what explains a failed setup on a busy machine.
+                log = log_path.read_text(errors="replace")[-4000:]
+                raise AssertionError(f"logging a model to the mlflow server failed: {exc}\n{log}") from exc
             yield {"url": url, "run_id": run.info.run_id}
         finally:
             mlflow.set_tracking_uri("")
