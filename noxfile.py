@@ -30,7 +30,9 @@ NOTEBOOK_TEST_DEPS = ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"]
 #: KFP's PipelineSpec protobuf (small; not kfp itself): the KFP compiler's tests parse every
 #: compiled spec with it. It imports google.rpc, from googleapis-common-protos.
 KFP_SPEC_DEPS = ["kfp-pipeline-spec>=2.17", "googleapis-common-protos>=1.56"]
-EXTRAS = ".[serve,sklearn,onnx,docker]"
+EXTRAS = ".[serve,sklearn,onnx,xgboost,lightgbm,docker]"
+#: The MLflow interop tests start a real `mlflow server` (SQLite backend) and log models to it.
+MLFLOW_TEST_DEPS = ["mlflow>=2.16"]
 #: hatchling lets `mlshift image build` make mlshift's wheel without an isolated build env.
 DOCKER_TEST_DEPS = ["hatchling>=1.25"]
 #: Cloud adapters, each a distribution of its own with its own tests and pytest/ruff/mypy config.
@@ -60,6 +62,7 @@ def tests(session: nox.Session) -> None:
         SAGEMAKER_IMAGES,
         *DOCKER_TEST_DEPS,
         *NOTEBOOK_TEST_DEPS,
+        *MLFLOW_TEST_DEPS,
     )
     session.install(*AZUREML_TEST_DEPS)
     with _docker_engine(session) as docker_env:

@@ -124,7 +124,7 @@ def test_user_mistakes_are_one_line_errors(cli: CLI, iris: dict[str, Any]) -> No
         (("models", "register", "x", "/no/such/file.skops"), "does not exist"),
         (
             ("models", "register", "x", str(iris["v1"]), "--framework", "keras"),
-            "'sklearn', 'onnx' or 'predictor'",
+            "'lightgbm', 'mlflow' or 'predictor'",
         ),
         (("models", "show", "iris", "--target", "gcp://x"), "unknown target scheme 'gcp'"),
         (

@@ -18,6 +18,10 @@ HEAVY = (
     "google",
     "onnxruntime",
     "skops",
+    "xgboost",
+    "lightgbm",
+    "mlflow",
+    "pandas",
     "httpx",
     "uvicorn",
 )

@@ -68,7 +68,9 @@ def test_duplicate_variant_names() -> None:
 
 
 def test_unknown_framework_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match="'sklearn', 'onnx' or 'predictor'"):
+    with pytest.raises(
+        ConfigError, match="'sklearn', 'onnx', 'xgboost', 'lightgbm', 'mlflow' or 'predictor'"
+    ):
         ModelSpec(name="m", path="/x", framework="tensorflow")  # type: ignore[arg-type]
 
 

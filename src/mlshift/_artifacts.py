@@ -91,7 +91,8 @@ def scan_artifact(path: str | Path, max_bytes: int | None = None) -> int:
         raise ConfigError(
             f"artifact path {str(p)!r} does not exist",
             field="path",
-            hint="pass the path of a model file (.skops, .joblib, .onnx) or a predictor directory",
+            hint="pass the path of a model file (.skops, .joblib, .onnx, ...), an MLflow model "
+            "folder or a predictor directory",
         ) from None
     except OSError as exc:
         raise ConfigError(f"artifact {str(p)!r} cannot be read: {exc.strerror}", field="path") from None
@@ -115,18 +116,26 @@ def scan_artifact(path: str | Path, max_bytes: int | None = None) -> int:
 def check_artifact(path: str | Path, framework: str | None, tags: Mapping[str, str]) -> int:
     """Everything registration checks before it reads a byte of a model; returns its size.
 
-    :func:`scan_artifact`, then: a ``.skops`` file holds no type nobody trusted (the
-    ``mlshift.skops-trust`` tag lists the ones trusted for it).
+    :func:`scan_artifact`, then: a ``.skops`` file, alone or the one an MLflow model folder
+    loads, holds no type nobody trusted (the ``mlshift.skops-trust`` tag lists the ones
+    trusted for it).
 
     Raises:
         ConfigError: naming what is wrong.
     """
     size = scan_artifact(path)
     p = Path(path)
+    skops: Path | None = None
     if p.suffix.lower() == ".skops" and framework in (None, "sklearn"):
+        skops = p
+    elif p.is_dir() and framework in (None, "mlflow") and (p / "MLmodel").is_file():
+        from mlshift.serving._mlflow import skops_file
+
+        skops = skops_file(p)
+    if skops is not None:
         from mlshift.serving._loaders import check_skops_trust
 
-        check_skops_trust(p, parse_skops_trust(tags.get(SKOPS_TRUST_TAG)))
+        check_skops_trust(skops, parse_skops_trust(tags.get(SKOPS_TRUST_TAG)))
     return size
 
 

@@ -69,7 +69,49 @@ class Prediction:
         return f"Prediction(variant={self.variant!r}, predictions={self.predictions!r})"
 
 
+def _is_dataframe(data: Any) -> bool:
+    # By name, so that pandas is never imported to ask.
+    cls = type(data)
+    return cls.__name__ == "DataFrame" and cls.__module__.split(".", 1)[0] == "pandas"
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if value != value else value
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
+
+
+def _encode_dataframe(frame: Any) -> tuple[bytes, str]:
+    """A pandas DataFrame as ``dataframe_split`` (named columns) or ``instances`` (unnamed).
+
+    Named columns go by name: the server checks them against the signature, puts them in the
+    model's order and names any that are missing or unknown.
+    """
+    names = list(frame.columns)
+    if len(set(map(str, names))) != len(names):
+        duplicated = sorted({str(n) for n in names if list(map(str, names)).count(str(n)) > 1})
+        raise InvalidPayload(
+            f"the DataFrame has duplicated columns {', '.join(map(repr, duplicated))}",
+            hint="give every column its own name",
+        )
+    # Series.tolist() gives Python scalars (numpy's int64 is not JSON), column by column.
+    columns = [frame[c].tolist() for c in names] if names else []
+    # NaN, pd.NA and NaT are not JSON; as null the server names the row and column missing a value.
+    rows = [[_json_scalar(v) for v in r] for r in zip(*columns, strict=True)] if columns else []
+    if not rows:
+        raise InvalidPayload("the DataFrame has no rows", hint="pass at least one row")
+    if all(isinstance(n, str) for n in names):
+        body: dict[str, Any] = {"dataframe_split": {"columns": names, "data": rows}}
+    else:  # a RangeIndex (an array turned DataFrame): the values are in the model's order
+        body = {"instances": rows}
+    return json.dumps(body, default=str).encode(), "application/json"
+
+
 def _encode_payload(data: Any) -> tuple[bytes, str]:
+    if _is_dataframe(data):
+        return _encode_dataframe(data)
     if isinstance(data, bytes):
         return data, "application/json"
     if isinstance(data, str):
@@ -89,22 +131,31 @@ def _encode_payload(data: Any) -> tuple[bytes, str]:
     )
 
 
+def _has_file(path: Path, name: str) -> bool:
+    return (path / name).is_file() and not (path / name).is_symlink()
+
+
 def _check_model_folder(path: Path, framework: str | None) -> None:
-    """Refuse a folder that is not a predictor model, without looking inside it any further."""
+    """Refuse a folder that is not a model (predictor or MLflow), without looking any further."""
     if path.is_symlink() or not path.is_dir():
         return  # scan_artifact names what is wrong with it
-    if framework is not None and framework != "predictor":
+    if framework is not None and framework not in ("predictor", "mlflow"):
         raise ConfigError(
             f"artifact {str(path)!r} is a directory, but {framework} models are a single file",
             field="path",
-            hint="pass the model file itself (.skops, .joblib, .onnx)",
+            hint="pass the model file itself (.skops, .joblib, .onnx, .json, .ubj, .txt)",
         )
-    if not (path / "predictor.py").is_file() or (path / "predictor.py").is_symlink():
+    wanted = {"predictor": ("predictor.py",), "mlflow": ("MLmodel",)}.get(
+        framework or "", ("predictor.py", "MLmodel")
+    )
+    if not any(_has_file(path, name) for name in wanted):
         raise ConfigError(
-            f"artifact directory {str(path)!r} has no predictor.py, so it is not a model",
+            f"artifact directory {str(path)!r} has {' or '.join(f'no {n}' for n in wanted)}, "
+            "so it is not a model",
             field="path",
             hint="a predictor model is a directory with a predictor.py defining class Predictor; "
-            "for other frameworks pass the model file (.skops, .joblib, .onnx)",
+            "an MLflow model is the folder mlflow's save_model writes (with its MLmodel file); "
+            "for other frameworks pass the model file (.skops, .joblib, .onnx, ...)",
         )
 
 
@@ -158,15 +209,22 @@ class ModelsAPI:
         skops_trust: Sequence[str] = (),
         progress: Callable[[int, int], None] | None = None,
     ) -> ModelVersion:
-        """Register a new version of ``name`` from a local artifact.
+        """Register a new version of ``name`` from a local artifact or an MLflow model URI.
 
         The artifact is checked before anything is stored: it must exist, be loadable by the
         framework, and its signature is inferred when not given. Identical bytes are stored once.
 
+        An MLflow URI (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``runs:/RUN_ID/PATH``)
+        is resolved on the tracking server in ``MLFLOW_TRACKING_URI`` (needs the ``mlflow``
+        extra); its artifacts are downloaded and registered as an MLflow model folder, with
+        ``mlflow.*`` tags saying where they came from.
+
         Args:
             name: The model's name.
-            path: A ``.skops``/``.joblib``/``.onnx`` file or a predictor directory.
-            framework: ``sklearn``, ``onnx`` or ``predictor``; guessed from the path when omitted.
+            path: A model file (``.skops``, ``.joblib``, ``.onnx``, XGBoost ``.json``/``.ubj``,
+                a LightGBM text model), an MLflow model folder or URI, or a predictor directory.
+            framework: One of :data:`~mlshift.specs.model.FRAMEWORKS`; guessed from the path
+                when omitted.
             skops_trust: Type names this ``.skops`` file may hold beyond the trusted set
                 (see ``docs/security.md``); recorded in the ``mlshift.skops-trust`` tag and
                 honoured wherever the version is loaded.
@@ -177,8 +235,29 @@ class ModelsAPI:
             ConfigError: missing/unreadable artifact, unknown framework, bad name or metric,
                 a ``.skops`` file holding types nobody trusted, a symbolic link out of the
                 artifact, a FIFO/device/socket in it, an artifact over the size limit
-                (``MLSHIFT_MAX_ARTIFACT_MB``).
+                (``MLSHIFT_MAX_ARTIFACT_MB``), a malformed MLflow URI or no
+                ``MLFLOW_TRACKING_URI``.
+            NotFound: an MLflow model, version, alias or run that does not exist.
+            ImportError: for an MLflow URI without mlflow installed (naming the extra).
         """
+        from mlshift._mlflow import is_mlflow_uri
+
+        if is_mlflow_uri(path):
+            from mlshift._mlflow import download_mlflow_model, parse_mlflow_uri
+
+            source = parse_mlflow_uri(str(path))
+            with download_mlflow_model(source) as (local, resolved):
+                return self.register(
+                    name,
+                    local,
+                    framework=framework,
+                    metrics=metrics,
+                    tags={**resolved.tags, **(tags or {})},
+                    signature=signature,
+                    description=description,
+                    skops_trust=skops_trust,
+                    progress=progress,
+                )
         from mlshift._artifacts import SKOPS_TRUST_TAG, digest_path, parse_skops_trust, scan_artifact
         from mlshift.adapter import Artifact
         from mlshift.serving import detect_framework, infer_signature
@@ -199,6 +278,15 @@ class ModelsAPI:
             check_skops_trust(p, trust)  # also when a signature is given: nothing built it yet
         elif fw == "sklearn":
             _warn_pickle(p)
+        elif fw == "mlflow":
+            from mlshift.serving._mlflow import is_pickled, mlflow_flavor, read_mlmodel, skops_file
+
+            tags = {"mlflow.flavor": mlflow_flavor(read_mlmodel(p), p), **(tags or {})}
+            skops = skops_file(p)
+            if skops is not None:
+                check_skops_trust(skops, trust)
+            elif is_pickled(p):
+                _warn_pickle(p)
         spec = validate_spec(
             ModelSpec,
             {
@@ -497,12 +585,15 @@ class EndpointsAPI:
         """Ask an endpoint for predictions.
 
         Args:
-            data: Rows (a list of lists or of dicts, or a numpy array), a full JSON payload as a
-                dict (``{"instances": ...}``, ``{"dataframe_split": ...}``), JSON/CSV text or bytes.
+            data: Rows (a list of lists or of dicts, or a numpy array), a pandas DataFrame
+                (named columns are matched to the signature's by name, in any order), a full
+                JSON payload as a dict (``{"instances": ...}``, ``{"dataframe_split": ...}``),
+                JSON/CSV text or bytes.
             variant: Send to one variant directly, where the target supports it.
 
         Raises:
-            InvalidPayload: the model rejected the input (HTTP 400), with the server's reason.
+            InvalidPayload: the model rejected the input (HTTP 400), with the server's reason
+                (for a DataFrame: the columns missing from it, or unknown to the model).
             ProviderError: the endpoint failed to answer.
         """
         body, content_type = _encode_payload(data)

@@ -55,13 +55,14 @@ app.command("apply")(apply_cmd)
 
 @app.command("serve")
 def serve_cmd(
-    path: Annotated[str, typer.Argument(help="A model file or predictor directory.")],
+    path: Annotated[str, typer.Argument(help="A model file, or a predictor or MLflow model folder.")],
     port: Annotated[int, typer.Option(help="Port on the host (0: a free one).")] = 8080,
     host: Annotated[
         str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")
     ] = "127.0.0.1",
     framework: Annotated[
-        str | None, typer.Option(help="sklearn, onnx or predictor (default: from PATH).")
+        str | None,
+        typer.Option(help="sklearn, onnx, xgboost, lightgbm, mlflow or predictor (default: from PATH)."),
     ] = None,
     port_file: Annotated[
         str | None, typer.Option(help="Write the bound port to this file once the server answers.")

@@ -64,10 +64,21 @@ class _HashProgress:
 @models_app.command("register")
 def models_register(
     name: Annotated[str, typer.Argument(help="Model name; versions are numbered per name.")],
-    path: Annotated[str, typer.Argument(help="A .skops/.joblib/.onnx file or a predictor directory.")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="A model file (.skops/.joblib/.onnx, XGBoost .json/.ubj, LightGBM text), a predictor "
+            "or MLflow model folder, or an MLflow URI (models:/NAME/VERSION, models:/NAME@ALIAS, "
+            "runs:/RUN_ID/PATH; from $MLFLOW_TRACKING_URI)."
+        ),
+    ],
     framework: Annotated[
         str | None,
-        typer.Option("--framework", "-f", help="sklearn, onnx or predictor (default: from PATH)."),
+        typer.Option(
+            "--framework",
+            "-f",
+            help="sklearn, onnx, xgboost, lightgbm, mlflow or predictor (default: from PATH).",
+        ),
     ] = None,
     metric: Annotated[
         list[str] | None, typer.Option("--metric", "-m", help="KEY=NUMBER, repeatable.")

@@ -35,6 +35,7 @@ from mlshift.pipelines._types import (
     type_of_annotation,
     type_of_value,
 )
+from mlshift.specs.model import FRAMEWORKS
 
 __all__ = [
     "ContainerStep",
@@ -1069,7 +1070,7 @@ class RegisterModel(StepCall):
         model: The model's name.
         metrics: Metrics to keep with the version, usually ``evaluate.metrics``.
         alias: Point ``model@alias`` at the version (``champion``).
-        framework: ``sklearn``, ``onnx`` or ``predictor`` (default: from the file name).
+        framework: One of :data:`~mlshift.specs.model.FRAMEWORKS` (default: from the artifact).
         target: Another target (URI or ``mlshift.yaml`` name) to register on.
     """
 
@@ -1091,9 +1092,9 @@ class RegisterModel(StepCall):
         prefix = f"steps.{name}"
         if alias is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,62}", str(alias)):
             raise ConfigError(f"step {name!r}: invalid alias {alias!r}", field=f"{prefix}.alias")
-        if framework is not None and framework not in ("sklearn", "onnx", "predictor"):
+        if framework is not None and framework not in FRAMEWORKS:
             raise ConfigError(
-                f"step {name!r}: unknown framework {framework!r}; expected sklearn, onnx or predictor",
+                f"step {name!r}: unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}",
                 field=f"{prefix}.framework",
             )
         for key, value in (tags or {}).items():

@@ -25,6 +25,7 @@ from typing_extensions import Self
 from mlshift.errors import ConfigError
 from mlshift.pipelines._types import ValueType, accepts, coerce_literal
 from mlshift.specs._base import SpecModel
+from mlshift.specs.model import Framework
 
 __all__ = [
     "IR_FORMAT",
@@ -178,7 +179,7 @@ class RegisterModelConfig(SpecModel):
     """Settings of a ``register_model`` step (its artifact, name and metrics are inputs)."""
 
     alias: str | None = None
-    framework: Literal["sklearn", "onnx", "predictor"] | None = None
+    framework: Framework | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     description: str | None = None
     target: str | None = None

@@ -526,6 +526,7 @@ def build_plan(
         NotFound: a model reference that resolves to nothing.
     """
     from mlshift._artifacts import check_artifact, digest_path
+    from mlshift._mlflow import is_mlflow_uri
 
     actions: list[Action] = []
     unchanged: list[str] = []
@@ -533,6 +534,14 @@ def build_plan(
     signatures: dict[str, Signature | None] = {}
     for i, model in enumerate(models):
         adapter.name_rules.model.check("model", model.name, adapter.uri.raw, field=f"models[{i}].name")
+        if is_mlflow_uri(model.path):
+            raise ConfigError(
+                f"model {model.name!r}: MLflow model URIs ({model.path}) are registered with "
+                "`mlshift models register`, not planned",
+                field=f"models[{i}].path",
+                hint=f"run `mlshift models register {model.name} {model.path}` and point endpoints at "
+                f"the version it prints, or download the model folder and set path to it",
+            )
         if "://" in model.path:
             raise ConfigError(
                 f"model {model.name!r}: remote artifact URIs ({model.path}) are not supported yet",

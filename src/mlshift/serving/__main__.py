@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve one model over HTTP (SageMaker, Vertex AI and Azure ML contracts).",
     )
     parser.add_argument("--artifact", required=True, type=Path, help="model file or directory")
-    parser.add_argument("--framework", help="sklearn, onnx or predictor (default: detected)")
+    parser.add_argument(
+        "--framework", help="sklearn, onnx, xgboost, lightgbm, mlflow or predictor (default: detected)"
+    )
     parser.add_argument("--digest", help="sha256:<hex> the artifact must match")
     parser.add_argument(
         "--signature-json",

@@ -1,7 +1,9 @@
-"""Loading model artifacts: scikit-learn (skops, joblib), ONNX, and user ``Predictor`` classes.
+"""Loading model artifacts: scikit-learn (skops, joblib), ONNX, XGBoost, LightGBM, MLflow model
+folders, and user ``Predictor`` classes.
 
 Each framework's library is imported inside its loader, so importing :mod:`mlshift.serving`
-costs neither scikit-learn nor onnxruntime nor numpy.
+costs neither scikit-learn nor onnxruntime nor numpy (XGBoost and LightGBM live in
+``_boosters``, MLflow folders in ``_mlflow``).
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class LoadedModel(ABC):
     """A model loaded from its artifact, ready to predict.
 
     Attributes:
-        framework: ``sklearn``, ``onnx`` or ``predictor``.
+        framework: One of :data:`~mlshift.specs.model.FRAMEWORKS`.
         path: The artifact it was loaded from.
         signature: The signature given to :func:`load_model`, else the one inferred from the
             artifact; ``None`` when neither is known (requests are then checked for shape only).
@@ -328,10 +330,12 @@ class _PredictorModel(LoadedModel):
 
 
 def detect_framework(path: Path) -> str:
-    """Tell which framework can load an artifact, from its file name or layout.
+    """Tell which framework can load an artifact, from its file name, first bytes or layout.
 
     ``.skops``, ``.joblib`` and ``.pkl`` files are ``sklearn``; ``.onnx`` files are ``onnx``;
-    a directory holding a ``predictor.py`` is ``predictor``.
+    ``.ubj`` files and ``.json`` files holding an XGBoost learner are ``xgboost``; LightGBM
+    text model files (first line ``tree``) are ``lightgbm``; a directory holding a
+    ``predictor.py`` is ``predictor``, one holding an ``MLmodel`` file is ``mlflow``.
 
     Raises:
         ConfigError: if the path does not exist or is none of those.
@@ -340,8 +344,10 @@ def detect_framework(path: Path) -> str:
     if path.is_dir():
         if (path / "predictor.py").is_file():
             return "predictor"
+        if (path / "MLmodel").is_file():
+            return "mlflow"
         raise ConfigError(
-            f"artifact directory {str(path)!r} has no predictor.py",
+            f"artifact directory {str(path)!r} has neither a predictor.py nor an MLmodel file",
             field="path",
             hint=_KINDS_HINT,
         )
@@ -352,6 +358,12 @@ def detect_framework(path: Path) -> str:
         return "sklearn"
     if suffix == ".onnx":
         return "onnx"
+    from mlshift.serving._boosters import is_lightgbm_file, is_xgboost_file
+
+    if is_xgboost_file(path):
+        return "xgboost"
+    if is_lightgbm_file(path):
+        return "lightgbm"
     raise ConfigError(
         f"cannot tell the framework of artifact {str(path)!r} from its name",
         field="path",
@@ -360,7 +372,9 @@ def detect_framework(path: Path) -> str:
 
 
 _KINDS_HINT = (
-    "known kinds: sklearn (.skops, .joblib, .pkl), onnx (.onnx), predictor (a directory with predictor.py)"
+    "known kinds: sklearn (.skops, .joblib, .pkl), onnx (.onnx), xgboost (.json, .ubj from "
+    "save_model), lightgbm (a text model from save_model), mlflow (a folder with an MLmodel file, "
+    "as mlflow's save_model writes), predictor (a directory with predictor.py)"
 )
 
 
@@ -386,8 +400,9 @@ def load_model(
     """Load a model artifact for serving.
 
     Args:
-        path: A ``.skops``/``.joblib``/``.pkl`` or ``.onnx`` file, or a predictor directory.
-        framework: ``sklearn``, ``onnx`` or ``predictor`` (see :func:`detect_framework`).
+        path: A ``.skops``/``.joblib``/``.pkl``, ``.onnx``, XGBoost or LightGBM model file, an
+            MLflow model folder, or a predictor directory.
+        framework: One of :data:`~mlshift.specs.model.FRAMEWORKS` (see :func:`detect_framework`).
         digest: ``sha256:<hex>`` the artifact must match; checked before anything is read.
         signature: What the model takes; inferred from the artifact when omitted.
         skops_trust: Type names a ``.skops`` file may hold beyond the trusted set (the
@@ -410,6 +425,18 @@ def load_model(
         return _load_sklearn_model(path, signature, digest, skops_trust)
     if framework == "onnx":
         return _load_onnx_model(path, signature, digest)
+    if framework == "xgboost":
+        from mlshift.serving._boosters import load_xgboost_model
+
+        return load_xgboost_model(path, signature, digest)
+    if framework == "lightgbm":
+        from mlshift.serving._boosters import load_lightgbm_model
+
+        return load_lightgbm_model(path, signature, digest)
+    if framework == "mlflow":
+        from mlshift.serving._mlflow import load_mlflow_model
+
+        return load_mlflow_model(path, signature, digest, skops_trust)
     return _load_predictor_model(path, signature, digest)
 
 
@@ -417,7 +444,9 @@ def infer_signature(path: Path, framework: str, *, skops_trust: Sequence[str] = 
     """Read what a model takes from the artifact itself.
 
     scikit-learn: ``feature_names_in_`` (named columns) or ``n_features_in_``; ONNX: the
-    width of the first input; predictor: the ``Predictor`` class's ``signature`` attribute.
+    width of the first input; XGBoost and LightGBM: the booster's feature names, else its
+    feature count; MLflow: the ``MLmodel`` file's signature, else its input example, else the
+    flavor's own; predictor: the ``Predictor`` class's ``signature`` attribute.
 
     Returns:
         The signature, or ``None`` when the artifact does not say.
@@ -435,6 +464,18 @@ def infer_signature(path: Path, framework: str, *, skops_trust: Sequence[str] = 
     if framework == "onnx":
         session = _onnx_session(path)
         return _onnx_signature(session, path)
+    if framework == "xgboost":
+        from mlshift.serving._boosters import _read_booster, xgboost_signature
+
+        return xgboost_signature(_read_booster(path), path)
+    if framework == "lightgbm":
+        from mlshift.serving._boosters import lightgbm_signature, read_lightgbm_booster
+
+        return lightgbm_signature(read_lightgbm_booster(path), path)
+    if framework == "mlflow":
+        from mlshift.serving._mlflow import mlflow_signature
+
+        return mlflow_signature(path, skops_trust=skops_trust)
     return _predictor_signature(_predictor_class(path), path)
 
 
@@ -542,11 +583,27 @@ def _sklearn_signature(estimator: Any) -> Signature | None:
 def _load_sklearn_model(
     path: Path, signature: Signature | None, digest: str | None, trust: Sequence[str]
 ) -> LoadedModel:
-    estimator = _read_sklearn(path, trust)
-    run = getattr(estimator, "predict", None)
+    return sklearn_model(_read_sklearn(path, trust), path, signature, digest)
+
+
+def sklearn_model(
+    estimator: Any,
+    path: Path,
+    signature: Signature | None,
+    digest: str | None,
+    *,
+    method: str = "predict",
+    cls: type[_ArrayModel] = _SklearnModel,
+) -> LoadedModel:
+    """Wrap a fitted scikit-learn estimator for serving: ``method`` answers each batch.
+
+    Raises:
+        ConfigError: if the estimator has no such method, or ``signature`` has another width.
+    """
+    run = getattr(estimator, method, None)
     if not callable(run):
         raise ConfigError(
-            f"{str(path)!r} holds a {type(estimator).__name__}, which has no predict method",
+            f"{str(path)!r} holds a {type(estimator).__name__}, which has no {method} method",
             field="path",
             hint="save a fitted estimator or pipeline",
         )
@@ -562,7 +619,7 @@ def _load_sklearn_model(
         warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
     from mlshift.serving._arrays import array_dtype
 
-    return _SklearnModel(
+    return cls(
         path=path,
         signature=signature,
         digest=digest,
@@ -628,7 +685,9 @@ def _onnx_signature(session: Any, path: Path) -> Signature | None:
     return None
 
 
-def _load_onnx_model(path: Path, signature: Signature | None, digest: str | None) -> LoadedModel:
+def _load_onnx_model(
+    path: Path, signature: Signature | None, digest: str | None, *, cls: type[_ArrayModel] = _OnnxModel
+) -> LoadedModel:
     import numpy as np
 
     session = _onnx_session(path)
@@ -657,7 +716,7 @@ def _load_onnx_model(path: Path, signature: Signature | None, digest: str | None
         refusals: tuple[type[BaseException], ...] = (InvalidArgument, Fail, ValueError)
     except ImportError:  # pragma: no cover - a private module; keep working if it moves
         refusals = (ValueError,)
-    return _OnnxModel(
+    return cls(
         path=path,
         signature=signature,
         digest=digest,

@@ -65,7 +65,7 @@ def serve(
 
     Args:
         path: The artifact (see :func:`mlshift.serving.load_model`).
-        framework: ``sklearn``, ``onnx`` or ``predictor``; detected from ``path`` if omitted.
+        framework: One of :data:`~mlshift.specs.model.FRAMEWORKS`; detected from ``path`` if omitted.
         host: The address to bind.
         port: The port to bind; ``0`` picks a free one. When it is the default (8080) and
             ``AIP_HTTP_PORT`` is set, as on Vertex AI, that port is used instead.

@@ -22,9 +22,9 @@ __all__ = [
     "Signature",
 ]
 
-Framework = Literal["sklearn", "onnx", "predictor"]
+Framework = Literal["sklearn", "onnx", "xgboost", "lightgbm", "mlflow", "predictor"]
 #: The frameworks the model server can load, in the order they are documented.
-FRAMEWORKS: tuple[str, ...] = ("sklearn", "onnx", "predictor")
+FRAMEWORKS: tuple[str, ...] = ("sklearn", "onnx", "xgboost", "lightgbm", "mlflow", "predictor")
 
 DType = Literal["float32", "float64", "int32", "int64", "bool", "string"]
 
@@ -76,8 +76,10 @@ class ModelSpec(SpecModel):
 
     Attributes:
         name: The model's name; versions are numbered per name by the target.
-        path: The artifact: a file (``.skops``, ``.joblib``, ``.onnx``) or a directory
-            (a ``predictor.py`` with a ``Predictor`` class and whatever it loads).
+        path: The artifact: a file (``.skops``, ``.joblib``, ``.onnx``, an XGBoost ``.json``
+            or ``.ubj``, a LightGBM text model) or a directory (an MLflow model folder with
+            its ``MLmodel`` file, or a ``predictor.py`` with a ``Predictor`` class and
+            whatever it loads).
         framework: How the model server loads it.
         signature: Input columns; inferred from the artifact when omitted.
         metrics: Numbers to keep with the version (``accuracy``, ``auc``, ...).
