@@ -322,3 +322,41 @@ def test_the_same_image_answers_each_clouds_contract(
             assert httpx.get(base + "/", timeout=2, trust_env=False).status_code == 200  # liveness
     finally:
         container.remove(force=True)
+
+
+def test_the_next_apply_restores_a_killed_container(
+    engine: Any, docker_target: mlshift.Client, iris: dict[str, Any], state_dir: Path
+) -> None:
+    from mlshift.specs.endpoint import EndpointSpec
+
+    docker_target.models.register("iris", iris["v1"], framework="sklearn")
+    docker_target.endpoints.deploy("iris", "iris:1", replicas=2)
+    victim = next(c for c in ours(engine, state_dir) if c.labels["mlshift.replica"] == "1")
+    survivor = next(c for c in ours(engine, state_dir) if c.labels["mlshift.replica"] == "0")
+    victim.kill()
+    wait_for(
+        lambda: docker_target.endpoints.get("iris").variants[0].status == "failed",
+        10,
+        "endpoints show reporting the killed container",
+    )
+    spec = EndpointSpec.model_validate(
+        {
+            "name": "iris",
+            "variants": [{"name": "iris-v1", "model": "iris:1", "weight": 100}],
+            "compute": {"size": "cpu-small", "replicas": 2},
+        }
+    )
+    plan = docker_target.plan(spec)
+    assert [a.describe() for a in plan.actions] == [
+        f"restore 1 replica of iris-v1 (iris:1): replica 1: container {victim.id[:12]} exited (code 137)"
+    ]
+    docker_target.apply(plan)
+
+    state = docker_target.endpoints.get("iris")
+    assert [(v.status, v.ready_replicas) for v in state.variants] == [("healthy", 2)]
+    containers = ours(engine, state_dir)
+    assert {c.status for c in containers} == {"running"}  # the killed one is removed
+    assert sorted(c.labels["mlshift.replica"] for c in containers) == ["0", "1"]
+    assert survivor.id in {c.id for c in containers} and victim.id not in {c.id for c in containers}
+    assert docker_target.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v1"]
+    assert docker_target.plan(spec).is_empty

@@ -171,6 +171,17 @@ class DockerRuntime:
         container = self._get(replica.id)
         return container is not None and container.status == "running"
 
+    def exit_reason(self, replica: Replica) -> str:
+        container = self._get(replica.id)
+        short = replica.id[:12]
+        if container is None:
+            return f"container {short} is gone"
+        state = container.attrs.get("State", {})
+        why = f"code {state.get('ExitCode')}"
+        if state.get("OOMKilled"):
+            why += ", out of memory"
+        return f"container {short} {container.status} ({why})"
+
     def stop(self, replica: Replica, timeout: float = 10.0) -> None:
         container = self._get(replica.id)
         if container is not None:
