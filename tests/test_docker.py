@@ -360,3 +360,44 @@ def test_the_next_apply_restores_a_killed_container(
     assert survivor.id in {c.id for c in containers} and victim.id not in {c.id for c in containers}
     assert docker_target.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v1"]
     assert docker_target.plan(spec).is_empty
+
+
+STEP_SCRIPT = (
+    "import json, os, pathlib, sys; a = dict(zip(sys.argv[1::2], sys.argv[2::2]));"
+    "text = pathlib.Path(a['--data']).read_text();"
+    "pathlib.Path(a['--out']).write_text(text.upper());"
+    "pathlib.Path(a['--where']).write_text(json.dumps(os.path.exists('/.dockerenv')));"
+    "pathlib.Path(a['--metrics']).write_text(json.dumps({'chars': len(text)}));"
+    "print('mode', os.environ['MODE'])"
+)
+
+
+def test_container_steps_run_in_a_container_of_the_engine(
+    engine: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlshift.pipelines import load_pipeline
+
+    # No docker CLI on PATH: local+docker:// runs the step through the Docker SDK, like replicas.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    module = tmp_path / "boxed_steps.py"
+    module.write_text(
+        "from mlshift.pipelines import ContainerStep, OutputPath, pipeline, step\n\n"
+        "@step\ndef source(data: OutputPath) -> None:\n    data.write_text('abc')\n\n"
+        "@pipeline\ndef boxed() -> None:\n"
+        "    raw = source()\n"
+        f"    ContainerStep('shout', 'mlshift-base:bookworm', ['python3', '-c', {STEP_SCRIPT!r}],\n"
+        "        ['--data', '{{inputs.data}}', '--out', '{{outputs.loud}}',\n"
+        "         '--where', '{{outputs.inside}}', '--metrics', '{{metrics}}'],\n"
+        "        inputs={'data': raw.outputs['data']}, outputs={'loud': 'artifact', 'inside': bool},\n"
+        "        metrics=['chars'], env={'MODE': 'fast'})\n"
+    )
+    with mlshift.connect(f"local+docker://{state_dir}") as client:
+        run = client.pipelines.run(load_pipeline(f"{module}:boxed")).wait()
+        assert run.status == "succeeded", (run.message or "") + run.logs("shout")
+        shout = run.step("shout")
+        assert shout.outputs["inside"] is True  # it ran inside a container, not on the host
+        assert shout.metrics == {"chars": 3.0}
+        assert run.artifact_path("shout", "loud").read_text() == "ABC"
+        assert "mode fast" in run.logs("shout")  # its output reached the step's log
+    left = engine.containers.list(all=True, filters={"label": "mlshift.pipeline"})
+    assert [c for c in left if c.labels.get("mlshift.run") == run.id] == []  # removed afterwards
