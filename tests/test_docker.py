@@ -55,12 +55,17 @@ _engine_or_skip_module()
 
 @pytest.fixture(scope="session")
 def engine() -> Any:
-    """The Docker client, with the serving image built (once, cached by Docker's layers)."""
+    """The Docker client, with the serving image built from the code under test.
+
+    Built every session, not only when missing: an image left by an earlier checkout would test
+    that code. Docker's layer cache makes a build with nothing changed take seconds.
+    """
     try:
+        from mlshift.image import build_image, default_image
         from mlshift.local._docker import DockerRuntime
 
         runtime = DockerRuntime(say=lambda line: None)
-        runtime.ensure_image("sklearn")
+        build_image(default_image(), client=runtime.client, say=lambda line: None)
     except ImageNotFound as exc:
         _unavailable(f"{exc.message} ({exc.hint})")
     except MlshiftError as exc:
@@ -401,3 +406,44 @@ def test_container_steps_run_in_a_container_of_the_engine(
         assert "mode fast" in run.logs("shout")  # its output reached the step's log
     left = engine.containers.list(all=True, filters={"label": "mlshift.pipeline"})
     assert [c for c in left if c.labels.get("mlshift.run") == run.id] == []  # removed afterwards
+
+
+IN_IMAGE = """
+import importlib.util, sklearn.utils
+from mlshift.image._serve import listed_estimators
+real = sklearn.utils.all_estimators
+assert listed_estimators(), "the image has no estimator list for its scikit-learn"
+from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as listed
+expected = [f"{c.__module__}.{c.__name__}" for _, c in real() if c.__module__.startswith("sklearn.")]
+assert listed == expected, (len(listed), len(expected))
+assert importlib.util.find_spec("pip") is None, "pip is in the serving image"
+print("listed", len(listed))
+"""
+
+
+def test_the_image_lists_scikit_learns_estimators_at_build_and_has_no_pip(engine: Any) -> None:
+    from mlshift.image import default_image
+
+    out = engine.containers.run(default_image(), ["python3", "-c", IN_IMAGE], remove=True)
+    assert out.decode().startswith("listed ")
+
+
+def test_a_versions_skops_trust_reaches_its_container(
+    engine: Any, docker_target: mlshift.Client, iris: dict[str, Any], tmp_path: Path
+) -> None:
+    import numpy as np
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x = np.array(iris["rows"] * 10)
+    y = np.array(iris["expected_v1"] * 10)
+    model = make_pipeline(FunctionTransformer(np.asarray), LogisticRegression(max_iter=500)).fit(x, y)
+    path = tmp_path / "trusting.skops"
+    skops.io.dump(model, path)
+    assert skops.io.get_untrusted_types(file=path) == ["numpy.asarray"]
+    docker_target.models.register("asarray", path, skops_trust=["numpy.asarray"])
+    docker_target.endpoints.deploy("asarray", "asarray:1")  # its container would exit untrusted
+    answer = docker_target.endpoints.predict("asarray", iris["rows"])
+    assert answer.predictions == model.predict(np.array(iris["rows"])).tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,47 @@ def test_local_docker_is_a_variant_of_the_local_target_and_others_are_refused(tm
     client.close()
     with pytest.raises(ConfigError, match=r"no 'podman' variant.*local\+docker://"):
         mlshift.connect(f"local+podman://{tmp_path}/state")
+
+
+LISTED = """
+import json, sys
+import sklearn.utils
+from mlshift.image._serve import listed_estimators
+
+real = sklearn.utils.all_estimators
+used = listed_estimators(sys.argv[1])
+imported = "skops.io" in sys.modules
+if used:
+    from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as listed
+    # What skops would have computed by importing every scikit-learn module itself.
+    expected = [f"{c.__module__}.{c.__name__}" for _, c in real() if c.__module__.startswith("sklearn.")]
+    assert listed == expected, (len(listed), len(expected))
+assert sklearn.utils.all_estimators is real  # put back for everyone else
+print(json.dumps({"used": used, "imported": imported}))
+"""
+
+
+@pytest.mark.parametrize("version", ["same", "other"])
+def test_skops_trusts_the_same_estimators_when_they_are_listed_at_build(tmp_path: Path, version: str) -> None:
+    # The list as the Dockerfile writes it (its python -c), for this machine's scikit-learn.
+    listing = tmp_path / "sklearn-estimators.json"
+    made = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c",
+         "import json, sklearn; from sklearn.utils import all_estimators; "
+         "print(json.dumps({'sklearn': sklearn.__version__, "
+         "'estimators': [[n, c.__module__, c.__name__] for n, c in all_estimators()]}))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    data = json.loads(made.stdout)
+    if version == "other":
+        data["sklearn"] = "0.0.1"
+    listing.write_text(json.dumps(data))
+    dockerfile = (Path(mlshift.__file__).parent / "image" / "Dockerfile").read_text()
+    assert "[[n, c.__module__, c.__name__] for n, c in all_estimators()]" in dockerfile  # the same list
+
+    proc = subprocess.run(
+        [sys.executable, "-c", LISTED, str(listing)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Another scikit-learn than the list was made for: nothing is done, skops lists them itself.
+    assert json.loads(proc.stdout) == {"used": version == "same", "imported": version == "same"}

@@ -156,6 +156,9 @@ class DockerRuntime:
         }
         if request.signature_json is not None:
             environment["MLSHIFT_SIGNATURE"] = request.signature_json
+        if request.skops_trust:
+            # The version's own trust (its mlshift.skops-trust tag); the container serves only it.
+            environment["MLSHIFT_SKOPS_TRUST"] = request.skops_trust
         labels = {
             ENDPOINT_LABEL: request.endpoint,
             "mlshift.variant": request.variant,
