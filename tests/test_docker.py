@@ -447,3 +447,25 @@ def test_a_versions_skops_trust_reaches_its_container(
     docker_target.endpoints.deploy("asarray", "asarray:1")  # its container would exit untrusted
     answer = docker_target.endpoints.predict("asarray", iris["rows"])
     assert answer.predictions == model.predict(np.array(iris["rows"])).tolist()
+
+
+def test_extra_packages_go_into_a_layer_of_their_own(engine: Any) -> None:
+    from mlshift.image import build_image, default_image
+
+    tag = "mlshift-test:extra-six"
+    try:
+        build_image(tag, extra_packages="six", client=engine, say=lambda line: None)
+        image = engine.images.get(tag)
+        assert image.labels["mlshift.extra-packages"] == "six"
+        out = engine.containers.run(
+            tag, ["python3", "-c", "import six, sklearn; print(six.__name__)"], remove=True
+        )
+        assert out.decode().strip() == "six"
+        # Only the last layer, the extra packages', differs from the default image's: a registry
+        # that has the default image receives only that one.
+        default_layers = engine.images.get(default_image()).attrs["RootFS"]["Layers"]
+        layers = image.attrs["RootFS"]["Layers"]
+        assert layers[:-1] == default_layers[:-1] and layers[-1] != default_layers[-1]
+    finally:
+        with contextlib.suppress(Exception):
+            engine.images.remove(tag, force=True)

@@ -93,6 +93,7 @@ def test_build_context_splits_mlshift_from_its_dependencies(tmp_path: Path) -> N
         (wheels / name).write_bytes(b"PK")
     context = build_context(tmp_path / "context", wheels=wheels, say=lambda _: None)
     assert (context / "Dockerfile").is_file() and (context / "serve").stat().st_mode & 0o111
+    assert list((context / "wheels" / "extra").iterdir()) == []  # none asked for
     assert [p.name for p in (context / "wheels" / "mlshift").iterdir()] == ["mlshift-0.1.0-py3-none-any.whl"]
     assert [p.name for p in (context / "wheels" / "deps").iterdir()] == [
         "numpy-2.0-cp311-cp311-linux_x86_64.whl"
@@ -200,3 +201,39 @@ def test_skops_trusts_the_same_estimators_when_they_are_listed_at_build(tmp_path
     assert proc.returncode == 0, proc.stderr
     # Another scikit-learn than the list was made for: nothing is done, skops lists them itself.
     assert json.loads(proc.stdout) == {"used": version == "same", "imported": version == "same"}
+
+
+def test_extra_packages_are_names_with_versions_and_nothing_else() -> None:
+    from mlshift.image import parse_extra_packages
+
+    assert parse_extra_packages(["xgboost==2.1.1 lightgbm>=4,<5", "six", "six"]) == (
+        "xgboost==2.1.1",
+        "lightgbm>=4,<5",
+        "six",
+    )
+    assert parse_extra_packages("mlflow-skinny[extras]~=2.9") == ("mlflow-skinny[extras]~=2.9",)
+    for bad in (
+        "--index-url=https://evil.example/simple",
+        "git+https://x/y.git",
+        "./pkg",
+        "a;b",
+        "x==1 @ http",
+    ):
+        with pytest.raises(ConfigError, match="not a package name") as info:
+            parse_extra_packages(bad)
+        assert info.value.field == "--extra-packages"
+
+
+def test_extra_packages_need_a_tag_of_their_own_and_no_wheels_folder(tmp_path: Path) -> None:
+    from mlshift.image import build_image
+
+    # Refused before the engine is contacted: the client would fail (no daemon is needed).
+    with pytest.raises(ConfigError, match="needs a name of its own") as info:
+        build_image(extra_packages="six", client=object())
+    assert info.value.field == "--tag" and "--tag" in (info.value.hint or "")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "mlshift-0.1.0-py3-none-any.whl").write_bytes(b"PK")
+    with pytest.raises(ConfigError, match="do not go together"):
+        build_context(tmp_path / "context", wheels=wheels, extra_packages=("six",), say=lambda _: None)
+    assert not (tmp_path / "context").exists()  # nothing written
