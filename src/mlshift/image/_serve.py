@@ -100,8 +100,8 @@ def listed_estimators(path: str | Path = SKLEARN_ESTIMATORS) -> bool:
     """Import ``skops.io`` with scikit-learn's estimators taken from the list made at build.
 
     skops builds its trusted-type list when it is imported, from
-    ``sklearn.utils.all_estimators()``, which imports every scikit-learn module: about a third
-    of a model server's cold start in the image. Only the estimators' names are used
+    ``sklearn.utils.all_estimators()``, which imports every scikit-learn module: about 10% of a
+    container's cold start, measured end to end. Only the estimators' names are used
     (``module.Class``), so while ``skops.io`` is imported ``all_estimators()`` answers from the
     list with stand-ins carrying those names; the trusted set is the same. The real function
     is put back afterwards.
