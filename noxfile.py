@@ -211,7 +211,7 @@ def bench(session: nox.Session) -> None:
     uv = str(Path(session.bin) / "uv")
     python = str(Path(session.bin) / "python")
     quiet = ["--quiet", "--compile-bytecode"]
-    ours = ["-e", ".[serve,sklearn]", "-r", "bench/requirements/peers.txt"]
+    ours = ["-e", ".[serve,sklearn,docker]", "-r", "bench/requirements/peers.txt"]
     session.run(uv, "pip", "install", *quiet, "--python", python, *ours, external=True)
     sklearn = session.run("python", "-c", "import sklearn; print(sklearn.__version__)", silent=True)
     peers = Path(session.virtualenv.location).parent / "bench-peers"
@@ -246,4 +246,8 @@ def bench(session: nox.Session) -> None:
                     break
 
     peer_args = ["--mlflow-python", mlflow_python, "--sagemaker-python", sagemaker_python]
-    session.run("python", "bench/run.py", *peer_args, *session.posargs, env={"MLSHIFT_BENCH": "1"})
+    # The serving-image benchmark needs an engine; without one it reports "not measured".
+    with _docker_engine(session) as docker_env:
+        session.run(
+            "python", "bench/run.py", *peer_args, *session.posargs, env={"MLSHIFT_BENCH": "1", **docker_env}
+        )

@@ -123,6 +123,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             note,
         )
     )
+    out += _image_targets(results.get("image") or {})
     reapply = results.get("reapply") or {}
     for target, row in reapply.items():
         again = row["reapply"]
@@ -179,6 +180,37 @@ def _batching_targets(batching: dict[str, Any] | None) -> list[dict[str, Any]]:
     return out
 
 
+def _image_targets(image: dict[str, Any]) -> list[dict[str, Any]]:
+    """The serving image's targets (issue 12)."""
+    out: list[dict[str, Any]] = []
+    measured = image.get("status") == "measured"
+    note = "" if measured or not image else image.get("status", "")
+    size = image.get("image_mb")
+    out.append(
+        _target("serving image size (scikit-learn only)", "<= 450 MB", _fmt(size, " MB", 0),
+                None if size is None else size <= 450, note)
+    )  # fmt: skip
+    cold = image.get("cold_start_to_first_200_s")
+    overhead = image.get("container_overhead_s")
+    out.append(
+        _target(
+            "container cold start (`docker run` → first 200)",
+            "<= 2 s",
+            _fmt(cold, " s", 2),
+            None if cold is None else cold <= 2.0,
+            f"of which the engine's cost of any container: {overhead:.2f} s"
+            if overhead is not None
+            else note,
+        )
+    )
+    r = image.get("container_vs_process")
+    out.append(
+        _target("req/s through a container replica vs a process replica", ">= 0.9x", _fmt(r, "x", 2),
+                None if r is None else r >= 0.9, note)
+    )  # fmt: skip
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     """docs/performance.md."""
     m = results["machine"]
@@ -222,6 +254,7 @@ def render(results: dict[str, Any]) -> str:
     lines += _pipelines(results.get("pipelines"))
     lines += _reapply(results.get("reapply"))
     lines += _shadow(results.get("shadow"), m)
+    lines += _image(results.get("image"))
     return "\n".join(lines)
 
 
@@ -538,3 +571,96 @@ def _shadow(shadow: dict[str, Any] | None, machine: dict[str, Any]) -> list[str]
             f"(1 min) {own.get('load_start')} at start, {own.get('load_end')} at end.",
         ]
     return [*lines, ""]
+
+
+def _image(image: dict[str, Any] | None) -> list[str]:
+    if not image:
+        return []
+    lines = ["## Serving image and `local+docker://`", ""]
+    if image.get("status") != "measured":
+        return [*lines, f"{image.get('status', 'not measured')}.", ""]
+    when = image.get("measured")
+    lines += [
+        f"The scikit-learn serving image (`{image['image']}`, Python {image.get('python') or '?'}),"
+        " built by `mlshift image build` from",
+        "host-built wheels on the offline Debian base (`mlshift image base`). One iris",
+        "LogisticRegression `.skops` file mounted read-only; the model server in the container",
+        "against `python -m mlshift.serving` on the host, same model, 2 connections of",
+        f"bench/loadgen.py for {image['load_seconds']:g} s each, medians of {image['rounds']} rounds.",
+    ]
+    if when:
+        lines += [
+            f"Measured separately ({when['date']}, load average {when['load_start']} / {when['load_end']};"
+            f" `{when['command']}`).",
+        ]
+    lines += [
+        "",
+        "| | |",
+        "|---|---|",
+        f"| image size | {_fmt(image['image_mb'], ' MB', 0)} |",
+        f"| build with nothing changed (every layer cached) | {_fmt(image.get('build_warm_s'), ' s')} |",
+    ]
+
+    def row(label: str, value: str) -> str:
+        return f"| {label} | {value} |"
+
+    samples = ", ".join(f"{s:.2f}" for s in image.get("cold_start_samples", []))
+    if image.get("build_cold_s") is not None:
+        lines.append(
+            row("build with no layer cache (wheels from the host's cache)", _fmt(image["build_cold_s"], " s"))
+        )
+    lines += [
+        row(
+            "cold start: `docker run` → first 200 on `/invocations`",
+            f"{_fmt(image['cold_start_to_first_200_s'], ' s', 2)} (samples: {samples})",
+        ),
+        row("for scale: `docker run IMAGE true` → exit", _fmt(image.get("container_overhead_s"), " s", 2)),
+        row(
+            "req/s, container replica",
+            f"{_fmt(image['container_rps'], '', 0)} (p99 {_fmt(image['container_p99_ms'], ' ms', 2)})",
+        ),
+        row(
+            "req/s, process replica",
+            f"{_fmt(image['process_rps'], '', 0)} (p99 {_fmt(image['process_p99_ms'], ' ms', 2)})",
+        ),
+        row("container ÷ process req/s", _fmt(image.get("container_vs_process"), "x", 2)),
+        "",
+        "Reproduce with a Docker engine (`.ci/docker-up` starts one as root) and the base image:",
+        "`python bench/run.py --only image --merge` (add `--cold-build` for the no-cache build),",
+        "or `python bench/serving_image.py` for the JSON alone.",
+        "",
+    ]
+    return lines
+
+
+def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
+    """``page`` (an existing docs/performance.md) with the benchmarks ``names`` from ``results``.
+
+    For a re-measurement whose earlier results file is gone (results files are not committed):
+    their rows of the targets table and their sections are replaced, or added, and the rest
+    of the page is left as it was measured. Only ``image`` can be spliced so far.
+    """
+    if names != ["image"]:
+        raise ValueError("only the image benchmark can be spliced into an existing page")
+    rows = [
+        f"| {t['target']} | {t['goal']} | {t['measured']} | {t['status']}"
+        + (f" ({t['note']})" if t.get("note") else "")
+        + " |"
+        for t in _image_targets(results["image"])
+    ]
+    names_in_rows = {row.split(" | ")[0] for row in rows}
+    lines = [line for line in page.rstrip("\n").split("\n") if line.split(" | ")[0] not in names_in_rows]
+    table_end = next(
+        i for i in range(lines.index("## Targets") + 3, len(lines)) if not lines[i].startswith("|")
+    )
+    lines[table_end:table_end] = rows
+    heading = "## Serving image and `local+docker://`"
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        del lines[start:end]
+        while lines and not lines[-1]:
+            lines.pop()
+        lines[start:start] = []
+    section = _image(results["image"])
+    return "\n".join([*lines, "", *section]).rstrip("\n")

@@ -12,8 +12,12 @@ Peers that live in their own venv (mlflow, sagemaker) are named with --mlflow-py
 --sagemaker-python; `nox -s bench` creates those venvs and passes them. A peer that is not
 installed is reported as "not measured", never silently dropped.
 
-Benchmarks (bench/<name>.py): startup, serving, batching, pipelines, reapply, shadow. Every server and load
-generator runs on 127.0.0.1 only, and every load run is bounded in time and request count.
+Benchmarks (bench/<name>.py): startup, serving, batching, pipelines, reapply, shadow, image
+(bench/serving_image.py: the serving image and local+docker:// replicas; needs a Docker engine,
+else "not measured"). Every server and load generator runs on 127.0.0.1 only, and every load
+run is bounded in time and request count.
+
+    python bench/run.py --only image --merge   # re-measure one benchmark, keep the others' results
 """
 
 from __future__ import annotations
@@ -37,11 +41,19 @@ from common import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "performance.md"
-NAMES = ("startup", "serving", "batching", "pipelines", "reapply", "shadow")
+NAMES = ("startup", "serving", "batching", "pipelines", "reapply", "shadow", "image")
 #: Repetitions per benchmark (--repeat overrides all): rounds for serving, batching, pipelines and shadow
 #: (each shadow round is two load runs of --duration seconds: mirror off, then on), timed
 #: passes for start-up, re-applies for reapply.
-DEFAULT_REPEAT = {"startup": 7, "serving": 3, "batching": 3, "pipelines": 3, "reapply": 3, "shadow": 3}
+DEFAULT_REPEAT = {
+    "startup": 7,
+    "serving": 3,
+    "batching": 3,
+    "pipelines": 3,
+    "reapply": 3,
+    "shadow": 3,
+    "image": 3,
+}
 
 
 def _machine() -> dict[str, Any]:
@@ -122,6 +134,10 @@ def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
         return bench_batching(
             repeat, quick=args.quick, loadgen_choice=args.loadgen, duration=args.duration, pin=not args.no_pin
         )
+    if name == "image":
+        from serving_image import bench_serving_image
+
+        return bench_serving_image(repeat, seconds=2.0 if args.quick else 5.0, cold_build=args.cold_build)
     if name == "pipelines":
         from pipelines import bench_pipelines
 
@@ -163,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-python", help="interpreter of a venv with mlflow (serving, start-up)")
     parser.add_argument("--sagemaker-python", help="interpreter of a venv with sagemaker (start-up)")
     parser.add_argument("--sagemaker-reason", help=argparse.SUPPRESS)  # why nox left sagemaker out
+    parser.add_argument(
+        "--cold-build", action="store_true", help="image: also time a build with no layer cache (minutes)"
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other benchmarks' results from the results file (--out) and replace only those "
+        "run now; each merged benchmark records its own date and load",
+    )
     parser.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS})")
     parser.add_argument(
         "--report", type=Path, default=None, help=f"report file (default {REPORT}; none with --quick)"
@@ -197,12 +222,37 @@ def main(argv: list[str] | None = None) -> int:
         if version:
             results["versions"]["mlflow"] = version
     results["repeat"] = {}
-    for name in args.only or NAMES:
+    # --quick is a smoke run of seconds: the image benchmark builds and starts containers.
+    ran = args.only or [n for n in NAMES if not (args.quick and n == "image")]
+    for name in ran:
         repeat = 1 if args.quick else (args.repeat or DEFAULT_REPEAT[name])
         results["repeat"][name] = repeat
         print(f"running {name} (repeat {repeat}) ...", flush=True)
+        load_start = round(os.getloadavg()[0], 2)
         results[name] = run_one(name, repeat, args)
+        if args.merge:
+            results[name]["measured"] = {
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "load_start": load_start,
+                "load_end": round(os.getloadavg()[0], 2),
+                "command": results["command"],
+            }
     results["machine"]["load_end"] = round(os.getloadavg()[0], 2)
+    page = args.report or REPORT
+    if args.merge and not (args.out or RESULTS).exists() and page.exists() and not args.quick:
+        # No earlier results to merge with (they are not committed): splice into the page.
+        out = args.out or RESULTS
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        page.write_text(report.splice(page.read_text(), results, list(ran)) + "\n")
+        print(f"wrote {out} and spliced {', '.join(ran)} into {page}")
+        return 0
+    if args.merge and (args.out or RESULTS).exists():
+        earlier = json.loads((args.out or RESULTS).read_text())
+        # The page keeps describing the run that measured most of it; merged parts carry their own.
+        merged = {**earlier, **{name: results[name] for name in ran}}
+        merged["repeat"] = {**earlier.get("repeat", {}), **results["repeat"]}
+        results = merged
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     if "serving" in results and "load_generator" in results["serving"]:
         results["versions"]["load generator"] = results["serving"]["load_generator"]

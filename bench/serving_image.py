@@ -1,14 +1,17 @@
 """The serving image and local+docker:// replicas: size, build time, cold start, req/s vs a process.
 
-    DOCKER_HOST=unix:///... python bench/serving_image.py [--rounds 3] [--cold-build]
+    python bench/run.py --only image [--merge]          # what `nox -s bench` runs; docs/performance.md
+    DOCKER_HOST=unix:///... python bench/serving_image.py [--rounds 3] [--cold-build]   # JSON only
 
-Prints one JSON object. Needs a Docker engine with the base image (`mlshift image base`); the
-serving image is built if missing. Not yet part of `python bench/run.py` / docs/performance.md.
+Needs a Docker engine with the base image (`mlshift image base`); the serving image is built
+from the code that runs (a warm build when nothing changed). Without an engine the result says
+"not measured" and why.
 
 - image size of mlshift-serving:VERSION (scikit-learn only);
 - build time warm (nothing changed: every layer cached) and, with --cold-build, cold (no build
   cache; the dependency wheels still come from the host's cache);
-- cold start: `docker run` of a container to the first 200 on /invocations;
+- cold start: `docker run` of a container to the first 200 on /invocations, and for scale the
+  engine's own cost of a container (`docker run IMAGE true` to its exit);
 - req/s and p99 through bench/loadgen.py, 2 connections, straight at one container replica and
   at one `python -m mlshift.serving` process serving the same model.
 """
@@ -89,38 +92,54 @@ def _load(port: int, body: Path, seconds: float) -> dict[str, Any]:
     return {"rps": data["ok"] / (data["duration_us"] / 1e6), "p99_ms": data["p99_us"] / 1000}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--cold-build", action="store_true")
-    args = parser.parse_args()
+def _container_overhead(client: Any, image: str) -> float:
+    """Seconds from `docker run IMAGE true` to its exit: what any container costs on this engine."""
+    start = time.monotonic()
+    container = client.containers.run(image, ["true"], detach=True, labels={"mlshift.bench": "1"})
+    try:
+        container.wait(timeout=60)
+        return time.monotonic() - start
+    finally:
+        container.remove(force=True)
 
+
+def bench_serving_image(rounds: int = 3, *, seconds: float = 5.0, cold_build: bool = False) -> dict[str, Any]:
+    """Measure the serving image; ``{"status": "not measured: ..."}`` without an engine or base image."""
+    from mlshift.errors import MlshiftError
     from mlshift.image import build_image, default_image, docker_client
 
-    client = docker_client()
+    try:
+        client = docker_client(timeout=30)
+    except MlshiftError as exc:
+        return {"status": f"not measured: {exc.message}"}
     image = default_image()
     quiet = lambda _line: None  # noqa: E731
-    result: dict[str, Any] = {"image": image}
-    if args.cold_build:
+    result: dict[str, Any] = {"status": "measured", "image": image, "rounds": rounds, "load_seconds": seconds}
+    try:
+        if cold_build:
+            start = time.monotonic()
+            build_image(image, no_cache=True, say=quiet)
+            result["build_cold_s"] = round(time.monotonic() - start, 1)
         start = time.monotonic()
-        build_image(image, no_cache=True, say=quiet)
-        result["build_cold_s"] = round(time.monotonic() - start, 1)
-    start = time.monotonic()
-    build_image(image, say=quiet)
-    result["build_warm_s"] = round(time.monotonic() - start, 1)
+        build_image(image, say=quiet)
+        result["build_warm_s"] = round(time.monotonic() - start, 1)
+    except MlshiftError as exc:
+        return {"status": f"not measured: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")}
     result["image_mb"] = round(client.images.get(image).attrs["Size"] / 1e6)
+    base = client.images.get(image).labels.get("mlshift.python")
+    result["python"] = base
 
     with tempfile.TemporaryDirectory() as tmp:
         model = _model(Path(tmp))
         body = Path(tmp) / "body.json"
         body.write_text(json.dumps(ROWS))
-        starts, container_rps, container_p99, process_rps, process_p99 = [], [], [], [], []
-        for _ in range(args.rounds):
+        starts, overheads, container_rps, container_p99, process_rps, process_p99 = [], [], [], [], [], []
+        for _ in range(rounds):
+            overheads.append(_container_overhead(client, image))
             container, port, took = _container(client, image, model)
             starts.append(took)
             try:
-                run = _load(port, body, args.seconds)
+                run = _load(port, body, seconds)
                 container_rps.append(run.get("rps"))
                 container_p99.append(run.get("p99_ms"))
             finally:
@@ -132,7 +151,7 @@ def main() -> int:
             )  # fmt: skip
             try:
                 _first_200(port, time.monotonic() + 60)
-                run = _load(port, body, args.seconds)
+                run = _load(port, body, seconds)
                 process_rps.append(run.get("rps"))
                 process_p99.append(run.get("p99_ms"))
             finally:
@@ -140,6 +159,8 @@ def main() -> int:
                 proc.wait(30)
         result.update(
             cold_start_to_first_200_s=median(starts, 2),
+            cold_start_samples=[round(s, 2) for s in starts],
+            container_overhead_s=median(overheads, 2),
             container_rps=median(container_rps),
             container_p99_ms=median(container_p99, 2),
             process_rps=median(process_rps),
@@ -147,8 +168,18 @@ def main() -> int:
         )
         if result["container_rps"] and result["process_rps"]:
             result["container_vs_process"] = round(result["container_rps"] / result["process_rps"], 2)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--cold-build", action="store_true")
+    args = parser.parse_args()
+    result = bench_serving_image(args.rounds, seconds=args.seconds, cold_build=args.cold_build)
     print(json.dumps(result, indent=2))
-    return 0
+    return 0 if result["status"] == "measured" else 1
 
 
 if __name__ == "__main__":

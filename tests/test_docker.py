@@ -55,12 +55,17 @@ _engine_or_skip_module()
 
 @pytest.fixture(scope="session")
 def engine() -> Any:
-    """The Docker client, with the serving image built (once, cached by Docker's layers)."""
+    """The Docker client, with the serving image built from the code under test.
+
+    Built every session, not only when missing: an image left by an earlier checkout would test
+    that code. Docker's layer cache makes a build with nothing changed take seconds.
+    """
     try:
+        from mlshift.image import build_image, default_image
         from mlshift.local._docker import DockerRuntime
 
         runtime = DockerRuntime(say=lambda line: None)
-        runtime.ensure_image("sklearn")
+        build_image(default_image(), client=runtime.client, say=lambda line: None)
     except ImageNotFound as exc:
         _unavailable(f"{exc.message} ({exc.hint})")
     except MlshiftError as exc:
@@ -322,3 +327,145 @@ def test_the_same_image_answers_each_clouds_contract(
             assert httpx.get(base + "/", timeout=2, trust_env=False).status_code == 200  # liveness
     finally:
         container.remove(force=True)
+
+
+def test_the_next_apply_restores_a_killed_container(
+    engine: Any, docker_target: mlshift.Client, iris: dict[str, Any], state_dir: Path
+) -> None:
+    from mlshift.specs.endpoint import EndpointSpec
+
+    docker_target.models.register("iris", iris["v1"], framework="sklearn")
+    docker_target.endpoints.deploy("iris", "iris:1", replicas=2)
+    victim = next(c for c in ours(engine, state_dir) if c.labels["mlshift.replica"] == "1")
+    survivor = next(c for c in ours(engine, state_dir) if c.labels["mlshift.replica"] == "0")
+    victim.kill()
+    wait_for(
+        lambda: docker_target.endpoints.get("iris").variants[0].status == "failed",
+        10,
+        "endpoints show reporting the killed container",
+    )
+    spec = EndpointSpec.model_validate(
+        {
+            "name": "iris",
+            "variants": [{"name": "iris-v1", "model": "iris:1", "weight": 100}],
+            "compute": {"size": "cpu-small", "replicas": 2},
+        }
+    )
+    plan = docker_target.plan(spec)
+    assert [a.describe() for a in plan.actions] == [
+        f"restore 1 replica of iris-v1 (iris:1): replica 1: container {victim.id[:12]} exited (code 137)"
+    ]
+    docker_target.apply(plan)
+
+    state = docker_target.endpoints.get("iris")
+    assert [(v.status, v.ready_replicas) for v in state.variants] == [("healthy", 2)]
+    containers = ours(engine, state_dir)
+    assert {c.status for c in containers} == {"running"}  # the killed one is removed
+    assert sorted(c.labels["mlshift.replica"] for c in containers) == ["0", "1"]
+    assert survivor.id in {c.id for c in containers} and victim.id not in {c.id for c in containers}
+    assert docker_target.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v1"]
+    assert docker_target.plan(spec).is_empty
+
+
+STEP_SCRIPT = (
+    "import json, os, pathlib, sys; a = dict(zip(sys.argv[1::2], sys.argv[2::2]));"
+    "text = pathlib.Path(a['--data']).read_text();"
+    "pathlib.Path(a['--out']).write_text(text.upper());"
+    "pathlib.Path(a['--where']).write_text(json.dumps(os.path.exists('/.dockerenv')));"
+    "pathlib.Path(a['--metrics']).write_text(json.dumps({'chars': len(text)}));"
+    "print('mode', os.environ['MODE'])"
+)
+
+
+def test_container_steps_run_in_a_container_of_the_engine(
+    engine: Any, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlshift.pipelines import load_pipeline
+
+    # No docker CLI on PATH: local+docker:// runs the step through the Docker SDK, like replicas.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    module = tmp_path / "boxed_steps.py"
+    module.write_text(
+        "from mlshift.pipelines import ContainerStep, OutputPath, pipeline, step\n\n"
+        "@step\ndef source(data: OutputPath) -> None:\n    data.write_text('abc')\n\n"
+        "@pipeline\ndef boxed() -> None:\n"
+        "    raw = source()\n"
+        f"    ContainerStep('shout', 'mlshift-base:bookworm', ['python3', '-c', {STEP_SCRIPT!r}],\n"
+        "        ['--data', '{{inputs.data}}', '--out', '{{outputs.loud}}',\n"
+        "         '--where', '{{outputs.inside}}', '--metrics', '{{metrics}}'],\n"
+        "        inputs={'data': raw.outputs['data']}, outputs={'loud': 'artifact', 'inside': bool},\n"
+        "        metrics=['chars'], env={'MODE': 'fast'})\n"
+    )
+    with mlshift.connect(f"local+docker://{state_dir}") as client:
+        run = client.pipelines.run(load_pipeline(f"{module}:boxed")).wait()
+        assert run.status == "succeeded", (run.message or "") + run.logs("shout")
+        shout = run.step("shout")
+        assert shout.outputs["inside"] is True  # it ran inside a container, not on the host
+        assert shout.metrics == {"chars": 3.0}
+        assert run.artifact_path("shout", "loud").read_text() == "ABC"
+        assert "mode fast" in run.logs("shout")  # its output reached the step's log
+    left = engine.containers.list(all=True, filters={"label": "mlshift.pipeline"})
+    assert [c for c in left if c.labels.get("mlshift.run") == run.id] == []  # removed afterwards
+
+
+IN_IMAGE = """
+import importlib.util, sklearn.utils
+from mlshift.image._serve import listed_estimators
+real = sklearn.utils.all_estimators
+assert listed_estimators(), "the image has no estimator list for its scikit-learn"
+from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as listed
+expected = [f"{c.__module__}.{c.__name__}" for _, c in real() if c.__module__.startswith("sklearn.")]
+assert listed == expected, (len(listed), len(expected))
+assert importlib.util.find_spec("pip") is None, "pip is in the serving image"
+print("listed", len(listed))
+"""
+
+
+def test_the_image_lists_scikit_learns_estimators_at_build_and_has_no_pip(engine: Any) -> None:
+    from mlshift.image import default_image
+
+    out = engine.containers.run(default_image(), ["python3", "-c", IN_IMAGE], remove=True)
+    assert out.decode().startswith("listed ")
+
+
+def test_a_versions_skops_trust_reaches_its_container(
+    engine: Any, docker_target: mlshift.Client, iris: dict[str, Any], tmp_path: Path
+) -> None:
+    import numpy as np
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    x = np.array(iris["rows"] * 10)
+    y = np.array(iris["expected_v1"] * 10)
+    model = make_pipeline(FunctionTransformer(np.asarray), LogisticRegression(max_iter=500)).fit(x, y)
+    path = tmp_path / "trusting.skops"
+    skops.io.dump(model, path)
+    assert skops.io.get_untrusted_types(file=path) == ["numpy.asarray"]
+    docker_target.models.register("asarray", path, skops_trust=["numpy.asarray"])
+    docker_target.endpoints.deploy("asarray", "asarray:1")  # its container would exit untrusted
+    answer = docker_target.endpoints.predict("asarray", iris["rows"])
+    assert answer.predictions == model.predict(np.array(iris["rows"])).tolist()
+
+
+def test_extra_packages_go_into_a_layer_of_their_own(engine: Any) -> None:
+    from mlshift.image import build_image, default_image
+
+    tag = "mlshift-test:extra-six"
+    try:
+        build_image(tag, extra_packages="six", client=engine, say=lambda line: None)
+        image = engine.images.get(tag)
+        assert image.labels["mlshift.extra-packages"] == "six"
+        out = engine.containers.run(
+            tag, ["python3", "-c", "import six, sklearn; print(six.__name__)"], remove=True
+        )
+        assert out.decode().strip() == "six"
+        # Only the last layer, the extra packages', differs from the default image's: a registry
+        # that has the default image receives only that one.
+        default_layers = engine.images.get(default_image()).attrs["RootFS"]["Layers"]
+        layers = image.attrs["RootFS"]["Layers"]
+        assert layers[:-1] == default_layers[:-1] and layers[-1] != default_layers[-1]
+    finally:
+        with contextlib.suppress(Exception):
+            engine.images.remove(tag, force=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,7 @@ def test_build_context_splits_mlshift_from_its_dependencies(tmp_path: Path) -> N
         (wheels / name).write_bytes(b"PK")
     context = build_context(tmp_path / "context", wheels=wheels, say=lambda _: None)
     assert (context / "Dockerfile").is_file() and (context / "serve").stat().st_mode & 0o111
+    assert list((context / "wheels" / "extra").iterdir()) == []  # none asked for
     assert [p.name for p in (context / "wheels" / "mlshift").iterdir()] == ["mlshift-0.1.0-py3-none-any.whl"]
     assert [p.name for p in (context / "wheels" / "deps").iterdir()] == [
         "numpy-2.0-cp311-cp311-linux_x86_64.whl"
@@ -155,3 +157,83 @@ def test_local_docker_is_a_variant_of_the_local_target_and_others_are_refused(tm
     client.close()
     with pytest.raises(ConfigError, match=r"no 'podman' variant.*local\+docker://"):
         mlshift.connect(f"local+podman://{tmp_path}/state")
+
+
+LISTED = """
+import json, sys
+import sklearn.utils
+from mlshift.image._serve import listed_estimators
+
+real = sklearn.utils.all_estimators
+used = listed_estimators(sys.argv[1])
+imported = "skops.io" in sys.modules
+if used:
+    from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as listed
+    # What skops would have computed by importing every scikit-learn module itself.
+    expected = [f"{c.__module__}.{c.__name__}" for _, c in real() if c.__module__.startswith("sklearn.")]
+    assert listed == expected, (len(listed), len(expected))
+assert sklearn.utils.all_estimators is real  # put back for everyone else
+print(json.dumps({"used": used, "imported": imported}))
+"""
+
+
+@pytest.mark.parametrize("version", ["same", "other"])
+def test_skops_trusts_the_same_estimators_when_they_are_listed_at_build(tmp_path: Path, version: str) -> None:
+    # The list as the Dockerfile writes it (its python -c), for this machine's scikit-learn.
+    listing = tmp_path / "sklearn-estimators.json"
+    made = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c",
+         "import json, sklearn; from sklearn.utils import all_estimators; "
+         "print(json.dumps({'sklearn': sklearn.__version__, "
+         "'estimators': [[n, c.__module__, c.__name__] for n, c in all_estimators()]}))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    data = json.loads(made.stdout)
+    if version == "other":
+        data["sklearn"] = "0.0.1"
+    listing.write_text(json.dumps(data))
+    dockerfile = (Path(mlshift.__file__).parent / "image" / "Dockerfile").read_text()
+    assert "[[n, c.__module__, c.__name__] for n, c in all_estimators()]" in dockerfile  # the same list
+
+    proc = subprocess.run(
+        [sys.executable, "-c", LISTED, str(listing)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Another scikit-learn than the list was made for: nothing is done, skops lists them itself.
+    assert json.loads(proc.stdout) == {"used": version == "same", "imported": version == "same"}
+
+
+def test_extra_packages_are_names_with_versions_and_nothing_else() -> None:
+    from mlshift.image import parse_extra_packages
+
+    assert parse_extra_packages(["xgboost==2.1.1 lightgbm>=4,<5", "six", "six"]) == (
+        "xgboost==2.1.1",
+        "lightgbm>=4,<5",
+        "six",
+    )
+    assert parse_extra_packages("mlflow-skinny[extras]~=2.9") == ("mlflow-skinny[extras]~=2.9",)
+    for bad in (
+        "--index-url=https://evil.example/simple",
+        "git+https://x/y.git",
+        "./pkg",
+        "a;b",
+        "x==1 @ http",
+    ):
+        with pytest.raises(ConfigError, match="not a package name") as info:
+            parse_extra_packages(bad)
+        assert info.value.field == "--extra-packages"
+
+
+def test_extra_packages_need_a_tag_of_their_own_and_no_wheels_folder(tmp_path: Path) -> None:
+    from mlshift.image import build_image
+
+    # Refused before the engine is contacted: the client would fail (no daemon is needed).
+    with pytest.raises(ConfigError, match="needs a name of its own") as info:
+        build_image(extra_packages="six", client=object())
+    assert info.value.field == "--tag" and "--tag" in (info.value.hint or "")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "mlshift-0.1.0-py3-none-any.whl").write_bytes(b"PK")
+    with pytest.raises(ConfigError, match="do not go together"):
+        build_context(tmp_path / "context", wheels=wheels, extra_packages=("six",), say=lambda _: None)
+    assert not (tmp_path / "context").exists()  # nothing written

@@ -129,6 +129,65 @@ def test_a_dead_replica_leaves_the_rotation_and_callers_see_no_error(
     assert answers == [200] * 220  # the refused request was retried on the live replica
 
 
+def _wait_until_failed(client: mlshift.Client, name: str) -> None:
+    deadline = time.monotonic() + 30  # the kill is delivered asynchronously
+    while client.endpoints.get(name).variants[0].status != "failed":
+        assert time.monotonic() < deadline, "the killed replica is not reported"
+        time.sleep(0.05)
+
+
+def test_the_next_apply_restores_a_killed_replica(local: mlshift.Client, iris: dict[str, Any]) -> None:
+    from mlshift.specs.endpoint import EndpointSpec
+
+    local.models.register("iris", iris["v1"], framework="sklearn")
+    local.endpoints.deploy("iris", "iris:1", replicas=2)
+    root = local.adapter.root
+    assert root is not None
+    import sqlite3
+
+    def recorded() -> list[dict[str, Any]]:
+        with sqlite3.connect(root / "state.db") as conn:
+            (processes,) = conn.execute("SELECT processes FROM variants WHERE endpoint = 'iris'").fetchone()
+        return list(json.loads(processes))
+
+    alive, dead = recorded()
+    os.kill(dead["pid"], signal.SIGKILL)
+    _wait_until_failed(local, "iris")
+    (variant,) = local.endpoints.get("iris").variants
+    assert variant.ready_replicas == 1
+
+    spec = EndpointSpec.model_validate(
+        {
+            "name": "iris",
+            "variants": [{"name": "iris-v1", "model": "iris:1", "weight": 100}],
+            "compute": {"size": "cpu-small", "replicas": 2},
+        }
+    )
+    plan = local.plan(spec)
+    assert [a.describe() for a in plan.actions] == [
+        f"restore 1 replica of iris-v1 (iris:1): replica 1: process {dead['pid']} exited"
+    ]
+    assert "! restore 1 replica of iris-v1" in plan.render()
+    local.apply(plan)
+
+    state = local.endpoints.get("iris")
+    assert [(v.status, v.ready_replicas) for v in state.variants] == [("healthy", 2)]
+    kept, restored = recorded()
+    assert kept["pid"] == alive["pid"]  # the live replica was left alone
+    assert restored["pid"] != dead["pid"]
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        # The new replica answers on its own port, and callers through the router.
+        direct = http.post(
+            f"http://127.0.0.1:{restored['port']}/invocations", json={"instances": iris["rows"]}
+        )
+        assert direct.json()["predictions"] == iris["expected_v1"]
+        assert state.url is not None
+        assert all(
+            http.post(state.url, json={"instances": iris["rows"][:1]}).status_code == 200 for _ in range(20)
+        )
+    assert local.plan(spec).is_empty
+
+
 def test_crashed_variant_is_reported(deployed: mlshift.Client) -> None:
     root = deployed.adapter.root
     assert root is not None

@@ -439,6 +439,21 @@ def test_container_steps_run_with_docker(
     assert "fast" not in argv  # env values travel in the environment, not on the command line
 
 
+def test_a_gpu_container_step_on_the_docker_target_is_refused_before_the_run(
+    state_dir: Path, steps: Steps
+) -> None:
+    steps.path.write_text(
+        steps.path.read_text() + "\nfrom mlshift.pipelines import ContainerStep, Resources\n\n"
+        "@pipeline\ndef gpu() -> None:\n"
+        "    ContainerStep('train', 'trainer:1', ['train'], resources=Resources(size='gpu-small'))\n"
+    )
+    with mlshift.connect(f"local+docker://{state_dir}") as client:
+        with pytest.raises(UnsupportedOperation, match="size 'gpu-small'.*attaches no GPU") as info:
+            client.pipelines.run(steps.pipeline("gpu"))
+        assert info.value.hint is not None and "cpu-small" in info.value.hint
+        assert client.pipelines.list() == []  # refused before anything was recorded
+
+
 def test_pipelines_on_the_memory_target_register_and_deploy(iris: dict[str, Any], tmp_path: Path) -> None:
     module = tmp_path / "mem_steps.py"
     module.write_text(

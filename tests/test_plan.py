@@ -200,3 +200,34 @@ def test_an_autoscaling_change_alone_is_planned_and_applied(registered: mlshift.
     assert registered.endpoints.get("iris").autoscaling == mlshift.Autoscaling(min_replicas=1, max_replicas=4)
     assert registered.plan(scaled).is_empty
     assert registered.plan(spec(("blue", "iris:1", 100))).is_empty  # no autoscaling given: left alone
+
+
+def test_a_variant_with_fewer_ready_replicas_than_wanted_is_restored_unless_it_changes_anyway(
+    registered: mlshift.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered.apply(spec(("blue", "iris:1", 80), ("green", "iris:2", 20), compute={"replicas": 2}))
+    endpoints = registered.adapter.endpoints
+    real = endpoints.observe
+
+    def one_died(name: str) -> Any:  # what a target that counts replicas reports after a kill
+        state = real(name)
+        variants = tuple(
+            v.model_copy(update={"ready_replicas": 1, "status": "failed", "detail": "replica 1: exited\nlog"})
+            if v.name == "green"
+            else v.model_copy(update={"ready_replicas": 2})
+            for v in state.variants
+        )
+        return state.model_copy(update={"variants": variants})
+
+    monkeypatch.setattr(endpoints, "observe", one_died)
+    plan = registered.plan(spec(("blue", "iris:1", 80), ("green", "iris:2", 20), compute={"replicas": 2}))
+    assert [a.describe() for a in plan.actions] == ["restore 1 replica of green (iris:2): replica 1: exited"]
+    assert type(plan).model_validate_json(plan.model_dump_json()) == plan  # data, like every action
+    # A variant that gets new replicas anyway (another model) is not restored on top of that.
+    changed = registered.plan(spec(("blue", "iris:1", 80), ("green", "iris:1", 20), compute={"replicas": 2}))
+    assert [a.kind for a in changed.actions] == ["replace_variant"]
+    # A target that does not count replicas (ready_replicas None) never gets the step.
+    monkeypatch.setattr(endpoints, "observe", real)
+    assert registered.plan(
+        spec(("blue", "iris:1", 80), ("green", "iris:2", 20), compute={"replicas": 2})
+    ).is_empty

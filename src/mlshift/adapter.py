@@ -271,8 +271,12 @@ class VariantState(SpecModel):
     compute: Compute = Field(default_factory=Compute)
     status: VariantStatus = "unknown"
     detail: str | None = None
-    """Why it is not healthy, when it is not."""
+    """Why it is not healthy, when it is not (its first line is a one-line summary)."""
     url: str | None = None
+    ready_replicas: int | None = None
+    """How many of its replicas run and answer health checks; ``None`` where the target does not
+    count them. Fewer than ``compute.replicas`` makes the next plan restore the missing ones
+    (:meth:`EndpointService.restore_replicas`)."""
 
 
 class EndpointState(SpecModel):
@@ -618,6 +622,16 @@ class EndpointService(Protocol):
         """Replace the endpoint's user tags."""
         ...
 
+    def restore_replicas(self, name: str, variant_name: str) -> Operation[EndpointState]:
+        """Start again the replicas of a variant that exited or stopped answering health checks.
+
+        The variant keeps its model, compute and weight; replicas that answer are left alone.
+        Planned only for variants whose observed ``ready_replicas`` is below
+        ``compute.replicas``, so a target that does not count replicas is never asked.
+        Optional: :class:`BaseEndpointService` raises ``UnsupportedOperation``.
+        """
+        ...
+
     def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
         """The target's own ``provider_options`` that applying ``spec`` would change (plan time).
 
@@ -872,6 +886,9 @@ class BaseEndpointService:
 
     def update_compute(self, name: str, variant_name: str, compute: Compute) -> Operation[EndpointState]:
         raise self._unsupported("resize a variant in place")
+
+    def restore_replicas(self, name: str, variant_name: str) -> Operation[EndpointState]:
+        raise self._unsupported("restore failed replicas")
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         return None

@@ -47,6 +47,15 @@ def build(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Rebuild every layer (ignore Docker's build cache).")
     ] = False,
+    extra_packages: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--extra-packages",
+            help="Packages to add beyond the frameworks, e.g. 'xgboost==2.1.1 lightgbm>=4' (repeatable; "
+            "needs --tag).",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOpt = "table",
 ) -> None:
     """Build the serving image from wheels made on this machine (no package index in the build)."""
@@ -60,6 +69,7 @@ def build(
         wheels=wheels,
         context=context,
         no_cache=no_cache,
+        extra_packages=extra_packages,
     )
     if output == "json":
         ui.print_json({"image": built})

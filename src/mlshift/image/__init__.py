@@ -19,6 +19,7 @@ from mlshift.image._build import (
     build_context,
     build_image,
     default_image,
+    parse_extra_packages,
     parse_frameworks,
     wheel_cache_dir,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "image_exists",
     "make_base_image",
     "model_path",
+    "parse_extra_packages",
     "parse_frameworks",
     "serve_arguments",
     "wheel_cache_dir",

@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--wheels", type=Path, help="folder of wheels to install instead of building them")
     build.add_argument("--context", type=Path, help="write the build context here and keep it")
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer (ignore the build cache)")
+    build.add_argument(
+        "--extra-packages",
+        action="append",
+        metavar="SPECS",
+        help="packages to add, e.g. 'xgboost==2.1.1 lightgbm>=4' (repeatable; needs --tag)",
+    )
     base = commands.add_parser("base", help="make the base image offline from Debian packages")
     base.add_argument("--name", help="image name (default: mlshift-base:bookworm)")
     base.add_argument("--suite", help="Debian release (default: bookworm, whose Python is 3.11)")
@@ -63,10 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            from mlshift.image._serve import serve_arguments
+            from mlshift.image._serve import listed_estimators, serve_arguments
             from mlshift.serving.__main__ import main as serve_main
 
-            return serve_main(serve_arguments())
+            arguments = serve_arguments()
+            if arguments[1].lower().endswith(".skops"):
+                listed_estimators()  # a faster start: see its docstring
+            return serve_main(arguments)
         if args.command == "base":
             from mlshift.image._base import DEFAULT_MIRROR, DEFAULT_SUITE, make_base_image
             from mlshift.image._build import DEFAULT_BASE_IMAGE
@@ -88,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wheels=args.wheels,
                 context=args.context,
                 no_cache=args.no_cache,
+                extra_packages=args.extra_packages,
             )
         )
         return 0

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ __all__ = [
     "build_context",
     "build_image",
     "default_image",
+    "parse_extra_packages",
     "parse_frameworks",
     "wheel_cache_dir",
 ]
@@ -69,6 +71,38 @@ def parse_frameworks(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+_SPECIFIER = r"(?:===|==|!=|~=|<=|>=|<|>)[A-Za-z0-9.*+!_-]+"
+#: A package name with optional extras and version specifiers: no URLs, paths, markers or options.
+_REQUIREMENT = re.compile(
+    rf"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?(?:\[[A-Za-z0-9._,-]+\])?(?:{_SPECIFIER}(?:,{_SPECIFIER})*)?"
+)
+
+
+def parse_extra_packages(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Packages an image carries beyond mlshift's frameworks: ``"xgboost==2.1.1 lightgbm>=4"``.
+
+    Each is a name with optional extras and version specifiers (``name[extra]>=1,<2``, no
+    spaces inside one); several are separated by spaces or given as a list.
+
+    Raises:
+        ConfigError: for anything else (a URL, a path, a pip option), naming it.
+    """
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    found: list[str] = []
+    for item in items:
+        for spec in str(item).split():
+            if not _REQUIREMENT.fullmatch(spec):
+                raise ConfigError(
+                    f"extra package {spec!r} is not a package name with optional version specifiers",
+                    field="--extra-packages",
+                    hint="e.g. --extra-packages 'xgboost==2.1.1 lightgbm>=4' (no URLs, paths or pip options)",
+                )
+            found.append(spec)
+    return tuple(dict.fromkeys(found))
+
+
 def default_image(frameworks: Sequence[str] = DEFAULT_FRAMEWORKS) -> str:
     """The image name for a framework set: ``mlshift-serving:0.1.0`` for the default set,
     ``mlshift-serving:0.1.0-onnx-sklearn`` for another."""
@@ -107,15 +141,19 @@ def build_context(
     *,
     frameworks: Sequence[str] = DEFAULT_FRAMEWORKS,
     wheels: Path | None = None,
+    extra_packages: Sequence[str] = (),
     say: Say = _say,
 ) -> Path:
-    """Write a build context: ``Dockerfile``, ``serve``, ``wheels/deps/`` and ``wheels/mlshift/``.
+    """Write a build context: ``Dockerfile``, ``serve``, ``wheels/deps/``, ``wheels/extra/`` and
+    ``wheels/mlshift/``.
 
     Args:
         dest: An empty or new folder.
         frameworks: Framework sets to install (see :data:`FRAMEWORKS`).
         wheels: A folder of wheels to use instead of building them (mlshift and every
             dependency, for the image's platform and Python).
+        extra_packages: Requirement specifiers (see :func:`parse_extra_packages`) resolved on
+            this machine against the dependencies' versions; not with ``wheels``.
         say: Where progress goes.
 
     Returns:
@@ -125,6 +163,13 @@ def build_context(
         ConfigError: ``wheels`` holds no mlshift wheel, or wheels would be built on a non-Linux host.
         ProviderError: ``pip wheel`` failed.
     """
+    extra_packages = parse_extra_packages(extra_packages)
+    if extra_packages and wheels is not None:
+        raise ConfigError(
+            "--extra-packages and --wheels do not go together: a wheels folder is installed as it is",
+            field="--extra-packages",
+            hint=f"add the wheels of {' '.join(extra_packages)} to {wheels} and leave --extra-packages out",
+        )
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_HERE / "Dockerfile", dest / "Dockerfile")
     shutil.copyfile(_HERE / "serve", dest / "serve")
@@ -153,14 +198,38 @@ def build_context(
             )
         extras = ",".join(["serve", *(e for f in frameworks for e in FRAMEWORKS[f])])
         _host_wheels(built, extras, say)
-    # Dependencies in one layer, mlshift in the next: a new mlshift alone reuses the first.
-    for part in ("deps", "mlshift"):
+    # Dependencies in one layer, extra packages in the next, mlshift last: a new mlshift alone
+    # reuses the first two, and extra packages do not reinstall the dependencies.
+    for part in ("deps", "extra", "mlshift"):
         (dest / "wheels" / part).mkdir(exist_ok=True)
     for wheel in built.glob("*.whl"):
         part = "mlshift" if wheel.name.startswith("mlshift-") else "deps"
         wheel.replace(dest / "wheels" / part / wheel.name)
     built.rmdir()
+    if extra_packages:
+        _extra_wheels(dest / "wheels" / "extra", dest / "wheels" / "deps", extra_packages, say)
     return dest
+
+
+def _wheel_name(wheel: Path) -> tuple[str, str]:
+    """``(normalized name, version)`` from a wheel's file name."""
+    name, version = wheel.name.split("-")[:2]
+    return re.sub(r"[-_.]+", "-", name).lower(), version
+
+
+def _extra_wheels(dest: Path, deps: Path, packages: Sequence[str], say: Say) -> None:
+    """Wheels for ``packages`` and whatever they need beyond ``deps``, at the versions in ``deps``."""
+    pinned = dict(_wheel_name(w) for w in deps.glob("*.whl"))
+    constraints = dest.parent / "constraints.txt"
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pinned.items())))
+    say(f"downloading wheels for the extra packages {' '.join(packages)}")
+    try:
+        _pip_wheel(["--wheel-dir", str(dest), "--constraint", str(constraints), *packages])
+    finally:
+        constraints.unlink()
+    for wheel in dest.glob("*.whl"):
+        if _wheel_name(wheel)[0] in pinned:
+            wheel.unlink()  # already in the dependencies' layer, at the same version
 
 
 def wheel_cache_dir() -> Path:
@@ -224,6 +293,7 @@ def build_image(
     wheels: Path | None = None,
     context: Path | None = None,
     no_cache: bool = False,
+    extra_packages: str | Iterable[str] | None = None,
     say: Say = _say,
     client: Any = None,
 ) -> str:
@@ -239,6 +309,9 @@ def build_image(
         wheels: See :func:`build_context`.
         context: Where to write the build context (default: a temporary folder, removed after).
         no_cache: Rebuild every layer instead of reusing Docker's build cache.
+        extra_packages: Packages to add beyond the frameworks (``"xgboost==2.1.1 lightgbm>=4"``,
+            see :func:`parse_extra_packages`); needs ``tag``, since the default names mean the
+            frameworks alone.
         say: Where progress goes.
         client: A ``docker.DockerClient`` (default: one for ``DOCKER_HOST``).
 
@@ -249,12 +322,22 @@ def build_image(
         ProviderError: pip or the build failed (with the end of the build's output).
     """
     names = parse_frameworks(frameworks)
+    extras = parse_extra_packages(extra_packages)
+    if extras and tag is None:
+        raise ConfigError(
+            f"an image with extra packages ({' '.join(extras)}) needs a name of its own: "
+            f"{default_image(names)} means mlshift's frameworks alone",
+            field="--tag",
+            hint="pass --tag, e.g. --tag mlshift-serving:xgboost",
+        )
     tag = tag or default_image(names)
     base = base_image or DEFAULT_BASE_IMAGE
     client = client or docker_client()
     _require_base(client, base, say)
     with tempfile.TemporaryDirectory(prefix="mlshift-image-") as tmp:
-        folder = build_context(context or Path(tmp) / "context", frameworks=names, wheels=wheels, say=say)
+        folder = build_context(
+            context or Path(tmp) / "context", frameworks=names, wheels=wheels, extra_packages=extras, say=say
+        )
         import mlshift
 
         say(f"building {tag} from {base} (frameworks: {', '.join(names) or 'none'})")
@@ -262,6 +345,7 @@ def build_image(
             "BASE_IMAGE": base,
             "PYTHON_VERSION": _python_version(),
             "FRAMEWORKS": ",".join(names),
+            "EXTRA_PACKAGES": " ".join(extras),
             "MLSHIFT_VERSION": mlshift.__version__,
         }
         tail: list[str] = []

@@ -13,7 +13,7 @@ from typing import Any
 
 from mlshift.adapter import Capability, NameRules, TargetURI
 from mlshift.errors import ConfigError
-from mlshift.local._docker import COMPUTE_LIMITS, DockerRuntime
+from mlshift.local._docker import COMPUTE_LIMITS, ContainerTask, DockerRuntime
 from mlshift.local._endpoints import LocalEndpointOptions, LocalEndpointService
 from mlshift.local._models import LocalModelRegistry
 from mlshift.local._runtime import ProcessRuntime, Replica, ReplicaRequest, ReplicaRuntime
@@ -22,6 +22,7 @@ from mlshift.local._store import ArtifactStore
 
 __all__ = [
     "COMPUTE_LIMITS",
+    "ContainerTask",
     "DockerRuntime",
     "LocalAdapter",
     "LocalEndpointOptions",
@@ -117,6 +118,11 @@ class LocalAdapter:
         if uri.variant == "docker":
             runtime = DockerRuntime()
         return cls(uri, root.resolve(), runtime=runtime)
+
+    @property
+    def runtime(self) -> ReplicaRuntime:
+        """What runs variant replicas (and, on ``local+docker://``, container pipeline steps)."""
+        return self._endpoints.runtime
 
     @property
     def models(self) -> LocalModelRegistry:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlshift.errors import ConfigError, ImageNotFound, ProviderError, ProviderTimeout
 from mlshift.local._runtime import Replica, ReplicaRequest
 
-__all__ = ["COMPUTE_LIMITS", "DockerRuntime"]
+__all__ = ["COMPUTE_LIMITS", "ContainerTask", "DockerRuntime"]
 
 #: Neutral size -> (CPUs, memory in MiB) for a replica's container; CPUs are capped at what the
 #: machine has. GPU sizes are refused: the Docker target attaches no GPU.
@@ -31,6 +33,33 @@ COMPUTE_LIMITS: Mapping[str, tuple[float, int]] = {
 ENDPOINT_LABEL = "mlshift.endpoint"
 _CONTAINER_PORT = "8080/tcp"
 _MODEL_DIR = "/opt/ml/model"
+
+
+@dataclass(frozen=True)
+class ContainerTask:
+    """One command to run to completion in a container (a pipeline's ``ContainerStep``).
+
+    Attributes:
+        name: The container's name (one at a time: a container left with it is removed first).
+        image: The image to run; it must be on the engine (nothing is pulled).
+        command: The command and its arguments.
+        workdir: The working folder inside the container.
+        mounts: ``(host path, mode)`` pairs, each mounted at the same path inside (``rw``/``ro``).
+        environment: Variables for the command; sent through the Docker API, never a command line.
+        labels: ``mlshift.*`` labels that say what the container is for.
+        size: The neutral size whose CPU and memory limits apply (``cpu-small`` ...).
+        log: The file the container's output is appended to as it runs.
+    """
+
+    name: str
+    image: str
+    command: Sequence[str]
+    workdir: str
+    mounts: Sequence[tuple[str, str]]
+    log: Path
+    environment: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    size: str = "cpu-small"
 
 
 def _say(message: str) -> None:
@@ -127,6 +156,9 @@ class DockerRuntime:
         }
         if request.signature_json is not None:
             environment["MLSHIFT_SIGNATURE"] = request.signature_json
+        if request.skops_trust:
+            # The version's own trust (its mlshift.skops-trust tag); the container serves only it.
+            environment["MLSHIFT_SKOPS_TRUST"] = request.skops_trust
         labels = {
             ENDPOINT_LABEL: request.endpoint,
             "mlshift.variant": request.variant,
@@ -171,6 +203,17 @@ class DockerRuntime:
         container = self._get(replica.id)
         return container is not None and container.status == "running"
 
+    def exit_reason(self, replica: Replica) -> str:
+        container = self._get(replica.id)
+        short = replica.id[:12]
+        if container is None:
+            return f"container {short} is gone"
+        state = container.attrs.get("State", {})
+        why = f"code {state.get('ExitCode')}"
+        if state.get("OOMKilled"):
+            why += ", out of memory"
+        return f"container {short} {container.status} ({why})"
+
     def stop(self, replica: Replica, timeout: float = 10.0) -> None:
         container = self._get(replica.id)
         if container is not None:
@@ -189,6 +232,85 @@ class DockerRuntime:
                 self._remove(container, 5.0)
                 reaped.append(container.id)
         return reaped
+
+    # ------------------------------------------------------------------ tasks (pipeline steps)
+
+    def run_task(
+        self,
+        task: ContainerTask,
+        *,
+        should_stop: Callable[[], str | None] = lambda: None,
+        poll: float = 0.1,
+    ) -> int:
+        """Run ``task`` to completion and return its exit code; its output goes to ``task.log``.
+
+        ``should_stop`` is asked while it runs: a reason (cancelled, timed out) stops the
+        container (SIGTERM, then SIGKILL after 5 s) and raises :class:`ProviderError` with it.
+        The container is removed in every case.
+
+        Raises:
+            ImageNotFound: the image is not on the engine.
+            ConfigError: a ``gpu-*`` size (the Docker target attaches no GPU).
+            ProviderError: Docker refused to start it, or ``should_stop`` gave a reason.
+        """
+        if task.size not in COMPUTE_LIMITS:
+            raise ConfigError(
+                f"the Docker target attaches no GPU, so container {task.name!r} "
+                f"cannot have size {task.size!r}",
+                field="resources.size",
+                hint=f"use one of {', '.join(COMPUTE_LIMITS)} on local+docker://",
+            )
+        from mlshift.image import image_exists
+
+        if not image_exists(self.client, task.image):
+            raise ImageNotFound(
+                f"image {task.image!r} is not on this Docker engine",
+                image=task.image,
+                hint=f"`docker pull {task.image}` where a registry is reachable, or build it "
+                "(`docker build -t NAME .`)",
+            )
+        import docker.errors
+
+        # A runner that died left its container under this name: it is ours to remove.
+        try:
+            self._remove(self.client.containers.get(task.name), 1.0)
+        except docker.errors.NotFound:
+            pass
+        cpus, memory = COMPUTE_LIMITS[task.size]
+        try:
+            container = self.client.containers.run(
+                task.image,
+                list(task.command),
+                name=task.name,
+                detach=True,
+                working_dir=task.workdir,
+                environment=dict(task.environment),
+                labels=dict(task.labels),
+                volumes={path: {"bind": path, "mode": mode} for path, mode in task.mounts},
+                nano_cpus=int(min(cpus, float(os.cpu_count() or 1)) * 1e9),
+                mem_limit=f"{memory}m",
+                init=True,
+            )
+        except Exception as exc:
+            raise ProviderError(
+                f"docker could not start container {task.name!r}: {exc}", provider="docker", orig=exc
+            ) from exc
+        copier = threading.Thread(target=_copy_logs, args=(container, task.log), daemon=True)
+        copier.start()
+        try:
+            while True:
+                container.reload()
+                if container.status in ("exited", "dead"):
+                    copier.join(10)
+                    return int(container.attrs.get("State", {}).get("ExitCode", -1))
+                reason = should_stop()
+                if reason is not None:
+                    container.stop(timeout=5)
+                    copier.join(10)
+                    raise ProviderError(f"container {task.name!r} was stopped: {reason}", provider="docker")
+                time.sleep(poll)
+        finally:
+            self._remove(container, 1.0)
 
     # ------------------------------------------------------------------ helpers
 
@@ -267,6 +389,18 @@ class DockerRuntime:
                         hint="raise provider_options.local.startup_timeout, or check the model",
                     )
                 time.sleep(0.05)
+
+
+def _copy_logs(container: Any, log: Path) -> None:
+    """Append the container's output to ``log`` as it comes, until the container stops."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log.open("ab") as fh:
+            for chunk in container.logs(stream=True, follow=True):
+                fh.write(chunk)
+                fh.flush()
+    except Exception:  # the container was removed under us: what was copied is what there is
+        return
 
 
 def _tail(container: Any, lines: int) -> str:

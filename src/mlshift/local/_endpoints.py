@@ -39,6 +39,7 @@ from mlshift.local._state import StateDB
 from mlshift.local._store import ArtifactStore
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.model import ModelRef, ModelVersion
 
 __all__ = ["LocalEndpointOptions", "LocalEndpointService"]
 
@@ -168,12 +169,30 @@ class LocalEndpointService(BaseEndpointService):
             ids.update(r.id for r in _replicas(v["processes"]))
         return ids
 
+    def _request(
+        self, endpoint: str, variant: ResolvedVariant, index: int, artifact: Path, timeout: float
+    ) -> ReplicaRequest:
+        model = variant.model
+        return ReplicaRequest(
+            endpoint=endpoint,
+            variant=variant.name,
+            index=index,
+            artifact=artifact,
+            framework=model.framework,
+            digest=model.digest,
+            model_ref=f"{model.name}:{model.version}",
+            compute=variant.compute,
+            folder=self._dir(endpoint) / "variants" / variant.name,
+            timeout=timeout,
+            signature_json=model.signature.model_dump_json() if model.signature is not None else None,
+            skops_trust=model.tags.get(SKOPS_TRUST_TAG) or None,
+        )
+
     def _start_replicas(
         self, endpoint: str, variant: ResolvedVariant, timeout: float
     ) -> list[dict[str, Any]]:
         """Start every replica of ``variant``; on any failure stop the ones already started."""
-        model = variant.model
-        artifact = self._store.verified(model.digest)  # refuse tampered bytes before starting anything
+        artifact = self._store.verified(variant.model.digest)  # refuse tampered bytes before starting
         row = self._row(endpoint)
         recorded = {
             r.id
@@ -181,26 +200,11 @@ class LocalEndpointService(BaseEndpointService):
             if v["name"] == variant.name
             for r in _replicas(v["processes"])
         }
-        folder = self._dir(endpoint) / "variants" / variant.name
-        self._reap_orphans(folder, recorded)
+        self._reap_orphans(self._dir(endpoint) / "variants" / variant.name, recorded)
         started: list[Replica] = []
         try:
             for i in range(variant.compute.replicas):
-                request = ReplicaRequest(
-                    endpoint=endpoint,
-                    variant=variant.name,
-                    index=i,
-                    artifact=artifact,
-                    framework=model.framework,
-                    digest=model.digest,
-                    model_ref=f"{model.name}:{model.version}",
-                    compute=variant.compute,
-                    folder=folder,
-                    timeout=timeout,
-                    signature_json=model.signature.model_dump_json() if model.signature is not None else None,
-                    skops_trust=model.tags.get(SKOPS_TRUST_TAG) or None,
-                )
-                started.append(self.runtime.start(request))
+                started.append(self.runtime.start(self._request(endpoint, variant, i, artifact, timeout)))
         except BaseException:
             for replica in started:
                 self.runtime.stop(replica)
@@ -251,30 +255,48 @@ class LocalEndpointService(BaseEndpointService):
                     hint="choose another port, or leave port out to get a free one",
                 )
 
-    def _health(self, processes: list[dict[str, Any]]) -> tuple[VariantStatus, str | None]:
+    def _replica_problem(self, index: int, replica: Replica) -> tuple[VariantStatus, str] | None:
+        """What is wrong with one replica (``None``: it runs and answers ``/ping``)."""
+        try:
+            runtime = self._runtime_for(replica)
+        except ProviderError as exc:
+            return "unknown", exc.message
+        if not runtime.running(replica):
+            tail = runtime.logs(replica, 3)
+            # The first line is the summary a plan shows; the log follows for `endpoints show`.
+            return "failed", f"replica {index}: {runtime.exit_reason(replica)}" + (
+                f"\n{tail}" if tail else ""
+            )
+        try:
+            resp = self._client().get(f"http://127.0.0.1:{replica.port}/ping", timeout=2.0)
+        except Exception as exc:
+            return "unhealthy", f"replica {index} on port {replica.port} does not answer: {exc}"
+        if resp.status_code != 200:
+            return "unhealthy", f"replica {index} answered /ping with HTTP {resp.status_code}"
+        return None
+
+    def _health(
+        self, processes: list[dict[str, Any]], wanted: int
+    ) -> tuple[VariantStatus, str | None, int | None]:
+        """The variant's status, why it is not healthy, and how many replicas are ready."""
         replicas = _replicas(processes)
         if not replicas:
-            return "stopped", "no process"
-        for i, replica in enumerate(replicas):
-            try:
-                runtime = self._runtime_for(replica)
-            except ProviderError as exc:
-                return "unknown", exc.message
-            if not runtime.running(replica):
-                tail = runtime.logs(replica, 3)
-                which = (
-                    f"process {replica.id}"
-                    if replica.runtime == "process"
-                    else f"{replica.runtime} {replica.id}"
-                )
-                return "failed", f"model server {which} exited" + (f": {tail}" if tail else "")
-            try:
-                resp = self._client().get(f"http://127.0.0.1:{replica.port}/ping", timeout=2.0)
-            except Exception as exc:
-                return "unhealthy", f"replica {i} on port {replica.port} does not answer: {exc}"
-            if resp.status_code != 200:
-                return "unhealthy", f"replica {i} answered /ping with HTTP {resp.status_code}"
-        return "healthy", None
+            return "stopped", "no process", 0
+        problems = [p for i, r in enumerate(replicas) if (p := self._replica_problem(i, r)) is not None]
+        ready = len(replicas) - len(problems)
+        if len(replicas) < wanted:
+            problems.append(("failed", f"{wanted - len(replicas)} of {wanted} replicas were never recorded"))
+        if not problems:
+            return "healthy", None, ready
+        statuses = {status for status, _ in problems}
+        if "unknown" in statuses:  # replicas of another runtime: not ours to count or restart
+            return "unknown", next(d for s, d in problems if s == "unknown"), None
+        status: VariantStatus = "failed" if "failed" in statuses else "unhealthy"
+        detail = problems[0][1]
+        if len(problems) > 1:
+            first, _, rest = detail.partition("\n")
+            detail = f"{first} (and {len(problems) - 1} more)" + (f"\n{rest}" if rest else "")
+        return status, detail, ready
 
     def observe(self, name: str) -> EndpointState | None:
         row = self._row(name)
@@ -283,7 +305,7 @@ class LocalEndpointService(BaseEndpointService):
         variants = []
         for v in row["variants"]:
             processes = json.loads(v["processes"])
-            status, detail = self._health(processes)
+            status, detail, ready = self._health(processes, v["replicas"])
             variants.append(
                 VariantState(
                     name=v["name"],
@@ -294,6 +316,7 @@ class LocalEndpointService(BaseEndpointService):
                     status=status,
                     detail=detail,
                     url=f"http://127.0.0.1:{processes[0]['port']}" if processes else None,
+                    ready_replicas=ready,
                 )
             )
         router = ProcessHandle(pid=row["router_pid"], started=row["router_started"])
@@ -482,14 +505,59 @@ class LocalEndpointService(BaseEndpointService):
                     (compute.size, name, variant_name),
                 )
             return self._done(name, f"resize variant {variant_name}")
-        from mlshift.local._models import LocalModelRegistry
-        from mlshift.specs.model import ModelRef
-
-        model = LocalModelRegistry(self._db, self._store).get(
-            ModelRef(name=old["model_name"], version=str(old["model_version"]))
+        variant = ResolvedVariant(
+            name=variant_name, model=self._model(old), weight=old["weight"], compute=compute
         )
-        variant = ResolvedVariant(name=variant_name, model=model, weight=old["weight"], compute=compute)
         return self.replace_variant(name, variant)
+
+    def restore_replicas(self, name: str, variant_name: str) -> Operation[EndpointState]:
+        row = self._require(name)
+        old = next((v for v in row["variants"] if v["name"] == variant_name), None)
+        if old is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant_name!r}", provider="local")
+        recorded = _replicas(old["processes"])
+        wanted = int(old["replicas"])
+        ready = {i: r for i, r in enumerate(recorded[:wanted]) if self._replica_problem(i, r) is None}
+        if len(ready) == wanted:
+            return self._done(name, f"variant {variant_name}: every replica is ready")
+        variant = ResolvedVariant(
+            name=variant_name,
+            model=self._model(old),
+            weight=old["weight"],
+            compute=Compute(size=old["size"], replicas=wanted),
+        )
+        artifact = self._store.verified(variant.model.digest)
+        started: dict[int, Replica] = {}
+        try:
+            for i in range(wanted):
+                if i not in ready:
+                    request = self._request(name, variant, i, artifact, self._timeout(name))
+                    started[i] = self.runtime.start(request)
+            replicas = [ready.get(i) or started[i] for i in range(wanted)]
+            with self._db.write() as conn:
+                conn.execute(
+                    "UPDATE variants SET processes = ? WHERE endpoint = ? AND name = ?",
+                    (json.dumps([r.to_json() for r in replicas]), name, variant_name),
+                )
+        except BaseException:
+            for replica in started.values():
+                self.runtime.stop(replica)
+            raise
+        self._write_routes(name)
+        # Exited ones are only removed (a container stays until then); a replica that runs but
+        # does not answer stops once the router has the new table.
+        for replica in recorded:
+            if replica.id not in {r.id for r in ready.values()}:
+                self._runtime_for(replica).stop(replica)
+        return self._done(name, f"restore {len(started)} replica(s) of variant {variant_name}")
+
+    def _model(self, variant_row: Mapping[str, Any]) -> ModelVersion:
+        """The model version a variant row serves."""
+        from mlshift.local._models import LocalModelRegistry
+
+        return LocalModelRegistry(self._db, self._store).get(
+            ModelRef(name=variant_row["model_name"], version=str(variant_row["model_version"]))
+        )
 
     def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
         self._require(name)

@@ -155,6 +155,10 @@ class ReplicaRuntime(Protocol):
         """True while the replica's server runs (not whether it is healthy: that is ``/ping``)."""
         ...
 
+    def exit_reason(self, replica: Replica) -> str:
+        """How a replica that no longer runs ended, in a few words (``exited (code 137)``)."""
+        ...
+
     def stop(self, replica: Replica, timeout: float = 10.0) -> None:
         """Stop it gracefully (in-flight requests finish), forcibly after ``timeout`` seconds."""
         ...
@@ -204,6 +208,10 @@ class ProcessRuntime:
 
     def running(self, replica: Replica) -> bool:
         return self._handle(replica).alive()
+
+    def exit_reason(self, replica: Replica) -> str:
+        # Only a parent learns a process's exit status, and the deployer rarely is one.
+        return f"process {replica.id} exited"
 
     def stop(self, replica: Replica, timeout: float = 10.0) -> None:
         self._handle(replica).terminate(timeout=timeout)

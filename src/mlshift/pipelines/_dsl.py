@@ -957,8 +957,9 @@ class ContainerStep(StepCall):
     Arguments can hold placeholders the runner fills in: ``{{inputs.NAME}}`` (an artifact's
     path or a parameter's value), ``{{outputs.NAME}}`` (where to write an output: an artifact,
     or a file holding a parameter's JSON value) and ``{{metrics}}`` (where to write a JSON object
-    of metrics). The local runner needs ``docker`` on ``PATH``; paths are mounted at the same
-    place inside the container.
+    of metrics). The local runner needs ``docker`` on ``PATH`` (on ``local+docker://`` it runs
+    the container through the Docker SDK instead); paths are mounted at the same place inside
+    the container.
 
     Args:
         name: The step's name.

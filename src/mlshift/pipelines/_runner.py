@@ -4,7 +4,8 @@ One scheduler thread walks the graph: it decides each ready step (skip it, serve
 cache, fail the run, or execute it) and records every decision in ``pipelines.db``. Steps that
 execute go to a thread pool as wide as the allowed parallelism; a ``python`` step runs in a
 subprocess of its own (``mlshift.pipelines._worker``) in a fresh work folder, a ``container``
-step in ``docker run``, and the built-ins as API calls.
+step in ``docker run`` (on ``local+docker://``: through the Docker target's runtime, with its
+labels and limits), and the built-ins as API calls.
 
 The cache key of a step is the digest of what determines its result: its code digest (or
 image and command, or built-in settings), its inputs as resolved for this run (artifact
@@ -40,10 +41,12 @@ from mlshift.pipelines._run import PipelineEvent
 from mlshift.pipelines._types import coerce_literal
 
 if TYPE_CHECKING:
+    from mlshift._client import Client
+    from mlshift.local import DockerRuntime
     from mlshift.pipelines._run import LocalPipelineRun
     from mlshift.pipelines._service import PipelineService
 
-__all__ = ["LocalRunner", "secret_env_name"]
+__all__ = ["LocalRunner", "docker_runtime", "secret_env_name"]
 
 #: Seconds a stopped step gets between SIGTERM and SIGKILL.
 KILL_GRACE = 5.0
@@ -625,17 +628,18 @@ class LocalRunner:
 
     def _run_container(self, step: StepIR, inputs: Mapping[str, Any]) -> dict[str, Any]:
         assert step.container is not None
+        runtime = docker_runtime(self.service.client)
         docker = shutil.which("docker")
-        if docker is None:
+        if runtime is None and docker is None:
             raise _StepFailed("docker is not on PATH; the local runner runs container steps with docker")
         work = self._work_dir(step)
-        mounts = [f"{work}:{work}"]
+        mounts = [(str(work), "rw")]
         values: dict[str, str] = {}
         for key, value in inputs.items():
             kind = step.inputs[key].type
             if kind == "artifact":
                 path = self.store.path(value)
-                mounts.append(f"{path}:{path}:ro")
+                mounts.append((str(path), "ro"))
                 values[f"inputs.{key}"] = str(path)
             elif kind == "metrics":
                 values[f"inputs.{key}"] = json.dumps(value)
@@ -651,25 +655,28 @@ class LocalRunner:
             return re.sub(r"\{\{\s*([^{}]*?)\s*\}\}", lambda m: values[m.group(1)], text)
 
         env = self._env(step)
-        cmd = [docker, "run", "--rm", "--name", f"mlshift-{self.run_id}-{step.name}", "-w", str(work)]
-        for mount in mounts:
-            cmd += ["-v", mount]
-        for var in [
+        names = [
             *step.env,
             *step.secrets,
             "MLSHIFT_PIPELINE",
             "MLSHIFT_PIPELINE_RUN",
             "MLSHIFT_PIPELINE_STEP",
-        ]:
-            cmd += ["-e", var]  # by name: values come from the environment, never the command line
-        if step.resources.gpus:
-            cmd += ["--gpus", str(step.resources.gpus)]
-        cmd += [
-            step.container.image,
-            *(fill(c) for c in step.container.command),
-            *(fill(a) for a in step.container.args),
         ]
-        code = self._run_process(step, cmd, work, env, watch=False)
+        command = [*(fill(c) for c in step.container.command), *(fill(a) for a in step.container.args)]
+        name = f"mlshift-{self.run_id}-{step.name}"
+        if runtime is not None:
+            code = self._run_task(step, runtime, name, command, work, mounts, {n: env[n] for n in names})
+        else:
+            assert docker is not None
+            cmd = [docker, "run", "--rm", "--name", name, "-w", str(work)]
+            for mount, mode in mounts:
+                cmd += ["-v", f"{mount}:{mount}" + (":ro" if mode == "ro" else "")]
+            for var in names:
+                cmd += ["-e", var]  # by name: values come from the environment, never the command line
+            if step.resources.gpus:
+                cmd += ["--gpus", str(step.resources.gpus)]
+            cmd += [step.container.image, *command]
+            code = self._run_process(step, cmd, work, env, watch=False)
         if code != 0:
             raise _StepFailed(self._failure_text(step, work, code))
         out_values: dict[str, Any] = {}
@@ -699,6 +706,53 @@ class LocalRunner:
                 ) from None
             metrics = self._check_metrics(step, raw)
         return {"artifacts": self._store_outputs(step, work), "values": out_values, "metrics": metrics}
+
+    def _run_task(
+        self,
+        step: StepIR,
+        runtime: DockerRuntime,
+        name: str,
+        command: list[str],
+        work: Path,
+        mounts: list[tuple[str, str]],
+        environment: dict[str, str],
+    ) -> int:
+        """Run a container step through the Docker target's runtime (labelled, limited, removed)."""
+        from mlshift.local import ContainerTask
+
+        assert step.container is not None
+        task = ContainerTask(
+            name=name,
+            image=step.container.image,
+            command=command,
+            workdir=str(work),
+            mounts=mounts,
+            log=self.service.log_path(self.run_id, step.name),
+            environment=environment,
+            labels={
+                "mlshift.pipeline": self.ir.name,
+                "mlshift.run": self.run_id,
+                "mlshift.step": step.name,
+                "mlshift.folder": str(self.run_dir),
+            },
+            size=step.resources.size,
+        )
+        deadline = None if step.timeout is None else time.monotonic() + step.timeout
+
+        def should_stop() -> str | None:
+            if self.cancel.is_set():
+                return "cancelled"
+            if deadline is not None and time.monotonic() > deadline:
+                return f"timed out after {step.timeout:g} s"
+            return None
+
+        try:
+            return runtime.run_task(task, should_stop=should_stop)
+        except MlshiftError as exc:
+            if self.cancel.is_set():
+                raise _Cancelled from None
+            reason = should_stop()
+            raise _StepFailed(reason if reason is not None else exc.message) from None
 
     def _run_builtin(self, step: StepIR, inputs: Mapping[str, Any]) -> dict[str, Any]:
         from mlshift.pipelines import _builtins
@@ -731,6 +785,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def docker_runtime(client: Client) -> DockerRuntime | None:
+    """The Docker runtime of a ``local+docker://`` client (container steps run on it), else ``None``."""
+    from mlshift.local import DockerRuntime, LocalAdapter
+
+    adapter = client.adapter
+    if isinstance(adapter, LocalAdapter) and isinstance(adapter.runtime, DockerRuntime):
+        return adapter.runtime
+    return None
 
 
 def _now() -> str:

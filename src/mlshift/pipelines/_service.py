@@ -140,9 +140,14 @@ class PipelineService:
 
         Raises:
             ConfigError: a secret that is not set, a target name that is not defined.
-            UnsupportedOperation: a container step without docker.
+            UnsupportedOperation: a container step without docker, or one with a GPU size on
+                ``local+docker://``.
+            DockerUnavailable: a container step on ``local+docker://`` with no engine answering.
         """
-        from mlshift.pipelines._runner import secret_env_name
+        from mlshift.local import COMPUTE_LIMITS
+        from mlshift.pipelines._runner import docker_runtime, secret_env_name
+
+        docker = docker_runtime(self.client)
 
         for step in ir.steps:
             for var, ref in step.secrets.items():
@@ -154,7 +159,15 @@ class PipelineService:
                         field=f"steps.{step.name}.secrets.{var}",
                         hint=f"export {env_name}=... in the shell that runs the pipeline",
                     )
-            if step.kind == "container" and shutil.which("docker") is None:
+            if step.kind == "container" and docker is not None:
+                if step.resources.size not in COMPUTE_LIMITS:
+                    raise UnsupportedOperation(
+                        f"step {step.name!r} asks for size {step.resources.size!r}; "
+                        f"{self.client.target} attaches no GPU to a container",
+                        hint=f"use one of {', '.join(COMPUTE_LIMITS)}",
+                    )
+                docker.client  # noqa: B018  (no engine: DockerUnavailable, with how to start one)
+            elif step.kind == "container" and shutil.which("docker") is None:
                 raise UnsupportedOperation(
                     f"step {step.name!r} is a ContainerStep; the local runner runs it with docker, "
                     "which is not on PATH",

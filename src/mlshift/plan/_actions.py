@@ -21,6 +21,7 @@ __all__ = [
     "RegisterModel",
     "RemoveVariant",
     "ReplaceVariant",
+    "RestoreReplicas",
     "Rollout",
     "SetWeights",
     "UpdateAutoscaling",
@@ -145,6 +146,33 @@ class UpdateCompute(SpecModel):
     def describe(self) -> str:
         old, new = self.old_compute, self.compute
         return f"variant {self.variant}: compute {old.size} x{old.replicas} -> {new.size} x{new.replicas}"
+
+
+class RestoreReplicas(SpecModel):
+    """Start again replicas of an unchanged variant that exited or stopped answering.
+
+    Attributes:
+        model: ``name:version`` the variant serves (it keeps it).
+        count: How many of its replicas were not ready when the plan was made.
+        reason: Why, as the target reported it (``replica 0 exited (code 137)``).
+    """
+
+    kind: Literal["restore_replicas"] = "restore_replicas"
+    endpoint: str
+    variant: str
+    model: str
+    count: int
+    reason: str | None = None
+
+    @property
+    def resource(self) -> str:
+        return f"endpoint {self.endpoint}"
+
+    def describe(self) -> str:
+        text = (
+            f"restore {self.count} replica{'s' if self.count != 1 else ''} of {self.variant} ({self.model})"
+        )
+        return f"{text}: {self.reason}" if self.reason else text
 
 
 class SetWeights(SpecModel):
@@ -357,6 +385,7 @@ Action = Annotated[
     | AddVariant
     | ReplaceVariant
     | UpdateCompute
+    | RestoreReplicas
     | SetWeights
     | RemoveVariant
     | UpdateTags

@@ -22,6 +22,7 @@ from mlshift.plan._actions import (
     RegisterModel,
     RemoveVariant,
     ReplaceVariant,
+    RestoreReplicas,
     Rollout,
     SetWeights,
     UpdateAutoscaling,
@@ -253,6 +254,8 @@ def _run(
         return endpoints.replace_variant(action.endpoint, _resolve(action.variant, registered)).wait(timeout)
     if isinstance(action, UpdateCompute):
         return endpoints.update_compute(action.endpoint, action.variant, action.compute).wait(timeout)
+    if isinstance(action, RestoreReplicas):
+        return endpoints.restore_replicas(action.endpoint, action.variant).wait(timeout)
     if isinstance(action, SetWeights):
         return endpoints.set_weights(action.endpoint, action.weights).wait(timeout)
     if isinstance(action, RemoveVariant):

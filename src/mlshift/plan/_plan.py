@@ -21,6 +21,7 @@ from mlshift.plan._actions import (
     RegisterModel,
     RemoveVariant,
     ReplaceVariant,
+    RestoreReplicas,
     Rollout,
     SetWeights,
     UpdateAutoscaling,
@@ -93,6 +94,7 @@ class Plan(SpecModel):
                 "add_variant": "+",
                 "register_model": "+",
                 "remove_variant": "-",
+                "restore_replicas": "!",
                 "rollout": ">",
                 "recover_rollout": "!",
             }
@@ -462,6 +464,7 @@ def _plan_endpoint(
     variants = _check_schemas(adapter, spec, observed, variants, signatures or {})
 
     actions: list[Action] = []
+    restores: list[Action] = []
     desired = {v.name: v for v in variants}
     for v in variants:
         live = observed.variant(v.name)
@@ -473,6 +476,20 @@ def _plan_endpoint(
         elif live.compute != v.compute:
             actions.append(
                 UpdateCompute(endpoint=spec.name, variant=v.name, compute=v.compute, old_compute=live.compute)
+            )
+        elif not recovery and live.ready_replicas is not None and live.ready_replicas < live.compute.replicas:
+            # Same model and compute, but replicas died (killed, out of memory): the spec still
+            # wants them. A replaced or resized variant gets new replicas anyway; after a
+            # recovery the predicted state says nothing about replicas.
+            reason = (live.detail or "").split("\n", 1)[0] or None
+            restores.append(
+                RestoreReplicas(
+                    endpoint=spec.name,
+                    variant=v.name,
+                    model=live.model,
+                    count=live.compute.replicas - live.ready_replicas,
+                    reason=reason,
+                )
             )
     new_weights = {v.name: v.weight for v in variants}
     old_weights = observed.weights
@@ -502,7 +519,8 @@ def _plan_endpoint(
         split = next((i for i, a in enumerate(folded) if isinstance(a, Rollout)), len(folded))
         lowered = _without_in_place(adapter, spec.name, folded[:split], observed, desired)
         folded = [*lowered, *folded[split:]]
-    return [*recovery, *folded]
+    # First: a rollout measures the serving variants against its gate, so they serve in full.
+    return [*recovery, *restores, *folded]
 
 
 def build_plan(
