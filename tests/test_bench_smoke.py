@@ -133,7 +133,10 @@ def test_the_image_targets_come_from_its_results_and_say_when_not_measured() -> 
     assert again.count("## Serving image") == 1 and again.count(f"| {cold} |") == 1
     assert f"| {cold} | <= 2 s | 1.90 s | pass" in again
     assert before[: before.index("## Targets")] in again  # the header, as it was measured
-    assert before[before.index("\n## Serving\n") :].rstrip("\n") in again  # every other section
+    others = before[before.index("\n## Serving\n") :]
+    if "\n## Serving image" in others:  # its own earlier section is what gets replaced
+        others = others[: others.index("\n## Serving image")]
+    assert others.rstrip("\n") in again  # every other section
     assert "## Idempotent re-apply" in again and "## Serving\n" in again
 
 
