@@ -249,6 +249,16 @@ def _resolve_variant(
 
 
 def _check_capabilities(adapter: Adapter, spec: EndpointSpec) -> None:
+    from mlshift._registry import targets_with
+
+    if spec.serverless and Capability.SERVERLESS not in adapter.capabilities:
+        others = ", ".join(targets_with(Capability.SERVERLESS)) or "none installed"
+        raise ConfigError(
+            f"endpoint {spec.name!r} asks for serverless compute, which {adapter.uri.raw} does not offer "
+            f"(no SERVERLESS); targets that do: {others}",
+            field="serverless",
+            hint="remove serverless: true to run on replicas, or apply the spec to a target that has it",
+        )
     needs: list[tuple[Capability, str]] = []
     if len(spec.variants) > 1:
         needs.append((Capability.TRAFFIC_SPLIT, "more than one variant"))
@@ -261,8 +271,6 @@ def _check_capabilities(adapter: Adapter, spec: EndpointSpec) -> None:
         needs.append((Capability.GPU, "a GPU size"))
     for cap, why in needs:
         if cap not in adapter.capabilities:
-            from mlshift._registry import targets_with
-
             others = ", ".join(targets_with(cap)) or "none installed"
             raise UnsupportedOperation(
                 f"endpoint {spec.name!r} needs {why} ({cap.name}), which {adapter.uri.raw} "

@@ -922,6 +922,14 @@ class SageMakerEndpointService(BaseEndpointService):
         self._require_role()
         # The serving image exists / fits the models.
         self._adapter.images.check(spec, options, creates_models=lambda: self._creates_models(spec))
+        if spec.serverless and options.serverless is None:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: serverless: SageMaker needs the memory and concurrency of "
+                "a serverless endpoint",
+                field="provider_options.sagemaker.serverless",
+                hint="add provider_options: "
+                "{sagemaker: {serverless: {memory_mb: 2048, max_concurrency: 10}}}",
+            )
         if options.serverless is not None:
             self._check_serverless(spec, options)
         if spec.autoscaling is not None:
