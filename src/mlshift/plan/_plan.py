@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -213,6 +214,20 @@ def _redacted(value: Any, key: str = "") -> Any:
     return value
 
 
+def _artifact_signature(model: ModelSpec) -> Signature | None:
+    """What the artifact of ``model`` says it takes (``None``: it does not say).
+
+    Raises:
+        ConfigError: an artifact that cannot be loaded, or a ``.skops`` file with types outside
+            the trusted set and the model's ``mlshift.skops-trust`` tag.
+    """
+    from mlshift._artifacts import SKOPS_TRUST_TAG, parse_skops_trust
+    from mlshift.serving import infer_signature
+
+    trust = parse_skops_trust(model.tags.get(SKOPS_TRUST_TAG, ""))
+    return infer_signature(Path(model.path), model.framework, skops_trust=trust)
+
+
 def _resolve_variant(
     adapter: Adapter,
     spec: EndpointSpec,
@@ -222,13 +237,15 @@ def _resolve_variant(
     variant = spec.variants[index]
     ref: ModelRef = variant.model
     compute = spec.compute_for(variant)
-    try:
-        version: ModelVersion | None = adapter.models.get(ref)
-        pending_name = None
-    except NotFound as exc:
-        if ref.version is None and ref.alias is None and ref.name in pending:
-            version, pending_name = None, ref.name
-        else:
+    version: ModelVersion | None = None
+    pending_name: str | None = None
+    if ref.version is None and ref.alias is None and ref.name in pending:
+        # The bare name means the latest version: after this plan, the one it registers.
+        pending_name = ref.name
+    else:
+        try:
+            version = adapter.models.get(ref)
+        except NotFound as exc:
             raise NotFound(
                 f"endpoint {spec.name!r}, variant {variant.name!r}: model {str(ref)!r} does not "
                 f"exist on {adapter.uri.raw}",
@@ -622,6 +639,10 @@ def build_plan(
         check_artifact(model.path, model.framework, model.tags)
         digest = digest_path(model.path)
         if adapter.models.find_by_digest(model.name, digest) is None:
+            if model.signature is None:
+                # As `models.register` does: the version gets the signature its artifact shows,
+                # and an endpoint of the same plan is checked against it (not "unknown").
+                model = model.model_copy(update={"signature": _artifact_signature(model)})
             actions.append(RegisterModel(model=model, digest=digest))
             pending[model.name] = digest
             signatures[model.name] = model.signature
