@@ -5,6 +5,7 @@
 Sends the same prediction request from a few concurrent connections until the stop file
 exists and at least N requests were sent (or S seconds passed), then writes counts per
 (variant, status) to OUT as JSON. Every response's status and serving variant are recorded.
+``OUT.ready`` appears once the first response has come back: traffic is flowing.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ async def main() -> None:
     failures: list[str] = []
     deadline = time.monotonic() + args.max_seconds
     state = {"total": 0}
+    ready = args.out.parent / (args.out.name + ".ready")
 
     def done() -> bool:
         if time.monotonic() > deadline:
@@ -50,6 +52,8 @@ async def main() -> None:
                 key = f"{resp.headers.get('x-mlshift-variant', '?')} {resp.status_code}"
                 if resp.status_code >= 300 and len(failures) < 20:
                     failures.append(f"{key}: {resp.text[:200]}")
+                if not ready.exists():
+                    ready.write_text("1")
             except httpx.HTTPError as exc:
                 key = f"? {type(exc).__name__}"
                 if len(failures) < 20:
@@ -59,7 +63,6 @@ async def main() -> None:
 
     limits = httpx.Limits(max_connections=args.concurrency)
     async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
-        (args.out.parent / (args.out.name + ".ready")).write_text("1")
         await asyncio.gather(*(worker(client) for _ in range(args.concurrency)))
     args.out.write_text(json.dumps({"total": state["total"], "counts": dict(counts), "failures": failures}))
 

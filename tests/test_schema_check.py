@@ -160,3 +160,52 @@ def test_project_file_takes_allow_schema_change(tmp_path: Path) -> None:
         "    variants: [{name: a, model: 'wide:2'}]\n"
     )
     assert load_project(path).endpoints[0].allow_schema_change is True
+
+
+def test_a_version_registered_in_the_same_apply_is_compared(serving: mlshift.Client, tmp_path: Path) -> None:
+    import numpy as np
+    import skops.io as skops_io
+    from sklearn.linear_model import LogisticRegression
+
+    from mlshift.specs.model import ModelSpec
+
+    x = np.random.default_rng(1).normal(size=(50, 5))
+    narrow = tmp_path / "narrow.skops"  # new bytes, 5 features: registered by the plan itself
+    skops_io.dump(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), narrow)
+    model = ModelSpec.model_validate({"name": "wide", "path": str(narrow), "framework": "sklearn"})
+    endpoint = {"name": "wide", "variants": [{"name": "wide-next", "model": "wide"}]}
+    before = list(MemoryAdapter.of(serving).calls)
+    with pytest.raises(ConfigError, match=r"wide:\(new version\) takes 5 columns, wide:1 takes 20"):
+        serving.plan([model, EndpointSpec.model_validate(endpoint)])
+    assert MemoryAdapter.of(serving).calls == before
+
+    allowed = EndpointSpec.model_validate({**endpoint, "allow_schema_change": True})
+    plan = serving.plan([model, allowed])
+    register = plan.actions[0]
+    assert register.kind == "register_model" and register.model.signature == Signature.numeric(5)
+    assert "schema change allowed: wide:(new version) takes 5 columns, wide:1 takes 20" in plan.render()
+    serving.apply(plan)
+    assert serving.models.get("wide:3").signature == Signature.numeric(5)  # as `models register` infers it
+    assert serving.endpoints.get("wide").weights == {"wide-next": 100}
+    assert serving.endpoints.get("wide").variant("wide-next").model == "wide:3"  # the latest: the new one
+    assert serving.plan([model, allowed]).is_empty
+
+
+def test_the_deploy_step_refuses_a_schema_change_unless_allowed(serving: mlshift.Client) -> None:
+    from mlshift.pipelines import Deploy, pipeline
+
+    @pipeline
+    def strict() -> None:
+        Deploy("wide:2", endpoint="wide")
+
+    @pipeline
+    def lenient() -> None:
+        Deploy("wide:2", endpoint="wide", allow_schema_change=True)
+
+    run = serving.pipelines.run(strict).wait()
+    assert run.status == "failed"
+    assert "wide:2 takes 5 columns, wide:1 takes 20" in run.message + run.logs("deploy")
+    assert serving.endpoints.get("wide").weights == {"wide-v1": 100}
+    run = serving.pipelines.run(lenient).wait()
+    assert run.status == "succeeded", run.message
+    assert serving.endpoints.get("wide").weights == {"wide-v2": 100}

@@ -249,12 +249,26 @@ class Artifact:
 
 
 class ResolvedVariant(SpecModel):
-    """A variant whose model reference has been resolved to one exact version."""
+    """A variant whose model reference has been resolved to one exact version.
+
+    It carries what the target needs to make it, from the endpoint's spec as the plan recorded
+    it, so that a primitive never depends on what the adapter saw at plan time (a saved plan
+    applied by another process makes the same calls).
+
+    Attributes:
+        provider_options: The endpoint spec's ``provider_options``. A target reads only its own
+            key; without one, the variant is made with the options the endpoint was last
+            applied with.
+        autoscaling: How the endpoint's variants scale (the spec's ``autoscaling``), for a target
+            that scales each variant (``AUTOSCALING``); ``None`` leaves scaling as it is.
+    """
 
     name: str
     model: ModelVersion
     weight: int
     compute: Compute = Field(default_factory=Compute)
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    autoscaling: Autoscaling | None = None
 
 
 VariantStatus = Literal["creating", "healthy", "unhealthy", "failed", "stopped", "unknown"]

@@ -123,3 +123,19 @@ def test_what_sagemaker_refuses_with_serverless_fails_at_plan_time(
     assert "serverless" in str(caught.value)
     assert aws.mutating_calls(since=mark) == []
     assert aws.resources()["endpoints"] == []
+
+
+def test_the_neutral_serverless_field_needs_the_sagemaker_settings(
+    registered: mlshift.Client, aws: FakeSageMaker
+) -> None:
+    bare = EndpointSpec.model_validate(
+        {"name": "iris-ep", "variants": [{"name": "main", "model": "iris:1"}], "serverless": True}
+    )
+    mark = len(aws.calls)
+    with pytest.raises(ConfigError, match="needs the memory and concurrency") as refused:
+        registered.plan(bare)
+    assert refused.value.field == "provider_options.sagemaker.serverless"
+    assert aws.mutating_calls(since=mark) == []
+    registered.apply(spec().model_copy(update={"serverless": True}))
+    (variant,) = live_variants(aws)
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5}

@@ -50,19 +50,65 @@ def plan_cmd(
         raise typer.Exit(2)
 
 
+def _saved_plan(plan_file: str, file: str | None) -> tuple[Any, str | None]:
+    """The plan in ``plan_file`` (from ``mlshift plan -o json``), and the mlshift.yaml in use.
+
+    The project file is read only when it is needed: when given with ``-f``, or when the plan
+    hides secret values that only it holds.
+    """
+    import json
+    from pathlib import Path
+
+    from mlshift._config import find_project_file
+    from mlshift.errors import ConfigError
+    from mlshift.plan import Plan
+
+    source = Path(plan_file)
+    try:
+        text = sys.stdin.read() if plan_file == "-" else source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the plan file {plan_file!r}: {exc.strerror}", field="plan") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"the plan file {plan_file!r} is not JSON: {exc.msg} (line {exc.lineno})",
+            field="plan",
+            hint="save a plan with `mlshift plan -o json > plan.json`",
+        ) from None
+    found = Path(file) if file else find_project_file()
+    specs: Any = ()
+    if file or '"(hidden)"' in text:
+        project, _ = _project(file)
+        specs = project.endpoints
+    return Plan.from_json(data, specs), str(found) if found else None
+
+
 def apply_cmd(
     file: FileOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Apply without asking.")] = False,
     target: TargetOpt = None,
     output: OutputOpt = "table",
+    plan_file: Annotated[
+        str | None,
+        typer.Option(
+            "--plan",
+            help="Apply this saved plan (`mlshift plan -o json > FILE`; - for stdin) instead of planning "
+            "again. Refused if the target changed since.",
+        ),
+    ] = None,
 ) -> None:
     """Converge the target to mlshift.yaml: plan, confirm, apply."""
     from mlshift.errors import ConfigError
 
     ui.check_output(output)
-    project, path = _project(file)
-    client = ui.client(target, path)
-    plan = client.plan(project)
+    if plan_file is not None:
+        plan, path = _saved_plan(plan_file, file)
+        client = ui.client(target, path)
+    else:
+        project, path = _project(file)
+        client = ui.client(target, path)
+        plan = client.plan(project)
     if plan.is_empty:
         if output == "json":
             ui.print_json({"applied": 0, "plan": plan.to_json()})

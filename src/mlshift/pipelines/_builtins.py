@@ -84,6 +84,7 @@ def deploy(client: Client, step: StepIR, inputs: Mapping[str, Any], *, log: Log)
         traffic=config.traffic,
         size=config.size,
         replicas=config.replicas,
+        allow_schema_change=config.allow_schema_change,
         log=log,
     )
     return {"values": {"url": state.url or ""}}

@@ -1138,6 +1138,8 @@ class Deploy(StepCall):
         endpoint: The endpoint's name (created if needed).
         traffic: Percent for the new version beside what serves now (default: all of it).
         target: Another target (URI or ``mlshift.yaml`` name) to deploy to.
+        allow_schema_change: Deploy a version whose inputs differ from those of the version it
+            replaces (by default the plan refuses it, as ``EndpointsAPI.deploy`` does).
     """
 
     def __init__(
@@ -1149,11 +1151,17 @@ class Deploy(StepCall):
         size: str = "cpu-small",
         replicas: int = 1,
         target: str | None = None,
+        allow_schema_change: bool = False,
         name: str = "deploy",
         retries: int = 0,
         cache: bool = True,
     ) -> None:
         prefix = f"steps.{name}"
+        if not isinstance(allow_schema_change, bool):
+            raise ConfigError(
+                f"step {name!r}: allow_schema_change must be true or false, got {allow_schema_change!r}",
+                field=f"{prefix}.allow_schema_change",
+            )
         if traffic is not None and (
             isinstance(traffic, bool) or not isinstance(traffic, int) or not 0 < traffic <= 100
         ):
@@ -1178,7 +1186,13 @@ class Deploy(StepCall):
             output_types={"url": "str"},
             metric_names=None,
             options=StepOptions(retries=retries, cache=cache),
-            config={"traffic": traffic, "size": size, "replicas": replicas, "target": target},
+            config={
+                "traffic": traffic,
+                "size": size,
+                "replicas": replicas,
+                "target": target,
+                "allow_schema_change": allow_schema_change,
+            },
         )
 
 

@@ -192,6 +192,7 @@ class DeployConfig(SpecModel):
     size: Size = "cpu-small"
     replicas: int = Field(default=1, ge=1, le=100)
     target: str | None = None
+    allow_schema_change: bool = False
 
 
 class FailConfig(SpecModel):

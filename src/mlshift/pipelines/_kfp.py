@@ -730,6 +730,8 @@ class _Compiler:
         config = step.deploy
         assert config is not None
         settings = {"traffic": config.traffic, "size": config.size, "replicas": config.replicas}
+        if config.allow_schema_change:  # only when set: existing task arguments stay as they were
+            settings["allow_schema_change"] = True
         task = self._common(step)
         task["settings"] = {k: v for k, v in settings.items() if v is not None}
         task["target"] = self._target_for(step, config.target, "deploy")

@@ -126,15 +126,26 @@ def deploy(
     traffic: int | None = None,
     size: str = "cpu-small",
     replicas: int = 1,
+    allow_schema_change: bool = False,
     log: Log = lambda _: None,
 ) -> EndpointState:
     """Deploy ``model`` (``name:version``, ``name@alias``) to ``endpoint`` through plan and apply.
+
+    A version whose inputs differ from those of the version it replaces is refused at plan
+    time unless ``allow_schema_change`` (as :meth:`mlshift.EndpointsAPI.deploy` does).
 
     Raises:
         MlshiftError: whatever the deployment raises (``RolloutFailed`` after a rollback, ...).
     """
     log(f"deploying {model} to endpoint {endpoint} ({size} x{replicas})")
-    state = client.endpoints.deploy(endpoint, model, traffic=traffic, size=size, replicas=replicas)
+    state = client.endpoints.deploy(
+        endpoint,
+        model,
+        traffic=traffic,
+        size=size,
+        replicas=replicas,
+        allow_schema_change=allow_schema_change,
+    )
     for v in state.variants:
         log(f"  variant {v.name}: {v.model} {v.weight}% {v.status}")
     return state

@@ -262,6 +262,7 @@ def _deploy(ex: _Executor, task: dict[str, Any]) -> None:
             traffic=settings.get("traffic"),
             size=settings.get("size", "cpu-small"),
             replicas=int(settings.get("replicas", 1)),
+            allow_schema_change=bool(settings.get("allow_schema_change", False)),
         )
     ex.parameters["url"] = state.url or ""
     ex.write()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from mlshift.adapter import OptionChange, VariantState
+from mlshift.adapter import OptionChange, ResolvedVariant, VariantState
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelSpec, ModelVersion
@@ -38,6 +39,10 @@ class PlannedVariant(SpecModel):
     an earlier step of the same plan (then ``pending_model`` names it). ``schema_check`` says
     how its inputs compare with those of the versions the endpoint serves, when it is new there
     (``inputs match iris:1 (4 columns)``, ``no known signature for ...``).
+
+    ``provider_options`` and ``autoscaling`` are the endpoint spec's: the target makes the
+    variant with them (see :class:`~mlshift.adapter.ResolvedVariant`), so the plan holds all an
+    apply needs, whichever process runs it.
     """
 
     name: str
@@ -47,6 +52,25 @@ class PlannedVariant(SpecModel):
     weight: int
     compute: Compute
     schema_check: str | None = None
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    autoscaling: Autoscaling | None = None
+
+    def resolved(self, registered: Mapping[str, ModelVersion], **changes: Any) -> ResolvedVariant:
+        """The variant as the target's primitives take it, with ``changes`` applied.
+
+        ``registered`` maps a model registered earlier in the same apply to its new version
+        (for a variant whose ``pending_model`` it is).
+        """
+        model = self.model if self.model is not None else registered[self.pending_model or ""]
+        fields: dict[str, Any] = {
+            "name": self.name,
+            "model": model,
+            "weight": self.weight,
+            "compute": self.compute,
+            "provider_options": self.provider_options,
+            "autoscaling": self.autoscaling,
+        }
+        return ResolvedVariant(**{**fields, **changes})
 
     @property
     def model_label(self) -> str:

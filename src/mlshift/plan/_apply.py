@@ -204,11 +204,7 @@ def _open_journal(
 
 
 def _resolve(variant: PlannedVariant, registered: dict[str, ModelVersion]) -> ResolvedVariant:
-    model = variant.model
-    if model is None:
-        assert variant.pending_model is not None
-        model = registered[variant.pending_model]
-    return ResolvedVariant(name=variant.name, model=model, weight=variant.weight, compute=variant.compute)
+    return variant.resolved(registered)
 
 
 def _run_special(

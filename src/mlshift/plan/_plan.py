@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -120,13 +121,89 @@ class Plan(SpecModel):
         ``(hidden)``, as in the readable plan.
         """
         data = self.model_dump(mode="json")
-        for action in data["actions"]:
-            spec = action.get("spec")
-            if isinstance(spec, dict) and isinstance(spec.get("provider_options"), dict):
-                spec["provider_options"] = _redacted(spec["provider_options"])
+        data["actions"] = [_options_mapped(action, _redacted) for action in data["actions"]]
         data["changes"] = self.changes
         data["summary"] = [a.describe() for a in self.actions]
         return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], specs: Iterable[EndpointSpec] = ()) -> Plan:
+        """A plan saved with :meth:`to_json` (``mlshift plan -o json``), ready to apply.
+
+        The saved plan holds every option its actions need, except the values :meth:`to_json`
+        hides (``(hidden)``): those are taken from ``specs``, the endpoint specs the plan was
+        made from (the same ``mlshift.yaml``), after checking that they still have the options
+        the plan shows. Whether the target is still in the state the plan was made from is
+        checked when it is applied (:func:`~mlshift.plan.apply_plan`).
+
+        Raises:
+            ConfigError: ``data`` is not a plan; or it hides values of an endpoint that
+                ``specs`` has no spec for.
+            Conflict: a spec's provider options are no longer those the plan was made with.
+        """
+        from mlshift.errors import Conflict
+
+        if not isinstance(data, Mapping) or not isinstance(data.get("actions"), list):
+            raise ConfigError(
+                "this is not a saved plan (no list of actions)",
+                hint="save one with `mlshift plan -o json > plan.json`",
+            )
+        given = {spec.name: spec for spec in specs}
+        actions: list[Any] = []
+        for index, action in enumerate(data["actions"]):
+            if not isinstance(action, dict) or not _hides_values(action):
+                actions.append(action)
+                continue
+            endpoint = str(action.get("endpoint") or "")
+            spec = given.get(endpoint)
+            if spec is None:
+                raise ConfigError(
+                    f"action {index + 1} of the plan ({action.get('kind')}) hides the values of "
+                    f"endpoint {endpoint!r}'s secret options, and no spec of that endpoint was given",
+                    field=f"actions[{index}]",
+                    hint="apply the plan with the mlshift.yaml it was made from (-f PATH)",
+                )
+            real = spec.model_dump(mode="json")["provider_options"]
+
+            def filled(options: dict[str, Any], real: dict[str, Any] = real, endpoint: str = endpoint) -> Any:
+                if options != _redacted(real):
+                    raise Conflict(
+                        f"the provider options of endpoint {endpoint!r} changed since this plan was made",
+                        hint="run plan again and review the new diff",
+                    )
+                return real
+
+            actions.append(_options_mapped(action, filled))
+        known = {"changes", "summary"}  # written by to_json for readers, derived from the actions
+        return cls.model_validate({**{k: v for k, v in data.items() if k not in known}, "actions": actions})
+
+
+def _options_mapped(node: Any, change: Callable[[dict[str, Any]], Any]) -> Any:
+    """``node`` (an action as JSON) with every ``provider_options`` mapping passed through ``change``."""
+    if isinstance(node, dict):
+        return {
+            key: change(value)
+            if key == "provider_options" and isinstance(value, dict)
+            else _options_mapped(value, change)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_options_mapped(value, change) for value in node]
+    return node
+
+
+def _hides_values(node: Any) -> bool:
+    found: list[bool] = []
+
+    def look(options: dict[str, Any]) -> dict[str, Any]:
+        found.append(_HIDDEN in json.dumps(options))
+        return options
+
+    _options_mapped(node, look)
+    return any(found)
+
+
+_HIDDEN = '"(hidden)"'
 
 
 _SECRET_NAME = re.compile(r"token|secret|password|passwd|credential|api_?key", re.IGNORECASE)
@@ -145,6 +222,20 @@ def _redacted(value: Any, key: str = "") -> Any:
     return value
 
 
+def _artifact_signature(model: ModelSpec) -> Signature | None:
+    """What the artifact of ``model`` says it takes (``None``: it does not say).
+
+    Raises:
+        ConfigError: an artifact that cannot be loaded, or a ``.skops`` file with types outside
+            the trusted set and the model's ``mlshift.skops-trust`` tag.
+    """
+    from mlshift._artifacts import SKOPS_TRUST_TAG, parse_skops_trust
+    from mlshift.serving import infer_signature
+
+    trust = parse_skops_trust(model.tags.get(SKOPS_TRUST_TAG, ""))
+    return infer_signature(Path(model.path), model.framework, skops_trust=trust)
+
+
 def _resolve_variant(
     adapter: Adapter,
     spec: EndpointSpec,
@@ -154,13 +245,15 @@ def _resolve_variant(
     variant = spec.variants[index]
     ref: ModelRef = variant.model
     compute = spec.compute_for(variant)
-    try:
-        version: ModelVersion | None = adapter.models.get(ref)
-        pending_name = None
-    except NotFound as exc:
-        if ref.version is None and ref.alias is None and ref.name in pending:
-            version, pending_name = None, ref.name
-        else:
+    version: ModelVersion | None = None
+    pending_name: str | None = None
+    if ref.version is None and ref.alias is None and ref.name in pending:
+        # The bare name means the latest version: after this plan, the one it registers.
+        pending_name = ref.name
+    else:
+        try:
+            version = adapter.models.get(ref)
+        except NotFound as exc:
             raise NotFound(
                 f"endpoint {spec.name!r}, variant {variant.name!r}: model {str(ref)!r} does not "
                 f"exist on {adapter.uri.raw}",
@@ -175,10 +268,22 @@ def _resolve_variant(
         pending_model=pending_name,
         weight=variant.weight,
         compute=compute,
+        provider_options=dict(spec.provider_options),
+        autoscaling=spec.autoscaling,
     )
 
 
 def _check_capabilities(adapter: Adapter, spec: EndpointSpec) -> None:
+    from mlshift._registry import targets_with
+
+    if spec.serverless and Capability.SERVERLESS not in adapter.capabilities:
+        others = ", ".join(targets_with(Capability.SERVERLESS)) or "none installed"
+        raise ConfigError(
+            f"endpoint {spec.name!r} asks for serverless compute, which {adapter.uri.raw} does not offer "
+            f"(no SERVERLESS); targets that do: {others}",
+            field="serverless",
+            hint="remove serverless: true to run on replicas, or apply the spec to a target that has it",
+        )
     needs: list[tuple[Capability, str]] = []
     if len(spec.variants) > 1:
         needs.append((Capability.TRAFFIC_SPLIT, "more than one variant"))
@@ -191,8 +296,6 @@ def _check_capabilities(adapter: Adapter, spec: EndpointSpec) -> None:
         needs.append((Capability.GPU, "a GPU size"))
     for cap, why in needs:
         if cap not in adapter.capabilities:
-            from mlshift._registry import targets_with
-
             others = ", ".join(targets_with(cap)) or "none installed"
             raise UnsupportedOperation(
                 f"endpoint {spec.name!r} needs {why} ({cap.name}), which {adapter.uri.raw} "
@@ -569,6 +672,10 @@ def build_plan(
         check_artifact(model.path, model.framework, model.tags)
         digest = digest_path(model.path)
         if adapter.models.find_by_digest(model.name, digest) is None:
+            if model.signature is None:
+                # As `models.register` does: the version gets the signature its artifact shows,
+                # and an endpoint of the same plan is checked against it (not "unknown").
+                model = model.model_copy(update={"signature": _artifact_signature(model)})
             actions.append(RegisterModel(model=model, digest=digest))
             pending[model.name] = digest
             signatures[model.name] = model.signature

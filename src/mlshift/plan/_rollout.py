@@ -695,8 +695,7 @@ def _shadow_phase(ctx: _Context, strategy: Shadow) -> GateReading:
 
 
 def _resolved(variant: PlannedVariant, registered: Mapping[str, ModelVersion], name: str) -> ResolvedVariant:
-    model = variant.model if variant.model is not None else registered[variant.pending_model or ""]
-    return ResolvedVariant(name=name, model=model, weight=0, compute=variant.compute)
+    return variant.resolved(registered, name=name, weight=0)
 
 
 def _rollback(adapter: Adapter, journal: Journal, baseline: Sequence[VariantState], timeout: float) -> None:

@@ -93,6 +93,9 @@ class EndpointSpec(SpecModel):
             (``{"local": {"port": 8500}}``); each target validates only its own key.
         allow_schema_change: Let a new version take other inputs than the version it
             replaces (by default the plan refuses it: its callers would get 400s).
+        serverless: Run on compute that scales to zero and bills per request, on a target
+            that declares ``SERVERLESS`` (refused at plan time elsewhere). The target's own
+            options say how (``provider_options.sagemaker.serverless``).
     """
 
     name: Name
@@ -103,6 +106,7 @@ class EndpointSpec(SpecModel):
     rollout: RolloutStrategy | None = None
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     allow_schema_change: bool = False
+    serverless: bool = False
 
     @model_validator(mode="after")
     def _variants_consistent(self) -> EndpointSpec:

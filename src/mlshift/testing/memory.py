@@ -67,6 +67,7 @@ DEFAULT_CAPABILITIES = frozenset(
         Capability.SHADOW_TRAFFIC,
         Capability.AUTOSCALING,
         Capability.GPU,
+        Capability.SERVERLESS,
         Capability.PIPELINES,
         Capability.PIPELINE_CONDITIONS,
     }

@@ -299,10 +299,6 @@ class SageMakerEndpointService(BaseEndpointService):
         # Endpoint configurations and models never change once created: describe them once.
         self._configs: dict[str, tuple[dict[str, Any], dict[str, str]]] = {}
         self._models: dict[str, dict[str, Any]] = {}
-        # provider_options.sagemaker seen at plan time, for the primitives of the same apply.
-        self._planned: dict[str, EndpointOptions] = {}
-        # spec.autoscaling seen at plan time; applied once a change of the endpoint settles.
-        self._wanted_scaling: dict[str, Autoscaling] = {}
         self._scaler = VariantScalingService(adapter.clients)
         # set_shadow's tolerance per endpoint, for read_shadow's comparisons.
         self._tolerances: dict[str, float] = {}
@@ -507,15 +503,29 @@ class SageMakerEndpointService(BaseEndpointService):
     def _options_key(self, name: str) -> str:
         return self._adapter.store.key("endpoints", name, "options.json")
 
-    def _options_for(self, name: str) -> EndpointOptions:
-        """The options new variants of ``name`` get: this apply's, else the stored ones."""
-        planned = self._planned.get(name)
+    def _options_for(self, name: str, own: EndpointOptions | None = None) -> EndpointOptions:
+        """The options new variants of ``name`` get: ``own`` when the change carries them (then
+        stored, for later changes that do not), else the stored ones."""
         stored_options = self._stored_options(name)
-        if planned is not None:
-            if planned != stored_options:
-                self._adapter.store.put_json(self._options_key(name), _options_document(planned))
-            return planned
+        if own is not None:
+            if own != stored_options:
+                self._adapter.store.put_json(self._options_key(name), _options_document(own))
+            return own
         return stored_options or EndpointOptions()
+
+    def _carried_options(self, name: str, variant: ResolvedVariant) -> EndpointOptions:
+        """The options a new variant is made with: its spec's (as the plan recorded them), else
+        the endpoint's stored ones."""
+        if "sagemaker" not in variant.provider_options:
+            return self._options_for(name)
+        try:
+            options = EndpointOptions.model_validate(variant.provider_options["sagemaker"])
+        except ConfigError as exc:  # checked at plan time: only an edited plan gets here
+            path = "provider_options.sagemaker" + (f".{exc.field}" if exc.field else "")
+            raise ConfigError(
+                f"endpoint {name!r}, variant {variant.name!r}: {path}: {exc.detail}", field=path
+            ) from None
+        return self._options_for(name, options)
 
     def _stored_options(self, name: str) -> EndpointOptions | None:
         stored = self._adapter.store.get_json(self._options_key(name))
@@ -692,10 +702,12 @@ class SageMakerEndpointService(BaseEndpointService):
         options = validate_own_options(spec, "sagemaker", EndpointOptions)
         assert isinstance(options, EndpointOptions)
         live = self._require_in_service(name)
-        self._planned[name] = options  # what the new configuration and later variants get
+        self._options_for(name, options)  # what later variants get
         if not self._option_diff(live, options):
             return CompletedOperation(self._settled(name), what)
-        return self._switch(name, [wanted for _, wanted in self._optioned(live, options)], what)
+        return self._switch(
+            name, [wanted for _, wanted in self._optioned(live, options)], what, options=options
+        )
 
     # ---------------------------------------------------------------- building blocks
 
@@ -993,18 +1005,20 @@ class SageMakerEndpointService(BaseEndpointService):
         self._require_role()
         # The serving image exists / fits the models.
         self._adapter.images.check(spec, options, creates_models=lambda: self._creates_models(spec))
+        if spec.serverless and options.serverless is None:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: serverless: SageMaker needs the memory and concurrency of "
+                "a serverless endpoint",
+                field="provider_options.sagemaker.serverless",
+                hint="add provider_options: "
+                "{sagemaker: {serverless: {memory_mb: 2048, max_concurrency: 10}}}",
+            )
         if options.serverless is not None:
             self._check_serverless(spec, options)
         if spec.autoscaling is not None:
             check_autoscaling(spec)
         if spec.rollout is not None and spec.rollout.strategy == "shadow":
             check_shadow(spec, options)
-        if own:
-            self._planned[spec.name] = options
-        else:
-            self._planned.pop(spec.name, None)
-        if spec.autoscaling is not None:
-            self._wanted_scaling[spec.name] = spec.autoscaling
 
     def _creates_models(self, spec: EndpointSpec) -> bool:
         """Whether applying ``spec`` may make new SageMaker models (reads only).
@@ -1080,9 +1094,9 @@ class SageMakerEndpointService(BaseEndpointService):
 
     # ---------------------------------------------------------------- autoscaling
 
-    def _settled(self, name: str) -> EndpointState:
-        """After a change: scale the variants as this apply's spec asks, then read the endpoint."""
-        wanted = self._wanted_scaling.get(name)
+    def _settled(self, name: str, wanted: Autoscaling | None = None) -> EndpointState:
+        """After a change: scale the variants as ``wanted`` (the change's spec) asks, then read
+        the endpoint (``None``: their scaling stays as it is)."""
         live = self._require(name)
         if wanted is not None and any(live.scaled.get(s.name) != _scaling_of(wanted) for s in live.slots):
             self._scaler.converge(name, [s.name for s in live.slots], wanted)
@@ -1110,9 +1124,6 @@ class SageMakerEndpointService(BaseEndpointService):
         live = self._require_in_service(name)
         if autoscaling is not None:
             _check_min_replicas(name, autoscaling)
-            self._wanted_scaling[name] = autoscaling
-        else:
-            self._wanted_scaling.pop(name, None)
         self._scaler.converge(name, [s.name for s in live.slots], autoscaling)
         state = self.observe(name)
         assert state is not None
@@ -1126,7 +1137,6 @@ class SageMakerEndpointService(BaseEndpointService):
             raise Conflict(f"endpoint {name!r} already exists", provider="sagemaker")
         options = validate_own_options(spec, "sagemaker", EndpointOptions)
         assert isinstance(options, EndpointOptions)
-        self._planned[name] = options
         slots = [self._new_slot(name, v, options) for v in variants]
         created_models = self._ensure_models(name, slots)
         made: str | None = None
@@ -1144,7 +1154,7 @@ class SageMakerEndpointService(BaseEndpointService):
             self._delete_models(created_models)
             raise
         try:
-            self._options_for(name)  # kept next to the journal, for variants added later
+            self._options_for(name, options)  # kept next to the journal, for variants added later
         except MlshiftError as exc:  # the endpoint exists: report it, do not fail its creation
             logger.warning("could not store the options of endpoint %s: %s", name, exc)
 
@@ -1152,7 +1162,7 @@ class SageMakerEndpointService(BaseEndpointService):
             described = self._describe_or_fail(name, f"create endpoint {name}")
             status = described.get("EndpointStatus")
             if status == "InService":
-                return self._settled(name)
+                return self._settled(name, spec.autoscaling)
             if status == "Failed":
                 reason = described.get("FailureReason") or "no reason given"
                 self._remove(name, [the_config])
@@ -1176,19 +1186,25 @@ class SageMakerEndpointService(BaseEndpointService):
         deployment: dict[str, Any] | None = None,
         on_finish: Any = None,
         rolled_back: Any = None,
+        options: EndpointOptions | None = None,
+        scaling: Autoscaling | None = None,
     ) -> Operation[EndpointState]:
-        """Move the endpoint onto a new configuration made of ``slots``."""
+        """Move the endpoint onto a new configuration made of ``slots``.
+
+        ``options`` are the endpoint's for the configuration (default: the stored ones);
+        ``scaling`` is how its variants scale afterwards (default: as they did).
+        """
         live = self._require_in_service(name)
         old_config = live.config
         created_models = self._ensure_models(name, slots)
         new_config: str | None = None
         created_config = False
         try:
-            new_config, created_config = self._create_config(name, slots)
+            new_config, created_config = self._create_config(name, slots, options)
             if new_config == old_config:
                 if on_finish is not None:
                     on_finish()
-                return CompletedOperation(self._settled(name), what)
+                return CompletedOperation(self._settled(name, scaling), what)
             request: dict[str, Any] = {"EndpointName": name, "EndpointConfigName": new_config}
             if deployment is not None:
                 request["DeploymentConfig"] = deployment
@@ -1223,7 +1239,11 @@ class SageMakerEndpointService(BaseEndpointService):
                 self._retire(old_config, target)
                 if on_finish is not None:
                     on_finish()
-                return self._settled(name)
+                if scaling is None:
+                    # Variants that kept their name scale as before the change made SageMaker
+                    # drop their scaling (a new instance type).
+                    self._scaler.restore(name, {v: s for v, s in unscaled.items() if v in types})
+                return self._settled(name, scaling)
             if status == "InService" and current == old_config:
                 # SageMaker switched back to the old fleet: a failed health check or an alarm.
                 reason = described.get("FailureReason") or "SageMaker rolled the update back"
@@ -1262,18 +1282,32 @@ class SageMakerEndpointService(BaseEndpointService):
         live = self._require_in_service(name)
         if live.slot(variant.name) is not None:
             raise Conflict(f"endpoint {name!r} already has a variant {variant.name!r}", provider="sagemaker")
-        slot = self._new_slot(name, variant, self._options_for(name))
+        options = self._carried_options(name, variant)
+        slot = self._new_slot(name, variant, options)
         slot.weight = 0
-        return self._switch(name, [*live.slots, slot], f"add variant {variant.name} to {name}")
+        return self._switch(
+            name,
+            [*live.slots, slot],
+            f"add variant {variant.name} to {name}",
+            options=options,
+            scaling=variant.autoscaling,
+        )
 
     def replace_variant(self, name: str, variant: ResolvedVariant) -> Operation[EndpointState]:
         live = self._require_in_service(name)
         old = live.slot(variant.name)
         if old is None:
             raise NotFound(f"endpoint {name!r} has no variant {variant.name!r}", provider="sagemaker")
-        slot = self._new_slot(name, variant, self._options_for(name))
+        options = self._carried_options(name, variant)
+        slot = self._new_slot(name, variant, options)
         slot.weight = old.weight
-        return self._switch(name, self._slots_with(live, slot), f"replace the model of {name}/{variant.name}")
+        return self._switch(
+            name,
+            self._slots_with(live, slot),
+            f"replace the model of {name}/{variant.name}",
+            options=options,
+            scaling=variant.autoscaling,
+        )
 
     def remove_variant(self, name: str, variant_name: str) -> Operation[EndpointState]:
         live = self._require_in_service(name)
@@ -1430,8 +1464,6 @@ class SageMakerEndpointService(BaseEndpointService):
             store = self._adapter.store
             store.journal.clear(name)
             store.delete([self._options_key(name)])
-            self._planned.pop(name, None)
-            self._wanted_scaling.pop(name, None)
             return None
 
         return self._op(poll, f"delete endpoint {name}")
@@ -1695,7 +1727,8 @@ class SageMakerEndpointService(BaseEndpointService):
         wanted = list(rollout.final_weights)
         check_native_rollout(name, strategy, wanted, [s.name for s in live.slots])
         assert not isinstance(strategy, Shadow)  # refused just above
-        options = self._options_for(name)
+        carrier = rollout.candidates[0] if rollout.candidates else None
+        options = self._carried_options(name, carrier) if carrier else self._options_for(name)
         candidates = {c.name: c for c in rollout.candidates}
         slots: builtins.list[_Slot] = []
         for slot in live.slots:
@@ -1751,6 +1784,8 @@ class SageMakerEndpointService(BaseEndpointService):
             deployment=deployment,
             on_finish=remove_alarms,
             rolled_back=failed,
+            options=options,
+            scaling=carrier.autoscaling if carrier else None,
         )
 
     def close(self) -> None:

@@ -381,6 +381,8 @@ class _Compiler:
         args: list[Any] = ["deploy", "--target", config.target or self.ctx.target_uri]
         args += self._values(step, [k for k in ("model", "endpoint") if k in step.inputs])
         settings = {"traffic": config.traffic, "size": config.size, "replicas": config.replicas}
+        if config.allow_schema_change:  # only when set: existing step arguments stay as they were
+            settings["allow_schema_change"] = True
         args += [
             "--settings",
             json.dumps({k: v for k, v in settings.items() if v is not None}, sort_keys=True),

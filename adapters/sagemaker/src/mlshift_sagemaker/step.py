@@ -216,6 +216,7 @@ def _deploy(root: Path, target: str, values: dict[str, str], settings: dict[str,
             traffic=settings.get("traffic"),
             size=settings.get("size", "cpu-small"),
             replicas=int(settings.get("replicas", 1)),
+            allow_schema_change=bool(settings.get("allow_schema_change", False)),
             log=print,
         )
     _write(root, None, {"url": state.url or ""})
