@@ -53,7 +53,7 @@ def test_good_file(tmp_path: Path) -> None:
         ),
         (
             GOOD.replace("framework: sklearn", "framework: keras"),
-            r"mlshift.yaml:10: models\[0\]\.framework: .*'sklearn', 'onnx' or 'predictor'",
+            r"mlshift.yaml:10: models\[0\]\.framework: .*'sklearn', 'onnx', .*'mlflow' or 'predictor'",
         ),
         (
             GOOD.replace("default_target: dev", "default_target: staging"),

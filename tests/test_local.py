@@ -289,7 +289,9 @@ def test_bad_artifact_path_changes_nothing(local: mlshift.Client, tmp_path: Path
 def test_wrong_framework_for_the_file_changes_nothing(local: mlshift.Client, iris: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         local.models.register("iris", iris["v1"], framework="onnx")
-    with pytest.raises(ConfigError, match="'sklearn', 'onnx' or 'predictor'"):
+    with pytest.raises(
+        ConfigError, match="'sklearn', 'onnx', 'xgboost', 'lightgbm', 'mlflow' or 'predictor'"
+    ):
         local.models.register("iris", iris["v1"], framework="tensorflow")
     assert local.models.list() == []
 
