@@ -130,6 +130,13 @@ def _capture_values(config: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _repository(image: str) -> str:
+    """``image`` without its tag or digest (``host:5000/repo:tag`` → ``host:5000/repo``)."""
+    name = image.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
 def _shown(values: Sequence[Any]) -> str | None:
     """Values of one option (one per variant) as a plan shows them: distinct ones, sorted."""
     distinct = {"[" + ", ".join(v) + "]" if isinstance(v, tuple) else str(v) for v in values if v is not None}
@@ -580,6 +587,10 @@ class SageMakerEndpointService(BaseEndpointService):
             )
         if stored is not None and images.choice(stored).kind != "mlshift":
             return images.mlshift_uri()
+        # Also when the stored choice says mlshift but the variant runs another image (a switch
+        # back that did not finish): the live image decides, so the next plan shows the move.
+        if image is not None and _repository(image) != _repository(images.mlshift_uri()):
+            return images.mlshift_uri()
         return image
 
     def _optioned(
@@ -702,12 +713,14 @@ class SageMakerEndpointService(BaseEndpointService):
         options = validate_own_options(spec, "sagemaker", EndpointOptions)
         assert isinstance(options, EndpointOptions)
         live = self._require_in_service(name)
+        # Compared (and the new variants made) before the options are stored: which image a
+        # variant goes to depends on the choice the endpoint was last applied with.
+        changed = bool(self._option_diff(live, options))
+        wanted = [slot for _, slot in self._optioned(live, options)] if changed else []
         self._options_for(name, options)  # what later variants get
-        if not self._option_diff(live, options):
+        if not changed:
             return CompletedOperation(self._settled(name), what)
-        return self._switch(
-            name, [wanted for _, wanted in self._optioned(live, options)], what, options=options
-        )
+        return self._switch(name, wanted, what, options=options)
 
     # ---------------------------------------------------------------- building blocks
 
