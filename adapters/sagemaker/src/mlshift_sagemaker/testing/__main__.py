@@ -8,43 +8,28 @@ CLI: ``python -m mlshift_sagemaker.testing run -m mlshift.cli deploy ...``).
 
 from __future__ import annotations
 
-import argparse
-import runpy
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
-_PROG = "python -m mlshift_sagemaker.testing"
+from mlshift.testing.runner import KitOption, run_with_kit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog=_PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a script (or -m module) against the fake")
-    run.add_argument("-m", dest="module", help="run a module as a script")
-    run.add_argument("--region", default="us-east-1", help="the fake's default region")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
-    options = parser.parse_args(argv)
-    if not options.module and not options.args:
-        parser.error("run needs a script path or -m MODULE")
 
-    from mlshift_sagemaker.testing import FakeSageMaker
+    def kit(value: str) -> AbstractContextManager[Any]:
+        from mlshift_sagemaker.testing import FakeSageMaker
 
-    saved = sys.argv[:]
-    try:
-        with FakeSageMaker(options.region):
-            if options.module:
-                sys.argv = [options.module, *options.args]
-                runpy.run_module(options.module, run_name="__main__", alter_sys=True)
-            else:
-                sys.argv = list(options.args)
-                runpy.run_path(options.args[0], run_name="__main__")
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    finally:
-        sys.argv = saved
-    return 0
+        return FakeSageMaker(value)
+
+    return run_with_kit(
+        "python -m mlshift_sagemaker.testing",
+        kit,
+        KitOption("--region", "us-east-1", "the fake's default region"),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -8,43 +8,28 @@ to is the fake. ``run -m MODULE [ARGS...]`` runs a module instead (for example t
 
 from __future__ import annotations
 
-import argparse
-import runpy
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
-_PROG = "python -m mlshift_vertex.testing"
+from mlshift.testing.runner import KitOption, run_with_kit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = argparse.ArgumentParser(prog=_PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a script (or -m module) against the fake")
-    run.add_argument("-m", dest="module", help="run a module as a script")
-    run.add_argument("--bucket", default="mlshift-kit", help="the fake's staging bucket")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="the script and its arguments")
-    options = parser.parse_args(argv)
-    if not options.module and not options.args:
-        parser.error("run needs a script path or -m MODULE")
 
-    from mlshift_vertex.testing import FakeVertex
+    def kit(value: str) -> AbstractContextManager[Any]:
+        from mlshift_vertex.testing import FakeVertex
 
-    saved = sys.argv[:]
-    try:
-        with FakeVertex(options.bucket):
-            if options.module:
-                sys.argv = [options.module, *options.args]
-                runpy.run_module(options.module, run_name="__main__", alter_sys=True)
-            else:
-                sys.argv = list(options.args)
-                runpy.run_path(options.args[0], run_name="__main__")
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    finally:
-        sys.argv = saved
-    return 0
+        return FakeVertex(value)
+
+    return run_with_kit(
+        "python -m mlshift_vertex.testing",
+        kit,
+        KitOption("--bucket", "mlshift-kit", "the fake's staging bucket"),
+        argv,
+    )
 
 
 if __name__ == "__main__":
