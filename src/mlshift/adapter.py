@@ -13,8 +13,11 @@ creating an endpoint takes minutes. Local and in-memory adapters return finished
 from __future__ import annotations
 
 import builtins
+import os
 import re
 import time
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from mlshift.pipelines.runs import RemoteRunState
 
 __all__ = [
+    "CREDENTIAL_WORDS",
     "PENDING",
     "Adapter",
     "Artifact",
@@ -68,11 +72,13 @@ __all__ = [
     "VariantState",
     "VariantStatus",
     "compare_answers",
+    "target_options",
     "validate_own_options",
 ]
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
+OptionsT = TypeVar("OptionsT", bound=SpecModel)
 
 
 class Capability(str, Enum):
@@ -951,4 +957,104 @@ def validate_own_options(spec: EndpointSpec, target: str, model: type[SpecModel]
             f"endpoint {spec.name!r}: {path}: {exc.detail}",
             field=path,
             hint=f"options the {target} target knows: {allowed}",
+        ) from None
+
+
+#: Option names that look like a credential (``client_secret``, ``aws_session_token``): an
+#: unknown option with one of these words gets its own answer instead of "unknown field".
+CREDENTIAL_WORDS: tuple[str, ...] = ("secret", "password", "credential", "token", "private_key")
+
+
+def _structured_fields(model: type[SpecModel]) -> frozenset[str]:
+    """Fields whose value is a mapping, a list or a model: a string cannot spell them."""
+    names = set()
+    for name, info in model.model_fields.items():
+        kinds = [info.annotation]
+        while kinds:
+            kind = kinds.pop()
+            origin = typing.get_origin(kind)
+            if origin in (typing.Union, types.UnionType):
+                kinds.extend(typing.get_args(kind))
+                continue
+            base = origin if origin is not None else kind
+            if isinstance(base, type) and issubclass(base, (SpecModel, Mapping, list, tuple, set, frozenset)):
+                names.add(name)
+    return frozenset(names)
+
+
+def target_options(
+    model: type[OptionsT],
+    target: str,
+    query: Mapping[str, str],
+    options: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    credential_words: Sequence[str] = CREDENTIAL_WORDS,
+    credential_kind: str = "a credential",
+    credential_hint: str | None = None,
+    required: Mapping[str, str] | None = None,
+) -> OptionsT:
+    """A target's options from its three sources, validated by ``model``.
+
+    The URI query wins over ``options`` (``mlshift.yaml`` and ``connect(options=...)``), which
+    win over ``MLSHIFT_<TARGET>_<FIELD>`` environment variables (an empty variable is unset).
+    Fields whose value is a mapping, a list or a model (tags, labels, a VPC config) come from
+    ``options`` only: the query refuses them and the environment is not read for them.
+
+    Args:
+        model: The target's options model (strict about unknown fields).
+        target: The target's scheme (``azureml``): the variables' prefix and the messages' subject.
+        query: The options given in the target URI.
+        options: The options from ``mlshift.yaml`` and ``connect(options=...)``.
+        environ: The environment (default: ``os.environ``).
+        credential_words: Words that make an unknown option look like a credential.
+        credential_kind: How messages call such a credential (``an AWS credential``).
+        credential_hint: Where the target takes credentials from instead.
+        required: Fields that must be given, each with how to give it; checked before the
+            others so the message says where the value can come from.
+
+    Raises:
+        ConfigError: before any side effect, naming ``target.options.<field>`` and listing the
+            options the target knows; a credential-looking option is named, its value never.
+    """
+    env = os.environ if environ is None else environ
+    known = sorted(model.model_fields)
+    structured = _structured_fields(model)
+    data: dict[str, Any] = {}
+    for name in known:
+        value = env.get(f"MLSHIFT_{target.upper()}_{name.upper()}")
+        if value and name not in structured:
+            data[name] = value
+    data.update(options)
+    for key, value in query.items():
+        if key in structured:
+            raise ConfigError(
+                f"target option {key!r} cannot be given in the URI query",
+                field=f"target.options.{key}",
+                hint=f"set {key} under targets.<name>.options in mlshift.yaml",
+            )
+        data[key] = value
+    for key in data:
+        if key not in model.model_fields and any(w in key.lower() for w in credential_words):
+            # Never echo the value: it may be the secret itself.
+            raise ConfigError(
+                f"target option {key!r} looks like {credential_kind}; mlshift never takes or stores one",
+                field=f"target.options.{key}",
+                hint=credential_hint,
+            )
+    for name, how in (required or {}).items():
+        if name not in data:
+            raise ConfigError(
+                f"{target} target: target.options.{name} is required",
+                field=f"target.options.{name}",
+                hint=how,
+            )
+    try:
+        return model.model_validate(data)
+    except ConfigError as exc:
+        path = "target.options" + (f".{exc.field}" if exc.field else "")
+        raise ConfigError(
+            f"{target} target: {path}: {exc.detail}",
+            field=path,
+            hint=f"options the {target} target knows: {', '.join(known)}",
         ) from None

@@ -15,14 +15,13 @@ Credentials are never options: they come from ``azure-identity``'s default chain
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from mlshift.errors import ConfigError
+from mlshift.adapter import target_options
 from mlshift.specs import SpecModel
 
 __all__ = [
@@ -141,40 +140,17 @@ class AzureMLOptions(SpecModel):
         Raises:
             ConfigError: naming the option (``target.options.<field>``) and the known ones.
         """
-        env = os.environ if environ is None else environ
-        known = sorted(cls.model_fields)
-        data: dict[str, Any] = {}
-        for name in known:
-            value = env.get(f"MLSHIFT_AZUREML_{name.upper()}")
-            if value and name != "tags":
-                data[name] = value
-        data.update(options)
-        for key, value in query.items():
-            if key == "tags":
-                raise ConfigError(
-                    "target option 'tags' cannot be given in the URI query",
-                    field="target.options.tags",
-                    hint="set tags under targets.<name>.options in mlshift.yaml",
-                )
-            data[key] = value
-        for key in data:
-            if key not in cls.model_fields and any(w in key.lower() for w in _CREDENTIAL_WORDS):
-                # Never echo the value: it may be the secret itself.
-                raise ConfigError(
-                    f"target option {key!r} looks like an Azure credential; mlshift never takes or keeps one",
-                    field=f"target.options.{key}",
-                    hint="use azure-identity's default chain: AZURE_CLIENT_ID/AZURE_TENANT_ID with "
-                    "workload identity, a managed identity, or `az login`",
-                )
-        try:
-            return cls.model_validate(data)
-        except ConfigError as exc:
-            path = "target.options" + (f".{exc.field}" if exc.field else "")
-            raise ConfigError(
-                f"azureml target: {path}: {exc.detail}",
-                field=path,
-                hint=f"options the azureml target knows: {', '.join(known)}",
-            ) from None
+        return target_options(
+            cls,
+            "azureml",
+            query,
+            options,
+            environ,
+            credential_words=_CREDENTIAL_WORDS,
+            credential_kind="an Azure credential",
+            credential_hint="use azure-identity's default chain: AZURE_CLIENT_ID/AZURE_TENANT_ID with "
+            "workload identity, a managed identity, or `az login`",
+        )
 
 
 class EndpointOptions(SpecModel):

@@ -13,14 +13,13 @@ Credentials are never options: they come from the standard AWS chain.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from mlshift.errors import ConfigError
+from mlshift.adapter import target_options
 from mlshift.specs import SpecModel
 
 __all__ = [
@@ -317,43 +316,17 @@ class SageMakerOptions(_ImageOptions):
         Raises:
             ConfigError: naming the option (``target.options.<field>``) and the known ones.
         """
-        env = os.environ if environ is None else environ
-        known = sorted(cls.model_fields)
-        data: dict[str, Any] = {}
-        for name in known:
-            value = env.get(f"MLSHIFT_SAGEMAKER_{name.upper()}")
-            if value and cls._is_scalar(name):
-                data[name] = value
-        data.update(options)
-        for key, value in query.items():
-            if key in cls.model_fields and not cls._is_scalar(key):
-                raise ConfigError(
-                    f"target option {key!r} cannot be given in the URI query",
-                    field=f"target.options.{key}",
-                    hint=f"set {key} under targets.<name>.options in mlshift.yaml",
-                )
-            data[key] = value
-        for key in data:
-            if key not in cls.model_fields and any(w in key.lower() for w in _CREDENTIAL_WORDS):
-                raise ConfigError(
-                    f"target option {key!r} looks like an AWS credential; mlshift never takes or stores them",
-                    field=f"target.options.{key}",
-                    hint="use the standard AWS chain: AWS_PROFILE (or the profile option), "
-                    "environment variables, SSO, or an instance/task role",
-                )
-        try:
-            return cls.model_validate(data)
-        except ConfigError as exc:
-            path = "target.options" + (f".{exc.field}" if exc.field else "")
-            raise ConfigError(
-                f"sagemaker target: {path}: {exc.detail}",
-                field=path,
-                hint=f"options the sagemaker target knows: {', '.join(known)}",
-            ) from None
-
-    @classmethod
-    def _is_scalar(cls, name: str) -> bool:
-        return name not in ("tags", "vpc_config")
+        return target_options(
+            cls,
+            "sagemaker",
+            query,
+            options,
+            environ,
+            credential_words=_CREDENTIAL_WORDS,
+            credential_kind="an AWS credential",
+            credential_hint="use the standard AWS chain: AWS_PROFILE (or the profile option), "
+            "environment variables, SSO, or an instance/task role",
+        )
 
 
 class ServerlessOptions(SpecModel):

@@ -12,7 +12,6 @@ Credentials are never options: they come from Application Default Credentials.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from mlshift.adapter import target_options
 from mlshift.errors import ConfigError
 from mlshift.specs import SpecModel
 
@@ -230,46 +230,20 @@ class VertexOptions(SpecModel):
         Raises:
             ConfigError: naming the option (``target.options.<field>``) and the known ones.
         """
-        env = os.environ if environ is None else environ
-        known = sorted(cls.model_fields)
-        data: dict[str, Any] = {}
-        for name in known:
-            value = env.get(f"MLSHIFT_VERTEX_{name.upper()}")
-            if value and name != "labels":
-                data[name] = value
-        data.update(options)
-        for key, value in query.items():
-            if key == "labels":
-                raise ConfigError(
-                    "target option 'labels' cannot be given in the URI query",
-                    field="target.options.labels",
-                    hint="set labels under targets.<name>.options in mlshift.yaml",
-                )
-            data[key] = value
-        for key in data:
-            if key not in cls.model_fields and any(w in key.lower() for w in _CREDENTIAL_WORDS):
-                raise ConfigError(
-                    f"target option {key!r} looks like a credential; mlshift never takes or stores them",
-                    field=f"target.options.{key}",
-                    hint="use Application Default Credentials: `gcloud auth application-default login`, "
-                    "GOOGLE_APPLICATION_CREDENTIALS, or the attached service account",
-                )
-        if "staging_bucket" not in data:
-            raise ConfigError(
-                "vertex target: target.options.staging_bucket is required",
-                field="target.options.staging_bucket",
-                hint="set staging_bucket: gs://BUCKET under the target's options, add "
-                "?staging_bucket=gs://BUCKET to the URI, or set MLSHIFT_VERTEX_STAGING_BUCKET",
-            )
-        try:
-            return cls.model_validate(data)
-        except ConfigError as exc:
-            path = "target.options" + (f".{exc.field}" if exc.field else "")
-            raise ConfigError(
-                f"vertex target: {path}: {exc.detail}",
-                field=path,
-                hint=f"options the vertex target knows: {', '.join(known)}",
-            ) from None
+        return target_options(
+            cls,
+            "vertex",
+            query,
+            options,
+            environ,
+            credential_words=_CREDENTIAL_WORDS,
+            credential_hint="use Application Default Credentials: `gcloud auth application-default login`, "
+            "GOOGLE_APPLICATION_CREDENTIALS, or the attached service account",
+            required={
+                "staging_bucket": "set staging_bucket: gs://BUCKET under the target's options, add "
+                "?staging_bucket=gs://BUCKET to the URI, or set MLSHIFT_VERTEX_STAGING_BUCKET"
+            },
+        )
 
 
 class EndpointOptions(SpecModel):
