@@ -27,15 +27,16 @@ __all__ = ["CAPABILITIES", "AzureMLAdapter", "Workspace"]
 #: What the Azure ML target declares. Azure has no native canary: mlshift's engine steps the
 #: endpoint's ``traffic`` and reads gates from Azure Monitor (``METRICS``). A deployment's model
 #: cannot be swapped under its name by mlshift, so changes are add → shift → remove (no
-#: ``IN_PLACE_UPDATE``). Not declared yet: ``SHADOW_TRAFFIC`` (``mirror_traffic``),
-#: ``AUTOSCALING`` (Azure Monitor autoscale settings), ``PIPELINES``; ``SERVERLESS`` does not
-#: exist on managed online endpoints, so a serverless spec is refused at plan time.
+#: ``IN_PLACE_UPDATE``). ``AUTOSCALING``: an Azure Monitor autoscale setting per deployment.
+#: Not declared yet: ``SHADOW_TRAFFIC`` (``mirror_traffic``), ``PIPELINES``; ``SERVERLESS`` does
+#: not exist on managed online endpoints, so a serverless spec is refused at plan time.
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
         Capability.TARGETED_INVOKE,
         Capability.METRICS,
         Capability.GPU,
+        Capability.AUTOSCALING,
     }
 )
 

@@ -14,6 +14,9 @@
   targets one deployment, and the same response header names the one that answered.
 - Metrics for rollout gates come from Azure Monitor (``RequestsPerMinute`` split by deployment
   and status, ``RequestLatency_P99``): one datapoint a minute, some minutes late.
+- Autoscaling is an Azure Monitor autoscale setting per deployment (:mod:`._scaling`); the
+  endpoint carries the tag ``mlshift:autoscale`` while mlshift keeps any, so that endpoints
+  without autoscaling cost no read (nor a Monitor role) to observe.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from mlshift.adapter import (
     validate_own_options,
 )
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound
-from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
+from mlshift_azureml._scaling import DeploymentScaling, DeploymentScalingService, check_autoscaling
 from mlshift_azureml.errors import PROVIDER, DeploymentUnhealthy, EndpointBusy, azure_errors, error_code
 from mlshift_azureml.options import SIZE_TO_INSTANCE_TYPE, EndpointOptions, instance_type_for
 
@@ -57,6 +61,10 @@ __all__ = ["SERVING_PORT", "AzureMLEndpointService"]
 SERVING_PORT = 8080
 _RESERVED = "mlshift:"
 _SIZE, _DIGEST, _MODEL = "mlshift:size", "mlshift:digest", "mlshift:model"
+#: On a deployment: the instance count mlshift asked for (an autoscaler moves the live one).
+_REPLICAS = "mlshift:replicas"
+#: On an endpoint: some of its deployments may have an autoscale setting of mlshift's.
+_AUTOSCALE = "mlshift:autoscale"
 _STATUS: Mapping[str, VariantStatus] = {
     "succeeded": "healthy",
     "creating": "creating",
@@ -91,6 +99,7 @@ class AzureMLEndpointService(BaseEndpointService):
         self._environment: str | None = None
         # provider_options.azureml of the spec last planned per endpoint, for new variants.
         self._planned: dict[str, EndpointOptions] = {}
+        self._scaler = DeploymentScalingService(adapter)
 
     @property
     def _ml(self) -> Any:
@@ -113,7 +122,7 @@ class AzureMLEndpointService(BaseEndpointService):
         with azure_errors(f"list the deployments of endpoint {name!r}"):
             return sorted(self._ml.online_deployments.list(name), key=lambda d: str(d.name))
 
-    def _variant(self, deployment: Any, traffic: Mapping[str, int]) -> VariantState:
+    def _variant(self, deployment: Any, traffic: Mapping[str, int], scaled: bool = False) -> VariantState:
         tags = dict(deployment.tags or {})
         match = _MODEL_ID.search(str(deployment.model or ""))
         model = tags.get(_MODEL) or (f"{match[1]}:{match[2]}" if match else str(deployment.model))
@@ -123,20 +132,36 @@ class AzureMLEndpointService(BaseEndpointService):
                 (s for s, t in SIZE_TO_INSTANCE_TYPE.items() if t == deployment.instance_type), "cpu-small"
             )
         status = _STATUS.get(_state_of(deployment), "unknown")
+        replicas = int(deployment.instance_count or 1)
+        asked = tags.get(_REPLICAS, "")
+        if scaled and asked.isdigit():
+            # The autoscaler moves the live count: compare the spec with what was asked.
+            replicas = int(asked)
         return VariantState(
             name=str(deployment.name),
             model=model,
             digest=tags.get(_DIGEST),
             weight=int(traffic.get(str(deployment.name), 0)),
-            compute=Compute(size=size, replicas=int(deployment.instance_count or 1)),
+            compute=Compute(size=size, replicas=max(replicas, 1)),
             status=status,
             detail="the deployment failed: see its logs" if status == "failed" else None,
         )
 
+    def _scaling(self, endpoint: Any, deployments: builtins.list[Any]) -> dict[str, DeploymentScaling]:
+        """Deployment → its autoscale setting, read only where mlshift may have written one."""
+        if not (endpoint.tags or {}).get(_AUTOSCALE) or not deployments:
+            return {}
+        return self._scaler.read(str(endpoint.name), [str(d.name) for d in deployments])
+
     def _state(self, endpoint: Any, deployments: builtins.list[Any]) -> EndpointState:
         traffic = {k: int(v) for k, v in (endpoint.traffic or {}).items()}
-        variants = tuple(self._variant(d, traffic) for d in deployments)
+        scaled = self._scaling(endpoint, deployments)
+        variants = tuple(self._variant(d, traffic, str(d.name) in scaled) for d in deployments)
         tags = dict(endpoint.tags or {})
+        alike = set(scaled.values())
+        autoscaling = (
+            next(iter(alike)).as_spec() if len(alike) == 1 and len(scaled) == len(deployments) else None
+        )
         status = _STATUS.get(_state_of(endpoint), "unknown")
         if status == "healthy" and any(v.status != "healthy" for v in variants):
             status = "unhealthy"
@@ -149,6 +174,7 @@ class AzureMLEndpointService(BaseEndpointService):
             tags=self._user_tags(tags),
             created_at=created if isinstance(created, datetime) else None,
             spec_digest=tags.get("mlshift:spec"),
+            autoscaling=autoscaling,
         )
 
     def _user_tags(self, tags: Mapping[str, str]) -> dict[str, str]:
@@ -187,6 +213,19 @@ class AzureMLEndpointService(BaseEndpointService):
             ConfigError: naming the field.
         """
         self._planned[spec.name] = self._options_for(spec)
+        if spec.autoscaling is not None:
+            check_autoscaling(
+                spec.name,
+                spec.autoscaling,
+                [
+                    (
+                        v.name,
+                        f"variants[{i}].compute.replicas" if v.compute else "compute.replicas",
+                        spec.compute_for(v).replicas,
+                    )
+                    for i, v in enumerate(spec.variants)
+                ],
+            )
 
     def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
         """None to apply: Azure cannot change a live deployment's instance type, so a spec asking
@@ -361,7 +400,12 @@ class AzureMLEndpointService(BaseEndpointService):
             liveness_probe=probe,
             readiness_probe=probe,
             tags=self._adapter.resource_tags(
-                {_SIZE: variant.compute.size, _DIGEST: model.digest, _MODEL: f"{model.name}:{model.version}"}
+                {
+                    _SIZE: variant.compute.size,
+                    _DIGEST: model.digest,
+                    _MODEL: f"{model.name}:{model.version}",
+                    _REPLICAS: str(variant.compute.replicas),
+                }
             ),
         )
         what = f"create deployment {variant.name!r} of endpoint {name!r}"
@@ -388,6 +432,41 @@ class AzureMLEndpointService(BaseEndpointService):
                 orig=exc,
                 hint="fix what the log shows (a missing package, a model that does not load) and apply again",
             ) from exc
+        if variant.autoscaling is not None:
+            self._autoscale(name, variant.autoscaling, only=variant.name)
+
+    def _autoscale(self, name: str, wanted: Autoscaling | None, only: str | None = None) -> None:
+        """Scale the endpoint's deployments (or just ``only``) as ``wanted`` (``None``: stop)."""
+        endpoint = self._wait_idle(name)
+        tagged = bool((endpoint.tags or {}).get(_AUTOSCALE))
+        if wanted is None and not tagged:
+            return
+        if wanted is not None:
+            check_autoscaling(name, wanted)
+            if not tagged:
+                # Tagged first: a setting written after a failed tag change would go unobserved.
+                endpoint.tags = {**(endpoint.tags or {}), _AUTOSCALE: "azure-monitor"}
+                self._put_endpoint(endpoint, f"tag endpoint {name!r} as autoscaled")
+                endpoint = self._wait_idle(name)
+        deployments = [d for d in self._deployments(name) if only is None or str(d.name) == only]
+        self._scaler.converge(endpoint, deployments, wanted)
+        if wanted is None and only is None:
+            endpoint = self._wait_idle(name)
+            endpoint.tags = {k: v for k, v in (endpoint.tags or {}).items() if k != _AUTOSCALE}
+            self._put_endpoint(endpoint, f"untag endpoint {name!r} as autoscaled")
+
+    def set_autoscaling(self, name: str, autoscaling: Autoscaling | None) -> Operation[EndpointState]:
+        """Scale every deployment of ``name`` as ``autoscaling`` says (``None``: stop autoscaling).
+
+        Only settings that differ from the wanted scaling are written.
+
+        Raises:
+            NotFound: no such endpoint.
+            ConfigError: bounds Azure cannot take (``min_replicas`` 0).
+        """
+        self._require(name)
+        self._autoscale(name, autoscaling)
+        return CompletedOperation(self._require(name), f"set autoscaling of {name}")
 
     def _failed_deployment(self, name: str, deployment: str) -> Any | None:
         try:
@@ -431,6 +510,7 @@ class AzureMLEndpointService(BaseEndpointService):
                 **spec.tags,
                 "mlshift:managed": "true",
                 "mlshift:spec": _fingerprint(spec.model_dump(mode="json"))[:16],
+                **({_AUTOSCALE: "azure-monitor"} if spec.autoscaling is not None else {}),
             }
         )
         endpoint = ManagedOnlineEndpoint(name=name, auth_mode="key", tags=tags)
@@ -483,7 +563,9 @@ class AzureMLEndpointService(BaseEndpointService):
                 provider=PROVIDER,
                 hint="shift its traffic to other variants first",
             )
-        self._wait_idle(name)
+        endpoint = self._wait_idle(name)
+        if (endpoint.tags or {}).get(_AUTOSCALE):
+            self._scaler.delete(name, [variant_name])
         self._delete_deployment(name, variant_name)
         return CompletedOperation(self._require(name), f"remove variant {variant_name}")
 
@@ -518,7 +600,10 @@ class AzureMLEndpointService(BaseEndpointService):
         self._scoring.pop(name, None)
 
     def delete(self, name: str) -> Operation[None]:
-        self._wait_idle(name)
+        endpoint = self._wait_idle(name)
+        if (endpoint.tags or {}).get(_AUTOSCALE):
+            # Azure keeps an autoscale setting whose deployment is gone: delete it with it.
+            self._scaler.delete(name, [str(d.name) for d in self._deployments(name)])
         self._delete_endpoint(name)
         return CompletedOperation(None, f"delete endpoint {name}")
 

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from mlshift_azureml._sdk import install_session, uninstall_session
+from mlshift_azureml.testing._autoscale import AUTOSCALE_PATH, AutoscaleSettings
 from mlshift_azureml.testing._http import FakeCredential, FakeTransport, Reply
 from mlshift_azureml.testing._serving import InProcessServer
 
@@ -187,6 +188,8 @@ class FakeAzureML:
         self._server = InProcessServer()
         self._etags = itertools.count(1)
         self.credential_object = FakeCredential()
+        #: Azure Monitor autoscale settings (ARM), per resource group.
+        self.autoscale = AutoscaleSettings(self._deployment_by_id, region)
 
     # ------------------------------------------------------------------ the session hooks
 
@@ -302,6 +305,44 @@ class FakeAzureML:
         with self._lock:
             self._taken.add(name.lower())
 
+    def _deployment_by_id(self, arm_id: str) -> dict[str, Any] | None:
+        """An online deployment's REST body by its ARM id (``None``: no such deployment)."""
+        match = _WS.match(arm_id)
+        rest = [p for p in ((match["rest"] or "") if match else "").split("/") if p]
+        if match is None or len(rest) != 4 or rest[0].lower() != "onlineendpoints":
+            return None
+        ws = self._workspaces.get(f"{match['sub']}/{match['rg']}/{match['ws']}".lower())
+        endpoint = None if ws is None else ws.endpoints.get(rest[1])
+        found = None if endpoint is None else endpoint.deployments.get(rest[3])
+        return None if found is None else found.body
+
+    def scale_to(self, endpoint: str, deployment: str, instances: int) -> None:
+        """Move a deployment's instance count as Azure's autoscaler does under load.
+
+        Raises:
+            ValueError: the deployment has no autoscale setting, or ``instances`` is outside it.
+        """
+        with self._lock:
+            for ws in self._workspaces.values():
+                found = ws.endpoints.get(endpoint)
+                if found is None or deployment not in found.deployments:
+                    continue
+                body = found.deployments[deployment].body
+                settings = [
+                    s
+                    for group in self.autoscale.settings.values()
+                    for s in group.values()
+                    if s["properties"]["targetResourceUri"].lower() == body["id"].lower()
+                ]
+                if not settings:
+                    raise ValueError(f"deployment {deployment!r} has no autoscale setting")
+                capacity = settings[0]["properties"]["profiles"][0]["capacity"]
+                if not int(capacity["minimum"]) <= instances <= int(capacity["maximum"]):
+                    raise ValueError(f"{instances} is outside the setting's {capacity}")
+                body.setdefault("sku", {})["capacity"] = instances
+                return
+        raise ValueError(f"no deployment {endpoint}/{deployment}")
+
     def _add(self, fault: Fault) -> Fault:
         with self._lock:
             self.faults.append(fault)
@@ -333,7 +374,7 @@ class FakeAzureML:
             service = "blob"
         elif host.endswith(".inference.ml.azure.com"):
             service = "score"
-        elif "/providers/microsoft.insights/" in path.lower():
+        elif "/providers/microsoft.insights/" in path.lower() and not AUTOSCALE_PATH.match(path):
             service = "metrics"
         else:
             service = "arm"
@@ -409,6 +450,8 @@ class FakeAzureML:
         return found
 
     def _arm(self, method: str, path: str, query: Mapping[str, str], body: bytes) -> Reply:
+        if AUTOSCALE_PATH.match(path):
+            return self.autoscale.handle(method, path, json.loads(body) if body else {})
         match = _WS.match(path)
         if match is None:
             return _error(404, "NotFound", f"the fake has no route for {method} {path}")
