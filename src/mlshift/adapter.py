@@ -67,6 +67,7 @@ __all__ = [
     "RolloutPhase",
     "RolloutRecord",
     "ShadowMetrics",
+    "ShadowMode",
     "TargetURI",
     "VariantMetrics",
     "VariantState",
@@ -95,7 +96,8 @@ class Capability(str, Enum):
     NATIVE_ROLLOUT = "native_rollout"
     """The provider runs canary/linear/blue-green rollouts itself."""
     SHADOW_TRAFFIC = "shadow_traffic"
-    """Mirror live traffic to a variant whose answers are discarded."""
+    """Mirror live traffic to a variant whose answers are never returned to callers; how the
+    shadow is judged is the endpoint service's :attr:`~EndpointService.shadow_mode`."""
     METRICS = "metrics"
     """Per-variant request counts, error counts and latencies can be read."""
     AUTOSCALING = "autoscaling"
@@ -386,11 +388,26 @@ class MetricsTiming:
     lag: float = 0.0
 
 
+ShadowMode = Literal["paired", "mirror-only"]
+"""How a target with ``SHADOW_TRAFFIC`` lets a shadow variant be judged.
+
+- ``paired``: each mirrored request's two answers are kept side by side (mlshift's router,
+  SageMaker's data capture), so the shadow's predictions are compared with the serving
+  variant's (``rows``, ``agreed_rows``), and its errors and latency judged on the same requests.
+- ``mirror-only``: the provider mirrors requests and discards the shadow's answers (Azure ML's
+  ``mirror_traffic``). The shadow is judged on its own error rate, client errors and latency
+  from the target's metrics, against the serving variants' numbers over the same window;
+  agreement cannot be measured, so a rollout that asks for it explicitly is refused at plan time.
+"""
+
+
 class ShadowMetrics(SpecModel):
     """What a shadow variant did with its copy of live traffic over a window (``SHADOW_TRAFFIC``).
 
-    Only requests the serving variant answered are mirrored; the serving variant's answer to
-    each is kept beside the shadow's, so both are judged on the same requests.
+    Only requests the serving variant answered are mirrored. On a ``paired`` target the serving
+    variant's answer to each is kept beside the shadow's, so both are judged on the same
+    requests; on a ``mirror-only`` one the baseline numbers are the serving variants' over the
+    same window (``baseline_requests``) and nothing is compared (``rows`` stays 0).
 
     Attributes:
         requests: Requests mirrored to the shadow variant (and answered, or failed).
@@ -400,6 +417,8 @@ class ShadowMetrics(SpecModel):
         rows: Rows whose predictions were compared (both answered 2xx).
         agreed_rows: Rows on which both gave the same prediction (numbers within the tolerance).
         skipped: Requests that were not mirrored because the shadow had too many in flight.
+        baseline_requests: Requests the serving variants answered in the window, when they are
+            not the mirrored ones (``mirror-only``); ``None``: the same requests as ``requests``.
     """
 
     variant: str
@@ -413,6 +432,7 @@ class ShadowMetrics(SpecModel):
     skipped: int = 0
     p99_ms: float | None = None
     baseline_p99_ms: float | None = None
+    baseline_requests: int | None = None
 
 
 RolloutPhase = Literal["running", "promoting", "succeeded", "rolled_back", "failed", "interrupted"]
@@ -713,14 +733,22 @@ class EndpointService(Protocol):
         """Mirror ``percent`` of live requests to ``variant`` (0 stops it), where ``SHADOW_TRAFFIC``.
 
         A mirrored request is sent after the serving variant has answered it, never delays or
-        fails the caller, and its answer is only compared (numbers within ``tolerance`` of each
-        other agree), never returned. One shadow variant per endpoint at a time; removing the
+        fails the caller, and its answer is never returned: it is compared (numbers within
+        ``tolerance`` of each other agree) on a ``paired`` target, discarded on a ``mirror-only``
+        one (:attr:`shadow_mode`). One shadow variant per endpoint at a time; removing the
         variant stops its mirror.
         """
         ...
 
     def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
         """What the shadow ``variant`` did over the last ``window`` seconds, where ``SHADOW_TRAFFIC``."""
+        ...
+
+    @property
+    def shadow_mode(self) -> ShadowMode:
+        """How :meth:`read_shadow` can judge a shadow (:data:`ShadowMode`; ``BaseEndpointService``:
+        ``paired``). A ``mirror-only`` target's shadow is judged on its metrics, with the
+        metrics' resolution and lag (:attr:`metrics_timing`)."""
         ...
 
     def record_rollout(self, record: RolloutRecord) -> None:
@@ -927,6 +955,10 @@ class BaseEndpointService:
 
     def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
         return None
+
+    @property
+    def shadow_mode(self) -> ShadowMode:
+        return "paired"
 
     def native_rollout_refusal(self, spec: EndpointSpec, observed: EndpointState | None) -> str | None:
         return None

@@ -278,6 +278,8 @@ def check_gate_observable(adapter: Adapter, spec: EndpointSpec, *, native: bool 
                 field="rollout.gate.probe",
                 hint="put the probe in rollout.then.gate (a canary after the shadow phase)",
             )
+        if adapter.endpoints.shadow_mode == "mirror-only":
+            _check_mirror_only(adapter, spec, strategy)
         check_gate_observable(adapter, spec.model_copy(update={"rollout": strategy.then}), native=False)
         return
     gate = strategy.gate
@@ -311,6 +313,42 @@ def check_gate_observable(adapter: Adapter, spec: EndpointSpec, *, native: bool 
                     hint=f"a shorter {field_name} would end before its requests were counted; or add "
                     "rollout.gate.probe: probes are judged on their own answers, without the lag",
                 )
+
+
+def _check_mirror_only(adapter: Adapter, spec: EndpointSpec, strategy: Shadow) -> None:
+    """What a shadow phase on a ``mirror-only`` target cannot do, refused at plan time.
+
+    The target discards the shadow's answers: it is judged on its metrics, so agreement asked
+    for explicitly cannot be measured, and the phase must outlast the metrics' lag.
+
+    Raises:
+        ConfigError: naming the field.
+    """
+    asked = sorted({"min_agreement", "max_relative_error"} & strategy.model_fields_set)
+    if asked:
+        raise ConfigError(
+            f"endpoint {spec.name!r}: rollout.{asked[0]}: {adapter.uri.raw} mirrors traffic but discards "
+            "the shadow's answers (shadow mode 'mirror-only'), so agreement with the serving version "
+            "cannot be measured",
+            field=f"rollout.{asked[0]}",
+            hint="remove min_agreement and max_relative_error: the shadow is judged on its own errors and "
+            "latency (rollout.gate); or shadow on a target that compares answers (local, sagemaker)",
+        )
+    if Capability.METRICS not in adapter.capabilities:
+        raise ConfigError(
+            f"endpoint {spec.name!r}: a shadow on {adapter.uri.raw} is judged on its metrics, which the "
+            "target cannot read (no METRICS)",
+            field="rollout",
+        )
+    lag = adapter.endpoints.metrics_timing.lag
+    if strategy.duration < lag:
+        raise ConfigError(
+            f"endpoint {spec.name!r}: rollout.duration is {strategy.duration:g} s, but the shadow is "
+            f"judged on {adapter.name}'s metrics, which arrive up to {lag:g} s late: "
+            f"duration at least {lag:g} s",
+            field="rollout.duration",
+            hint="a shorter shadow phase would end before its mirrored requests were counted",
+        )
 
 
 def _reads_metrics(adapter: Adapter, strategy: Any) -> bool:
@@ -618,8 +656,8 @@ def _shadow_reading(m: ShadowMetrics | None, elapsed: float) -> GateReading:
         errors=m.errors,
         client_errors=m.client_errors,
         p99_ms=m.p99_ms,
-        # The baseline answered the very same requests.
-        baseline_requests=m.requests,
+        # Paired: the baseline answered the very same requests; mirror-only: its own count.
+        baseline_requests=m.requests if m.baseline_requests is None else m.baseline_requests,
         baseline_client_errors=m.baseline_client_errors,
         baseline_p99_ms=m.baseline_p99_ms,
         rows=m.rows,
@@ -643,8 +681,14 @@ def _shadow_phase(ctx: _Context, strategy: Shadow) -> GateReading:
         ctx.timeout
     )
     ctx.emit({"shadow_percent": strategy.percent, "shadow": name})
+    # Mirror-only: judged on metrics, which change once per datapoint and cannot be compared.
+    paired = endpoints.shadow_mode != "mirror-only"
     start = time.monotonic()
-    poll = min(1.0, max(0.05, strategy.duration / 20))
+    poll = (
+        min(1.0, max(0.05, strategy.duration / 20))
+        if paired
+        else poll_interval(strategy.duration, endpoints.metrics_timing.resolution)
+    )
     try:
         while True:
             elapsed = time.monotonic() - start
@@ -665,7 +709,7 @@ def _shadow_phase(ctx: _Context, strategy: Shadow) -> GateReading:
             reason = _judge(gate, reading, done, where)
             # Agreement is judged over the whole phase: early windows of a good version can
             # hold a disagreement or two that the full sample would absorb.
-            if reason is None and done and reading.requests >= gate.min_requests:
+            if paired and reason is None and done and reading.requests >= gate.min_requests:
                 agreement = reading.agreement
                 if agreement is None:
                     reason = f"gate failed in {where}: no answer of {name} could be compared"

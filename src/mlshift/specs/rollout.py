@@ -205,6 +205,12 @@ class Shadow(_Strategy):
     says — or removed, when it failed the gate: errors, latency, client errors beside the serving
     version's, or agreement below ``min_agreement``. Needs a target with ``SHADOW_TRAFFIC``.
 
+    A target that discards mirrored answers (shadow mode ``mirror-only``: Azure ML) judges the
+    new version on its own errors and latency from its metrics, against the serving version's
+    over the same window; it cannot measure agreement, so setting ``min_agreement`` or
+    ``max_relative_error`` there is refused at plan time, and ``duration`` must outlast the
+    metrics' lag (docs/rollouts.md).
+
     Attributes:
         percent: Share of live requests copied to the new version (1-100).
         duration: How long to compare before deciding.

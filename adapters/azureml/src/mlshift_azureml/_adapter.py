@@ -28,8 +28,9 @@ __all__ = ["CAPABILITIES", "AzureMLAdapter", "Workspace"]
 #: endpoint's ``traffic`` and reads gates from Azure Monitor (``METRICS``). A deployment's model
 #: cannot be swapped under its name by mlshift, so changes are add → shift → remove (no
 #: ``IN_PLACE_UPDATE``). ``AUTOSCALING``: an Azure Monitor autoscale setting per deployment.
-#: Not declared yet: ``SHADOW_TRAFFIC`` (``mirror_traffic``), ``PIPELINES``; ``SERVERLESS`` does
-#: not exist on managed online endpoints, so a serverless spec is refused at plan time.
+#: ``SHADOW_TRAFFIC``: the endpoint's ``mirror_traffic``, judged on metrics (shadow mode
+#: ``mirror-only``). Not declared yet: ``PIPELINES``; ``SERVERLESS`` does not exist on managed
+#: online endpoints, so a serverless spec is refused at plan time.
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
@@ -37,6 +38,7 @@ CAPABILITIES = frozenset(
         Capability.METRICS,
         Capability.GPU,
         Capability.AUTOSCALING,
+        Capability.SHADOW_TRAFFIC,
     }
 )
 

@@ -14,6 +14,10 @@
   targets one deployment, and the same response header names the one that answered.
 - Metrics for rollout gates come from Azure Monitor (``RequestsPerMinute`` split by deployment
   and status, ``RequestLatency_P99``): one datapoint a minute, some minutes late.
+- Shadows are the endpoint's ``mirror_traffic`` (one deployment, at most 50%, never one that
+  takes live traffic; only requests without the ``azureml-model-deployment`` header are
+  mirrored). Azure discards mirrored answers, so the shadow mode is ``mirror-only``: a shadow is
+  judged on its own Azure Monitor numbers against the live deployments' over the same window.
 - Autoscaling is an Azure Monitor autoscale setting per deployment (:mod:`._scaling`); the
   endpoint carries the tag ``mlshift:autoscale`` while mlshift keeps any, so that endpoints
   without autoscaling cost no read (nor a Monitor role) to observe.
@@ -41,6 +45,8 @@ from mlshift.adapter import (
     OptionChange,
     ResolvedVariant,
     RolloutRecord,
+    ShadowMetrics,
+    ShadowMode,
     VariantMetrics,
     VariantState,
     VariantStatus,
@@ -75,6 +81,8 @@ _STATUS: Mapping[str, VariantStatus] = {
     "canceled": "failed",
 }
 _BUSY_STATES = ("creating", "updating", "deleting")
+#: Azure mirrors at most this share of an endpoint's traffic.
+MAX_MIRROR_PERCENT = 50
 _MODEL_ID = re.compile(r"/models/([^/]+)/versions/([^/]+)$")
 
 
@@ -213,6 +221,14 @@ class AzureMLEndpointService(BaseEndpointService):
             ConfigError: naming the field.
         """
         self._planned[spec.name] = self._options_for(spec)
+        rollout = spec.rollout
+        if rollout is not None and rollout.strategy == "shadow" and rollout.percent > MAX_MIRROR_PERCENT:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: rollout.percent is {rollout.percent}; Azure ML mirrors at most "
+                f"{MAX_MIRROR_PERCENT}% of an endpoint's traffic",
+                field="rollout.percent",
+                hint=f"set rollout.percent between 1 and {MAX_MIRROR_PERCENT}",
+            )
         if spec.autoscaling is not None:
             check_autoscaling(
                 spec.name,
@@ -304,8 +320,12 @@ class AzureMLEndpointService(BaseEndpointService):
         endpoint = self._wait_idle(name)
         wanted = {k: int(v) for k, v in traffic.items() if int(v) > 0}
         current = {k: int(v) for k, v in (endpoint.traffic or {}).items() if int(v) > 0}
-        if current != wanted:
+        mirror = {k: int(v) for k, v in (endpoint.mirror_traffic or {}).items() if int(v) > 0}
+        # A deployment is live or mirrored, never both: one that goes live stops being mirrored.
+        kept = {k: v for k, v in mirror.items() if k not in wanted}
+        if current != wanted or kept != mirror:
             endpoint.traffic = dict(traffic)
+            endpoint.mirror_traffic = kept
             self._put_endpoint(endpoint, what)
         deadline = time.monotonic() + self._options.wait_timeout
         while True:
@@ -564,6 +584,8 @@ class AzureMLEndpointService(BaseEndpointService):
                 hint="shift its traffic to other variants first",
             )
         endpoint = self._wait_idle(name)
+        if int((endpoint.mirror_traffic or {}).get(variant_name, 0)):
+            self._set_mirror(name, variant_name, 0)  # Azure refuses to delete a mirrored deployment
         if (endpoint.tags or {}).get(_AUTOSCALE):
             self._scaler.delete(name, [variant_name])
         self._delete_deployment(name, variant_name)
@@ -744,6 +766,95 @@ class AzureMLEndpointService(BaseEndpointService):
             errors=errors,
             client_errors=client_errors,
             p99_ms=max(p99s) if p99s else None,
+        )
+
+    # ---------------------------------------------------------------- shadows
+
+    @property
+    def shadow_mode(self) -> ShadowMode:
+        """``mirror-only``: Azure discards the mirrored deployment's answers."""
+        return "mirror-only"
+
+    def _set_mirror(self, name: str, variant: str, percent: int) -> EndpointState:
+        """Set the endpoint's ``mirror_traffic`` and read it back until Azure shows it."""
+        endpoint = self._wait_idle(name)
+        wanted = {variant: percent} if percent > 0 else {}
+        current = {k: int(v) for k, v in (endpoint.mirror_traffic or {}).items() if int(v) > 0}
+        if current != wanted:
+            endpoint.mirror_traffic = wanted
+            self._put_endpoint(endpoint, f"mirror {percent}% of endpoint {name!r} to {variant!r}")
+        deadline = time.monotonic() + self._options.wait_timeout
+        while True:
+            endpoint = self._endpoint(name)
+            seen = {
+                k: int(v) for k, v in ((endpoint and endpoint.mirror_traffic) or {}).items() if int(v) > 0
+            }
+            if seen == wanted:
+                return self._require(name)
+            if time.monotonic() >= deadline:
+                raise EndpointBusy(
+                    f"endpoint {name!r}: mirror traffic {wanted} was accepted but still shows {seen} after "
+                    f"{self._options.wait_timeout:g} s",
+                    provider=PROVIDER,
+                    hint="Azure applies traffic changes eventually; check the endpoint and apply again",
+                )
+            self._adapter.clients.sleep(max(self._options.poll_interval, 0.01))
+
+    def set_shadow(
+        self, name: str, variant: str, percent: int, *, tolerance: float = 0.01
+    ) -> Operation[EndpointState]:
+        """Mirror ``percent`` of the requests without a deployment header to ``variant`` (0 stops).
+
+        ``tolerance`` is not used: Azure discards mirrored answers, so nothing is compared.
+
+        Raises:
+            ConfigError: more than 50%, or a variant that takes live traffic.
+            NotFound: no such endpoint or variant.
+        """
+        state = self._require(name)
+        found = state.variant(variant)
+        if found is None:
+            raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider=PROVIDER)
+        if not 0 <= percent <= MAX_MIRROR_PERCENT:
+            raise ConfigError(
+                f"cannot mirror {percent}% of endpoint {name!r}: "
+                f"Azure ML mirrors at most {MAX_MIRROR_PERCENT}%",
+                field="percent",
+            )
+        if percent and found.weight:
+            raise ConfigError(
+                f"variant {variant!r} of endpoint {name!r} takes {found.weight}% of the live traffic; Azure "
+                "mirrors only to a deployment without live traffic",
+                field="variant",
+                hint="set its weight to 0 first",
+            )
+        return CompletedOperation(self._set_mirror(name, variant, percent), f"mirror {percent}% to {variant}")
+
+    def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
+        """The mirrored deployment's Azure Monitor numbers, beside the live deployments'.
+
+        A mirrored deployment takes no live traffic, so its requests are the mirrored ones (and
+        any sent to it by name). ``None`` when ``variant`` is not mirrored.
+        """
+        endpoint = self._endpoint(name)
+        if endpoint is None or not int((endpoint.mirror_traffic or {}).get(variant, 0)):
+            return None
+        shadow = self.read_metrics(name, variant, window)
+        if shadow is None:
+            return None
+        live = [k for k, v in (endpoint.traffic or {}).items() if int(v) > 0 and k != variant]
+        baseline = [m for m in (self.read_metrics(name, k, window) for k in live) if m is not None]
+        p99s = [m.p99_ms for m in baseline if m.p99_ms is not None]
+        return ShadowMetrics(
+            variant=variant,
+            window_seconds=shadow.window_seconds,
+            requests=shadow.requests,
+            errors=shadow.errors,
+            client_errors=shadow.client_errors,
+            p99_ms=shadow.p99_ms,
+            baseline_requests=sum(m.requests for m in baseline),
+            baseline_client_errors=sum(m.client_errors for m in baseline),
+            baseline_p99_ms=max(p99s) if p99s else None,
         )
 
     # ---------------------------------------------------------------- journal and lock

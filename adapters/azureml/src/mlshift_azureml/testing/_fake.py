@@ -11,6 +11,7 @@ of a deployment that takes traffic, one change at a time per endpoint.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import itertools
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
+from mlshift.adapter import MirrorShare
 from mlshift_azureml._sdk import install_session, uninstall_session
 from mlshift_azureml.testing._autoscale import AUTOSCALE_PATH, AutoscaleSettings
 from mlshift_azureml.testing._http import FakeCredential, FakeTransport, Reply
@@ -112,6 +114,8 @@ class _Endpoint:
     pending_reads: int = 0
     busy_reads: int = 0
     counter: dict[str, float] = field(default_factory=dict)
+    # Which un-targeted requests are mirrored: (deployment, percent) and its evenly spread picker.
+    mirror: tuple[str, int, MirrorShare] | None = None
 
 
 @dataclass
@@ -190,6 +194,10 @@ class FakeAzureML:
         self.credential_object = FakeCredential()
         #: Azure Monitor autoscale settings (ARM), per resource group.
         self.autoscale = AutoscaleSettings(self._deployment_by_id, region)
+        #: ``(endpoint, deployment, status)`` of every mirrored copy answered (the answer is dropped).
+        self.mirrored: list[tuple[str, str, int]] = []
+        self._mirroring: concurrent.futures.ThreadPoolExecutor | None = None
+        self._mirror_jobs: list[concurrent.futures.Future[None]] = []
 
     # ------------------------------------------------------------------ the session hooks
 
@@ -214,6 +222,9 @@ class FakeAzureML:
         return self
 
     def __exit__(self, *args: Any) -> None:
+        if self._mirroring is not None:
+            self._mirroring.shutdown(wait=True, cancel_futures=True)
+            self._mirroring = None
         uninstall_session(self)
         self._unpatch_requests()
         for key in self._set_env:
@@ -982,6 +993,67 @@ class FakeAzureML:
             assert chosen is not None
             deployment = endpoint.deployments[chosen]
             endpoint_id = endpoint.body["id"]
+            # Only requests that name no deployment are mirrored (Azure's rule).
+            mirror_to = None if target else self._mirror_pick(endpoint)
+        reply = self._answer(ws, endpoint_name, endpoint_id, chosen, deployment, headers, body)
+        if mirror_to is not None:
+            self._mirror(ws, endpoint_name, endpoint_id, mirror_to, headers, body)
+        return reply
+
+    def _mirror_pick(self, endpoint: _Endpoint) -> _Deployment | None:
+        """The deployment this un-targeted request is mirrored to, if any (``mirror_traffic``)."""
+        wanted = [(k, int(v)) for k, v in endpoint.body["properties"].get("mirrorTraffic", {}).items() if v]
+        if not wanted:
+            endpoint.mirror = None
+            return None
+        name, percent = wanted[0]
+        if endpoint.mirror is None or endpoint.mirror[:2] != (name, percent):
+            endpoint.mirror = (name, percent, MirrorShare(percent))
+        found = endpoint.deployments.get(name)
+        return found if found is not None and endpoint.mirror[2].pick() else None
+
+    def _mirror(
+        self,
+        ws: _Workspace,
+        endpoint_name: str,
+        endpoint_id: str,
+        deployment: _Deployment,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> None:
+        """Send a copy to the mirrored deployment after the caller got its answer; drop its answer."""
+        name = str(deployment.body["name"])
+
+        def run() -> None:
+            reply = self._answer(ws, endpoint_name, endpoint_id, name, deployment, headers, body)
+            with self._lock:
+                self.mirrored.append((endpoint_name, name, reply.status))
+
+        with self._lock:
+            if self._mirroring is None:
+                self._mirroring = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="fake-azureml-mirror"
+                )
+            self._mirror_jobs = [j for j in self._mirror_jobs if not j.done()]
+            self._mirror_jobs.append(self._mirroring.submit(run))
+
+    def wait_mirrored(self, timeout: float = 30.0) -> None:
+        """Wait until every mirrored copy sent so far has been answered (and counted in the metrics)."""
+        with self._lock:
+            jobs = list(self._mirror_jobs)
+        concurrent.futures.wait(jobs, timeout=timeout)
+
+    def _answer(
+        self,
+        ws: _Workspace,
+        endpoint_name: str,
+        endpoint_id: str,
+        chosen: str,
+        deployment: _Deployment,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> Reply:
+        """One deployment's answer, as Azure wraps it, counted in the endpoint's metrics."""
         start = time.perf_counter()
         out_headers: dict[str, str] = {}
         if deployment.failed:
