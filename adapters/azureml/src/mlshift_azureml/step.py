@@ -10,7 +10,7 @@ Commands (options common to all: ``--mlshift DIR`` and any number of
 ``--when CONDITION true|false DIR``: the node runs only if each named gate node, whose
 ``mlshift`` folder is DIR, decided as required; otherwise it writes ``skipped.json`` and exits 0):
 
-``python --task JSON [--code DIR] [--value NAME TEXT] [--from NAME DIR KIND KEY] [--input ...] [--output ...]``
+``python --task JSON [--code DIR] [--value NAME TEXT] [--from NAME DIR KIND KEY] [--input|--output ...]``
     Import the ``@step`` function (from its source file in the ``--code`` folder, or an installed
     module) and call it: scalar inputs from ``--value`` (literals and parameters) or ``--from``
     (another node's scalar output or metric, read from its ``mlshift`` folder; ``KIND`` is
@@ -103,7 +103,10 @@ def _plain(value: Any) -> Any:
     return item() if callable(item) else value
 
 
-def _write(folder: Path, metrics: dict[str, Any] | None, outputs: dict[str, Any], **extra: Any) -> None:
+def _write(
+    args: argparse.Namespace, metrics: dict[str, Any] | None, outputs: dict[str, Any], **extra: Any
+) -> None:
+    folder: Path = args.mlshift
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(metrics or {}))
     (folder / "outputs.json").write_text(json.dumps(outputs))
@@ -111,9 +114,9 @@ def _write(folder: Path, metrics: dict[str, Any] | None, outputs: dict[str, Any]
         (folder / f"{name}.json").write_text(json.dumps(data))
     # In the job's log, for whoever reads it: what the step measured and produced.
     if metrics:
-        print(f"metrics: {json.dumps(metrics, sort_keys=True)}", flush=True)
+        args.say(f"metrics: {json.dumps(metrics, sort_keys=True)}")
     if outputs:
-        print(f"outputs: {json.dumps(outputs, sort_keys=True)}", flush=True)
+        args.say(f"outputs: {json.dumps(outputs, sort_keys=True)}")
 
 
 def _check_gates(gates: Sequence[Sequence[str]]) -> None:
@@ -161,9 +164,9 @@ def _run_python(args: argparse.Namespace, task: dict[str, Any]) -> None:
             print(f"attempt {attempt} failed: {type(exc).__name__}: {exc}; retrying", file=sys.stderr)
             time.sleep(retry_delay(float(task.get("retry_delay", 1.0)), attempt))
     if task.get("metrics"):
-        _write(args.mlshift, {k: _plain(v) for k, v in dict(result or {}).items()}, {})
+        _write(args, {k: _plain(v) for k, v in dict(result or {}).items()}, {})
     else:
-        _write(args.mlshift, None, {} if result is None else {"output": _plain(result)})
+        _write(args, None, {} if result is None else {"output": _plain(result)})
 
 
 def _scalars(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,9 +198,9 @@ def _register(args: argparse.Namespace, settings: dict[str, Any]) -> None:
             description=settings.get("description"),
             alias=settings.get("alias"),
             lineage=lineage,
-            log=print,
+            log=args.say,
         )
-    _write(args.mlshift, None, {"version": f"{version.name}:{version.version}"})
+    _write(args, None, {"version": f"{version.name}:{version.version}"})
 
 
 def _deploy(args: argparse.Namespace, settings: dict[str, Any]) -> None:
@@ -214,9 +217,9 @@ def _deploy(args: argparse.Namespace, settings: dict[str, Any]) -> None:
             size=settings.get("size", "cpu-small"),
             replicas=int(settings.get("replicas", 1)),
             allow_schema_change=bool(settings.get("allow_schema_change", False)),
-            log=print,
+            log=args.say,
         )
-    _write(args.mlshift, None, {"url": state.url or ""})
+    _write(args, None, {"url": state.url or ""})
 
 
 def _gate(args: argparse.Namespace, condition: dict[str, Any]) -> None:
@@ -235,8 +238,8 @@ def _gate(args: argparse.Namespace, condition: dict[str, Any]) -> None:
     if isinstance(left, str) != isinstance(right, str):
         left, right = str(left), str(right)
     holds = bool(_OPS[condition["op"]](left, right))
-    print(f"{condition['id']}: {left!r} {condition['op']} {right!r} is {'true' if holds else 'false'}")
-    _write(args.mlshift, None, {"holds": holds})
+    args.say(f"{condition['id']}: {left!r} {condition['op']} {right!r} is {'true' if holds else 'false'}")
+    _write(args, None, {"holds": holds})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -270,8 +273,8 @@ def _execute(args: argparse.Namespace) -> None:
     try:
         _check_gates(args.when)
     except StepSkipped as skipped:
-        print(f"skipped: {skipped}")
-        _write(args.mlshift, None, {}, skipped={"reason": str(skipped)})
+        args.say(f"skipped: {skipped}")
+        _write(args, None, {}, skipped={"reason": str(skipped)})
         return
     if args.command == "python":
         _run_python(args, json.loads(args.task))
@@ -290,6 +293,7 @@ def run(
 ) -> str | None:
     """Run one node in this process (the testing kit runs register and deploy nodes this way).
 
+    What the node says goes to ``log`` (default stderr), not to this process's stdout;
     ``environ`` stands in for the job's environment variables (``AZUREML_ROOT_RUN_ID``).
 
     Returns:
@@ -299,6 +303,7 @@ def run(
     try:
         args = _parser().parse_args(argv)
         args.environ = dict(os.environ if environ is None else environ)
+        args.say = lambda line: print(line, file=out, flush=True)
         _execute(args)
     except (Exception, SystemExit) as exc:  # SystemExit: arguments argparse refused
         import traceback
@@ -313,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one node; returns the exit code."""
     args = _parser().parse_args(argv)
     args.environ = dict(os.environ)
+    args.say = lambda line: print(line, flush=True)
     try:
         _execute(args)
     except Exception as exc:
