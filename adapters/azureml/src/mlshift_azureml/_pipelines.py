@@ -614,10 +614,11 @@ class AzureMLPipelineService:
     def _ml(self) -> Any:
         return self._adapter.clients.ml()
 
-    def context(self) -> PipelineContext:
+    def context(self, environment: str | None = None) -> PipelineContext:
         """What compiled nodes need: the serving environment, this target's URI, the datastore.
 
-        The serving environment is the one endpoints use (made in the workspace on first use).
+        The serving environment is the one endpoints use (made in the workspace on first use),
+        unless ``environment`` is given.
         """
         from urllib.parse import urlencode
 
@@ -634,7 +635,7 @@ class AzureMLPipelineService:
             query["environment"] = options.environment
         uri = f"azureml://{ws.subscription}/{ws.resource_group}/{ws.name}"
         return PipelineContext(
-            environment=self._adapter.endpoints._serving_environment(),
+            environment=environment or self._adapter.endpoints._serving_environment(),
             target_uri=uri + (f"?{urlencode(query)}" if query else ""),
             datastore=options.datastore,
             prefix=options.prefix,
@@ -648,9 +649,15 @@ class AzureMLPipelineService:
         Raises:
             ConfigError, UnsupportedOperation: see :func:`compile_job`.
         """
+        self._precheck(ir, None)
         job, _ = compile_job(ir, self.context())
         load(job)
         return job
+
+    def _precheck(self, ir: PipelineIR, values: Mapping[str, Any] | None) -> None:
+        """Compile once without the workspace: what Azure cannot run is refused before any call
+        (the serving environment is made in the workspace when missing)."""
+        compile_job(ir, self.context(environment="azureml:mlshift-serve:1"), values)
 
     # ------------------------------------------------------------------ the neutral run contract
 
@@ -668,6 +675,7 @@ class AzureMLPipelineService:
     def _job_entity(
         self, ir: PipelineIR, values: Mapping[str, Any], *, use_cache: bool, name: str | None = None
     ) -> Any:
+        self._precheck(ir, values)
         job, code = compile_job(ir, self.context(), values)
         if not use_cache:
             job["settings"]["force_rerun"] = True
