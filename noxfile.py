@@ -178,6 +178,16 @@ def crosscheck_kfp(session: nox.Session) -> None:
     session.run("pytest", "-q", "tests/test_crosscheck_kfp.py", env={"MLSHIFT_REQUIRE_CROSSCHECK": "1"})
 
 
+@nox.session(name="crosscheck-azureml")
+def crosscheck_azureml(session: nox.Session) -> None:
+    """The Azure ML pipeline jobs mlshift writes, loaded and schema-validated by azure-ai-ml's `load_job`."""
+    session.install("-e", ".", *AZUREML_TEST_DEPS, "pytest>=8")
+    with session.chdir(AZUREML):
+        session.run(
+            "pytest", "-q", "tests/test_pipelines_crosscheck.py", env={"MLSHIFT_REQUIRE_CROSSCHECK": "1"}
+        )
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site (mkdocs, strict: broken links fail)."""

@@ -20,6 +20,7 @@ from mlshift_azureml.options import AzureMLOptions
 if TYPE_CHECKING:
     from mlshift_azureml._endpoints import AzureMLEndpointService
     from mlshift_azureml._models import AzureMLModelRegistry
+    from mlshift_azureml._pipelines import AzureMLPipelineService
     from mlshift_azureml._store import BlobObjectStore
 
 __all__ = ["CAPABILITIES", "AzureMLAdapter", "Workspace"]
@@ -29,8 +30,11 @@ __all__ = ["CAPABILITIES", "AzureMLAdapter", "Workspace"]
 #: cannot be swapped under its name by mlshift, so changes are add → shift → remove (no
 #: ``IN_PLACE_UPDATE``). ``AUTOSCALING``: an Azure Monitor autoscale setting per deployment.
 #: ``SHADOW_TRAFFIC``: the endpoint's ``mirror_traffic``, judged on metrics (shadow mode
-#: ``mirror-only``). Not declared yet: ``PIPELINES``; ``SERVERLESS`` does not exist on managed
-#: online endpoints, so a serverless spec is refused at plan time.
+#: ``mirror-only``). ``SERVERLESS`` does not exist on managed online endpoints, so a
+#: serverless spec is refused at plan time.
+#: Pipelines are Azure ML pipeline jobs; their conditions are gate nodes that stop the steps
+#: downstream (``PIPELINE_CONDITIONS``, lowered: see :mod:`mlshift_azureml._pipelines`), and
+#: their schedules ``JobSchedule``\ s (``SCHEDULES``).
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
@@ -39,6 +43,9 @@ CAPABILITIES = frozenset(
         Capability.GPU,
         Capability.AUTOSCALING,
         Capability.SHADOW_TRAFFIC,
+        Capability.PIPELINES,
+        Capability.PIPELINE_CONDITIONS,
+        Capability.SCHEDULES,
     }
 )
 
@@ -113,8 +120,6 @@ class AzureMLAdapter:
     name_rules: NameRules = NAME_RULES
     #: Nothing of the target's state is kept on this machine.
     root: None = None
-    #: Pipelines are not mapped yet (no ``PIPELINES`` capability): running one is refused.
-    pipelines: None = None
 
     def __init__(self, uri: TargetURI, workspace: Workspace, options: AzureMLOptions) -> None:
         self.uri = uri
@@ -126,6 +131,7 @@ class AzureMLAdapter:
         self._store: BlobObjectStore | None = None
         self._models: AzureMLModelRegistry | None = None
         self._endpoints: AzureMLEndpointService | None = None
+        self._pipelines: AzureMLPipelineService | None = None
 
     @classmethod
     def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> AzureMLAdapter:
@@ -170,6 +176,15 @@ class AzureMLAdapter:
 
             self._endpoints = AzureMLEndpointService(self)
         return self._endpoints
+
+    @property
+    def pipelines(self) -> AzureMLPipelineService:
+        """Azure ML pipeline jobs: compile, submit, follow, cancel, schedule."""
+        if self._pipelines is None:
+            from mlshift_azureml._pipelines import AzureMLPipelineService
+
+            self._pipelines = AzureMLPipelineService(self)
+        return self._pipelines
 
     def resource_tags(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Tags for a new resource: the target's ``tags`` option plus ``extra``."""

@@ -33,6 +33,7 @@ from mlshift.adapter import MirrorShare
 from mlshift_azureml._sdk import install_session, uninstall_session
 from mlshift_azureml.testing._autoscale import AUTOSCALE_PATH, AutoscaleSettings
 from mlshift_azureml.testing._http import FakeCredential, FakeTransport, Reply
+from mlshift_azureml.testing._jobs import FakeJobs
 from mlshift_azureml.testing._serving import InProcessServer
 
 __all__ = ["AzureCall", "FakeAzureML", "Fault"]
@@ -198,6 +199,8 @@ class FakeAzureML:
         self.mirrored: list[tuple[str, str, int]] = []
         self._mirroring: concurrent.futures.ThreadPoolExecutor | None = None
         self._mirror_jobs: list[concurrent.futures.Future[None]] = []
+        #: Pipeline jobs, their components, child jobs and logs, and schedules.
+        self.jobs = FakeJobs(self)
 
     # ------------------------------------------------------------------ the session hooks
 
@@ -226,6 +229,7 @@ class FakeAzureML:
             self._mirroring.shutdown(wait=True, cancel_futures=True)
             self._mirroring = None
         uninstall_session(self)
+        self.jobs.close()
         self._unpatch_requests()
         for key in self._set_env:
             os.environ.pop(key, None)
@@ -246,7 +250,12 @@ class FakeAzureML:
         def send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             host = urlsplit(request.url).hostname or ""
             if not host.endswith(
-                (".blob.core.windows.net", ".inference.ml.azure.com", "management.azure.com")
+                (
+                    ".blob.core.windows.net",
+                    ".inference.ml.azure.com",
+                    "management.azure.com",
+                    ".api.azureml.ms",
+                )
             ):
                 return original(adapter, request, *args, **kwargs)
             body = request.body or b""
@@ -387,6 +396,8 @@ class FakeAzureML:
             service = "score"
         elif "/providers/microsoft.insights/" in path.lower() and not AUTOSCALE_PATH.match(path):
             service = "metrics"
+        elif host.endswith(".api.azureml.ms"):
+            service = "history"  # workspace discovery and run history (pipeline child jobs, logs)
         else:
             service = "arm"
         with self._lock:
@@ -399,6 +410,8 @@ class FakeAzureML:
                         reply = None  # answered outside the lock: the model runs on its own loop
                     elif service == "metrics":
                         reply = self._metrics_reply(path, query)
+                    elif service == "history":
+                        reply = self.jobs.history(method, host, path, query, body)
                     else:
                         reply = self._arm(method, path, query, body)
             except _Refused as refused:
@@ -415,7 +428,7 @@ class FakeAzureML:
                 continue
             if fault.match and fault.match not in path:
                 continue
-            if fault.kind == "throttle" and service in ("arm", "metrics"):
+            if fault.kind == "throttle" and service in ("arm", "metrics", "history"):
                 fault.hits += 1
                 return _error(
                     429,
@@ -480,6 +493,8 @@ class FakeAzureML:
             return self._environments(ws, method, rest[1:], data)
         if head == "onlineendpoints":
             return self._endpoints(ws, method, rest[1:], data)
+        if head in ("components", "jobs", "schedules"):
+            return self.jobs.arm(ws, head, method, rest[1:], query, data)
         return _error(404, "NotFound", f"the fake has no route for {method} {path}")
 
     def _workspace_body(self, ws: _Workspace) -> dict[str, Any]:

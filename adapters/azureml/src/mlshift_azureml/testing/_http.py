@@ -41,7 +41,10 @@ def fake_jwt(audience: str = "https://ml.azure.com", lifetime: int = 3600) -> st
         "nbf": now,
         "exp": now + lifetime,
     }
-    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.fake-signature"
+    # The signature is never checked, but it must be valid base64url: pipeline submission
+    # decodes the whole token (PyJWT refuses a segment with invalid padding).
+    signature = base64.urlsafe_b64encode(b"mlshift-fake-signature").rstrip(b"=").decode()
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.{signature}"
 
 
 class FakeCredential:
