@@ -123,6 +123,22 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             note,
         )
     )
+    # Like for like: mlshift compiling to the same KFP PipelineSpec kfp writes (what Vertex AI
+    # and Kubeflow run), not to its own IR.
+    r = row.get("speedup_first_kfp_ir")
+    if pipelines and r is None and not note:
+        note = (
+            "mlshift-kfp not measured (mlshift.pipelines.kfp missing)" if "kfp" in row else "kfp not measured"
+        )
+    out.append(
+        _target(
+            "500-step pipeline compiled to KFP IR vs kfp (same document)",
+            ">= 2x faster",
+            _fmt(r, "x"),
+            None if r is None else r >= 2,
+            note,
+        )
+    )
     out += _image_targets(results.get("image") or {})
     reapply = results.get("reapply") or {}
     for target, row in reapply.items():

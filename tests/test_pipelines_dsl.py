@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mlshift.errors import AdapterNotFound, ConfigError, UnsupportedOperation
+from mlshift.errors import AdapterNotFound, ConfigError
 from mlshift.pipelines import (
     ContainerStep,
     Deploy,
@@ -433,9 +433,9 @@ def test_compile_local_gives_the_ir_and_cloud_targets_say_what_is_missing(steps:
     if importlib.util.find_spec("mlshift_vertex") is None:
         with pytest.raises(AdapterNotFound, match="vertex"):
             compile_pipeline(gated, "vertex://my-project/us-central1")  # not installed: says what to install
-    else:  # installed, and it does not run pipelines yet: says which targets do
-        with pytest.raises(UnsupportedOperation, match="PIPELINES"):
-            compile_pipeline(gated, "vertex://my-project/us-central1")
+    else:  # installed: Vertex AI Pipelines runs the KFP spec (compiled without a call)
+        spec = compile_pipeline(gated, "vertex://my-project/us-central1?staging_bucket=gs://b-1")
+        assert spec["schemaVersion"] == "2.1.0"
 
 
 def test_compile_command_writes_the_ir(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from mlshift_vertex._endpoints import VertexEndpointService
 from mlshift_vertex._gcp import GoogleClients
 from mlshift_vertex._models import VertexModelRegistry
 from mlshift_vertex._naming import NAME_RULES
+from mlshift_vertex._pipelines import VertexPipelineService
 from mlshift_vertex._store import GcsObjectStore
 from mlshift_vertex.errors import PROVIDER, google_errors
 from mlshift_vertex.options import VertexOptions
@@ -26,8 +27,18 @@ __all__ = ["CAPABILITIES", "VertexAdapter"]
 #: ``IN_PLACE_UPDATE`` (a deployed model cannot be swapped: add → shift → remove),
 #: ``SHADOW_TRAFFIC`` (Vertex has no mirrored traffic), ``TARGETED_INVOKE`` (a public endpoint
 #: cannot address one deployed model), ``NATIVE_ROLLOUT`` (mlshift's engine steps the traffic
-#: split), and, not built yet, ``AUTOSCALING``, ``PIPELINES`` and ``SCHEDULES``.
-CAPABILITIES = frozenset({Capability.TRAFFIC_SPLIT, Capability.METRICS, Capability.GPU})
+#: split), and, not built yet, ``AUTOSCALING``. Pipelines run on Vertex AI Pipelines as KFP
+#: pipeline specs (conditions as ``triggerPolicy`` sub-DAGs), schedules as Vertex schedules.
+CAPABILITIES = frozenset(
+    {
+        Capability.TRAFFIC_SPLIT,
+        Capability.METRICS,
+        Capability.GPU,
+        Capability.PIPELINES,
+        Capability.PIPELINE_CONDITIONS,
+        Capability.SCHEDULES,
+    }
+)
 
 _PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _LOCATION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
@@ -50,8 +61,6 @@ class VertexAdapter:
     name_rules: NameRules = NAME_RULES
     #: Nothing of the target's state is kept on this machine.
     root: None = None
-    #: No pipeline service yet (``PIPELINES`` is not declared).
-    pipelines: None = None
 
     def __init__(self, uri: TargetURI, project: str, location: str, options: VertexOptions) -> None:
         self.uri = uri
@@ -64,6 +73,7 @@ class VertexAdapter:
         weakref.finalize(self, shutil.rmtree, self.cache_dir, True)
         self._models = VertexModelRegistry(self)
         self._endpoints = VertexEndpointService(self)
+        self._pipelines = VertexPipelineService(self)
 
     @classmethod
     def from_uri(cls, uri: TargetURI, options: Mapping[str, Any], *, base_dir: Path) -> VertexAdapter:
@@ -113,6 +123,11 @@ class VertexAdapter:
     @property
     def endpoints(self) -> VertexEndpointService:
         return self._endpoints
+
+    @property
+    def pipelines(self) -> VertexPipelineService:
+        """Vertex AI Pipelines: KFP pipeline specs run as pipeline jobs, and their schedules."""
+        return self._pipelines
 
     def image_uri(self) -> str:
         """The serving image: the ``image_uri`` option, else the mlshift image in Artifact Registry."""

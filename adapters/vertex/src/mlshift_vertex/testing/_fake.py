@@ -39,10 +39,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mlshift.serving import InProcessCaller
+
+if TYPE_CHECKING:
+    from mlshift_vertex.testing._pipelines import FakePipelines
 
 __all__ = ["FakeVertex", "Fault", "VertexCall", "fake_vertex"]
 
@@ -99,7 +102,7 @@ class VertexCall:
         """Whether the request changes state (reads, lists, predictions and polls do not)."""
         if self.method == "GET":
             return False
-        return not self.path.endswith((":predict", ":rawPredict"))
+        return not self.path.endswith((":predict", ":rawPredict", "/entries:list"))
 
 
 @dataclass
@@ -183,6 +186,7 @@ class FakeVertex:
         self._server: ThreadingHTTPServer | None = None
         self._stack = contextlib.ExitStack()
         self._folder: Path | None = None
+        self._pipelines: Any = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -219,6 +223,10 @@ class FakeVertex:
         self._stack.callback(self._caller.close)
         self._stack.callback(server.server_close)
         self._stack.callback(server.shutdown)
+        from mlshift_vertex.testing._pipelines import FakePipelines
+
+        self._pipelines = FakePipelines(self)
+        self._stack.callback(self._pipelines.close)
         forced = {"MLSHIFT_VERTEX_API_ENDPOINT": self.url}
         defaults = {
             "MLSHIFT_VERTEX_STAGING_BUCKET": f"gs://{self.bucket}",
@@ -289,6 +297,14 @@ class FakeVertex:
             else:
                 self._broken.pop(variant, None)
 
+    @property
+    def pipelines(self) -> FakePipelines:
+        """Pipeline jobs (run for real), schedules and task logs: see :mod:`._pipelines`."""
+        if self._pipelines is None:
+            raise RuntimeError("the fake is not started (use `with FakeVertex() as vertex:`)")
+        pipelines: FakePipelines = self._pipelines
+        return pipelines
+
     def mutating_calls(self) -> list[VertexCall]:
         """The requests so far that changed state."""
         return [c for c in self.calls if c.mutating]
@@ -339,6 +355,8 @@ class FakeVertex:
                 result: Any = self._gcs_upload(path, query, raw)
             elif path.startswith("/storage/v1/"):
                 result = self._gcs(handler.command, path, query)
+            elif path == "/v2/entries:list":
+                result = self.pipelines.entries(json.loads(raw) if raw else {})
             elif path.startswith("/v3/"):
                 result = self._monitoring(path, query)
             elif path.startswith(("/v1/", "/ui/")):
@@ -471,6 +489,8 @@ class FakeVertex:
                 if op.polls_left > 0:
                     op.polls_left -= 1
                 return self._op_json(op)
+            if rest.startswith(("pipelineJobs", "schedules")):
+                return self.pipelines.api(method, parent, rest, query, data)
             if rest.startswith("models"):
                 return self._models_api(method, parent, rest, query, data)
             if rest.startswith("endpoints"):
