@@ -38,6 +38,7 @@ KNOWN_ADAPTERS: Mapping[str, tuple[str, str]] = types.MappingProxyType(
         "sagemaker": ("mlshift_sagemaker:SageMakerAdapter", "mlshift-sagemaker"),
         "azureml": ("mlshift_azureml:AzureMLAdapter", "mlshift-azureml"),
         "vertex": ("mlshift_vertex:VertexAdapter", "mlshift-vertex"),
+        "kfp": ("mlshift_vertex.kfp:KubeflowAdapter", "mlshift-vertex"),
     }
 )
 
