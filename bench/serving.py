@@ -107,9 +107,11 @@ class LoadGenerator:
     name = ""
     cpu: int | None = None  # the CPU it is confined to, if any
 
-    def run(self, port: int, body: Path, connections: int, duration: int, limit: int) -> dict[str, Any]:
-        """One load run: ``connections`` keep-alive connections POSTing ``body`` for ``duration``
-        seconds (at most ``limit`` requests); returns the raw counts and latencies."""
+    def run(
+        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
+    ) -> dict[str, Any]:
+        """One load run: ``connections`` keep-alive connections POSTing ``body`` to ``path`` for
+        ``duration`` seconds (at most ``limit`` requests); returns the raw counts and latencies."""
         raise NotImplementedError
 
 
@@ -121,7 +123,9 @@ class Wrk(LoadGenerator):
         out = subprocess.run([exe, "-v"], capture_output=True, text=True, check=False)
         self.name = (out.stdout + out.stderr).strip().splitlines()[0].split(" [")[0] or "wrk"
 
-    def run(self, port: int, body: Path, connections: int, duration: int, limit: int) -> dict[str, Any]:
+    def run(
+        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
+    ) -> dict[str, Any]:
         cmd = [
             self.exe,
             "-t1",
@@ -131,7 +135,7 @@ class Wrk(LoadGenerator):
             "10s",
             "-s",
             str(BENCH / "wrk_post.lua"),
-            f"http://{LOOPBACK}:{port}{PATH}",
+            f"http://{LOOPBACK}:{port}{path}",
         ]
         env = {**os.environ, "WRK_BODY_FILE": str(body)}  # wrk reads the body file named here
         proc = subprocess.run(
@@ -151,11 +155,13 @@ class AsyncClient(LoadGenerator):
 
     name = "bench/loadgen.py (asyncio)"
 
-    def run(self, port: int, body: Path, connections: int, duration: int, limit: int) -> dict[str, Any]:
+    def run(
+        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
+    ) -> dict[str, Any]:
         cmd = [
             sys.executable,
             str(BENCH / "loadgen.py"),
-            f"http://{LOOPBACK}:{port}{PATH}",
+            f"http://{LOOPBACK}:{port}{path}",
             "--body-file",
             str(body),
             "-c",

@@ -141,3 +141,52 @@ def test_records_written_before_runtimes_existed_read_as_processes() -> None:
     assert replica == Replica(runtime="process", id="4242", port=8080, started=12.5)
     assert Replica.from_json(replica.to_json()) == replica
     assert replica.to_json()["pid"] == 4242  # what `ps` and older readers look for
+
+
+def test_a_variant_s_batching_reaches_its_replicas_and_survives_a_resize(
+    recording: tuple[mlshift.Client, RecordingRuntime], state_dir: Path, iris: dict[str, Any]
+) -> None:
+    from mlshift.specs import Batching, EndpointSpec
+
+    client, runtime = recording
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    spec = EndpointSpec.model_validate(
+        {
+            "name": "iris",
+            "variants": [
+                {"name": "blue", "model": "iris:1", "batching": {"max_batch_size": 32, "max_latency_ms": 2}}
+            ],
+        }
+    )
+    plan = client.plan(spec)
+    assert "blue=iris:1 100%, batching 32 rows / 2 ms" in plan.render()
+    client.apply(plan)
+    (request,) = runtime.requests
+    assert request.batching == Batching(max_batch_size=32, max_latency_ms=2)
+    assert request.server_args(port_file=Path("p"))[-4:] == [
+        "--max-batch-size",
+        "32",
+        "--max-latency-ms",
+        "2",
+    ]
+    assert request.environment() == {"MLSHIFT_MAX_BATCH_SIZE": "32", "MLSHIFT_MAX_LATENCY_MS": "2"}
+
+    def served_batching() -> list[Any]:
+        out = []
+        for record in _recorded(state_dir, "iris")["blue"]:
+            meta = httpx.get(f"http://127.0.0.1:{record['port']}/v1/metadata", trust_env=False).json()
+            out.append(meta["batching"])
+        return out
+
+    # The server itself says it batches, with the variant's settings.
+    (stats,) = served_batching()
+    assert stats is not None and stats["max_batch_size"] == 32 and stats["max_latency_ms"] == 2
+    state = client.endpoints.get("iris")
+    assert state.url is not None
+    resp = httpx.post(state.url, json={"instances": iris["rows"][:2]}, trust_env=False)
+    assert resp.json()["predictions"] == iris["expected_v1"][:2]
+
+    # A resize starts new replicas: they batch as the old ones did.
+    client.apply(spec.model_copy(update={"compute": mlshift.Compute(replicas=2)}))
+    stats = served_batching()
+    assert len(stats) == 2 and all(s is not None and s["max_batch_size"] == 32 for s in stats)

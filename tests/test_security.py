@@ -316,6 +316,90 @@ def test_requests_over_the_inflight_cap_get_503_and_health_still_answers(blockin
     asyncio.run(scenario())
 
 
+async def _held_call(
+    app: Any, path: str, body: bytes, reading: asyncio.Event, release: asyncio.Event
+) -> tuple[int, dict[str, str], bytes]:
+    """A request whose body arrives only once ``release`` is set; ``reading`` is set when the
+    app starts reading it (the request is then in flight)."""
+    out: dict[str, Any] = {"status": 0, "headers": {}, "body": b""}
+
+    async def receive() -> dict[str, Any]:
+        reading.set()
+        await release.wait()
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+            out["headers"] = {k.decode(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            out["body"] += message.get("body", b"")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    return out["status"], out["headers"], out["body"]
+
+
+def _v2_body(rows: list[list[float]]) -> bytes:
+    flat = [x for row in rows for x in row]
+    return json.dumps(
+        {"inputs": [{"name": "input", "shape": [len(rows), 2], "datatype": "FP64", "data": flat}]}
+    ).encode()
+
+
+def test_the_inflight_cap_holds_across_invocations_and_v2_infer(blocking_model: Any) -> None:
+    from mlshift.serving import Limits, create_app
+
+    app = create_app(blocking_model, model_ref="blocking:1", limits=Limits(max_inflight=2))
+    infer = "/v2/models/blocking/infer"
+    routes = {"/invocations": _rows_body([[1, 0]]), infer: _v2_body([[1, 0]])}
+
+    async def scenario() -> None:
+        # One request in flight on each route: together they fill the server's two places.
+        release = asyncio.Event()
+        readings = {path: asyncio.Event() for path in routes}
+        held = {
+            path: asyncio.ensure_future(_held_call(app, path, body, readings[path], release))
+            for path, body in routes.items()
+        }
+        for reading in readings.values():
+            await asyncio.wait_for(reading.wait(), 30)
+        for path, body in routes.items():
+            status, headers, answer = await _call(
+                app, "POST", path, body, [(b"content-type", b"application/json")]
+            )
+            assert status == 503, (path, answer)
+            assert headers["retry-after"] == "1"
+            error = json.loads(answer)["error"]
+            if path == infer:  # the protocol's error shape
+                assert "already answering 2 requests" in error
+            else:
+                assert error["code"] == "overloaded"
+        release.set()
+        for path, task in held.items():
+            status, _, answer = await task
+            assert status == 200, (path, answer)
+        # Nothing is left counted: both routes answer again.
+        for path, body in routes.items():
+            status, _, answer = await _call(app, "POST", path, body, [(b"content-type", b"application/json")])
+            assert status == 200, (path, answer)
+
+    asyncio.run(scenario())
+
+
 def test_large_bodies_take_a_slot_small_ones_do_not(blocking_model: Any) -> None:
     from mlshift.serving import Limits, create_app
 

@@ -130,3 +130,25 @@ def test_project_schema_exports() -> None:
     assert {"targets", "models", "endpoints"} <= set(schema["properties"])
     text = json.dumps(schema)
     assert "NAME:VERSION" in text  # model references are documented as strings for editors
+
+
+def test_variant_batching_from_yaml_shaped_data_and_its_bounds() -> None:
+    from mlshift.specs import Batching
+
+    spec = EndpointSpec.model_validate(
+        endpoint(variants=[{"name": "a", "model": "m:1", "batching": {"max_batch_size": 64}}])
+    )
+    batching = spec.variants[0].batching
+    assert batching == Batching(max_batch_size=64, max_latency_ms=5)
+    assert batching.environment() == {"MLSHIFT_MAX_BATCH_SIZE": "64", "MLSHIFT_MAX_LATENCY_MS": "5"}
+    assert EndpointSpec.model_validate(endpoint()).variants[0].batching is None
+    for bad, field, message in [
+        ({"max_batch_size": 0}, "max_batch_size", "greater than or equal to 1"),
+        ({"max_batch_size": 32, "max_latency_ms": 0}, "max_latency_ms", "greater than 0"),
+        ({"max_batch_size": 32, "max_latency_ms": 20_000}, "max_latency_ms", "less than or equal to 10000"),
+        ({"max_batch": 32}, "max_batch", "unknown field"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            EndpointSpec.model_validate(endpoint(variants=[{"name": "a", "model": "m:1", "batching": bad}]))
+        assert info.value.field == f"variants[0].batching.{field}"
+        assert message in str(info.value)

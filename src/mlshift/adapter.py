@@ -33,7 +33,7 @@ from pydantic import Field
 from mlshift._routing import MirrorShare, compare_answers
 from mlshift.errors import ConfigError, ProviderTimeout, UnsupportedOperation
 from mlshift.specs._base import SpecModel
-from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Batching, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
 
 if TYPE_CHECKING:
@@ -269,6 +269,8 @@ class ResolvedVariant(SpecModel):
             applied with.
         autoscaling: How the endpoint's variants scale (the spec's ``autoscaling``), for a target
             that scales each variant (``AUTOSCALING``); ``None`` leaves scaling as it is.
+        batching: The variant's micro-batching (``None``: off). Every target passes
+            :meth:`serving_environment` to the model server's environment.
     """
 
     name: str
@@ -277,6 +279,12 @@ class ResolvedVariant(SpecModel):
     compute: Compute = Field(default_factory=Compute)
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     autoscaling: Autoscaling | None = None
+    batching: Batching | None = None
+
+    def serving_environment(self) -> dict[str, str]:
+        """Environment variables the variant's model servers need beyond the model's own
+        (today: batching); empty when there are none."""
+        return self.batching.environment() if self.batching is not None else {}
 
 
 VariantStatus = Literal["creating", "healthy", "unhealthy", "failed", "stopped", "unknown"]

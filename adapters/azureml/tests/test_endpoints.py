@@ -207,3 +207,22 @@ def test_a_change_refused_as_updating_is_sent_again(registered: mlshift.Client, 
     azureml(registered).endpoints.set_weights("iris-ep", {"iris-v1": 60, "iris-v2": 40})
     assert registered.endpoints.get("iris-ep").weights == {"iris-v1": 60, "iris-v2": 40}
     assert [c.status for c in azure.calls if c.method == "PUT"][-3:] == [409, 409, 200]
+
+
+def test_a_variants_batching_goes_to_the_deployments_environment(registered: mlshift.Client) -> None:
+    batched = EndpointSpec.model_validate(
+        {
+            "name": "iris-ep",
+            "variants": [
+                {
+                    "name": "iris-v1",
+                    "model": "iris:1",
+                    "batching": {"max_batch_size": 16, "max_latency_ms": 3},
+                }
+            ],
+        }
+    )
+    registered.apply(batched)
+    ml = azureml(registered).clients.ml()
+    env = ml.online_deployments.get("iris-v1", "iris-ep").environment_variables
+    assert (env["MLSHIFT_MAX_BATCH_SIZE"], env["MLSHIFT_MAX_LATENCY_MS"]) == ("16", "3")

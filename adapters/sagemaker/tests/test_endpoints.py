@@ -560,3 +560,23 @@ def test_a_lost_lock_stops_the_change(aws: FakeSageMaker) -> None:
         assert noticed
         # The other holder's lease is not released by us.
         assert store.get_json("mlshift/locks/ep.json")[0]["owner"] == "pid 9 on other"
+
+
+def test_a_variants_batching_goes_to_the_models_environment(
+    client: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
+) -> None:
+    from mlshift.specs import EndpointSpec
+
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.apply(
+        EndpointSpec.model_validate(
+            {
+                "name": "iris-ep",
+                "variants": [{"name": "iris-v1", "model": "iris:1", "batching": {"max_batch_size": 16}}],
+            }
+        )
+    )
+    config = aws.backend().endpoint_configs[aws.backend().endpoints["iris-ep"].endpoint_config_name]
+    env = aws.backend()._models[config.production_variants[0]["ModelName"]].primary_container["Environment"]
+    assert (env["MLSHIFT_MAX_BATCH_SIZE"], env["MLSHIFT_MAX_LATENCY_MS"]) == ("16", "5")
+    assert client.endpoints.predict("iris-ep", iris["rows"]).predictions == iris["expected_v1"]

@@ -106,6 +106,17 @@ def test_shadow_rollouts_are_refused_at_plan_time_naming_targets(
     assert len(vertex.mutating_calls()) == before
 
 
+def test_variant_batching_is_refused_at_plan_time(deployed: mlshift.Client, vertex: FakeVertex) -> None:
+    before = len(vertex.mutating_calls())
+    spec = EndpointSpec.model_validate(
+        {"name": "iris-ep", "variants": [{"name": "v", "model": "iris:1", "batching": {"max_batch_size": 8}}]}
+    )
+    with pytest.raises(ConfigError, match="Vertex AI cannot apply per variant") as info:
+        deployed.plan(spec)
+    assert info.value.field == "variants[0].batching"
+    assert len(vertex.mutating_calls()) == before
+
+
 def test_a_bake_shorter_than_the_metric_lag_is_refused(iris: dict[str, Any]) -> None:
     with FakeVertex(metric_lag=120), mlshift.connect(TARGET) as client:
         assert client.adapter.endpoints.metrics_timing.lag == 120

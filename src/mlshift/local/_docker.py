@@ -159,6 +159,7 @@ class DockerRuntime:
         if request.skops_trust:
             # The version's own trust (its mlshift.skops-trust tag); the container serves only it.
             environment["MLSHIFT_SKOPS_TRUST"] = request.skops_trust
+        environment.update(request.environment())
         labels = {
             ENDPOINT_LABEL: request.endpoint,
             "mlshift.variant": request.variant,

@@ -38,7 +38,7 @@ from mlshift.local._runtime import ProcessRuntime, Replica, ReplicaRequest, Repl
 from mlshift.local._state import StateDB
 from mlshift.local._store import ArtifactStore
 from mlshift.specs._base import SpecModel
-from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.endpoint import Batching, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelVersion
 
 __all__ = ["LocalEndpointOptions", "LocalEndpointService"]
@@ -186,6 +186,7 @@ class LocalEndpointService(BaseEndpointService):
             timeout=timeout,
             signature_json=model.signature.model_dump_json() if model.signature is not None else None,
             skops_trust=model.tags.get(SKOPS_TRUST_TAG) or None,
+            batching=variant.batching,
         )
 
     def _start_replicas(
@@ -209,7 +210,7 @@ class LocalEndpointService(BaseEndpointService):
             for replica in started:
                 self.runtime.stop(replica)
             raise
-        return [r.to_json() for r in started]
+        return [_record(r, variant.batching) for r in started]
 
     def _stop(self, processes: str | list[dict[str, Any]]) -> None:
         for replica in _replicas(processes):
@@ -506,7 +507,11 @@ class LocalEndpointService(BaseEndpointService):
                 )
             return self._done(name, f"resize variant {variant_name}")
         variant = ResolvedVariant(
-            name=variant_name, model=self._model(old), weight=old["weight"], compute=compute
+            name=variant_name,
+            model=self._model(old),
+            weight=old["weight"],
+            compute=compute,
+            batching=_batching(old["processes"]),
         )
         return self.replace_variant(name, variant)
 
@@ -525,6 +530,7 @@ class LocalEndpointService(BaseEndpointService):
             model=self._model(old),
             weight=old["weight"],
             compute=Compute(size=old["size"], replicas=wanted),
+            batching=_batching(old["processes"]),
         )
         artifact = self._store.verified(variant.model.digest)
         started: dict[int, Replica] = {}
@@ -537,7 +543,7 @@ class LocalEndpointService(BaseEndpointService):
             with self._db.write() as conn:
                 conn.execute(
                     "UPDATE variants SET processes = ? WHERE endpoint = ? AND name = ?",
-                    (json.dumps([r.to_json() for r in replicas]), name, variant_name),
+                    (json.dumps([_record(r, variant.batching) for r in replicas]), name, variant_name),
                 )
         except BaseException:
             for replica in started.values():
@@ -721,3 +727,19 @@ def _replicas(processes: str | list[dict[str, Any]]) -> list[Replica]:
     """The replicas recorded in a variant row's ``processes`` column."""
     items = json.loads(processes) if isinstance(processes, str) else processes
     return [Replica.from_json(item) for item in items]
+
+
+def _record(replica: Replica, batching: Batching | None) -> dict[str, Any]:
+    """A replica's record in the ``processes`` column, with the batching its server runs with
+    (so that a resize or a restore starts new replicas with the same settings)."""
+    data = replica.to_json()
+    if batching is not None:
+        data["batching"] = batching.model_dump()
+    return data
+
+
+def _batching(processes: str | list[dict[str, Any]]) -> Batching | None:
+    """The batching a variant's recorded replicas run with (``None``: off)."""
+    items = json.loads(processes) if isinstance(processes, str) else processes
+    recorded = next((item["batching"] for item in items if item.get("batching")), None)
+    return Batching.model_validate(recorded) if recorded is not None else None

@@ -44,6 +44,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PREDICT_PATHS = frozenset({"/invocations", "/predict", "/score"})
+#: Request headers passed on to the replica (the Open Inference Protocol's binary framing too).
+_FORWARDED = frozenset({b"content-type", b"accept", b"inference-header-content-length"})
 TARGET_HEADER = b"x-mlshift-target-variant"
 _SAMPLES = 50_000
 #: Mirrored requests in flight at most; past it a request is not mirrored (and counted as
@@ -79,6 +81,163 @@ def _error(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
     if hint:
         detail["hint"] = hint
     return {"error": detail}
+
+
+class _UpstreamError(Exception):
+    """A replica did not answer: ``refused`` when nothing took the connection."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+#: Response headers passed back to the caller besides Content-Type: the Open Inference
+#: Protocol's binary framing, and a replica's Retry-After on 503.
+_PASSED_BACK = (b"inference-header-content-length", b"retry-after")
+
+
+class _Pool:
+    """Keep-alive HTTP/1.1 connections to the replicas, reused from one request to the next.
+
+    The hop's cost is what the router adds to every prediction, so the path is bare: one write
+    of a request head built from bytes, one read of the answer's head, one read of its body;
+    no client object, request or response object per request. Idle connections are kept per
+    replica; one the replica closed meanwhile (its keep-alive timeout) fails on first use and
+    the request is sent once more on a new connection, which is safe because it never reached
+    a model. Bodies over :data:`BUFFER_BYTES` are streamed by httpx instead (see
+    :meth:`Router._forward`).
+    """
+
+    def __init__(self, *, timeout: float = 60.0, connect_timeout: float = 5.0, max_idle: int = 64) -> None:
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self.idle: dict[str, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self._hosts: dict[str, tuple[str, int, bytes]] = {}
+
+    def _address(self, backend: str) -> tuple[str, int, bytes]:
+        known = self._hosts.get(backend)
+        if known is None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(backend)
+            host, port = parts.hostname or "127.0.0.1", parts.port or 80
+            known = self._hosts[backend] = (host, port, f"{host}:{port}".encode())
+        return known
+
+    async def request(
+        self, backend: str, method: str, target: bytes, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Send one request to ``backend``; returns (status, headers to pass back, body).
+
+        Raises:
+            _UpstreamError: the replica refused the connection, closed it, or did not answer
+                within the timeout.
+        """
+        host, port, host_header = self._address(backend)
+        head = b"".join(
+            [
+                method.encode("latin-1"), b" ", target, b" HTTP/1.1\r\nhost: ", host_header,
+                b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n",
+                *(name + b": " + value + b"\r\n" for name, value in headers),
+                b"\r\n",
+            ]
+        )  # fmt: skip
+        for attempt in range(2):
+            idle = self.idle.get(backend)
+            reused = bool(idle)
+            if idle:
+                reader, writer = idle.pop()
+            else:
+                try:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(host, port), self.connect_timeout
+                    )
+                except (OSError, asyncio.TimeoutError) as exc:
+                    raise _UpstreamError(
+                        f"cannot connect: {exc!r}", refused=isinstance(exc, OSError)
+                    ) from exc
+            # A timer, not wait_for: no task per request. It aborts the connection, which ends
+            # the reads below with an error.
+            timer = asyncio.get_running_loop().call_later(self.timeout, writer.transport.abort)
+            try:
+                writer.write(head + body if len(body) < 65536 else head)
+                if len(body) >= 65536:
+                    writer.write(body)
+                status, passed, content, keep = await _read_response(reader, method)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+                writer.close()
+                if reused and attempt == 0 and not _expired(timer):
+                    continue  # a kept connection the replica had closed: once more on a new one
+                raise _UpstreamError(f"no answer: {exc!r}") from exc
+            except BaseException:
+                writer.close()
+                raise
+            finally:
+                timer.cancel()
+            if keep and len(self.idle.setdefault(backend, [])) < self.max_idle:
+                self.idle[backend].append((reader, writer))
+            else:
+                writer.close()
+            return status, passed, content
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def forget(self, backend: str) -> None:
+        """Close the idle connections to a replica that left the table."""
+        for _, writer in self.idle.pop(backend, []):
+            writer.close()
+
+    def close(self) -> None:
+        for backend in list(self.idle):
+            self.forget(backend)
+
+
+def _expired(timer: asyncio.TimerHandle) -> bool:
+    return timer.when() <= asyncio.get_running_loop().time()
+
+
+async def _read_response(
+    reader: asyncio.StreamReader, method: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+    """One HTTP/1.1 answer: status, headers to pass back, body, whether the connection stays open."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head[:-4].split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    status = int(rest[:3])
+    keep = version == b"HTTP/1.1"
+    length: int | None = None
+    chunked = False
+    passed: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        value = value.strip()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"content-type":
+            passed.insert(0, (b"content-type", value))
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            token = value.lower()
+            keep = b"close" not in token and (keep or b"keep-alive" in token)
+        elif name in _PASSED_BACK:
+            passed.append((name, value))
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return status, passed, b"", keep
+    if chunked:
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")  # no trailers from a model server
+                break
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        return status, passed, b"".join(parts), keep
+    if length is None:  # framed by the end of the connection (HTTP/1.0 servers)
+        return status, passed, await reader.read(), False
+    return status, passed, await reader.readexactly(length), keep
 
 
 class RoutingTable:
@@ -145,7 +304,11 @@ class Router:
     def __init__(self, routes: Path, *, max_body: int | None = None) -> None:
         self.table = RoutingTable(routes)
         self.samples: dict[str, deque[tuple[float, int, float]]] = {}
+        #: httpx, for bodies streamed to a replica; a client set here by a test (ASGI apps
+        #: mounted as replicas) carries every request instead of the pool.
         self._client: Any = None
+        self._client_owned = False
+        self._pool = _Pool()
         self.max_body = max_body_bytes() if max_body is None else max_body
         self.shadow_samples: dict[str, deque[ShadowSample]] = {}
         self.shadow_skipped: dict[str, deque[float]] = {}
@@ -161,6 +324,7 @@ class Router:
                 limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
                 trust_env=False,
             )
+            self._client_owned = True
         return self._client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -170,6 +334,7 @@ class Router:
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    self._pool.close()
                     if self._client is not None:
                         await self._client.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
@@ -198,6 +363,12 @@ class Router:
         path, method = scope["path"], scope["method"]
         if path in PREDICT_PATHS and method == "POST":
             await self._forward(scope, receive, send)
+        elif (path.startswith("/v2") and method in ("GET", "POST")) or (
+            path == "/version" and method == "GET"
+        ):
+            # The Open Inference Protocol's routes and MLflow's /version, answered by a variant
+            # as its own URL answers them; infer requests are split and counted as predictions.
+            await self._forward(scope, receive, send, counted=method == "POST")
         elif path in ("/ping", "/health", "/") and method == "GET":
             await self._health(send)
         elif path == "/_mlshift/metrics" and method == "GET":
@@ -245,9 +416,14 @@ class Router:
         out = {name: summarize(samples, since) for name, samples in self.samples.items()}
         await _respond(send, 200, {"window_seconds": window, "variants": out})
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope["headers"])
-        target = headers.get(TARGET_HEADER)
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, *, counted: bool = True) -> None:
+        target: bytes | None = None
+        forward: list[tuple[bytes, bytes]] = []
+        for key, value in scope["headers"]:
+            if key in _FORWARDED:
+                forward.append((key, value))
+            elif key == TARGET_HEADER and target is None:
+                target = value
         if target is not None:
             try:
                 name = target.decode()
@@ -265,27 +441,36 @@ class Router:
                     send, 503, {"error": {"code": "no_traffic", "message": "no variant carries traffic"}}
                 )
                 return
-            name = self.table.rr.pick()
+            # Reads (V2 metadata, /version) go to the variant with the most traffic and leave
+            # the split's rotation alone.
+            name = self.table.rr.pick() if counted else _heaviest(self.table.rr.weights)
         try:
             body = await self._body(scope, receive)
         except _TooLarge:
             await self._too_large(send)
             return
         streamed = not isinstance(body, bytes)
-        forward = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope["headers"]
-            if k in (b"content-type", b"accept")
-        }
-        client = await self._http()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        if path in PREDICT_PATHS:
+            upstream = b"/invocations"  # every model server answers it, whatever the cloud
+        else:
+            upstream = scope.get("raw_path") or path.encode()
+            if scope.get("query_string"):
+                upstream += b"?" + scope["query_string"]
+        pooled = not streamed and (self._client is None or self._client_owned)
         for attempt in range(3):
             route = self.table.variants[name]
             backend = self.table.backend(name)
             start = time.perf_counter()
             try:
-                resp = await client.post(backend + "/invocations", content=body, headers=forward)
-                status, content = resp.status_code, resp.content
-                ctype = resp.headers.get("content-type", "application/json")
+                if pooled:
+                    assert isinstance(body, bytes)
+                    status, passed, content = await self._pool.request(
+                        backend, method, upstream, body, forward
+                    )
+                else:
+                    status, passed, content = await self._httpx(backend, method, upstream, body, forward)
                 failed = False
                 self.table.mark_up(backend)
             except Exception as exc:  # any transport failure is this backend's failure
@@ -294,16 +479,18 @@ class Router:
                     return
                 if streamed and body.client_gone:  # type: ignore[union-attr]
                     return  # the client left: not the variant's failure, nobody to answer
-                import httpx
-
-                if isinstance(exc, httpx.ConnectError):  # nothing listens there (a replica died)
+                if _refused(exc):  # nothing listens there (a replica died)
                     self.table.mark_down(backend)
+                    self._pool.forget(backend)
                 logger.warning("router: %s (variant %s) did not answer: %r", backend, name, exc)
-                status, ctype, failed = 502, "application/json", True
+                status, passed, failed = 502, [(b"content-type", b"application/json")], True
                 text = f"variant {name!r} did not answer"
                 content = json.dumps({"error": {"code": "variant_unavailable", "message": text}}).encode()
             latency = (time.perf_counter() - start) * 1000
-            self.samples.setdefault(name, deque(maxlen=_SAMPLES)).append((time.monotonic(), status, latency))
+            if counted:
+                self.samples.setdefault(name, deque(maxlen=_SAMPLES)).append(
+                    (time.monotonic(), status, latency)
+                )
             if not failed or target is not None or attempt == 2 or (streamed and body.started):  # type: ignore[union-attr]
                 break
             # The request never reached a model (connection refused or reset while a variant was
@@ -312,7 +499,9 @@ class Router:
             self.table.refresh()
             if not self.table.rr:
                 break
-            name = self.table.rr.pick()
+            name = self.table.rr.pick() if counted else _heaviest(self.table.rr.weights)
+        if not passed or passed[0][0] != b"content-type":
+            passed = [(b"content-type", b"application/json"), *passed]
         await send(
             {
                 "type": "http.response.start",
@@ -321,7 +510,7 @@ class Router:
                 # HTTP/1.1 clients that frame by length (load generators, keep-alive pools)
                 # can then read it without parsing chunks.
                 "headers": [
-                    (b"content-type", ctype.encode()),
+                    *passed,
                     (b"content-length", str(len(content)).encode()),
                     (b"x-mlshift-variant", name.encode()),
                     (b"x-mlshift-model", str(route.get("model", "")).encode()),
@@ -329,13 +518,44 @@ class Router:
             }
         )
         await send({"type": "http.response.body", "body": content})
-        if target is None and isinstance(body, bytes):  # a streamed body was never held: not mirrored
-            self._maybe_mirror(name, body, forward, status, content, latency)
+        if counted and target is None and isinstance(body, bytes):  # a streamed body was never held
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in forward}
+            self._maybe_mirror(name, upstream.decode("latin-1"), body, headers, status, content, latency)
+
+    async def _httpx(
+        self,
+        backend: str,
+        method: str,
+        target: bytes,
+        body: bytes | _Stream,
+        headers: list[tuple[bytes, bytes]],
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One request through httpx: for streamed bodies (and ASGI replicas in tests)."""
+        client = await self._http()
+        resp = await client.request(
+            method,
+            backend + target.decode("latin-1"),
+            content=body,
+            headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers},
+        )
+        passed = [(b"content-type", resp.headers.get("content-type", "application/json").encode("latin-1"))]
+        for name in _PASSED_BACK:
+            value = resp.headers.get(name.decode())
+            if value is not None:
+                passed.append((name, value.encode("latin-1")))
+        return resp.status_code, passed, resp.content
 
     # ---------------------------------------------------------------- shadow traffic
 
     def _maybe_mirror(
-        self, served_by: str, body: bytes, headers: dict[str, str], status: int, answer: bytes, latency: float
+        self,
+        served_by: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        status: int,
+        answer: bytes,
+        latency: float,
     ) -> None:
         """Copy an answered request to the shadow variant, in the background (the caller has
         its answer already, so nothing here can slow or fail it)."""
@@ -351,7 +571,9 @@ class Router:
             self.shadow_skipped.setdefault(name, deque(maxlen=_SAMPLES)).append(time.monotonic())
             return
         task = asyncio.ensure_future(
-            self._mirror(name, float(shadow.get("tolerance", 0.01)), body, headers, status, answer, latency)
+            self._mirror(
+                name, float(shadow.get("tolerance", 0.01)), path, body, headers, status, answer, latency
+            )
         )
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
@@ -360,6 +582,7 @@ class Router:
         self,
         name: str,
         tolerance: float,
+        path: str,
         body: bytes,
         headers: dict[str, str],
         served_status: int,
@@ -370,7 +593,7 @@ class Router:
         start = time.perf_counter()
         try:
             client = await self._http()
-            resp = await client.post(self.table.backend(name) + "/invocations", content=body, headers=headers)
+            resp = await client.post(self.table.backend(name) + path, content=body, headers=headers)
             status, content = resp.status_code, resp.content
         except Exception:  # a shadow that cannot answer is a failed shadow request, nothing more
             status, content = 599, b""
@@ -459,6 +682,20 @@ class _Stream:
             yield chunk
             if not message.get("more_body"):
                 return
+
+
+def _heaviest(weights: dict[str, int]) -> str:
+    """The variant with the most traffic (the first of equals)."""
+    return max(weights, key=lambda n: weights[n])
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether nothing took the connection (the replica is gone), as opposed to a failed answer."""
+    if isinstance(exc, _UpstreamError):
+        return exc.refused
+    import httpx
+
+    return isinstance(exc, httpx.ConnectError)
 
 
 def _shadow_route(data: dict[str, Any], variants: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from mlshift.local._process import ProcessHandle, log_tail, reap_processes, spawn_server
-from mlshift.specs.endpoint import Compute
+from mlshift.specs.endpoint import Batching, Compute
 
 __all__ = ["ProcessRuntime", "Replica", "ReplicaRequest", "ReplicaRuntime"]
 
@@ -37,6 +37,7 @@ class ReplicaRequest:
         timeout: Seconds the server may take to load its model and answer.
         signature_json: The model's input signature as JSON, when it has one.
         skops_trust: Extra types the model's version was registered to trust (skops files).
+        batching: The variant's micro-batching, when it sets one.
     """
 
     endpoint: str
@@ -51,6 +52,7 @@ class ReplicaRequest:
     timeout: float
     signature_json: str | None = None
     skops_trust: str | None = None
+    batching: Batching | None = None
 
     @property
     def what(self) -> str:
@@ -78,7 +80,17 @@ class ReplicaRequest:
             args += ["--signature-json", self.signature_json]
         if self.skops_trust:
             args += ["--skops-trust", self.skops_trust]
+        if self.batching is not None:
+            args += [
+                "--max-batch-size", str(self.batching.max_batch_size),
+                "--max-latency-ms", f"{self.batching.max_latency_ms:g}",
+            ]  # fmt: skip
         return args
+
+    def environment(self) -> dict[str, str]:
+        """What a server that reads its settings from the environment (a container) needs
+        beyond the model itself: the variant's batching."""
+        return self.batching.environment() if self.batching is not None else {}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mlshift.adapter import OptionChange, ResolvedVariant, VariantState
 from mlshift.specs._base import SpecModel
-from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Batching, Compute, EndpointSpec
 from mlshift.specs.model import ModelSpec, ModelVersion
 from mlshift.specs.rollout import BlueGreen, Canary, Linear, RolloutStrategy, Shadow
 
@@ -54,6 +54,7 @@ class PlannedVariant(SpecModel):
     schema_check: str | None = None
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     autoscaling: Autoscaling | None = None
+    batching: Batching | None = None
 
     def resolved(self, registered: Mapping[str, ModelVersion], **changes: Any) -> ResolvedVariant:
         """The variant as the target's primitives take it, with ``changes`` applied.
@@ -69,6 +70,7 @@ class PlannedVariant(SpecModel):
             "compute": self.compute,
             "provider_options": self.provider_options,
             "autoscaling": self.autoscaling,
+            "batching": self.batching,
         }
         return ResolvedVariant(**{**fields, **changes})
 
@@ -77,6 +79,11 @@ class PlannedVariant(SpecModel):
         if self.model is not None:
             return f"{self.model.name}:{self.model.version}"
         return f"{self.pending_model}:(new version)"
+
+    @property
+    def batching_label(self) -> str:
+        """``, batching 32 rows / 2 ms`` when the variant batches, else nothing."""
+        return f", {self.batching.describe()}" if self.batching is not None else ""
 
 
 class RegisterModel(SpecModel):
@@ -107,7 +114,7 @@ class CreateEndpoint(SpecModel):
         return f"endpoint {self.endpoint}"
 
     def describe(self) -> str:
-        parts = ", ".join(f"{v.name}={v.model_label} {v.weight}%" for v in self.variants)
+        parts = ", ".join(f"{v.name}={v.model_label} {v.weight}%{v.batching_label}" for v in self.variants)
         return f"create endpoint {self.endpoint} ({parts})"
 
 
@@ -131,7 +138,10 @@ class AddVariant(SpecModel):
 
     def describe(self) -> str:
         v = self.variant
-        text = f"add variant {v.name} ({v.model_label}, {v.compute.size} x{v.compute.replicas}) at 0%"
+        text = (
+            f"add variant {v.name} ({v.model_label}, {v.compute.size} x{v.compute.replicas}"
+            f"{v.batching_label}) at 0%"
+        )
         if self.stand_in_for:
             text += f", to serve {self.stand_in_for}'s traffic while it is replaced (no in-place updates)"
         return f"{text}; {v.schema_check}" if v.schema_check else text
@@ -150,7 +160,10 @@ class ReplaceVariant(SpecModel):
         return f"endpoint {self.endpoint}"
 
     def describe(self) -> str:
-        text = f"variant {self.variant.name}: model {self.old_model} -> {self.variant.model_label}"
+        text = (
+            f"variant {self.variant.name}: model {self.old_model} -> {self.variant.model_label}"
+            f"{self.variant.batching_label}"
+        )
         return f"{text}; {self.variant.schema_check}" if self.variant.schema_check else text
 
 

@@ -270,6 +270,7 @@ def _resolve_variant(
         compute=compute,
         provider_options=dict(spec.provider_options),
         autoscaling=spec.autoscaling,
+        batching=variant.batching,
     )
 
 

@@ -225,7 +225,10 @@ def create_app(
         if batching.enabled and model.batchable
         else None
     )
-    predict = _PredictEndpoint(model, headers, limits, lock=lock, batcher=batcher)
+    # One intake for every prediction route (/invocations and the others, /v2 infer): one
+    # in-flight counter and one pool of large-body slots, so the limits hold for the server.
+    intake = _Intake(limits, batcher)
+    predict = _PredictEndpoint(model, headers, intake, lock=lock)
 
     async def healthy(request: Request) -> Response:
         # The model is loaded before the app exists, so live means ready.
@@ -255,7 +258,7 @@ def create_app(
         return respond(_version().encode(), media_type="text/plain")
 
     v2 = V2Model.of(model, model_ref)
-    infer = _InferEndpoint(model, headers, limits, v2, lock=lock, batcher=batcher)
+    infer = _InferEndpoint(model, headers, intake, v2, lock=lock)
     v2_server = dumps({"name": "mlshift", "version": _version(), "extensions": ["binary_tensor_data"]})
 
     async def v2_metadata(request: Request) -> Response:
@@ -380,39 +383,23 @@ def _busy(what: str) -> _Refused:
     )
 
 
-class _PredictEndpoint:
-    """The prediction routes, as a bare ASGI app mounted on Starlette routes.
+class _Intake:
+    """How every prediction route admits a request and reads its body: one place, one count.
 
-    Not a ``request -> Response`` function: Starlette's Request and Response objects and their
-    exception wrapping cost about 20 µs per request, which profiles of a single-row request
-    (about 300 µs of server CPU in all) showed as the largest overhead left outside the model.
-    Routing, 404/405 answers and every other route stay with Starlette.
-
-    Limits cost two integer counters on the event loop's thread, never a lock around a
-    prediction: ``inflight`` counts requests being read or answered, ``large`` those with a
-    body over :attr:`Limits.large_body_bytes`, whose parsing, prediction and encoding run in a
-    worker thread so that health checks keep being answered meanwhile.
+    ``/invocations`` (and the other clouds' prediction routes) and ``/v2/.../infer`` share one
+    intake, so ``MLSHIFT_MAX_INFLIGHT`` and ``MLSHIFT_MAX_LARGE_INFLIGHT`` bound the server,
+    not each route. Limits cost two integer counters on the event loop's thread, never a lock
+    around a prediction: ``inflight`` counts requests being read or answered, ``large`` those
+    with a body over :attr:`Limits.large_body_bytes`, whose parsing, prediction and encoding
+    run in a worker thread so that health checks keep being answered meanwhile.
     """
 
-    def __init__(
-        self,
-        model: LoadedModel,
-        headers: Mapping[str, str],
-        limits: Limits,
-        *,
-        lock: threading.Lock | None = None,
-        batcher: Batcher | None = None,
-    ) -> None:
-        self.model = model
-        self.signature = model.signature
-        self.predict_batch = model.predict_batch
+    def __init__(self, limits: Limits, batcher: Batcher | None) -> None:
         self.limits = limits
+        self.batcher = batcher
         self.inflight = 0
         self.large = 0
-        # User predictors run in a thread; one at a time, so they need not be thread-safe.
-        self.lock = threading.Lock() if lock is None else lock
-        self.batcher = batcher
-        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.busy = _busy(f"{limits.max_inflight} requests")
         self.too_large = _Refused(
             413,
             _error_body(
@@ -423,78 +410,25 @@ class _PredictEndpoint:
             [_CLOSE],
         )
 
-    def _run_locked(self, batch: Batch) -> list[Any]:
-        with self.lock:
-            return self.predict_batch(batch)
+    async def read(self, length: str | None, receive: Receive, slot: list[bool]) -> bytes | list[bytes]:
+        """The body (its chunks when it is large), within the size limit and the large-body slots.
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        extra: list[tuple[bytes, bytes]] = []
-        if self.inflight >= self.limits.max_inflight:
-            refused = _busy(f"{self.limits.max_inflight} requests")
-            status, body, content_type, extra = refused.status, refused.body, _JSON_BYTES, refused.headers
-        else:
-            self.inflight += 1
-            try:
-                status, body, content_type = await self._answer(scope, receive)
-            except _ClientGone:
-                return
-            except _Refused as refused:
-                status, body, content_type, extra = refused.status, refused.body, _JSON_BYTES, refused.headers
-            finally:
-                self.inflight -= 1
-        headers = [
-            (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode("latin-1")),
-            *self.headers,
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        ``slot[0]`` is set when the request takes a large-body slot; the caller gives it back.
+        While the body is read, the request counts as one that may still join a batch.
 
-    async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, bytes]:
-        length, content_type, accept = _predict_headers(scope["headers"])
+        Raises:
+            _ClientGone: if the client disconnects first.
+            _Refused: over the size limit, or no large-body slot is free.
+        """
         declared = int(length) if length is not None and length.isdigit() else None
-        if declared is not None and declared > self.limits.max_body_bytes:
-            raise self.too_large
-        # slot[0]: whether this request holds one of the large-request slots.
-        slot = [False]
-        if declared is not None and declared > self.limits.large_body_bytes:
-            self._take_large(slot)
-        try:
-            if self.batcher is None:
-                body = await self._read_body(receive, slot)
-            else:
-                body = await self.batcher.read(self._read_body(receive, slot))
-            if isinstance(body, list):
-                # Parsing a large body takes long and costs memory: off the event loop.
-                return await anyio.to_thread.run_sync(self._work_large, body, content_type, accept)
-            batch = self._parse(body, content_type)
-            if not isinstance(batch, Batch):
-                return batch
-            if self.batcher is not None and self.batcher.accepts(batch, _rows(batch)):
-                return await self._batched(self.batcher, batch, accept)
-            if self.model.blocking or len(batch.rows) > INLINE_MAX_ROWS:
-                runner = self._run_locked if self.model.blocking else self.predict_batch
-                return await anyio.to_thread.run_sync(self._predict_encode, runner, batch, accept)
-            return self._predict_encode(self.predict_batch, batch, accept)
-        finally:
-            if slot[0]:
-                self.large -= 1
-
-    async def _batched(self, batcher: Batcher, batch: Batch, accept: str) -> tuple[int, bytes, bytes]:
-        """Predict in a batch shared with other requests; encode this request's answer."""
-        try:
-            predictions = await batcher.predict(batch)
-        except InvalidPayload as exc:
-            return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
-        except Exception:
-            return _failed("prediction failed", "the model failed on this request")
-        try:
-            if _CSV in accept and _JSON not in accept:
-                return 200, encode_csv(predictions), _CSV_BYTES
-            return 200, dumps({"predictions": predictions}), _JSON_BYTES
-        except Exception:
-            return _failed("encoding the predictions failed", "the model's predictions could not be encoded")
+        if declared is not None:
+            if declared > self.limits.max_body_bytes:
+                raise self.too_large
+            if declared > self.limits.large_body_bytes:
+                self._take_large(slot)
+        if self.batcher is None:
+            return await self._read_body(receive, slot)
+        return await self.batcher.read(self._read_body(receive, slot))
 
     def _take_large(self, slot: list[bool]) -> None:
         if self.large >= self.limits.max_large_inflight:
@@ -503,14 +437,7 @@ class _PredictEndpoint:
         slot[0] = True
 
     async def _read_body(self, receive: Receive, slot: list[bool]) -> bytes | list[bytes]:
-        """The body, or its chunks when it is large (joined off the event loop).
-
-        One sent without Content-Length takes a large-request slot once it is large.
-
-        Raises:
-            _ClientGone: if the client disconnects first.
-            _Refused: over the size limit, or no large-request slot is free.
-        """
+        # One sent without Content-Length takes a large-body slot once it is large.
         size = 0
         chunks: list[bytes] = []
         limit = self.limits.max_body_bytes
@@ -531,6 +458,115 @@ class _PredictEndpoint:
         if slot[0]:
             return chunks
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+#: An answer: status, body, content type, extra headers.
+_Answer = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]
+_NO_HEADERS: list[tuple[bytes, bytes]] = []
+
+
+class _PredictEndpoint:
+    """The prediction routes, as a bare ASGI app mounted on Starlette routes.
+
+    Not a ``request -> Response`` function: Starlette's Request and Response objects and their
+    exception wrapping cost about 20 µs per request, which profiles of a single-row request
+    (about 300 µs of server CPU in all) showed as the largest overhead left outside the model.
+    Routing, 404/405 answers and every other route stay with Starlette.
+
+    Every prediction route goes through :meth:`__call__`: admission and the body read (by the
+    shared :class:`_Intake`), then :meth:`_answer`, the one place an answer is produced.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        headers: Mapping[str, str],
+        intake: _Intake,
+        *,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        self.model = model
+        self.signature = model.signature
+        self.predict_batch = model.predict_batch
+        self.intake = intake
+        self.limits = intake.limits
+        self.batcher = intake.batcher
+        # User predictors run in a thread; one at a time, so they need not be thread-safe.
+        self.lock = threading.Lock() if lock is None else lock
+        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+    def _run_locked(self, batch: Batch) -> list[Any]:
+        with self.lock:
+            return self.predict_batch(batch)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        intake = self.intake
+        if intake.inflight >= intake.limits.max_inflight:
+            status, body, content_type, extra = self._refused(intake.busy)
+        else:
+            intake.inflight += 1
+            # slot[0]: whether this request holds one of the large-body slots.
+            slot = [False]
+            try:
+                length, content_type_in, accept = _predict_headers(scope["headers"])
+                self._admit(scope)
+                data = await intake.read(length, receive, slot)
+                status, body, content_type, extra = await self._answer(scope, data, content_type_in, accept)
+            except _ClientGone:
+                return
+            except _Refused as refused:
+                status, body, content_type, extra = self._refused(refused)
+            except V2Error as exc:
+                status, body, content_type, extra = exc.status, exc.body, _JSON_BYTES, _NO_HEADERS
+            finally:
+                intake.inflight -= 1
+                if slot[0]:
+                    intake.large -= 1
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode("latin-1")),
+            *self.headers,
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _admit(self, scope: Scope) -> None:
+        """Checks on the request line, before its body is read (none here)."""
+
+    def _refused(self, refused: _Refused) -> _Answer:
+        return refused.status, refused.body, _JSON_BYTES, refused.headers
+
+    async def _answer(
+        self, scope: Scope, body: bytes | list[bytes], content_type: str, accept: str
+    ) -> _Answer:
+        if isinstance(body, list):
+            # Parsing a large body takes long and costs memory: off the event loop.
+            return _plain(await anyio.to_thread.run_sync(self._work_large, body, content_type, accept))
+        batch = self._parse(body, content_type)
+        if not isinstance(batch, Batch):
+            return _plain(batch)
+        if self.batcher is not None and self.batcher.accepts(batch, _rows(batch)):
+            return _plain(await self._batched(self.batcher, batch, accept))
+        if self.model.blocking or len(batch.rows) > INLINE_MAX_ROWS:
+            runner = self._run_locked if self.model.blocking else self.predict_batch
+            return _plain(await anyio.to_thread.run_sync(self._predict_encode, runner, batch, accept))
+        return _plain(self._predict_encode(self.predict_batch, batch, accept))
+
+    async def _batched(self, batcher: Batcher, batch: Batch, accept: str) -> tuple[int, bytes, bytes]:
+        """Predict in a batch shared with other requests; encode this request's answer."""
+        try:
+            predictions = await batcher.predict(batch)
+        except InvalidPayload as exc:
+            return 400, _error_body(exc.code, exc.message, exc.hint), _JSON_BYTES
+        except Exception:
+            return _failed("prediction failed", "the model failed on this request")
+        try:
+            if _CSV in accept and _JSON not in accept:
+                return 200, encode_csv(predictions), _CSV_BYTES
+            return 200, dumps({"predictions": predictions}), _JSON_BYTES
+        except Exception:
+            return _failed("encoding the predictions failed", "the model's predictions could not be encoded")
 
     def _parse(self, body: bytes | bytearray, content_type: str) -> Batch | tuple[int, bytes, bytes]:
         """The batch, or the 400/413/415 answer for a body that is not one."""
@@ -652,69 +688,35 @@ class _InferEndpoint(_PredictEndpoint):
         self,
         model: LoadedModel,
         headers: Mapping[str, str],
-        limits: Limits,
+        intake: _Intake,
         v2: V2Model,
         *,
         lock: threading.Lock | None = None,
-        batcher: Batcher | None = None,
     ) -> None:
-        super().__init__(model, headers, limits, lock=lock, batcher=batcher)
+        super().__init__(model, headers, intake, lock=lock)
         self.v2 = v2
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        extra: list[tuple[bytes, bytes]] = []
-        try:
-            if self.inflight >= self.limits.max_inflight:
-                raise _busy(f"{self.limits.max_inflight} requests")
-            self.inflight += 1
-            try:
-                status, body, content_type, extra = await self._infer(scope, receive)
-            finally:
-                self.inflight -= 1
-        except _ClientGone:
-            return
-        except _Refused as refused:
-            status, body, content_type = refused.status, _v2_error(refused.body).body, _JSON_BYTES
-            extra = refused.headers
-        except V2Error as exc:
-            status, body, content_type = exc.status, exc.body, _JSON_BYTES
-        headers = [
-            (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode("latin-1")),
-            *self.headers,
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _infer(self, scope: Scope, receive: Receive) -> _Answer:
-        """The answer; raises V2Error or _Refused for a request refused."""
+    def _admit(self, scope: Scope) -> None:
+        # An unknown model name is a 404 before its body is read.
         self.v2.check(scope.get("path_params", {}))
-        length, _, _ = _predict_headers(scope["headers"])
+
+    def _refused(self, refused: _Refused) -> _Answer:
+        return refused.status, _v2_error(refused.body).body, _JSON_BYTES, refused.headers
+
+    async def _answer(
+        self, scope: Scope, body: bytes | list[bytes], content_type: str, accept: str
+    ) -> _Answer:
+        """The answer; raises V2Error or _Refused for a request refused."""
         header_length = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER_LENGTH), None)
-        declared = int(length) if length is not None and length.isdigit() else None
-        if declared is not None and declared > self.limits.max_body_bytes:
-            raise self.too_large
-        slot = [False]
-        if declared is not None and declared > self.limits.large_body_bytes:
-            self._take_large(slot)
-        try:
-            if self.batcher is None:
-                body = await self._read_body(receive, slot)
-            else:
-                body = await self.batcher.read(self._read_body(receive, slot))
-            if isinstance(body, list):
-                # Joined, parsed and predicted off the event loop, as other large bodies are.
-                return await anyio.to_thread.run_sync(self._infer_chunks, body, header_length)
-            batch, request = self._parse_tensors(body, header_length)
-            if self.batcher is not None and self.batcher.accepts(batch, _rows(batch)):
-                return await self._infer_batched(self.batcher, batch, request)
-            if self.model.blocking or _rows(batch) > INLINE_MAX_ROWS:
-                return await anyio.to_thread.run_sync(self._predict_tensor, batch, request)
-            return self._predict_tensor(batch, request)
-        finally:
-            if slot[0]:
-                self.large -= 1
+        if isinstance(body, list):
+            # Joined, parsed and predicted off the event loop, as other large bodies are.
+            return await anyio.to_thread.run_sync(self._infer_chunks, body, header_length)
+        batch, request = self._parse_tensors(body, header_length)
+        if self.batcher is not None and self.batcher.accepts(batch, _rows(batch)):
+            return await self._infer_batched(self.batcher, batch, request)
+        if self.model.blocking or _rows(batch) > INLINE_MAX_ROWS:
+            return await anyio.to_thread.run_sync(self._predict_tensor, batch, request)
+        return self._predict_tensor(batch, request)
 
     async def _infer_batched(self, batcher: Batcher, batch: Batch, request: InferRequest) -> _Answer:
         try:
@@ -771,8 +773,11 @@ class _InferEndpoint(_PredictEndpoint):
         return 200, body, b"application/octet-stream", [(_HEADER_LENGTH, str(json_length).encode())]
 
 
-_Answer = tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]
 _HEADER_LENGTH = HEADER_LENGTH.encode()
+
+
+def _plain(answer: tuple[int, bytes, bytes]) -> _Answer:
+    return answer[0], answer[1], answer[2], _NO_HEADERS
 
 
 def _rows(batch: Batch) -> int:

@@ -1,7 +1,7 @@
 """Provider-neutral specs: what users ask for, validated before anything happens."""
 
 from mlshift.specs._base import SpecModel
-from mlshift.specs.endpoint import SIZES, Autoscaling, Compute, EndpointSpec, Variant
+from mlshift.specs.endpoint import SIZES, Autoscaling, Batching, Compute, EndpointSpec, Variant
 from mlshift.specs.model import FRAMEWORKS, ColumnSpec, ModelRef, ModelSpec, ModelVersion, Signature
 from mlshift.specs.project import ProjectFile, TargetConfig
 
@@ -9,6 +9,7 @@ __all__ = [
     "FRAMEWORKS",
     "SIZES",
     "Autoscaling",
+    "Batching",
     "ColumnSpec",
     "Compute",
     "EndpointSpec",

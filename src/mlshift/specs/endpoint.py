@@ -10,7 +10,7 @@ from mlshift.specs._base import Name, SpecModel
 from mlshift.specs.model import ModelRef
 from mlshift.specs.rollout import RolloutStrategy
 
-__all__ = ["SIZES", "Autoscaling", "Compute", "EndpointSpec", "ModelRefField", "Size", "Variant"]
+__all__ = ["SIZES", "Autoscaling", "Batching", "Compute", "EndpointSpec", "ModelRefField", "Size", "Variant"]
 
 Size = Literal["cpu-small", "cpu-medium", "cpu-large", "gpu-small", "gpu-medium", "gpu-large"]
 #: Neutral compute sizes; each adapter maps them to an instance type in a documented table.
@@ -65,6 +65,36 @@ class Autoscaling(SpecModel):
         return self
 
 
+class Batching(SpecModel):
+    """Adaptive micro-batching in a variant's model servers (see ``docs/serving.md``).
+
+    Concurrent requests to one server are merged into one model call of at most
+    ``max_batch_size`` rows; a request waits at most ``max_latency_ms`` for others to join.
+    Every target runs the same server, which reads these as ``MLSHIFT_MAX_BATCH_SIZE`` and
+    ``MLSHIFT_MAX_LATENCY_MS`` (see :meth:`environment`).
+
+    Attributes:
+        max_batch_size: The most rows one model call gets; 1 turns batching off.
+        max_latency_ms: The longest a request waits for others to join its batch.
+    """
+
+    max_batch_size: int = Field(default=1, ge=1, le=100_000)
+    max_latency_ms: float = Field(default=5.0, gt=0, le=10_000)
+
+    def environment(self) -> dict[str, str]:
+        """The model server's environment variables for these settings."""
+        return {
+            "MLSHIFT_MAX_BATCH_SIZE": str(self.max_batch_size),
+            "MLSHIFT_MAX_LATENCY_MS": f"{self.max_latency_ms:g}",
+        }
+
+    def describe(self) -> str:
+        """How a plan shows it: ``batching 32 rows / 2 ms`` (or ``batching off``)."""
+        if self.max_batch_size <= 1:
+            return "batching off"
+        return f"batching {self.max_batch_size} rows / {self.max_latency_ms:g} ms"
+
+
 class Variant(SpecModel):
     """One model version behind an endpoint, with its share of the traffic.
 
@@ -73,12 +103,15 @@ class Variant(SpecModel):
         model: ``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME``; resolved to a version at plan time.
         weight: Percent of requests, 0-100; the weights of an endpoint sum to 100.
         compute: Overrides the endpoint's compute for this variant.
+        batching: Adaptive micro-batching in its model servers (off when omitted); passed
+            to every replica as environment, on every target.
     """
 
     name: Name
     model: ModelRefField
     weight: int = Field(default=100, ge=0, le=100)
     compute: Compute | None = None
+    batching: Batching | None = None
 
 
 class EndpointSpec(SpecModel):

@@ -403,6 +403,7 @@ class AzureMLEndpointService(BaseEndpointService):
             "MLSHIFT_MODEL_DIGEST": model.digest,
             "MLSHIFT_MODEL_REF": f"{model.name}:{model.version}",
             "MLSHIFT_VARIANT": variant.name,
+            **variant.serving_environment(),  # the variant's batching: the same server reads it
         }
         if model.signature is not None:
             env["MLSHIFT_SIGNATURE"] = model.signature.model_dump_json()

@@ -744,6 +744,7 @@ class SageMakerEndpointService(BaseEndpointService):
             "MLSHIFT_FRAMEWORK": version.framework,
             "MLSHIFT_ARTIFACT": "/opt/ml/model/" + entry,
             "MLSHIFT_VARIANT": variant.name,
+            **variant.serving_environment(),  # the variant's batching: the same server reads it
         }
         if version.signature is not None:
             signature = version.signature.model_dump_json()

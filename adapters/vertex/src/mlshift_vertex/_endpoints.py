@@ -190,6 +190,15 @@ class VertexEndpointService(BaseEndpointService):
             size = spec.compute_for(variant).size
             if size not in SIZE_TO_MACHINE and not getattr(options, "machine_type", None):
                 raise ConfigError(f"no Vertex machine for size {size!r}", field=f"variants[{i}].compute.size")
+            if variant.batching is not None and variant.batching.max_batch_size > 1:
+                # The server's environment is part of the uploaded Model, shared by every
+                # deployment of the version; a DeployedModel cannot set its own.
+                raise ConfigError(
+                    f"variant {variant.name!r} sets batching, which Vertex AI cannot apply per variant: "
+                    "a model server's environment is fixed when the model version is uploaded",
+                    field=f"variants[{i}].batching",
+                    hint="remove batching from the variant on the vertex target",
+                )
 
     # ---------------------------------------------------------------- writing
 
