@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlshift._client import Client
-from mlshift.adapter import Capability, EndpointState
+from mlshift.adapter import EndpointState
 from mlshift.errors import MlshiftError, NotFound, RolloutFailed
 from mlshift.plan import ApplyEvent, GateCheck, GateReading
 from mlshift.specs.rollout import RolloutStrategy
@@ -79,13 +79,16 @@ def hold_bake_for_requests(
         poll: Seconds between metric reads while waiting.
 
     Returns:
-        A check for ``deploy(..., checks=[...])`` / ``apply(..., checks=[...])``. On a target
-        without ``METRICS`` it holds nothing.
+        A check for ``deploy(..., checks=[...])`` / ``apply(..., checks=[...])``. It holds
+        only bakes judged on the target's metrics (``METRICS``), not a shadow phase or a bake
+        judged on its probes' answers alone.
     """
     held: set[int] = set()
 
     def hold_bake_for_requests(reading: GateReading) -> bool | str:
-        if reading.stage in held or Capability.METRICS not in client.adapter.capabilities:
+        # Only readings of the target's metrics (``window`` set) are held: a shadow phase or a
+        # bake judged on its own probes counts requests this check cannot read.
+        if reading.window is None or reading.stage in held:
             return True
         held.add(reading.stage)
         # The open journal record names the variants that served before this rollout; every
