@@ -27,6 +27,8 @@ BODIES = {
     "threshold-5.01": "return [int(row[0] >= 5.01) for row in batch]",
     "failing": 'raise RuntimeError("this version is broken")',
     "slow": "time.sleep(0.06)\n        return [0 for _ in batch]",
+    # Slower than a loaded machine makes the baseline: a ratio to the baseline's p99 must show.
+    "very-slow": "time.sleep(0.5)\n        return [0 for _ in batch]",
 }
 
 

@@ -194,7 +194,8 @@ def test_canary_with_a_gate_rolls_back_and_the_old_version_keeps_serving(
     docker_target.endpoints.deploy("iris", "iris:1")
     gate = HealthGate(min_requests=5, probe=Probe(payload={"instances": iris["rows"][:1]}, rate=50))
     with pytest.raises(RolloutFailed, match="error rate"):
-        docker_target.endpoints.deploy("iris", "iris:2", rollout=Canary(percent=10, bake=20, gate=gate))
+        # The gate trips on its 5th failed probe; the bake only bounds a hang.
+        docker_target.endpoints.deploy("iris", "iris:2", rollout=Canary(percent=10, bake=120, gate=gate))
     state = docker_target.endpoints.get("iris")
     assert [(v.model, v.weight, v.status) for v in state.variants] == [("iris:1", 100, "healthy")]
     assert docker_target.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v1"]

@@ -15,6 +15,7 @@ from mlshift.plan import Plan, ReplaceVariant
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import HealthGate, Probe
 from mlshift.testing.memory import MemoryAdapter
+from mlshift.testing.rollouts import hold_bake_for_requests
 from rollout_models import predictor
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
@@ -163,7 +164,7 @@ def test_a_canary_into_the_same_variant_promotes_without_in_place_calls(
     )
     plan = client.plan(wanted)
     assert [a.kind for a in plan.actions] == ["rollout"]
-    client.apply(plan)
+    client.apply(plan, checks=[hold_bake_for_requests(client, "iris", GATE.min_requests)])
     assert end_state(client) == [("main", "iris:2", 100, "cpu-small", 1)]
     assert client.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v2"]
     calls = calls_since(client, mark)
@@ -264,7 +265,7 @@ def test_a_resize_before_a_rollout_is_kept_in_what_the_rollout_records(client: m
         }
     )
     mark = len(MemoryAdapter.of(client).calls)
-    client.apply(wanted)
+    client.apply(wanted, checks=[hold_bake_for_requests(client, "iris", GATE.min_requests)])
     assert sorted(end_state(client)) == [
         ("a", "iris:1", 50, "cpu-large", 1),
         ("b", "iris:2", 50, "cpu-small", 1),

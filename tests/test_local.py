@@ -113,7 +113,7 @@ def test_a_dead_replica_leaves_the_rotation_and_callers_see_no_error(
         (processes,) = conn.execute("SELECT processes FROM variants WHERE endpoint = 'iris'").fetchone()
     dead, _ = json.loads(processes)
     os.kill(dead["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 30  # the kill is delivered asynchronously
+    deadline = time.monotonic() + 120  # the kill is delivered asynchronously; a bound only
     while local.endpoints.get("iris").variants[0].status != "failed":
         assert time.monotonic() < deadline, "the killed replica is not reported"
         time.sleep(0.05)
@@ -130,7 +130,7 @@ def test_a_dead_replica_leaves_the_rotation_and_callers_see_no_error(
 
 
 def _wait_until_failed(client: mlshift.Client, name: str) -> None:
-    deadline = time.monotonic() + 30  # the kill is delivered asynchronously
+    deadline = time.monotonic() + 120  # the kill is delivered asynchronously; a bound only
     while client.endpoints.get(name).variants[0].status != "failed":
         assert time.monotonic() < deadline, "the killed replica is not reported"
         time.sleep(0.05)
@@ -199,7 +199,7 @@ def test_crashed_variant_is_reported(deployed: mlshift.Client) -> None:
         (processes,) = conn.execute("SELECT processes FROM variants WHERE endpoint = 'iris'").fetchone()
     pid = json.loads(processes)[0]["pid"]
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30  # the kill is delivered asynchronously
+    deadline = time.monotonic() + 120  # the kill is delivered asynchronously; a bound only
     while (state := deployed.endpoints.get("iris")).variants[0].status != "failed":
         if time.monotonic() > deadline:
             break

@@ -15,6 +15,7 @@ from mlshift.errors import ConfigError, NotFound, RolloutFailed, UnsupportedOper
 from mlshift.plan import ApplyEvent, GateReading
 from mlshift.specs.rollout import BlueGreen, Canary, HealthGate, Linear, Probe
 from mlshift.testing.memory import MemoryAdapter
+from mlshift.testing.rollouts import hold_bake_for_requests
 from rollout_models import predictor
 
 PROBE = Probe(payload={"instances": [[5.1, 3.5, 1.4, 0.2]]}, rate=100)
@@ -57,7 +58,12 @@ class Recorder:
 def test_good_canary_promotes(client: mlshift.Client) -> None:
     seen = Recorder()
     state = client.endpoints.deploy(
-        "iris", "iris:2", rollout=Canary(percent=25, bake=0.5, gate=fast_gate()), on_event=seen
+        "iris",
+        "iris:2",
+        rollout=Canary(percent=25, bake=0.5, gate=fast_gate()),
+        on_event=seen,
+        # The bake ends with the gate's 5 probe answers counted, however slow the machine.
+        checks=[hold_bake_for_requests(client, "iris", 5)],
     )
     assert state.weights == {"iris-v2": 100}
     assert seen.splits == [{"iris-v1": 75, "iris-v2": 25}, {"iris-v1": 0, "iris-v2": 100}]

@@ -14,6 +14,7 @@ from mlshift.plan import GateReading
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe
 from mlshift.testing.memory import MemoryAdapter
+from mlshift.testing.rollouts import hold_bake_for_requests
 from rollout_models import predictor, wide_models
 
 
@@ -58,13 +59,18 @@ def test_version_refusing_what_the_baseline_answers_is_rolled_back(
 def test_the_client_error_check_can_be_turned_off(client: mlshift.Client, wide: dict[str, Any]) -> None:
     rollout = canary(wide["rows"][:1], max_client_error_increase=None)
     rollout = rollout.model_copy(update={"bake": 0.5})
-    state = client.endpoints.deploy("wide", "wide:2", rollout=rollout, allow_schema_change=True)
+    hold = hold_bake_for_requests(client, "wide", 8)  # the bake ends with the gate's 8 probes counted
+    state = client.endpoints.deploy(
+        "wide", "wide:2", rollout=rollout, allow_schema_change=True, checks=[hold]
+    )
     assert state.weights == {"wide-v2": 100}
 
 
 def test_requests_the_baseline_refuses_too_do_not_fail_the_new_version(client: mlshift.Client) -> None:
     rollout = canary([[1.0, 2.0, 3.0]]).model_copy(update={"bake": 1.0})  # 3 values: both answer 400
-    state = client.endpoints.deploy("wide", "wide:3", rollout=rollout)
+    state = client.endpoints.deploy(
+        "wide", "wide:3", rollout=rollout, checks=[hold_bake_for_requests(client, "wide", 8)]
+    )
     assert state.weights == {"wide-v3": 100}
     record = client.endpoints.history("wide")[0]
     assert record.measurements["client_error_rate"] == 1.0

@@ -15,6 +15,7 @@ from mlshift.plan import Plan, Rollout
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe
 from mlshift.testing.memory import MemoryAdapter
+from mlshift.testing.rollouts import hold_bake_for_requests
 
 GATE = HealthGate(min_requests=5, probe=Probe(payload={"instances": [[5.1, 3.5, 1.4, 0.2]]}, rate=100))
 
@@ -54,7 +55,9 @@ def test_a_declined_rollout_runs_on_the_engine_and_the_plan_says_why(native: mls
     action = rollout_of(plan)
     assert (action.native, action.engine_reason) == (False, "the target cannot run rollouts to iris:2")
     assert "; mlshift runs it: the target cannot run rollouts to iris:2" in plan.render()
-    state = native.apply(plan).endpoints["iris"]
+    state = native.apply(plan, checks=[hold_bake_for_requests(native, "iris", GATE.min_requests)]).endpoints[
+        "iris"
+    ]
     assert state.weights == {"next": 100}
     assert not any(call[0] == "native_rollout" for call in MemoryAdapter.of(native).calls)
     record = native.endpoints.history("iris")[0]

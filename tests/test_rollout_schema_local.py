@@ -46,7 +46,9 @@ def test_wrong_schema_is_refused_then_rolled_back_on_client_errors(
     assert refused.returncode == 1, refused.stderr
     assert "wide:2 takes 5 columns, wide:1 takes 20: callers send 20 values per row" in refused.stderr
 
-    bake = 20.0
+    # Far longer than 20 refusals take even on a loaded machine: the gate must trip on them,
+    # not wait for the bake's end.
+    bake = 120.0
     body = json.dumps({"instances": wide["rows"][:1]})
     with load(url, tmp_path, min_requests=2_000, body=body) as seen:
         failed = cli(

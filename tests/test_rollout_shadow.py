@@ -17,6 +17,7 @@ from mlshift.plan import ApplyEvent
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Shadow
 from mlshift.testing.memory import MemoryAdapter
+from mlshift.testing.rollouts import hold_bake_for_requests
 from rollout_models import predictor, shadow_rows
 
 ROWS = shadow_rows()
@@ -110,7 +111,9 @@ def test_then_canary_moves_traffic_in_stages_after_the_shadow_phase(client: mlsh
     events = Events()
     rollout = shadow(then=Canary(percent=25, bake=0.5, gate=HealthGate(min_requests=5)))
     with callers(client):
-        client.endpoints.deploy("m", "m:3", rollout=rollout, on_event=events)
+        client.endpoints.deploy(
+            "m", "m:3", rollout=rollout, on_event=events, checks=[hold_bake_for_requests(client, "m", 5)]
+        )
     order = [
         ("shadow" if "shadow" in d else "weights") for d in events.details if "shadow" in d or "weights" in d
     ]

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 import mlshift
-from mlshift.errors import RolloutFailed
 from mlshift.specs.rollout import Canary, HealthGate
 from mlshift.testing.conformance import EndpointConformance, JournalConformance, RegistryConformance
+from mlshift.testing.rollouts import canary_under_load
 from rollout_models import predictor
 
 ADAPTER = Path(__file__).with_name("files_adapter.py")
@@ -90,18 +90,16 @@ def test_a_canary_on_it_promotes_a_good_version(tmp_path: Path, iris: dict[str, 
         client.models.register("iris", iris["v2"], framework="sklearn")
         client.endpoints.deploy("iris", "iris:1")
 
-        seen: list[int] = []
-
-        def traffic(reading: Any) -> None:  # callers keep calling while the canary bakes
-            for _ in range(5):
-                client.endpoints.predict("iris", iris["rows"][:1])
-            seen.append(reading.requests)
-
-        state = client.endpoints.deploy("iris", "iris:2", rollout=_gated(), checks=[traffic])
-        assert [(v.model, v.weight) for v in state.variants] == [("iris:2", 100)]
+        # Callers keep calling while the canary bakes; the bake ends once the gate has its 20.
+        outcome = canary_under_load(client, "iris", "iris:2", _gated(), rows=iris["rows"][:1])
+        assert outcome.failure is None, outcome.failure
+        assert outcome.state is not None
+        assert [(v.model, v.weight) for v in outcome.state.variants] == [("iris:2", 100)]
         assert client.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v2"]
-        assert seen, "the gate read the target's metrics"
-        assert [r.phase for r in client.endpoints.history("iris")][:1] == ["succeeded"]
+        assert outcome.served("iris-v2") > 0 and not outcome.errors
+        record = client.endpoints.history("iris")[0]
+        assert record.phase == "succeeded"
+        assert record.measurements["requests"] >= 20, "the gate read the target's metrics"
 
     # The state is in the folder: a new client (as a new process would) sees the same endpoint.
     with mlshift.connect(f"files://{tmp_path / 'state'}") as again:
@@ -115,12 +113,9 @@ def test_a_canary_on_it_rolls_back_a_failing_version(tmp_path: Path, iris: dict[
         client.models.register("iris", str(broken), framework="predictor")
         client.endpoints.deploy("iris", "iris:1")
 
-        def traffic(reading: Any) -> None:  # callers keep calling; some reach the broken version
-            for _ in range(10):
-                client.adapter.endpoints.invoke("iris", b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}')
-
-        with pytest.raises(RolloutFailed):
-            client.endpoints.deploy("iris", "iris:2", rollout=_gated(), checks=[traffic])
+        outcome = canary_under_load(client, "iris", "iris:2", _gated(), rows=iris["rows"][:1])
+        assert outcome.failure is not None and "error rate" in str(outcome.failure), outcome.failure
+        assert outcome.errors  # callers sent to the broken version saw it fail
         state = client.endpoints.get("iris")
         assert [(v.model, v.weight) for v in state.variants] == [("iris:1", 100)]
         assert client.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v1"]

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,13 +10,15 @@ import boto3
 import pytest
 
 import mlshift
-from mlshift.errors import ConfigError, InvalidPayload, MlshiftError, RolloutFailed
+from mlshift.errors import ConfigError, InvalidPayload, MlshiftError
 from mlshift.plan import ApplyEvent, GateReading, Rollout
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe
+from mlshift.testing.rollouts import canary_under_load
 from mlshift_sagemaker.testing import FakeSageMaker
 
-#: Short bakes: the fake publishes metrics at once, so a second of traffic is enough to judge.
+#: Short bakes: the fake publishes metrics at once, and canary_under_load holds a bake until
+#: the gate has its requests.
 GATE = HealthGate(max_error_rate=0.05, min_requests=5)
 FAILING = (
     "class Predictor:\n"
@@ -37,34 +35,6 @@ def failing_model(folder: Path) -> Path:
     path.mkdir()
     (path / "predictor.py").write_text(FAILING)
     return path
-
-
-@contextmanager
-def traffic(client: mlshift.Client, rows: list[Any]) -> Iterator[Counter[str]]:
-    """Predictions sent from another thread for the duration of the block, counted by answer."""
-    seen: Counter[str] = Counter()
-    stop, first = threading.Event(), threading.Event()
-
-    def send() -> None:
-        while not stop.is_set():
-            try:
-                answer = client.endpoints.predict("iris-ep", rows)
-                seen[f"{answer.variant} {answer.predictions}"] += 1
-            except MlshiftError as exc:
-                seen[f"error {type(exc).__name__}"] += 1
-            except Exception as exc:  # the fake itself broke: fail the test, not the thread
-                seen[f"crash {exc!r}"] += 1
-            first.set()
-            stop.wait(0.002)
-
-    thread = threading.Thread(target=send, name="traffic", daemon=True)
-    thread.start()
-    try:
-        assert first.wait(30), "no prediction came back"
-        yield seen
-    finally:
-        stop.set()
-        thread.join(30)
 
 
 class Events:
@@ -99,10 +69,17 @@ def test_a_canary_to_a_new_variant_runs_on_the_engine_under_traffic(
 ) -> None:
     seen = Events()
     mark = len(aws.calls)
-    with traffic(deployed, iris["rows"]) as answers:
-        state = deployed.endpoints.deploy(
-            "iris-ep", "iris:2", rollout=Canary(percent=20, bake=1.5, gate=GATE), on_event=seen
-        )
+    outcome = canary_under_load(
+        deployed,
+        "iris-ep",
+        "iris:2",
+        Canary(percent=20, bake=1.5, gate=GATE),
+        rows=iris["rows"],
+        on_event=seen,
+    )
+    assert outcome.failure is None, outcome.failure
+    state, answers = outcome.state, outcome.answers
+    assert state is not None
     rollout = seen.rollout
     assert rollout.native is False
     assert (
@@ -133,9 +110,11 @@ def test_a_broken_version_trips_the_gate_and_leaves_nothing_behind(
 ) -> None:
     deployed.models.register("iris", failing_model(tmp_path), framework="predictor")  # iris:3
     before = leftovers()
-    with traffic(deployed, iris["rows"]) as answers, pytest.raises(RolloutFailed) as caught:
-        deployed.endpoints.deploy("iris-ep", "iris:3", rollout=Canary(percent=20, bake=30, gate=GATE))
-    error = caught.value
+    outcome = canary_under_load(
+        deployed, "iris-ep", "iris:3", Canary(percent=20, bake=30, gate=GATE), rows=iris["rows"]
+    )
+    error, answers = outcome.failure, outcome.answers
+    assert error is not None
     assert "gate failed at 20% traffic: error rate 100.0% > 5.0%" in str(error)
     assert error.measurements["errors"] >= GATE.min_requests
     assert error.measurements["elapsed_s"] < 30  # tripped early, not at the end of the bake
@@ -268,11 +247,16 @@ def test_a_version_that_refuses_the_callers_requests_trips_the_gate_on_client_er
     with pytest.raises(ConfigError, match="iris:3 takes 3 columns, iris:1 takes 4"):
         deployed.endpoints.deploy("iris-ep", "iris:3", rollout=Canary(percent=20, bake=30, gate=GATE))
     before = leftovers()
-    with traffic(deployed, iris["rows"]) as answers, pytest.raises(RolloutFailed) as caught:
-        deployed.endpoints.deploy(
-            "iris-ep", "iris:3", rollout=Canary(percent=20, bake=30, gate=GATE), allow_schema_change=True
-        )
-    error = caught.value
+    outcome = canary_under_load(
+        deployed,
+        "iris-ep",
+        "iris:3",
+        Canary(percent=20, bake=30, gate=GATE),
+        rows=iris["rows"],
+        allow_schema_change=True,
+    )
+    error, answers = outcome.failure, outcome.answers
+    assert error is not None
     assert "client errors (4xx) 100.0% vs 0.0% on the baseline" in str(error)
     assert error.measurements["client_errors"] >= GATE.min_requests and error.measurements["errors"] == 0
     assert error.measurements["elapsed_s"] < 30

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +13,11 @@ from mlshift.errors import (
     MlshiftError,
     ProviderTimeout,
     QuotaExceeded,
-    RolloutFailed,
     UnsupportedOperation,
 )
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe, Shadow
+from mlshift.testing.rollouts import canary_under_load
 from mlshift_vertex import EtagConflict
 from mlshift_vertex.testing import FakeVertex
 
@@ -35,34 +31,6 @@ FAILING = (
     "    def predict(self, batch):\n"
     "        raise RuntimeError('this version is broken')\n"
 )
-
-
-@contextmanager
-def traffic(client: mlshift.Client, rows: list[Any]) -> Iterator[Counter[str]]:
-    """Predictions sent from another thread for the duration of the block, counted by answer."""
-    seen: Counter[str] = Counter()
-    stop, first = threading.Event(), threading.Event()
-
-    def send() -> None:
-        while not stop.is_set():
-            try:
-                answer = client.endpoints.predict("iris-ep", rows)
-                seen[str(answer.variant)] += 1
-            except MlshiftError as exc:
-                seen[f"error {type(exc).__name__}"] += 1
-            except Exception as exc:  # the fake itself broke: fail the test, not the thread
-                seen[f"crash {exc!r}"] += 1
-            first.set()
-            stop.wait(0.002)
-
-    thread = threading.Thread(target=send, name="traffic", daemon=True)
-    thread.start()
-    try:
-        assert first.wait(60), "no prediction came back"
-        yield seen
-    finally:
-        stop.set()
-        thread.join(60)
 
 
 def test_unchanged_reapply_makes_no_mutating_call_and_uploads_nothing(
@@ -147,11 +115,14 @@ def test_a_model_change_is_add_shift_remove(deployed: mlshift.Client) -> None:
 def test_canary_promotes_under_load_on_monitoring_gates(
     deployed: mlshift.Client, iris: dict[str, Any]
 ) -> None:
-    with traffic(deployed, iris["rows"]) as seen:
-        state = deployed.endpoints.deploy("iris-ep", "iris:2", rollout=Canary(percent=50, bake=6, gate=GATE))
-    assert [(v.model, v.weight) for v in state.variants] == [("iris:2", 100)]
-    assert not [k for k in seen if k.startswith(("error", "crash"))], seen
-    assert seen["iris-v2"] > 0
+    outcome = canary_under_load(
+        deployed, "iris-ep", "iris:2", Canary(percent=50, bake=6, gate=GATE), rows=iris["rows"]
+    )
+    assert outcome.failure is None, outcome.failure
+    assert outcome.state is not None
+    assert [(v.model, v.weight) for v in outcome.state.variants] == [("iris:2", 100)]
+    assert not outcome.errors, outcome.answers
+    assert outcome.served("iris-v2") > 0
     record = deployed.adapter.endpoints.rollouts("iris-ep")[0]
     assert (record.strategy, record.phase) == ("canary", "succeeded")
 
@@ -163,8 +134,10 @@ def test_a_failing_canary_returns_traffic(
     broken.mkdir()
     (broken / "predictor.py").write_text(FAILING)
     deployed.models.register("iris", broken, framework="predictor")
-    with traffic(deployed, iris["rows"]), pytest.raises(RolloutFailed, match="error rate"):
-        deployed.endpoints.deploy("iris-ep", "iris:3", rollout=Canary(percent=50, bake=6, gate=GATE))
+    outcome = canary_under_load(
+        deployed, "iris-ep", "iris:3", Canary(percent=50, bake=6, gate=GATE), rows=iris["rows"]
+    )
+    assert outcome.failure is not None and "error rate" in str(outcome.failure), outcome.failure
     state = deployed.endpoints.get("iris-ep")
     assert [(v.model, v.weight) for v in state.variants] == [("iris:1", 100)]
     assert deployed.endpoints.predict("iris-ep", iris["rows"]).predictions == iris["expected_v1"]
