@@ -2,6 +2,7 @@
 
     python bench/run.py --only image [--merge]          # what `nox -s bench` runs; docs/performance.md
     DOCKER_HOST=unix:///... python bench/serving_image.py [--rounds 3] [--cold-build]   # JSON only
+    DOCKER_HOST=unix:///... python bench/serving_image.py --cold-start-only   # no load runs
 
 Needs a Docker engine with the base image (`mlshift image base`); the serving image is built
 from the code that runs (a warm build when nothing changed). Without an engine the result says
@@ -11,7 +12,9 @@ from the code that runs (a warm build when nothing changed). Without an engine t
 - build time warm (nothing changed: every layer cached) and, with --cold-build, cold (no build
   cache; the dependency wheels still come from the host's cache);
 - cold start: `docker run` of a container to the first 200 on /invocations, and for scale the
-  engine's own cost of a container (`docker run IMAGE true` to its exit);
+  engine's own cost of a container (`docker run IMAGE true` to its exit); then what a
+  local+docker:// deployment waits for: a replica started by mlshift's Docker runtime (1 CPU,
+  the cpu-small limits) until its readiness probe passes, and to its first 200;
 - req/s and p99 through bench/loadgen.py, 2 connections, straight at one container replica and
   at one `python -m mlshift.serving` process serving the same model.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,6 +85,13 @@ def _container(client: Any, image: str, model: Path) -> tuple[Any, int, float]:
     return container, port, time.monotonic() - start
 
 
+def _cpu_seconds(container: Any) -> float:
+    """CPU time the container's processes have used so far: unlike the wall time, it hardly
+    depends on what else the machine runs, so it compares starts measured under other loads."""
+    stats = container.stats(stream=False, one_shot=True)
+    return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+
+
 def _load(port: int, body: Path, seconds: float) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, str(HERE / "loadgen.py"), f"http://127.0.0.1:{port}/invocations",
@@ -90,6 +101,32 @@ def _load(port: int, body: Path, seconds: float) -> dict[str, Any]:
     line = next(x for x in out.stdout.splitlines() if x.startswith("LOADJSON "))
     data = json.loads(line.removeprefix("LOADJSON "))
     return {"rps": data["ok"] / (data["duration_us"] / 1e6), "p99_ms": data["p99_us"] / 1000}
+
+
+def _replica_start(client: Any, image: str, model: Path) -> tuple[float, float]:
+    """Seconds from asking mlshift's Docker runtime for a replica to its start returning (its
+    readiness probe passed), and to the first 200 on /invocations."""
+    import hashlib
+
+    from mlshift.local._docker import DockerRuntime
+    from mlshift.local._runtime import ReplicaRequest
+    from mlshift.specs.endpoint import Compute
+
+    runtime = DockerRuntime(image, client=client, say=lambda _line: None)
+    request = ReplicaRequest(
+        endpoint="bench", variant="cold", index=0, artifact=model, framework="sklearn",
+        digest="sha256:" + hashlib.sha256(model.read_bytes()).hexdigest(), model_ref="iris:1",
+        compute=Compute(size="cpu-small"), folder=model.parent.parent / "replica", timeout=120,
+    )  # fmt: skip
+    runtime.ensure_image("sklearn")  # an image check is not part of a replica's start
+    start = time.monotonic()
+    replica = runtime.start(request)
+    try:
+        ready = time.monotonic() - start
+        _first_200(replica.port, time.monotonic() + 60)
+        return ready, time.monotonic() - start
+    finally:
+        runtime.stop(replica, timeout=1)
 
 
 def _container_overhead(client: Any, image: str) -> float:
@@ -103,8 +140,19 @@ def _container_overhead(client: Any, image: str) -> float:
         container.remove(force=True)
 
 
-def bench_serving_image(rounds: int = 3, *, seconds: float = 5.0, cold_build: bool = False) -> dict[str, Any]:
-    """Measure the serving image; ``{"status": "not measured: ..."}`` without an engine or base image."""
+def bench_serving_image(
+    rounds: int = 3,
+    *,
+    seconds: float = 5.0,
+    cold_build: bool = False,
+    cold_start_only: bool = False,
+    image: str | None = None,
+) -> dict[str, Any]:
+    """Measure the serving image; ``{"status": "not measured: ..."}`` without an engine or base image.
+
+    ``cold_start_only``: no build and no load runs, only the cold start rows of ``image``
+    (default: the serving image of this mlshift, which must be there).
+    """
     from mlshift.errors import MlshiftError
     from mlshift.image import build_image, default_image, docker_client
 
@@ -112,17 +160,21 @@ def bench_serving_image(rounds: int = 3, *, seconds: float = 5.0, cold_build: bo
         client = docker_client(timeout=30)
     except MlshiftError as exc:
         return {"status": f"not measured: {exc.message}"}
-    image = default_image()
+    image = (image if cold_start_only else None) or default_image()
     quiet = lambda _line: None  # noqa: E731
     result: dict[str, Any] = {"status": "measured", "image": image, "rounds": rounds, "load_seconds": seconds}
+    result["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
     try:
-        if cold_build:
+        if cold_start_only:
+            pass
+        elif cold_build:
             start = time.monotonic()
             build_image(image, no_cache=True, say=quiet)
             result["build_cold_s"] = round(time.monotonic() - start, 1)
-        start = time.monotonic()
-        build_image(image, say=quiet)
-        result["build_warm_s"] = round(time.monotonic() - start, 1)
+        if not cold_start_only:
+            start = time.monotonic()
+            build_image(image, say=quiet)
+            result["build_warm_s"] = round(time.monotonic() - start, 1)
     except MlshiftError as exc:
         return {"status": f"not measured: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")}
     result["image_mb"] = round(client.images.get(image).attrs["Size"] / 1e6)
@@ -134,10 +186,18 @@ def bench_serving_image(rounds: int = 3, *, seconds: float = 5.0, cold_build: bo
         body = Path(tmp) / "body.json"
         body.write_text(json.dumps(ROWS))
         starts, overheads, container_rps, container_p99, process_rps, process_p99 = [], [], [], [], [], []
+        replica_ready, replica_first, cpu = [], [], []
         for _ in range(rounds):
             overheads.append(_container_overhead(client, image))
             container, port, took = _container(client, image, model)
             starts.append(took)
+            cpu.append(_cpu_seconds(container))
+            if cold_start_only:
+                container.remove(force=True)
+                ready, first = _replica_start(client, image, model)
+                replica_ready.append(ready)
+                replica_first.append(first)
+                continue
             try:
                 run = _load(port, body, seconds)
                 container_rps.append(run.get("rps"))
@@ -160,7 +220,18 @@ def bench_serving_image(rounds: int = 3, *, seconds: float = 5.0, cold_build: bo
         result.update(
             cold_start_to_first_200_s=median(starts, 2),
             cold_start_samples=[round(s, 2) for s in starts],
+            cold_start_cpu_s=median(cpu, 2),
             container_overhead_s=median(overheads, 2),
+        )
+        result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        if cold_start_only:
+            result.update(
+                replica_ready_s=median(replica_ready, 2),
+                replica_first_200_s=median(replica_first, 2),
+                replica_samples=[round(s, 2) for s in replica_first],
+            )
+            return result
+        result.update(
             container_rps=median(container_rps),
             container_p99_ms=median(container_p99, 2),
             process_rps=median(process_rps),
@@ -176,8 +247,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--cold-build", action="store_true")
+    parser.add_argument(
+        "--cold-start-only", action="store_true", help="only the cold start rows (no build, no load)"
+    )
+    parser.add_argument(
+        "--image", help="with --cold-start-only: the image to start (default: this mlshift's)"
+    )
     args = parser.parse_args()
-    result = bench_serving_image(args.rounds, seconds=args.seconds, cold_build=args.cold_build)
+    result = bench_serving_image(
+        args.rounds,
+        seconds=args.seconds,
+        cold_build=args.cold_build,
+        cold_start_only=args.cold_start_only,
+        image=args.image,
+    )
     print(json.dumps(result, indent=2))
     return 0 if result["status"] == "measured" else 1
 

@@ -470,3 +470,38 @@ def test_extra_packages_go_into_a_layer_of_their_own(engine: Any) -> None:
     finally:
         with contextlib.suppress(Exception):
             engine.images.remove(tag, force=True)
+
+
+def test_a_serving_image_built_from_other_inputs_is_rebuilt_saying_why(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from mlshift.image import INPUTS_LABEL, default_image, image_inputs, outdated_because
+    from mlshift.local import DockerRuntime
+
+    current = default_image()
+    assert outdated_because(engine, current, image_inputs(client=engine)) is None  # the session's build
+    # An image of this name left by other code: labelled with what this code would build it
+    # from, but for the code itself.
+    monkeypatch.setattr(mlshift, "__version__", "0.0.0-outdated-test")
+    stale = default_image()
+    labels = {**image_inputs(client=engine), f"{INPUTS_LABEL}.code": "sha256:other", INPUTS_LABEL: "sha256:x"}
+    engine.images.build(fileobj=io.BytesIO(f"FROM {current}\n".encode()), tag=stale, labels=labels, rm=True)
+    try:
+        said: list[str] = []
+        assert DockerRuntime(client=engine, say=said.append).ensure_image("sklearn") == stale
+        why = [line for line in said if line.startswith(f"building the serving image {stale}")]
+        assert why == [
+            f"building the serving image {stale}: mlshift's code or its requirements changed since it "
+            "was built (later starts reuse it)"
+        ]
+        assert engine.images.get(stale).labels[f"{INPUTS_LABEL}.code"] != "sha256:other"
+        assert outdated_because(engine, stale, image_inputs(client=engine)) is None
+        # Up to date now: another runtime (a later deploy) reuses it without building.
+        said.clear()
+        assert DockerRuntime(client=engine, say=said.append).ensure_image("sklearn") == stale
+        assert said == []
+    finally:
+        with contextlib.suppress(Exception):
+            engine.images.remove(stale, force=True)

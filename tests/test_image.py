@@ -237,3 +237,55 @@ def test_extra_packages_need_a_tag_of_their_own_and_no_wheels_folder(tmp_path: P
     with pytest.raises(ConfigError, match="do not go together"):
         build_context(tmp_path / "context", wheels=wheels, extra_packages=("six",), say=lambda _: None)
     assert not (tmp_path / "context").exists()  # nothing written
+
+
+def _wheel(path: Path, files: dict[str, bytes], when: tuple[int, int, int, int, int, int]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=when), data)
+    return path
+
+
+def test_an_images_inputs_digest_changes_with_each_input_and_only_then(tmp_path: Path) -> None:
+    from mlshift.image import INPUTS_LABEL, image_inputs
+
+    first = image_inputs()
+    assert first == image_inputs()  # nothing changed: the same labels
+    assert set(first) == {INPUTS_LABEL} | {
+        f"{INPUTS_LABEL}.{p}" for p in ("code", "files", "arguments", "extra")
+    }  # no client: the base image's ID is not known, so it is left out
+    onnx = image_inputs("sklearn,onnx")
+    assert onnx[f"{INPUTS_LABEL}.arguments"] != first[f"{INPUTS_LABEL}.arguments"]
+    assert onnx[f"{INPUTS_LABEL}.code"] == first[f"{INPUTS_LABEL}.code"]
+    assert onnx[INPUTS_LABEL] != first[INPUTS_LABEL]
+    assert image_inputs(extra_packages="six")[INPUTS_LABEL] != first[INPUTS_LABEL]
+
+    # A wheel counts by what it installs: built again at another time, it is the same input.
+    (tmp_path / "a").mkdir()
+    old = _wheel(tmp_path / "a" / "x-1-py3-none-any.whl", {"x.py": b"A = 1\n"}, (2020, 1, 1, 0, 0, 0))
+    again = _wheel(tmp_path / "x-1-py3-none-any.whl", {"x.py": b"A = 1\n"}, (2024, 6, 1, 12, 0, 0))
+    assert image_inputs(extra_wheels=[old]) == image_inputs(extra_wheels=[again])
+    changed = _wheel(tmp_path / "b-x-1-py3-none-any.whl", {"x.py": b"A = 2\n"}, (2020, 1, 1, 0, 0, 0))
+    assert (
+        image_inputs(extra_wheels=[changed])[f"{INPUTS_LABEL}.extra"]
+        != image_inputs(extra_wheels=[old])[f"{INPUTS_LABEL}.extra"]
+    )
+
+
+def test_the_code_part_follows_the_running_mlshift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from mlshift.image import INPUTS_LABEL, image_inputs
+
+    # A copy of mlshift's package: its digest is that of the running code's files.
+    copy = tmp_path / "src" / "mlshift"
+    shutil.copytree(Path(mlshift.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(mlshift, "__file__", str(copy / "__init__.py"))
+    before = image_inputs()[f"{INPUTS_LABEL}.code"]
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"compiled")  # bytecode is no input
+    assert image_inputs()[f"{INPUTS_LABEL}.code"] == before
+    (copy / "serving" / "_app.py").write_text((copy / "serving" / "_app.py").read_text() + "\n# changed\n")
+    assert image_inputs()[f"{INPUTS_LABEL}.code"] != before

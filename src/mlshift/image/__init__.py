@@ -5,26 +5,59 @@ the host, so no package index is needed inside the build; ``mlshift image base``
 base image offline from Debian packages where no registry is reachable. Inside the image,
 ``serve`` starts the model server for whichever platform's environment it finds.
 
-Importing this package does not import the Docker SDK: only building and running do.
+Public names are imported on first use: the image's ``serve`` command (every container's
+start) does not pay for the build machinery, and nothing here imports the Docker SDK until
+building or running needs it.
 """
 
 from __future__ import annotations
 
-from mlshift.image._base import DEFAULT_MIRROR, DEFAULT_SUITE, base_cache_dir, make_base_image
-from mlshift.image._build import (
-    DEFAULT_BASE_IMAGE,
-    DEFAULT_FRAMEWORKS,
-    FRAMEWORKS,
-    IMAGE_REPOSITORY,
-    build_context,
-    build_image,
-    default_image,
-    parse_extra_packages,
-    parse_frameworks,
-    wheel_cache_dir,
-)
-from mlshift.image._engine import docker_client, image_exists
-from mlshift.image._serve import SAGEMAKER_MODEL_DIR, model_path, serve_arguments
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlshift.image._base import DEFAULT_MIRROR, DEFAULT_SUITE, base_cache_dir, make_base_image
+    from mlshift.image._build import (
+        DEFAULT_BASE_IMAGE,
+        DEFAULT_FRAMEWORKS,
+        FRAMEWORKS,
+        IMAGE_REPOSITORY,
+        INPUTS_LABEL,
+        build_context,
+        build_image,
+        default_image,
+        image_inputs,
+        outdated_because,
+        parse_extra_packages,
+        parse_frameworks,
+        wheel_cache_dir,
+    )
+    from mlshift.image._engine import docker_client, image_exists
+    from mlshift.image._serve import SAGEMAKER_MODEL_DIR, model_path, serve_arguments
+
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(["DEFAULT_MIRROR", "DEFAULT_SUITE", "base_cache_dir", "make_base_image"], "_base"),
+    **dict.fromkeys(
+        [
+            "DEFAULT_BASE_IMAGE",
+            "DEFAULT_FRAMEWORKS",
+            "FRAMEWORKS",
+            "IMAGE_REPOSITORY",
+            "INPUTS_LABEL",
+            "build_context",
+            "build_image",
+            "default_image",
+            "image_inputs",
+            "outdated_because",
+            "parse_extra_packages",
+            "parse_frameworks",
+            "wheel_cache_dir",
+        ],
+        "_build",
+    ),
+    **dict.fromkeys(["docker_client", "image_exists"], "_engine"),
+    **dict.fromkeys(["SAGEMAKER_MODEL_DIR", "model_path", "serve_arguments"], "_serve"),
+}
 
 __all__ = [
     "DEFAULT_BASE_IMAGE",
@@ -33,6 +66,7 @@ __all__ = [
     "DEFAULT_SUITE",
     "FRAMEWORKS",
     "IMAGE_REPOSITORY",
+    "INPUTS_LABEL",
     "SAGEMAKER_MODEL_DIR",
     "base_cache_dir",
     "build_context",
@@ -40,10 +74,25 @@ __all__ = [
     "default_image",
     "docker_client",
     "image_exists",
+    "image_inputs",
     "make_base_image",
     "model_path",
+    "outdated_because",
     "parse_extra_packages",
     "parse_frameworks",
     "serve_arguments",
     "wheel_cache_dir",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

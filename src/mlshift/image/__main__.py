@@ -69,13 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            from mlshift.image._serve import listed_estimators, serve_arguments
-            from mlshift.serving.__main__ import main as serve_main
+            from mlshift.image._serve import serve
 
-            arguments = serve_arguments()
-            if arguments[1].lower().endswith(".skops"):
-                listed_estimators()  # a faster start: see its docstring
-            return serve_main(arguments)
+            return serve()
         if args.command == "base":
             from mlshift.image._base import DEFAULT_MIRROR, DEFAULT_SUITE, make_base_image
             from mlshift.image._build import DEFAULT_BASE_IMAGE

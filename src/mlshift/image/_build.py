@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,12 @@ __all__ = [
     "DEFAULT_FRAMEWORKS",
     "FRAMEWORKS",
     "IMAGE_REPOSITORY",
+    "INPUTS_LABEL",
     "build_context",
     "build_image",
     "default_image",
+    "image_inputs",
+    "outdated_because",
     "parse_extra_packages",
     "parse_frameworks",
     "wheel_cache_dir",
@@ -44,6 +47,17 @@ DEFAULT_BASE_IMAGE = "mlshift-base:bookworm"
 FRAMEWORKS: dict[str, tuple[str, ...]] = {"sklearn": ("sklearn",), "onnx": ("onnx",)}
 #: What an image carries unless told otherwise: small (scikit-learn only).
 DEFAULT_FRAMEWORKS: tuple[str, ...] = ("sklearn",)
+#: The label holding the digest of everything an image was built from (see :func:`image_inputs`);
+#: ``mlshift.inputs.<part>`` labels hold each part's digest, so a rebuild can say what changed.
+INPUTS_LABEL = "mlshift.inputs"
+#: The parts of an image's inputs, and how a message names each when it changed.
+_INPUT_PARTS = {
+    "code": "mlshift's code or its requirements",
+    "files": "the Dockerfile or the serve script",
+    "arguments": "the build arguments (frameworks, extra packages, Python, mlshift version)",
+    "extra": "the extra wheels",
+    "base": "the base image",
+}
 
 
 def _say(message: str) -> None:
@@ -136,12 +150,134 @@ def _mlshift_source() -> str:
     return f"mlshift=={dist.version}"
 
 
+# ---------------------------------------------------------------- what an image is built from
+
+
+def _digest(parts: Iterable[bytes]) -> str:
+    total = hashlib.sha256()
+    for part in parts:
+        total.update(hashlib.sha256(part).digest())
+    return "sha256:" + total.hexdigest()
+
+
+def _tree_parts(folder: Path) -> Iterator[bytes]:
+    """Each file under ``folder``, as its relative name then its content (bytecode left out)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+            yield path.relative_to(folder).as_posix().encode()
+            yield path.read_bytes()
+
+
+def _wheel_parts(wheel: Path) -> Iterator[bytes]:
+    """A wheel's name and what it installs (each file's name and content), not the zip's own
+    timestamps: the same code built into a wheel again has the same digest."""
+    yield wheel.name.encode()
+    with zipfile.ZipFile(wheel) as archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            yield info.filename.encode()
+            yield archive.read(info)
+
+
+def _code_parts(wheels: Path | None) -> Iterator[bytes]:
+    """mlshift as the image gets it: a ``--wheels`` folder as it is, else the running code and
+    what it requires (the dependency wheels are resolved from those requirements)."""
+    if wheels is not None:
+        for wheel in sorted(Path(wheels).glob("*.whl")):
+            yield wheel.name.encode()
+            yield wheel.read_bytes()
+        return
+    import mlshift
+
+    yield from _tree_parts(Path(mlshift.__file__).resolve().parent)
+    pyproject = Path(_mlshift_source()) / "pyproject.toml"
+    if pyproject.is_file():
+        yield pyproject.read_bytes()
+    else:
+        yield "\n".join(sorted(importlib.metadata.requires("mlshift") or [])).encode()
+
+
+def _build_args(frameworks: Sequence[str], base: str, extra_packages: Sequence[str]) -> dict[str, str]:
+    import mlshift
+
+    return {
+        "BASE_IMAGE": base,
+        "PYTHON_VERSION": _python_version(),
+        "FRAMEWORKS": ",".join(frameworks),
+        "EXTRA_PACKAGES": " ".join(extra_packages),
+        "MLSHIFT_VERSION": mlshift.__version__,
+    }
+
+
+def image_inputs(
+    frameworks: str | Iterable[str] | None = None,
+    *,
+    base_image: str | None = None,
+    extra_packages: str | Iterable[str] | None = None,
+    wheels: Path | None = None,
+    extra_wheels: Sequence[Path] = (),
+    client: Any = None,
+) -> dict[str, str]:
+    """The labels that say what an image built with these arguments is built from.
+
+    :data:`INPUTS_LABEL` holds one digest of everything; ``mlshift.inputs.<part>`` one per
+    part: ``code`` (mlshift's code and requirements, or the ``wheels`` folder), ``files``
+    (the Dockerfile and ``serve``), ``arguments`` (the build arguments and this Python),
+    ``extra`` (``extra_wheels``, by content) and ``base`` (the base image's ID, when
+    ``client`` has the base image). Computing them builds nothing: a few milliseconds.
+    """
+    names = parse_frameworks(frameworks)
+    base = base_image or DEFAULT_BASE_IMAGE
+    arguments = {
+        **_build_args(names, base, parse_extra_packages(extra_packages)),
+        "python": sys.version,
+        "machine": platform.machine(),
+    }
+    parts = {
+        "code": _digest(_code_parts(wheels)),
+        "files": _digest((_HERE / name).read_bytes() for name in ("Dockerfile", "serve")),
+        "arguments": _digest([json.dumps(arguments, sort_keys=True).encode()]),
+        "extra": _digest(part for wheel in extra_wheels for part in _wheel_parts(Path(wheel))),
+    }
+    if client is not None:
+        try:
+            parts["base"] = str(client.images.get(base).id)
+        except Exception:  # no base image (or no answer): this part is not known
+            pass
+    labels = {f"{INPUTS_LABEL}.{part}": value for part, value in parts.items()}
+    labels[INPUTS_LABEL] = _digest(f"{part}={value}".encode() for part, value in sorted(parts.items()))
+    return labels
+
+
+def outdated_because(client: Any, image: str, inputs: Mapping[str, str]) -> str | None:
+    """Why the engine's ``image`` was not built from ``inputs`` (see :func:`image_inputs`), or
+    ``None`` when it was. A part missing from ``inputs`` (the base image, when it is gone) is
+    not compared."""
+    import docker.errors
+
+    try:
+        labels = client.images.get(image).labels or {}
+    except docker.errors.ImageNotFound:
+        return "it is not on this Docker engine"
+    if INPUTS_LABEL not in labels:
+        return "it carries no digest of its inputs (an older mlshift built it)"
+    changed = [
+        what
+        for part, what in _INPUT_PARTS.items()
+        if f"{INPUTS_LABEL}.{part}" in inputs
+        and labels.get(f"{INPUTS_LABEL}.{part}") != inputs[f"{INPUTS_LABEL}.{part}"]
+    ]
+    if not changed:
+        return None
+    return f"{' and '.join(changed)} changed since it was built"
+
+
 def build_context(
     dest: Path,
     *,
     frameworks: Sequence[str] = DEFAULT_FRAMEWORKS,
     wheels: Path | None = None,
     extra_packages: Sequence[str] = (),
+    extra_wheels: Sequence[Path] = (),
     say: Say = _say,
 ) -> Path:
     """Write a build context: ``Dockerfile``, ``serve``, ``wheels/deps/``, ``wheels/extra/`` and
@@ -154,22 +290,35 @@ def build_context(
             dependency, for the image's platform and Python).
         extra_packages: Requirement specifiers (see :func:`parse_extra_packages`) resolved on
             this machine against the dependencies' versions; not with ``wheels``.
+        extra_wheels: Wheel files made on this machine (an mlshift adapter, a package of your
+            own) for the extra layer; what they require beyond the image's packages is resolved
+            like ``extra_packages`` (their requirement on mlshift is the image's own mlshift).
         say: Where progress goes.
 
     Returns:
         ``dest``.
 
     Raises:
-        ConfigError: ``wheels`` holds no mlshift wheel, or wheels would be built on a non-Linux host.
+        ConfigError: ``wheels`` holds no mlshift wheel, an extra wheel is not a ``.whl`` file,
+            or wheels would be built on a non-Linux host.
         ProviderError: ``pip wheel`` failed.
     """
     extra_packages = parse_extra_packages(extra_packages)
-    if extra_packages and wheels is not None:
+    extra_wheels = [Path(w) for w in extra_wheels]
+    if (extra_packages or extra_wheels) and wheels is not None:
         raise ConfigError(
             "--extra-packages and --wheels do not go together: a wheels folder is installed as it is",
             field="--extra-packages",
-            hint=f"add the wheels of {' '.join(extra_packages)} to {wheels} and leave --extra-packages out",
+            hint=f"add the wheels of {' '.join([*extra_packages, *(w.name for w in extra_wheels)])} "
+            f"to {wheels} and leave --extra-packages out",
         )
+    for wheel in extra_wheels:
+        if wheel.suffix != ".whl" or not wheel.is_file():
+            raise ConfigError(
+                f"extra wheel {str(wheel)!r} is not a wheel file",
+                field="extra_wheels",
+                hint="build it with `pip wheel --no-deps --wheel-dir DIR PROJECT` and pass DIR/NAME.whl",
+            )
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_HERE / "Dockerfile", dest / "Dockerfile")
     shutil.copyfile(_HERE / "serve", dest / "serve")
@@ -206,8 +355,8 @@ def build_context(
         part = "mlshift" if wheel.name.startswith("mlshift-") else "deps"
         wheel.replace(dest / "wheels" / part / wheel.name)
     built.rmdir()
-    if extra_packages:
-        _extra_wheels(dest / "wheels" / "extra", dest / "wheels" / "deps", extra_packages, say)
+    if extra_packages or extra_wheels:
+        _extra_wheels(dest / "wheels", extra_packages, extra_wheels, say)
     return dest
 
 
@@ -217,19 +366,28 @@ def _wheel_name(wheel: Path) -> tuple[str, str]:
     return re.sub(r"[-_.]+", "-", name).lower(), version
 
 
-def _extra_wheels(dest: Path, deps: Path, packages: Sequence[str], say: Say) -> None:
-    """Wheels for ``packages`` and whatever they need beyond ``deps``, at the versions in ``deps``."""
-    pinned = dict(_wheel_name(w) for w in deps.glob("*.whl"))
-    constraints = dest.parent / "constraints.txt"
+def _extra_wheels(wheels: Path, packages: Sequence[str], local: Sequence[Path], say: Say) -> None:
+    """Into ``wheels/extra``: wheels for ``packages`` and the ``local`` wheels, with whatever
+    they need beyond ``wheels/deps`` and ``wheels/mlshift``, at the versions found there."""
+    dest = wheels / "extra"
+    pinned = dict(_wheel_name(w) for w in (wheels / "deps").glob("*.whl"))
+    requirements = list(packages)
+    if local:
+        # Named by path, the image's own mlshift wheel is what a local wheel's requirement on
+        # mlshift resolves to (never another mlshift from an index); it is dropped afterwards.
+        requirements = [str(w) for w in (wheels / "mlshift").glob("mlshift-*.whl")]
+        requirements += [str(w.resolve()) for w in local] + list(packages)
+    constraints = wheels / "constraints.txt"
     constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pinned.items())))
-    say(f"downloading wheels for the extra packages {' '.join(packages)}")
+    say(f"downloading wheels for the extra packages {' '.join([*packages, *(w.name for w in local)])}")
     try:
-        _pip_wheel(["--wheel-dir", str(dest), "--constraint", str(constraints), *packages])
+        _pip_wheel(["--wheel-dir", str(dest), "--constraint", str(constraints), *requirements])
     finally:
         constraints.unlink()
     for wheel in dest.glob("*.whl"):
-        if _wheel_name(wheel)[0] in pinned:
-            wheel.unlink()  # already in the dependencies' layer, at the same version
+        name = _wheel_name(wheel)[0]
+        if name in pinned or name == "mlshift":
+            wheel.unlink()  # already in the dependencies' or mlshift's layer, at the same version
 
 
 def wheel_cache_dir() -> Path:
@@ -294,6 +452,7 @@ def build_image(
     context: Path | None = None,
     no_cache: bool = False,
     extra_packages: str | Iterable[str] | None = None,
+    extra_wheels: Sequence[Path] = (),
     say: Say = _say,
     client: Any = None,
 ) -> str:
@@ -312,8 +471,13 @@ def build_image(
         extra_packages: Packages to add beyond the frameworks (``"xgboost==2.1.1 lightgbm>=4"``,
             see :func:`parse_extra_packages`); needs ``tag``, since the default names mean the
             frameworks alone.
+        extra_wheels: Wheels made on this machine for the extra layer (see
+            :func:`build_context`); needs ``tag`` too.
         say: Where progress goes.
         client: A ``docker.DockerClient`` (default: one for ``DOCKER_HOST``).
+
+    The image is labelled with the digest of its inputs (:func:`image_inputs`), which
+    ``local+docker://`` compares before it reuses an image.
 
     Raises:
         DockerUnavailable: no Docker daemon (or no Docker SDK).
@@ -323,9 +487,10 @@ def build_image(
     """
     names = parse_frameworks(frameworks)
     extras = parse_extra_packages(extra_packages)
-    if extras and tag is None:
+    if (extras or extra_wheels) and tag is None:
+        extras_named = " ".join([*extras, *(Path(w).name for w in extra_wheels)])
         raise ConfigError(
-            f"an image with extra packages ({' '.join(extras)}) needs a name of its own: "
+            f"an image with extra packages ({extras_named}) needs a name of its own: "
             f"{default_image(names)} means mlshift's frameworks alone",
             field="--tag",
             hint="pass --tag, e.g. --tag mlshift-serving:xgboost",
@@ -334,26 +499,28 @@ def build_image(
     base = base_image or DEFAULT_BASE_IMAGE
     client = client or docker_client()
     _require_base(client, base, say)
+    # Before the context is made: the digest is of what the build is asked to use.
+    labels = image_inputs(
+        names, base_image=base, extra_packages=extras, wheels=wheels, extra_wheels=extra_wheels, client=client
+    )
     with tempfile.TemporaryDirectory(prefix="mlshift-image-") as tmp:
         folder = build_context(
-            context or Path(tmp) / "context", frameworks=names, wheels=wheels, extra_packages=extras, say=say
+            context or Path(tmp) / "context",
+            frameworks=names,
+            wheels=wheels,
+            extra_packages=extras,
+            extra_wheels=extra_wheels,
+            say=say,
         )
-        import mlshift
-
         say(f"building {tag} from {base} (frameworks: {', '.join(names) or 'none'})")
-        args = {
-            "BASE_IMAGE": base,
-            "PYTHON_VERSION": _python_version(),
-            "FRAMEWORKS": ",".join(names),
-            "EXTRA_PACKAGES": " ".join(extras),
-            "MLSHIFT_VERSION": mlshift.__version__,
-        }
+        args = _build_args(names, base, extras)
         tail: list[str] = []
         try:
             stream = client.api.build(
                 path=str(folder),
                 tag=tag,
                 buildargs=args,
+                labels=labels,
                 rm=True,
                 forcerm=True,
                 decode=True,

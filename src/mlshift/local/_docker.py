@@ -32,6 +32,10 @@ COMPUTE_LIMITS: Mapping[str, tuple[float, int]] = {
 #: The label every mlshift container carries (its value is the endpoint's name).
 ENDPOINT_LABEL = "mlshift.endpoint"
 _CONTAINER_PORT = "8080/tcp"
+#: Seconds between readiness probes of a starting replica (a loopback request: cheap), and
+#: between asking Docker whether it still runs (an API round trip: tens of ms on a busy engine).
+_PROBE_INTERVAL = 0.02
+_INSPECT_INTERVAL = 0.25
 _MODEL_DIR = "/opt/ml/model"
 
 
@@ -116,7 +120,14 @@ class DockerRuntime:
         return default_image(self._frameworks(framework))
 
     def ensure_image(self, framework: str) -> str:
-        """Return the image for ``framework``, building it first when it is a default one and missing.
+        """Return the image for ``framework``, building it first when it is a default one and
+        missing or outdated.
+
+        A default image is outdated when the digest of its inputs (mlshift's code and
+        requirements, the Dockerfile, the build arguments, the base image) that it carries as a
+        label differs from what this mlshift would build it from: an image left by an earlier
+        mlshift or checkout is rebuilt (warm: Docker reuses the unchanged layers), with a line
+        saying what changed. A user-chosen image is used as it is.
 
         Raises:
             ImageNotFound: a user-chosen image is missing, or the base image to build from is.
@@ -125,19 +136,23 @@ class DockerRuntime:
         image = self.image_for(framework)
         if image in self._ready:
             return image
-        from mlshift.image import image_exists
+        if self.image is not None:
+            from mlshift.image import image_exists
 
-        if not image_exists(self.client, image):
-            if self.image is not None:
+            if not image_exists(self.client, image):
                 raise ImageNotFound(
                     f"serving image {image!r} is not on this Docker engine",
                     image=image,
                     hint=f"build it with `mlshift image build --tag {image}`",
                 )
-            from mlshift.image import build_image
+        else:
+            from mlshift.image import build_image, image_inputs, outdated_because
 
-            self._say(f"the serving image {image} is missing: building it (once; later starts reuse it)")
-            build_image(image, frameworks=self._frameworks(framework), client=self.client, say=self._say)
+            frameworks = self._frameworks(framework)
+            why = outdated_because(self.client, image, image_inputs(frameworks, client=self.client))
+            if why is not None:
+                self._say(f"building the serving image {image}: {why} (later starts reuse it)")
+                build_image(image, frameworks=frameworks, client=self.client, say=self._say)
         self._ready.add(image)
         return image
 
@@ -352,14 +367,22 @@ class DockerRuntime:
             pass
 
     def _wait_ready(self, container: Any, request: ReplicaRequest) -> int:
-        """Poll the container until ``/ping`` answers 200; fail early when it exits."""
+        """Poll the container until ``/ping`` answers 200; fail early when it exits.
+
+        The probe is a loopback HTTP request every :data:`_PROBE_INTERVAL`; asking Docker
+        whether the container still runs costs more, so that happens every
+        :data:`_INSPECT_INTERVAL` (and until the published port is known).
+        """
         import httpx
 
         deadline = time.monotonic() + request.timeout
         port: int | None = None
+        inspected = float("-inf")
         with httpx.Client(timeout=httpx.Timeout(2.0), trust_env=False) as http:
             while True:
-                container.reload()
+                if port is None or time.monotonic() - inspected >= _INSPECT_INTERVAL:
+                    container.reload()
+                    inspected = time.monotonic()
                 if container.status in ("exited", "dead"):
                     code = container.attrs.get("State", {}).get("ExitCode")
                     tail = _tail(container, 8)
@@ -389,7 +412,7 @@ class DockerRuntime:
                         provider="docker",
                         hint="raise provider_options.local.startup_timeout, or check the model",
                     )
-                time.sleep(0.05)
+                time.sleep(_PROBE_INTERVAL)
 
 
 def _copy_logs(container: Any, log: Path) -> None:
