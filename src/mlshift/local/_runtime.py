@@ -37,6 +37,7 @@ class ReplicaRequest:
         timeout: Seconds the server may take to load its model and answer.
         signature_json: The model's input signature as JSON, when it has one.
         skops_trust: Extra types the model's version was registered to trust (skops files).
+        capture_dir: The endpoint's capture folder; its ``capture.json`` turns capture on.
     """
 
     endpoint: str
@@ -51,6 +52,7 @@ class ReplicaRequest:
     timeout: float
     signature_json: str | None = None
     skops_trust: str | None = None
+    capture_dir: Path | None = None
 
     @property
     def what(self) -> str:
@@ -78,6 +80,8 @@ class ReplicaRequest:
             args += ["--signature-json", self.signature_json]
         if self.skops_trust:
             args += ["--skops-trust", self.skops_trust]
+        if self.capture_dir is not None:
+            args += ["--capture-dir", str(self.capture_dir), "--endpoint", self.endpoint]
         return args
 
 
