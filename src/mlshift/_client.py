@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from mlshift.plan import ApplyEvent, ApplyResult, GateCheck, Plan
     from mlshift.specs.endpoint import EndpointSpec
     from mlshift.specs.model import ModelSpec, ModelVersion, Signature
+    from mlshift.specs.monitor import CaptureSpec
     from mlshift.specs.project import ProjectFile
     from mlshift.specs.rollout import RolloutStrategy
 
@@ -400,6 +401,7 @@ class EndpointsAPI:
         lock_timeout: float = 60.0,
         on_event: Callable[[ApplyEvent], None] | None = None,
         allow_schema_change: bool = False,
+        capture: CaptureSpec | Mapping[str, Any] | None = None,
     ) -> EndpointState:
         """Deploy a model version to an endpoint, creating the endpoint if needed.
 
@@ -416,6 +418,9 @@ class EndpointsAPI:
         A version whose inputs (column names, order, count, kinds) differ from those of the
         version serving now is refused before anything changes, since its callers would get
         errors; ``allow_schema_change=True`` lets it through when callers change with it.
+
+        ``capture`` (``{"sample_rate": 0.1}``) records a sample of requests for monitors, on a
+        target with ``CAPTURE``; without it the endpoint's capture stays as it is.
 
         This is sugar over :meth:`Client.plan` and :meth:`Client.apply`.
 
@@ -477,6 +482,7 @@ class EndpointsAPI:
                 "rollout": {"strategy": rollout} if isinstance(rollout, str) else rollout,
                 "provider_options": {k: dict(v) for k, v in (provider_options or {}).items()},
                 "allow_schema_change": allow_schema_change,
+                "capture": capture,
             },
             f"endpoint {name!r}",
         )

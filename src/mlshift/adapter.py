@@ -112,6 +112,8 @@ class Capability(str, Enum):
     """Pipelines can branch on step outputs natively."""
     SCHEDULES = "schedules"
     """Pipelines can be run on a schedule by the provider."""
+    CAPTURE = "capture"
+    """Endpoints can record a sample of their requests and answers (``capture`` in the spec)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class LocalAdapter:
             Capability.PIPELINES,
             Capability.PIPELINE_CONDITIONS,
             Capability.SCHEDULES,
+            Capability.CAPTURE,
         }
     )
     name_rules = NameRules()

@@ -24,6 +24,7 @@ from mlshift.adapter import (
     EndpointState,
     Invocation,
     Operation,
+    OptionChange,
     ResolvedVariant,
     RolloutRecord,
     ShadowMetrics,
@@ -37,6 +38,7 @@ from mlshift.local._process import ProcessHandle, reap_processes, spawn_server
 from mlshift.local._runtime import ProcessRuntime, Replica, ReplicaRequest, ReplicaRuntime
 from mlshift.local._state import StateDB
 from mlshift.local._store import ArtifactStore
+from mlshift.serving._capture import read_capture_config, write_capture_config
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Batching, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelVersion
@@ -92,6 +94,10 @@ class LocalEndpointService(BaseEndpointService):
 
     def _dir(self, name: str) -> Path:
         return self.root / "endpoints" / name
+
+    def capture_dir(self, name: str) -> Path:
+        """Where ``name``'s captured requests go (kept after the endpoint is deleted)."""
+        return self.root / "capture" / name
 
     def _client(self) -> Any:
         if self._http is None:
@@ -187,6 +193,7 @@ class LocalEndpointService(BaseEndpointService):
             signature_json=model.signature.model_dump_json() if model.signature is not None else None,
             skops_trust=model.tags.get(SKOPS_TRUST_TAG) or None,
             batching=variant.batching,
+            capture_dir=self.capture_dir(endpoint),
         )
 
     def _start_replicas(
@@ -352,6 +359,8 @@ class LocalEndpointService(BaseEndpointService):
 
         folder = self._dir(spec.name)
         self._reap_orphans(folder)  # left by a create that died half-way
+        if spec.capture is not None:  # before the servers start, so they capture from the first request
+            write_capture_config(self.capture_dir(spec.name), _capture_settings(spec))
         started: list[list[dict[str, Any]]] = []
         router: ProcessHandle | None = None
         inserted = False
@@ -582,7 +591,32 @@ class LocalEndpointService(BaseEndpointService):
             conn.execute("DELETE FROM endpoints WHERE name = ?", (name,))
             conn.execute("DELETE FROM rollouts WHERE endpoint = ?", (name,))
         shutil.rmtree(self._dir(name), ignore_errors=True)
+        write_capture_config(self.capture_dir(name), None)  # the captured files stay
         return CompletedOperation(None, f"delete endpoint {name}")
+
+    # ---------------------------------------------------------------- contract: options (capture)
+
+    def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
+        if spec.capture is None or self._row(spec.name) is None:
+            return []
+        live = read_capture_config(self.capture_dir(spec.name))
+        wanted = _capture_settings(spec)
+        if live == wanted:
+            return []
+        return [
+            OptionChange(
+                field="capture",
+                old=json.dumps(live, sort_keys=True) if live else None,
+                new=json.dumps(wanted, sort_keys=True) if wanted else None,
+            )
+        ]
+
+    def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:
+        self._require(name)
+        if spec.capture is not None:
+            # Servers re-read the file within a second; none restarts.
+            write_capture_config(self.capture_dir(name), _capture_settings(spec))
+        return self._done(name, "update capture")
 
     # ---------------------------------------------------------------- contract: traffic
 
@@ -721,6 +755,13 @@ class LocalEndpointService(BaseEndpointService):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def _capture_settings(spec: EndpointSpec) -> dict[str, Any] | None:
+    """What the capture folder's ``capture.json`` holds for ``spec`` (``None``: capture off)."""
+    if spec.capture is None or not spec.capture.enabled:
+        return None
+    return spec.capture.model_dump(mode="json", exclude={"enabled"})
 
 
 def _replicas(processes: str | list[dict[str, Any]]) -> list[Replica]:

@@ -38,6 +38,7 @@ class ReplicaRequest:
         signature_json: The model's input signature as JSON, when it has one.
         skops_trust: Extra types the model's version was registered to trust (skops files).
         batching: The variant's micro-batching, when it sets one.
+        capture_dir: The endpoint's capture folder; its ``capture.json`` turns capture on.
     """
 
     endpoint: str
@@ -53,6 +54,7 @@ class ReplicaRequest:
     signature_json: str | None = None
     skops_trust: str | None = None
     batching: Batching | None = None
+    capture_dir: Path | None = None
 
     @property
     def what(self) -> str:
@@ -85,6 +87,8 @@ class ReplicaRequest:
                 "--max-batch-size", str(self.batching.max_batch_size),
                 "--max-latency-ms", f"{self.batching.max_latency_ms:g}",
             ]  # fmt: skip
+        if self.capture_dir is not None:
+            args += ["--capture-dir", str(self.capture_dir), "--endpoint", self.endpoint]
         return args
 
     def environment(self) -> dict[str, str]:

@@ -295,6 +295,8 @@ def _check_capabilities(adapter: Adapter, spec: EndpointSpec) -> None:
     sizes = {spec.compute_for(v).size for v in spec.variants}
     if any(s.startswith("gpu") for s in sizes):
         needs.append((Capability.GPU, "a GPU size"))
+    if spec.capture is not None and spec.capture.enabled:
+        needs.append((Capability.CAPTURE, "request capture"))
     for cap, why in needs:
         if cap not in adapter.capabilities:
             others = ", ".join(targets_with(cap)) or "none installed"

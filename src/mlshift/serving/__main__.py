@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", help="variant name, echoed in X-Mlshift-Variant")
     parser.add_argument("--model-ref", help="name:version, echoed in X-Mlshift-Model")
     parser.add_argument(
+        "--capture-dir",
+        help="record sampled requests under this folder, as its capture.json says (docs/monitoring.md)",
+    )
+    parser.add_argument("--endpoint", help="the endpoint's name, written into captured records")
+    parser.add_argument(
         "--skops-trust",
         default="",
         help="comma-separated type names a .skops file may hold beyond the trusted set",
@@ -121,6 +126,14 @@ def _json_list(text: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if args.capture_dir:
+        import os
+
+        from mlshift.serving._capture import CAPTURE_DIR_ENV, ENDPOINT_ENV
+
+        # Through the environment: every worker process builds its app from it.
+        os.environ[CAPTURE_DIR_ENV] = args.capture_dir
+        os.environ[ENDPOINT_ENV] = args.endpoint or ""
     try:
         from mlshift._artifacts import parse_skops_trust
         from mlshift.serving._server import DEFAULT_PORT, WorkerFailed, serve

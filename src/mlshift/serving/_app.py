@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from mlshift._artifacts import digest_path
 from mlshift.errors import ConfigError, InvalidPayload
 from mlshift.serving._batching import Batcher, Batching
+from mlshift.serving._capture import capture_predictions
 from mlshift.serving._loaders import LoadedModel
 from mlshift.serving._payload import (
     Batch,
@@ -229,6 +230,8 @@ def create_app(
     # in-flight counter and one pool of large-body slots, so the limits hold for the server.
     intake = _Intake(limits, batcher)
     predict = _PredictEndpoint(model, headers, intake, lock=lock)
+    # Request capture for monitoring (serving/_capture.py): unchanged unless MLSHIFT_CAPTURE_DIR is set.
+    predict = capture_predictions(predict, variant=variant, model_ref=model_ref, signature=signature)
 
     async def healthy(request: Request) -> Response:
         # The model is loaded before the app exists, so live means ready.

@@ -8,6 +8,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, mo
 
 from mlshift.specs._base import Name, SpecModel
 from mlshift.specs.model import ModelRef
+from mlshift.specs.monitor import CaptureSpec
 from mlshift.specs.rollout import RolloutStrategy
 
 __all__ = ["SIZES", "Autoscaling", "Batching", "Compute", "EndpointSpec", "ModelRefField", "Size", "Variant"]
@@ -129,6 +130,8 @@ class EndpointSpec(SpecModel):
         serverless: Run on compute that scales to zero and bills per request, on a target
             that declares ``SERVERLESS`` (refused at plan time elsewhere). The target's own
             options say how (``provider_options.sagemaker.serverless``).
+        capture: Record a sample of requests and answers for monitoring, on a target that
+            declares ``CAPTURE`` (refused at plan time elsewhere); see ``docs/monitoring.md``.
     """
 
     name: Name
@@ -140,6 +143,7 @@ class EndpointSpec(SpecModel):
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     allow_schema_change: bool = False
     serverless: bool = False
+    capture: CaptureSpec | None = None
 
     @model_validator(mode="after")
     def _variants_consistent(self) -> EndpointSpec:

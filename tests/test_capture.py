@@ -1,0 +1,134 @@
+"""Request capture: what the model server records, how it never hurts a caller, and plan checks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mlshift
+from mlshift.errors import UnsupportedOperation
+from mlshift.serving import load_model
+from mlshift.serving._app import create_app
+from mlshift.serving._capture import CAPTURE_DIR_ENV, ENDPOINT_ENV, capture_files, write_capture_config
+
+
+def _records(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for path in capture_files(folder) for line in path.read_text().splitlines()]
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def served(iris: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Path]:
+    from starlette.testclient import TestClient
+
+    folder = tmp_path / "capture" / "iris"
+    monkeypatch.setenv(CAPTURE_DIR_ENV, str(folder))
+    monkeypatch.setenv(ENDPOINT_ENV, "iris")
+    write_capture_config(folder, {"sample_rate": 1.0, "max_file_mb": 16, "queue_size": 100})
+    app = create_app(load_model(iris["v1"], "sklearn"), variant="blue", model_ref="iris:1")
+    return TestClient(app), folder
+
+
+def test_the_server_records_requests_and_answers(served: tuple[Any, Path], iris: dict[str, Any]) -> None:
+    client, folder = served
+    answers = []
+    for i, row in enumerate(iris["rows"]):
+        resp = client.post("/invocations", json={"instances": [row]}, headers={"X-Request-Id": f"req-{i}"})
+        assert resp.status_code == 200
+        assert resp.headers["x-request-id"] == f"req-{i}"  # labels can be joined by this id
+        answers.append(resp.json()["predictions"])
+    resp = client.post("/invocations", content=b"5.1,3.5,1.4,0.2\n", headers={"Content-Type": "text/csv"})
+    assert resp.status_code == 200
+    generated = resp.headers["x-request-id"]
+    client.post("/invocations", json={"instances": [[1, 2]]})  # a 400: not recorded
+    _wait_for(lambda: len(_records(folder)) == 5, "5 captured records")
+    records = _records(folder)
+    assert [r["request_id"] for r in records] == ["req-0", "req-1", "req-2", "req-3", generated]
+    first = records[0]
+    assert first["endpoint"] == "iris" and first["variant"] == "blue" and first["model"] == "iris:1"
+    assert first["inputs"] == [iris["rows"][0]] and first["outputs"] == answers[0]
+    assert records[4]["inputs"] == [[5.1, 3.5, 1.4, 0.2]]
+    assert first["timestamp"].endswith("+00:00")
+    # The documented layout: data/YYYY-MM-DD/HH/<variant>-<pid>-<n>.jsonl
+    path = next(capture_files(folder))
+    assert path.parent.parent.parent.name == "data" and path.name.startswith("blue-")
+
+
+def test_a_full_queue_drops_records_and_never_fails_the_caller(
+    served: tuple[Any, Path], iris: dict[str, Any]
+) -> None:
+    client, _ = served
+    writer = client.app.router.routes[0].app.writer  # the capture wrapper around the predict route
+    # Stop the writer thread so nothing drains the queue; then fill it.
+    writer._stop.set()
+    writer._thread.join(timeout=5)
+    writer.queue.maxsize = 3
+    for _ in range(10):
+        assert client.post("/invocations", json={"instances": iris["rows"]}).status_code == 200
+    assert writer.queue.qsize() == 3
+    assert writer.dropped == 7
+
+
+def test_sample_rate_and_switching_capture_off(served: tuple[Any, Path], iris: dict[str, Any]) -> None:
+    client, folder = served
+    writer = client.app.router.routes[0].app.writer
+    write_capture_config(folder, {"sample_rate": 0.1, "max_file_mb": 16, "queue_size": 100})
+    _wait_for(lambda: writer.rate == 0.1, "the new sample rate to be read")
+    for _ in range(400):
+        client.post("/invocations", json={"instances": [iris["rows"][0]]})
+    _wait_for(lambda: writer.queue.empty(), "the queue to drain")
+    _wait_for(lambda: writer.captured == len(_records(folder)), "records flushed")
+    assert 10 <= writer.captured <= 80  # 40 expected; binomial(400, 0.1) is within this > 99.99 %
+    write_capture_config(folder, None)
+    _wait_for(lambda: writer.rate == 0.0, "capture to be switched off")
+    before = writer.captured
+    for _ in range(20):
+        client.post("/invocations", json={"instances": [iris["rows"][0]]})
+    assert writer.queue.empty() and writer.captured == before
+
+
+def test_a_target_without_capture_refuses_it_at_plan_time(
+    memory: mlshift.Client, iris: dict[str, Any]
+) -> None:
+    memory.models.register("iris", iris["v1"])
+    with pytest.raises(UnsupportedOperation, match="request capture.*CAPTURE.*local"):
+        memory.endpoints.deploy("iris", "iris:1", capture={"sample_rate": 0.5})
+    assert memory.endpoints.list() == []
+
+
+def test_local_endpoint_captures_and_changes_rate_live(local: mlshift.Client, iris: dict[str, Any]) -> None:
+    local.models.register("iris", iris["v1"])
+    local.endpoints.deploy("iris", "iris:1", capture={"sample_rate": 1.0})
+    folder = local.adapter.endpoints.capture_dir("iris")
+    for row in iris["rows"] * 5:
+        local.endpoints.predict("iris", [row])
+    _wait_for(lambda: len(_records(folder)) == 20, "20 captured records")
+    records = _records(folder)
+    assert {r["model"] for r in records} == {"iris:1"} and {r["endpoint"] for r in records} == {"iris"}
+    assert records[0]["inputs"] == [iris["rows"][0]]
+    # A new rate is an option change on the live endpoint: planned, applied, no restart.
+    variant = local.endpoints.get("iris").variants[0].name
+    spec = mlshift.EndpointSpec(
+        name="iris",
+        variants=[{"name": variant, "model": "iris:1"}],
+        capture={"enabled": False},
+    )
+    plan = local.plan(spec)
+    assert [a.kind for a in plan.actions] == ["update_options"]
+    local.apply(plan)
+    assert not (folder / "capture.json").exists()
+    # A deploy that says nothing about capture leaves it as it is.
+    local.endpoints.deploy("iris", "iris:1")
+    assert not (folder / "capture.json").exists()
