@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import nox
 
@@ -65,18 +66,70 @@ def tests(session: nox.Session) -> None:
         *MLFLOW_TEST_DEPS,
     )
     session.install(*AZUREML_TEST_DEPS)
-    with _docker_engine(session) as docker_env:
-        # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an empty
-        # run can never pass silently.
-        session.run("pytest", *(session.posargs or ["-q"]), env=docker_env)
-    if not session.posargs:
-        # The adapter's suite runs with its own pytest configuration (rootdir, conftest).
-        with session.chdir(SAGEMAKER):
-            session.run("pytest", "-q")
-        with session.chdir(VERTEX):
-            session.run("pytest", "-q")
-        with session.chdir(AZUREML):
-            session.run("pytest", "-q")
+    if session.posargs:
+        with _docker_engine(session) as docker_env:
+            session.run("pytest", *session.posargs, env=docker_env)
+        return
+    # The adapters' suites run while the core suite does (one after another, beside it): the
+    # core suite spends most of its time waiting on servers and bakes, so the two share two
+    # cores well (CI: 25 min in sequence). Each suite has its own rootdir, conftest and
+    # --basetemp; ports come from the OS; nothing else is shared.
+    adapters = _AdapterSuites(session, [SAGEMAKER, VERTEX, AZUREML])
+    adapters.start()
+    try:
+        with _docker_engine(session) as docker_env:
+            # pytest exits 5 when it collected nothing; nox fails on any non-zero code, so an
+            # empty run can never pass silently.
+            session.run("pytest", "-q", env=docker_env)
+    finally:
+        adapters.finish()
+
+
+class _AdapterSuites:
+    """The adapters' pytest suites, run one after another in a thread; output shown at the end."""
+
+    def __init__(self, session: nox.Session, folders: list[str]) -> None:
+        import tempfile
+        import threading
+
+        self.session = session
+        self.folders = folders
+        self.results: list[tuple[str, int, str, float]] = []
+        self.base = tempfile.mkdtemp(prefix="mlshift-adapter-tests-")
+        self.thread = threading.Thread(target=self._run, name="adapter-suites", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        pytest = str(Path(self.session.bin) / "pytest")
+        env = {**os.environ, "PATH": f"{self.session.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+        for folder in self.folders:
+            started = time.monotonic()
+            basetemp = str(Path(self.base) / Path(folder).name)
+            done = subprocess.run(
+                [pytest, "-q", "--basetemp", basetemp],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                check=False,
+            )
+            self.results.append((folder, done.returncode, done.stdout, time.monotonic() - started))
+
+    def finish(self) -> None:
+        """Wait for the suites (all of them, even if the core suite failed) and report each."""
+        self.thread.join()
+        failed = []
+        for folder, code, output, seconds in self.results:
+            self.session.log(f"{folder}: pytest exited {code} after {seconds:.0f} s")
+            print(output, end="", flush=True)
+            if code != 0:
+                failed.append(folder)
+        missing = [f for f in self.folders if f not in [r[0] for r in self.results]]
+        if failed or missing:
+            self.session.error(f"adapter tests failed: {', '.join(failed + missing)}")
 
 
 @contextlib.contextmanager

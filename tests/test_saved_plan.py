@@ -16,6 +16,7 @@ from mlshift._config import load_project
 from mlshift.errors import ConfigError, Conflict
 from mlshift.plan import Plan
 from mlshift.specs.endpoint import EndpointSpec
+from mlshift.specs.model import ModelSpec
 from mlshift.testing.memory import MemoryAdapter
 
 PROJECT = """\
@@ -182,3 +183,44 @@ def test_apply_plan_refuses_a_file_that_is_not_a_plan(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "the plan file 'plan.json' is not JSON" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_saved_plan_with_a_relative_model_path_applies_from_another_directory(
+    tmp_path: Path, iris: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, elsewhere = tmp_path / "a", tmp_path / "b"
+    here.mkdir()
+    elsewhere.mkdir()
+    (here / "iris.skops").write_bytes(Path(iris["v1"]).read_bytes())
+    monkeypatch.chdir(here)
+    spec = ModelSpec(name="iris", path="iris.skops", framework="sklearn")  # relative to a/
+    with mlshift.connect("memory://") as client:
+        endpoint = EndpointSpec.model_validate(
+            {"name": "flowers", "variants": [{"name": "main", "model": "iris"}]}
+        )
+        plan = client.plan([spec, endpoint])
+    (here / "plan.json").write_text(json.dumps(plan.to_json()))
+    (action,) = [a for a in plan.to_json()["actions"] if a["kind"] == "register_model"]
+    assert action["model"]["path"] == str(here / "iris.skops")  # resolved where it was planned
+
+    # Applied by a fresh process whose working directory is b/, where no iris.skops exists.
+    apply = (
+        "import json, sys, mlshift\n"
+        "from mlshift.plan import Plan\n"
+        "plan = Plan.from_json(json.load(open(sys.argv[1])))\n"
+        "with mlshift.connect('memory://') as client:\n"
+        "    client.apply(plan)\n"
+        "    print(client.endpoints.predict('flowers', sys.argv[2]).predictions)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", apply, str(here / "plan.json"), json.dumps(iris["rows"])],
+        cwd=elsewhere,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (elsewhere / "iris.skops").exists()
+    assert json.loads(result.stdout) == iris["expected_v1"]  # the registered model serves

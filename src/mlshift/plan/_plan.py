@@ -672,6 +672,9 @@ def build_plan(
                 field=f"models[{i}].path",
                 hint="point path at a local file or directory",
             )
+        # A plan is data that may be saved and applied from another directory (or machine
+        # folder layout): the artifact's path travels absolute, resolved where it was planned.
+        model = model.model_copy(update={"path": str(Path(model.path).resolve())})
         check_artifact(model.path, model.framework, model.tags)
         digest = digest_path(model.path)
         if adapter.models.find_by_digest(model.name, digest) is None:
