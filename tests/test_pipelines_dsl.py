@@ -470,9 +470,9 @@ def test_compile_command_writes_the_ir(tmp_path: Path) -> None:
         check=False,
     )
     assert cloud.returncode == 1
-    # Without the adapter: what to install; with it (no pipelines yet): which targets can.
+    # Without the adapter: what to install; with it: what is wrong with the target (no workspace).
     installed = importlib.util.find_spec("mlshift_azureml") is not None
-    expected = "does not declare" if installed else 'pip install "mlshift[azureml]"'
+    expected = "does not name a workspace" if installed else 'pip install "mlshift[azureml]"'
     assert expected in cloud.stderr and "Traceback" not in cloud.stderr
 
 

@@ -34,7 +34,7 @@ __all__ = ["CAPABILITIES", "AzureMLAdapter", "Workspace"]
 #: serverless spec is refused at plan time.
 #: Pipelines are Azure ML pipeline jobs; their conditions are gate nodes that stop the steps
 #: downstream (``PIPELINE_CONDITIONS``, lowered: see :mod:`mlshift_azureml._pipelines`), and
-#: their schedules ``JobSchedule``\ s (``SCHEDULES``).
+#: their schedules are ``JobSchedule`` resources (``SCHEDULES``).
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,

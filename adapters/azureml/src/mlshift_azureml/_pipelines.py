@@ -79,7 +79,7 @@ _PARAM_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "b
 _NODE = re.compile(r"[a-z_][a-z0-9_]{0,254}")
 _JOB_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}")
 _PLACEHOLDER = re.compile(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}|\{\{\s*metrics\s*\}\}")
-_KIND_TAG, _STEP_TAG = "mlshift:kind", "mlshift:step"
+_KIND_TAG, _STEP_TAG, _WHEN_TAG = "mlshift:kind", "mlshift:step", "mlshift:when"
 _RESERVED_OUTPUT = "mlshift"
 
 ScheduleChange = Literal["create", "update", "delete", "none"]
@@ -220,6 +220,9 @@ class _Compiler:
             key = f"after_{self.nodes[other]}"
             component["inputs"][key] = {"type": "uri_folder"}
             node["inputs"][key] = self._step_output(other, _RESERVED_OUTPUT)
+        if self.gates[step.name]:
+            # Read back by describe_run: why a step the job never reached did not run.
+            node["tags"][_WHEN_TAG] = json.dumps(sorted([c, b] for c, b in self.gates[step.name]))
         for condition, branch in sorted(self.gates[step.name]):
             gate = self.nodes[condition]
             key = f"gate_{gate}"
@@ -608,7 +611,7 @@ class AzureMLPipelineService:
         self._adapter = adapter
         # What never changes once read: a finished node's outputs, a run's node list.
         self._step_outputs: dict[str, tuple[dict[str, Any], dict[str, float], str | None]] = {}
-        self._jobs: dict[str, Any] = {}
+        self._failures: dict[str, str] = {}
 
     @property
     def _ml(self) -> Any:
@@ -747,7 +750,8 @@ class AzureMLPipelineService:
                     gates[name] = bool(outputs.get("holds"))
                 continue
             if child is None or _status(child) == "NotStarted":
-                steps.append(self._not_started(name, kind, status, failed))
+                when = [(str(c), bool(b)) for c, b in json.loads(str(node_tags.get(_WHEN_TAG) or "[]"))]
+                steps.append(self._not_started(name, kind, status, failed, when, gates))
                 continue
             step = self._step_run(name, kind, child, [str(o) for o in (node.outputs or {})])
             if step.status == "failed":
@@ -781,11 +785,23 @@ class AzureMLPipelineService:
         )
 
     @staticmethod
-    def _not_started(name: str, kind: str, status: str, failed: list[str]) -> StepRun:
+    def _not_started(
+        name: str,
+        kind: str,
+        status: str,
+        failed: list[str],
+        when: builtins.list[tuple[str, bool]],
+        gates: Mapping[str, bool],
+    ) -> StepRun:
         from mlshift.pipelines.runs import StepRun
 
         if status == "running":
             return StepRun(name=name, kind=kind, status="pending")
+        against = next((c for c, b in when if c in gates and gates[c] != b), None)
+        if against is not None:
+            # It would have short-circuited had the job reached it: say so, as other targets do.
+            decided = "true" if gates[against] else "false"
+            return StepRun(name=name, kind=kind, status="skipped", message=f"{against} is {decided}")
         if status == "cancelled":
             return StepRun(
                 name=name, kind=kind, status="cancelled", message="the run was stopped before it started"
@@ -841,7 +857,10 @@ class AzureMLPipelineService:
                     if output != _RESERVED_OUTPUT:
                         outputs[output] = {"uri": self._output_uri(child, output)}
         elif status == "failed":
-            message = self._failure(child)
+            # A failed job's log no longer changes: read once, not on every status check.
+            if child.name not in self._failures:
+                self._failures[child.name] = self._failure(child)
+            message = self._failures[child.name]
         context = getattr(child, "creation_context", None)
         return StepRun(
             name=name,
