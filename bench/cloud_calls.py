@@ -81,15 +81,15 @@ def count(calls: list[Any], kind: Callable[[Any], str]) -> dict[str, Any]:
 def _one_cloud(module: str, cls: str, target: str, kind: Callable[[Any], str], repeat: int) -> dict[str, Any]:
     import importlib
 
+    try:
+        kit = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        return {"status": f"not measured: {exc}"}
     from serving import make_workload
 
     import mlshift
     from mlshift._config import load_project
 
-    try:
-        kit = getattr(importlib.import_module(module), cls)
-    except ImportError as exc:
-        return {"status": f"not measured: {exc}"}
     with tempfile.TemporaryDirectory(prefix="mlshift-bench-cloud-") as tmp, kit() as fake:
         folder = Path(tmp)
         make_workload(folder)  # model.skops next to mlshift.yaml
