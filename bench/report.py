@@ -140,6 +140,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     out += _image_targets(results.get("image") or {})
+    out += _cloud_calls_targets(results.get("cloud_calls") or {})
     reapply = results.get("reapply") or {}
     for target, row in reapply.items():
         again = row["reapply"]
@@ -271,6 +272,7 @@ def render(results: dict[str, Any]) -> str:
     lines += _reapply(results.get("reapply"))
     lines += _shadow(results.get("shadow"), m)
     lines += _image(results.get("image"))
+    lines += _cloud_calls(results.get("cloud_calls"))
     return "\n".join(lines)
 
 
@@ -524,6 +526,75 @@ def _reapply(reapply: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _clouds(clouds: dict[str, Any]) -> dict[str, Any]:
+    """The per-cloud rows of the cloud_calls results (``measured`` is when a merge ran it)."""
+    return {label: row for label, row in clouds.items() if label != "measured"}
+
+
+def _cloud_calls_targets(clouds: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for label, row in _clouds(clouds).items():
+        name = f"unchanged re-apply on `{label}` (HTTP requests the SDK sent)"
+        if row.get("status") != "measured":
+            out.append(_target(name, "0 mutating, 0 bytes", "—", None, row.get("status", "")))
+            continue
+        again = row["reapply"]
+        out.append(
+            _target(
+                name,
+                "0 mutating, 0 bytes",
+                f"{again['mutating']} mutating of {again['requests']}, {again['bytes_uploaded']} B uploaded",
+                again["mutating"] == 0 and again["bytes_uploaded"] == 0,
+            )
+        )
+    return out
+
+
+def _cloud_calls(clouds: dict[str, Any] | None) -> list[str]:
+    if not clouds:
+        return []
+    lines = [
+        "## Control-plane calls on the clouds",
+        "",
+        "The `mlshift.yaml` of the re-apply benchmark (one model, one endpoint of one variant),",
+        "applied to each cloud's testing kit and then again unchanged: every HTTP request the",
+        "provider's own SDK sent, as the kit recorded it (SageMaker: boto3 on moto; Azure ML:",
+        "`azure-ai-ml`, `azure-storage-blob` and `azure-mgmt-monitor` through the kit's transport;",
+        "Vertex AI: the Google REST clients against the kit's loopback server). *Control plane* is",
+        "the management API and metrics; *storage* is S3, Blob or GCS; *mutating* is anything but a",
+        "read, by each kit's rule; *uploaded* is what was written to storage (the artifact, and",
+        "mlshift's version card, journal and lease). bench/cloud_calls.py.",
+    ]
+    when = clouds.get("measured")
+    if when:
+        lines.append(
+            f"Measured separately ({when['date']}, load average {when['load_start']} / {when['load_end']};"
+            f" `{when['command']}`)."
+        )
+    lines += [
+        "",
+        "| target | apply | requests | control plane | storage | mutating (control plane) | uploaded "
+        "| time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, row in _clouds(clouds).items():
+        if row.get("status") != "measured":
+            lines.append(f"| `{label}` | {row.get('status', 'not measured')} | | | | | | |")
+            continue
+        for what, r in (
+            ("first deploy", row["first_deploy"]),
+            (f"unchanged re-apply (worst of {row['reapply']['runs']})", row["reapply"]),
+        ):
+            seconds = r.get("seconds")
+            lines.append(
+                f"| `{label}` | {what} | {r['requests']} | {r['control_plane']} | {r['storage']} | "
+                f"{r['mutating']} ({r['mutating_control_plane']}) | {_fmt(r['bytes_uploaded'], ' B')} | "
+                f"{'' if seconds is None else _fmt(seconds * 1000, ' ms', 0)} |"
+            )
+    lines.append("")
+    return lines
+
+
 def _busy(shadow: dict[str, Any]) -> float | None:
     """The load average while the shadow benchmark ran, when it was above the CPU count."""
     own = shadow.get("measured") or {}
@@ -654,15 +725,20 @@ def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
 
     For a re-measurement whose earlier results file is gone (results files are not committed):
     their rows of the targets table and their sections are replaced, or added, and the rest
-    of the page is left as it was measured. Only ``image`` can be spliced so far.
+    of the page is left as it was measured. ``image`` and ``cloud_calls`` can be spliced.
     """
-    if names != ["image"]:
-        raise ValueError("only the image benchmark can be spliced into an existing page")
+    parts = {
+        "image": (_image_targets, _image, "## Serving image and `local+docker://`"),
+        "cloud_calls": (_cloud_calls_targets, _cloud_calls, "## Control-plane calls on the clouds"),
+    }
+    if len(names) != 1 or names[0] not in parts:
+        raise ValueError(f"one of {', '.join(parts)} can be spliced into an existing page, not {names}")
+    targets_of, section_of, heading = parts[names[0]]
     rows = [
         f"| {t['target']} | {t['goal']} | {t['measured']} | {t['status']}"
         + (f" ({t['note']})" if t.get("note") else "")
         + " |"
-        for t in _image_targets(results["image"])
+        for t in targets_of(results[names[0]])
     ]
     names_in_rows = {row.split(" | ")[0] for row in rows}
     lines = [line for line in page.rstrip("\n").split("\n") if line.split(" | ")[0] not in names_in_rows]
@@ -670,7 +746,6 @@ def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
         i for i in range(lines.index("## Targets") + 3, len(lines)) if not lines[i].startswith("|")
     )
     lines[table_end:table_end] = rows
-    heading = "## Serving image and `local+docker://`"
     if heading in lines:
         start = lines.index(heading)
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
@@ -678,5 +753,5 @@ def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
         while lines and not lines[-1]:
             lines.pop()
         lines[start:start] = []
-    section = _image(results["image"])
+    section = section_of(results[names[0]])
     return "\n".join([*lines, "", *section]).rstrip("\n")

@@ -12,12 +12,14 @@ Peers that live in their own venv (mlflow, sagemaker) are named with --mlflow-py
 --sagemaker-python; `nox -s bench` creates those venvs and passes them. A peer that is not
 installed is reported as "not measured", never silently dropped.
 
-Benchmarks (bench/<name>.py): startup, serving, batching, pipelines, reapply, shadow, image
+Benchmarks (bench/<name>.py): startup, serving, batching, pipelines, reapply, shadow, image,
+cloud_calls (HTTP requests of a first deploy and an unchanged re-apply on each cloud's testing kit)
 (bench/serving_image.py: the serving image and local+docker:// replicas; needs a Docker engine,
 else "not measured"). Every server and load generator runs on 127.0.0.1 only, and every load
 run is bounded in time and request count.
 
     python bench/run.py --only image --merge   # re-measure one benchmark, keep the others' results
+    python bench/run.py --only cloud_calls --merge
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from common import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "performance.md"
-NAMES = ("startup", "serving", "batching", "pipelines", "reapply", "shadow", "image")
+NAMES = ("startup", "serving", "batching", "pipelines", "reapply", "shadow", "image", "cloud_calls")
 #: Repetitions per benchmark (--repeat overrides all): rounds for serving, batching, pipelines and shadow
 #: (each shadow round is two load runs of --duration seconds: mirror off, then on), timed
 #: passes for start-up, re-applies for reapply.
@@ -53,6 +55,7 @@ DEFAULT_REPEAT = {
     "reapply": 3,
     "shadow": 3,
     "image": 3,
+    "cloud_calls": 2,
 }
 
 
@@ -150,6 +153,10 @@ def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
             seconds=1 if args.quick else args.duration,
             loadgen_choice="async" if args.quick else args.loadgen,
         )
+    if name == "cloud_calls":
+        from cloud_calls import bench_cloud_calls
+
+        return bench_cloud_calls(repeat)
     from reapply import bench_reapply
 
     return bench_reapply(repeat)
@@ -223,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             results["versions"]["mlflow"] = version
     results["repeat"] = {}
     # --quick is a smoke run of seconds: the image benchmark builds and starts containers.
-    ran = args.only or [n for n in NAMES if not (args.quick and n == "image")]
+    # (cloud_calls drives three cloud SDKs on their kits: tests/test_bench_cloud_calls.py runs it.)
+    ran = args.only or [n for n in NAMES if not (args.quick and n in ("image", "cloud_calls"))]
     for name in ran:
         repeat = 1 if args.quick else (args.repeat or DEFAULT_REPEAT[name])
         results["repeat"][name] = repeat
