@@ -100,6 +100,7 @@ def test_a_failing_step_is_named_with_its_log_and_where_to_read_more(client: mls
     assert "https://console.cloud.google.com/logs/query" in (train.message or "")
     assert run.message is not None and run.message.startswith("step 'train' failed:")
     assert "Traceback" in run.logs("train")
+    assert (train.log or "").startswith("https://console.cloud.google.com/logs/query;query=")
     assert {s.name: s.status for s in run.steps if s.name in ("evaluate", "register")} == {
         "evaluate": "skipped",
         "register": "skipped",

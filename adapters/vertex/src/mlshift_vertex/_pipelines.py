@@ -440,6 +440,7 @@ class VertexPipelineService:
             message=message,
             started_at=_time(task.get("start_time")),
             finished_at=_time(task.get("end_time")),
+            log=self.logs_link(task),
         )
 
     def _failure(self, run_id: str, step: str, task: Mapping[str, Any]) -> str:
