@@ -26,8 +26,10 @@ __all__ = ["CAPABILITIES", "VertexAdapter"]
 #: ``IN_PLACE_UPDATE`` (a deployed model cannot be swapped: add → shift → remove),
 #: ``SHADOW_TRAFFIC`` (Vertex has no mirrored traffic), ``TARGETED_INVOKE`` (a public endpoint
 #: cannot address one deployed model), ``NATIVE_ROLLOUT`` (mlshift's engine steps the traffic
-#: split), and, not built yet, ``AUTOSCALING``, ``PIPELINES`` and ``SCHEDULES``.
-CAPABILITIES = frozenset({Capability.TRAFFIC_SPLIT, Capability.METRICS, Capability.GPU})
+#: split), and, not built yet, ``PIPELINES`` and ``SCHEDULES``.
+CAPABILITIES = frozenset(
+    {Capability.TRAFFIC_SPLIT, Capability.METRICS, Capability.GPU, Capability.AUTOSCALING}
+)
 
 _PROJECT = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _LOCATION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
