@@ -232,3 +232,24 @@ def test_a_variant_with_fewer_ready_replicas_than_wanted_is_restored_unless_it_c
     assert registered.plan(
         spec(("blue", "iris:1", 80), ("green", "iris:2", 20), compute={"replicas": 2})
     ).is_empty
+
+
+def test_a_target_s_plan_notes_are_shown_under_its_changes(
+    registered: mlshift.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlshift.plan import Plan
+
+    seen: list[Any] = []
+
+    def notes(spec: EndpointSpec, observed: Any) -> list[str]:
+        seen.append(observed)
+        return ["gates read metrics here"]
+
+    monkeypatch.setattr(registered.adapter.endpoints, "plan_notes", notes)
+    plan = registered.plan(spec(("blue", "iris:1", 100)))
+    assert plan.notes == ("endpoint iris: gates read metrics here",)
+    assert plan.render().endswith("  note: endpoint iris: gates read metrics here")
+    assert Plan.from_json(json.loads(json.dumps(plan.to_json()))).notes == plan.notes
+    assert seen == [None]  # the endpoint did not exist yet
+    registered.apply(plan)
+    assert registered.plan(spec(("blue", "iris:1", 100))).notes == ()  # nothing changes: nothing to note

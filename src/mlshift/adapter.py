@@ -792,6 +792,16 @@ class EndpointService(Protocol):
         """
         ...
 
+    def plan_notes(self, spec: EndpointSpec, observed: EndpointState | None) -> builtins.list[str]:
+        """What the plan should tell the user about how this target carries ``spec`` out.
+
+        One sentence each, shown under the plan's changes (and in its JSON as ``notes``): how
+        the target differs from what the spec may lead one to expect, e.g. that rollout gates
+        read metrics because a variant cannot be invoked on its own. Read-only and optional:
+        :class:`BaseEndpointService` has none.
+        """
+        ...
+
     def lock(self, name: str, *, owner: str, timeout: float) -> AbstractContextManager[None]:
         """Hold an exclusive lease on changing ``name`` for the duration of a ``with`` block.
 
@@ -977,6 +987,9 @@ class BaseEndpointService:
         raise self._unsupported("autoscale")
 
     def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
+        return []
+
+    def plan_notes(self, spec: EndpointSpec, observed: EndpointState | None) -> builtins.list[str]:
         return []
 
     def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:

@@ -58,3 +58,15 @@ def slow(seconds: float = 60.0) -> None:
 def waiting(seconds: float = 60.0) -> None:
     """One slow step."""
     slow(seconds=seconds)
+
+
+@pipeline(schedule="0 3 * * *")
+def nightly(rows: int = 3) -> None:
+    """make, every night at 03:00 UTC."""
+    make(rows=rows)
+
+
+@pipeline(schedule="0 3 * * *", timezone="Europe/Paris")
+def nightly_paris(rows: int = 3) -> None:
+    """make, every night at 03:00 in Paris."""
+    make(rows=rows)

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import mlshift
-from kfp_pipelines import gated, waiting
+from kfp_pipelines import gated, nightly, nightly_paris, waiting
 from mlshift.errors import AuthError, ConfigError, NotFound
 from mlshift.specs.endpoint import EndpointSpec
-from mlshift_vertex.kfp import KubeflowAdapter, KubeflowApiError, PipelinesOnlyTarget
+from mlshift_vertex.kfp import KubeflowAdapter, KubeflowApiError, KubeflowPipelineService, PipelinesOnlyTarget
 from mlshift_vertex.kfp.testing import FakeKubeflow, evaluate_condition
 
 
@@ -146,7 +146,10 @@ def test_parameters_reach_the_steps_and_a_closed_gate_fails_the_run(
     run = client.pipelines.run(gated, params={"rows": 1, "tag": "z"}).wait(180)
     assert run.status == "failed"
     assert "not enough rows" in (run.message or "")
-    assert "score.metrics['share'] = 0.1, needs >= 0.2 (threshold)" in (run.message or "")
+    assert (
+        run.message
+        == "step 'fail' failed: not enough rows: score.metrics['share'] = 0.1, needs >= 0.2 (threshold)"
+    )
     steps = {s.name: s.status for s in run.steps}
     assert steps["fail"] == "failed" and steps["publish"] == "skipped"
     assert kfp.run(run.id)["runtime_config"]["parameters"] == {"rows": 1, "tag": "z", "threshold": 0.2}
@@ -200,6 +203,42 @@ def test_bad_parameters_are_refused_before_anything_is_sent(
 ) -> None:
     with pytest.raises(ConfigError, match="rows"):
         client.pipelines.run(gated, params={"rows": "many"})
+    assert kfp.calls == []
+
+
+def test_a_schedule_is_one_recurring_run_replaced_only_when_it_changes(
+    kfp: FakeKubeflow, client: mlshift.Client
+) -> None:
+    service = client.adapter.pipelines
+    assert isinstance(service, KubeflowPipelineService)
+    first = service.schedule(nightly.ir)
+    (recurring,) = kfp.recurring_runs()
+    assert recurring["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert (recurring["no_catchup"], recurring["max_concurrency"], recurring["mode"]) == (True, 1, "ENABLE")
+    assert recurring["runtime_config"]["parameters"] == {"rows": 3}
+
+    changes = [c for c in kfp.calls if c.method != "GET"]
+    assert service.schedule(nightly.ir) == first
+    assert [c for c in kfp.calls if c.method != "GET"] == changes  # unchanged: nothing sent
+
+    second = service.schedule(nightly.ir, {"rows": 5})
+    assert second != first and [r["recurring_run_id"] for r in kfp.recurring_runs()] == [second]
+    run = client.pipelines.get(kfp.fire(second)).wait(180)
+    assert run.status == "succeeded" and run.params == {"rows": 5}
+    assert service.unschedule("nightly") and kfp.recurring_runs() == []
+    assert not service.unschedule("nightly")
+
+
+def test_schedules_kfp_cannot_keep_are_refused_before_anything_is_sent(
+    kfp: FakeKubeflow, client: mlshift.Client
+) -> None:
+    service = client.adapter.pipelines
+    assert isinstance(service, KubeflowPipelineService)
+    with pytest.raises(ConfigError, match="no schedule"):
+        service.schedule(gated.ir)
+    with pytest.raises(ConfigError, match="UTC") as caught:
+        service.schedule(nightly_paris.ir)
+    assert caught.value.field == "schedule.timezone"
     assert kfp.calls == []
 
 

@@ -63,12 +63,15 @@ class Plan(SpecModel):
         actions: The steps, in the order they will run.
         observed: Endpoint name → fingerprint of the state the plan was made from; ``apply``
             refuses to run a plan whose endpoints changed since.
+        notes: What the target says about how it carries the changes out
+            (:meth:`~mlshift.adapter.EndpointService.plan_notes`), shown under them.
     """
 
     target: str
     actions: tuple[Action, ...] = ()
     observed: dict[str, str] = Field(default_factory=dict)
     unchanged: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -105,6 +108,7 @@ class Plan(SpecModel):
                 lines.extend(f"        {change.describe()}" for change in action.changes)
                 continue
             lines.append(f"    {sign.get(action.kind, '~')} {action.describe()}")
+        lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -689,6 +693,7 @@ def build_plan(
             unchanged.append(f"model {model.name}")
 
     observed: dict[str, str] = {}
+    notes: list[str] = []
     for spec in endpoints:
         _check_names(adapter, spec)
         _check_capabilities(adapter, spec)
@@ -699,6 +704,14 @@ def build_plan(
         endpoint_actions = _plan_endpoint(adapter, spec, state, pending, recover, signatures, checks)
         if endpoint_actions:
             actions.extend(endpoint_actions)
+            # Notes explain changes: an unchanged endpoint has nothing to explain.
+            notes.extend(f"endpoint {spec.name}: {n}" for n in adapter.endpoints.plan_notes(spec, state))
         else:
             unchanged.append(f"endpoint {spec.name}")
-    return Plan(target=adapter.uri.raw, actions=tuple(actions), observed=observed, unchanged=tuple(unchanged))
+    return Plan(
+        target=adapter.uri.raw,
+        actions=tuple(actions),
+        observed=observed,
+        unchanged=tuple(unchanged),
+        notes=tuple(notes),
+    )

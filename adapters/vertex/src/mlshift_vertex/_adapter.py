@@ -27,13 +27,14 @@ __all__ = ["CAPABILITIES", "VertexAdapter"]
 #: ``IN_PLACE_UPDATE`` (a deployed model cannot be swapped: add → shift → remove),
 #: ``SHADOW_TRAFFIC`` (Vertex has no mirrored traffic), ``TARGETED_INVOKE`` (a public endpoint
 #: cannot address one deployed model), ``NATIVE_ROLLOUT`` (mlshift's engine steps the traffic
-#: split), and, not built yet, ``AUTOSCALING``. Pipelines run on Vertex AI Pipelines as KFP
+#: split). Pipelines run on Vertex AI Pipelines as KFP
 #: pipeline specs (conditions as ``triggerPolicy`` sub-DAGs), schedules as Vertex schedules.
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
         Capability.METRICS,
         Capability.GPU,
+        Capability.AUTOSCALING,
         Capability.PIPELINES,
         Capability.PIPELINE_CONDITIONS,
         Capability.SCHEDULES,

@@ -8,6 +8,13 @@
   declare ``IN_PLACE_UPDATE``: the planner adds a variant, shifts traffic, removes the old one.
 - Compute comes from the sizes table (:data:`mlshift_vertex.options.SIZE_TO_MACHINE`), as
   dedicated resources with ``min_replica_count = max_replica_count = replicas``.
+- Autoscaling (``EndpointSpec.autoscaling``) applies to every deployed model: ``min_replicas`` and
+  ``max_replicas`` become ``min_replica_count``/``max_replica_count``, and
+  ``target_requests_per_replica`` one ``autoscaling_metric_specs`` entry on
+  ``prediction/online/request_count``. A change is made in place (``MutateDeployedModel``), only
+  on the deployed models whose scaling differs. Vertex starts a deployed model at
+  ``min_replica_count``; the count the variant asked for (``compute.replicas``) is kept in the
+  endpoint label ``mlshift-scale-<deployed model id>``, which also marks it as autoscaled.
 - A public endpoint cannot send a request to one deployed model, so there is no
   ``TARGETED_INVOKE``: rollout gates read Cloud Monitoring (``read_metrics``), whose data is
   ``metric_lag`` seconds late; the planner refuses bakes shorter than that.
@@ -40,7 +47,7 @@ from mlshift.adapter import (
     validate_own_options,
 )
 from mlshift.errors import ConfigError, Conflict, InvalidPayload, NotFound, UnsupportedOperation
-from mlshift.specs.endpoint import Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef
 from mlshift_vertex._naming import LABEL_MANAGED
 from mlshift_vertex.errors import PROVIDER, google_errors
@@ -52,6 +59,10 @@ if TYPE_CHECKING:
 __all__ = ["VertexEndpointService"]
 
 LABEL_ENDPOINT = "mlshift-endpoint"
+#: ``mlshift-scale-<deployed model id>``: the replicas an autoscaled variant asked to start with.
+LABEL_SCALE = "mlshift-scale-"
+#: The autoscaling metric ``target_requests_per_replica`` maps to (requests per minute per replica).
+REQUEST_COUNT = "aiplatform.googleapis.com/prediction/online/request_count"
 _RESPONSE_COUNT = "aiplatform.googleapis.com/prediction/online/response_count"
 _LATENCIES = "aiplatform.googleapis.com/prediction/online/prediction_latencies"
 
@@ -61,6 +72,68 @@ def _size_for(machine_type: str) -> str:
         if spec.machine_type == machine_type:
             return size
     return "cpu-small"
+
+
+def _bounds(
+    autoscaling: Autoscaling | None, replicas: int
+) -> tuple[int, int, builtins.list[tuple[str, int]]]:
+    """``min_replica_count``, ``max_replica_count`` and the metric specs of a deployed model."""
+    if autoscaling is None:
+        return replicas, replicas, []
+    target = autoscaling.target_requests_per_replica
+    metrics = [(REQUEST_COUNT, round(target))] if target is not None else []
+    return autoscaling.min_replicas, autoscaling.max_replicas, metrics
+
+
+def _scaling_of(resources: Any) -> Autoscaling:
+    """A deployed model's bounds and request-count target in neutral terms."""
+    target = next(
+        (float(m.target) for m in resources.autoscaling_metric_specs if m.metric_name == REQUEST_COUNT), None
+    )
+    low = max(1, resources.min_replica_count)
+    return Autoscaling(
+        min_replicas=low,
+        max_replicas=max(low, resources.max_replica_count),
+        target_requests_per_replica=target,
+    )
+
+
+def _check_bounds(name: str, scaling: Autoscaling) -> None:
+    if scaling.min_replicas < 1:
+        raise ConfigError(
+            f"endpoint {name!r}: autoscaling.min_replicas is 0; a Vertex AI deployed model keeps at "
+            "least one replica (min_replica_count >= 1)",
+            field="autoscaling.min_replicas",
+            hint="set min_replicas to 1 or more",
+        )
+    target = scaling.target_requests_per_replica
+    if target is not None and target != round(target):
+        raise ConfigError(
+            f"endpoint {name!r}: autoscaling.target_requests_per_replica is {target:g}; Vertex AI "
+            "takes a whole number of requests per minute per replica",
+            field="autoscaling.target_requests_per_replica",
+            hint=f"use {max(1, round(target))}",
+        )
+
+
+def check_autoscaling(spec: EndpointSpec) -> None:
+    """What Vertex AI refuses in ``spec.autoscaling`` (plan time).
+
+    Raises:
+        ConfigError: naming the field.
+    """
+    scaling = spec.autoscaling
+    assert scaling is not None
+    _check_bounds(spec.name, scaling)
+    for i, variant in enumerate(spec.variants):
+        count = spec.compute_for(variant).replicas
+        if not scaling.min_replicas <= count <= scaling.max_replicas:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: variant {variant.name!r} starts with {count} replica(s), "
+                f"outside autoscaling's {scaling.min_replicas}-{scaling.max_replicas}",
+                field=f"variants[{i}].compute.replicas" if variant.compute else "compute.replicas",
+                hint="set replicas between autoscaling.min_replicas and autoscaling.max_replicas",
+            )
 
 
 class VertexEndpointService(BaseEndpointService):
@@ -116,10 +189,14 @@ class VertexEndpointService(BaseEndpointService):
         split = dict(endpoint.traffic_split)
         variants = []
         names: dict[str, str] = {}
+        labels = dict(endpoint.labels)
+        scalings: list[Autoscaling | None] = []
         for deployed in endpoint.deployed_models:
             model_name = deployed.model.rsplit("/", 1)[-1].partition("@")[0]
             resources = deployed.dedicated_resources
             names[deployed.id] = deployed.display_name
+            asked = labels.get(LABEL_SCALE + deployed.id, "")
+            scalings.append(_scaling_of(resources) if asked else None)
             variants.append(
                 VariantState(
                     name=deployed.display_name or deployed.id,
@@ -128,7 +205,7 @@ class VertexEndpointService(BaseEndpointService):
                     weight=int(split.get(deployed.id, 0)),
                     compute=Compute(
                         size=_size_for(resources.machine_spec.machine_type),
-                        replicas=max(1, resources.min_replica_count),
+                        replicas=int(asked) if asked.isdigit() else max(1, resources.min_replica_count),
                     ),
                     status="healthy",
                 )
@@ -136,8 +213,8 @@ class VertexEndpointService(BaseEndpointService):
         name = endpoint.name.rsplit("/", 1)[-1]
         with self._lock:
             self._variant_names[name] = names
-        labels = dict(endpoint.labels)
         created = endpoint.create_time
+        common = scalings[0] if scalings and all(x == scalings[0] for x in scalings) else None
         return EndpointState(
             name=name,
             url=f"{self._adapter.clients.vertex_endpoint}/v1/{endpoint.name}:predict",
@@ -149,6 +226,7 @@ class VertexEndpointService(BaseEndpointService):
                 if not k.startswith("mlshift-") and k not in self._adapter.options.labels
             },
             created_at=created if isinstance(created, datetime) else None,
+            autoscaling=common,
         )
 
     def observe(self, name: str) -> EndpointState | None:
@@ -199,6 +277,30 @@ class VertexEndpointService(BaseEndpointService):
                     field=f"variants[{i}].batching",
                     hint="remove batching from the variant on the vertex target",
                 )
+        if spec.autoscaling is not None:
+            check_autoscaling(spec)
+
+    def plan_notes(self, spec: EndpointSpec, observed: EndpointState | None) -> builtins.list[str]:
+        """What Vertex AI does differently with ``spec``, for the plan: how gates see variants, and
+        where an autoscaled variant starts."""
+        notes = []
+        if spec.rollout is not None or len(spec.variants) > 1:
+            lag = self._adapter.options.metric_lag
+            notes.append(
+                "Vertex AI cannot send a request to one deployed model of a public endpoint, so "
+                "rollout gates read each variant's Cloud Monitoring metrics (response_count by "
+                f"response_code, prediction_latencies), which arrive up to {lag:g} s late; probes "
+                "and checks= cannot target a variant"
+            )
+        scaling = spec.autoscaling
+        if scaling is not None:
+            above = sorted({spec.compute_for(v).replicas for v in spec.variants} - {scaling.min_replicas})
+            if above:
+                notes.append(
+                    f"Vertex AI starts each deployed model at min_replica_count ({scaling.min_replicas}), "
+                    f"not at compute.replicas ({', '.join(map(str, above))}), and scales from there"
+                )
+        return notes
 
     # ---------------------------------------------------------------- writing
 
@@ -212,13 +314,17 @@ class VertexEndpointService(BaseEndpointService):
         if machine.accelerator_type:
             spec.accelerator_type = machine.accelerator_type
             spec.accelerator_count = machine.accelerator_count
+        low, high, metrics = _bounds(variant.autoscaling, variant.compute.replicas)
         deployed = types.DeployedModel(
             model=f"{self._adapter.models.model_name(variant.model.name)}@{variant.model.version}",
             display_name=variant.name,
             dedicated_resources=types.DedicatedResources(
                 machine_spec=spec,
-                min_replica_count=variant.compute.replicas,
-                max_replica_count=variant.compute.replicas,
+                min_replica_count=low,
+                max_replica_count=high,
+                autoscaling_metric_specs=[
+                    types.AutoscalingMetricSpec(metric_name=m, target=t) for m, t in metrics
+                ],
             ),
         )
         if self._adapter.options.service_account:
@@ -233,7 +339,13 @@ class VertexEndpointService(BaseEndpointService):
                 deployed_model=self._deployed_model(variant, options),
                 traffic_split=dict(split),
             )
-        self._adapter.wait(operation, what)
+        result = self._adapter.wait(operation, what)
+        if variant.autoscaling is not None:
+            # Mark it autoscaled, with the count it asked to start with (see the module docstring).
+            endpoint = self._require(name)
+            deployed_id = str(result.deployed_model.id)
+            labels = {**dict(endpoint.labels), LABEL_SCALE + deployed_id: str(variant.compute.replicas)}
+            self._update(endpoint, {"labels": labels}, f"label the autoscaling of variant {variant.name!r}")
 
     def create(self, spec: EndpointSpec, variants: Sequence[ResolvedVariant]) -> Operation[EndpointState]:
         """Create the endpoint, deploy each variant, then set the weights.
@@ -342,10 +454,80 @@ class VertexEndpointService(BaseEndpointService):
     def update_tags(self, name: str, tags: Mapping[str, str]) -> Operation[EndpointState]:
         endpoint = self._require(name)
         check_labels(tags, "tags")
-        labels = self._labels(name, tags)
+        labels = {**self._labels(name, tags), **self._scale_labels(endpoint)}
         if labels != dict(endpoint.labels):
             self._update(endpoint, {"labels": labels}, f"update the labels of {name!r}")
         return CompletedOperation(self._require_state(name), "update tags")
+
+    @staticmethod
+    def _scale_labels(endpoint: Any) -> dict[str, str]:
+        """The ``mlshift-scale-*`` labels of the deployed models the endpoint still has."""
+        ids = {d.id for d in endpoint.deployed_models}
+        return {
+            k: v
+            for k, v in endpoint.labels.items()
+            if k.startswith(LABEL_SCALE) and k[len(LABEL_SCALE) :] in ids
+        }
+
+    def set_autoscaling(self, name: str, autoscaling: Autoscaling | None) -> Operation[EndpointState]:
+        """Scale every deployed model within ``autoscaling``'s bounds (``None``: back to fixed counts).
+
+        Each deployed model whose bounds or metric differ gets one ``MutateDeployedModel``; the
+        others are left alone, so an unchanged spec makes no call. Stopping autoscaling fixes
+        each at the count its variant asked to start with.
+
+        Raises:
+            ConfigError: bounds Vertex refuses (``min_replicas`` 0), before any call.
+            NotFound: no such endpoint.
+        """
+        from google.protobuf import field_mask_pb2
+
+        if autoscaling is not None:
+            _check_bounds(name, autoscaling)
+        endpoint = self._require(name)
+        types = self._adapter.clients.types()
+        labels = {k: v for k, v in endpoint.labels.items() if not k.startswith(LABEL_SCALE)}
+        scale = self._scale_labels(endpoint)
+        for deployed in endpoint.deployed_models:
+            resources = deployed.dedicated_resources
+            asked = scale.get(LABEL_SCALE + deployed.id, "")
+            start = int(asked) if asked.isdigit() else max(1, resources.min_replica_count)
+            low, high, metrics = _bounds(autoscaling, start)
+            have = (
+                resources.min_replica_count,
+                resources.max_replica_count,
+                sorted((m.metric_name, m.target) for m in resources.autoscaling_metric_specs),
+            )
+            if autoscaling is not None:
+                labels[LABEL_SCALE + deployed.id] = str(start)
+            if have == (low, high, sorted(metrics)):
+                continue
+            what = f"change the autoscaling of variant {deployed.display_name!r} of {name!r}"
+            change = types.DeployedModel(
+                id=deployed.id,
+                dedicated_resources=types.DedicatedResources(
+                    min_replica_count=low,
+                    max_replica_count=high,
+                    autoscaling_metric_specs=[
+                        types.AutoscalingMetricSpec(metric_name=m, target=t) for m, t in metrics
+                    ],
+                ),
+            )
+            paths = [
+                "dedicated_resources.min_replica_count",
+                "dedicated_resources.max_replica_count",
+                "dedicated_resources.autoscaling_metric_specs",
+            ]
+            with google_errors(what):
+                operation = self._client.mutate_deployed_model(
+                    endpoint=self.resource(name),
+                    deployed_model=change,
+                    update_mask=field_mask_pb2.FieldMask(paths=paths),
+                )
+            self._adapter.wait(operation, what)
+        if labels != dict(endpoint.labels):
+            self._update(self._require(name), {"labels": labels}, f"label the autoscaling of {name!r}")
+        return CompletedOperation(self._require_state(name), f"set autoscaling of {name}")
 
     def _teardown(self, name: str) -> None:
         """Undeploy every deployed model (traffic moved off each first) and delete the endpoint."""

@@ -14,11 +14,13 @@ that runs the steps on this machine.
 from mlshift_vertex.kfp._adapter import KUBEFLOW_CAPABILITIES, KubeflowAdapter, PipelinesOnlyTarget
 from mlshift_vertex.kfp._client import KubeflowApiError
 from mlshift_vertex.kfp._options import KubeflowOptions
+from mlshift_vertex.kfp._service import KubeflowPipelineService
 
 __all__ = [
     "KUBEFLOW_CAPABILITIES",
     "KubeflowAdapter",
     "KubeflowApiError",
     "KubeflowOptions",
+    "KubeflowPipelineService",
     "PipelinesOnlyTarget",
 ]

@@ -37,8 +37,9 @@ from mlshift_vertex.kfp._service import KubeflowPipelineService
 
 __all__ = ["KUBEFLOW_CAPABILITIES", "KubeflowAdapter", "PipelinesOnlyTarget"]
 
-#: What ``kfp://`` declares: pipelines with native conditions. No ``SCHEDULES`` yet (recurring
-#: runs are not built), no model or endpoint capability.
+#: What ``kfp://`` declares: pipelines with native conditions, no model or endpoint capability.
+#: ``SCHEDULES`` is not declared: mlshift's scheduler runs on this machine (``run_schedules``);
+#: Kubeflow's own recurring runs are made with ``adapter.pipelines.schedule(ir)``.
 KUBEFLOW_CAPABILITIES = frozenset({Capability.PIPELINES, Capability.PIPELINE_CONDITIONS})
 
 

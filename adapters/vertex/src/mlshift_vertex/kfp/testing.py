@@ -181,6 +181,7 @@ class FakeKubeflow:
         self._pipelines: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, dict[str, Any]] = {}
         self._runs: dict[str, _Run] = {}
+        self._recurring: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
         self._task_faults: dict[str, str] = {}
@@ -363,6 +364,20 @@ class FakeKubeflow:
                 ]
                 items = self._filtered(mine, query)
                 return {"pipeline_versions": items, "total_size": len(items)} if items else {}
+            if path == "/recurringruns" and method == "POST":
+                return self._create_recurring(json.loads(raw or b"{}"))
+            if path == "/recurringruns" and method == "GET":
+                items = self._filtered(list(self._recurring.values()), query)
+                return {"recurringRuns": items, "total_size": len(items)} if items else {}
+            match = re.fullmatch(r"/recurringruns/([^/:]+)", path)
+            if match and method in ("GET", "DELETE"):
+                found = self._recurring.get(match[1])
+                if found is None:
+                    raise _ApiError(404, f"Recurring run {match[1]} not found")
+                if method == "DELETE":
+                    del self._recurring[match[1]]
+                    return {}
+                return found
             if method == "POST" and path == "/runs":
                 return self._create_run(json.loads(raw or b"{}"))
             if method == "GET" and path == "/runs":
@@ -523,6 +538,53 @@ class FakeKubeflow:
         )
         run.thread.start()
         return self._run_json(run)
+
+    def _create_recurring(self, body: dict[str, Any]) -> Any:
+        if not body.get("display_name"):
+            raise _ApiError(400, "Invalid input error: recurring run display_name is required")
+        trigger = body.get("trigger") or {}
+        cron = (trigger.get("cron_schedule") or {}).get("cron")
+        periodic = (trigger.get("periodic_schedule") or {}).get("interval_second")
+        if bool(cron) == bool(periodic):
+            raise _ApiError(
+                400, "Invalid input error: a trigger needs a cron_schedule or a periodic_schedule"
+            )
+        if cron and len(str(cron).split()) != 6:
+            raise _ApiError(
+                400,
+                f"Invalid input error: cron {cron!r} must have 6 fields (seconds first), e.g. '0 0 3 * * *'",
+            )
+        ref = body.get("pipeline_version_reference") or {}
+        if not body.get("pipeline_spec") and ref.get("pipeline_version_id") not in self._versions:
+            raise _ApiError(404, f"Pipeline version {ref.get('pipeline_version_id')} not found")
+        recurring_id = f"r-{next(self._ids)}"
+        self._recurring[recurring_id] = {
+            **body,
+            "recurring_run_id": recurring_id,
+            "mode": body.get("mode") or "ENABLE",
+            "status": "ENABLED" if body.get("mode", "ENABLE") == "ENABLE" else "DISABLED",
+            "created_at": _now(),
+            "updated_at": _now(),
+            "experiment_id": body.get("experiment_id") or "default",
+        }
+        return self._recurring[recurring_id]
+
+    def recurring_runs(self) -> list[dict[str, Any]]:
+        """Every recurring run (a copy); the fake records them but never fires them by itself."""
+        with self._lock:
+            copy: list[dict[str, Any]] = json.loads(json.dumps(list(self._recurring.values())))
+            return copy
+
+    def fire(self, recurring_run_id: str) -> str:
+        """Start the run a recurring run's trigger would start now; returns the run id."""
+        with self._lock:
+            recurring = self._recurring[recurring_run_id]
+            keys = ("pipeline_version_reference", "pipeline_spec", "runtime_config", "service_account")
+            body: dict[str, Any] = {k: recurring[k] for k in keys if k in recurring}
+            body["display_name"] = f"{recurring['display_name']}-{_now()}"
+            run = self._create_run(body)
+            self._runs[run["run_id"]].data["recurring_run_id"] = recurring_run_id
+            return str(run["run_id"])
 
     def _run_json(self, run: _Run) -> dict[str, Any]:
         out = dict(run.data)
@@ -782,4 +844,4 @@ class FakeKubeflow:
             return None
         lines = [line for line in (work / "log.txt").read_text(errors="replace").splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit code {code}"
-        return last.removeprefix("step failed: ")
+        return last.removeprefix("step failed: ").removeprefix("StepFailed: ")

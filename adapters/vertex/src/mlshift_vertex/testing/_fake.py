@@ -13,7 +13,10 @@ request real Vertex would refuse is refused here with Vertex's status and messag
   being deployed; ``UndeployModel`` refuses a model with traffic unless a new split is given (or
   it is the last one); ``UpdateEndpoint`` compares the ``etag``; an endpoint with deployed models
   cannot be deleted, nor can a model version that is deployed;
-- ``min_replica_count`` ≥ 1 and a machine type on every deployed model.
+- ``min_replica_count`` ≥ 1 and a machine type on every deployed model; a ``max_replica_count``
+  below the minimum is raised to it; ``autoscaling_metric_specs`` name supported metrics, at most
+  once each, utilization targets 1-100 (``duty_cycle`` only with accelerators);
+  ``MutateDeployedModel`` changes only the replica counts and ``autoscaling_metric_specs``.
 
 Long-running operations come back finished, or after ``slow_operations(polls)`` still running
 for that many polls. Predictions are real: each deployed model gets the mlshift model server
@@ -55,6 +58,20 @@ _ALIAS = re.compile(r"[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]")
 _LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 _TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
+_METRIC = "aiplatform.googleapis.com/prediction/online/"
+_SCALING_METRICS = {
+    _METRIC + "cpu/utilization",
+    _METRIC + "accelerator/duty_cycle",
+    _METRIC + "request_count",
+}
+#: What MutateDeployedModel may change (update_mask paths, as the REST transport sends them).
+_MUTABLE = {
+    "dedicatedResources.minReplicaCount",
+    "dedicatedResources.maxReplicaCount",
+    "dedicatedResources.requiredReplicaCount",
+    "dedicatedResources.autoscalingMetricSpecs",
+    "disableContainerLogging",
+}
 _STATUS = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
@@ -745,6 +762,8 @@ class FakeVertex:
             return self._deploy(parent, self._endpoint(name.removesuffix(":deployModel")), data)
         if name.endswith(":undeployModel"):
             return self._undeploy(parent, self._endpoint(name.removesuffix(":undeployModel")), data)
+        if name.endswith(":mutateDeployedModel"):
+            return self._mutate(parent, self._endpoint(name.removesuffix(":mutateDeployedModel")), data)
         endpoint = self._endpoint(name)
         if method == "GET":
             return endpoint
@@ -787,10 +806,7 @@ class FakeVertex:
         resources = deployed.get("dedicatedResources")
         if not resources or not (resources.get("machineSpec") or {}).get("machineType"):
             raise ApiError(400, "Model requires dedicated_resources with a machine_spec.machine_type.")
-        if int(resources.get("minReplicaCount") or 0) < 1:
-            raise ApiError(400, "dedicated_resources.min_replica_count must be at least 1.")
-        if int(resources.get("maxReplicaCount") or 0) < int(resources["minReplicaCount"]):
-            resources["maxReplicaCount"] = resources["minReplicaCount"]
+        self._check_scaling(resources)
         ids = {d["id"] for d in endpoint["deployedModels"]}
         new_id = str(next(self._ids) + 10**9)[-10:]
         split = data.get("trafficSplit")
@@ -811,6 +827,60 @@ class FakeVertex:
         endpoint["deployedModels"].append(record)
         self._touch(endpoint)
         return self._operation(parent, "DeployModelResponse", {"deployedModel": record})
+
+    @staticmethod
+    def _check_scaling(resources: dict[str, Any]) -> None:
+        """Vertex's rules for replica counts and autoscaling metrics (``resources`` is completed)."""
+        if int(resources.get("minReplicaCount") or 0) < 1:
+            raise ApiError(400, "dedicated_resources.min_replica_count must be at least 1.")
+        if int(resources.get("maxReplicaCount") or 0) < int(resources["minReplicaCount"]):
+            resources["maxReplicaCount"] = resources["minReplicaCount"]
+        accelerators = int((resources.get("machineSpec") or {}).get("acceleratorCount") or 0)
+        seen: set[str] = set()
+        for spec in resources.get("autoscalingMetricSpecs") or []:
+            name, target = spec.get("metricName", ""), int(spec.get("target") or 60)
+            if name not in _SCALING_METRICS:
+                raise ApiError(
+                    400, f"Unsupported autoscaling metric {name!r}; use one of {sorted(_SCALING_METRICS)}."
+                )
+            if name in seen:
+                raise ApiError(400, f"At most one autoscaling_metric_specs entry per metric ({name}).")
+            seen.add(name)
+            if name.endswith("duty_cycle") and not accelerators:
+                raise ApiError(400, "accelerator/duty_cycle autoscaling needs a machine with accelerators.")
+            if not name.endswith("request_count") and not 1 <= target <= 100:
+                raise ApiError(400, f"autoscaling target for {name} must be 1-100 (percent), got {target}.")
+            if target < 1:
+                raise ApiError(400, f"autoscaling target for {name} must be at least 1, got {target}.")
+
+    def _mutate(self, parent: str, endpoint: dict[str, Any], data: dict[str, Any]) -> Any:
+        change = dict(data.get("deployedModel") or {})
+        target = next((d for d in endpoint["deployedModels"] if d["id"] == str(change.get("id", ""))), None)
+        if target is None:
+            raise ApiError(404, f"Deployed model {change.get('id')} is not found on {endpoint['name']}.")
+        mask = data.get("updateMask") or ""
+        paths = [
+            p.strip() for p in (mask if isinstance(mask, str) else ",".join(mask.get("paths", []))).split(",")
+        ]
+        paths = [p for p in paths if p]
+        if not paths:
+            raise ApiError(400, "update_mask is required.")
+        for path in paths:
+            if path not in _MUTABLE:
+                raise ApiError(400, f"Field {path!r} of a deployed model cannot be mutated.")
+        resources = json.loads(json.dumps(target["dedicatedResources"]))
+        given = change.get("dedicatedResources") or {}
+        for path in paths:
+            key = path.split(".", 1)[-1]
+            if path.startswith("dedicatedResources."):
+                if key in given:
+                    resources[key] = given[key]
+                else:
+                    resources.pop(key, None)
+        self._check_scaling(resources)
+        target["dedicatedResources"] = resources
+        self._touch(endpoint)
+        return self._operation(parent, "MutateDeployedModelResponse", {"deployedModel": target})
 
     def _undeploy(self, parent: str, endpoint: dict[str, Any], data: dict[str, Any]) -> Any:
         target = str(data.get("deployedModelId", ""))
