@@ -14,7 +14,13 @@ import mlshift
 from mlshift.errors import UnsupportedOperation
 from mlshift.serving import load_model
 from mlshift.serving._app import create_app
-from mlshift.serving._capture import CAPTURE_DIR_ENV, ENDPOINT_ENV, capture_files, write_capture_config
+from mlshift.serving._capture import (
+    CAPTURE_DIR_ENV,
+    ENDPOINT_ENV,
+    capture_files,
+    decode_record,
+    write_capture_config,
+)
 
 
 def _records(folder: Path) -> list[dict[str, Any]]:
@@ -53,13 +59,20 @@ def test_the_server_records_requests_and_answers(served: tuple[Any, Path], iris:
     assert resp.status_code == 200
     generated = resp.headers["x-request-id"]
     client.post("/invocations", json={"instances": [[1, 2]]})  # a 400: not recorded
-    _wait_for(lambda: len(_records(folder)) == 5, "5 captured records")
+    pretty = json.dumps({"instances": [iris["rows"][1]]}, indent=2).encode()
+    assert client.post("/invocations", content=pretty).status_code == 200
+    _wait_for(lambda: len(_records(folder)) == 6, "6 captured records")
     records = _records(folder)
-    assert [r["request_id"] for r in records] == ["req-0", "req-1", "req-2", "req-3", generated]
+    assert [r["request_id"] for r in records][:5] == ["req-0", "req-1", "req-2", "req-3", generated]
+    assert records[5]["request"] == {"instances": [iris["rows"][1]]}  # one line in the file
     first = records[0]
     assert first["endpoint"] == "iris" and first["variant"] == "blue" and first["model"] == "iris:1"
-    assert first["inputs"] == [iris["rows"][0]] and first["outputs"] == answers[0]
-    assert records[4]["inputs"] == [[5.1, 3.5, 1.4, 0.2]]
+    # The body and the answer as they were sent; decoded as the server decodes them.
+    assert first["request"] == {"instances": [iris["rows"][0]]}
+    assert first["response"] == {"predictions": answers[0]}
+    assert decode_record(first) == ([iris["rows"][0]], answers[0])
+    assert records[4]["content_type"] == "text/csv" and records[4]["request"] == "5.1,3.5,1.4,0.2\n"
+    assert decode_record(records[4])[0] == [[5.1, 3.5, 1.4, 0.2]]
     assert first["timestamp"].endswith("+00:00")
     # The documented layout: data/YYYY-MM-DD/HH/<variant>-<pid>-<n>.jsonl
     path = next(capture_files(folder))
@@ -117,7 +130,7 @@ def test_local_endpoint_captures_and_changes_rate_live(local: mlshift.Client, ir
     _wait_for(lambda: len(_records(folder)) == 20, "20 captured records")
     records = _records(folder)
     assert {r["model"] for r in records} == {"iris:1"} and {r["endpoint"] for r in records} == {"iris"}
-    assert records[0]["inputs"] == [iris["rows"][0]]
+    assert decode_record(records[0])[0] == [iris["rows"][0]]
     # A new rate is an option change on the live endpoint: planned, applied, no restart.
     variant = local.endpoints.get("iris").variants[0].name
     spec = mlshift.EndpointSpec(

@@ -55,6 +55,7 @@ EXAMPLE_TESTS = {
     "mlshift.yaml": "tests/test_examples.py",
     "quickstart.py": "tests/test_examples.py",
     "train_gate_deploy.py": "tests/test_pipelines_example.py",
+    "monitor_retrain.py": "tests/test_monitor_loop.py",
     "ci/mlshift.yml": "tests/test_ci_recipe.py",
     "ci/mlshift.yaml": "tests/test_ci_recipe.py",
     "notebooks/deploy_from_experiment.ipynb": "tests/test_notebooks.py",

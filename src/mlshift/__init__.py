@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mlshift.plan import ApplyResult, Plan
     from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec, Variant
     from mlshift.specs.model import ColumnSpec, ModelRef, ModelSpec, ModelVersion, Signature
+    from mlshift.specs.monitor import CaptureSpec, MonitorSpec
     from mlshift.specs.project import ProjectFile
 
 _LAZY: dict[str, str] = {
@@ -59,6 +60,8 @@ _LAZY: dict[str, str] = {
     "ModelSpec": "mlshift.specs.model",
     "ModelVersion": "mlshift.specs.model",
     "Signature": "mlshift.specs.model",
+    "CaptureSpec": "mlshift.specs.monitor",
+    "MonitorSpec": "mlshift.specs.monitor",
     "ProjectFile": "mlshift.specs.project",
     **dict.fromkeys(
         [
@@ -86,6 +89,7 @@ __all__ = [
     "AuthError",
     "Autoscaling",
     "Capability",
+    "CaptureSpec",
     "Client",
     "ColumnSpec",
     "Compute",
@@ -100,6 +104,7 @@ __all__ = [
     "ModelRef",
     "ModelSpec",
     "ModelVersion",
+    "MonitorSpec",
     "NotFound",
     "Plan",
     "Prediction",

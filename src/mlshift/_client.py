@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mlshift.adapter import Adapter, Capability, EndpointState, Invocation, RolloutRecord
+    from mlshift.monitoring._store import VersionBaseline
     from mlshift.pipelines import Pipeline
     from mlshift.pipelines._ir import PipelineIR
     from mlshift.plan import ApplyEvent, ApplyResult, GateCheck, Plan
@@ -209,6 +210,8 @@ class ModelsAPI:
         description: str | None = None,
         skops_trust: Sequence[str] = (),
         progress: Callable[[int, int], None] | None = None,
+        baseline: Any = None,
+        categorical: Sequence[str] = (),
     ) -> ModelVersion:
         """Register a new version of ``name`` from a local artifact or an MLflow model URI.
 
@@ -231,6 +234,10 @@ class ModelsAPI:
                 honoured wherever the version is loaded.
             progress: Called as ``progress(bytes_hashed, total_bytes)`` while the artifact is
                 hashed (a megabyte at a time), for a progress bar on big artifacts.
+            baseline: The training features (rows, ``{column: values}``, a numpy array or a
+                DataFrame): per-feature statistics, and those of the version's predictions on
+                them, are kept with the version for monitors (``docs/monitoring.md``).
+            categorical: Baseline columns to treat as categories.
 
         Raises:
             ConfigError: missing/unreadable artifact, unknown framework, bad name or metric,
@@ -258,6 +265,8 @@ class ModelsAPI:
                     description=description,
                     skops_trust=skops_trust,
                     progress=progress,
+                    baseline=baseline,
+                    categorical=categorical,
                 )
         from mlshift._artifacts import SKOPS_TRUST_TAG, digest_path, parse_skops_trust, scan_artifact
         from mlshift.adapter import Artifact
@@ -306,7 +315,35 @@ class ModelsAPI:
             spec = spec.model_copy(
                 update={"signature": infer_signature(p, spec.framework, skops_trust=trust)}
             )
-        return self._adapter.models.register(spec, Artifact(path=p.resolve(), digest=digest, size=size))
+        kept = None
+        if baseline is not None:  # checked against the signature before anything is stored
+            from mlshift.monitoring._api import version_baseline
+            from mlshift.monitoring._store import store_for
+
+            store = store_for(self._adapter)
+            kept = version_baseline(
+                baseline,
+                spec.signature,
+                categorical=categorical,
+                model_path=p.resolve(),
+                framework=spec.framework,
+                skops_trust=trust,
+            )
+        version = self._adapter.models.register(spec, Artifact(path=p.resolve(), digest=digest, size=size))
+        if kept is not None:
+            store.save_baseline(version.name, version.version, kept)
+        return version
+
+    def baseline(self, ref: str) -> VersionBaseline | None:
+        """The baseline kept with a version (``None``: registered without one).
+
+        Raises:
+            NotFound: the reference resolves to nothing.
+        """
+        from mlshift.monitoring._store import store_for
+
+        version = self.get(ref)
+        return store_for(self._adapter).baseline(version.name, version.version)
 
     def get(self, ref: str) -> ModelVersion:
         """Resolve ``NAME:VERSION``, ``NAME@ALIAS`` or ``NAME`` (latest).
@@ -834,6 +871,7 @@ class Client:
         models: Register, find and label model versions.
         endpoints: Deploy, inspect, call and remove endpoints.
         pipelines: Run, follow, resume and compile pipelines.
+        monitors: Save, run and read monitors of captured traffic.
     """
 
     def __init__(self, adapter: Adapter, *, label: str = "") -> None:
@@ -842,6 +880,9 @@ class Client:
         self.models = ModelsAPI(adapter)
         self.endpoints = EndpointsAPI(self)
         self.pipelines = PipelinesAPI(self)
+        from mlshift.monitoring._api import MonitorsAPI
+
+        self.monitors = MonitorsAPI(self)
 
     @property
     def target(self) -> str:

@@ -21,6 +21,7 @@ from mlshift.cli import _output as ui
 from mlshift.cli._endpoints import deploy, endpoints_app, predict
 from mlshift.cli._image import image_app
 from mlshift.cli._models import models_app
+from mlshift.cli._monitors import monitors_app
 from mlshift.cli._options import OutputOpt
 from mlshift.cli._pipelines import pipelines_app
 from mlshift.cli._project import apply_cmd, plan_cmd
@@ -43,6 +44,7 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(monitors_app, name="monitors")
 app.add_typer(image_app, name="image")
 app.command("deploy")(deploy)
 app.command("predict")(predict)

@@ -93,11 +93,27 @@ def models_register(
             "Only for files you made: such types can run code.",
         ),
     ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="Training features to keep statistics of, for monitors: .csv (with a header), "
+            ".npy, .jsonl or .parquet."
+        ),
+    ] = None,
+    categorical: Annotated[
+        list[str] | None, typer.Option(help="A baseline column holding categories; repeatable.")
+    ] = None,
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
     """Register a new version of NAME from PATH."""
     ui.check_output(output)
+    data = None
+    if baseline is not None:
+        from mlshift.monitoring._api import load_table
+
+        columns, rows = load_table(baseline)
+        data = rows if columns is None else {c: [r[i] for r in rows] for i, c in enumerate(columns)}
     client = ui.client(target)
     with _HashProgress() as progress:
         version = client.models.register(
@@ -109,6 +125,8 @@ def models_register(
             description=description,
             skops_trust=skops_trust or (),
             progress=progress.update,
+            baseline=data,
+            categorical=categorical or (),
         )
     if output == "json":
         ui.print_json(version.model_dump(mode="json"))

@@ -175,6 +175,16 @@ class DockerRuntime:
             # The version's own trust (its mlshift.skops-trust tag); the container serves only it.
             environment["MLSHIFT_SKOPS_TRUST"] = request.skops_trust
         environment.update(request.environment())
+        volumes = {str(request.artifact): {"bind": target, "mode": "ro"}}
+        if request.capture_dir is not None:
+            from mlshift.serving._capture import CAPTURE_DIR_ENV, ENDPOINT_ENV
+
+            # Mounted at the same path: the server writes capture files straight into the state
+            # folder, and reads a changed capture.json there without a restart.
+            request.capture_dir.mkdir(parents=True, exist_ok=True)
+            volumes[str(request.capture_dir)] = {"bind": str(request.capture_dir), "mode": "rw"}
+            environment[CAPTURE_DIR_ENV] = str(request.capture_dir)
+            environment[ENDPOINT_ENV] = request.endpoint
         labels = {
             ENDPOINT_LABEL: request.endpoint,
             "mlshift.variant": request.variant,
@@ -191,7 +201,7 @@ class DockerRuntime:
                 detach=True,
                 environment=environment,
                 labels=labels,
-                volumes={str(request.artifact): {"bind": target, "mode": "ro"}},
+                volumes=volumes,
                 # Published on loopback only: nothing outside this machine reaches a replica.
                 ports={_CONTAINER_PORT: ("127.0.0.1", None)},
                 nano_cpus=int(cpus * 1e9),

@@ -1,6 +1,9 @@
 """Monitoring: what a model was trained on, and how far its live inputs have moved since.
 
-The first building blocks are the baseline and the drift statistics::
+Endpoints capture a sample of their traffic (``capture:`` on the endpoint spec); a version
+keeps its baseline (``client.models.register(..., baseline=x_train)``); monitors
+(``client.monitors``) judge captured windows against it, record reports, alert and retrain.
+The building blocks are usable on their own::
 
     from mlshift.monitoring import compute_baseline, drift_report
 
@@ -31,20 +34,29 @@ from mlshift.monitoring._drift import (
     Statistic,
     drift_report,
 )
+from mlshift.monitoring._monitor import PREDICTION, MonitorRun, read_window
 from mlshift.monitoring._report import render_html
+from mlshift.monitoring._store import VersionBaseline
+from mlshift.specs.monitor import CaptureSpec, MonitorSpec
 
 __all__ = [
     "CATEGORICAL_STATISTICS",
     "DEFAULT_THRESHOLDS",
     "NUMERIC_STATISTICS",
+    "PREDICTION",
     "Baseline",
+    "CaptureSpec",
     "CategoricalBaseline",
     "DriftReport",
     "FeatureBaseline",
     "FeatureDrift",
+    "MonitorRun",
+    "MonitorSpec",
     "NumericBaseline",
     "Statistic",
+    "VersionBaseline",
     "compute_baseline",
     "drift_report",
+    "read_window",
     "render_html",
 ]

@@ -1,9 +1,10 @@
 """Request capture: a sample of prediction requests and answers, written to JSON-lines files.
 
 The model server wraps its prediction route with :func:`capture_predictions`. A sampled
-request costs the caller one random draw, two list appends and a non-blocking queue put; the
-body is decoded and written by a background thread. When the queue is full the record is
-dropped and counted: capture never slows or fails a prediction.
+request costs the caller one random draw, two list appends and a non-blocking queue put; a
+background thread writes the body and the answer as they were sent (nothing is parsed
+again). When the queue is full the record is dropped and counted: capture never slows or
+fails a prediction.
 
 Layout under the capture folder of one endpoint (``<state>/capture/<endpoint>/`` on the local
 target)::
@@ -13,8 +14,10 @@ target)::
     stats/<variant>-<pid>.json            captured, dropped and failed counts of one server
 
 Each record: ``request_id``, ``endpoint``, ``variant``, ``model`` (``name:version``),
-``timestamp`` (ISO 8601, UTC), ``columns`` (the signature's names, when known), ``inputs``
-(rows) and ``outputs`` (the predictions). Files roll over every hour and past ``max_file_mb``.
+``timestamp`` (ISO 8601, UTC), ``columns`` (the signature's names, when known),
+``content_type``, ``request`` (the body as sent: embedded when JSON, else a string) and
+``response`` (the answer, likewise); :func:`decode_record` turns one into rows and predictions.
+Files roll over every hour and past ``max_file_mb``.
 """
 
 from __future__ import annotations
@@ -202,34 +205,35 @@ class CaptureWriter:
                 self._reload()
                 self._write_stats()
 
-    def _record(self, item: _Pending) -> dict[str, Any]:
-        from mlshift.serving._payload import loads, parse_csv, parse_json
+    def _record(self, item: _Pending) -> bytes:
+        """One JSON line, the request and answer embedded as they were sent (JSON) or as text.
 
-        media = item.content_type.split(";", 1)[0].strip().lower()
-        if media in ("text/csv", "application/csv"):
-            batch = parse_csv(item.body, self.signature)
-            rows = [[_number(v) for v in row] for row in batch.rows]
-        else:
-            batch = parse_json(item.body, self.signature)
-            rows = batch.array.tolist() if batch.array is not None else batch.rows
-        try:
-            outputs = loads(item.response).get("predictions")
-        except Exception:  # a CSV answer: inputs are what monitors need most
-            outputs = None
-        return {
+        Nothing is parsed here: the server already checked the body, and decoding it again
+        would cost the serving process CPU; readers decode records when a monitor runs.
+        """
+        header = {
             "request_id": item.request_id,
             "endpoint": self.endpoint,
             "variant": self.variant,
             "model": self.model_ref,
             "timestamp": datetime.fromtimestamp(item.timestamp, timezone.utc).isoformat(),
-            "columns": list(batch.columns) if batch.columns else self.columns,
-            "inputs": rows,
-            "outputs": outputs,
+            "columns": self.columns,
+            "content_type": item.content_type or "application/json",
         }
+        return b"".join(
+            (
+                json.dumps(header)[:-1].encode(),
+                b', "request": ',
+                _embedded(item.body, item.content_type),
+                b', "response": ',
+                _embedded(item.response, "application/json"),
+                b"}\n",
+            )
+        )
 
     def _write(self, item: _Pending) -> None:
         try:
-            line = json.dumps(self._record(item), default=_jsonable).encode() + b"\n"
+            line = self._record(item)
             hour = datetime.fromtimestamp(item.timestamp, timezone.utc).strftime("%Y-%m-%d/%H")
             if self._file is None or hour != self._file_hour or self._file_size >= self.max_bytes:
                 self._open(hour)
@@ -332,6 +336,43 @@ class _CapturedApp:
             )
 
 
+def _embedded(body: bytes, content_type: str) -> bytes:
+    """``body`` as a JSON value on one line: itself when it is JSON, else a JSON string."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    stripped = body.strip()
+    if (not media or media == "application/json") and stripped[:1] in (b"{", b"["):
+        # Valid JSON (the server parsed it) has no raw line breaks inside strings, so line
+        # breaks between tokens can become spaces: one record stays one line.
+        return stripped.replace(b"\r", b" ").replace(b"\n", b" ")
+    return json.dumps(body.decode("utf-8", "replace")).encode()
+
+
+def decode_record(
+    record: dict[str, Any], signature: Signature | None = None
+) -> tuple[list[list[Any]], list[Any]]:
+    """The input rows and the predictions of one captured record.
+
+    Raises:
+        InvalidPayload: a request body the model server's parsers do not read.
+    """
+    from mlshift.serving._payload import parse_csv, parse_json
+
+    request = record.get("request")
+    media = str(record.get("content_type", "")).split(";", 1)[0].strip().lower()
+    if media in ("text/csv", "application/csv") and isinstance(request, str):
+        batch = parse_csv(request.encode(), signature)
+        rows = [[_number(v) for v in row] for row in batch.rows]
+    else:
+        text = request if isinstance(request, str) else json.dumps(request)
+        batch = parse_json(text.encode(), signature)
+        rows = batch.array.tolist() if batch.array is not None else [list(r) for r in batch.rows]
+    response = record.get("response")
+    outputs = response.get("predictions") if isinstance(response, dict) else None
+    if not isinstance(outputs, list) or len(outputs) != len(rows):
+        outputs = [None] * len(rows)
+    return rows, outputs
+
+
 def _number(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -339,14 +380,6 @@ def _number(value: Any) -> Any:
         except ValueError:
             return value
     return value
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()  # numpy scalars
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 _App = TypeVar("_App")

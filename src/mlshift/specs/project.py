@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.model import ModelSpec
+from mlshift.specs.monitor import MonitorSpec
 
 __all__ = ["ProjectFile", "TargetConfig"]
 
@@ -32,6 +33,7 @@ class ProjectFile(SpecModel):
         targets: Target name → URI or ``{uri, options}``.
         models: Models to register; paths are relative to the file.
         endpoints: Endpoints to converge to.
+        monitors: Monitors of endpoints' captured traffic (``mlshift monitors apply`` saves them).
     """
 
     version: int = 1
@@ -39,6 +41,7 @@ class ProjectFile(SpecModel):
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     models: tuple[ModelSpec, ...] = ()
     endpoints: tuple[EndpointSpec, ...] = ()
+    monitors: tuple[MonitorSpec, ...] = ()
 
     @field_validator("targets", mode="before")
     @classmethod
@@ -56,7 +59,14 @@ class ProjectFile(SpecModel):
 
     @model_validator(mode="after")
     def _unique_and_known(self) -> ProjectFile:
-        for kind, items in (("model", self.models), ("endpoint", self.endpoints)):
+        kinds: tuple[
+            tuple[str, tuple[ModelSpec, ...] | tuple[EndpointSpec, ...] | tuple[MonitorSpec, ...]], ...
+        ] = (
+            ("model", self.models),
+            ("endpoint", self.endpoints),
+            ("monitor", self.monitors),
+        )
+        for kind, items in kinds:
             names = [i.name for i in items]
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:

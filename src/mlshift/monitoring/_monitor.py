@@ -1,0 +1,597 @@
+"""Monitor runs: read an endpoint's captured window, judge it, record it, alert and retrain.
+
+One run: find the version the endpoint serves (the variant with the most traffic) and its
+baseline; read the requests captured for that version since the previous run (at most
+``window`` old); compare inputs and predictions with the baseline; check data quality; write
+``report.json``, ``report.html`` and ``window.json``; then act once per drift episode.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from mlshift.errors import ConfigError, NotFound
+from mlshift.monitoring._baseline import Baseline
+from mlshift.monitoring._drift import (
+    CATEGORICAL_STATISTICS,
+    DEFAULT_THRESHOLDS,
+    NUMERIC_STATISTICS,
+    DriftReport,
+    drift_report,
+)
+from mlshift.monitoring._report import render_html
+from mlshift.monitoring._store import MonitorStore, VersionBaseline, store_for
+from mlshift.specs.model import Signature
+from mlshift.specs.monitor import MonitorSpec
+
+if TYPE_CHECKING:
+    from mlshift._client import Client
+    from mlshift.pipelines import Pipeline
+
+__all__ = ["PREDICTION", "MonitorRun", "check_monitor", "read_window", "run_monitor", "run_monitor_schedules"]
+
+#: The name predictions go by in a report (parenthesised: no feature can be called that).
+PREDICTION = "(prediction)"
+
+
+class MonitorRun(BaseModel):
+    """What one monitor run found and did (``report.json``).
+
+    Attributes:
+        id: The run's id (sorts by time).
+        monitor: The monitor's name.
+        endpoint: The endpoint watched.
+        model: The version judged (``name:version``), the one taking most traffic.
+        since: The window's start.
+        until: The window's end (when the run started).
+        requests: Captured requests in the window.
+        judged: False when there were fewer rows than ``min_rows`` (nothing was judged).
+        drifted: Features that drifted (``(prediction)`` for the model's answers).
+        quality: Data quality problems found, one sentence each.
+        episode_started: This run started a drift episode (alerts and retraining act on it).
+        in_episode: A drift episode is open after this run.
+        alerted: An alert was sent.
+        alert_error: Why the alert failed, if it did.
+        retrain_run: The id of the pipeline run this run started.
+        report: Feature by feature (with ``(prediction)`` last), when judged.
+        note: Anything else worth saying.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    monitor: str
+    endpoint: str
+    model: str
+    since: datetime
+    until: datetime
+    requests: int
+    judged: bool
+    drifted: tuple[str, ...] = ()
+    quality: tuple[str, ...] = ()
+    episode_started: bool = False
+    in_episode: bool = False
+    alerted: bool = False
+    alert_error: str | None = None
+    retrain_run: str | None = None
+    report: DriftReport | None = None
+    note: str | None = None
+    report_path: str | None = None
+    html_path: str | None = None
+
+    @property
+    def alerting(self) -> bool:
+        """Whether this run found drift or a data quality problem."""
+        return bool(self.drifted or self.quality)
+
+    def summary(self) -> dict[str, Any]:
+        """The short form sent to webhooks and commands."""
+        return self.model_dump(mode="json", exclude={"report"})
+
+
+# ------------------------------------------------------------------------------ plan checks
+
+
+def _served(client: Client, endpoint: str) -> str:
+    """``name:version`` of the variant taking the most traffic."""
+    state = client.adapter.endpoints.observe(endpoint)
+    if state is None:
+        raise ConfigError(
+            f"endpoint {endpoint!r} does not exist on {client.target}",
+            field="endpoint",
+            hint="deploy it with capture on first",
+        )
+    if not state.variants:
+        raise ConfigError(f"endpoint {endpoint!r} has no variant", field="endpoint")
+    best = max(state.variants, key=lambda v: v.weight)
+    return best.model
+
+
+def _baseline_for(client: Client, store: MonitorStore, ref: str) -> VersionBaseline:
+    name, _, version = ref.partition(":")
+    baseline = store.baseline(name, version)
+    if baseline is None:
+        raise ConfigError(
+            f"model {ref} has no baseline to judge drift against",
+            field="endpoint",
+            hint=f"register the version with a baseline: client.models.register(..., baseline=x_train) "
+            f"or `mlshift models register {name} PATH --baseline FILE`",
+        )
+    return baseline
+
+
+def check_monitor(
+    client: Client, spec: MonitorSpec
+) -> tuple[MonitorStore, str, VersionBaseline, Signature | None]:
+    """Everything a run needs, checked before anything is written.
+
+    Returns:
+        The store, the served version, its baseline and its signature.
+
+    Raises:
+        ConfigError: an endpoint that does not exist or does not capture; a served version
+            without a baseline, or whose baseline does not match its signature; a statistic
+            that does not fit a feature's kind or names an unknown feature; a bad schedule; a
+            retraining pipeline that cannot be loaded or lacks the report parameter.
+        UnsupportedOperation: a target without a monitoring store.
+    """
+    from mlshift.serving._capture import read_capture_config
+
+    store = store_for(client.adapter)
+    served = _served(client, spec.endpoint)
+    if read_capture_config(store.capture_dir(spec.endpoint)) is None:
+        raise ConfigError(
+            f"monitor {spec.name!r}: endpoint {spec.endpoint!r} does not capture its requests, so "
+            "there is nothing to monitor",
+            field="endpoint",
+            hint="add capture: {sample_rate: 1.0} to the endpoint (or deploy(..., capture=...)) and apply it",
+        )
+    baseline = _baseline_for(client, store, served)
+    version = client.models.get(served)
+    if version.signature is not None:
+        check_baseline_columns(baseline.inputs, version.signature.column_names, version.signature.n_features)
+    _check_statistics(spec, baseline.inputs)
+    if spec.schedule is not None:
+        from mlshift.pipelines._cron import parse_cron
+
+        parse_cron(spec.schedule)
+    if spec.actions.retrain is not None:
+        pipeline = _load_retrain(spec)
+        params = {p.name for p in pipeline.ir.params}
+        if spec.actions.retrain.report_param not in params:
+            raise ConfigError(
+                f"monitor {spec.name!r}: pipeline {pipeline.name!r} has no parameter "
+                f"{spec.actions.retrain.report_param!r} to take the drift report",
+                field="actions.retrain.report_param",
+                hint=f"its parameters: {', '.join(sorted(params)) or 'none'}",
+            )
+    return store, served, baseline, version.signature
+
+
+def check_baseline_columns(baseline: Baseline, names: Sequence[str] | None, count: int) -> None:
+    """A baseline must have the model's inputs: the same names in the same order, or the count.
+
+    Raises:
+        ConfigError: naming the columns that differ.
+    """
+    columns = list(baseline.columns)
+    if names is not None and all(not c.startswith("x") or not c[1:].isdigit() for c in columns):
+        if columns != list(names):
+            missing = [n for n in names if n not in columns]
+            extra = [c for c in columns if c not in names]
+            detail = "; ".join(
+                part
+                for part in (
+                    f"missing {', '.join(missing)}" if missing else "",
+                    f"not inputs of the model: {', '.join(extra)}" if extra else "",
+                    "same columns in another order" if not missing and not extra else "",
+                )
+                if part
+            )
+            raise ConfigError(
+                f"the baseline's columns do not match the model's signature ({detail})",
+                field="baseline",
+                hint=f"the model takes: {', '.join(names)}",
+            )
+    elif len(columns) != count:
+        raise ConfigError(
+            f"the baseline has {len(columns)} columns, the model takes {count} inputs",
+            field="baseline",
+            hint="compute the baseline from the training features the model was fitted on",
+        )
+
+
+def _check_statistics(spec: MonitorSpec, baseline: Baseline) -> None:
+    kinds = {name: f.kind for name, f in baseline.features.items()}
+    for key, statistic in spec.features.statistics.items():
+        if key in ("numeric", "categorical"):
+            kind = key
+        elif key in kinds:
+            kind = kinds[key]
+        else:
+            raise ConfigError(
+                f"monitor {spec.name!r}: features.statistics names {key!r}, which is not a feature",
+                field=f"features.statistics.{key}",
+                hint=f"features are: {', '.join(kinds)} (or numeric / categorical for every one of a kind)",
+            )
+        allowed = NUMERIC_STATISTICS if kind == "numeric" else CATEGORICAL_STATISTICS
+        if statistic not in allowed:
+            raise ConfigError(
+                f"monitor {spec.name!r}: {statistic!r} does not compare {kind} values (for {key!r})",
+                field=f"features.statistics.{key}",
+                hint=f"use one of: {', '.join(allowed)}",
+            )
+    for key in spec.features.thresholds:
+        if key not in kinds and key not in DEFAULT_THRESHOLDS:
+            raise ConfigError(
+                f"monitor {spec.name!r}: features.thresholds names {key!r}, not a feature or a statistic",
+                field=f"features.thresholds.{key}",
+                hint=f"statistics: {', '.join(DEFAULT_THRESHOLDS)}; features: {', '.join(kinds)}",
+            )
+
+
+def _load_retrain(spec: MonitorSpec) -> Pipeline:
+    from mlshift.pipelines._loader import load_pipeline
+
+    assert spec.actions.retrain is not None
+    try:
+        return load_pipeline(spec.actions.retrain.pipeline)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"monitor {spec.name!r}: actions.retrain.pipeline: {exc.message}",
+            field="actions.retrain.pipeline",
+            hint=exc.hint,
+        ) from None
+
+
+# ------------------------------------------------------------------------------ the window
+
+
+def read_window(
+    folder: Path,
+    *,
+    since: datetime,
+    until: datetime,
+    model: str | None = None,
+    signature: Signature | None = None,
+) -> tuple[list[str] | None, list[list[Any]], list[Any], int]:
+    """Captured rows in ``(since, until]``: columns, input rows, one output per row, requests.
+
+    Only records of ``model`` (``name:version``) count when it is given. Bodies are decoded
+    as the model server decodes them, in ``signature``'s column order when given (needed for
+    ``dataframe_records`` and named inputs); a record that cannot be decoded is skipped.
+    """
+    from mlshift.errors import InvalidPayload
+    from mlshift.serving._capture import capture_files, decode_record
+
+    first_hour = since.astimezone(timezone.utc).strftime("%Y-%m-%d/%H")
+    columns: list[str] | None = None
+    rows: list[list[Any]] = []
+    outputs: list[Any] = []
+    requests = 0
+    for path in capture_files(folder):
+        hour = f"{path.parent.parent.name}/{path.parent.name}"
+        if hour < first_hour:
+            continue
+        with path.open("rb") as lines:
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                    stamp = datetime.fromisoformat(record["timestamp"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line being written as we read
+                if not since < stamp <= until or (model is not None and record.get("model") != model):
+                    continue
+                try:
+                    inputs, answers = decode_record(record, signature)
+                except InvalidPayload:
+                    continue
+                requests += 1
+                columns = columns or record.get("columns")
+                rows.extend(inputs)
+                outputs.extend(answers)
+    return columns, rows, outputs, requests
+
+
+# ------------------------------------------------------------------------------ a run
+
+
+def _quality(spec: MonitorSpec, report: DriftReport) -> list[str]:
+    limits = spec.data_quality
+    if not limits.enabled:
+        return []
+    found = []
+    for f in report.features:
+        rise = f.missing_rate - f.baseline_missing_rate
+        if rise > limits.missing:
+            found.append(
+                f"{f.feature}: {f.missing_rate:.1%} missing (baseline {f.baseline_missing_rate:.1%})"
+            )
+        if f.kind == "numeric" and f.out_of_range > limits.out_of_range:
+            found.append(f"{f.feature}: {f.out_of_range:.1%} of values outside the training range")
+        total = f.values + f.wrong_type
+        if f.kind == "numeric" and total and f.wrong_type / total > limits.wrong_type:
+            found.append(f"{f.feature}: {f.wrong_type} values are not numbers")
+    return found
+
+
+def _prediction_drift(spec: MonitorSpec, baseline: Baseline, outputs: list[Any]) -> DriftReport | None:
+    scalars = [o for o in outputs if o is None or isinstance(o, (int, float, str, bool))]
+    if len(scalars) != len(outputs) or not outputs:
+        return None  # lists of probabilities, or nothing captured: not judged
+    signal = spec.predictions
+    statistics = {"prediction": signal.statistic} if signal.statistic else {}
+    kind = baseline.features["prediction"].kind
+    allowed = NUMERIC_STATISTICS if kind == "numeric" else CATEGORICAL_STATISTICS
+    if signal.statistic and signal.statistic not in allowed:
+        statistics = {}
+    thresholds = {"prediction": signal.threshold} if signal.threshold is not None else {}
+    return drift_report(baseline, {"prediction": scalars}, statistics=statistics, thresholds=thresholds)
+
+
+def _alert(spec: MonitorSpec, run: MonitorRun) -> str | None:
+    """Send the alert; the reason it failed, or ``None``."""
+    action = spec.actions.alert
+    assert action is not None
+    payload = json.dumps(run.summary(), default=str).encode()
+    try:
+        if action.webhook is not None:
+            import httpx
+
+            resp = httpx.post(
+                action.webhook,
+                content=payload,
+                headers={"Content-Type": "application/json"},
+                timeout=action.timeout,
+                trust_env=False,
+            )
+            if resp.status_code >= 300:
+                return f"the webhook answered {resp.status_code}"
+        else:
+            assert action.command is not None
+            done = subprocess.run(
+                list(action.command), input=payload, capture_output=True, timeout=action.timeout, check=False
+            )
+            if done.returncode != 0:
+                return f"the alert command exited with code {done.returncode}"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _new_id() -> str:
+    # Sorts by time; the suffix keeps two runs in one millisecond apart.
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_monitor(
+    client: Client,
+    spec: MonitorSpec,
+    *,
+    now: datetime | None = None,
+    on_retrain: Callable[[Any], None] | None = None,
+) -> MonitorRun:
+    """Run ``spec`` once over what was captured since its previous run.
+
+    Args:
+        now: The window's end (default: now).
+        on_retrain: Called with the pipeline run a retraining started (``.wait()`` on it to
+            see it through; the local runner runs it in this process).
+
+    Raises:
+        ConfigError, UnsupportedOperation: from :func:`check_monitor`, before anything is written.
+    """
+    store, served, baseline, signature = check_monitor(client, spec)
+    until = now or datetime.now(timezone.utc)
+    state = store.state(spec.name)
+    since = until - timedelta(seconds=spec.window)
+    if state.get("until"):
+        since = max(since, datetime.fromisoformat(state["until"]))
+    columns, rows, outputs, requests = read_window(
+        store.capture_dir(spec.endpoint), since=since, until=until, model=served, signature=signature
+    )
+    run_id = _new_id()
+    folder = store.run_dir(spec.name, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    common: dict[str, Any] = {
+        "id": run_id,
+        "monitor": spec.name,
+        "endpoint": spec.endpoint,
+        "model": served,
+        "since": since,
+        "until": until,
+        "requests": requests,
+        "report_path": str(folder / "report.json"),
+        "html_path": str(folder / "report.html"),
+    }
+    episode = state.get("episode")
+    if episode is not None and episode.get("model") != served:
+        episode = None  # another version serves now: its own baseline, its own episodes
+    if len(rows) < spec.min_rows:
+        run = MonitorRun(
+            judged=False,
+            in_episode=episode is not None,
+            note=f"{len(rows)} rows captured in the window; at least {spec.min_rows} are needed to judge",
+            **common,
+        )
+    else:
+        features = baseline.inputs.columns
+        table = {c: [r[i] if i < len(r) else None for r in rows] for i, c in enumerate(features)}
+        report = drift_report(
+            baseline.inputs,
+            table,
+            statistics=dict(spec.features.statistics),
+            thresholds=dict(spec.features.thresholds),
+        )
+        results = list(report.features) if spec.features.enabled else []
+        quality = _quality(spec, report)
+        if spec.predictions.enabled and baseline.predictions is not None:
+            predicted = _prediction_drift(spec, baseline.predictions, outputs)
+            if predicted is not None:
+                results.append(predicted.features[0].model_copy(update={"feature": PREDICTION}))
+        combined = DriftReport(rows=len(rows), features=tuple(results))
+        drifted = combined.drifted
+        started = bool((drifted or quality) and episode is None)
+        if started:
+            episode = {"started": until.isoformat(), "model": served, "run": run_id}
+        elif not drifted and not quality:
+            episode = None
+        run = MonitorRun(
+            judged=True,
+            drifted=drifted,
+            quality=tuple(quality),
+            episode_started=started,
+            in_episode=episode is not None,
+            report=combined,
+            **common,
+        )
+        (folder / "window.json").write_text(
+            json.dumps({"columns": columns or list(features), "rows": rows, "outputs": outputs}, default=str)
+        )
+        if started and spec.actions.alert is not None:
+            error = _alert(spec, run)
+            run = run.model_copy(update={"alerted": error is None, "alert_error": error})
+        if started and drifted and spec.actions.retrain is not None:
+            run = _retrain(client, spec, run, folder, on_retrain)
+            assert episode is not None
+            episode["retrain_run"] = run.retrain_run
+    _record(store, spec, run, episode, state)
+    return run
+
+
+def _retrain(
+    client: Client, spec: MonitorSpec, run: MonitorRun, folder: Path, on_retrain: Callable[[Any], None] | None
+) -> MonitorRun:
+    action = spec.actions.retrain
+    assert action is not None
+    # The report is on disk before the pipeline starts: it is the pipeline's input.
+    (folder / "report.json").write_text(run.model_dump_json(indent=2))
+    pipeline = _load_retrain(spec)
+    params = {**action.params, action.report_param: str(folder / "report.json")}
+    started = client.pipelines.run(pipeline, params)
+    if on_retrain is not None:
+        on_retrain(started)
+    return run.model_copy(update={"retrain_run": started.id})
+
+
+def _record(
+    store: MonitorStore,
+    spec: MonitorSpec,
+    run: MonitorRun,
+    episode: dict[str, Any] | None,
+    state: dict[str, Any],
+) -> None:
+    folder = store.run_dir(spec.name, run.id)
+    (folder / "report.json").write_text(run.model_dump_json(indent=2))
+    if run.report is not None:
+        title = f"{spec.name} · {spec.endpoint} · {run.model}"
+        (folder / "report.html").write_text(render_html(run.report, title=title, generated=run.until))
+    else:
+        (folder / "report.html").write_text(
+            render_html(
+                DriftReport(rows=0, features=()), title=f"{spec.name} · {run.note}", generated=run.until
+            )
+        )
+    store.save_state(
+        spec.name, {**state, "until": run.until.isoformat(), "episode": episode, "last_run": run.id}
+    )
+
+
+def load_run(store: MonitorStore, name: str, run_id: str | None = None) -> MonitorRun:
+    """A recorded run (the latest when ``run_id`` is ``None``).
+
+    Raises:
+        NotFound: no such run, or the monitor has not run yet.
+    """
+    ids = store.run_ids(name)
+    if run_id is None:
+        if not ids:
+            raise NotFound(f"monitor {name!r} has not run yet", hint=f"run it: mlshift monitors run {name}")
+        run_id = ids[-1]
+    path = store.run_dir(name, run_id) / "report.json"
+    if not path.is_file():
+        raise NotFound(
+            f"monitor {name!r} has no run {run_id!r}", hint=f"runs: {', '.join(ids[-5:]) or 'none'}"
+        )
+    return MonitorRun.model_validate_json(path.read_text())
+
+
+# ------------------------------------------------------------------------------ schedules
+
+
+def run_monitor_schedules(
+    client: Client,
+    specs: Sequence[MonitorSpec],
+    *,
+    once: bool = False,
+    max_runs: int | None = None,
+    on_run: Callable[[MonitorRun], None] | None = None,
+    on_retrain: Callable[[Any], None] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[MonitorRun]:
+    """Run each monitor when its cron schedule comes due, as pipeline schedules run.
+
+    A monitor seen for the first time runs once right away; ticks missed while the loop was
+    stopped are covered by one run. Retraining runs are waited for before the next monitor.
+
+    Raises:
+        ConfigError: a monitor without a schedule, or listed twice.
+    """
+    from mlshift.pipelines._cron import parse_cron
+
+    if not specs:
+        raise ConfigError("no monitors to schedule", field="monitors")
+    crons = {}
+    for spec in specs:
+        if spec.schedule is None:
+            raise ConfigError(
+                f"monitor {spec.name!r} has no schedule",
+                field="schedule",
+                hint='add schedule: "*/15 * * * *"',
+            )
+        if spec.name in crons:
+            raise ConfigError(f"monitor {spec.name!r} is listed twice", field="monitors")
+        crons[spec.name] = parse_cron(spec.schedule)
+    store = store_for(client.adapter)
+    runs: list[MonitorRun] = []
+    retrains: list[Any] = []
+
+    def retrained(pipeline_run: Any) -> None:
+        retrains.append(pipeline_run)
+        if on_retrain is not None:
+            on_retrain(pipeline_run)
+
+    while True:
+        moment = now()
+        for spec in specs:
+            tick = crons[spec.name].latest_at_or_before(moment)
+            state = store.state(spec.name)
+            last = state.get("last_tick")
+            if last is not None and datetime.fromisoformat(last) >= tick:
+                continue
+            # Recorded first: a run that fails does not make the same tick fire again.
+            store.save_state(spec.name, {**state, "last_tick": tick.isoformat()})
+            run = run_monitor(client, spec, now=moment, on_retrain=retrained)
+            for pipeline_run in retrains:
+                pipeline_run.wait()
+            retrains.clear()
+            runs.append(run)
+            if on_run is not None:
+                on_run(run)
+            if max_runs is not None and len(runs) >= max_runs:
+                return runs
+        if once:
+            return runs
+        moment = now()
+        upcoming = min(c.next_after(moment) for c in crons.values())
+        sleep(max(0.0, (upcoming - moment).total_seconds()) + 0.05)
