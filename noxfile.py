@@ -260,7 +260,8 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against peers; rewrites docs/performance.md (not part of `tests`).
 
     Installs everything it measures: mlshift, kfp and the cloud SDKs in this venv
-    (bench/requirements/peers.txt); mlflow and sagemaker each in a venv of its own beside it,
+    (bench/requirements/peers.txt); mlflow, sagemaker, MLServer and BentoML each in a venv of
+    its own beside it,
     since both pull large trees that pin differently; wrk with apt-get when it is missing
     (without apt-get the serving benchmark falls back to bench/loadgen.py, and says so).
     Installs go through uv, which the session installs first: pip needs minutes for the same.
@@ -291,6 +292,9 @@ def bench(session: nox.Session) -> None:
     same_sklearn = f"scikit-learn=={str(sklearn).strip()}"
     mlflow_python = peer_venv("mlflow", "-r", "bench/requirements/mlflow.txt", same_sklearn)
     sagemaker_python = peer_venv("sagemaker", "-r", "bench/requirements/sagemaker.txt")
+    # The model-server peers (bench/peers.py), each in its own venv with our scikit-learn.
+    mlserver_python = peer_venv("mlserver", "-r", "bench/requirements/mlserver.txt", same_sklearn)
+    bentoml_python = peer_venv("bentoml", "-r", "bench/requirements/bentoml.txt", same_sklearn)
 
     if shutil.which("wrk") is None:
         apt = shutil.which("apt-get")
@@ -308,7 +312,10 @@ def bench(session: nox.Session) -> None:
                     session.warn(f"`{' '.join(cmd)}` failed: serving will use bench/loadgen.py")
                     break
 
-    peer_args = ["--mlflow-python", mlflow_python, "--sagemaker-python", sagemaker_python]
+    peer_args = [
+        *("--mlflow-python", mlflow_python, "--sagemaker-python", sagemaker_python),
+        *("--mlserver-python", mlserver_python, "--bentoml-python", bentoml_python),
+    ]
     # The serving-image benchmark needs an engine; without one it reports "not measured".
     with _docker_engine(session) as docker_env:
         session.run(

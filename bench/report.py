@@ -89,6 +89,9 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     out += _batching_targets(results.get("batching"))
+    out += _peer_targets(results.get("peers"))
+    out += _router_targets(results.get("router"))
+    out += _workers_targets(results.get("workers"))
     startup = results.get("startup") or {}
     r = startup.get("import_ratio_vs_aiplatform")
     out.append(
@@ -197,6 +200,50 @@ def _batching_targets(batching: dict[str, Any] | None) -> list[dict[str, Any]]:
     return out
 
 
+def _peer_targets(peers: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Issue 17: ahead of the best peer (MLServer, BentoML) in that peer's best configuration."""
+    peers = peers or {}
+    best = peers.get("best_peer")
+    r = (peers.get("ratios") or {}).get(best or "", {})
+    why = "" if best else "; ".join(peers.get("notes", [])) or "the peers benchmark did not run"
+    label = f"best peer: {best}" if best else ""
+    return [
+        _target("req/s vs the best peer (16 conns, 1 row)", ">= 2x", _fmt(r.get("rps"), "x", 2),
+                None if r.get("rps") is None else r["rps"] >= 2, label or why),
+        _target("p99 vs the best peer (16 conns, 1 row)", "<= 0.5x", _fmt(r.get("p99"), "x", 3),
+                None if r.get("p99") is None else r["p99"] <= 0.5, label or why),
+        _target("cold start vs the best peer (launch to first 200)", "<= 1x",
+                _fmt(r.get("cold_start"), "x", 3),
+                None if r.get("cold_start") is None else r["cold_start"] <= 1, label or why),
+    ]  # fmt: skip
+
+
+def _router_targets(router: dict[str, Any] | None) -> list[dict[str, Any]]:
+    router = router or {}
+    ratios = router.get("ratios", {})
+    why = "" if router else "the router benchmark did not run"
+    r, added = ratios.get("rps_router_vs_direct"), ratios.get("p99_added_ms")
+    return [
+        _target("req/s through the local router vs the variant's own URL (16 conns, 1 row)", ">= 0.85x",
+                _fmt(r, "x", 2), None if r is None else r >= 0.85, why),
+        _target("p99 added by the local router (16 conns, 1 row)", "<= +1 ms", _fmt(added, " ms", 2),
+                None if added is None else added <= 1.0, why),
+    ]  # fmt: skip
+
+
+def _workers_targets(workers: dict[str, Any] | None) -> list[dict[str, Any]]:
+    workers = workers or {}
+    r = (workers.get("ratios") or {}).get("rps_2_vs_1")
+    cpus = workers.get("cpus_usable")
+    why = "the workers benchmark did not run" if not workers else ""
+    if cpus is not None and cpus <= 2:
+        why = f"{cpus} CPUs: the load generator shares them with the workers (no third core)"
+    return [
+        _target("req/s with `--workers 2` vs 1 worker (16 conns, 1 row)", ">= 1.7x", _fmt(r, "x", 2),
+                None if r is None else r >= 1.7, why)
+    ]  # fmt: skip
+
+
 def _image_targets(image: dict[str, Any]) -> list[dict[str, Any]]:
     """The serving image's targets (issue 12)."""
     out: list[dict[str, Any]] = []
@@ -267,6 +314,9 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     lines += _serving(results.get("serving"))
     lines += _batching(results.get("batching"))
+    lines += _peers(results.get("peers"))
+    lines += _router(results.get("router"))
+    lines += _workers(results.get("workers"))
     lines += _startup(results.get("startup"))
     lines += _pipelines(results.get("pipelines"))
     lines += _reapply(results.get("reapply"))
@@ -386,6 +436,118 @@ def _batching(batching: dict[str, Any] | None) -> list[str]:
             f"{_fmt(row.get('mean_batch_rows'))} | {row['failed_runs']}/{row['runs']} |"
         )
     lines += ["", f"req/s with batching on ÷ off: {_fmt(batching['ratios']['rps_on_vs_off'], 'x', 2)}.", ""]
+    return lines
+
+
+def _peers(peers: dict[str, Any] | None) -> list[str]:
+    if not peers:
+        return []
+    lines = [
+        "## Peers: MLServer and BentoML",
+        "",
+        f"The Serving model behind each peer server and `mlshift serve`, {peers['connections']} connections",
+        f"each sending {peers['rows_per_request']}-row bodies in that server's own protocol"
+        f" ({peers['load_generator']}, {peers['duration_s']} s per run after a 1 s warm-up,"
+        f" {peers['repeat']} rounds, the order rotating each round). Each peer runs from a venv of its own",
+        "with the same scikit-learn, loading the same fitted estimator; every answer is checked",
+        "against the model's predictions before the load run.",
+        _pinning(peers.get("cpus") or {}),
+        "",
+        "| server | configuration | req/s | p50 ms | p99 ms | server CPU µs/req | cold start s | RSS MB |"
+        " mlshift ÷ it, req/s | failed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ratios = peers.get("ratios") or {}
+    for name, row in peers["servers"].items():
+        r = ratios.get(name, {}).get("rps")
+        lines.append(
+            f"| {name} | {peers['descriptions'].get(name, '')} | {_fmt(row['rps'], '', 0)} | "
+            f"{_fmt(row['p50_ms'], '', 2)} | {_fmt(row['p99_ms'], '', 2)} | "
+            f"{_fmt(row['cpu_us_per_req'], '', 0)} | {_fmt(row['cold_start_s'], '', 2)} | "
+            f"{_fmt(row['rss_mb'], '', 0)} | {_fmt(r, 'x', 2)} | "
+            f"{row['failed_runs']}/{row['runs']} |"
+        )
+    best = peers.get("best_peer")
+    lines += [
+        "",
+        "mlshift's ratio is its better row (own payload or V2) over each peer row; on V2 alone:"
+        + ", ".join(f" {n} {_fmt(r.get('rps_v2'), 'x', 2)}" for n, r in ratios.items())
+        + ".",
+        f"Best peer configuration here: {best or 'none measured'}.",
+        "",
+        "Reproduce: `nox -s bench -- --only peers` (it makes the peers' venvs from",
+        "bench/requirements/mlserver.txt and bentoml.txt), or with venvs of your own:",
+        "`python bench/run.py --only peers --mlserver-python VENV/bin/python"
+        " --bentoml-python VENV/bin/python`.",
+        "",
+    ]
+    for note in peers.get("notes", []):
+        lines += [f"Note: {note}", ""]
+    return lines
+
+
+def _router(router: dict[str, Any] | None) -> list[str]:
+    if not router:
+        return []
+    lines = [
+        "## The router hop",
+        "",
+        "One `python -m mlshift.serving` replica of the Serving model, called on its own URL and through",
+        "the local endpoint router in front of it (`python -m mlshift.local._router`, as `local://` runs",
+        f"it), {router['connections']} connections of 1-row bodies ({router['load_generator']},",
+        f"{router['duration_s']} s per run after a 1 s warm-up, {router['repeat']} rounds alternating"
+        " which goes first).",
+        _pinning(router.get("cpus") or {}) + " The router is not pinned: it shares the CPUs with both.",
+        "",
+        "| path | req/s | p50 ms | p99 ms | replica CPU µs/req | failed runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in router["configs"].items():
+        lines.append(
+            f"| {name} | {_fmt(row['rps'], '', 0)} | {_fmt(row['p50_ms'], '', 2)} | "
+            f"{_fmt(row['p99_ms'], '', 2)} | "
+            f"{_fmt(row['replica_cpu_us_per_req'], '', 0)} | {row['failed_runs']}/{row['runs']} |"
+        )
+    r = router["ratios"]
+    lines += [
+        "",
+        f"Through the router ÷ direct: {_fmt(r['rps_router_vs_direct'], 'x', 2)} req/s, p99"
+        f" {_fmt(r['p99_added_ms'], ' ms', 2)} added; the router spends"
+        f" {_fmt(router.get('router_cpu_us_per_req'), ' µs', 0)} of CPU per request. It keeps",
+        "connections to the replicas open and reuses them, and builds no client or request object",
+        "per request. Reproduce: `python bench/run.py --only router`.",
+        "",
+    ]
+    return lines
+
+
+def _workers(workers: dict[str, Any] | None) -> list[str]:
+    if not workers:
+        return []
+    lines = [
+        "## Workers",
+        "",
+        "`mlshift serve --workers 2` vs one worker on the Serving model,"
+        f" {workers['connections']} connections of 1-row bodies ({workers['load_generator']},",
+        f"{workers['duration_s']} s per run after a 1 s warm-up, {workers['repeat']} rounds alternating).",
+        f"Nothing is pinned; this machine has {workers['cpus_usable']} usable CPUs, which the load",
+        "generator shares with the workers.",
+        "",
+        "| workers | req/s | p50 ms | p99 ms | server CPU µs/req | failed runs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in workers["configs"].items():
+        lines.append(
+            f"| {name} | {_fmt(row['rps'], '', 0)} | {_fmt(row['p50_ms'], '', 2)} | "
+            f"{_fmt(row['p99_ms'], '', 2)} | "
+            f"{_fmt(row['cpu_us_per_req'], '', 0)} | {row['failed_runs']}/{row['runs']} |"
+        )
+    lines += [
+        "",
+        f"2 workers ÷ 1: {_fmt(workers['ratios']['rps_2_vs_1'], 'x', 2)} req/s."
+        " Reproduce: `python bench/run.py --only workers`.",
+        "",
+    ]
     return lines
 
 
@@ -720,38 +882,80 @@ def _image(image: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _measured(part: dict[str, Any]) -> list[str]:
+    """When a benchmark was measured on its own (``--merge``), when and under what load."""
+    when = part.get("measured")
+    if not when:
+        return []
+    return [
+        f"Measured separately ({when['date']}, load average {when['load_start']} / {when['load_end']};"
+        f" `{when['command']}`).",
+        "",
+    ]
+
+
+def _spliceable() -> dict[str, tuple[Any, Any, str]]:
+    """Benchmark name -> (its targets, its section, the section's heading)."""
+    return {
+        "image": (lambda r: _image_targets(r or {}), _image, "## Serving image and `local+docker://`"),
+        "peers": (_peer_targets, _peers, "## Peers: MLServer and BentoML"),
+        "router": (_router_targets, _router, "## The router hop"),
+        "workers": (_workers_targets, _workers, "## Workers"),
+        "cloud_calls": (_cloud_calls_targets, _cloud_calls, "## Control-plane calls on the clouds"),
+    }
+
+
+#: Sections spliced at the end of the page, without a "measured separately" line.
+_AT_THE_END = ("image", "cloud_calls")
+
+
 def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
     """``page`` (an existing docs/performance.md) with the benchmarks ``names`` from ``results``.
 
     For a re-measurement whose earlier results file is gone (results files are not committed):
     their rows of the targets table and their sections are replaced, or added, and the rest
-    of the page is left as it was measured. ``image`` and ``cloud_calls`` can be spliced.
+    of the page is left as it was measured. ``image``, ``cloud_calls``, ``peers``, ``router`` and
+    ``workers`` can be spliced; a new section goes before Start-up (the image's and the cloud
+    calls' at the end).
     """
-    parts = {
-        "image": (_image_targets, _image, "## Serving image and `local+docker://`"),
-        "cloud_calls": (_cloud_calls_targets, _cloud_calls, "## Control-plane calls on the clouds"),
-    }
-    if len(names) != 1 or names[0] not in parts:
-        raise ValueError(f"one of {', '.join(parts)} can be spliced into an existing page, not {names}")
-    targets_of, section_of, heading = parts[names[0]]
-    rows = [
-        f"| {t['target']} | {t['goal']} | {t['measured']} | {t['status']}"
-        + (f" ({t['note']})" if t.get("note") else "")
-        + " |"
-        for t in targets_of(results[names[0]])
-    ]
-    names_in_rows = {row.split(" | ")[0] for row in rows}
-    lines = [line for line in page.rstrip("\n").split("\n") if line.split(" | ")[0] not in names_in_rows]
-    table_end = next(
-        i for i in range(lines.index("## Targets") + 3, len(lines)) if not lines[i].startswith("|")
-    )
-    lines[table_end:table_end] = rows
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        del lines[start:end]
-        while lines and not lines[-1]:
-            lines.pop()
-        lines[start:start] = []
-    section = section_of(results[names[0]])
-    return "\n".join([*lines, "", *section]).rstrip("\n")
+    table = _spliceable()
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(
+            f"cannot splice {', '.join(unknown)} into an existing page (only {', '.join(table)})"
+        )
+    lines = page.rstrip("\n").split("\n")
+    for name in names:
+        targets, section_of, heading = table[name]
+        rows = [
+            f"| {t['target']} | {t['goal']} | {t['measured']} | {t['status']}"
+            + (f" ({t['note']})" if t.get("note") else "")
+            + " |"
+            for t in targets(results[name])
+        ]
+        names_in_rows = {row.split(" | ")[0] for row in rows}
+        kept = [line for line in lines if line.split(" | ")[0] not in names_in_rows]
+        removed_at = next((i for i, line in enumerate(lines) if line.split(" | ")[0] in names_in_rows), None)
+        lines = kept
+        table_end = next(
+            i for i in range(lines.index("## Targets") + 3, len(lines)) if not lines[i].startswith("|")
+        )
+        # In place when the rows were there already, else at the end of the table.
+        at = table_end if removed_at is None else min(removed_at, table_end)
+        lines[at:at] = rows
+        section = section_of(results[name])
+        if name not in _AT_THE_END and section:
+            section = [*section[:2], *_measured(results[name]), *section[2:]]
+        if heading in lines:
+            start = lines.index(heading)
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+            del lines[start:end]
+        elif name not in _AT_THE_END and "## Start-up" in lines:
+            start = lines.index("## Start-up")
+        else:
+            while lines and not lines[-1]:
+                lines.pop()
+            lines.append("")
+            start = len(lines)
+        lines[start:start] = section
+    return "\n".join(lines).rstrip("\n")

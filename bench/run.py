@@ -12,7 +12,9 @@ Peers that live in their own venv (mlflow, sagemaker) are named with --mlflow-py
 --sagemaker-python; `nox -s bench` creates those venvs and passes them. A peer that is not
 installed is reported as "not measured", never silently dropped.
 
-Benchmarks (bench/<name>.py): startup, serving, batching, pipelines, reapply, shadow, image,
+Benchmarks (bench/<name>.py): startup, serving, batching, router (the local router's hop),
+peers (MLServer and BentoML, each from its own venv: --mlserver-python, --bentoml-python),
+workers (`mlshift serve --workers 2` vs 1), pipelines, reapply, shadow, image,
 cloud_calls (HTTP requests of a first deploy and an unchanged re-apply on each cloud's testing kit)
 (bench/serving_image.py: the serving image and local+docker:// replicas; needs a Docker engine,
 else "not measured"). Every server and load generator runs on 127.0.0.1 only, and every load
@@ -43,7 +45,19 @@ from common import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "performance.md"
-NAMES = ("startup", "serving", "batching", "pipelines", "reapply", "shadow", "image", "cloud_calls")
+NAMES = (
+    "startup",
+    "serving",
+    "batching",
+    "router",
+    "peers",
+    "workers",
+    "pipelines",
+    "reapply",
+    "shadow",
+    "image",
+    "cloud_calls",
+)
 #: Repetitions per benchmark (--repeat overrides all): rounds for serving, batching, pipelines and shadow
 #: (each shadow round is two load runs of --duration seconds: mirror off, then on), timed
 #: passes for start-up, re-applies for reapply.
@@ -51,6 +65,9 @@ DEFAULT_REPEAT = {
     "startup": 7,
     "serving": 3,
     "batching": 3,
+    "router": 3,
+    "peers": 3,
+    "workers": 3,
     "pipelines": 3,
     "reapply": 3,
     "shadow": 3,
@@ -137,6 +154,28 @@ def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
         return bench_batching(
             repeat, quick=args.quick, loadgen_choice=args.loadgen, duration=args.duration, pin=not args.no_pin
         )
+    if name == "router":
+        from router import bench_router
+
+        return bench_router(
+            repeat, quick=args.quick, loadgen_choice=args.loadgen, duration=args.duration, pin=not args.no_pin
+        )
+    if name == "peers":
+        from peers import bench_peers
+
+        return bench_peers(
+            repeat,
+            quick=args.quick,
+            mlserver_python=args.mlserver_python,
+            bentoml_python=args.bentoml_python,
+            loadgen_choice=args.loadgen,
+            duration=args.duration,
+            pin=not args.no_pin,
+        )
+    if name == "workers":
+        from workers import bench_workers
+
+        return bench_workers(repeat, quick=args.quick, loadgen_choice=args.loadgen, duration=args.duration)
     if name == "image":
         from serving_image import bench_serving_image
 
@@ -185,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mlflow-python", help="interpreter of a venv with mlflow (serving, start-up)")
     parser.add_argument("--sagemaker-python", help="interpreter of a venv with sagemaker (start-up)")
+    parser.add_argument(
+        "--mlserver-python", help="interpreter of a venv with mlserver + mlserver-sklearn (peers)"
+    )
+    parser.add_argument("--bentoml-python", help="interpreter of a venv with bentoml (peers)")
     parser.add_argument("--sagemaker-reason", help=argparse.SUPPRESS)  # why nox left sagemaker out
     parser.add_argument(
         "--cold-build", action="store_true", help="image: also time a build with no layer cache (minutes)"
@@ -224,14 +267,22 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MLSHIFT_BENCH") == "1"
         else shlex.join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
     }
-    if args.mlflow_python:
-        version = _python_version_of(args.mlflow_python, "mlflow")
+    for python, dist in (
+        (args.mlflow_python, "mlflow"),
+        (args.mlserver_python, "mlserver"),
+        (args.bentoml_python, "bentoml"),
+    ):
+        version = _python_version_of(python, dist) if python else None
         if version:
-            results["versions"]["mlflow"] = version
+            results["versions"][dist] = version
     results["repeat"] = {}
     # --quick is a smoke run of seconds: the image benchmark builds and starts containers.
+    # The peers and workers comparisons need their peers (or more cores) to say anything: a
+    # smoke run leaves them out; their harness is covered by tests/test_bench_smoke.py.
     # (cloud_calls drives three cloud SDKs on their kits: tests/test_bench_cloud_calls.py runs it.)
-    ran = args.only or [n for n in NAMES if not (args.quick and n in ("image", "cloud_calls"))]
+    ran = args.only or [
+        n for n in NAMES if not (args.quick and n in ("image", "cloud_calls", "peers", "workers"))
+    ]
     for name in ran:
         repeat = 1 if args.quick else (args.repeat or DEFAULT_REPEAT[name])
         results["repeat"][name] = repeat

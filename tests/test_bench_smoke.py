@@ -205,3 +205,116 @@ def test_the_kfp_ir_target_compares_the_same_document() -> None:
     assert target({"500": {**row, "speedup_first_kfp_ir": 3.2}})["status"] == "pass"
     assert target({"500": {**row, "speedup_first_kfp_ir": 1.4}})["status"] == "MISS"
     assert target({"500": {"mlshift": {}}})["status"] == "not measured"
+
+
+def _bench_module(name: str) -> Any:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import importlib
+
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_the_peers_harness_writes_their_configs_and_reads_their_answers(tmp_path: Path) -> None:
+    """MLServer and BentoML are not installed here: what mlshift writes for them and reads back is."""
+    peers = _bench_module("peers")
+    ports = {"http": 8081, "grpc": 8082, "metrics": 8083}
+    best = peers.mlserver_files(tmp_path / "best", tmp_path / "m.joblib", best=True, ports=ports)
+    settings = json.loads((best / "settings.json").read_text())
+    model = json.loads((best / "model-settings.json").read_text())
+    assert settings == {"host": "127.0.0.1", "http_port": 8081, "grpc_port": 8082, "metrics_port": 8083,
+                        "parallel_workers": 0}  # fmt: skip
+    assert model["implementation"] == "mlserver_sklearn.SKLearnModel"
+    assert model["parameters"]["uri"] == str(tmp_path / "m.joblib")
+    assert (model["max_batch_size"], model["max_batch_time"]) == (64, 0.005)
+    default = peers.mlserver_files(tmp_path / "default", tmp_path / "m.joblib", best=False, ports=ports)
+    assert "parallel_workers" not in json.loads((default / "settings.json").read_text())
+    assert "max_batch_size" not in json.loads((default / "model-settings.json").read_text())
+    assert peers.mlserver_command("/venv/bin/python", best) == ["/venv/bin/mlserver", "start", str(best)]
+
+    for batching in (True, False):
+        source = peers.bentoml_service(tmp_path / "model.skops", batching=batching)
+        compile(source, "service.py", "exec")  # valid Python, whatever bentoml makes of it
+        assert ("batchable=True, max_batch_size=64" in source) is batching
+        assert repr(str(tmp_path / "model.skops")) in source
+    command = peers.bentoml_command("/venv/bin/python", tmp_path, 9000)
+    assert command[:3] == ["/venv/bin/bentoml", "serve", "service:Model"]
+    assert command[command.index("--port") + 1] == "9000" and "127.0.0.1" in command
+
+    body = json.loads(peers.v2_body([[1.0, 2.0], [3.0, 4.0]]))
+    assert body == {
+        "inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP64", "data": [1.0, 2.0, 3.0, 4.0]}]
+    }
+    assert json.loads(peers.bentoml_body([[1.0, 2.0]])) == {"instances": [[1.0, 2.0]]}
+    # Each protocol's answer, as those servers send it.
+    mlserver = (
+        b'{"model_name":"model","outputs":[{"name":"predict","shape":[2,1],"datatype":"INT64","data":[0,1]}]}'
+    )
+    assert peers.predictions_of("mlserver-best", mlserver) == [0, 1]
+    nested = b'{"outputs":[{"name":"predictions","shape":[2,1],"datatype":"INT64","data":[[0],[1]]}]}'
+    assert peers.predictions_of("mlshift-v2", nested) == [0, 1]
+    assert peers.predictions_of("bentoml-batch", b"[1, 0]") == [1, 0]
+    assert peers.predictions_of("mlshift", b'{"predictions": [1]}') == [1]
+
+
+def test_peer_ratios_pick_the_best_peer_and_the_report_judges_against_it() -> None:
+    peers, report = _bench_module("peers"), _bench_module("report")
+
+    def row(rps: float | None, p99: float, cold: float) -> dict[str, Any]:
+        return {"rps": rps, "p99_ms": p99, "cold_start_s": cold}
+
+    servers = {
+        "mlshift": row(2000, 10, 1.0),
+        "mlshift-v2": row(2400, 8, 1.0),
+        "mlserver-best": row(1000, 20, 3.0),
+        "mlserver-default": row(None, 0, 3.0),  # failed: never the best
+        "bentoml-batch": row(500, 40, 5.0),
+    }
+    assert peers.best_peer(servers) == "mlserver-best"
+    ratios = peers.peer_ratios(servers)
+    assert ratios["mlserver-best"] == {"rps": 2.4, "p99": 0.4, "cold_start": 0.333, "rps_v2": 2.4}
+    assert ratios["mlserver-default"]["rps"] is None
+    results = {"peers": {"best_peer": "mlserver-best", "ratios": ratios, "notes": []}}
+    got = {t["target"]: t["status"] for t in report.evaluate_targets(results)}
+    assert got["req/s vs the best peer (16 conns, 1 row)"] == "pass"
+    assert got["p99 vs the best peer (16 conns, 1 row)"] == "pass"
+    results["peers"]["ratios"]["mlserver-best"]["rps"] = 1.9
+    got = {t["target"]: t["status"] for t in report.evaluate_targets(results)}
+    assert got["req/s vs the best peer (16 conns, 1 row)"] == "MISS"
+    # No peer measured: "not measured", never a pass.
+    got = {t["target"]: t["status"] for t in report.evaluate_targets({"peers": {"notes": ["no peers"]}})}
+    assert got["req/s vs the best peer (16 conns, 1 row)"] == "not measured"
+    assert got["req/s through the local router vs the variant's own URL (16 conns, 1 row)"] == "not measured"
+
+
+def test_peers_router_and_workers_splice_into_the_page() -> None:
+    report = _bench_module("report")
+    before = (ROOT / "docs" / "performance.md").read_text()
+    measured = {"date": "2026-01-01 00:00 UTC", "load_start": 1.0, "load_end": 2.0, "command": "x"}
+    router = {
+        "load_generator": "wrk", "cpus": {"server": 0, "load_generator": 1}, "connections": 16,
+        "duration_s": 4, "repeat": 3, "router_cpu_us_per_req": 200.0, "measured": measured,
+        "configs": {n: {"rps": 1000.0, "p50_ms": 5.0, "p99_ms": 9.0, "replica_cpu_us_per_req": 300.0,
+                        "failed_runs": 0, "runs": 3} for n in ("direct", "router")},
+        "ratios": {"rps_router_vs_direct": 0.9, "p99_added_ms": 0.5},
+    }  # fmt: skip
+    once = report.splice(before, {"router": router}, ["router"])
+    worse = {**router, "ratios": {"rps_router_vs_direct": 0.8, "p99_added_ms": 2.0}}
+    again = report.splice(once, {"router": worse}, ["router"])
+    assert again.count("## The router hop") == 1
+    target = "| req/s through the local router vs the variant's own URL (16 conns, 1 row) |"
+    assert again.count(target) == 1 and f"{target} >= 0.85x | 0.80x | MISS" in again
+    assert "Measured separately (2026-01-01 00:00 UTC" in again
+    assert before[: before.index("## Targets")] in again
+    with pytest.raises(ValueError, match="cannot splice serving"):
+        report.splice(before, {}, ["serving"])
+
+
+def test_the_router_hop_is_measured(quick_run: tuple[dict[str, Any], str]) -> None:
+    router = quick_run[0]["router"]
+    for row in router["configs"].values():
+        assert row["failed_runs"] == 0 and row["non200"] == 0 and row["rps"] > 0
+    assert router["ratios"]["rps_router_vs_direct"] > 0
+    assert "## The router hop" in quick_run[1]

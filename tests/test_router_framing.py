@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -105,8 +106,8 @@ class _KeepAliveBackend(BaseHTTPRequestHandler):
     """An HTTP/1.1 model server stand-in that keeps connections open and records what it saw."""
 
     protocol_version = "HTTP/1.1"
-    connections: list[int] = []
-    seen: list[tuple[str, str, str]] = []
+    connections: ClassVar[list[int]] = []
+    seen: ClassVar[list[tuple[str, str, str]]] = []
     #: Close each connection after answering, without saying so (as a keep-alive timeout does).
     close_silently = False
 
