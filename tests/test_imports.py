@@ -73,7 +73,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: What an adapter needs from core, and the public module that offers it.
 ADAPTER_MODULES = {
-    "mlshift.adapter": ["Adapter", "PipelineService", "EndpointService", "ModelRegistry", "Capability"],
+    "mlshift.adapter": [
+        "Adapter",
+        "PipelineService",
+        "EndpointService",
+        "ModelRegistry",
+        "Capability",
+        "ShadowMode",
+        "target_options",
+    ],
     "mlshift.pipelines.ir": ["PipelineIR", "StepIR", "ConditionIR", "InputIR", "OperandIR", "ValueType"],
     "mlshift.pipelines.runs": ["RemoteRunState", "RemotePipelineRun", "StepRun", "RunStatus", "StepStatus"],
     "mlshift.pipelines.code": ["load_callable", "code_digest"],

@@ -215,7 +215,9 @@ class AzureMLEndpointService(BaseEndpointService):
         return [f"{e.name}/{v.name}" for e in self.list() for v in e.variants if v.model == model_ref]
 
     def validate(self, spec: EndpointSpec) -> None:
-        """Check ``provider_options.azureml`` (instance types, no serverless) at plan time.
+        """Check at plan time what Azure would refuse: ``provider_options.azureml`` (instance
+        types, no serverless), a shadow above 50%, autoscaling bounds (at least one instance, each
+        variant's replicas within them).
 
         Raises:
             ConfigError: naming the field.
