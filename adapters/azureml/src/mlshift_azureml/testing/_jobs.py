@@ -197,7 +197,13 @@ class FakeJobs:
             if job is None:
                 return _error(404, "UserError", f"job {name!r} not found")
             self._cancel(job)
-            return Reply(202, None, {"Location": ""})
+            # As Azure: accepted, with where to poll (the SDK's poller follows Location).
+            location = f"https://management.azure.com{ws.arm_id}/jobs/{name}/operationResults/cancel"
+            return Reply(202, None, {"Location": location, "Retry-After": "0"})
+        if len(rest) > 1 and rest[1].lower() == "operationresults" and method == "GET":
+            return Reply(
+                200 if job is not None and job.status != "Running" else 202, None, {"Retry-After": "0"}
+            )
         if method == "GET":
             child = self._child_by_name(name)
             if child is not None:
