@@ -340,6 +340,16 @@ class VertexPipelineService:
         for task in (job.get("job_detail") or {}).get("task_details") or []:
             details[str(task.get("task_name"))] = task
         steps = [self._step(run_id, name, index, details, status) for name in index.steps]
+        failed_names = [s.name for s in steps if s.status == "failed"]
+        if failed_names:
+            # Steps the run ended without because a step failed first (Vertex starts nothing after).
+            because = f"skipped because {', '.join(failed_names)} failed"
+            steps = [
+                s.model_copy(update={"message": because})
+                if s.status == "skipped" and s.message == "not run"
+                else s
+                for s in steps
+            ]
         message = (job.get("error") or {}).get("message") or None
         failed = next((s for s in steps if s.status == "failed"), None)
         if failed is not None:
