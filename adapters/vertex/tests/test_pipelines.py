@@ -213,6 +213,8 @@ def test_the_fake_runs_no_code_from_a_condition() -> None:
 def test_a_schedule_is_created_once_and_then_left_alone(client: mlshift.Client, vertex: FakeVertex) -> None:
     pipelines = _adapter(client).pipelines
     pipeline = _pipeline(schedule="0 3 * * *", tz="Europe/Paris")
+    assert pipelines.sync_schedule(pipeline.ir, dry_run=True) == "created"
+    assert vertex.pipelines.schedules() == {} and vertex.mutating_calls() == []
     assert pipelines.sync_schedule(pipeline.ir) == "created"
     (schedule,) = vertex.pipelines.schedules().values()
     assert schedule["displayName"] == "mlshift-nightly-scores"
@@ -234,6 +236,10 @@ def test_a_changed_schedule_is_updated_and_a_removed_one_deleted(
     pipelines = _adapter(client).pipelines
     pipelines.sync_schedule(_pipeline(schedule="0 3 * * *").ir)
     (name,) = vertex.pipelines.schedules()
+    before = len(vertex.mutating_calls())
+    assert pipelines.sync_schedule(_pipeline(schedule="30 4 * * 1").ir, dry_run=True) == "updated"
+    assert pipelines.sync_schedule(_pipeline().ir, dry_run=True) == "deleted"
+    assert vertex.mutating_calls()[before:] == []
     assert pipelines.sync_schedule(_pipeline(schedule="30 4 * * 1").ir) == "updated"
     assert vertex.pipelines.schedules()[name]["cron"] == "30 4 * * 1"
     changed = Pipeline(

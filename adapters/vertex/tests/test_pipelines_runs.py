@@ -105,6 +105,7 @@ def test_a_failing_step_is_named_with_its_log_and_where_to_read_more(client: mls
         "evaluate": "skipped",
         "register": "skipped",
     }
+    assert run.step("evaluate").message == "skipped because train failed"
 
 
 def test_a_running_job_is_cancelled(client: mlshift.Client, vertex: FakeVertex, tmp_path: Path) -> None:

@@ -340,6 +340,16 @@ class VertexPipelineService:
         for task in (job.get("job_detail") or {}).get("task_details") or []:
             details[str(task.get("task_name"))] = task
         steps = [self._step(run_id, name, index, details, status) for name in index.steps]
+        failed_names = [s.name for s in steps if s.status == "failed"]
+        if failed_names:
+            # Steps the run ended without because a step failed first (Vertex starts nothing after).
+            because = f"skipped because {', '.join(failed_names)} failed"
+            steps = [
+                s.model_copy(update={"message": because})
+                if s.status == "skipped" and s.message == "not run"
+                else s
+                for s in steps
+            ]
         message = (job.get("error") or {}).get("message") or None
         failed = next((s for s in steps if s.status == "failed"), None)
         if failed is not None:
@@ -620,13 +630,15 @@ class VertexPipelineService:
         cron: str | None = None,
         time_zone: str = "UTC",
         params: Mapping[str, Any] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> ScheduleChange:
         """Make the pipeline's Vertex schedule match: ``cron`` (default: the pipeline's own
         ``schedule``), or none.
 
         Creates it, updates its cron and job when either changed, deletes it when the pipeline
         has no schedule any more; an unchanged schedule makes no mutating call. Returns what
-        was done.
+        was done, or with ``dry_run`` what would be done (only reads are made).
 
         Raises:
             ConfigError: a malformed cron expression or time zone, or bad ``params``, before
@@ -643,13 +655,15 @@ class VertexPipelineService:
         live = self._find_schedule(ir.name)
         client = self._client("schedule")
         if body is None:
-            if live is None:
-                return "absent"
+            if live is None or dry_run:
+                return "absent" if live is None else "deleted"
             with google_errors(f"delete schedule {live.name}"):
                 operation = client.delete_schedule(name=live.name)
             self._adapter.wait(operation, f"delete schedule {live.name}")
             return "deleted"
         if live is None:
+            if dry_run:
+                return "created"
             with google_errors(f"create the schedule of pipeline {ir.name!r}"):
                 client.create_schedule(parent=self._adapter.parent, schedule=body)
             return "created"
@@ -661,8 +675,8 @@ class VertexPipelineService:
         ]
         if self._job_differs(current.get("create_pipeline_job_request") or {}, body):
             changed.append("create_pipeline_job_request")
-        if not changed:
-            return "unchanged"
+        if not changed or dry_run:
+            return "updated" if changed else "unchanged"
         from google.protobuf import field_mask_pb2
 
         with google_errors(f"update schedule {live.name}"):
