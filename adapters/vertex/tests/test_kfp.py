@@ -304,3 +304,21 @@ def test_conditions_evaluate_as_cel() -> None:
     )
     with pytest.raises(ValueError):
         evaluate_condition("__import__('os')", values)
+
+
+def test_register_and_deploy_steps_need_the_step_target_option() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "examples"))
+    try:
+        from train_gate_deploy import train_gate_deploy
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(ConfigError, match="step 'register'") as caught:
+        adapter("kfp://127.0.0.1:1").pipelines.compile(train_gate_deploy.ir)
+    assert "step_target" in (caught.value.hint or "")
+    spec = adapter("kfp://127.0.0.1:1", step_target="vertex://acme/europe-west4").pipelines.compile(
+        train_gate_deploy.ir
+    )
+    register = spec["deploymentSpec"]["executors"]["exec-register"]["container"]["args"]
+    assert '"target": "vertex://acme/europe-west4"' in register[register.index("--task") + 1]

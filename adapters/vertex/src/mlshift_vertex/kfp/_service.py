@@ -146,12 +146,24 @@ class KubeflowPipelineService:
         """
         from mlshift.pipelines.kfp import DEFAULT_IMAGE, compile_kfp
 
-        return compile_kfp(
-            ir,
-            image=self.options.image or DEFAULT_IMAGE,
-            target=self.options.step_target,
-            pipeline_root=self.options.pipeline_root,
-        )
+        try:
+            return compile_kfp(
+                ir,
+                image=self.options.image or DEFAULT_IMAGE,
+                target=self.options.step_target,
+                pipeline_root=self.options.pipeline_root,
+            )
+        except ConfigError as exc:
+            if not (exc.field or "").endswith(".target"):
+                raise
+            # The compiler's hint names its own argument; on this target it is an option.
+            raise ConfigError(
+                exc.message,
+                field=exc.field,
+                hint="Kubeflow has no models or endpoints: set the kfp target's step_target option to "
+                "the target the step registers or deploys on (kfp://HOST?step_target=vertex://PROJECT/"
+                "LOCATION, or targets.NAME.options.step_target in mlshift.yaml), or target= on the step",
+            ) from None
 
     def _pipeline_id(self, name: str) -> str | None:
         found = self._api.request(
