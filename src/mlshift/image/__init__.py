@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         outdated_because,
         parse_extra_packages,
         parse_frameworks,
+        project_wheel,
         wheel_cache_dir,
     )
     from mlshift.image._engine import docker_client, image_exists
@@ -51,6 +52,7 @@ _LAZY: dict[str, str] = {
             "outdated_because",
             "parse_extra_packages",
             "parse_frameworks",
+            "project_wheel",
             "wheel_cache_dir",
         ],
         "_build",
@@ -80,6 +82,7 @@ __all__ = [
     "outdated_because",
     "parse_extra_packages",
     "parse_frameworks",
+    "project_wheel",
     "serve_arguments",
     "wheel_cache_dir",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -34,6 +35,7 @@ __all__ = [
     "outdated_because",
     "parse_extra_packages",
     "parse_frameworks",
+    "project_wheel",
     "wheel_cache_dir",
 ]
 
@@ -131,23 +133,54 @@ def _python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _mlshift_source() -> str:
-    """What ``pip wheel`` builds mlshift from: the running code's source tree when it is one
-    (an editable install or a checkout on ``PYTHONPATH``), else the installed version."""
-    import mlshift
-
-    package = Path(mlshift.__file__).resolve().parent
-    project = package.parent.parent  # src/mlshift -> the project folder
+def _source(distribution: str = "mlshift") -> str:
+    """What ``pip wheel`` builds ``distribution`` from: the running code's source tree when it
+    is one (an editable install or a checkout on ``PYTHONPATH``), else the installed version."""
+    module = importlib.import_module(distribution.replace("-", "_"))
+    package = Path(str(module.__file__)).resolve().parent
+    project = package.parent.parent  # src/<package> -> the project folder
     pyproject = project / "pyproject.toml"
-    if package.parent.name == "src" and pyproject.is_file() and 'name = "mlshift"' in pyproject.read_text():
+    if (
+        package.parent.name == "src"
+        and pyproject.is_file()
+        and f'name = "{distribution}"' in pyproject.read_text()
+    ):
         return str(project)
-    dist = importlib.metadata.distribution("mlshift")
+    dist = importlib.metadata.distribution(distribution)
     direct = dist.read_text("direct_url.json")
     if direct:
         url = str(json.loads(direct).get("url", ""))
         if url.startswith("file://"):
             return url.removeprefix("file://")
-    return f"mlshift=={dist.version}"
+    return f"{distribution}=={dist.version}"
+
+
+def _mlshift_source() -> str:
+    return _source("mlshift")
+
+
+def project_wheel(distribution: str, dest: Path, *, say: Say = _say) -> Path:
+    """Build the wheel of ``distribution`` (no dependencies) into ``dest``; returns its path.
+
+    It is built from the code that runs: the source tree of an editable install or a
+    checkout, else the installed version (from the package index). An adapter adds its own
+    wheel to the image this way (``extra_wheels`` of :func:`build_image`).
+
+    Raises:
+        ProviderError: ``pip wheel`` failed.
+    """
+    source = _source(distribution)
+    say(f"building the {distribution} wheel from {source}")
+    dest.mkdir(parents=True, exist_ok=True)
+    before = set(dest.glob("*.whl"))
+    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-build-isolation"]
+    _pip_wheel(["--no-deps", *isolation, "--wheel-dir", str(dest), source])
+    prefix = re.sub(r"[-_.]+", "_", distribution).lower() + "-"
+    built = [w for w in dest.glob("*.whl") if w.name.lower().startswith(prefix)]
+    new = [w for w in built if w not in before] or built
+    if not new:
+        raise ProviderError(f"`pip wheel {source}` made no {distribution} wheel in {dest}", provider="pip")
+    return max(new, key=lambda w: w.stat().st_mtime)
 
 
 # ---------------------------------------------------------------- what an image is built from
@@ -413,11 +446,7 @@ def _host_wheels(dest: Path, extras: str, say: Say) -> None:
     in :func:`wheel_cache_dir`, keyed by what mlshift requires, the extras, this Python and
     platform: a rebuild after changing mlshift's code resolves nothing.
     """
-    source = _mlshift_source()
-    say(f"building the mlshift wheel from {source}")
-    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-build-isolation"]
-    _pip_wheel(["--no-deps", *isolation, "--wheel-dir", str(dest), source])
-    (wheel,) = dest.glob("mlshift-*.whl")
+    wheel = project_wheel("mlshift", dest, say=say)
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         requires = sorted(
