@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlshift.image._base import DEFAULT_MIRROR, DEFAULT_SUITE, base_cache_dir, make_base_image
     from mlshift.image._build import (
+        BASE_LABEL,
         DEFAULT_BASE_IMAGE,
         DEFAULT_FRAMEWORKS,
         FRAMEWORKS,
@@ -40,6 +41,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["DEFAULT_MIRROR", "DEFAULT_SUITE", "base_cache_dir", "make_base_image"], "_base"),
     **dict.fromkeys(
         [
+            "BASE_LABEL",
             "DEFAULT_BASE_IMAGE",
             "DEFAULT_FRAMEWORKS",
             "FRAMEWORKS",
@@ -62,6 +64,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "BASE_LABEL",
     "DEFAULT_BASE_IMAGE",
     "DEFAULT_FRAMEWORKS",
     "DEFAULT_MIRROR",

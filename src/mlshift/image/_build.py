@@ -23,6 +23,7 @@ from mlshift.errors import ConfigError, ImageNotFound, ProviderError
 from mlshift.image._engine import Say, docker_client, image_exists
 
 __all__ = [
+    "BASE_LABEL",
     "DEFAULT_BASE_IMAGE",
     "DEFAULT_FRAMEWORKS",
     "FRAMEWORKS",
@@ -52,6 +53,8 @@ DEFAULT_FRAMEWORKS: tuple[str, ...] = ("sklearn",)
 #: The label holding the digest of everything an image was built from (see :func:`image_inputs`);
 #: ``mlshift.inputs.<part>`` labels hold each part's digest, so a rebuild can say what changed.
 INPUTS_LABEL = "mlshift.inputs"
+#: The label holding the name of the base image an image was built from.
+BASE_LABEL = "mlshift.base-image"
 #: The parts of an image's inputs, and how a message names each when it changed.
 _INPUT_PARTS = {
     "code": "mlshift's code or its requirements",
@@ -532,6 +535,7 @@ def build_image(
     labels = image_inputs(
         names, base_image=base, extra_packages=extras, wheels=wheels, extra_wheels=extra_wheels, client=client
     )
+    labels[BASE_LABEL] = base
     with tempfile.TemporaryDirectory(prefix="mlshift-image-") as tmp:
         folder = build_context(
             context or Path(tmp) / "context",
