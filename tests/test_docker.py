@@ -477,16 +477,30 @@ def test_a_serving_image_built_from_other_inputs_is_rebuilt_saying_why(
 ) -> None:
     import io
 
-    from mlshift.image import INPUTS_LABEL, default_image, image_inputs, outdated_because
+    from mlshift.image import (
+        BASE_LABEL,
+        DEFAULT_BASE_IMAGE,
+        INPUTS_LABEL,
+        default_image,
+        image_inputs,
+        outdated_because,
+    )
     from mlshift.local import DockerRuntime
 
     current = default_image()
     assert outdated_because(engine, current, image_inputs(client=engine)) is None  # the session's build
-    # An image of this name left by other code: labelled with what this code would build it
-    # from, but for the code itself.
+    # An image of this name left by other code, built from a base of the user's choosing:
+    # labelled with what this code would build it from, but for the code itself.
     monkeypatch.setattr(mlshift, "__version__", "0.0.0-outdated-test")
     stale = default_image()
-    labels = {**image_inputs(client=engine), f"{INPUTS_LABEL}.code": "sha256:other", INPUTS_LABEL: "sha256:x"}
+    engine.images.get(DEFAULT_BASE_IMAGE).tag("mlshift-test-base", "own")
+    base = "mlshift-test-base:own"
+    labels = {
+        **image_inputs(base_image=base, client=engine),
+        f"{INPUTS_LABEL}.code": "sha256:other",
+        INPUTS_LABEL: "sha256:x",
+        BASE_LABEL: base,
+    }
     engine.images.build(fileobj=io.BytesIO(f"FROM {current}\n".encode()), tag=stale, labels=labels, rm=True)
     try:
         said: list[str] = []
@@ -496,12 +510,15 @@ def test_a_serving_image_built_from_other_inputs_is_rebuilt_saying_why(
             f"building the serving image {stale}: mlshift's code or its requirements changed since it "
             "was built (later starts reuse it)"
         ]
-        assert engine.images.get(stale).labels[f"{INPUTS_LABEL}.code"] != "sha256:other"
-        assert outdated_because(engine, stale, image_inputs(client=engine)) is None
+        rebuilt = engine.images.get(stale).labels
+        assert rebuilt[f"{INPUTS_LABEL}.code"] != "sha256:other"
+        assert rebuilt[BASE_LABEL] == base  # rebuilt from the base it was built from
+        assert outdated_because(engine, stale, image_inputs(base_image=base, client=engine)) is None
         # Up to date now: another runtime (a later deploy) reuses it without building.
         said.clear()
         assert DockerRuntime(client=engine, say=said.append).ensure_image("sklearn") == stale
         assert said == []
     finally:
-        with contextlib.suppress(Exception):
-            engine.images.remove(stale, force=True)
+        for name in (stale, "mlshift-test-base:own"):
+            with contextlib.suppress(Exception):
+                engine.images.remove(name, force=True)

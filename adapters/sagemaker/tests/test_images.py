@@ -22,7 +22,6 @@ from mlshift.errors import ConfigError, NotFound, ProviderError
 from mlshift.specs import EndpointSpec
 from mlshift.specs.model import Signature
 from mlshift_sagemaker._images import inference_script, package_prebuilt
-from mlshift_sagemaker.image import serve_arguments
 from mlshift_sagemaker.image import sklearn_inference as script
 from mlshift_sagemaker.image.__main__ import main as image_main
 from mlshift_sagemaker.testing import FakeSageMaker
@@ -476,7 +475,10 @@ def test_the_script_says_what_is_wrong_with_a_request(body: bytes, content_type:
 # ---------------------------------------------------------------- the mlshift image: serve, build, push
 
 
-def test_serve_maps_the_model_variables_to_the_model_server() -> None:
+def test_the_sagemaker_models_variables_reach_the_core_images_model_server() -> None:
+    from mlshift.image import serve_arguments
+
+    # What the adapter puts in a SageMaker model's Environment, as the core image's serve reads it.
     env = {
         "MLSHIFT_ARTIFACT": "/opt/ml/model/iris.skops",
         "MLSHIFT_FRAMEWORK": "sklearn",
@@ -487,9 +489,9 @@ def test_serve_maps_the_model_variables_to_the_model_server() -> None:
         "MLSHIFT_SERVE_HOST": "0.0.0.0",  # what the image sets
     }
     args = serve_arguments(env)
-    assert args[:6] == ["--artifact", "/opt/ml/model/iris.skops", "--host", "0.0.0.0", "--port", "8080"]
-    pairs = dict(zip(args[6::2], args[7::2], strict=True))
-    assert pairs == {
+    assert args[:4] == ["--artifact", "/opt/ml/model/iris.skops", "--host", "0.0.0.0"]
+    pairs = dict(zip(args[4::2], args[5::2], strict=True))
+    assert pairs == {  # no --port: the server's default is SageMaker's 8080
         "--framework": "sklearn",
         "--digest": env["MLSHIFT_MODEL_DIGEST"],
         "--signature-json": env["MLSHIFT_SIGNATURE"],
@@ -503,13 +505,46 @@ def test_serve_maps_the_model_variables_to_the_model_server() -> None:
     ]
 
 
-def test_the_dockerfile_and_serve_entry_ship_with_the_package() -> None:
-    folder = Path(script.__file__).parent
-    dockerfile = (folder / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE" in dockerfile and "--no-index --find-links" in dockerfile
-    assert 'CMD ["serve"]' in dockerfile and "ENTRYPOINT [" not in dockerfile
-    assert "MLSHIFT_SERVE_HOST=0.0.0.0" in dockerfile
-    assert "python -m mlshift_sagemaker.image serve" in (folder / "serve").read_text()
+@pytest.fixture
+def core_builds(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What the adapter asks of the core image build (which needs a Docker engine), recorded.
+
+    Each record holds the arguments, and the names and files of the extra wheels, read while
+    the build would run (the adapter's own wheel lives in a temporary folder until then).
+    """
+    import zipfile
+
+    import mlshift.image
+
+    calls: list[dict[str, Any]] = []
+
+    def build_image(tag: str, **kwargs: Any) -> str:
+        wheels = {}
+        for wheel in kwargs.get("extra_wheels") or ():
+            with zipfile.ZipFile(wheel) as archive:
+                wheels[Path(wheel).name] = archive.namelist()
+        calls.append({"tag": tag, **kwargs, "extra_wheels": wheels})
+        return tag
+
+    monkeypatch.setattr(mlshift.image, "build_image", build_image)
+    return calls
+
+
+def test_the_image_is_the_core_one_with_this_adapters_own_wheel_added(
+    core_builds: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert image_main(["build"]) == 0
+    local = f"mlshift-serving:{mlshift.__version__}-sagemaker"
+    assert capsys.readouterr().out.strip() == local
+    (build,) = core_builds
+    assert build["tag"] == local  # not the core image's own name, which has no adapter
+    assert build["frameworks"] == ("onnx", "sklearn")  # one image serves every model of a target
+    (wheel, files), *others = build["extra_wheels"].items()
+    assert others == [] and wheel.startswith("mlshift_sagemaker-")
+    # Built from the code that runs: pipeline steps run `python -m mlshift_sagemaker.step` in it.
+    assert "mlshift_sagemaker/step.py" in files and "mlshift_sagemaker/image/sklearn_inference.py" in files
+    # No Dockerfile of its own: the core image's is the only one.
+    assert not (Path(script.__file__).parent / "Dockerfile").exists()
 
 
 FAKE_DOCKER = """\
@@ -580,15 +615,18 @@ def test_push_creates_the_repository_and_logs_in_through_stdin(
         assert login["stdin_len"] == len(password)
         assert all(password not in arg for c in calls for arg in c["argv"])
         assert password not in out + err
-        assert tag["argv"] == ["tag", f"mlshift-serving:{mlshift.__version__}", MLSHIFT_IMAGE]
+        assert tag["argv"] == ["tag", f"mlshift-serving:{mlshift.__version__}-sagemaker", MLSHIFT_IMAGE]
         assert push["argv"] == ["push", MLSHIFT_IMAGE] and push["stdin_len"] == 0
         assert "GetAuthorizationToken" in aws.operations(service="ecr")
 
 
-def test_push_builds_from_wheels_in_the_context_first(docker: Path, tmp_path: Path) -> None:
+def test_push_builds_from_a_wheels_folder_first(
+    docker: Path, tmp_path: Path, core_builds: list[dict[str, Any]]
+) -> None:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     (wheels / "mlshift-0.1.0-py3-none-any.whl").write_bytes(b"PK")
+    (wheels / "mlshift_sagemaker-0.1.0-py3-none-any.whl").write_bytes(b"PK")
     with FakeSageMaker(serving_image=False) as aws:
         aws.push_serving_image(tag="old")  # the repository exists: it is not created again
         mark = len(aws.calls)
@@ -601,16 +639,32 @@ def test_push_builds_from_wheels_in_the_context_first(docker: Path, tmp_path: Pa
                 str(wheels),
                 "--base-image",
                 "debian-py:1",
+                "--frameworks",
+                "sklearn",
             ]
         )
         assert code == 0
         assert "CreateRepository" not in aws.operations(since=mark)
-    build, *rest = docker_calls(docker)
-    local = f"mlshift-serving:{mlshift.__version__}"
-    assert build["argv"][:5] == ["build", "--build-arg", "BASE_IMAGE=debian-py:1", "--tag", local]
-    assert build["context"] == ["Dockerfile", "serve", "wheels/mlshift-0.1.0-py3-none-any.whl"]
-    assert build["serve_mode"] == "0o755"
-    assert [c["argv"][0] for c in rest] == ["login", "tag", "push"]
+    local = f"mlshift-serving:{mlshift.__version__}-sagemaker"
+    (build,) = core_builds
+    assert (build["tag"], build["base_image"], build["wheels"]) == (local, "debian-py:1", wheels)
+    assert build["frameworks"] == ("sklearn",)
+    assert build["extra_wheels"] == {}  # the folder is installed as it is
+    assert [c["argv"][:2] for c in docker_calls(docker)] == [
+        ["login", "--username"],
+        ["tag", local],
+        ["push", MLSHIFT_IMAGE],
+    ]
+
+
+def test_a_wheels_folder_without_this_adapter_is_refused_before_building(
+    tmp_path: Path, core_builds: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mlshift-0.1.0-py3-none-any.whl").write_bytes(b"PK")
+    assert image_main(["build", "--wheels", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no mlshift_sagemaker-*.whl" in err and "pip wheel --no-deps" in err
+    assert core_builds == []
 
 
 def test_a_failed_docker_step_stops_the_push_with_its_name(
@@ -623,14 +677,26 @@ def test_a_failed_docker_step_stops_the_push_with_its_name(
     assert [c["argv"][0] for c in docker_calls(docker)] == ["login"]
 
 
-def test_build_without_docker_says_what_to_install(
+def test_build_without_a_docker_engine_says_how_to_start_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("docker")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    wheels = tmp_path / "w"
+    wheels.mkdir()
+    (wheels / "mlshift_sagemaker-0.1.0-py3-none-any.whl").write_bytes(b"PK")
+    assert image_main(["build", "--wheels", str(wheels), "--context", str(tmp_path / "ctx")]) == 1
+    err = capsys.readouterr().err
+    assert "no Docker daemon answers" in err and "start Docker" in err
+    assert not (tmp_path / "ctx").exists()  # nothing was written
+
+
+def test_push_without_the_docker_command_says_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    wheels = tmp_path / "w"
-    wheels.mkdir()
-    (wheels / "x-1-py3-none-any.whl").write_bytes(b"PK")
-    assert image_main(["build", "--wheels", str(wheels)]) == 2
+    with FakeSageMaker(serving_image=False):
+        assert image_main(["push", "--target", "sagemaker://us-east-1", "--no-build"]) == 2
     err = capsys.readouterr().err
     assert "'docker' was not found on PATH" in err and "--docker" in err
 

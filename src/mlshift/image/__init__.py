@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlshift.image._base import DEFAULT_MIRROR, DEFAULT_SUITE, base_cache_dir, make_base_image
     from mlshift.image._build import (
+        BASE_LABEL,
         DEFAULT_BASE_IMAGE,
         DEFAULT_FRAMEWORKS,
         FRAMEWORKS,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         outdated_because,
         parse_extra_packages,
         parse_frameworks,
+        project_wheel,
         wheel_cache_dir,
     )
     from mlshift.image._engine import docker_client, image_exists
@@ -39,6 +41,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["DEFAULT_MIRROR", "DEFAULT_SUITE", "base_cache_dir", "make_base_image"], "_base"),
     **dict.fromkeys(
         [
+            "BASE_LABEL",
             "DEFAULT_BASE_IMAGE",
             "DEFAULT_FRAMEWORKS",
             "FRAMEWORKS",
@@ -51,6 +54,7 @@ _LAZY: dict[str, str] = {
             "outdated_because",
             "parse_extra_packages",
             "parse_frameworks",
+            "project_wheel",
             "wheel_cache_dir",
         ],
         "_build",
@@ -60,6 +64,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "BASE_LABEL",
     "DEFAULT_BASE_IMAGE",
     "DEFAULT_FRAMEWORKS",
     "DEFAULT_MIRROR",
@@ -80,6 +85,7 @@ __all__ = [
     "outdated_because",
     "parse_extra_packages",
     "parse_frameworks",
+    "project_wheel",
     "serve_arguments",
     "wheel_cache_dir",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -22,6 +23,7 @@ from mlshift.errors import ConfigError, ImageNotFound, ProviderError
 from mlshift.image._engine import Say, docker_client, image_exists
 
 __all__ = [
+    "BASE_LABEL",
     "DEFAULT_BASE_IMAGE",
     "DEFAULT_FRAMEWORKS",
     "FRAMEWORKS",
@@ -34,6 +36,7 @@ __all__ = [
     "outdated_because",
     "parse_extra_packages",
     "parse_frameworks",
+    "project_wheel",
     "wheel_cache_dir",
 ]
 
@@ -50,6 +53,8 @@ DEFAULT_FRAMEWORKS: tuple[str, ...] = ("sklearn",)
 #: The label holding the digest of everything an image was built from (see :func:`image_inputs`);
 #: ``mlshift.inputs.<part>`` labels hold each part's digest, so a rebuild can say what changed.
 INPUTS_LABEL = "mlshift.inputs"
+#: The label holding the name of the base image an image was built from.
+BASE_LABEL = "mlshift.base-image"
 #: The parts of an image's inputs, and how a message names each when it changed.
 _INPUT_PARTS = {
     "code": "mlshift's code or its requirements",
@@ -131,23 +136,54 @@ def _python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _mlshift_source() -> str:
-    """What ``pip wheel`` builds mlshift from: the running code's source tree when it is one
-    (an editable install or a checkout on ``PYTHONPATH``), else the installed version."""
-    import mlshift
-
-    package = Path(mlshift.__file__).resolve().parent
-    project = package.parent.parent  # src/mlshift -> the project folder
+def _source(distribution: str = "mlshift") -> str:
+    """What ``pip wheel`` builds ``distribution`` from: the running code's source tree when it
+    is one (an editable install or a checkout on ``PYTHONPATH``), else the installed version."""
+    module = importlib.import_module(distribution.replace("-", "_"))
+    package = Path(str(module.__file__)).resolve().parent
+    project = package.parent.parent  # src/<package> -> the project folder
     pyproject = project / "pyproject.toml"
-    if package.parent.name == "src" and pyproject.is_file() and 'name = "mlshift"' in pyproject.read_text():
+    if (
+        package.parent.name == "src"
+        and pyproject.is_file()
+        and f'name = "{distribution}"' in pyproject.read_text()
+    ):
         return str(project)
-    dist = importlib.metadata.distribution("mlshift")
+    dist = importlib.metadata.distribution(distribution)
     direct = dist.read_text("direct_url.json")
     if direct:
         url = str(json.loads(direct).get("url", ""))
         if url.startswith("file://"):
             return url.removeprefix("file://")
-    return f"mlshift=={dist.version}"
+    return f"{distribution}=={dist.version}"
+
+
+def _mlshift_source() -> str:
+    return _source("mlshift")
+
+
+def project_wheel(distribution: str, dest: Path, *, say: Say = _say) -> Path:
+    """Build the wheel of ``distribution`` (no dependencies) into ``dest``; returns its path.
+
+    It is built from the code that runs: the source tree of an editable install or a
+    checkout, else the installed version (from the package index). An adapter adds its own
+    wheel to the image this way (``extra_wheels`` of :func:`build_image`).
+
+    Raises:
+        ProviderError: ``pip wheel`` failed.
+    """
+    source = _source(distribution)
+    say(f"building the {distribution} wheel from {source}")
+    dest.mkdir(parents=True, exist_ok=True)
+    before = set(dest.glob("*.whl"))
+    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-build-isolation"]
+    _pip_wheel(["--no-deps", *isolation, "--wheel-dir", str(dest), source])
+    prefix = re.sub(r"[-_.]+", "_", distribution).lower() + "-"
+    built = [w for w in dest.glob("*.whl") if w.name.lower().startswith(prefix)]
+    new = [w for w in built if w not in before] or built
+    if not new:
+        raise ProviderError(f"`pip wheel {source}` made no {distribution} wheel in {dest}", provider="pip")
+    return max(new, key=lambda w: w.stat().st_mtime)
 
 
 # ---------------------------------------------------------------- what an image is built from
@@ -413,11 +449,7 @@ def _host_wheels(dest: Path, extras: str, say: Say) -> None:
     in :func:`wheel_cache_dir`, keyed by what mlshift requires, the extras, this Python and
     platform: a rebuild after changing mlshift's code resolves nothing.
     """
-    source = _mlshift_source()
-    say(f"building the mlshift wheel from {source}")
-    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-build-isolation"]
-    _pip_wheel(["--no-deps", *isolation, "--wheel-dir", str(dest), source])
-    (wheel,) = dest.glob("mlshift-*.whl")
+    wheel = project_wheel("mlshift", dest, say=say)
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         requires = sorted(
@@ -503,6 +535,7 @@ def build_image(
     labels = image_inputs(
         names, base_image=base, extra_packages=extras, wheels=wheels, extra_wheels=extra_wheels, client=client
     )
+    labels[BASE_LABEL] = base
     with tempfile.TemporaryDirectory(prefix="mlshift-image-") as tmp:
         folder = build_context(
             context or Path(tmp) / "context",

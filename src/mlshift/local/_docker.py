@@ -149,12 +149,28 @@ class DockerRuntime:
             from mlshift.image import build_image, image_inputs, outdated_because
 
             frameworks = self._frameworks(framework)
-            why = outdated_because(self.client, image, image_inputs(frameworks, client=self.client))
+            # An image you built from another base (`--base-image`) is rebuilt from that base.
+            base = self._base_of(image)
+            why = outdated_because(
+                self.client, image, image_inputs(frameworks, base_image=base, client=self.client)
+            )
             if why is not None:
                 self._say(f"building the serving image {image}: {why} (later starts reuse it)")
-                build_image(image, frameworks=frameworks, client=self.client, say=self._say)
+                build_image(image, frameworks=frameworks, base_image=base, client=self.client, say=self._say)
         self._ready.add(image)
         return image
+
+    def _base_of(self, image: str) -> str | None:
+        """The base image ``image`` was built from, when it says and the engine still has it."""
+        import docker.errors
+
+        from mlshift.image import BASE_LABEL, image_exists
+
+        try:
+            base = (self.client.images.get(image).labels or {}).get(BASE_LABEL)
+        except docker.errors.ImageNotFound:
+            return None
+        return str(base) if base and image_exists(self.client, str(base)) else None
 
     # ------------------------------------------------------------------ the runtime contract
 

@@ -81,8 +81,8 @@ def _default_image() -> str:
     return f"mlshift-serving:{__version__}"
 
 
-#: The mlshift serving image, as ``python -m mlshift_sagemaker.image build`` tags it; push it
-#: to a registry your cluster pulls from and pass that name as ``image``.
+#: The mlshift serving image, as ``mlshift image build`` tags it; push it to a registry your
+#: cluster pulls from and pass that name as ``image``.
 DEFAULT_IMAGE = _default_image()
 
 #: Neutral sizes → container limits (vCPU, memory GiB, GPUs when the step says none), the shapes

@@ -1,4 +1,4 @@
-"""``python -m mlshift_sagemaker.image``: build, push and run the mlshift serving image.
+"""``python -m mlshift_sagemaker.image``: build the SageMaker serving image and push it to ECR.
 
 Exit codes: 0 on success, 2 for a bad argument or option, 1 when AWS, pip or docker failed.
 """
@@ -15,38 +15,41 @@ from mlshift.errors import ConfigError, MlshiftError
 _PROG = "python -m mlshift_sagemaker.image"
 
 _DESCRIPTION = """\
-The mlshift serving image for SageMaker: the mlshift model server answering SageMaker's
-container contract (GET /ping, POST /invocations on port 8080) for the model in /opt/ml/model.
-A sagemaker:// target uses it unless an endpoint or the target sets image_uri or image:
-prebuilt, and planning fails until it is in your ECR: `push` puts it there.
+The mlshift serving image for SageMaker: mlshift's one serving image (`mlshift image build`),
+which answers SageMaker's container contract (GET /ping, POST /invocations on port 8080) for the
+model in /opt/ml/model, with mlshift-sagemaker added for pipeline steps. A sagemaker:// target
+uses it unless an endpoint or the target sets image_uri or image: prebuilt, and planning fails
+until it is in your ECR: `push` puts it there.
 """
 
 _EPILOG = """\
 examples:
   %(prog)s push --target sagemaker://us-east-1
   %(prog)s push --target prod                       # a target named in mlshift.yaml
+  %(prog)s build --frameworks sklearn               # a smaller image: scikit-learn models only
   %(prog)s build --base-image my-registry/python:3.11 --wheels ./wheels
-  %(prog)s build --context ./image-context --docker podman
 
-The image installs mlshift from wheels copied into the build context, never from a package
-index: build them with `pip wheel` (the default does this on a Linux host) or pass --wheels.
-The base image must run the Python those wheels are for (default python:X.Y-slim for this
-interpreter's X.Y); a Debian/Ubuntu base without Python gets python3 with apt-get.
+The image installs mlshift and mlshift-sagemaker from wheels built here (or --wheels), never
+from a package index inside the build. Its base is the offline Debian image `mlshift image base`
+makes, or --base-image with the Python those wheels are for. DOCKER_HOST selects the engine.
 """
 
 
 def _build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--frameworks", help="comma-separated framework sets: sklearn, onnx (default: all of them)"
+    )
+    parser.add_argument(
         "--base-image",
-        help="BASE_IMAGE build argument (default: python:X.Y-slim for this Python's X.Y)",
+        help="BASE_IMAGE build argument (default: mlshift-base:bookworm, from `mlshift image base`)",
     )
     parser.add_argument(
         "--wheels",
         type=Path,
-        help="folder of wheels to install (default: `pip wheel` mlshift and mlshift-sagemaker here)",
+        help="folder of wheels to install (default: build mlshift and mlshift-sagemaker here)",
     )
     parser.add_argument("--context", type=Path, help="write the build context here and keep it")
-    parser.add_argument("--docker", default="docker", help="docker or podman executable (default: docker)")
+    parser.add_argument("--no-cache", action="store_true", help="rebuild every layer")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,13 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser(
         "build",
-        help="docker build the serving image locally",
-        description="Build the serving image locally as REPOSITORY:TAG (no AWS call).",
+        help="build the serving image locally",
+        description="Build the serving image locally (no AWS call), as mlshift-serving:VERSION-sagemaker.",
     )
-    build.add_argument(
-        "--repository", default="mlshift-serving", help="local image name (default: mlshift-serving)"
-    )
-    build.add_argument("--tag", help="image tag (default: the mlshift version, which the target looks for)")
+    build.add_argument("--local-image", help="local image name (default: mlshift-serving:VERSION-sagemaker)")
     _build_options(build)
 
     push = commands.add_parser(
@@ -86,17 +86,25 @@ def _parser() -> argparse.ArgumentParser:
         "--no-build", action="store_true", help="push an image built before (see --local-image)"
     )
     push.add_argument(
-        "--local-image", help="local image to push (default: REPOSITORY:TAG, as build names it)"
+        "--local-image",
+        help="local image to push (default: mlshift-serving:TAG-sagemaker, as build names it)",
     )
+    push.add_argument("--docker", default="docker", help="docker or podman executable for the push")
     _build_options(push)
-
-    commands.add_parser(
-        "serve",
-        help="start the model server (what SageMaker runs inside the image)",
-        description="Serve /opt/ml/model on port 8080 as the MLSHIFT_* variables describe it "
-        "(on MLSHIFT_SERVE_HOST: 0.0.0.0 in the image, else 127.0.0.1).",
-    )
     return parser
+
+
+def _build(args: argparse.Namespace, local: str) -> None:
+    from mlshift_sagemaker.image import _commands
+
+    _commands.build_image(
+        local,
+        frameworks=args.frameworks,
+        base_image=args.base_image,
+        wheels=args.wheels,
+        context=args.context,
+        no_cache=args.no_cache,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,22 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from mlshift_sagemaker.image import _commands
 
-    if args.command == "serve":
-        from mlshift.serving.__main__ import main as serve
-
-        return serve(_commands.serve_arguments())
     try:
-        tag = args.tag or _commands.default_tag()
         if args.command == "build":
-            _commands.build_image(
-                f"{args.repository}:{tag}",
-                base_image=args.base_image,
-                wheels=args.wheels,
-                docker=args.docker,
-                context=args.context,
-            )
+            local = args.local_image or _commands.local_image()
+            _build(args, local)
+            print(local)
             return 0
-        return _push(args, tag)
+        return _push(args, args.tag or _commands.default_tag())
     except ConfigError as exc:
         return _fail(exc, 2)
     except MlshiftError as exc:
@@ -140,15 +139,9 @@ def _push(args: argparse.Namespace, tag: str) -> int:
                 hint="pass --target sagemaker://REGION or the name of a sagemaker target",
             )
         repository = args.repository or adapter.options.ecr_repository
-        local = args.local_image or f"{repository}:{tag}"
+        local = args.local_image or _commands.local_image(tag)
         if not args.no_build:
-            _commands.build_image(
-                local,
-                base_image=args.base_image,
-                wheels=args.wheels,
-                docker=args.docker,
-                context=args.context,
-            )
+            _build(args, local)
         uri = _commands.push_image(
             adapter, local_image=local, repository=repository, tag=tag, docker=args.docker
         )

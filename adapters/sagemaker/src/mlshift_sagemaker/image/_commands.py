@@ -1,20 +1,21 @@
-"""Build the mlshift serving image, push it to ECR, and start it (``serve``, inside the image).
+"""Build the SageMaker serving image on the core one, push it to ECR.
 
-Docker is driven through its CLI (``docker``, or ``--docker podman``); nothing here needs
-docker-py. The ECR password goes to ``docker login --password-stdin`` and nowhere else: it is
-never an argument, never printed, never written by mlshift.
+The image is mlshift's one serving image (:mod:`mlshift.image`: the model server for SageMaker's
+container contract and every other cloud's) with this adapter added in its extra layer, so
+that pipeline steps run ``python -m mlshift_sagemaker.step`` in it. It is built through the
+Docker SDK (``DOCKER_HOST``), like every mlshift image; the push uses the ``docker`` CLI (or
+``--docker podman``). The ECR password goes to ``docker login --password-stdin`` and nowhere
+else: it is never an argument, never printed, never written by mlshift.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.metadata
-import json
-import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,22 +26,16 @@ from mlshift_sagemaker.errors import aws_errors, error_code
 if TYPE_CHECKING:
     from mlshift_sagemaker._adapter import SageMakerAdapter
 
-__all__ = ["build_context", "build_image", "push_image", "serve_arguments"]
+__all__ = ["DISTRIBUTION", "build_image", "default_tag", "local_image", "push_image"]
 
-_HERE = Path(__file__).parent
-#: What the image installs from the wheels (every framework the model server loads).
-_REQUIREMENTS = (("mlshift", "serve,sklearn,onnx"), ("mlshift-sagemaker", ""))
+#: This adapter's distribution: its wheel goes into the image's extra layer.
+DISTRIBUTION = "mlshift-sagemaker"
 
 Say = Callable[[str], None]
 
 
 def _say(message: str) -> None:
     print(f"==> {message}", file=sys.stderr, flush=True)
-
-
-def default_base_image() -> str:
-    """``python:X.Y-slim`` for this interpreter's X.Y: the wheels built here install there."""
-    return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
 
 
 def default_tag() -> str:
@@ -50,59 +45,83 @@ def default_tag() -> str:
     return mlshift.__version__
 
 
-def _requirement(name: str, extras: str) -> str:
-    """``name[extras] @ file:///source`` for a local or editable install, else ``name[extras]==version``."""
-    dist = importlib.metadata.distribution(name)
-    spec = f"{name}[{extras}]" if extras else name
-    direct = dist.read_text("direct_url.json")
-    if direct:
-        url = json.loads(direct).get("url", "")
-        if url.startswith("file://"):
-            return f"{spec} @ {url}"
-    return f"{spec}=={dist.version}"
+def local_image(tag: str | None = None) -> str:
+    """The local name of the SageMaker image: ``mlshift-serving:VERSION-sagemaker``.
+
+    Not the core image's own name (``mlshift-serving:VERSION``): that one carries no adapter,
+    and ``local+docker://`` rebuilds it when it finds an image built from other inputs.
+    """
+    from mlshift.image import IMAGE_REPOSITORY
+
+    return f"{IMAGE_REPOSITORY}:{tag or default_tag()}-sagemaker"
 
 
-def build_context(dest: Path, *, wheels: Path | None = None, say: Say = _say) -> Path:
-    """Write a build context: ``Dockerfile``, ``serve`` and ``wheels/``.
+def build_image(
+    tag: str,
+    *,
+    frameworks: str | Sequence[str] | None = None,
+    base_image: str | None = None,
+    wheels: Path | None = None,
+    context: Path | None = None,
+    no_cache: bool = False,
+    say: Say = _say,
+    client: Any = None,
+) -> str:
+    """Build the SageMaker serving image as ``tag``: the core serving image with this adapter.
 
     Args:
-        dest: An empty or new folder.
-        wheels: A folder of wheels to copy (mlshift, mlshift-sagemaker and their dependencies,
-            for the image's platform and Python). Default: ``pip wheel`` them here, from the
-            installed versions (or their source folders, for editable installs).
+        tag: The local image name (:func:`local_image` by default on the command line).
+        frameworks: The image's framework sets (default: all of them, since one image serves
+            every model of a target; see :data:`mlshift.image.FRAMEWORKS`).
+        base_image: The core image's ``BASE_IMAGE`` (default: the offline Debian base that
+            ``mlshift image base`` makes).
+        wheels: A folder with every wheel to install (mlshift, mlshift-sagemaker and their
+            dependencies) instead of building them here.
+        context: Where to write the build context and keep it.
+        no_cache: Rebuild every layer.
         say: Where progress goes.
+        client: A ``docker.DockerClient`` (default: one for ``DOCKER_HOST``).
 
     Raises:
-        ConfigError: ``wheels`` holds no wheel, or wheels would be built on a non-Linux host.
-        ProviderError: ``pip wheel`` failed.
+        ConfigError: ``wheels`` lacks the mlshift-sagemaker wheel, or another bad argument.
+        DockerUnavailable: no Docker daemon.
+        ImageNotFound: the base image is missing (the hint says how to make it).
+        ProviderError: pip or the build failed.
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_HERE / "Dockerfile", dest / "Dockerfile")
-    shutil.copyfile(_HERE / "serve", dest / "serve")
-    (dest / "serve").chmod(0o755)
-    target = dest / "wheels"
-    target.mkdir(exist_ok=True)
+    from mlshift import image
+
+    names = image.parse_frameworks(frameworks if frameworks is not None else sorted(image.FRAMEWORKS))
     if wheels is not None:
-        found = sorted(Path(wheels).glob("*.whl"))
-        if not found:
-            raise ConfigError(f"no .whl files in {str(wheels)!r}", field="--wheels")
-        for wheel in found:
-            shutil.copy2(wheel, target / wheel.name)
-        say(f"copied {len(found)} wheels from {wheels}")
-        return dest
-    if not sys.platform.startswith("linux"):
-        raise ConfigError(
-            f"wheels built on {sys.platform} do not install in a Linux image",
-            field="--wheels",
-            hint="build on Linux, or pass --wheels DIR filled with `pip download --only-binary=:all: "
-            "--platform manylinux2014_x86_64 --python-version X.Y ...` plus `pip wheel` of mlshift",
+        if not any(w.name.startswith("mlshift_sagemaker-") for w in Path(wheels).glob("*.whl")):
+            raise ConfigError(
+                f"no mlshift_sagemaker-*.whl in {str(wheels)!r}: the SageMaker image runs pipeline "
+                "steps with this adapter",
+                field="--wheels",
+                hint=f"add it with `pip wheel --no-deps --wheel-dir {wheels} mlshift-sagemaker` "
+                "(or leave --wheels out)",
+            )
+        return image.build_image(
+            tag,
+            frameworks=names,
+            base_image=base_image,
+            wheels=wheels,
+            context=context,
+            no_cache=no_cache,
+            say=say,
+            client=client,
         )
-    requirements = [_requirement(name, extras) for name, extras in _REQUIREMENTS]
-    say(f"building wheels for {', '.join(requirements)}")
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(target), *requirements]
-    if subprocess.run(command, check=False, stdin=subprocess.DEVNULL).returncode != 0:
-        raise ProviderError(f"`{' '.join(command)}` failed (see its output above)", provider="pip")
-    return dest
+    with tempfile.TemporaryDirectory(prefix="mlshift-sagemaker-wheel-") as tmp:
+        own = image.project_wheel(DISTRIBUTION, Path(tmp), say=say)
+        return image.build_image(
+            tag,
+            frameworks=names,
+            base_image=base_image,
+            context=context,
+            no_cache=no_cache,
+            extra_wheels=[own],
+            say=say,
+            client=client,
+        )
 
 
 def _docker(docker: str) -> str:
@@ -129,43 +148,6 @@ def _run(command: Sequence[str], what: str, *, stdin_text: str | None = None, qu
     if result.returncode != 0:
         detail = (result.stderr or "").strip()[-500:] if quiet else "see its output above"
         raise ProviderError(f"{what} failed (exit {result.returncode}): {detail}", provider="docker")
-
-
-def build_image(
-    tag: str,
-    *,
-    base_image: str | None = None,
-    wheels: Path | None = None,
-    docker: str = "docker",
-    context: Path | None = None,
-    say: Say = _say,
-) -> str:
-    """``docker build`` the serving image as ``tag``; returns ``tag``.
-
-    Args:
-        tag: The local image name (``mlshift-serving:0.1.0``).
-        base_image: The ``BASE_IMAGE`` build argument (default ``python:X.Y-slim``).
-        wheels: See :func:`build_context`.
-        docker: The docker (or podman) executable.
-        context: Where to write the build context (default: a temporary folder, removed after).
-        say: Where progress goes.
-
-    Raises:
-        ConfigError: no docker, or unusable wheels.
-        ProviderError: the build failed.
-    """
-    executable = _docker(docker)
-    base = base_image or default_base_image()
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="mlshift-image-") as tmp:
-        folder = build_context(context or Path(tmp) / "context", wheels=wheels, say=say)
-        say(f"building {tag} from {base}")
-        _run(
-            [executable, "build", "--build-arg", f"BASE_IMAGE={base}", "--tag", tag, str(folder)],
-            f"docker build of {tag}",
-        )
-    return tag
 
 
 def _ensure_repository(adapter: SageMakerAdapter, repository: str, say: Say) -> None:
@@ -227,32 +209,3 @@ def push_image(
     _run([executable, "push", uri], f"docker push {uri}")
     say(f"pushed {uri}")
     return uri
-
-
-def serve_arguments(environ: Mapping[str, str] | None = None) -> list[str]:
-    """``python -m mlshift.serving`` arguments for the model SageMaker mounted at /opt/ml/model.
-
-    The adapter describes the model in ``MLSHIFT_*`` variables of the SageMaker model;
-    ``SAGEMAKER_BIND_TO_PORT`` (set by SageMaker for some setups) overrides port 8080. The
-    server listens on ``MLSHIFT_SERVE_HOST``: the image sets ``0.0.0.0`` (SageMaker reaches the
-    container from outside); anywhere else it defaults to 127.0.0.1.
-    """
-    env = os.environ if environ is None else environ
-    args = [
-        "--artifact",
-        env.get("MLSHIFT_ARTIFACT") or "/opt/ml/model",
-        "--host",
-        env.get("MLSHIFT_SERVE_HOST") or "127.0.0.1",
-        "--port",
-        env.get("SAGEMAKER_BIND_TO_PORT") or "8080",
-    ]
-    for variable, option in (
-        ("MLSHIFT_FRAMEWORK", "--framework"),
-        ("MLSHIFT_MODEL_DIGEST", "--digest"),
-        ("MLSHIFT_SIGNATURE", "--signature-json"),
-        ("MLSHIFT_VARIANT", "--variant"),
-        ("MLSHIFT_MODEL_REF", "--model-ref"),
-    ):
-        if env.get(variable):
-            args += [option, env[variable]]
-    return args
