@@ -214,8 +214,9 @@ class FakeAzureML:
         return self
 
     def __exit__(self, *args: Any) -> None:
-        uninstall_session(self)
+        # Pipeline jobs first: a register or deploy node still running talks to this fake.
         self.jobs.close()
+        uninstall_session(self)
         self._unpatch_requests()
         for key in self._set_env:
             os.environ.pop(key, None)
