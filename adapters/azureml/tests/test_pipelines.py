@@ -121,6 +121,10 @@ def test_a_schedule_is_created_kept_updated_and_deleted_with_the_pipeline(
     assert service.apply_schedule(unscheduled) == "none"
     assert azure.mutating_calls(since=mark) == []
 
+    service.apply_schedule(tiny.ir)
+    assert service.delete_schedule("tiny") is True and azure.jobs.schedules() == {}
+    assert service.delete_schedule("tiny") is False
+
 
 def test_a_scheduled_run_runs_the_pipeline(client: mlshift.Client, azure: FakeAzureML) -> None:
     azureml(client).pipelines.apply_schedule(tiny.ir)

@@ -225,11 +225,12 @@ class FakeAzureML:
         return self
 
     def __exit__(self, *args: Any) -> None:
+        # Pipeline jobs first: a register or deploy node still running talks to this fake.
+        self.jobs.close()
         if self._mirroring is not None:
             self._mirroring.shutdown(wait=True, cancel_futures=True)
             self._mirroring = None
         uninstall_session(self)
-        self.jobs.close()
         self._unpatch_requests()
         for key in self._set_env:
             os.environ.pop(key, None)
