@@ -11,13 +11,13 @@ from typing import Any
 
 import mlshift
 from mlshift.serving._capture import capture_files, decode_record
-from test_docker import docker_target, engine  # noqa: F401 - fixtures
+from test_docker import docker_target, engine
 
 __all__ = ["docker_target", "engine"]
 
 
 def test_a_container_replica_captures_into_the_state_folder(
-    docker_target: mlshift.Client,  # noqa: F811 - the fixture
+    docker_target: mlshift.Client,
     iris: dict[str, Any],
 ) -> None:
     client = docker_target
