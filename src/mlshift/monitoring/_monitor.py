@@ -501,9 +501,9 @@ def _record(
                 DriftReport(rows=0, features=()), title=f"{spec.name} · {run.note}", generated=run.until
             )
         )
-    store.save_state(
-        spec.name, {**state, "until": run.until.isoformat(), "episode": episode, "last_run": run.id}
-    )
+    # Rows too few to judge stay for the next run (within the window), rather than be skipped.
+    until = run.until.isoformat() if run.judged else state.get("until")
+    store.save_state(spec.name, {**state, "until": until, "episode": episode, "last_run": run.id})
 
 
 def load_run(store: MonitorStore, name: str, run_id: str | None = None) -> MonitorRun:

@@ -64,8 +64,10 @@ _ID_HEADER_BYTES = REQUEST_ID_HEADER.encode("latin-1")
 #: Bodies larger than this are not captured (counted as dropped): capture is for monitoring
 #: traffic, not for archiving bulk batch jobs.
 MAX_CAPTURED_BODY = 4 * 1024 * 1024
-#: How often the writer thread re-reads the settings and flushes.
+#: How often the writer thread re-reads the settings and writes its counts.
 _TICK = 0.5
+#: How often it writes what was queued.
+_DRAIN = 0.05
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -191,19 +193,27 @@ class CaptureWriter:
 
     def _run(self) -> None:
         next_tick = time.monotonic() + _TICK
-        while not self._stop.is_set():
-            try:
-                item = self.queue.get(timeout=_TICK)
-            except queue.Empty:
-                item = None
-            if item is not None:
-                self._write(item)
-            if item is None or self.queue.empty():
-                self._flush()
+        while not self._stop.wait(_DRAIN):
+            self._drain()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + _TICK
                 self._reload()
                 self._write_stats()
+        self._drain()
+
+    def _drain(self) -> None:
+        # Woken on a timer, not by each put: a thread woken per request would take the GIL
+        # from the event loop once per request, which costs serving more than the writing.
+        wrote = False
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            self._write(item)
+            wrote = True
+        if wrote:
+            self._flush()
 
     def _record(self, item: _Pending) -> bytes:
         """One JSON line, the request and answer embedded as they were sent (JSON) or as text.
