@@ -108,12 +108,17 @@ class _KeepAliveBackend(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     connections: ClassVar[list[int]] = []
     seen: ClassVar[list[tuple[str, str, str]]] = []
+    closed: ClassVar[list[int]] = []
     #: Close each connection after answering, without saying so (as a keep-alive timeout does).
     close_silently = False
 
     def setup(self) -> None:
         super().setup()
         type(self).connections.append(1)
+
+    def finish(self) -> None:
+        super().finish()
+        type(self).closed.append(1)
 
     def _answer(self, body: bytes, extra: dict[str, str] | None = None) -> None:
         self.send_response(200)
@@ -146,6 +151,7 @@ def keepalive_router(tmp_path: Path) -> Iterator[int]:
     _KeepAliveBackend.connections = []
     _KeepAliveBackend.seen = []
     _KeepAliveBackend.close_silently = False
+    _KeepAliveBackend.closed = []
     backend = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveBackend)
     backend.daemon_threads = True
     threading.Thread(target=backend.serve_forever, daemon=True).start()
@@ -169,6 +175,30 @@ def keepalive_router(tmp_path: Path) -> Iterator[int]:
         proc.wait(30)
         backend.shutdown()
         backend.server_close()
+
+
+def test_a_replica_taken_out_of_the_table_has_its_kept_connection_closed(
+    keepalive_router: int, tmp_path: Path
+) -> None:
+    body = b'{"instances": [[1, 2, 3, 4]]}'
+    predict = (
+        b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    assert _exchange(keepalive_router, predict)[1] == ANSWER
+    assert _KeepAliveBackend.closed == []  # kept open by the router for the next request
+    routes = tmp_path / "routes.json"
+    table = json.loads(routes.read_text())
+    table["variants"][0]["backends"] = []
+    tmp = routes.with_suffix(".new")
+    tmp.write_text(json.dumps(table))
+    os.replace(tmp, routes)  # as the local target replaces it
+    _exchange(keepalive_router, b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # the router reloads
+    deadline = time.monotonic() + 30
+    while not _KeepAliveBackend.closed:
+        assert time.monotonic() < deadline, "the router kept its connection to a replica it no longer uses"
+        time.sleep(0.02)
 
 
 def test_the_router_reuses_its_connections_to_a_replica(keepalive_router: int) -> None:

@@ -252,6 +252,8 @@ class RoutingTable:
         self.shadow: dict[str, Any] | None = None
         #: backend URL -> (monotonic time it may be tried again, current back-off in seconds)
         self.down: dict[str, tuple[float, float]] = {}
+        self.live: set[str] = set()
+        self.gone: set[str] = set()
         self.refresh()
 
     def refresh(self) -> None:
@@ -271,6 +273,9 @@ class RoutingTable:
         self.shadow = _shadow_route(data, self.variants)
         live = {b for v in self.variants.values() for b in v["backends"]}
         self.down = {b: d for b, d in self.down.items() if b in live}
+        #: Replicas that left the table in this reload: their kept connections are closed.
+        self.gone = self.live - live
+        self.live = live
         self._key = key
 
     def backend(self, variant: str) -> str:
@@ -360,6 +365,10 @@ class Router:
 
     async def _http_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.table.refresh()
+        if self.table.gone:
+            for backend in self.table.gone:
+                self._pool.forget(backend)
+            self.table.gone = set()
         path, method = scope["path"], scope["method"]
         if path in PREDICT_PATHS and method == "POST":
             await self._forward(scope, receive, send)
