@@ -124,6 +124,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     )
     out += _image_targets(results.get("image") or {})
+    out += _capture_targets(results.get("capture") or {})
     reapply = results.get("reapply") or {}
     for target, row in reapply.items():
         again = row["reapply"]
@@ -255,6 +256,7 @@ def render(results: dict[str, Any]) -> str:
     lines += _reapply(results.get("reapply"))
     lines += _shadow(results.get("shadow"), m)
     lines += _image(results.get("image"))
+    lines += _capture(results.get("capture"))
     return "\n".join(lines)
 
 
@@ -633,20 +635,163 @@ def _image(image: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+CAPTURE_LOADS = {"c16_r1": "16 conns, 1 row", "c16_r100": "16 conns, 100 rows"}
+#: Below this a difference in req/s is noise whatever the rounds' own spread was (one round has none).
+CAPTURE_NOISE_FLOOR = 0.02
+
+
+def _capture_targets(capture: dict[str, Any]) -> list[dict[str, Any]]:
+    """Request capture's targets (issue 15), each judged on every load measured."""
+    ratios = capture.get("ratios") or {}
+    why = "" if capture else "the capture benchmark did not run"
+    busy = _capture_busy(capture)
+    if busy:
+        why = f"load average {busy} on {capture['load']['cpus']} CPUs: see Request capture"
+    at_one = {load: r["1.0"]["rps"] for load, r in ratios.items()}
+    shown = ", ".join(f"{_fmt(v, 'x', 2)} ({CAPTURE_LOADS.get(k, k)})" for k, v in at_one.items())
+    values = list(at_one.values())
+    out = [
+        _target(
+            "req/s with capture at sample_rate 1.0 vs off",
+            ">= 0.95x",
+            shown or "—",
+            None if not values or None in values else min(values) >= 0.95,
+            why,
+        )
+    ]
+    parts, verdicts = [], []
+    for load, r in ratios.items():
+        value = r["0.1"]["rps"]
+        noise = max(r.get("noise") or 0.0, CAPTURE_NOISE_FLOOR)
+        parts.append(f"{_fmt(value, 'x', 2)} ({CAPTURE_LOADS.get(load, load)}; noise ±{noise:.0%})")
+        verdicts.append(None if value is None else 1 - value <= noise)
+    out.append(
+        _target(
+            "req/s with capture at sample_rate 0.1 vs off",
+            "within noise",
+            ", ".join(parts) or "—",
+            None if not verdicts or None in verdicts else all(verdicts),
+            why,
+        )
+    )
+    return out
+
+
+def _capture_busy(capture: dict[str, Any]) -> float | None:
+    """The highest load average seen while capture was measured, when above the CPU count."""
+    load = capture.get("load") or {}
+    busy = max(load.get("start") or 0, load.get("end") or 0)
+    return busy if load.get("cpus") and busy > load["cpus"] else None
+
+
+def _capture(capture: dict[str, Any] | None) -> list[str]:
+    if not capture:
+        return []
+    configs, ratios = capture["configs"], capture["ratios"]
+    label = {"off": "off", "0.1": "sample_rate 0.1", "1.0": "sample_rate 1.0"}
+    lines = [
+        "## Request capture",
+        "",
+        "What recording requests for monitors ([Monitoring](monitoring.md)) costs `mlshift serve`",
+        "(bench/capture.py). The model and bodies of Serving; the server runs without a capture",
+        "folder (off), then with `MLSHIFT_CAPTURE_DIR` naming one whose `capture.json` holds what",
+        "the local target writes for `capture: {sample_rate: 0.1}` and `{sample_rate: 1.0}`.",
+        f"{capture['connections']} connections ({capture['load_generator']}, {capture['duration_s']} s per"
+        f" run after a 1 s warm-up), {capture['repeat']} rounds, the configuration order rotating.",
+        _pinning(capture.get("cpus") or {}),
+        "",
+        "| capture | load | req/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ off | p99 ÷ off "
+        "| CPU/req ÷ off | failed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, config in configs.items():
+        for load, row in config["loads"].items():
+            rel = ratios.get(load, {}).get(name) or {"rps": 1.0, "p99": 1.0}
+            lines.append(
+                f"| {label.get(name, name)} | {CAPTURE_LOADS.get(load, load)} | {_fmt(row['rps'], '', 0)} | "
+                f"{_fmt(row['p50_ms'], '', 2)} | {_fmt(row['p99_ms'], '', 2)} | "
+                f"{_fmt(row.get('cpu_us_per_req'), '', 0)} | {_fmt(rel['rps'], 'x', 2)} | "
+                f"{_fmt(rel['p99'], 'x', 2)} | {_fmt(rel.get('cpu_per_req'), 'x', 2)} | "
+                f"{row['failed_runs']}/{row['runs']} |"
+            )
+    spreads = ", ".join(
+        f"{CAPTURE_LOADS.get(load, load)}: {_fmt(r.get('noise') and r['noise'] * 100, '%', 0)}"
+        for load, r in ratios.items()
+    )
+    lines += [
+        "",
+        f"Round-to-round spread of req/s without capture ((max - min) ÷ median): {spreads}. A",
+        f"difference smaller than that (or than {CAPTURE_NOISE_FLOOR:.0%}) is what *within noise* means.",
+        "",
+        "What the servers wrote, over every round (answered: the 200s the load generator counted,",
+        "warm-ups included; a record dropped is one the writer's queue had no room for):",
+        "",
+        "| capture | answered | expected records | written | dropped | failed | plausible |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, config in configs.items():
+        c = config.get("capture")
+        if not c:
+            continue
+        lines.append(
+            f"| {label.get(name, name)} | {_fmt(c['answered'])} | {_fmt(c['expected'], '', 0)} | "
+            f"{_fmt(c['records_in_files'])} | {_fmt(c['dropped'])} | {_fmt(c['failed'])} | "
+            f"{'yes' if c['plausible'] else 'NO'} |"
+        )
+    lines += [
+        "",
+        "*Plausible*: written + dropped is the answered count times the rate (within four standard",
+        "deviations at 0.1, and at most one in-flight request per connection and run more), every",
+        "count the server keeps matches the lines in its files, and a record holds the body sent.",
+    ]
+    load, when = capture.get("load") or {}, capture.get("measured") or {}
+    if when:
+        lines += [
+            "",
+            f"Measured on its own ({when['date']}; `{when['command']}`), load average (1 min)"
+            f" {load.get('start')} at start and {load.get('end')} at end on {load.get('cpus')} CPUs.",
+        ]
+    elif load:
+        lines += ["", f"Load average (1 min): {load.get('start')} at start, {load.get('end')} at end."]
+    busy = _capture_busy(capture)
+    if busy:
+        lines += [
+            "",
+            f"The machine was busy (load average up to {busy} on {load['cpus']} CPUs, others' work):",
+            "absolute numbers are low and spreads wide; the server CPU per request is the column",
+            "least disturbed by that.",
+        ]
+    return [*lines, ""]
+
+
+#: What a benchmark re-measured alone replaces on an existing page: its target rows and its section.
+SPLICE: dict[str, tuple[Any, str, Any]] = {
+    "image": (_image_targets, "## Serving image and `local+docker://`", _image),
+    "capture": (_capture_targets, "## Request capture", _capture),
+}
+
+
 def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
     """``page`` (an existing docs/performance.md) with the benchmarks ``names`` from ``results``.
 
     For a re-measurement whose earlier results file is gone (results files are not committed):
     their rows of the targets table and their sections are replaced, or added, and the rest
-    of the page is left as it was measured. Only ``image`` can be spliced so far.
+    of the page is left as it was measured. Only the benchmarks in ``SPLICE`` can be spliced.
     """
-    if names != ["image"]:
-        raise ValueError("only the image benchmark can be spliced into an existing page")
+    unknown = [name for name in names if name not in SPLICE]
+    if unknown:
+        raise ValueError(f"only {', '.join(SPLICE)} can be spliced into an existing page, not {unknown}")
+    for name in names:
+        page = _splice_one(page, results[name], *SPLICE[name])
+    return page
+
+
+def _splice_one(page: str, result: dict[str, Any], targets: Any, heading: str, section_of: Any) -> str:
     rows = [
         f"| {t['target']} | {t['goal']} | {t['measured']} | {t['status']}"
         + (f" ({t['note']})" if t.get("note") else "")
         + " |"
-        for t in _image_targets(results["image"])
+        for t in targets(result)
     ]
     names_in_rows = {row.split(" | ")[0] for row in rows}
     lines = [line for line in page.rstrip("\n").split("\n") if line.split(" | ")[0] not in names_in_rows]
@@ -654,7 +799,6 @@ def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
         i for i in range(lines.index("## Targets") + 3, len(lines)) if not lines[i].startswith("|")
     )
     lines[table_end:table_end] = rows
-    heading = "## Serving image and `local+docker://`"
     if heading in lines:
         start = lines.index(heading)
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
@@ -662,5 +806,5 @@ def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
         while lines and not lines[-1]:
             lines.pop()
         lines[start:start] = []
-    section = _image(results["image"])
+    section = section_of(result)
     return "\n".join([*lines, "", *section]).rstrip("\n")

@@ -14,8 +14,8 @@ installed is reported as "not measured", never silently dropped.
 
 Benchmarks (bench/<name>.py): startup, serving, batching, pipelines, reapply, shadow, image
 (bench/serving_image.py: the serving image and local+docker:// replicas; needs a Docker engine,
-else "not measured"). Every server and load generator runs on 127.0.0.1 only, and every load
-run is bounded in time and request count.
+else "not measured"), capture (request capture off / sample_rate 0.1 / 1.0). Every server and
+load generator runs on 127.0.0.1 only, and every load run is bounded in time and request count.
 
     python bench/run.py --only image --merge   # re-measure one benchmark, keep the others' results
 """
@@ -41,7 +41,7 @@ from common import ROOT
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 REPORT = ROOT / "docs" / "performance.md"
-NAMES = ("startup", "serving", "batching", "pipelines", "reapply", "shadow", "image")
+NAMES = ("startup", "serving", "batching", "pipelines", "reapply", "shadow", "image", "capture")
 #: Repetitions per benchmark (--repeat overrides all): rounds for serving, batching, pipelines and shadow
 #: (each shadow round is two load runs of --duration seconds: mirror off, then on), timed
 #: passes for start-up, re-applies for reapply.
@@ -53,6 +53,7 @@ DEFAULT_REPEAT = {
     "reapply": 3,
     "shadow": 3,
     "image": 3,
+    "capture": 3,
 }
 
 
@@ -138,6 +139,12 @@ def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
         from serving_image import bench_serving_image
 
         return bench_serving_image(repeat, seconds=2.0 if args.quick else 5.0, cold_build=args.cold_build)
+    if name == "capture":
+        from capture import bench_capture
+
+        return bench_capture(
+            repeat, quick=args.quick, loadgen_choice=args.loadgen, duration=args.duration, pin=not args.no_pin
+        )
     if name == "pipelines":
         from pipelines import bench_pipelines
 
