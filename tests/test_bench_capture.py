@@ -116,5 +116,10 @@ def test_capture_splices_into_the_page_beside_the_image_section() -> None:
     assert f"{target} >= 0.95x | 0.97x (16 conns, 1 row) | pass |" in again
     assert before[: before.index("## Targets")] in again  # the header, as it was measured
     assert "## Idempotent re-apply" in again and "## Serving\n" in again
+    # Rounds without capture that differ by more than the 5% being judged decide nothing.
+    noisy = {**measured, "ratios": {"c16_r1": {**measured["ratios"]["c16_r1"], "noise": 0.2}}}
+    statuses = {t["target"]: t["status"] for t in report.evaluate_targets({"capture": noisy})}
+    assert statuses["req/s with capture at sample_rate 1.0 vs off"] == "inconclusive"
+    assert statuses["req/s with capture at sample_rate 0.1 vs off"] == "inconclusive"
     with pytest.raises(ValueError, match="can be spliced"):
         report.splice(before, {"serving": {}}, ["serving"])
