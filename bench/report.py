@@ -768,8 +768,8 @@ def _capture(capture: dict[str, Any] | None) -> list[str]:
         lines += [
             "",
             f"The machine was busy (load average up to {busy} on {load['cpus']} CPUs, others' work):",
-            "absolute numbers are low and spreads wide; the server CPU per request is the column",
-            "least disturbed by that.",
+            "absolute numbers are low, spreads wide, and the ratios (server CPU per request included)",
+            "show the other work as much as capture; re-measure on a quiet machine for a verdict.",
         ]
     return [*lines, ""]
 
