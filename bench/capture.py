@@ -15,16 +15,19 @@ the difference is smaller than the round-to-round spread of the runs without cap
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import Server, cpu_plan, free_port, median, post, ratio
+from common import BENCH, Server, cpu_plan, free_port, median, pinned, post, ratio
 from serving import PATH, AsyncClient, _mlshift_cmd, _summarize, make_workload, pick_load_generator
 
 CONNECTIONS = 16
@@ -220,6 +223,10 @@ def bench_capture(
                         body_rows,
                     )
                 )
+        print("  capture: CPU cost in process", flush=True)
+        cost = _cost_in_subprocess(
+            workload, body_rows, 2_000 if quick else 20_000, 1 if quick else 3, server_cpu
+        )
     configs = {name: _aggregate(runs, CONFIGS[name]) for name, runs in samples.items()}
     return {
         "load_generator": loadgen.name,
@@ -232,6 +239,7 @@ def bench_capture(
         "load": {"start": load_start, "end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
         "configs": configs,
         "ratios": _ratios(configs),
+        "cpu_cost": cost,
     }
 
 
@@ -289,5 +297,129 @@ def _ratios(configs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------------------------- CPU cost, in process
+
+
+def cpu_cost(bodies: dict[int, Path], answers: dict[int, bytes], calls: int, repeat: int) -> dict[str, Any]:
+    """CPU seconds per request that capture adds, measured without a network or a machine's noise.
+
+    One process (this one) calls an ASGI app that answers ``answers[rows]`` to ``bodies[rows]``
+    ``calls`` times: bare, then wrapped by a ``CaptureWriter`` at each rate (the writer thread
+    writing real files), each time until the writer has written everything (``close``).
+    Process CPU time counts both threads; other processes' work does not count, which makes
+    this the figure to read on a busy machine. Returns µs per request, medians of ``repeat``.
+    """
+    from mlshift import CaptureSpec
+    from mlshift.serving._capture import CaptureWriter, write_capture_config
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": PATH,
+        "headers": [(b"content-type", b"application/json")],
+    }
+
+    def app_for(answer: bytes) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            length = str(len(answer)).encode()
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
+            )
+            await send({"type": "http.response.body", "body": answer})
+
+        return app
+
+    async def drive(app: Any, body: bytes) -> None:
+        message = {"type": "http.request", "body": body, "more_body": False}
+
+        async def receive() -> Any:
+            return message
+
+        async def send(message: Any) -> None:
+            pass
+
+        for _ in range(calls):
+            await app(dict(scope), receive, send)
+
+    out: dict[str, Any] = {"calls": calls, "repeat": repeat, "loads": {}}
+    with tempfile.TemporaryDirectory(prefix="mlshift-bench-capture-cost-") as tmp:
+        for rows, path in bodies.items():
+            body, app = path.read_bytes(), app_for(answers[rows])
+            samples: dict[str, list[float]] = {name: [] for name in CONFIGS}
+            dropped = 0
+            for rep in range(repeat):
+                for name, rate in CONFIGS.items():
+                    start = time.process_time()
+                    if rate is None:
+                        asyncio.run(drive(app, body))
+                    else:
+                        folder = Path(tmp) / f"r{rows}-{name}-{rep}"
+                        # A queue that holds every call: here nothing waits on a socket, so
+                        # the writer would fall behind a loop that never idles, unlike a server.
+                        settings = CaptureSpec(sample_rate=rate, queue_size=calls + 1)
+                        write_capture_config(folder, settings.model_dump(mode="json", exclude={"enabled"}))
+                        writer = CaptureWriter(
+                            folder, endpoint="bench", variant=None, model_ref=None, signature=None
+                        )
+                        asyncio.run(drive(writer.wrap(app), body))
+                        writer.close(timeout=60.0)
+                        dropped += writer.dropped
+                    samples[name].append((time.process_time() - start) * 1e6 / calls)
+            bare = median(samples["off"], 2)
+            row: dict[str, Any] = {"off_us": bare, "dropped": dropped}
+            for name in ("0.1", "1.0"):
+                with_capture = median(samples[name], 2)
+                added = None if bare is None or with_capture is None else round(with_capture - bare, 2)
+                row[f"{name}_added_us"] = added
+            out["loads"][_load_name(rows)] = row
+    return out
+
+
+def _cost_in_subprocess(
+    workload: Any, body_rows: tuple[int, ...], calls: int, repeat: int, cpu: int | None
+) -> dict[str, Any]:
+    answers = {}
+    for rows in body_rows:
+        answers[rows] = workload.folder / f"answer_{rows}.json"
+        answers[rows].write_text(json.dumps({"predictions": workload.expected[rows]}))
+    cmd = [
+        sys.executable,
+        str(BENCH / "capture.py"),
+        "--cost",
+        "--calls",
+        str(calls),
+        "--repeat",
+        str(repeat),
+    ]
+    for rows in body_rows:
+        cmd += ["--body", str(rows), str(workload.bodies[rows]), str(answers[rows])]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, check=False, preexec_fn=pinned(cpu)
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("COSTJSON "):
+            result: dict[str, Any] = json.loads(line[len("COSTJSON ") :])
+            return result
+    raise RuntimeError(f"capture cost probe failed ({proc.returncode}): {proc.stderr[-500:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cost", action="store_true", help="only the in-process CPU cost (COSTJSON line)")
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--body", nargs=3, action="append", metavar=("ROWS", "BODY", "ANSWER"), default=[])
+    args = parser.parse_args(argv)
+    if args.cost:
+        bodies = {int(rows): Path(body) for rows, body, _ in args.body}
+        answers = {int(rows): Path(answer).read_bytes() for rows, _, answer in args.body}
+        print("COSTJSON " + json.dumps(cpu_cost(bodies, answers, args.calls, args.repeat)))
+        return 0
+    print(json.dumps(bench_capture(1, quick=args.quick), indent=2))
+    return 0
+
+
 if __name__ == "__main__":
-    print(json.dumps(bench_capture(1, quick="--quick" in sys.argv), indent=2))
+    sys.exit(main())

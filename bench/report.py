@@ -683,6 +683,35 @@ def _capture_targets(capture: dict[str, Any]) -> list[dict[str, Any]]:
                 + (f"; {why}" if why else "")
             )
         out.append(row)
+    shares = _capture_cpu_shares(capture)
+    values = [v.get("1.0") for v in shares.values()]
+    out.append(
+        _target(
+            "server CPU that capture at sample_rate 1.0 adds per request (in process)",
+            f"<= {CAPTURE_MARGIN:.0%} of a request's",
+            ", ".join(f"{_fmt(v.get('1.0'), '%', 1)} ({CAPTURE_LOADS.get(k, k)})" for k, v in shares.items())
+            or "—",
+            None if not values or None in values else max(values) <= CAPTURE_MARGIN * 100,
+            why if not capture or capture.get("cpu_cost") else "the capture benchmark did not measure it",
+        )
+    )
+    return out
+
+
+def _capture_cpu_shares(capture: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per load and rate: CPU µs capture adds per request (in process) as a % of the server's
+    CPU µs per request without capture (from the load runs of the same benchmark)."""
+    cost = (capture.get("cpu_cost") or {}).get("loads") or {}
+    off = ((capture.get("configs") or {}).get("off") or {}).get("loads") or {}
+    out: dict[str, dict[str, float | None]] = {}
+    for load, row in cost.items():
+        per_request = (off.get(load) or {}).get("cpu_us_per_req")
+        out[load] = {
+            rate: None
+            if row.get(f"{rate}_added_us") is None or not per_request
+            else round(100 * row[f"{rate}_added_us"] / per_request, 1)
+            for rate in ("0.1", "1.0")
+        }
     return out
 
 
@@ -753,6 +782,30 @@ def _capture(capture: dict[str, Any] | None) -> list[str]:
         "deviations at 0.1, and at most one in-flight request per connection and run more), every",
         "count the server keeps matches the lines in its files, and a record holds the body sent.",
     ]
+    cost = capture.get("cpu_cost") or {}
+    if cost.get("loads"):
+        shares = _capture_cpu_shares(capture)
+        lines += [
+            "",
+            "What capture costs in CPU, away from the network and from other processes' work: one",
+            f"process calls the prediction route's ASGI wrapper {cost['calls']:,} times with a stub model"
+            " that answers at",
+            "once, bare and then wrapped by the capture writer (writing real files), and counts its own",
+            f"CPU time (both threads) until everything is written; medians of {cost['repeat']}. The share"
+            " divides that by",
+            "the server CPU per request without capture in the table above.",
+            "",
+            "| load | bare route µs/req | added at 0.1 | added at 1.0 | share of a request's CPU"
+            " at 0.1 / 1.0 |",
+            "|---|---|---|---|---|",
+        ]
+        for load, row in cost["loads"].items():
+            share = shares.get(load, {})
+            lines.append(
+                f"| {CAPTURE_LOADS.get(load, load)} | {_fmt(row['off_us'], '', 1)} | "
+                f"{_fmt(row['0.1_added_us'], ' µs', 1)} | {_fmt(row['1.0_added_us'], ' µs', 1)} | "
+                f"{_fmt(share.get('0.1'), '%', 1)} / {_fmt(share.get('1.0'), '%', 1)} |"
+            )
     lines += ["", "Reproduce: `python bench/run.py --only capture --merge` (or `--quick` for a smoke run)."]
     load, when = capture.get("load") or {}, capture.get("measured") or {}
     if when:

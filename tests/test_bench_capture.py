@@ -49,6 +49,11 @@ def test_every_configuration_is_measured_with_only_200s(quick_capture: tuple[dic
     ratios = capture["ratios"]["c16_r1"]
     assert ratios["1.0"]["rps"] > 0 and ratios["0.1"]["rps"] > 0
     assert capture["load"]["cpus"] >= 1 and capture["load"]["start"] >= 0
+    # The in-process CPU cost: the bare route costs something, and writing every request more
+    # than writing a tenth of them.
+    cost = capture["cpu_cost"]["loads"]["c16_r1"]
+    assert cost["off_us"] > 0 and cost["dropped"] == 0
+    assert cost["1.0_added_us"] > cost["0.1_added_us"]
 
 
 def test_records_are_written_at_the_rate_asked(quick_capture: tuple[dict[str, Any], str]) -> None:
@@ -72,6 +77,7 @@ def test_the_report_states_both_targets_and_the_section(quick_capture: tuple[dic
     for target in (
         "req/s with capture at sample_rate 1.0 vs off",
         "req/s with capture at sample_rate 0.1 vs off",
+        "server CPU that capture at sample_rate 1.0 adds per request (in process)",
     ):
         assert statuses[target] in ("pass", "MISS")  # measured, whichever way it went
     assert "## Request capture" in report and "| sample_rate 1.0 | 16 conns, 1 row |" in report
