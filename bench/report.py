@@ -144,6 +144,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     out += _image_targets(results.get("image") or {})
     out += _cloud_calls_targets(results.get("cloud_calls") or {})
+    out += _capture_targets(results.get("capture") or {})
     reapply = results.get("reapply") or {}
     for target, row in reapply.items():
         again = row["reapply"]
@@ -323,6 +324,7 @@ def render(results: dict[str, Any]) -> str:
     lines += _shadow(results.get("shadow"), m)
     lines += _image(results.get("image"))
     lines += _cloud_calls(results.get("cloud_calls"))
+    lines += _capture(results.get("capture"))
     return "\n".join(lines)
 
 
@@ -882,6 +884,206 @@ def _image(image: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+CAPTURE_LOADS = {"c16_r1": "16 conns, 1 row", "c16_r100": "16 conns, 100 rows"}
+#: Below this a difference in req/s is noise whatever the rounds' own spread was (one round has none).
+CAPTURE_NOISE_FLOOR = 0.02
+#: The claim at sample_rate 1.0: capture costs at most this share of req/s.
+CAPTURE_MARGIN = 0.05
+
+
+def _capture_targets(capture: dict[str, Any]) -> list[dict[str, Any]]:
+    """Request capture's targets (issue 15), each judged on every load measured.
+
+    A verdict needs runs steadier than the 5% being judged: when the rounds without capture
+    differ from each other by more than that, the status says *inconclusive* rather than let
+    noise pass or fail the claim.
+    """
+    ratios = capture.get("ratios") or {}
+    why = "" if capture else "the capture benchmark did not run"
+    busy = _capture_busy(capture)
+    if busy:
+        why = f"load average {busy} on {capture['load']['cpus']} CPUs: see Request capture"
+    noise = {load: max(r.get("noise") or 0.0, CAPTURE_NOISE_FLOOR) for load, r in ratios.items()}
+    wide = [f"{CAPTURE_LOADS.get(k, k)}: {v:.0%}" for k, v in noise.items() if v > CAPTURE_MARGIN]
+    out = []
+    for rate, goal in (("1.0", f">= {1 - CAPTURE_MARGIN:.2f}x"), ("0.1", "within noise")):
+        parts, verdicts = [], []
+        for load, r in ratios.items():
+            value = r[rate]["rps"]
+            label = CAPTURE_LOADS.get(load, load)
+            if rate == "1.0":
+                parts.append(f"{_fmt(value, 'x', 2)} ({label})")
+                verdicts.append(None if value is None else value >= 1 - CAPTURE_MARGIN)
+            else:
+                parts.append(f"{_fmt(value, 'x', 2)} ({label}; noise {noise[load]:.0%})")
+                verdicts.append(None if value is None else 1 - value <= noise[load])
+        row = _target(
+            f"req/s with capture at sample_rate {rate} vs off",
+            goal,
+            ", ".join(parts) or "—",
+            None if not verdicts or None in verdicts else all(verdicts),
+            why,
+        )
+        if wide and row["status"] != "not measured":
+            row["status"] = "inconclusive"
+            spread = ", ".join(wide)
+            row["note"] = (
+                f"req/s of the rounds without capture spread wider than {CAPTURE_MARGIN:.0%} ({spread})"
+                + (f"; {why}" if why else "")
+            )
+        out.append(row)
+    shares = _capture_cpu_shares(capture)
+    values = [v.get("1.0") for v in shares.values()]
+    out.append(
+        _target(
+            "server CPU that capture at sample_rate 1.0 adds per request (in process)",
+            f"<= {CAPTURE_MARGIN:.0%} of a request's",
+            ", ".join(f"{_fmt(v.get('1.0'), '%', 1)} ({CAPTURE_LOADS.get(k, k)})" for k, v in shares.items())
+            or "—",
+            None if not values or None in values else max(values) <= CAPTURE_MARGIN * 100,
+            why if not capture or capture.get("cpu_cost") else "the capture benchmark did not measure it",
+        )
+    )
+    return out
+
+
+def _capture_cpu_shares(capture: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per load and rate: CPU µs capture adds per request (in process) as a % of the server's
+    CPU µs per request without capture (from the load runs of the same benchmark)."""
+    cost = (capture.get("cpu_cost") or {}).get("loads") or {}
+    off = ((capture.get("configs") or {}).get("off") or {}).get("loads") or {}
+    out: dict[str, dict[str, float | None]] = {}
+    for load, row in cost.items():
+        per_request = (off.get(load) or {}).get("cpu_us_per_req")
+        out[load] = {
+            rate: None
+            if row.get(f"{rate}_added_us") is None or not per_request
+            else round(100 * row[f"{rate}_added_us"] / per_request, 1)
+            for rate in ("0.1", "1.0")
+        }
+    return out
+
+
+def _capture_busy(capture: dict[str, Any]) -> float | None:
+    """The highest load average seen while capture was measured, when above the CPU count."""
+    load = capture.get("load") or {}
+    busy = max(load.get("start") or 0, load.get("end") or 0)
+    return busy if load.get("cpus") and busy > load["cpus"] else None
+
+
+def _capture(capture: dict[str, Any] | None) -> list[str]:
+    if not capture:
+        return []
+    configs, ratios = capture["configs"], capture["ratios"]
+    label = {"off": "off", "0.1": "sample_rate 0.1", "1.0": "sample_rate 1.0"}
+    lines = [
+        "## Request capture",
+        "",
+        "What recording requests for monitors ([Monitoring](monitoring.md)) costs `mlshift serve`",
+        "(bench/capture.py). The model and bodies of Serving; the server runs without a capture",
+        "folder (off), then with `MLSHIFT_CAPTURE_DIR` naming one whose `capture.json` holds what",
+        "the local target writes for `capture: {sample_rate: 0.1}` and `{sample_rate: 1.0}`.",
+        f"{capture['connections']} connections ({capture['load_generator']}, {capture['duration_s']} s per"
+        f" run after a 1 s warm-up), {capture['repeat']} rounds, the configuration order rotating.",
+        _pinning(capture.get("cpus") or {}),
+        "",
+        "| capture | load | req/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ off | p99 ÷ off "
+        "| CPU/req ÷ off | failed runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, config in configs.items():
+        for load, row in config["loads"].items():
+            rel = ratios.get(load, {}).get(name) or {"rps": 1.0, "p99": 1.0}
+            lines.append(
+                f"| {label.get(name, name)} | {CAPTURE_LOADS.get(load, load)} | {_fmt(row['rps'], '', 0)} | "
+                f"{_fmt(row['p50_ms'], '', 2)} | {_fmt(row['p99_ms'], '', 2)} | "
+                f"{_fmt(row.get('cpu_us_per_req'), '', 0)} | {_fmt(rel['rps'], 'x', 2)} | "
+                f"{_fmt(rel['p99'], 'x', 2)} | {_fmt(rel.get('cpu_per_req'), 'x', 2)} | "
+                f"{row['failed_runs']}/{row['runs']} |"
+            )
+    spreads = ", ".join(
+        f"{CAPTURE_LOADS.get(load, load)}: {_fmt(r.get('noise') and r['noise'] * 100, '%', 0)}"
+        for load, r in ratios.items()
+    )
+    lines += [
+        "",
+        f"Round-to-round spread of req/s without capture ((max - min) ÷ median): {spreads}. A",
+        f"difference smaller than that (or than {CAPTURE_NOISE_FLOOR:.0%}) is what *within noise* means.",
+        "",
+        "What the servers wrote, over every round (answered: the 200s the load generator counted,",
+        "warm-ups included; a record dropped is one the writer's queue had no room for):",
+        "",
+        "| capture | answered | expected records | written | dropped | failed | plausible |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, config in configs.items():
+        c = config.get("capture")
+        if not c:
+            continue
+        lines.append(
+            f"| {label.get(name, name)} | {_fmt(c['answered'])} | {_fmt(c['expected'], '', 0)} | "
+            f"{_fmt(c['records_in_files'])} | {_fmt(c['dropped'])} | {_fmt(c['failed'])} | "
+            f"{'yes' if c['plausible'] else 'NO'} |"
+        )
+    lines += [
+        "",
+        "*Plausible*: written + dropped is the answered count times the rate (within four standard",
+        "deviations at 0.1, and at most one in-flight request per connection and run more), every",
+        "count the server keeps matches the lines in its files, and a record holds the body sent.",
+    ]
+    cost = capture.get("cpu_cost") or {}
+    if cost.get("loads"):
+        shares = _capture_cpu_shares(capture)
+        lines += [
+            "",
+            "What capture costs in CPU, away from the network and from other processes' work: one",
+            f"process calls the prediction route's ASGI wrapper {cost['calls']:,} times with a stub model"
+            " that answers at",
+            "once, bare and then wrapped by the capture writer (writing real files), and counts its own",
+            f"CPU time (both threads) until everything is written; medians of {cost['repeat']}. The share"
+            " divides that by",
+            "the server CPU per request without capture in the table above.",
+            "",
+            "| load | bare route µs/req | added at 0.1 | added at 1.0 | share of a request's CPU"
+            " at 0.1 / 1.0 |",
+            "|---|---|---|---|---|",
+        ]
+        for load, row in cost["loads"].items():
+            share = shares.get(load, {})
+            lines.append(
+                f"| {CAPTURE_LOADS.get(load, load)} | {_fmt(row['off_us'], '', 1)} | "
+                f"{_fmt(row['0.1_added_us'], ' µs', 1)} | {_fmt(row['1.0_added_us'], ' µs', 1)} | "
+                f"{_fmt(share.get('0.1'), '%', 1)} / {_fmt(share.get('1.0'), '%', 1)} |"
+            )
+    lines += ["", "Reproduce: `python bench/run.py --only capture --merge` (or `--quick` for a smoke run)."]
+    load, when = capture.get("load") or {}, capture.get("measured") or {}
+    if when:
+        lines += [
+            "",
+            f"Measured on its own ({when['date']}; `{when['command']}`), load average (1 min)"
+            f" {load.get('start')} at start and {load.get('end')} at end on {load.get('cpus')} CPUs.",
+        ]
+    elif load:
+        lines += ["", f"Load average (1 min): {load.get('start')} at start, {load.get('end')} at end."]
+    busy = _capture_busy(capture)
+    if busy:
+        lines += [
+            "",
+            f"The machine was busy (load average up to {busy} on {load['cpus']} CPUs, others' work):",
+            "absolute numbers are low, spreads wide, and the ratios (server CPU per request included)",
+            "show the other work as much as capture; re-measure on a quiet machine for a verdict.",
+        ]
+        faster = [load for load, r in ratios.items() if (r["1.0"]["rps"] or 0) > 1 + CAPTURE_MARGIN]
+        if faster:
+            lines += [
+                "Here the servers with capture even served more req/s than without ("
+                + " and ".join(CAPTURE_LOADS.get(k, k) for k in faster)
+                + "), which capture's",
+                "own CPU cost (the in-process table) cannot explain: read those ratios as noise.",
+            ]
+    return [*lines, ""]
+
+
 def _measured(part: dict[str, Any]) -> list[str]:
     """When a benchmark was measured on its own (``--merge``), when and under what load."""
     when = part.get("measured")
@@ -902,11 +1104,13 @@ def _spliceable() -> dict[str, tuple[Any, Any, str]]:
         "router": (_router_targets, _router, "## The router hop"),
         "workers": (_workers_targets, _workers, "## Workers"),
         "cloud_calls": (_cloud_calls_targets, _cloud_calls, "## Control-plane calls on the clouds"),
+        "capture": (_capture_targets, _capture, "## Request capture"),
     }
 
 
-#: Sections spliced at the end of the page, without a "measured separately" line.
-_AT_THE_END = ("image", "cloud_calls")
+#: Sections spliced at the end of the page, without a "measured separately" line (the
+#: capture section says when it was measured itself).
+_AT_THE_END = ("image", "cloud_calls", "capture")
 
 
 def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
@@ -914,15 +1118,16 @@ def splice(page: str, results: dict[str, Any], names: list[str]) -> str:
 
     For a re-measurement whose earlier results file is gone (results files are not committed):
     their rows of the targets table and their sections are replaced, or added, and the rest
-    of the page is left as it was measured. ``image``, ``cloud_calls``, ``peers``, ``router`` and
-    ``workers`` can be spliced; a new section goes before Start-up (the image's and the cloud
-    calls' at the end).
+    of the page is left as it was measured. ``image``, ``cloud_calls``, ``capture``, ``peers``,
+    ``router`` and ``workers`` can be spliced; a new section goes before Start-up (the image's,
+    the cloud calls' and capture's at the end).
     """
     table = _spliceable()
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(
-            f"cannot splice {', '.join(unknown)} into an existing page (only {', '.join(table)})"
+            f"cannot splice {', '.join(unknown)} into an existing page"
+            f" (only {', '.join(table)} can be spliced)"
         )
     lines = page.rstrip("\n").split("\n")
     for name in names:

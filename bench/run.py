@@ -17,8 +17,8 @@ peers (MLServer and BentoML, each from its own venv: --mlserver-python, --bentom
 workers (`mlshift serve --workers 2` vs 1), pipelines, reapply, shadow, image,
 cloud_calls (HTTP requests of a first deploy and an unchanged re-apply on each cloud's testing kit)
 (bench/serving_image.py: the serving image and local+docker:// replicas; needs a Docker engine,
-else "not measured"). Every server and load generator runs on 127.0.0.1 only, and every load
-run is bounded in time and request count.
+else "not measured"), capture (request capture off / sample_rate 0.1 / 1.0). Every server and
+load generator runs on 127.0.0.1 only, and every load run is bounded in time and request count.
 
     python bench/run.py --only image --merge   # re-measure one benchmark, keep the others' results
     python bench/run.py --only cloud_calls --merge
@@ -57,6 +57,7 @@ NAMES = (
     "shadow",
     "image",
     "cloud_calls",
+    "capture",
 )
 #: Repetitions per benchmark (--repeat overrides all): rounds for serving, batching, pipelines and shadow
 #: (each shadow round is two load runs of --duration seconds: mirror off, then on), timed
@@ -73,6 +74,7 @@ DEFAULT_REPEAT = {
     "shadow": 3,
     "image": 3,
     "cloud_calls": 2,
+    "capture": 3,
 }
 
 
@@ -180,6 +182,12 @@ def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
         from serving_image import bench_serving_image
 
         return bench_serving_image(repeat, seconds=2.0 if args.quick else 5.0, cold_build=args.cold_build)
+    if name == "capture":
+        from capture import bench_capture
+
+        return bench_capture(
+            repeat, quick=args.quick, loadgen_choice=args.loadgen, duration=args.duration, pin=not args.no_pin
+        )
     if name == "pipelines":
         from pipelines import bench_pipelines
 
