@@ -21,7 +21,7 @@ from typing import Any
 
 from common import BENCH, bench_env, median, ratio
 
-SIZES = (100, 500)
+SIZES = (10, 100, 500)
 WARM_REPS = 3
 
 
@@ -67,7 +67,7 @@ def _version(python: str, dist: str) -> str | None:
 
 
 def bench_pipelines(repeat: int, kfp_python: str | None = None) -> dict[str, Any]:
-    """Both sides for 100 and 500 steps, medians of ``repeat`` fresh processes each."""
+    """Both sides for 10, 100 and 500 steps, medians of ``repeat`` fresh processes each."""
     if not _has(sys.executable, "mlshift.pipelines"):
         return {"status": "not measured: pipelines not built yet (mlshift.pipelines is not importable)"}
     # mlshift-kfp: mlshift compiling the same chain to a KFP PipelineSpec, kfp's own output.

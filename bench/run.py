@@ -14,7 +14,8 @@ installed is reported as "not measured", never silently dropped.
 
 Benchmarks (bench/<name>.py): startup, serving, batching, router (the local router's hop),
 peers (MLServer and BentoML, each from its own venv: --mlserver-python, --bentoml-python),
-workers (`mlshift serve --workers 2` vs 1), pipelines, reapply, shadow, image,
+workers (`mlshift serve --workers 2` vs 1), pipelines (kfp from --kfp-python, else this
+interpreter), reapply, shadow, image,
 cloud_calls (HTTP requests of a first deploy and an unchanged re-apply on each cloud's testing kit)
 (bench/serving_image.py: the serving image and local+docker:// replicas; needs a Docker engine,
 else "not measured"), capture (request capture off / sample_rate 0.1 / 1.0). Every server and
@@ -22,6 +23,7 @@ load generator runs on 127.0.0.1 only, and every load run is bounded in time and
 
     python bench/run.py --only image --merge   # re-measure one benchmark, keep the others' results
     python bench/run.py --only cloud_calls --merge
+    python bench/run.py --only pipelines --merge --kfp-python /tmp/kfpvenv/bin/python
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def run_one(name: str, repeat: int, args: argparse.Namespace) -> dict[str, Any]:
     if name == "pipelines":
         from pipelines import bench_pipelines
 
-        return bench_pipelines(repeat)
+        return bench_pipelines(repeat, kfp_python=args.kfp_python)
     if name == "shadow":
         from shadow import bench_shadow
 
@@ -236,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "--mlserver-python", help="interpreter of a venv with mlserver + mlserver-sklearn (peers)"
     )
     parser.add_argument("--bentoml-python", help="interpreter of a venv with bentoml (peers)")
+    parser.add_argument("--kfp-python", help="interpreter of a venv with kfp (pipelines; default: this one)")
     parser.add_argument("--sagemaker-reason", help=argparse.SUPPRESS)  # why nox left sagemaker out
     parser.add_argument(
         "--cold-build", action="store_true", help="image: also time a build with no layer cache (minutes)"

@@ -207,6 +207,47 @@ def test_the_kfp_ir_target_compares_the_same_document() -> None:
     assert target({"500": {"mlshift": {}}})["status"] == "not measured"
 
 
+def test_pipelines_splice_into_the_page_with_both_targets() -> None:
+    report = _bench_module("report")
+    before = (ROOT / "docs" / "performance.md").read_text()
+    measured = {"date": "2026-01-01 00:00 UTC", "load_start": 1.0, "load_end": 2.0, "command": "x"}
+
+    def side(first_ms: float) -> dict[str, Any]:
+        return {"import_ms": 10.0, "first_ms": first_ms, "warm_ms": first_ms / 2, "ir_bytes": 1000}
+
+    row = {
+        "mlshift": side(100.0),
+        "mlshift-kfp": side(200.0),
+        "kfp": side(900.0),
+        "speedup_first": 9.0,
+        "speedup_warm": 9.0,
+        "speedup_first_kfp_ir": 4.5,
+        "speedup_warm_kfp_ir": 4.5,
+    }
+    pipelines = {
+        "status": "measured",
+        "shape": "chain",
+        "sizes": {"500": row},
+        "notes": [],
+        "measured": measured,
+    }
+    once = report.splice(before, {"pipelines": pipelines}, ["pipelines"])
+    slower = {**row, "speedup_first": 1.5, "speedup_first_kfp_ir": 1.2}
+    again = report.splice(once, {"pipelines": {**pipelines, "sizes": {"500": slower}}}, ["pipelines"])
+    assert again.count("## Pipelines") == 1
+    own = "| 500-step pipeline define + compile vs kfp |"
+    same_doc = "| 500-step pipeline compiled to KFP IR vs kfp (same document) |"
+    assert again.count(own) == 1 and f"{own} >= 2x faster | 1.5x | MISS" in again
+    assert again.count(same_doc) == 1 and f"{same_doc} >= 2x faster | 1.2x | MISS" in again
+    # Both rows stay in the targets table, not after it.
+    targets = again[again.index("## Targets") : again.index("\n## ", again.index("## Targets") + 1)]
+    assert own in targets and same_doc in targets
+    section = again[again.index("## Pipelines") : again.index("\n## ", again.index("## Pipelines") + 1)]
+    assert "Measured separately (2026-01-01 00:00 UTC" in section
+    assert "| 500 | mlshift-kfp | 10.0 ms | 200.0 ms |" in section
+    assert before[: before.index("## Targets")] in again
+
+
 def _bench_module(name: str) -> Any:
     sys.path.insert(0, str(BENCH))
     try:
