@@ -35,7 +35,6 @@ from mlshift.pipelines._types import (
     type_of_annotation,
     type_of_value,
 )
-from mlshift.specs.model import FRAMEWORKS
 
 __all__ = [
     "ContainerStep",
@@ -1093,6 +1092,9 @@ class RegisterModel(StepCall):
         prefix = f"steps.{name}"
         if alias is not None and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,62}", str(alias)):
             raise ConfigError(f"step {name!r}: invalid alias {alias!r}", field=f"{prefix}.alias")
+        # Imported here: mlshift.specs loads pydantic, which defining a pipeline does not need.
+        from mlshift.specs.model import FRAMEWORKS
+
         if framework is not None and framework not in FRAMEWORKS:
             raise ConfigError(
                 f"step {name!r}: unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}",
