@@ -48,7 +48,7 @@ import shlex
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from mlshift.errors import ConfigError, MlshiftError, NotFound, UnsupportedOperation
 from mlshift.pipelines.builtins import total_retry_delay
