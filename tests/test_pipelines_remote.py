@@ -166,6 +166,8 @@ def test_local_only_calls_say_so_and_bad_input_fails_before_submitting() -> None
         pipelines.resume("run-1")
     with pytest.raises(UnsupportedOperation, match="schedules"):
         pipelines.run_schedules([tiny], once=True)
+    with pytest.raises(UnsupportedOperation, match="needs SCHEDULES"):
+        pipelines.schedule(tiny)
     with pytest.raises(ConfigError, match="has no parameter 'y'"):
         pipelines.run(tiny, {"y": 1})
     with pytest.raises(ConfigError, match="takes a Pipeline"):

@@ -612,7 +612,7 @@ def test_cli_run_status_logs_list(cli: CLI, steps: Steps) -> None:
 
 def test_cli_help_lists_the_pipeline_commands(cli: CLI) -> None:
     out = cli("--help").stdout
-    for command in ("run", "list", "status", "logs", "compile", "schedule"):
+    for command in ("run", "list", "status", "logs", "compile", "schedule", "unschedule"):
         assert command in out
     assert "--resume" in cli("run", "--help").stdout
 

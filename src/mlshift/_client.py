@@ -16,7 +16,15 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from mlshift.adapter import Adapter, Capability, EndpointState, Invocation, RolloutRecord
+    from mlshift.adapter import (
+        Adapter,
+        Capability,
+        EndpointState,
+        Invocation,
+        RolloutRecord,
+        ScheduleChange,
+        ScheduleService,
+    )
     from mlshift.monitoring._store import VersionBaseline
     from mlshift.pipelines import Pipeline
     from mlshift.pipelines._ir import PipelineIR
@@ -838,7 +846,8 @@ class PipelinesAPI:
 
         self._local_only(
             "running schedules in the foreground",
-            "run the scheduler against local://, or schedule the pipeline with the provider's scheduler",
+            "run the scheduler against local://, or keep the schedule on the provider's scheduler "
+            "with client.pipelines.schedule(pipeline)",
         )
         adapter = self._client.adapter
         if Capability.SCHEDULES not in adapter.capabilities:
@@ -854,6 +863,71 @@ class PipelinesAPI:
         return run_schedules(
             self._service(), builtins.list(pipelines), once=once, max_runs=max_runs, on_event=on_event
         )
+
+    def _schedule_service(self, what: str) -> ScheduleService:
+        """The target's provider-side schedule service, or a named refusal (before any call)."""
+        from mlshift.adapter import Capability, ScheduleService
+        from mlshift.errors import UnsupportedOperation
+
+        adapter = self._client.adapter
+        if Capability.SCHEDULES not in adapter.capabilities:
+            from mlshift._registry import targets_with
+
+            others = ", ".join(targets_with(Capability.SCHEDULES)) or "none installed"
+            raise UnsupportedOperation(
+                f"{what} needs SCHEDULES, which {adapter.uri.raw} does not declare; "
+                f"targets that do: {others}",
+                hint="schedule it on a target that declares SCHEDULES",
+            )
+        service = adapter.pipelines
+        if isinstance(service, ScheduleService):
+            return service
+        if service is None:
+            raise UnsupportedOperation(
+                f"{what}: {adapter.uri.raw} has no provider-side scheduler; its schedules fire only "
+                "while mlshift's foreground scheduler runs",
+                hint=f"run `mlshift pipelines schedule FILE:PIPELINE --target {adapter.uri.raw}` "
+                "(or client.pipelines.run_schedules) under systemd, a container or a CI cron job",
+            )
+        raise UnsupportedOperation(
+            f"{what}: {adapter.uri.raw} declares SCHEDULES but its pipeline service does not "
+            "implement mlshift.adapter.ScheduleService",
+            hint="this is a defect of the adapter; report it to its authors",
+        )
+
+    def schedule(
+        self, pipeline: Pipeline, params: Mapping[str, Any] | None = None, *, dry_run: bool = False
+    ) -> ScheduleChange:
+        """Keep ``pipeline``'s schedule on the provider's own scheduler in step with it.
+
+        The cron and time zone are the pipeline's ``schedule``. The provider's schedule is
+        created, updated when the pipeline, ``params`` or the cron changed, left alone (no
+        mutating call) when nothing did, and deleted when the pipeline has no schedule any more.
+
+        Local targets (``local://``, ``memory://``) have no provider scheduler: their schedules
+        fire only while ``mlshift pipelines schedule`` (:meth:`run_schedules`) runs, so this
+        refuses there rather than return a schedule that would never fire.
+
+        Args:
+            params: Parameter values the scheduled runs use (defaults: the pipeline's).
+            dry_run: Make only reads; the result says what would be done.
+
+        Raises:
+            ConfigError: a bad parameter, or a schedule the provider cannot keep.
+            UnsupportedOperation: a target without ``SCHEDULES``, or a local target (pointing
+                at the foreground scheduler), before any call.
+        """
+        service = self._schedule_service(f"scheduling pipeline {pipeline.name!r}")
+        return service.sync_schedule(pipeline.ir, params, dry_run=dry_run)
+
+    def unschedule(self, name: str, *, dry_run: bool = False) -> ScheduleChange:
+        """Delete the provider's schedule of the pipeline called ``name`` (``absent``: none).
+
+        Raises:
+            UnsupportedOperation: as for :meth:`schedule`, before any call.
+        """
+        service = self._schedule_service(f"unscheduling pipeline {name!r}")
+        return service.delete_schedule(name, dry_run=dry_run)
 
     def list(self, pipeline: str | None = None, *, limit: int = 50) -> builtins.list[PipelineRun]:
         """Runs, newest first (of one pipeline, by name, when given)."""

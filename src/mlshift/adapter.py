@@ -66,6 +66,9 @@ __all__ = [
     "ResolvedVariant",
     "RolloutPhase",
     "RolloutRecord",
+    "ScheduleAction",
+    "ScheduleChange",
+    "ScheduleService",
     "ShadowMetrics",
     "ShadowMode",
     "TargetURI",
@@ -872,6 +875,83 @@ class PipelineService(Protocol):
 
     def run_logs(self, run_id: str, step: str) -> str:
         """What ``step`` of the run wrote (its job's log), or ``""``."""
+        ...
+
+
+ScheduleAction = Literal["created", "updated", "unchanged", "deleted", "absent"]
+"""What syncing a provider-side schedule did (or, with ``dry_run``, would do)."""
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """The outcome of syncing or deleting one pipeline's schedule on the provider.
+
+    Attributes:
+        pipeline: The pipeline's name.
+        action: ``created``, ``updated``, ``unchanged``, ``deleted`` or ``absent`` (there was
+            none and there is none).
+        schedule_id: The provider's name or id of the schedule (``None`` when there is none or
+            a dry run did not make it).
+        cron: The cron expression the schedule fires on (``None`` once deleted).
+        timezone: The IANA time zone of ``cron``.
+        next_run: When it fires next, if the provider says.
+        dry_run: Whether only reads were made (``action`` is then what would be done).
+    """
+
+    pipeline: str
+    action: ScheduleAction
+    schedule_id: str | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    next_run: datetime | None = None
+    dry_run: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was (or, with ``dry_run``, would be) changed on the provider."""
+        return self.action in ("created", "updated", "deleted")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (``next_run`` as ISO 8601)."""
+        return {
+            "pipeline": self.pipeline,
+            "action": self.action,
+            "schedule_id": self.schedule_id,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "next_run": self.next_run.isoformat() if self.next_run else None,
+            "dry_run": self.dry_run,
+        }
+
+
+@runtime_checkable
+class ScheduleService(Protocol):
+    """Provider-side schedules: the provider's scheduler starts the pipeline's runs.
+
+    A target's pipeline service implements this, in addition to :class:`PipelineService`, when
+    the provider keeps cron schedules itself (and the adapter declares ``Capability.SCHEDULES``).
+    ``client.pipelines.schedule`` / ``unschedule`` dispatch here. The cron expression and time
+    zone are the pipeline's own ``schedule`` (in the IR). Both methods are idempotent, and a
+    schedule that already matches makes no mutating call.
+    """
+
+    def sync_schedule(
+        self, ir: PipelineIR, params: Mapping[str, Any] | None = None, *, dry_run: bool = False
+    ) -> ScheduleChange:
+        """Make the provider's schedule of ``ir`` match ``ir.schedule`` and ``params``.
+
+        Creates it, updates it when the pipeline, its parameters or its cron changed, deletes
+        it when the pipeline has no schedule any more. With ``dry_run`` only reads are made and
+        the result says what would be done.
+
+        Raises:
+            ConfigError: a bad parameter, or a schedule the provider cannot keep (named),
+                before any change.
+        """
+        ...
+
+    def delete_schedule(self, pipeline_name: str, *, dry_run: bool = False) -> ScheduleChange:
+        """Delete the schedule of the pipeline called ``pipeline_name`` (``absent``: none)."""
         ...
 
 

@@ -98,36 +98,61 @@ def test_a_schedule_is_created_kept_updated_and_deleted_with_the_pipeline(
     client: mlshift.Client, azure: FakeAzureML
 ) -> None:
     service = azureml(client).pipelines
-    assert service.plan_schedule(tiny.ir) == "create"
-    assert service.apply_schedule(tiny.ir) == "create"
+    assert service.sync_schedule(tiny.ir, dry_run=True).action == "created"
+    assert azure.mutating_calls() == []
+    made = service.sync_schedule(tiny.ir)
+    assert (made.action, made.schedule_id, made.cron, made.timezone) == (
+        "created",
+        "mlshift-tiny",
+        "0 3 * * *",
+        "UTC",
+    )
     stored = azure.jobs.schedules()["mlshift-tiny"]["properties"]
     assert stored["trigger"]["expression"] == "0 3 * * *" and stored["trigger"]["timeZone"] == "UTC"
     assert stored["action"]["jobDefinition"]["jobType"] == "Pipeline"
     assert set(stored["action"]["jobDefinition"]["jobs"]) == {"produce", "consume"}
 
     mark = len(azure.calls)
-    assert service.apply_schedule(tiny.ir) == "none"  # unchanged: reads only
+    assert service.sync_schedule(tiny.ir).action == "unchanged"  # reads only
     assert azure.mutating_calls(since=mark) == []
 
     later = tiny.ir.model_copy(update={"schedule": ScheduleIR(cron="30 4 * * 1", timezone="Europe/Paris")})
-    assert service.apply_schedule(later) == "update"
+    assert service.sync_schedule(later).action == "updated"
     stored = azure.jobs.schedules()["mlshift-tiny"]["properties"]
     assert stored["trigger"]["expression"] == "30 4 * * 1" and stored["trigger"]["timeZone"] == "Europe/Paris"
 
     unscheduled = tiny.ir.model_copy(update={"schedule": None})
-    assert service.apply_schedule(unscheduled) == "delete"
+    assert service.sync_schedule(unscheduled).action == "deleted"
     assert azure.jobs.schedules() == {}
     mark = len(azure.calls)
-    assert service.apply_schedule(unscheduled) == "none"
+    assert service.sync_schedule(unscheduled).action == "absent"
     assert azure.mutating_calls(since=mark) == []
 
-    service.apply_schedule(tiny.ir)
-    assert service.delete_schedule("tiny") is True and azure.jobs.schedules() == {}
-    assert service.delete_schedule("tiny") is False
+    service.sync_schedule(tiny.ir)
+    assert service.delete_schedule("tiny", dry_run=True).action == "deleted"
+    assert "mlshift-tiny" in azure.jobs.schedules()
+    assert service.delete_schedule("tiny").action == "deleted" and azure.jobs.schedules() == {}
+    assert service.delete_schedule("tiny").action == "absent"
+
+
+def test_client_pipelines_schedule_syncs_the_job_schedule(client: mlshift.Client, azure: FakeAzureML) -> None:
+    assert client.pipelines.schedule(tiny).action == "created"
+    mark = len(azure.calls)
+    assert client.pipelines.schedule(tiny).action == "unchanged"
+    assert azure.mutating_calls(since=mark) == []
+
+    @pipeline(name="tiny", schedule="30 4 * * 1")
+    def weekly() -> None:
+        consume(data=produce().outputs["out"])
+
+    moved = client.pipelines.schedule(weekly)
+    assert (moved.action, moved.cron) == ("updated", "30 4 * * 1")
+    assert azure.jobs.schedules()["mlshift-tiny"]["properties"]["trigger"]["expression"] == "30 4 * * 1"
+    assert client.pipelines.unschedule("tiny").action == "deleted" and azure.jobs.schedules() == {}
 
 
 def test_a_scheduled_run_runs_the_pipeline(client: mlshift.Client, azure: FakeAzureML) -> None:
-    azureml(client).pipelines.apply_schedule(tiny.ir)
+    azureml(client).pipelines.sync_schedule(tiny.ir)
     name = azure.jobs.trigger("mlshift-tiny")  # what the cron trigger does at 03:00
     assert azure.jobs.wait(name) == "Completed"
     run = client.pipelines.get(name)

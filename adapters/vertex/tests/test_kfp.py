@@ -6,6 +6,7 @@ step, as `python -m mlshift.pipelines.kfp_step` in the image would).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 
 import mlshift
-from kfp_pipelines import gated, nightly, nightly_paris, waiting
+from kfp_pipelines import gated, make, nightly, nightly_paris, waiting
+from mlshift.adapter import Capability
 from mlshift.errors import AuthError, ConfigError, NotFound
+from mlshift.pipelines import pipeline
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift_vertex.kfp import KubeflowAdapter, KubeflowApiError, KubeflowPipelineService, PipelinesOnlyTarget
 from mlshift_vertex.kfp.testing import FakeKubeflow, evaluate_condition
@@ -85,10 +88,8 @@ def test_malformed_targets_are_refused_by_name(uri: str, options: dict[str, Any]
 
 
 def test_it_declares_pipelines_only() -> None:
-    from mlshift.adapter import Capability
-
     a = adapter("kfp://127.0.0.1:1")
-    assert a.capabilities == {Capability.PIPELINES, Capability.PIPELINE_CONDITIONS}
+    assert a.capabilities == {Capability.PIPELINES, Capability.PIPELINE_CONDITIONS, Capability.SCHEDULES}
     assert a.pipelines is not None
 
 
@@ -211,22 +212,47 @@ def test_a_schedule_is_one_recurring_run_replaced_only_when_it_changes(
 ) -> None:
     service = client.adapter.pipelines
     assert isinstance(service, KubeflowPipelineService)
-    first = service.schedule(nightly.ir)
+    assert service.sync_schedule(nightly.ir, dry_run=True).action == "created"
+    assert [c for c in kfp.calls if c.method != "GET"] == []
+    first = service.sync_schedule(nightly.ir)
     (recurring,) = kfp.recurring_runs()
+    assert first.action == "created" and first.schedule_id == recurring["recurring_run_id"]
     assert recurring["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
     assert (recurring["no_catchup"], recurring["max_concurrency"], recurring["mode"]) == (True, 1, "ENABLE")
     assert recurring["runtime_config"]["parameters"] == {"rows": 3}
 
     changes = [c for c in kfp.calls if c.method != "GET"]
-    assert service.schedule(nightly.ir) == first
+    assert service.sync_schedule(nightly.ir) == dataclasses.replace(first, action="unchanged")
     assert [c for c in kfp.calls if c.method != "GET"] == changes  # unchanged: nothing sent
 
-    second = service.schedule(nightly.ir, {"rows": 5})
-    assert second != first and [r["recurring_run_id"] for r in kfp.recurring_runs()] == [second]
-    run = client.pipelines.get(kfp.fire(second)).wait(180)
+    assert service.sync_schedule(nightly.ir, {"rows": 5}, dry_run=True).action == "updated"
+    assert [c for c in kfp.calls if c.method != "GET"] == changes
+    second = service.sync_schedule(nightly.ir, {"rows": 5})
+    assert second.action == "updated" and second.schedule_id != first.schedule_id
+    assert [r["recurring_run_id"] for r in kfp.recurring_runs()] == [second.schedule_id]
+    assert second.schedule_id is not None
+    run = client.pipelines.get(kfp.fire(second.schedule_id)).wait(180)
     assert run.status == "succeeded" and run.params == {"rows": 5}
-    assert service.unschedule("nightly") and kfp.recurring_runs() == []
-    assert not service.unschedule("nightly")
+    assert service.delete_schedule("nightly").action == "deleted" and kfp.recurring_runs() == []
+    assert service.delete_schedule("nightly").action == "absent"
+
+
+def test_client_pipelines_schedule_keeps_a_recurring_run(kfp: FakeKubeflow, client: mlshift.Client) -> None:
+    assert Capability.SCHEDULES in client.adapter.capabilities
+    assert client.pipelines.schedule(nightly).action == "created"
+    changes = [c for c in kfp.calls if c.method != "GET"]
+    assert client.pipelines.schedule(nightly).action == "unchanged"
+    assert [c for c in kfp.calls if c.method != "GET"] == changes
+
+    @pipeline(name="nightly", schedule="30 4 * * 1")
+    def weekly(rows: int = 3) -> None:
+        make(rows=rows)
+
+    moved = client.pipelines.schedule(weekly)
+    assert (moved.action, moved.cron) == ("updated", "30 4 * * 1")
+    (recurring,) = kfp.recurring_runs()
+    assert recurring["trigger"] == {"cron_schedule": {"cron": "0 30 4 * * 1"}}
+    assert client.pipelines.unschedule("nightly").action == "deleted" and kfp.recurring_runs() == []
 
 
 def test_schedules_kfp_cannot_keep_are_refused_before_anything_is_sent(
@@ -234,12 +260,12 @@ def test_schedules_kfp_cannot_keep_are_refused_before_anything_is_sent(
 ) -> None:
     service = client.adapter.pipelines
     assert isinstance(service, KubeflowPipelineService)
-    with pytest.raises(ConfigError, match="no schedule"):
-        service.schedule(gated.ir)
     with pytest.raises(ConfigError, match="UTC") as caught:
-        service.schedule(nightly_paris.ir)
+        service.sync_schedule(nightly_paris.ir)
     assert caught.value.field == "schedule.timezone"
     assert kfp.calls == []
+    assert service.sync_schedule(gated.ir).action == "absent"  # no schedule: nothing to keep
+    assert [c for c in kfp.calls if c.method != "GET"] == []
 
 
 # ------------------------------------------------------------------------------ faults and auth

@@ -17,6 +17,7 @@ import mlshift
 from mlshift.adapter import Capability
 from mlshift.errors import ConfigError, NotFound, UnsupportedOperation
 from mlshift.pipelines import ContainerStep, Pipeline
+from mlshift.pipelines.ir import ScheduleIR
 from mlshift_vertex import VertexAdapter
 from mlshift_vertex.testing import FakeVertex
 from mlshift_vertex.testing._pipelines import evaluate_condition
@@ -213,9 +214,9 @@ def test_the_fake_runs_no_code_from_a_condition() -> None:
 def test_a_schedule_is_created_once_and_then_left_alone(client: mlshift.Client, vertex: FakeVertex) -> None:
     pipelines = _adapter(client).pipelines
     pipeline = _pipeline(schedule="0 3 * * *", tz="Europe/Paris")
-    assert pipelines.sync_schedule(pipeline.ir, dry_run=True) == "created"
+    assert pipelines.sync_schedule(pipeline.ir, dry_run=True).action == "created"
     assert vertex.pipelines.schedules() == {} and vertex.mutating_calls() == []
-    assert pipelines.sync_schedule(pipeline.ir) == "created"
+    assert pipelines.sync_schedule(pipeline.ir).action == "created"
     (schedule,) = vertex.pipelines.schedules().values()
     assert schedule["displayName"] == "mlshift-nightly-scores"
     assert schedule["cron"] == "TZ=Europe/Paris 0 3 * * *"
@@ -224,7 +225,7 @@ def test_a_schedule_is_created_once_and_then_left_alone(client: mlshift.Client, 
     assert request["pipelineJob"]["labels"]["mlshift-pipeline"] == "nightly-scores"
     assert request["pipelineJob"]["pipelineSpec"] == client.pipelines.compile(pipeline)
     before = len(vertex.mutating_calls())
-    assert pipelines.sync_schedule(pipeline.ir) == "unchanged"
+    assert pipelines.sync_schedule(pipeline.ir).action == "unchanged"
     assert vertex.mutating_calls()[before:] == []
     live = pipelines.schedule("Nightly-Scores")
     assert live is not None and live["cron"] == "TZ=Europe/Paris 0 3 * * *" and live["state"] == "ACTIVE"
@@ -237,10 +238,10 @@ def test_a_changed_schedule_is_updated_and_a_removed_one_deleted(
     pipelines.sync_schedule(_pipeline(schedule="0 3 * * *").ir)
     (name,) = vertex.pipelines.schedules()
     before = len(vertex.mutating_calls())
-    assert pipelines.sync_schedule(_pipeline(schedule="30 4 * * 1").ir, dry_run=True) == "updated"
-    assert pipelines.sync_schedule(_pipeline().ir, dry_run=True) == "deleted"
+    assert pipelines.sync_schedule(_pipeline(schedule="30 4 * * 1").ir, dry_run=True).action == "updated"
+    assert pipelines.sync_schedule(_pipeline().ir, dry_run=True).action == "deleted"
     assert vertex.mutating_calls()[before:] == []
-    assert pipelines.sync_schedule(_pipeline(schedule="30 4 * * 1").ir) == "updated"
+    assert pipelines.sync_schedule(_pipeline(schedule="30 4 * * 1").ir).action == "updated"
     assert vertex.pipelines.schedules()[name]["cron"] == "30 4 * * 1"
     changed = Pipeline(
         "Nightly-Scores",
@@ -255,14 +256,14 @@ def test_a_changed_schedule_is_updated_and_a_removed_one_deleted(
         schedule="30 4 * * 1",
     )
     before = len(vertex.mutating_calls())
-    assert pipelines.sync_schedule(changed.ir) == "updated"
+    assert pipelines.sync_schedule(changed.ir).action == "updated"
     (patch,) = vertex.mutating_calls()[before:]
     assert patch.method == "PATCH" and patch.path == f"/v1/{name}"
     spec = vertex.pipelines.schedules()[name]["createPipelineJobRequest"]["pipelineJob"]["pipelineSpec"]
     assert spec["deploymentSpec"]["executors"]["exec-score"]["container"]["image"].endswith("scorer:2")
-    assert pipelines.sync_schedule(_pipeline().ir) == "deleted"
+    assert pipelines.sync_schedule(_pipeline().ir).action == "deleted"
     assert vertex.pipelines.schedules() == {}
-    assert pipelines.sync_schedule(_pipeline().ir) == "absent"
+    assert pipelines.sync_schedule(_pipeline().ir).action == "absent"
 
 
 def test_a_scheduled_job_runs_the_compiled_pipeline(client: mlshift.Client, vertex: FakeVertex) -> None:
@@ -276,8 +277,28 @@ def test_a_scheduled_job_runs_the_compiled_pipeline(client: mlshift.Client, vert
     assert [r.id for r in client.pipelines.list("Nightly-Scores")] == [job]
 
 
+def test_client_pipelines_schedule_syncs_the_vertex_schedule(
+    client: mlshift.Client, vertex: FakeVertex
+) -> None:
+    made = client.pipelines.schedule(_pipeline(schedule="0 3 * * *"))
+    (name,) = vertex.pipelines.schedules()
+    assert (made.action, made.schedule_id, made.cron) == ("created", name, "0 3 * * *")
+    before = len(vertex.mutating_calls())
+    assert client.pipelines.schedule(_pipeline(schedule="0 3 * * *")).action == "unchanged"
+    assert vertex.mutating_calls()[before:] == []
+    assert client.pipelines.schedule(_pipeline(schedule="30 4 * * 1")).action == "updated"
+    assert vertex.pipelines.schedules()[name]["cron"] == "30 4 * * 1"
+    assert client.pipelines.unschedule("Nightly-Scores", dry_run=True).action == "deleted"
+    assert name in vertex.pipelines.schedules()
+    assert client.pipelines.unschedule("Nightly-Scores").action == "deleted"
+    assert vertex.pipelines.schedules() == {}
+    assert client.pipelines.unschedule("Nightly-Scores").action == "absent"
+
+
 def test_a_malformed_cron_is_refused_before_any_call(client: mlshift.Client, vertex: FakeVertex) -> None:
     before = len(vertex.calls)
     with pytest.raises(ConfigError):
-        _adapter(client).pipelines.sync_schedule(_pipeline().ir, cron="61 * * * *")
+        _adapter(client).pipelines.sync_schedule(
+            _pipeline().ir.model_copy(update={"schedule": ScheduleIR(cron="61 * * * *", timezone="UTC")})
+        )
     assert len(vertex.calls) == before

@@ -323,25 +323,76 @@ def compile_cmd(
         sys.stdout.write(text)
 
 
+def _print_changes(changes: list[Any], output: str) -> None:
+    """Provider-side schedule changes on stdout: one line each, or a JSON list."""
+    if output == "json":
+        ui.print_json([c.to_dict() for c in changes])
+        return
+    console = ui.console()
+    for c in changes:
+        verb = f"would be {c.action}" if c.dry_run and c.changed else c.action
+        where = f" as {c.schedule_id}" if c.schedule_id else ""
+        when = f" ({c.cron} {c.timezone})" if c.cron else ""
+        upcoming = f"; next run {c.next_run.isoformat(timespec='minutes')}" if c.next_run else ""
+        console.print(f"{c.pipeline}: schedule {verb}{where}{when}{upcoming}", markup=False)
+
+
 @pipelines_app.command("schedule")
 def schedule_cmd(
     pipelines: Annotated[
         list[str], typer.Argument(help="FILE.py:PIPELINE for each pipeline with a schedule.")
     ],
-    once: Annotated[bool, typer.Option("--once", help="Run what is due now, then exit.")] = False,
-    max_runs: Annotated[int | None, typer.Option("--max-runs", help="Exit after this many runs.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run what is due now, then exit (local).")] = False,
+    max_runs: Annotated[
+        int | None, typer.Option("--max-runs", help="Exit after this many runs (local).")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="KEY=VALUE for the scheduled runs (cloud), repeatable."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would change on the provider's scheduler (cloud).")
+    ] = False,
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
-    """Run pipelines when their cron schedule says, in the foreground (Ctrl-C stops)."""
+    """Schedule pipelines by their cron ``schedule``.
+
+    On a target with its own scheduler (Azure ML, Vertex AI, kfp://) the provider's schedule is
+    created, updated or left alone, and what changed is printed. On a local target this runs
+    the pipelines when due, in the foreground (Ctrl-C stops): they fire only while it runs.
+    """
     from datetime import datetime, timezone
 
+    from mlshift.errors import ConfigError
     from mlshift.pipelines import load_pipeline
 
     ui.check_output(output)
-    _sigterm_as_interrupt()
     client = ui.client(target)
     loaded = [load_pipeline(ref) for ref in pipelines]
+    if client.adapter.pipelines is not None:
+        # The provider runs the pipelines: sync its scheduler (refused, naming why, when it has none).
+        if once or max_runs is not None:
+            raise ConfigError(
+                "--once and --max-runs drive the local scheduler; the provider's scheduler fires on its own",
+                field="once" if once else "max_runs",
+                hint="drop them",
+            )
+        values = ui.pairs(param, "--param")
+        params = [p.ir.resolve_params(values, from_text=True) if values else None for p in loaded]
+        changes = [
+            client.pipelines.schedule(p, v, dry_run=dry_run) for p, v in zip(loaded, params, strict=True)
+        ]
+        _print_changes(changes, output)
+        return
+    if dry_run or param:
+        raise ConfigError(
+            f"--dry-run and --param apply to a provider's scheduler; {client.target} schedules run "
+            "in the foreground here",
+            field="dry_run" if dry_run else "param",
+            hint="drop them",
+        )
+    _sigterm_as_interrupt()
     if output != "json":
         console = ui.console(stderr=True)
         now = datetime.now(timezone.utc)
@@ -366,3 +417,16 @@ def schedule_cmd(
                 console.print(f"  {r.message}", markup=False)
     if any(r.status != "succeeded" for r in runs):
         raise typer.Exit(1)
+
+
+@pipelines_app.command("unschedule")
+def unschedule_cmd(
+    names: Annotated[list[str], typer.Argument(help="Name of each pipeline whose schedule to delete.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be deleted.")] = False,
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Delete pipelines' schedules from the provider's scheduler (Azure ML, Vertex AI, kfp://)."""
+    ui.check_output(output)
+    client = ui.client(target)
+    _print_changes([client.pipelines.unschedule(n, dry_run=dry_run) for n in names], output)

@@ -23,7 +23,7 @@ condition + ``when``        a **gate node** (``python -m mlshift_azureml.step ga
 ``retries``, ``timeout``    retried in the node's process; ``limits.timeout``
 ``cache``                   the component's ``is_deterministic`` (Azure reuses an unchanged
                             node's earlier outputs); ``cache=False`` runs set ``force_rerun``
-schedule                    a ``JobSchedule`` with a cron trigger (``apply_schedule``)
+schedule                    a ``JobSchedule`` with a cron trigger (``sync_schedule``)
 ==========================  =====================================================================
 
 Why gates are nodes: Azure ML's condition node (``dsl.condition``, an ``if_else`` control-flow
@@ -48,7 +48,7 @@ import shlex
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from mlshift.errors import ConfigError, MlshiftError, NotFound, UnsupportedOperation
 from mlshift.pipelines.builtins import total_retry_delay
@@ -56,6 +56,7 @@ from mlshift_azureml.errors import PROVIDER, azure_errors
 from mlshift_azureml.options import instance_type_for
 
 if TYPE_CHECKING:
+    from mlshift.adapter import ScheduleAction, ScheduleChange
     from mlshift.pipelines.ir import InputIR, OperandIR, PipelineIR, StepIR
     from mlshift.pipelines.runs import RemoteRunState, RunStatus, StepRun, StepStatus
     from mlshift_azureml._adapter import AzureMLAdapter
@@ -64,7 +65,6 @@ __all__ = [
     "SCHEMA",
     "AzureMLPipelineService",
     "PipelineContext",
-    "ScheduleChange",
     "compile_job",
     "node_name",
     "to_yaml",
@@ -81,8 +81,6 @@ _JOB_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}")
 _PLACEHOLDER = re.compile(r"\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}|\{\{\s*metrics\s*\}\}")
 _KIND_TAG, _STEP_TAG, _WHEN_TAG = "mlshift:kind", "mlshift:step", "mlshift:when"
 _RESERVED_OUTPUT = "mlshift"
-
-ScheduleChange = Literal["create", "update", "delete", "none"]
 
 
 def node_name(name: str) -> str:
@@ -957,41 +955,64 @@ class AzureMLPipelineService:
         except NotFound:
             return None
 
-    def plan_schedule(self, ir: PipelineIR, params: Mapping[str, Any] | None = None) -> ScheduleChange:
-        """What :meth:`apply_schedule` would do (reads only)."""
-        values = ir.resolve_params(params)
-        live = self._live_schedule(self.schedule_name(ir))
-        if ir.schedule is None:
-            return "none" if live is None else "delete"
-        if live is None:
-            return "create"
-        tags = dict(live.tags or {})
-        return (
-            "none" if tags.get("mlshift:fingerprint") == self._schedule_fingerprint(ir, values) else "update"
+    def _change(
+        self,
+        pipeline: str,
+        action: ScheduleAction,
+        name: str,
+        ir: PipelineIR | None,
+        live: Any,
+        *,
+        dry_run: bool,
+    ) -> ScheduleChange:
+        from mlshift.adapter import ScheduleChange
+
+        gone = action in ("deleted", "absent")
+        cron = timezone_ = None
+        if ir is not None and ir.schedule is not None and not gone:
+            cron, timezone_ = ir.schedule.cron, ir.schedule.timezone
+        exists = not gone and (live is not None or not dry_run)
+        return ScheduleChange(
+            pipeline=pipeline,
+            action=action,
+            schedule_id=name if exists else None,
+            cron=cron,
+            timezone=timezone_,
+            dry_run=dry_run,
         )
 
-    def apply_schedule(self, ir: PipelineIR, params: Mapping[str, Any] | None = None) -> ScheduleChange:
+    def sync_schedule(
+        self, ir: PipelineIR, params: Mapping[str, Any] | None = None, *, dry_run: bool = False
+    ) -> ScheduleChange:
         """Make the pipeline's ``JobSchedule`` match its cron schedule; returns what changed.
 
         A pipeline with a schedule gets one (created, or updated when the pipeline, its
         parameters or its cron changed); one without loses it. An unchanged pipeline makes
-        no mutating call.
+        no mutating call; with ``dry_run`` only reads are made.
 
         Raises:
             ConfigError: a parameter or a pipeline Azure cannot run (before any change).
         """
-        change = self.plan_schedule(ir, params)
+        values = ir.resolve_params(params)
         name = self.schedule_name(ir)
-        if change == "none":
-            return change
-        if change == "delete":
+        live = self._live_schedule(name)
+        action: ScheduleAction
+        if ir.schedule is None:
+            action = "absent" if live is None else "deleted"
+        elif live is None:
+            action = "created"
+        else:
+            fingerprint = dict(live.tags or {}).get("mlshift:fingerprint")
+            action = "unchanged" if fingerprint == self._schedule_fingerprint(ir, values) else "updated"
+        if dry_run or action in ("absent", "unchanged"):
+            return self._change(ir.name, action, name, ir, live, dry_run=dry_run)
+        if action == "deleted":
             with azure_errors(f"delete schedule {name!r}"):
                 self._ml.schedules.begin_delete(name).result(timeout=self._adapter.options.wait_timeout)
-            return change
+            return self._change(ir.name, action, name, ir, live, dry_run=False)
         from azure.ai.ml.entities import CronTrigger, JobSchedule
 
         assert ir.schedule is not None
-        values = ir.resolve_params(params)
         entity = self._job_entity(ir, values, use_cache=True)
         schedule = JobSchedule(
             name=name,
@@ -1006,17 +1027,20 @@ class AzureMLPipelineService:
                 }
             ),
         )
-        with azure_errors(f"{change} schedule {name!r}"):
+        verb = "create" if action == "created" else "update"
+        with azure_errors(f"{verb} schedule {name!r}"):
             self._ml.schedules.begin_create_or_update(schedule).result(
                 timeout=self._adapter.options.wait_timeout
             )
-        return change
+        return self._change(ir.name, action, name, ir, live, dry_run=False)
 
-    def delete_schedule(self, pipeline: str) -> bool:
-        """Delete the schedule of the pipeline called ``pipeline``; ``False`` if it had none."""
-        name = f"mlshift-{experiment_name(pipeline)}"[:255]
-        if self._live_schedule(name) is None:
-            return False
-        with azure_errors(f"delete schedule {name!r}"):
-            self._ml.schedules.begin_delete(name).result(timeout=self._adapter.options.wait_timeout)
-        return True
+    def delete_schedule(self, pipeline_name: str, *, dry_run: bool = False) -> ScheduleChange:
+        """Delete the schedule of the pipeline called ``pipeline_name`` (``absent``: it had none)."""
+        name = f"mlshift-{experiment_name(pipeline_name)}"[:255]
+        live = self._live_schedule(name)
+        if live is None:
+            return self._change(pipeline_name, "absent", name, None, None, dry_run=dry_run)
+        if not dry_run:
+            with azure_errors(f"delete schedule {name!r}"):
+                self._ml.schedules.begin_delete(name).result(timeout=self._adapter.options.wait_timeout)
+        return self._change(pipeline_name, "deleted", name, None, live, dry_run=dry_run)

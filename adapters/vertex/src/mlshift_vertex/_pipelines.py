@@ -39,11 +39,12 @@ from mlshift_vertex._naming import LABEL_MANAGED
 from mlshift_vertex.errors import PROVIDER, google_errors
 
 if TYPE_CHECKING:
+    from mlshift.adapter import ScheduleAction, ScheduleChange
     from mlshift.pipelines.ir import PipelineIR
     from mlshift.pipelines.runs import RemoteRunState, RunStatus, StepRun, StepStatus
     from mlshift_vertex._adapter import VertexAdapter
 
-__all__ = ["ScheduleChange", "VertexPipelineService", "job_id_prefix", "pipeline_slug"]
+__all__ = ["VertexPipelineService", "job_id_prefix", "pipeline_slug"]
 
 logger = logging.getLogger("mlshift.vertex")
 
@@ -75,8 +76,6 @@ _STEP_STATUS: dict[str, StepStatus] = {
 }
 #: Lines of a failed task's log kept in its message.
 LOG_TAIL = 5
-
-ScheduleChange = Literal["created", "updated", "deleted", "unchanged", "absent"]
 
 
 def pipeline_slug(name: str) -> str:
@@ -625,16 +624,9 @@ class VertexPipelineService:
         return {k: data.get(k) for k in ("name", "display_name", "cron", "state", "next_run_time")}
 
     def sync_schedule(
-        self,
-        ir: PipelineIR,
-        cron: str | None = None,
-        time_zone: str = "UTC",
-        params: Mapping[str, Any] | None = None,
-        *,
-        dry_run: bool = False,
+        self, ir: PipelineIR, params: Mapping[str, Any] | None = None, *, dry_run: bool = False
     ) -> ScheduleChange:
-        """Make the pipeline's Vertex schedule match: ``cron`` (default: the pipeline's own
-        ``schedule``), or none.
+        """Make the pipeline's Vertex schedule match the pipeline's own ``schedule``, or none.
 
         Creates it, updates its cron and job when either changed, deletes it when the pipeline
         has no schedule any more; an unchanged schedule makes no mutating call. Returns what
@@ -646,27 +638,42 @@ class VertexPipelineService:
         """
         from mlshift.pipelines import parse_cron
 
-        if cron is None and ir.schedule is not None:
-            cron, time_zone = ir.schedule.cron, ir.schedule.timezone
+        cron = time_zone = None
         body = None
-        if cron is not None:
+        if ir.schedule is not None:
+            cron, time_zone = ir.schedule.cron, ir.schedule.timezone
             parse_cron(cron, time_zone)  # refused here, with the field named, before any call
             body = self._schedule_body(ir, cron, time_zone, params)
         live = self._find_schedule(ir.name)
         client = self._client("schedule")
+
+        def change(action: ScheduleAction, found: Any = None) -> ScheduleChange:
+            from mlshift.adapter import ScheduleChange
+
+            kept = action not in ("deleted", "absent")
+            return ScheduleChange(
+                pipeline=ir.name,
+                action=action,
+                schedule_id=str(found.name) if found is not None and kept else None,
+                cron=cron if kept else None,
+                timezone=time_zone if kept else None,
+                next_run=_next_run(found) if kept and action != "updated" else None,
+                dry_run=dry_run,
+            )
+
         if body is None:
             if live is None or dry_run:
-                return "absent" if live is None else "deleted"
+                return change("absent" if live is None else "deleted")
             with google_errors(f"delete schedule {live.name}"):
                 operation = client.delete_schedule(name=live.name)
             self._adapter.wait(operation, f"delete schedule {live.name}")
-            return "deleted"
+            return change("deleted")
         if live is None:
             if dry_run:
-                return "created"
+                return change("created")
             with google_errors(f"create the schedule of pipeline {ir.name!r}"):
-                client.create_schedule(parent=self._adapter.parent, schedule=body)
-            return "created"
+                made = client.create_schedule(parent=self._adapter.parent, schedule=body)
+            return change("created", made)
         current: dict[str, Any] = type(live).to_dict(live, use_integers_for_enums=False)
         changed = [
             key
@@ -676,7 +683,7 @@ class VertexPipelineService:
         if self._job_differs(current.get("create_pipeline_job_request") or {}, body):
             changed.append("create_pipeline_job_request")
         if not changed or dry_run:
-            return "updated" if changed else "unchanged"
+            return change("updated" if changed else "unchanged", live)
         from google.protobuf import field_mask_pb2
 
         with google_errors(f"update schedule {live.name}"):
@@ -684,7 +691,22 @@ class VertexPipelineService:
                 schedule={**body, "name": live.name},
                 update_mask=field_mask_pb2.FieldMask(paths=changed),
             )
-        return "updated"
+        return change("updated", live)
+
+    def delete_schedule(self, pipeline_name: str, *, dry_run: bool = False) -> ScheduleChange:
+        """Delete the Vertex schedule of the pipeline called ``pipeline_name`` (``absent``: none)."""
+        from mlshift.adapter import ScheduleChange
+
+        live = self._find_schedule(pipeline_name)
+        if live is not None and not dry_run:
+            with google_errors(f"delete schedule {live.name}"):
+                operation = self._client("schedule").delete_schedule(name=live.name)
+            self._adapter.wait(operation, f"delete schedule {live.name}")
+        return ScheduleChange(
+            pipeline=pipeline_name,
+            action="absent" if live is None else "deleted",
+            dry_run=dry_run,
+        )
 
     def _job_differs(self, live: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
         """Whether the schedule's job is not the one ``body`` would create (its spec, parameter
@@ -704,3 +726,16 @@ class VertexPipelineService:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value or None, sort_keys=True, default=str)
+
+
+def _next_run(schedule: Any) -> datetime | None:
+    """When a Vertex schedule fires next, if it says (a proto timestamp, or nothing yet)."""
+    value = getattr(schedule, "next_run_time", None) if schedule is not None else None
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None

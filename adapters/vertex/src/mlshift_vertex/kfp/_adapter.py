@@ -37,10 +37,11 @@ from mlshift_vertex.kfp._service import KubeflowPipelineService
 
 __all__ = ["KUBEFLOW_CAPABILITIES", "KubeflowAdapter", "PipelinesOnlyTarget"]
 
-#: What ``kfp://`` declares: pipelines with native conditions, no model or endpoint capability.
-#: ``SCHEDULES`` is not declared: mlshift's scheduler runs on this machine (``run_schedules``);
-#: Kubeflow's own recurring runs are made with ``adapter.pipelines.schedule(ir)``.
-KUBEFLOW_CAPABILITIES = frozenset({Capability.PIPELINES, Capability.PIPELINE_CONDITIONS})
+#: What ``kfp://`` declares: pipelines with native conditions, and schedules as Kubeflow
+#: recurring runs (``client.pipelines.schedule``); no model or endpoint capability.
+KUBEFLOW_CAPABILITIES = frozenset(
+    {Capability.PIPELINES, Capability.PIPELINE_CONDITIONS, Capability.SCHEDULES}
+)
 
 
 #: Named in the refusal (mlshift's registry of installed adapters is private to its core).

@@ -28,6 +28,7 @@ from mlshift_vertex.kfp._client import PROVIDER, KubeflowClient, name_filter
 from mlshift_vertex.kfp._options import KubeflowOptions
 
 if TYPE_CHECKING:
+    from mlshift.adapter import ScheduleAction, ScheduleChange
     from mlshift.pipelines.ir import PipelineIR
 
 __all__ = ["KubeflowPipelineService", "step_order"]
@@ -405,23 +406,42 @@ class KubeflowPipelineService:
         )
         return list(found.get("recurringRuns") or found.get("recurring_runs") or [])
 
-    def schedule(self, ir: PipelineIR, params: Mapping[str, Any] | None = None) -> str:
-        """Make ``ir.schedule`` a KFP recurring run named ``<pipeline>-schedule``; returns its id.
+    @staticmethod
+    def _schedule_name(pipeline: str) -> str:
+        return f"{pipeline}-schedule"
+
+    def _uploaded_version(self, ir: PipelineIR, spec: Mapping[str, Any]) -> str | None:
+        """The version id :meth:`upload` would return for ``spec``, if already there (reads only)."""
+        from mlshift.pipelines.kfp import to_yaml
+
+        text = to_yaml(spec)
+        pipeline_id = self._pipeline_id(ir.name)
+        if pipeline_id is None:
+            return None
+        return self._version_id(
+            pipeline_id, f"{ir.name.lower()}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+        )
+
+    def sync_schedule(
+        self, ir: PipelineIR, params: Mapping[str, Any] | None = None, *, dry_run: bool = False
+    ) -> ScheduleChange:
+        """Make ``ir.schedule`` a KFP recurring run named ``<pipeline>-schedule``.
 
         The pipeline version is uploaded as for a run. An unchanged schedule (same version,
-        parameters and cron) makes no change; a changed one replaces the recurring run. KFP's
-        cron has a seconds field: ``0 3 * * *`` becomes ``0 0 3 * * *``. Runs do not catch up on
-        missed ticks and do not overlap (``no_catchup``, ``max_concurrency`` 1), as on the local
-        scheduler.
+        parameters and cron) makes no change; a changed one replaces the recurring run (so its
+        id changes); a pipeline without a schedule loses it. KFP's cron has a seconds field:
+        ``0 3 * * *`` becomes ``0 0 3 * * *``. Runs do not catch up on missed ticks and do not
+        overlap (``no_catchup``, ``max_concurrency`` 1), as on the local scheduler. With
+        ``dry_run`` only reads are made.
 
         Raises:
-            ConfigError: a pipeline without a schedule, a time zone other than UTC (KFP fires in
-                its controller's time zone, UTC on a standard install), bad parameters.
+            ConfigError: a time zone other than UTC (KFP fires in its controller's time zone,
+                UTC on a standard install), bad parameters, before any call.
         """
+        from mlshift.adapter import ScheduleChange
+
         if ir.schedule is None:
-            raise ConfigError(
-                f"pipeline {ir.name!r} has no schedule", hint="give @pipeline(schedule='0 3 * * *')"
-            )
+            return self.delete_schedule(ir.name, dry_run=dry_run)
         if ir.schedule.timezone not in ("UTC", "Etc/UTC"):
             raise ConfigError(
                 f"pipeline {ir.name!r}: schedule time zone {ir.schedule.timezone!r}: Kubeflow recurring "
@@ -430,9 +450,41 @@ class KubeflowPipelineService:
                 hint="write the cron in UTC and drop the time zone",
             )
         values = dict(ir.resolve_params(params))
-        pipeline_id, version_id = self.upload(ir, self.compile(ir))
-        name = f"{ir.name}-schedule"
+        spec = self.compile(ir)
+        name = self._schedule_name(ir.name)
         cron = f"0 {ir.schedule.cron}"
+        existing_runs = self._recurring(name)
+
+        def change(action: ScheduleAction, schedule_id: str | None) -> ScheduleChange:
+            assert ir.schedule is not None
+            return ScheduleChange(
+                pipeline=ir.name,
+                action=action,
+                schedule_id=schedule_id,
+                cron=ir.schedule.cron,
+                timezone=ir.schedule.timezone,
+                dry_run=dry_run,
+            )
+
+        pipeline_id: str | None = None
+        if dry_run:
+            version_id = self._uploaded_version(ir, spec)
+        else:
+            pipeline_id, version_id = self.upload(ir, spec)
+        for existing in existing_runs:
+            same = (
+                version_id is not None
+                and (existing.get("pipeline_version_reference") or {}).get("pipeline_version_id")
+                == version_id
+                and ((existing.get("runtime_config") or {}).get("parameters") or {}) == values
+                and ((existing.get("trigger") or {}).get("cron_schedule") or {}).get("cron") == cron
+                and existing.get("mode", "ENABLE") == "ENABLE"
+            )
+            if same:
+                return change("unchanged", str(existing["recurring_run_id"]))
+        action: ScheduleAction = "updated" if existing_runs else "created"
+        if dry_run:
+            return change(action, None)
         body: dict[str, Any] = {
             "display_name": name,
             "description": f"mlshift schedule of pipeline {ir.name}",
@@ -449,33 +501,30 @@ class KubeflowPipelineService:
             body["experiment_id"] = self.options.experiment_id
         if self.options.service_account:
             body["service_account"] = self.options.service_account
-        for existing in self._recurring(name):
-            same = (
-                (existing.get("pipeline_version_reference") or {}).get("pipeline_version_id") == version_id
-                and ((existing.get("runtime_config") or {}).get("parameters") or {}) == values
-                and ((existing.get("trigger") or {}).get("cron_schedule") or {}).get("cron") == cron
-                and existing.get("mode", "ENABLE") == "ENABLE"
-            )
-            if same:
-                return str(existing["recurring_run_id"])
+        for existing in existing_runs:
             self._api.request(
                 "DELETE",
                 f"/recurringruns/{existing['recurring_run_id']}",
                 f"replace recurring run {name!r}",
             )
         made = self._api.request("POST", "/recurringruns", f"create recurring run {name!r}", body=body)
-        return str(made["recurring_run_id"])
+        return change(action, str(made["recurring_run_id"]))
 
-    def unschedule(self, pipeline: str) -> bool:
-        """Delete the recurring run :meth:`schedule` made for ``pipeline``; whether there was one."""
-        found = self._recurring(f"{pipeline}-schedule")
-        for existing in found:
-            self._api.request(
-                "DELETE",
-                f"/recurringruns/{existing['recurring_run_id']}",
-                f"delete recurring run of {pipeline!r}",
-            )
-        return bool(found)
+    def delete_schedule(self, pipeline_name: str, *, dry_run: bool = False) -> ScheduleChange:
+        """Delete the recurring run :meth:`sync_schedule` made for ``pipeline_name`` (``absent``: none)."""
+        from mlshift.adapter import ScheduleChange
+
+        found = self._recurring(self._schedule_name(pipeline_name))
+        if not dry_run:
+            for existing in found:
+                self._api.request(
+                    "DELETE",
+                    f"/recurringruns/{existing['recurring_run_id']}",
+                    f"delete recurring run of {pipeline_name!r}",
+                )
+        return ScheduleChange(
+            pipeline=pipeline_name, action="deleted" if found else "absent", dry_run=dry_run
+        )
 
     def run_logs(self, run_id: str, step: str) -> str:
         """Where the step's log is: KFP keeps logs in the task's pod, not in its API.
