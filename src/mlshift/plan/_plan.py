@@ -678,7 +678,8 @@ def build_plan(
             )
         # A plan is data that may be saved and applied from another directory (or machine
         # folder layout): the artifact's path travels absolute, resolved where it was planned.
-        model = model.model_copy(update={"path": str(Path(model.path).resolve())})
+        # absolute(), not resolve(): a symbolic link stays one, for check_artifact to refuse.
+        model = model.model_copy(update={"path": str(Path(model.path).absolute())})
         check_artifact(model.path, model.framework, model.tags)
         digest = digest_path(model.path)
         if adapter.models.find_by_digest(model.name, digest) is None:
