@@ -127,8 +127,12 @@ def test_replicas_are_labelled_limited_and_loopback_only(
         assert host["NanoCpus"] == int(min(1.0, os.cpu_count() or 1) * 1e9)
         assert host["Memory"] == 2048 * 1024 * 1024
         assert {b["HostIp"] for b in container.attrs["NetworkSettings"]["Ports"]["8080/tcp"]} == {"127.0.0.1"}
-        (mount,) = container.attrs["Mounts"]
-        assert mount["Destination"].startswith("/opt/ml/model/") and mount["RW"] is False
+        # The model read-only; the only other mount is the endpoint's capture folder, where the
+        # server writes captured requests when capture.json turns capture on.
+        (model,) = [m for m in container.attrs["Mounts"] if m["Destination"].startswith("/opt/ml/model/")]
+        assert model["RW"] is False
+        others = [m for m in container.attrs["Mounts"] if m is not model]
+        assert [m["Destination"] for m in others] == [str(state_dir / "capture" / "iris")], others
     assert docker_target.endpoints.predict("iris", iris["rows"]).predictions == iris["expected_v1"]
 
 

@@ -109,6 +109,10 @@ def test_register_with_baseline_apply_run_and_report(tmp_path: Path, state_dir: 
         assert "endpoint: churn" in shown and run["id"] in shown
         again = cli("monitors", "run", "churn-drift").stdout
         assert "not judged: 0 rows captured" in again
+        # The scheduler's first sight of a monitor runs it; -o json prints each run as a JSON line.
+        ticked = cli("monitors", "schedule", "churn-drift", "--once", "-o", "json").stdout
+        runs = [json.loads(line) for line in ticked.splitlines() if line.strip()]
+        assert [r["monitor"] for r in runs] == ["churn-drift"] and runs[0]["id"] != run["id"]
         missing = cli("monitors", "report", "nope", code=1)
         assert "monitor 'nope' does not exist (monitors: churn-drift)" in missing.stderr
     finally:

@@ -187,12 +187,20 @@ def monitors_schedule(
     once: Annotated[bool, typer.Option("--once", help="Run what is due now, then exit.")] = False,
     max_runs: Annotated[int | None, typer.Option(help="Exit after this many runs.")] = None,
     target: TargetOpt = None,
+    output: OutputOpt = "table",
 ) -> None:
-    """Run monitors when their cron schedule says, in the foreground (as `pipelines schedule`)."""
+    """Run monitors when their cron schedule says, in the foreground (as `pipelines schedule`).
+
+    With `-o json` each run is printed when it ends, as one JSON object per line.
+    """
+    ui.check_output(output)
     client = ui.client(target)
-    client.monitors.run_schedules(
-        names or (),
-        once=once,
-        max_runs=max_runs,
-        on_run=lambda r: ui.console().print(_run_line(r), markup=False),
-    )
+
+    def on_run(run: MonitorRun) -> None:
+        if output == "json":
+            # One line per run, so a consumer can follow a long-running scheduler.
+            ui.console().print(run.model_dump_json(), markup=False, highlight=False, soft_wrap=True)
+        else:
+            ui.console().print(_run_line(run), markup=False)
+
+    client.monitors.run_schedules(names or (), once=once, max_runs=max_runs, on_run=on_run)
