@@ -122,7 +122,7 @@ def load_table(path: str | Path) -> tuple[list[str] | None, list[list[Any]]]:
         return None, [list(r) for r in records]
     if suffix == ".parquet":
         try:
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+            import pyarrow.parquet as pq
         except ImportError:
             raise ConfigError(
                 "reading a Parquet baseline needs pyarrow", field="baseline", hint="pip install pyarrow"
