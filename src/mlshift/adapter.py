@@ -75,6 +75,7 @@ __all__ = [
     "VariantMetrics",
     "VariantState",
     "VariantStatus",
+    "check_replicas_within_autoscaling",
     "compare_answers",
     "target_options",
     "validate_own_options",
@@ -1074,6 +1075,33 @@ class BaseEndpointService:
 
     def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:
         raise self._unsupported("change the provider options of a live endpoint")
+
+
+def check_replicas_within_autoscaling(spec: EndpointSpec, *, unit: str = "replica(s)") -> None:
+    """Refuse a variant whose starting replica count lies outside ``spec.autoscaling``'s bounds.
+
+    Every autoscaling target starts a variant inside ``min_replicas``-``max_replicas``; a count
+    outside them would be moved by the provider at once, so a re-apply would never compare equal.
+
+    Args:
+        spec: The endpoint (nothing is checked without ``autoscaling``).
+        unit: What the target calls a replica in the message (``"instance(s)"`` on Azure ML).
+
+    Raises:
+        ConfigError: naming the variant's replicas field.
+    """
+    scaling = spec.autoscaling
+    if scaling is None:
+        return
+    for i, variant in enumerate(spec.variants):
+        count = spec.compute_for(variant).replicas
+        if not scaling.min_replicas <= count <= scaling.max_replicas:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: variant {variant.name!r} starts with {count} {unit}, "
+                f"outside autoscaling's {scaling.min_replicas}-{scaling.max_replicas}",
+                field=f"variants[{i}].compute.replicas" if variant.compute else "compute.replicas",
+                hint="set replicas between autoscaling.min_replicas and autoscaling.max_replicas",
+            )
 
 
 def validate_own_options(spec: EndpointSpec, target: str, model: type[SpecModel]) -> SpecModel:

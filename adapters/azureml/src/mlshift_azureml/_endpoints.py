@@ -50,6 +50,7 @@ from mlshift.adapter import (
     VariantMetrics,
     VariantState,
     VariantStatus,
+    check_replicas_within_autoscaling,
     validate_own_options,
 )
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound
@@ -232,18 +233,8 @@ class AzureMLEndpointService(BaseEndpointService):
                 hint=f"set rollout.percent between 1 and {MAX_MIRROR_PERCENT}",
             )
         if spec.autoscaling is not None:
-            check_autoscaling(
-                spec.name,
-                spec.autoscaling,
-                [
-                    (
-                        v.name,
-                        f"variants[{i}].compute.replicas" if v.compute else "compute.replicas",
-                        spec.compute_for(v).replicas,
-                    )
-                    for i, v in enumerate(spec.variants)
-                ],
-            )
+            check_autoscaling(spec.name, spec.autoscaling)
+            check_replicas_within_autoscaling(spec, unit="instance(s)")
 
     def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
         """None to apply: Azure cannot change a live deployment's instance type, so a spec asking

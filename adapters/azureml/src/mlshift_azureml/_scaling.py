@@ -56,13 +56,12 @@ def setting_name(workspace: str, endpoint: str, deployment: str) -> str:
     return f"mlshift-{workspace}-{endpoint}-{deployment}"
 
 
-def check_autoscaling(name: str, scaling: Autoscaling, replicas: Sequence[tuple[str, str, int]] = ()) -> None:
+def check_autoscaling(name: str, scaling: Autoscaling) -> None:
     """What Azure refuses in ``autoscaling`` (plan time).
 
     Args:
         name: The endpoint.
         scaling: The spec's autoscaling.
-        replicas: ``(variant, field, replicas)`` of each variant, to check against the bounds.
 
     Raises:
         ConfigError: naming the field.
@@ -74,14 +73,6 @@ def check_autoscaling(name: str, scaling: Autoscaling, replicas: Sequence[tuple[
             field="autoscaling.min_replicas",
             hint="set min_replicas to 1 or more",
         )
-    for variant, field, count in replicas:
-        if not scaling.min_replicas <= count <= scaling.max_replicas:
-            raise ConfigError(
-                f"endpoint {name!r}: variant {variant!r} starts with {count} instance(s), outside "
-                f"autoscaling's {scaling.min_replicas}-{scaling.max_replicas}",
-                field=field,
-                hint="set replicas between autoscaling.min_replicas and autoscaling.max_replicas",
-            )
 
 
 @dataclass(frozen=True)

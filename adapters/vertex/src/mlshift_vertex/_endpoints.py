@@ -44,6 +44,7 @@ from mlshift.adapter import (
     RolloutRecord,
     VariantMetrics,
     VariantState,
+    check_replicas_within_autoscaling,
     validate_own_options,
 )
 from mlshift.errors import ConfigError, Conflict, InvalidPayload, NotFound, UnsupportedOperation
@@ -125,15 +126,7 @@ def check_autoscaling(spec: EndpointSpec) -> None:
     scaling = spec.autoscaling
     assert scaling is not None
     _check_bounds(spec.name, scaling)
-    for i, variant in enumerate(spec.variants):
-        count = spec.compute_for(variant).replicas
-        if not scaling.min_replicas <= count <= scaling.max_replicas:
-            raise ConfigError(
-                f"endpoint {spec.name!r}: variant {variant.name!r} starts with {count} replica(s), "
-                f"outside autoscaling's {scaling.min_replicas}-{scaling.max_replicas}",
-                field=f"variants[{i}].compute.replicas" if variant.compute else "compute.replicas",
-                hint="set replicas between autoscaling.min_replicas and autoscaling.max_replicas",
-            )
+    check_replicas_within_autoscaling(spec)
 
 
 class VertexEndpointService(BaseEndpointService):
