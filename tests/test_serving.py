@@ -514,6 +514,34 @@ def test_predictor_model_over_http(artifacts: dict[str, Any]) -> None:
     assert client.post("/invocations", json={"instances": [[1, 1]]}).json() == {"predictions": [11.5]}
 
 
+def test_a_predictor_loaded_by_two_threads_at_once_loads_for_both(tmp_path: Path) -> None:
+    # The module body takes a while, as a real one importing torch does: a second thread must
+    # wait for it, never take the half-run module that has no Predictor yet.
+    (tmp_path / "predictor.py").write_text(
+        "import time\ntime.sleep(0.3)\n\n"
+        "class Predictor:\n    def load(self, path):\n        pass\n\n"
+        "    def predict(self, batch):\n        return [1 for _ in batch]\n"
+    )
+    import threading
+
+    start = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def load() -> None:
+        start.wait(timeout=30)
+        try:
+            outcomes.append(load_model(tmp_path, "predictor").predict([[0.0]]))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcomes == [[1], [1]]
+
+
 def test_predictor_errors(tmp_path: Path) -> None:
     (tmp_path / "predictor.py").write_text("class Other:\n    pass\n")
     with pytest.raises(ConfigError, match="no class named Predictor"):

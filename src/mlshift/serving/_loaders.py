@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -729,6 +730,8 @@ def _load_onnx_model(
 
 # -------------------------------------------------------------------------- predictor
 
+_PREDICTOR_IMPORT = threading.RLock()  # a predictor may load another predictor
+
 
 def _import_predictor_module(path: Path) -> ModuleType:
     file = path / "predictor.py"
@@ -747,21 +750,24 @@ def _import_predictor_module(path: Path) -> ModuleType:
         raise _cannot_load(file, "predictor module", exc) from exc
     digest = hashlib.sha256(str(file.resolve()).encode() + b"\0" + source).hexdigest()[:16]
     name = f"_mlshift_predictor_{digest}"
-    cached = sys.modules.get(name)
-    if cached is not None:
-        return cached
-    spec = importlib.util.spec_from_file_location(name, file)
-    if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
-        raise ConfigError(f"cannot import {str(file)!r}", field="path")
-    module = importlib.util.module_from_spec(spec)
-    # Registered while it runs so dataclasses and pickling inside it can find the module.
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise _cannot_load(file, "predictor module", exc) from exc
-    return module
+    # The module is in sys.modules while its body runs, so without the lock a second thread
+    # loading the same predictor would take a half-run module that has no Predictor yet.
+    with _PREDICTOR_IMPORT:
+        cached = sys.modules.get(name)
+        if cached is not None:
+            return cached
+        spec = importlib.util.spec_from_file_location(name, file)
+        if spec is None or spec.loader is None:  # pragma: no cover - a .py file always has one
+            raise ConfigError(f"cannot import {str(file)!r}", field="path")
+        module = importlib.util.module_from_spec(spec)
+        # Registered while it runs so dataclasses and pickling inside it can find the module.
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise _cannot_load(file, "predictor module", exc) from exc
+        return module
 
 
 def _predictor_class(path: Path) -> type[Any]:

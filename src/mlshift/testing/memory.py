@@ -174,6 +174,7 @@ class _MemoryEndpoints(BaseEndpointService):
         self.items: dict[str, dict[str, Any]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._apps: dict[str, Any] = {}
+        self._apps_lock = threading.Lock()
         # The model server runs in-process, on an event loop of its own (started on first use).
         self._caller: Any = None
         self._samples: dict[tuple[str, str], builtins.list[tuple[float, int, float]]] = {}
@@ -313,14 +314,15 @@ class _MemoryEndpoints(BaseEndpointService):
 
     def _app_for(self, variant: ResolvedVariant) -> Any:
         key = variant.model.digest + variant.name
-        if key not in self._apps:
-            from mlshift.serving import create_app, load_model
+        with self._apps_lock:  # callers and the shadow pool may ask for a new variant at once
+            if key not in self._apps:
+                from mlshift.serving import create_app, load_model
 
-            path = self._adapter.models.artifact_path(variant.model)
-            model = load_model(path, variant.model.framework, signature=variant.model.signature)
-            ref = f"{variant.model.name}:{variant.model.version}"
-            self._apps[key] = create_app(model, variant=variant.name, model_ref=ref)
-        return self._apps[key]
+                path = self._adapter.models.artifact_path(variant.model)
+                model = load_model(path, variant.model.framework, signature=variant.model.signature)
+                ref = f"{variant.model.name}:{variant.model.version}"
+                self._apps[key] = create_app(model, variant=variant.name, model_ref=ref)
+            return self._apps[key]
 
     def invoke(
         self,
