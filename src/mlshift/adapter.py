@@ -18,7 +18,7 @@ import re
 import time
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,12 +35,14 @@ from mlshift.errors import ConfigError, ProviderTimeout, UnsupportedOperation
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Autoscaling, Batching, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
+from mlshift.specs.monitor import CaptureSpec
 
 if TYPE_CHECKING:
     # Type-only: the pipeline types are public in mlshift.pipelines.ir / .runs, which import this
     # module, not the other way round at run time.
     from mlshift.pipelines.ir import PipelineIR
     from mlshift.pipelines.runs import RemoteRunState
+    from mlshift.storage import ObjectStore
 
 __all__ = [
     "CREDENTIAL_WORDS",
@@ -49,6 +51,8 @@ __all__ = [
     "Artifact",
     "BaseEndpointService",
     "Capability",
+    "CaptureReader",
+    "CapturedRequest",
     "CompletedOperation",
     "EndpointService",
     "EndpointState",
@@ -56,6 +60,7 @@ __all__ = [
     "MetricsTiming",
     "MirrorShare",
     "ModelRegistry",
+    "MonitoringStorage",
     "NameRule",
     "NameRules",
     "NativeRollout",
@@ -447,6 +452,38 @@ class ShadowMetrics(SpecModel):
     p99_ms: float | None = None
     baseline_p99_ms: float | None = None
     baseline_requests: int | None = None
+
+
+@dataclass(frozen=True)
+class CapturedRequest:
+    """One request an endpoint captured, with its answer, in neutral terms (``CAPTURE``).
+
+    Bodies are the bytes as they were sent and answered; monitors decode them with the model
+    server's own parsers (every payload shape it accepts), so a target never parses them.
+
+    Attributes:
+        request_id: The caller's request id, else the one the target gave the request
+            (SageMaker: the inference id, else the event id); labels are joined on it.
+        endpoint: The endpoint's name.
+        variant: The variant that answered.
+        timestamp: When it was answered (UTC).
+        content_type: The request's media type (``application/json``, ``text/csv``).
+        request: The request body (``None``: the target captured answers only).
+        response: The answer's body (``None``: the target captured requests only).
+        model: ``name:version`` of the version that answered, when the target records it
+            (``None``: the variant stands for whatever version it served then).
+        columns: The model's input names, when the record carries them.
+    """
+
+    request_id: str
+    endpoint: str
+    variant: str
+    timestamp: datetime
+    content_type: str
+    request: bytes | None
+    response: bytes | None
+    model: str | None = None
+    columns: tuple[str, ...] | None = None
 
 
 RolloutPhase = Literal["running", "promoting", "succeeded", "rolled_back", "failed", "interrupted"]
@@ -953,6 +990,51 @@ class ScheduleService(Protocol):
 
     def delete_schedule(self, pipeline_name: str, *, dry_run: bool = False) -> ScheduleChange:
         """Delete the schedule of the pipeline called ``pipeline_name`` (``absent``: none)."""
+        ...
+
+
+@runtime_checkable
+class CaptureReader(Protocol):
+    """Reading back what endpoints captured: an endpoint service implements this where the
+    adapter declares ``Capability.CAPTURE`` (checked with ``isinstance``).
+
+    Monitors read captured traffic only through this, never through a target's files or
+    buckets, so the same monitor runs on every target that captures.
+    """
+
+    def capture_settings(self, name: str) -> CaptureSpec | None:
+        """How endpoint ``name`` captures now (``None``: it does not capture its requests, or
+        does not exist). Read-only."""
+        ...
+
+    def read_capture(self, name: str, *, since: datetime, until: datetime) -> Iterator[CapturedRequest]:
+        """The requests ``name`` captured with ``since < timestamp <= until``, oldest file first.
+
+        Records kept after the endpoint was deleted are still read. A record that is not one
+        (a line being written, another tool's file) is skipped, never an error.
+
+        Raises:
+            ProviderError: the provider refused the read.
+        """
+        ...
+
+
+@runtime_checkable
+class MonitoringStorage(Protocol):
+    """Where a target keeps monitoring's documents: baselines kept with versions, saved
+    monitors, their state and their runs' reports. An adapter implements this (checked with
+    ``isinstance``) to let ``client.models.register(..., baseline=...)`` and ``client.monitors``
+    work on it; every machine that connects to the target sees the same documents.
+    """
+
+    def monitoring_store(self) -> ObjectStore:
+        """An object store whose keys are relative to monitoring's own folder or prefix
+        (``baselines/...``, ``monitors/...``, ``state/...``, ``runs/...``)."""
+        ...
+
+    def monitoring_uri(self, key: str) -> str:
+        """Where ``key`` of :meth:`monitoring_store` is, for people and for pipelines that read it:
+        a local path (``/state/monitoring/runs/...``) or a URI (``s3://bucket/prefix/...``)."""
         ...
 
 

@@ -20,6 +20,7 @@ from pydantic import Field
 from mlshift._artifacts import SKOPS_TRUST_TAG
 from mlshift.adapter import (
     BaseEndpointService,
+    CapturedRequest,
     CompletedOperation,
     EndpointState,
     Invocation,
@@ -42,6 +43,7 @@ from mlshift.serving._capture import read_capture_config, write_capture_config
 from mlshift.specs._base import SpecModel
 from mlshift.specs.endpoint import Batching, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelVersion
+from mlshift.specs.monitor import CaptureSpec
 
 __all__ = ["LocalEndpointOptions", "LocalEndpointService"]
 
@@ -617,6 +619,24 @@ class LocalEndpointService(BaseEndpointService):
             # Servers re-read the file within a second; none restarts.
             write_capture_config(self.capture_dir(name), _capture_settings(spec))
         return self._done(name, "update capture")
+
+    # ---------------------------------------------------------------- contract: reading capture
+
+    def capture_settings(self, name: str) -> CaptureSpec | None:
+        """The settings in ``name``'s ``capture.json`` (``None``: capture is off)."""
+        settings = read_capture_config(self.capture_dir(name))
+        if settings is None:
+            return None
+        try:
+            return CaptureSpec.model_validate(settings)
+        except ConfigError:
+            return None  # written by another version of mlshift: not ours to judge
+
+    def read_capture(self, name: str, *, since: datetime, until: datetime) -> Iterator[CapturedRequest]:
+        """Records under ``<state>/capture/<name>/data/`` in the window (see ``docs/monitoring.md``)."""
+        from mlshift.serving._captured import read_capture_folder
+
+        return read_capture_folder(self.capture_dir(name), endpoint=name, since=since, until=until)
 
     # ---------------------------------------------------------------- contract: traffic
 

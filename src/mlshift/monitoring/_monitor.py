@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,12 +29,13 @@ from mlshift.monitoring._drift import (
     drift_report,
 )
 from mlshift.monitoring._report import render_html
-from mlshift.monitoring._store import MonitorStore, VersionBaseline, store_for
+from mlshift.monitoring._store import MonitorStore, VersionBaseline, capture_reader, store_for
 from mlshift.specs.model import Signature
 from mlshift.specs.monitor import MonitorSpec
 
 if TYPE_CHECKING:
     from mlshift._client import Client
+    from mlshift.adapter import CapturedRequest
     from mlshift.pipelines import Pipeline
 
 __all__ = ["PREDICTION", "MonitorRun", "check_monitor", "read_window", "run_monitor", "run_monitor_schedules"]
@@ -116,6 +117,12 @@ def _served(client: Client, endpoint: str) -> str:
     return best.model
 
 
+def _serving_variants(client: Client, endpoint: str, model: str) -> list[str]:
+    """The variants of ``endpoint`` that serve ``model`` now."""
+    state = client.adapter.endpoints.observe(endpoint)
+    return [v.name for v in state.variants if v.model == model] if state is not None else []
+
+
 def _baseline_for(client: Client, store: MonitorStore, ref: str) -> VersionBaseline:
     name, _, version = ref.partition(":")
     baseline = store.baseline(name, version)
@@ -144,11 +151,9 @@ def check_monitor(
             retraining pipeline that cannot be loaded or lacks the report parameter.
         UnsupportedOperation: a target without a monitoring store.
     """
-    from mlshift.serving._capture import read_capture_config
-
     store = store_for(client.adapter)
     served = _served(client, spec.endpoint)
-    if read_capture_config(store.capture_dir(spec.endpoint)) is None:
+    if capture_reader(client.adapter).capture_settings(spec.endpoint) is None:
         raise ConfigError(
             f"monitor {spec.name!r}: endpoint {spec.endpoint!r} does not capture its requests, so "
             "there is nothing to monitor",
@@ -257,48 +262,47 @@ def _load_retrain(spec: MonitorSpec) -> Pipeline:
 
 
 def read_window(
-    folder: Path,
+    source: Path | Iterable[CapturedRequest],
     *,
     since: datetime,
     until: datetime,
     model: str | None = None,
     signature: Signature | None = None,
+    variants: Collection[str] = (),
 ) -> tuple[list[str] | None, list[list[Any]], list[Any], int]:
     """Captured rows in ``(since, until]``: columns, input rows, one output per row, requests.
 
-    Only records of ``model`` (``name:version``) count when it is given. Bodies are decoded
-    as the model server decodes them, in ``signature``'s column order when given (needed for
-    ``dataframe_records`` and named inputs); a record that cannot be decoded is skipped.
+    ``source`` is what a target's :class:`~mlshift.adapter.CaptureReader` read, or a local
+    capture folder. Only records of ``model`` (``name:version``) count when it is given; a
+    record that does not say which version answered counts when its variant is one of
+    ``variants`` (the variants serving ``model``; SageMaker's records name only the variant).
+    Bodies are decoded as the model server decodes them, in ``signature``'s column order when
+    given (needed for ``dataframe_records`` and named inputs); a record that cannot be decoded
+    is skipped.
     """
     from mlshift.errors import InvalidPayload
-    from mlshift.serving._capture import capture_files, decode_record
+    from mlshift.serving._captured import decode_captured, read_capture_folder
 
-    first_hour = since.astimezone(timezone.utc).strftime("%Y-%m-%d/%H")
+    records = read_capture_folder(source, since=since, until=until) if isinstance(source, Path) else source
     columns: list[str] | None = None
     rows: list[list[Any]] = []
     outputs: list[Any] = []
     requests = 0
-    for path in capture_files(folder):
-        hour = f"{path.parent.parent.name}/{path.parent.name}"
-        if hour < first_hour:
+    for record in records:
+        if not since < record.timestamp <= until:
             continue
-        with path.open("rb") as lines:
-            for line in lines:
-                try:
-                    record = json.loads(line)
-                    stamp = datetime.fromisoformat(record["timestamp"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line being written as we read
-                if not since < stamp <= until or (model is not None and record.get("model") != model):
-                    continue
-                try:
-                    inputs, answers = decode_record(record, signature)
-                except InvalidPayload:
-                    continue
-                requests += 1
-                columns = columns or record.get("columns")
-                rows.extend(inputs)
-                outputs.extend(answers)
+        if model is not None:
+            answered_by = record.model == model if record.model is not None else record.variant in variants
+            if not answered_by:
+                continue
+        try:
+            inputs, answers = decode_captured(record, signature)
+        except InvalidPayload:
+            continue
+        requests += 1
+        columns = columns or (list(record.columns) if record.columns else None)
+        rows.extend(inputs)
+        outputs.extend(answers)
     return columns, rows, outputs, requests
 
 
@@ -397,7 +401,12 @@ def run_monitor(
     if state.get("until"):
         since = max(since, datetime.fromisoformat(state["until"]))
     columns, rows, outputs, requests = read_window(
-        store.capture_dir(spec.endpoint), since=since, until=until, model=served, signature=signature
+        capture_reader(client.adapter).read_capture(spec.endpoint, since=since, until=until),
+        since=since,
+        until=until,
+        model=served,
+        signature=signature,
+        variants=_serving_variants(client, spec.endpoint, served),
     )
     run_id = _new_id()
     folder = store.run_dir(spec.name, run_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,7 +25,10 @@ from mlshift.errors import NotFound, UnsupportedOperation
 from mlshift.monitoring._baseline import Baseline
 from mlshift.specs.monitor import MonitorSpec
 
-__all__ = ["MonitorStore", "VersionBaseline", "store_for"]
+if TYPE_CHECKING:
+    from mlshift.adapter import CaptureReader
+
+__all__ = ["MonitorStore", "VersionBaseline", "capture_reader", "store_for"]
 
 
 class VersionBaseline(BaseModel):
@@ -152,3 +155,24 @@ def store_for(adapter: Any) -> MonitorStore:
             hint="register and monitor on local:// (cloud capture readers come with their adapters)",
         )
     return MonitorStore(root / "monitoring", root / "capture")
+
+
+def capture_reader(adapter: Any) -> CaptureReader:
+    """What reads back the traffic a target's endpoints captured.
+
+    Raises:
+        UnsupportedOperation: a target without ``CAPTURE``, or whose endpoints cannot read what
+            they captured, naming the targets that can.
+    """
+    from mlshift._registry import targets_with
+    from mlshift.adapter import Capability, CaptureReader
+
+    endpoints = adapter.endpoints
+    if Capability.CAPTURE not in adapter.capabilities or not isinstance(endpoints, CaptureReader):
+        others = ", ".join(targets_with(Capability.CAPTURE)) or "none installed"
+        raise UnsupportedOperation(
+            f"{adapter.uri.raw} does not capture endpoint traffic (no CAPTURE), so there is nothing "
+            f"to monitor there; targets that do: {others}",
+            hint="monitor an endpoint on a target that captures",
+        )
+    return endpoints
