@@ -8,6 +8,7 @@ bucket with conditional writes, so it is written once here, over :class:`ObjectS
 - :class:`ObjectStore` — ``get`` / ``put`` / ``put_if_absent`` / ``put_if_match`` / ``list`` /
   ``delete``: S3 (``If-None-Match`` / ``If-Match`` on ETags), Azure Blob (ETags) and GCS
   (generations) all fit. :class:`MemoryObjectStore` and :class:`FolderObjectStore` ship here.
+- :class:`PrefixedObjectStore` — a view of a store under a key prefix.
 - :class:`RolloutJournal` — ``journal/<endpoint>/<record id>.json``.
 - :class:`LeaseLock` — ``locks/<endpoint>.json``, taken with ``put_if_absent``, renewed in the
   background with ``put_if_match``, taken over once expired. A lease that is lost (someone else
@@ -49,6 +50,7 @@ __all__ = [
     "MemoryObjectStore",
     "ObjectStore",
     "PreconditionFailed",
+    "PrefixedObjectStore",
     "RolloutJournal",
     "StoredArtifact",
     "StoredObject",
@@ -323,6 +325,48 @@ class FolderObjectStore:
         if not source.is_file():
             raise NotFound(f"object {key!r} does not exist in {self.root}")
         shutil.copyfile(source, path)
+
+
+class PrefixedObjectStore:
+    """A view of ``store`` under ``prefix``: keys are relative to it, in and out.
+
+    One bucket holds several things a target keeps (journal, artifacts, monitoring); a part of
+    core that owns one of them gets a view that cannot read or write beside it.
+    """
+
+    def __init__(self, store: ObjectStore, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix.strip("/")
+
+    def _key(self, key: str) -> str:
+        return _join(self.prefix, key)
+
+    def _cut(self) -> int:
+        return len(self.prefix) + 1 if self.prefix else 0
+
+    def get(self, key: str) -> StoredObject | None:
+        found = self.store.get(self._key(key))
+        return None if found is None else StoredObject(key, found.data, found.etag)
+
+    def put(self, key: str, data: bytes) -> Written:
+        return Written(key, self.store.put(self._key(key), data).etag)
+
+    def put_if_absent(self, key: str, data: bytes) -> Written | PreconditionFailed:
+        done = self.store.put_if_absent(self._key(key), data)
+        return Written(key, done.etag) if isinstance(done, Written) else PreconditionFailed(key)
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> Written | PreconditionFailed:
+        done = self.store.put_if_match(self._key(key), data, etag)
+        return Written(key, done.etag) if isinstance(done, Written) else PreconditionFailed(key)
+
+    def list(self, prefix: str) -> list[str]:
+        # The prefix may end inside a name ("runs/a" lists "runs/a/..." and "runs/ab/..."),
+        # so it is not joined with a "/" of its own.
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        return [key[self._cut() :] for key in self.store.list(full)]
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self.store.delete([self._key(k) for k in keys])
 
 
 # --------------------------------------------------------------------------------------------

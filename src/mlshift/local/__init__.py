@@ -19,6 +19,7 @@ from mlshift.local._models import LocalModelRegistry
 from mlshift.local._runtime import ProcessRuntime, Replica, ReplicaRequest, ReplicaRuntime
 from mlshift.local._state import StateDB
 from mlshift.local._store import ArtifactStore
+from mlshift.storage import FolderObjectStore
 
 __all__ = [
     "COMPUTE_LIMITS",
@@ -132,6 +133,14 @@ class LocalAdapter:
     @property
     def endpoints(self) -> LocalEndpointService:
         return self._endpoints
+
+    def monitoring_store(self) -> FolderObjectStore:
+        """Monitoring's documents: files under ``<state>/monitoring/`` (``docs/monitoring.md``)."""
+        return FolderObjectStore(self.root / "monitoring")
+
+    def monitoring_uri(self, key: str) -> str:
+        """The path of a monitoring document."""
+        return str(self.root / "monitoring" / key)
 
     def close(self) -> None:
         self._endpoints.close()

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlshift.errors import ConfigError
+from mlshift.errors import ConfigError, NotFound
 
 if TYPE_CHECKING:
     from mlshift._client import Client
@@ -248,8 +248,10 @@ class MonitorsAPI:
     def html(self, name: str, run_id: str | None = None) -> str:
         """A run's report as a self-contained HTML page."""
         run = self.report(name, run_id)
-        assert run.html_path is not None
-        return Path(run.html_path).read_text()
+        page: str | None = self._store().run_file(name, run.id, "report.html")
+        if page is None:
+            raise NotFound(f"monitor {name!r}: run {run.id} has no HTML report")
+        return page
 
     def run_schedules(
         self,

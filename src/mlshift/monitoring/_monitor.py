@@ -409,8 +409,6 @@ def run_monitor(
         variants=_serving_variants(client, spec.endpoint, served),
     )
     run_id = _new_id()
-    folder = store.run_dir(spec.name, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
     common: dict[str, Any] = {
         "id": run_id,
         "monitor": spec.name,
@@ -419,8 +417,8 @@ def run_monitor(
         "since": since,
         "until": until,
         "requests": requests,
-        "report_path": str(folder / "report.json"),
-        "html_path": str(folder / "report.html"),
+        "report_path": store.run_uri(spec.name, run_id, "report.json"),
+        "html_path": store.run_uri(spec.name, run_id, "report.html"),
     }
     episode = state.get("episode")
     if episode is not None and episode.get("model") != served:
@@ -463,14 +461,17 @@ def run_monitor(
             report=combined,
             **common,
         )
-        (folder / "window.json").write_text(
-            json.dumps({"columns": columns or list(features), "rows": rows, "outputs": outputs}, default=str)
+        store.put_run_file(
+            spec.name,
+            run_id,
+            "window.json",
+            json.dumps({"columns": columns or list(features), "rows": rows, "outputs": outputs}, default=str),
         )
         if started and spec.actions.alert is not None:
             error = _alert(spec, run)
             run = run.model_copy(update={"alerted": error is None, "alert_error": error})
         if started and drifted and spec.actions.retrain is not None:
-            run = _retrain(client, spec, run, folder, on_retrain)
+            run = _retrain(client, spec, run, store, on_retrain)
             assert episode is not None
             episode["retrain_run"] = run.retrain_run
     _record(store, spec, run, episode, state)
@@ -478,14 +479,18 @@ def run_monitor(
 
 
 def _retrain(
-    client: Client, spec: MonitorSpec, run: MonitorRun, folder: Path, on_retrain: Callable[[Any], None] | None
+    client: Client,
+    spec: MonitorSpec,
+    run: MonitorRun,
+    store: MonitorStore,
+    on_retrain: Callable[[Any], None] | None,
 ) -> MonitorRun:
     action = spec.actions.retrain
     assert action is not None
     # The report is on disk before the pipeline starts: it is the pipeline's input.
-    (folder / "report.json").write_text(run.model_dump_json(indent=2))
+    store.put_run_file(spec.name, run.id, "report.json", run.model_dump_json(indent=2))
     pipeline = _load_retrain(spec)
-    params = {**action.params, action.report_param: str(folder / "report.json")}
+    params = {**action.params, action.report_param: store.run_uri(spec.name, run.id, "report.json")}
     started = client.pipelines.run(pipeline, params)
     if on_retrain is not None:
         on_retrain(started)
@@ -499,17 +504,16 @@ def _record(
     episode: dict[str, Any] | None,
     state: dict[str, Any],
 ) -> None:
-    folder = store.run_dir(spec.name, run.id)
-    (folder / "report.json").write_text(run.model_dump_json(indent=2))
     if run.report is not None:
         title = f"{spec.name} · {spec.endpoint} · {run.model}"
-        (folder / "report.html").write_text(render_html(run.report, title=title, generated=run.until))
+        page = render_html(run.report, title=title, generated=run.until)
     else:
-        (folder / "report.html").write_text(
-            render_html(
-                DriftReport(rows=0, features=()), title=f"{spec.name} · {run.note}", generated=run.until
-            )
+        page = render_html(
+            DriftReport(rows=0, features=()), title=f"{spec.name} · {run.note}", generated=run.until
         )
+    # The page first: report.json is what makes a run listed (MonitorStore.run_ids).
+    store.put_run_file(spec.name, run.id, "report.html", page)
+    store.put_run_file(spec.name, run.id, "report.json", run.model_dump_json(indent=2))
     # Rows too few to judge stay for the next run (within the window), rather than be skipped.
     until = run.until.isoformat() if run.judged else state.get("until")
     store.save_state(spec.name, {**state, "until": until, "episode": episode, "last_run": run.id})
@@ -526,12 +530,12 @@ def load_run(store: MonitorStore, name: str, run_id: str | None = None) -> Monit
         if not ids:
             raise NotFound(f"monitor {name!r} has not run yet", hint=f"run it: mlshift monitors run {name}")
         run_id = ids[-1]
-    path = store.run_dir(name, run_id) / "report.json"
-    if not path.is_file():
+    text = store.run_file(name, run_id, "report.json")
+    if text is None:
         raise NotFound(
             f"monitor {name!r} has no run {run_id!r}", hint=f"runs: {', '.join(ids[-5:]) or 'none'}"
         )
-    return MonitorRun.model_validate_json(path.read_text())
+    return MonitorRun.model_validate_json(text)
 
 
 # ------------------------------------------------------------------------------ schedules

@@ -1,6 +1,8 @@
-"""Where monitoring keeps its files on a target: baselines, monitors, their state and runs.
+"""Where monitoring keeps its documents on a target: baselines, monitors, their state and runs.
 
-On the local target everything is under ``<state>/monitoring/``::
+A target keeps them through :class:`~mlshift.adapter.MonitoringStorage`: an object store whose
+keys are relative to monitoring's own folder or prefix, so every machine that connects to the
+target sees the same baselines and monitors::
 
     baselines/<model>/<version>.json      a VersionBaseline (inputs and predictions)
     monitors/<name>.json                  a saved MonitorSpec
@@ -9,14 +11,14 @@ On the local target everything is under ``<state>/monitoring/``::
     runs/<name>/<run id>/report.html      the same as a self-contained page
     runs/<name>/<run id>/window.json      the captured rows it judged (for retraining)
 
-Captured requests are under ``<state>/capture/<endpoint>/`` (see ``mlshift.serving._capture``).
+On the local target that is ``<state>/monitoring/``; on SageMaker ``s3://BUCKET/PREFIX/monitoring/``.
+Captured requests are read through the target's :class:`~mlshift.adapter.CaptureReader`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -27,6 +29,7 @@ from mlshift.specs.monitor import MonitorSpec
 
 if TYPE_CHECKING:
     from mlshift.adapter import CaptureReader
+    from mlshift.storage import ObjectStore
 
 __all__ = ["MonitorStore", "VersionBaseline", "capture_reader", "store_for"]
 
@@ -46,51 +49,49 @@ class VersionBaseline(BaseModel):
     predictions: Baseline | None = None
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class MonitorStore:
-    """Monitoring files in one folder (``<state>/monitoring`` on the local target)."""
+    """Monitoring's documents in a target's object store.
 
-    def __init__(self, root: Path, capture_root: Path) -> None:
-        self.root = root
-        self.capture_root = capture_root
+    Args:
+        objects: The store, keys relative to monitoring's folder or prefix.
+        uri: Where a key is, for people and pipelines (a local path or an ``s3://`` URI).
+    """
 
-    def capture_dir(self, endpoint: str) -> Path:
-        """The capture folder of ``endpoint``."""
-        return self.capture_root / endpoint
+    def __init__(self, objects: ObjectStore, uri: Callable[[str], str]) -> None:
+        self.objects = objects
+        self._uri = uri
+
+    def _read(self, key: str) -> str | None:
+        found = self.objects.get(key)
+        return None if found is None else found.data.decode()
 
     # -------------------------------------------------------------------- baselines
 
-    def save_baseline(self, model: str, version: str, baseline: VersionBaseline) -> Path:
-        """Keep ``baseline`` with ``model:version``."""
-        path = self.root / "baselines" / model / f"{version}.json"
-        _write(path, baseline.model_dump_json())
-        return path
+    def save_baseline(self, model: str, version: str, baseline: VersionBaseline) -> str:
+        """Keep ``baseline`` with ``model:version``; returns where it is."""
+        key = f"baselines/{model}/{version}.json"
+        self.objects.put(key, baseline.model_dump_json().encode())
+        return self._uri(key)
 
     def baseline(self, model: str, version: str) -> VersionBaseline | None:
         """The baseline of ``model:version`` (``None``: it was registered without one)."""
-        path = self.root / "baselines" / model / f"{version}.json"
-        if not path.is_file():
-            return None
-        return VersionBaseline.model_validate_json(path.read_text())
+        text = self._read(f"baselines/{model}/{version}.json")
+        return None if text is None else VersionBaseline.model_validate_json(text)
 
     # -------------------------------------------------------------------- monitors
 
     def save_monitor(self, spec: MonitorSpec) -> None:
         """Save (or replace) a monitor."""
-        _write(self.root / "monitors" / f"{spec.name}.json", spec.model_dump_json())
+        self.objects.put(f"monitors/{spec.name}.json", spec.model_dump_json().encode())
 
     def monitors(self) -> list[MonitorSpec]:
         """Every saved monitor, by name."""
-        folder = self.root / "monitors"
-        if not folder.is_dir():
-            return []
-        return [MonitorSpec.model_validate_json(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        out = []
+        for key in self.objects.list("monitors/"):
+            text = self._read(key)
+            if key.endswith(".json") and "/" not in key[len("monitors/") :] and text is not None:
+                out.append(MonitorSpec.model_validate_json(text))
+        return sorted(out, key=lambda m: m.name)
 
     def monitor(self, name: str) -> MonitorSpec:
         """A saved monitor.
@@ -98,63 +99,73 @@ class MonitorStore:
         Raises:
             NotFound: naming the monitors there are.
         """
-        path = self.root / "monitors" / f"{name}.json"
-        if not path.is_file():
+        text = self._read(f"monitors/{name}.json")
+        if text is None:
             known = ", ".join(m.name for m in self.monitors()) or "none saved yet"
             raise NotFound(
                 f"monitor {name!r} does not exist (monitors: {known})",
                 hint="save one with `mlshift monitors apply` or client.monitors.apply(spec)",
             )
-        return MonitorSpec.model_validate_json(path.read_text())
+        return MonitorSpec.model_validate_json(text)
 
     def delete_monitor(self, name: str) -> None:
         """Forget a monitor, its state and its runs' files."""
-        import shutil
-
         self.monitor(name)
-        (self.root / "monitors" / f"{name}.json").unlink(missing_ok=True)
-        (self.root / "state" / f"{name}.json").unlink(missing_ok=True)
-        shutil.rmtree(self.root / "runs" / name, ignore_errors=True)
+        runs = self.objects.list(f"runs/{name}/")
+        self.objects.delete([f"monitors/{name}.json", f"state/{name}.json", *runs])
 
     # -------------------------------------------------------------------- state and runs
 
     def state(self, name: str) -> dict[str, Any]:
         """A monitor's state (empty before its first run)."""
-        path = self.root / "state" / f"{name}.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        text = self._read(f"state/{name}.json")
+        return json.loads(text) if text is not None else {}
 
     def save_state(self, name: str, state: dict[str, Any]) -> None:
-        """Replace a monitor's state atomically."""
-        _write(self.root / "state" / f"{name}.json", json.dumps(state, sort_keys=True))
+        """Replace a monitor's state (one object written whole: readers see old or new)."""
+        self.objects.put(f"state/{name}.json", json.dumps(state, sort_keys=True).encode())
 
-    def run_dir(self, name: str, run_id: str) -> Path:
-        """The folder of one run's files."""
-        return self.root / "runs" / name / run_id
+    def run_uri(self, name: str, run_id: str, filename: str) -> str:
+        """Where one file of a run is (``report.json``, ``report.html``, ``window.json``)."""
+        return self._uri(f"runs/{name}/{run_id}/{filename}")
+
+    def put_run_file(self, name: str, run_id: str, filename: str, text: str) -> None:
+        """Write one file of a run."""
+        self.objects.put(f"runs/{name}/{run_id}/{filename}", text.encode())
+
+    def run_file(self, name: str, run_id: str, filename: str) -> str | None:
+        """One file of a run (``None``: it does not exist)."""
+        return self._read(f"runs/{name}/{run_id}/{filename}")
 
     def run_ids(self, name: str) -> list[str]:
         """Run ids of a monitor, oldest first (ids sort by time)."""
-        folder = self.root / "runs" / name
-        if not folder.is_dir():
-            return []
-        return sorted(p.name for p in folder.iterdir() if (p / "report.json").is_file())
+        prefix = f"runs/{name}/"
+        ids = {
+            key[len(prefix) :].split("/", 1)[0]
+            for key in self.objects.list(prefix)
+            if key.endswith("/report.json")
+        }
+        return sorted(ids)
 
 
 def store_for(adapter: Any) -> MonitorStore:
     """The monitoring store of a target.
 
     Raises:
-        UnsupportedOperation: a target that keeps no monitoring files yet (only the local
-            target does so far).
+        UnsupportedOperation: a target that keeps no monitoring documents (no
+            :class:`~mlshift.adapter.MonitoringStorage`), naming the targets that do.
     """
-    root = getattr(adapter, "root", None)
-    endpoints = getattr(adapter, "endpoints", None)
-    if not isinstance(root, Path) or not hasattr(endpoints, "capture_dir"):
+    from mlshift._registry import targets_with
+    from mlshift.adapter import Capability, MonitoringStorage
+
+    if not isinstance(adapter, MonitoringStorage):
+        others = ", ".join(targets_with(Capability.CAPTURE)) or "none installed"
         raise UnsupportedOperation(
-            f"baselines and monitors are kept on local targets so far; {adapter.uri.raw} has no "
-            "monitoring store",
-            hint="register and monitor on local:// (cloud capture readers come with their adapters)",
+            f"{adapter.uri.raw} keeps no baselines or monitors (its adapter offers no monitoring "
+            f"storage); targets that capture traffic keep them: {others}",
+            hint="register with a baseline and monitor on a target that keeps them",
         )
-    return MonitorStore(root / "monitoring", root / "capture")
+    return MonitorStore(adapter.monitoring_store(), adapter.monitoring_uri)
 
 
 def capture_reader(adapter: Any) -> CaptureReader:
