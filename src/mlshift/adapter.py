@@ -1008,7 +1008,8 @@ class CaptureReader(Protocol):
         ...
 
     def read_capture(self, name: str, *, since: datetime, until: datetime) -> Iterator[CapturedRequest]:
-        """The requests ``name`` captured with ``since < timestamp <= until``, oldest file first.
+        """The requests ``name`` captured with ``since < timestamp <= until``, in the order the
+        target keeps them (monitors do not depend on it).
 
         Records kept after the endpoint was deleted are still read. A record that is not one
         (a line being written, another tool's file) is skipped, never an error.
@@ -1045,8 +1046,9 @@ class Adapter(Protocol):
     Core calls exactly what is declared here. Optional services follow one pattern: a read-only
     attribute typed as the service's protocol that is ``None`` when the target has no such
     service, together with the :class:`Capability` that says what the target can do. Today that
-    is :attr:`pipelines` (with ``Capability.PIPELINES``); services added later (monitoring) are
-    declared the same way.
+    is :attr:`pipelines` (with ``Capability.PIPELINES``). Monitoring is declared by optional
+    protocols core checks with ``isinstance``: :class:`MonitoringStorage` on the adapter and
+    :class:`CaptureReader` on its endpoint service (with ``Capability.CAPTURE``).
 
     Adapters are found through the ``mlshift.adapters`` entry point, which names a class (or
     any object) with :meth:`from_uri`.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlshift.adapter import Capability, NameRules, TargetURI
 from mlshift.errors import ConfigError
@@ -144,3 +144,11 @@ class LocalAdapter:
 
     def close(self) -> None:
         self._endpoints.close()
+
+
+if TYPE_CHECKING:
+    # mypy checks here that the local target keeps monitoring's contract.
+    from mlshift.adapter import CaptureReader, MonitoringStorage
+
+    _MONITORING: type[MonitoringStorage] = LocalAdapter
+    _CAPTURE: type[CaptureReader] = LocalEndpointService

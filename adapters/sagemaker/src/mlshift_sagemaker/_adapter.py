@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlshift.adapter import Adapter, Capability, NameRules, TargetURI
+from mlshift.adapter import Adapter, Capability, CaptureReader, MonitoringStorage, NameRules, TargetURI
 from mlshift.errors import ConfigError
+from mlshift.storage import PrefixedObjectStore
 from mlshift_sagemaker._aws import AwsClients
 from mlshift_sagemaker._endpoints import SageMakerEndpointService
 from mlshift_sagemaker._images import ServingImages
@@ -32,6 +33,7 @@ __all__ = ["CAPABILITIES", "SageMakerAdapter"]
 #: ``IN_PLACE_UPDATE``: an ``UpdateEndpoint`` to a new configuration swaps a variant's model or
 #: instances under its name. Pipelines run on
 #: SageMaker Pipelines, with conditions as condition steps; schedules are not mapped yet.
+#: ``CAPTURE``: the neutral ``capture`` is SageMaker's data capture to S3, read back for monitors.
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
@@ -45,6 +47,7 @@ CAPABILITIES = frozenset(
         Capability.SERVERLESS,
         Capability.PIPELINES,
         Capability.PIPELINE_CONDITIONS,
+        Capability.CAPTURE,
     }
 )
 
@@ -134,6 +137,14 @@ class SageMakerAdapter:
         service: SageMakerPipelineService = self._pipelines
         return service
 
+    def monitoring_store(self) -> PrefixedObjectStore:
+        """Monitoring's documents (baselines, monitors, runs) under ``s3://BUCKET/PREFIX/monitoring/``."""
+        return PrefixedObjectStore(self.store, self.store.key("monitoring"))
+
+    def monitoring_uri(self, key: str) -> str:
+        """``s3://BUCKET/PREFIX/monitoring/KEY``."""
+        return self.store.uri(self.store.key("monitoring", key))
+
     def default_image(self) -> str:
         """The image that runs mlshift code: the ``image_uri`` option, else the mlshift image in ECR.
 
@@ -159,3 +170,5 @@ class SageMakerAdapter:
 if TYPE_CHECKING:
     # mypy checks here that the adapter declares every hook of mlshift's adapter contract.
     _CONTRACT: type[Adapter] = SageMakerAdapter
+    _MONITORING: type[MonitoringStorage] = SageMakerAdapter
+    _CAPTURE: type[CaptureReader] = SageMakerEndpointService

@@ -18,9 +18,10 @@ records of their own, under their variant name. The testing kit writes records w
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -30,12 +31,21 @@ __all__ = ["CaptureRecord", "capture_key", "capture_record", "pair_records", "pa
 
 @dataclass(frozen=True)
 class CaptureRecord:
-    """One captured request: its event id, when, and the input and output bytes."""
+    """One captured request: its event id, when, and the input and output bytes.
+
+    Attributes:
+        inference_id: The caller's ``InferenceId`` of ``InvokeEndpoint``, when it gave one.
+        input_type: The request's observed content type.
+        output_type: The answer's observed content type.
+    """
 
     event_id: str
     time: datetime
     input: bytes | None
     output: bytes | None
+    inference_id: str | None = None
+    input_type: str = ""
+    output_type: str = ""
 
 
 def _decode(part: Any) -> bytes | None:
@@ -60,12 +70,20 @@ def parse_capture(body: bytes) -> Iterator[CaptureRecord]:
         except (ValueError, KeyError, TypeError):
             continue
         data = raw.get("captureData") or {}
+        inputs, outputs = data.get("endpointInput"), data.get("endpointOutput")
         yield CaptureRecord(
             event_id=str(meta.get("eventId", "")),
             time=when if when.tzinfo else when.replace(tzinfo=timezone.utc),
-            input=_decode(data.get("endpointInput")),
-            output=_decode(data.get("endpointOutput")),
+            input=_decode(inputs),
+            output=_decode(outputs),
+            inference_id=str(meta["inferenceId"]) if meta.get("inferenceId") else None,
+            input_type=_content_type(inputs),
+            output_type=_content_type(outputs),
         )
+
+
+def _content_type(part: Any) -> str:
+    return str(part.get("observedContentType") or "") if isinstance(part, dict) else ""
 
 
 def pair_records(
@@ -96,9 +114,33 @@ def pair_records(
         yield match.output, record.output
 
 
-def _part(mode: str, data: bytes, content_type: str) -> dict[str, str]:
-    text_types = ("json", "csv", "text")
-    if any(t in content_type for t in text_types):
+def _media(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _part(
+    mode: str, data: bytes, content_type: str, text_types: Mapping[str, Sequence[str]] | None
+) -> dict[str, str]:
+    if text_types is not None:
+        # What SageMaker does with a CaptureContentTypeHeader: the listed types as text, the
+        # rest in base64.
+        media = _media(content_type)
+        for encoding in ("JSON", "CSV"):
+            if media in (_media(t) for t in text_types.get(encoding, ())):
+                with contextlib.suppress(UnicodeDecodeError):
+                    return {
+                        "observedContentType": content_type,
+                        "mode": mode,
+                        "data": data.decode(),
+                        "encoding": encoding,
+                    }
+        return {
+            "observedContentType": content_type,
+            "mode": mode,
+            "data": base64.b64encode(data).decode(),
+            "encoding": "BASE64",
+        }
+    if any(t in content_type for t in ("json", "csv", "text")):
         try:
             encoding = "CSV" if "csv" in content_type else "JSON"
             return {
@@ -125,21 +167,29 @@ def capture_record(
     request_type: str,
     response: bytes | None,
     response_type: str,
+    text_types: Mapping[str, Sequence[str]] | None = None,
+    inference_id: str | None = None,
 ) -> str:
-    """One capture record as a JSON line (``request``/``response``: ``None`` when not captured)."""
+    """One capture record as a JSON line (``request``/``response``: ``None`` when not captured).
+
+    Args:
+        text_types: The configuration's ``CaptureContentTypeHeader`` as ``{"JSON": [...],
+            "CSV": [...]}``: bodies of those types are kept as text, others in base64. Without
+            one, JSON, CSV and text bodies are kept as text.
+        inference_id: The caller's ``InferenceId``, recorded as ``eventMetadata.inferenceId``.
+    """
     data: dict[str, Any] = {}
     if request is not None:
-        data["endpointInput"] = _part("INPUT", request, request_type)
+        data["endpointInput"] = _part("INPUT", request, request_type, text_types)
     if response is not None:
-        data["endpointOutput"] = _part("OUTPUT", response, response_type)
-    record = {
-        "captureData": data,
-        "eventMetadata": {
-            "eventId": event_id,
-            "inferenceTime": time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        },
-        "eventVersion": "0",
+        data["endpointOutput"] = _part("OUTPUT", response, response_type, text_types)
+    meta = {
+        "eventId": event_id,
+        "inferenceTime": time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
+    if inference_id:
+        meta["inferenceId"] = inference_id
+    record = {"captureData": data, "eventMetadata": meta, "eventVersion": "0"}
     return json.dumps(record, separators=(",", ":"))
 
 

@@ -22,7 +22,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from mlshift.adapter import (
     PENDING,
     BaseEndpointService,
+    CapturedRequest,
     CompletedOperation,
     EndpointState,
     Invocation,
@@ -52,6 +53,7 @@ from mlshift.adapter import (
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound, ProviderError, RolloutFailed
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef
+from mlshift.specs.monitor import CaptureSpec
 from mlshift.specs.rollout import AllAtOnce, HealthGate, Shadow
 from mlshift_sagemaker._capture import CaptureRecord, pair_records, parse_capture
 from mlshift_sagemaker._metrics import read_variant_metrics
@@ -66,6 +68,7 @@ from mlshift_sagemaker._rollout import (
 from mlshift_sagemaker._scaling import VariantScaling, VariantScalingService
 from mlshift_sagemaker.errors import aws_errors, error_code, translate
 from mlshift_sagemaker.options import (
+    DataCaptureOptions,
     EndpointOptions,
     check_tags,
     instance_type_for,
@@ -129,6 +132,33 @@ def _capture_values(config: Mapping[str, Any] | None) -> dict[str, Any]:
         "s3_uri": config.get("DestinationS3Uri"),
         "capture": tuple(str(o["CaptureMode"]).lower() for o in config.get("CaptureOptions") or []),
     }
+
+
+#: ``capture`` (the neutral spec) as SageMaker records it: JSON and CSV bodies kept as text, so
+#: a monitor reads them without base64 (other types are kept in base64, and decoded too).
+CAPTURE_CONTENT_TYPES: Mapping[str, builtins.list[str]] = {
+    "JsonContentTypes": ["application/json"],
+    "CsvContentTypes": ["text/csv"],
+}
+#: A stand-in for "the neutral capture the endpoint was last applied with" (read from S3).
+_STORED: Any = object()
+
+
+def sampling_percent(capture: CaptureSpec, name: str) -> int:
+    """``capture.sample_rate`` as SageMaker's ``InitialSamplingPercentage`` (a whole percent).
+
+    Raises:
+        ConfigError: a rate that is not a whole percent, naming ``capture.sample_rate``.
+    """
+    percent = capture.sample_rate * 100
+    if abs(percent - round(percent)) > 1e-6:
+        raise ConfigError(
+            f"endpoint {name!r}: capture.sample_rate {capture.sample_rate:g} is {percent:g}% of requests; "
+            "SageMaker samples whole percents (InitialSamplingPercentage)",
+            field="capture.sample_rate",
+            hint=f"use a multiple of 0.01, e.g. {max(round(percent), 1) / 100:g}",
+        )
+    return round(percent)
 
 
 def _repository(image: str) -> str:
@@ -627,12 +657,15 @@ class SageMakerEndpointService(BaseEndpointService):
             pairs.append((slot, wanted))
         return pairs
 
-    def _option_diff(self, live: _Live, options: EndpointOptions) -> builtins.list[OptionChange]:
-        """What applying ``options`` changes in the live configuration, its variants and models."""
+    def _option_diff(
+        self, live: _Live, options: EndpointOptions, neutral: Any = _STORED
+    ) -> builtins.list[OptionChange]:
+        """What applying ``options`` (and the neutral ``capture``) changes in the live
+        configuration, its variants and models."""
         changes: builtins.list[OptionChange] = []
         config, _ = self._config(live.config)
         old_capture = _capture_values(config.get("DataCaptureConfig"))
-        new_capture = _capture_values(self._data_capture(live.name, options))
+        new_capture = _capture_values(self._data_capture(live.name, options, neutral))
         for key in ("sampling_percent", "s3_uri", "capture"):
             changes += _change(f"data_capture.{key}", [old_capture[key]], [new_capture[key]])
         pairs = self._optioned(live, options, build=False)
@@ -679,14 +712,21 @@ class SageMakerEndpointService(BaseEndpointService):
         Raises:
             ConfigError: ``provider_options.sagemaker`` is invalid.
         """
-        if "sagemaker" not in spec.provider_options:
+        if "sagemaker" not in spec.provider_options and spec.capture is None:
             return []
         live = self._read(spec.name)
         if live is None:
             return []
+        options = self._wanted_options(spec)
+        return self._option_diff(live, options, _STORED if spec.capture is None else spec.capture)
+
+    def _wanted_options(self, spec: EndpointSpec) -> EndpointOptions:
+        """``provider_options.sagemaker`` of ``spec``, else the ones the endpoint was applied with."""
+        if "sagemaker" not in spec.provider_options:
+            return self._stored_options(spec.name) or EndpointOptions()
         options = validate_own_options(spec, "sagemaker", EndpointOptions)
         assert isinstance(options, EndpointOptions)
-        return self._option_diff(live, options)
+        return options
 
     def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:
         """Move the endpoint onto a configuration made with ``spec``'s options, then retire the old one.
@@ -701,16 +741,18 @@ class SageMakerEndpointService(BaseEndpointService):
             ProviderError: SageMaker rolled the update back (the old configuration serves on).
         """
         what = f"update the provider options of {name}"
-        if "sagemaker" not in spec.provider_options:
+        own = "sagemaker" in spec.provider_options
+        if not own and spec.capture is None:
             return CompletedOperation(self._settled(name), what)
-        options = validate_own_options(spec, "sagemaker", EndpointOptions)
-        assert isinstance(options, EndpointOptions)
+        options = self._wanted_options(spec)
         live = self._require_in_service(name)
         # Compared (and the new variants made) before the options are stored: which image a
         # variant goes to depends on the choice the endpoint was last applied with.
-        changed = bool(self._option_diff(live, options))
+        changed = bool(self._option_diff(live, options, _STORED if spec.capture is None else spec.capture))
         wanted = [slot for _, slot in self._optioned(live, options)] if changed else []
-        self._options_for(name, options)  # what later variants get
+        if own:
+            self._options_for(name, options)  # what later variants get
+        self._keep_neutral_capture(name, spec.capture)  # read when the configuration is made
         if not changed:
             return CompletedOperation(self._settled(name), what)
         return self._switch(name, wanted, what, options=options)
@@ -830,14 +872,40 @@ class SageMakerEndpointService(BaseEndpointService):
             )
         return role
 
-    def _data_capture(self, endpoint: str, options: EndpointOptions | None) -> dict[str, Any] | None:
-        """The ``DataCaptureConfig`` new configurations of ``endpoint`` get, if any."""
+    def _data_capture(
+        self, endpoint: str, options: EndpointOptions | None, neutral: Any = _STORED
+    ) -> dict[str, Any] | None:
+        """The ``DataCaptureConfig`` new configurations of ``endpoint`` get, if any.
+
+        ``provider_options.sagemaker.data_capture`` when set, else the neutral ``capture`` of
+        the endpoint (``neutral``; by default the one it was last applied with).
+        """
         capture = (options or self._options_for(endpoint)).data_capture
-        if capture is None:
-            return None
         store = self._adapter.store
         default = store.uri(store.key("data-capture", endpoint))
-        return capture.data_capture_config(default, self._adapter.options.kms_key_id)
+        kms = self._adapter.options.kms_key_id
+        if capture is not None:
+            return capture.data_capture_config(default, kms)
+        wanted = self._neutral_capture(endpoint) if neutral is _STORED else neutral
+        if wanted is None or not wanted.enabled:
+            return None
+        percent = sampling_percent(wanted, endpoint)
+        config = DataCaptureOptions(sampling_percent=percent).data_capture_config(default, kms)
+        config["CaptureContentTypeHeader"] = {k: list(v) for k, v in CAPTURE_CONTENT_TYPES.items()}
+        return config
+
+    def _capture_key(self, name: str) -> str:
+        return self._adapter.store.key("endpoints", name, "capture.json")
+
+    def _neutral_capture(self, name: str) -> CaptureSpec | None:
+        """The ``capture`` the endpoint was last applied with (``None``: never given)."""
+        stored = self._adapter.store.get_json(self._capture_key(name))
+        return None if not stored else CaptureSpec.model_validate(stored[0])
+
+    def _keep_neutral_capture(self, name: str, capture: CaptureSpec | None) -> None:
+        """Remember a spec's ``capture``; a spec without one leaves the endpoint's as it is."""
+        if capture is not None and capture != self._neutral_capture(name):
+            self._adapter.store.put_json(self._capture_key(name), capture.model_dump(mode="json"))
 
     def _shadow_capture(self, endpoint: str, capture: Mapping[str, Any] | None) -> dict[str, Any]:
         """The ``DataCaptureConfig`` of a configuration with a shadow variant.
@@ -1022,10 +1090,63 @@ class SageMakerEndpointService(BaseEndpointService):
             )
         if options.serverless is not None:
             self._check_serverless(spec, options)
+        if spec.capture is not None:
+            self._check_capture(spec, options, own)
         if spec.autoscaling is not None:
             check_autoscaling(spec)
         if spec.rollout is not None and spec.rollout.strategy == "shadow":
             check_shadow(spec, options)
+
+    def _check_capture(self, spec: EndpointSpec, options: EndpointOptions, own: bool) -> None:
+        """What SageMaker's data capture cannot do with the neutral ``capture`` (plan time).
+
+        Raises:
+            ConfigError: a rate that is not a whole percent, a serverless endpoint, or a
+                ``provider_options.sagemaker.data_capture`` that says otherwise, naming the field.
+        """
+        capture = spec.capture
+        assert capture is not None
+        if not capture.enabled:
+            if own and options.data_capture is not None:
+                raise ConfigError(
+                    f"endpoint {spec.name!r}: capture.enabled is false but "
+                    "provider_options.sagemaker.data_capture turns capture on",
+                    field="capture.enabled",
+                    hint="remove one of them",
+                )
+            return
+        percent = sampling_percent(capture, spec.name)
+        if options.serverless is not None:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: capture: SageMaker serverless endpoints take no data capture",
+                field="capture",
+                hint="capture on an instance-backed endpoint, or remove capture",
+            )
+        given = options.data_capture if own else None
+        if given is not None and given.sampling_percent != percent:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: capture.sample_rate {capture.sample_rate:g} ({percent}%) and "
+                f"provider_options.sagemaker.data_capture.sampling_percent {given.sampling_percent} disagree",
+                field="capture.sample_rate",
+                hint="give the rate once (data_capture may still choose s3_uri and the modes)",
+            )
+
+    def plan_notes(self, spec: EndpointSpec, observed: EndpointState | None) -> builtins.list[str]:
+        """What SageMaker does not take of the neutral ``capture`` (it writes its files itself)."""
+        capture = spec.capture
+        if capture is None or not capture.enabled:
+            return []
+        ignored = [
+            f"capture.{name}"
+            for name in ("max_file_mb", "queue_size")
+            if getattr(capture, name) != CaptureSpec.model_fields[name].default
+        ]
+        if not ignored:
+            return []
+        return [
+            f"SageMaker writes capture files itself: {' and '.join(ignored)} do not apply there "
+            "(its data capture samples requests to S3 and never slows a caller)"
+        ]
 
     def _creates_models(self, spec: EndpointSpec) -> bool:
         """Whether applying ``spec`` may make new SageMaker models (reads only).
@@ -1145,6 +1266,10 @@ class SageMakerEndpointService(BaseEndpointService):
         options = validate_own_options(spec, "sagemaker", EndpointOptions)
         assert isinstance(options, EndpointOptions)
         slots = [self._new_slot(name, v, options) for v in variants]
+        # A new endpoint starts from its own spec: a capture.json left by an endpoint of the
+        # same name that was deleted does not count.
+        self._adapter.store.delete([self._capture_key(name)])
+        self._keep_neutral_capture(name, spec.capture)
         created_models = self._ensure_models(name, slots)
         made: str | None = None
         try:
@@ -1173,7 +1298,7 @@ class SageMakerEndpointService(BaseEndpointService):
             if status == "Failed":
                 reason = described.get("FailureReason") or "no reason given"
                 self._remove(name, [the_config])
-                self._adapter.store.delete([self._options_key(name)])
+                self._adapter.store.delete([self._options_key(name), self._capture_key(name)])
                 raise ProviderError(
                     f"endpoint {name!r} failed to start and was deleted: {reason}",
                     provider="sagemaker",
@@ -1470,7 +1595,7 @@ class SageMakerEndpointService(BaseEndpointService):
             self._finish_removal(name, [live.config])
             store = self._adapter.store
             store.journal.clear(name)
-            store.delete([self._options_key(name)])
+            store.delete([self._options_key(name), self._capture_key(name)])
             return None
 
         return self._op(poll, f"delete endpoint {name}")
@@ -1676,6 +1801,84 @@ class SageMakerEndpointService(BaseEndpointService):
             kept = {k: v for k, v in self._capture_files.items() if not k[1].startswith(folder)}
             self._capture_files = {**kept, **seen}
         return records
+
+    # ---------------------------------------------------------------- reading capture back
+
+    def _live_capture(self, name: str) -> dict[str, Any] | None:
+        live = self._read(name)
+        if live is None:
+            return None
+        config, _ = self._config(live.config)
+        return dict(config.get("DataCaptureConfig") or {})
+
+    def capture_settings(self, name: str) -> CaptureSpec | None:
+        """The live configuration's data capture in neutral terms (``None``: it does not
+        capture requests, or the endpoint does not exist)."""
+        capture = self._live_capture(name) or {}
+        modes = {str(o.get("CaptureMode", "")).lower() for o in capture.get("CaptureOptions") or []}
+        percent = int(capture.get("InitialSamplingPercentage") or 0)
+        if not capture.get("EnableCapture") or "input" not in modes or percent <= 0:
+            return None
+        return CaptureSpec(sample_rate=percent / 100)
+
+    def capture_location(self, name: str) -> str:
+        """Where the data capture of ``name`` goes (``s3://BUCKET/PREFIX``; files are under
+        ``ENDPOINT/VARIANT/YYYY/MM/DD/HH/`` there): the live configuration's destination, else
+        the stored ``data_capture.s3_uri``, else ``s3://BUCKET/PREFIX/data-capture/ENDPOINT``."""
+        destination = (self._live_capture(name) or {}).get("DestinationS3Uri")
+        if destination:
+            return str(destination)
+        stored = self._stored_options(name)
+        if stored is not None and stored.data_capture is not None and stored.data_capture.s3_uri:
+            return stored.data_capture.s3_uri
+        store = self._adapter.store
+        return store.uri(store.key("data-capture", name))
+
+    def read_capture(self, name: str, *, since: datetime, until: datetime) -> Iterator[CapturedRequest]:
+        """The records SageMaker wrote for ``name`` in ``(since, until]``, variant by variant.
+
+        Only hour folders from ``since``'s hour on are listed (a file is written after the
+        requests it holds, so none of them is in an earlier folder). A request's id is the
+        caller's ``InferenceId`` when it gave one, else SageMaker's event id; records name the
+        variant, not the model version (``CapturedRequest.model`` is ``None``).
+
+        Raises:
+            ProviderError: S3 refused a read (a bucket that does not exist holds nothing).
+        """
+        destination = self.capture_location(name)
+        bucket, _, prefix = destination.removeprefix("s3://").partition("/")
+        folder = "/".join(p for p in (prefix.strip("/"), name) if p) + "/"
+        s3 = self._adapter.clients.client("s3")
+        hour = since.astimezone(timezone.utc).strftime("%Y/%m/%d/%H")
+        try:
+            with aws_errors(f"list the data capture of {name} in {destination}"):
+                pages = s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=folder, Delimiter="/"
+                )
+                variants = sorted(p["Prefix"] for page in pages for p in page.get("CommonPrefixes", []))
+        except NotFound:
+            return  # no bucket yet: nothing was captured
+        for variant_folder in variants:
+            variant = variant_folder[len(folder) :].strip("/")
+            with aws_errors(f"list the data capture of {name}/{variant} in {destination}"):
+                pages = s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=variant_folder, StartAfter=variant_folder + hour
+                )
+                keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+            for key in keys:
+                with aws_errors(f"read s3://{bucket}/{key}"):
+                    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                for record in parse_capture(body):
+                    if since < record.time <= until:
+                        yield CapturedRequest(
+                            request_id=record.inference_id or record.event_id,
+                            endpoint=name,
+                            variant=variant,
+                            timestamp=record.time,
+                            content_type=record.input_type or "application/json",
+                            request=record.input,
+                            response=record.output,
+                        )
 
     # ---------------------------------------------------------------- journal and lock
 

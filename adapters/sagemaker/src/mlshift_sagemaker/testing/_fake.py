@@ -1051,6 +1051,7 @@ class FakeSageMaker:
                 content_type,
                 content,
                 headers.get("content-type", accept),
+                inference_id=_header(request, "X-Amzn-SageMaker-Inference-Id") or None,
             )
         self._mirror(
             region, name, endpoint.endpoint_config_name, capture, event_id, body, content_type, accept
@@ -1097,7 +1098,13 @@ class FakeSageMaker:
         if not self._share(region, name, config_name, "capture", percent):
             return None
         modes = {str(o.get("CaptureMode", "")).lower() for o in capture.get("CaptureOptions") or []}
-        return f"{capture['DestinationS3Uri']}#{','.join(sorted(modes))}"
+        header = capture.get("CaptureContentTypeHeader")
+        text = json.dumps(
+            {"JSON": header.get("JsonContentTypes") or [], "CSV": header.get("CsvContentTypes") or []}
+            if isinstance(header, dict)
+            else None
+        )
+        return f"{capture['DestinationS3Uri']}#{','.join(sorted(modes))}#{text}"
 
     def _write_capture(
         self,
@@ -1109,8 +1116,9 @@ class FakeSageMaker:
         request_type: str,
         response: bytes,
         response_type: str,
+        inference_id: str | None = None,
     ) -> None:
-        uri, _, modes = destination.partition("#")
+        uri, modes, text = destination.split("#", 2)
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
         now = datetime.now(timezone.utc)
         line = capture_record(
@@ -1120,6 +1128,10 @@ class FakeSageMaker:
             request_type=request_type,
             response=response if "output" in modes else None,
             response_type=response_type,
+            # Without a CaptureContentTypeHeader SageMaker would keep every body in base64; the
+            # kit keeps JSON and CSV as text then, as the shadow comparison has always read them.
+            text_types=json.loads(text),
+            inference_id=inference_id,
         )
         # SageMaker cannot write to a bucket that does not exist either: nothing is captured.
         with contextlib.suppress(Exception):
