@@ -198,6 +198,20 @@ def test_capture_sagemaker_cannot_express_is_refused_at_plan_time(
     assert aws.mutating_calls(since=mark) == []
 
 
+def test_capture_that_the_endpoints_own_data_capture_would_override_is_refused(
+    client: mlshift.Client, churn: tuple[Path, Any]
+) -> None:
+    _deploy(client, churn, provider_options={"sagemaker": {"data_capture": {"sampling_percent": 20}}})
+    # deploy() carries no provider options: the endpoint keeps its data_capture, which would win.
+    with pytest.raises(ConfigError, match="applied with .sampling_percent 20. disagree") as err:
+        client.endpoints.deploy("churn", "churn:1", variant="main", capture={"sample_rate": 0.5})
+    assert err.value.field == "capture.sample_rate"
+    client.endpoints.deploy("churn", "churn:1", variant="main", capture={"sample_rate": 0.2})
+    with pytest.raises(ConfigError, match="turns capture on") as err:
+        client.endpoints.deploy("churn", "churn:1", variant="main", capture={"enabled": False})
+    assert err.value.field == "capture.enabled"
+
+
 def test_settings_sagemaker_does_not_take_are_a_plan_note(
     client: mlshift.Client, churn: tuple[Path, Any]
 ) -> None:

@@ -1106,13 +1106,15 @@ class SageMakerEndpointService(BaseEndpointService):
         """
         capture = spec.capture
         assert capture is not None
+        # Without its own provider options the spec keeps the endpoint's: their data_capture
+        # would win over capture, so a disagreement is refused rather than silently ignored.
+        where = "provider_options.sagemaker.data_capture" + ("" if own else " the endpoint was applied with")
         if not capture.enabled:
-            if own and options.data_capture is not None:
+            if options.data_capture is not None:
                 raise ConfigError(
-                    f"endpoint {spec.name!r}: capture.enabled is false but "
-                    "provider_options.sagemaker.data_capture turns capture on",
+                    f"endpoint {spec.name!r}: capture.enabled is false but {where} turns capture on",
                     field="capture.enabled",
-                    hint="remove one of them",
+                    hint="remove one of them (provider_options: {sagemaker: {}} drops data_capture)",
                 )
             return
         percent = sampling_percent(capture, spec.name)
@@ -1122,11 +1124,11 @@ class SageMakerEndpointService(BaseEndpointService):
                 field="capture",
                 hint="capture on an instance-backed endpoint, or remove capture",
             )
-        given = options.data_capture if own else None
+        given = options.data_capture
         if given is not None and given.sampling_percent != percent:
             raise ConfigError(
                 f"endpoint {spec.name!r}: capture.sample_rate {capture.sample_rate:g} ({percent}%) and "
-                f"provider_options.sagemaker.data_capture.sampling_percent {given.sampling_percent} disagree",
+                f"{where} (sampling_percent {given.sampling_percent}) disagree",
                 field="capture.sample_rate",
                 hint="give the rate once (data_capture may still choose s3_uri and the modes)",
             )
