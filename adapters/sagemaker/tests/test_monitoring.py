@@ -289,3 +289,35 @@ def test_a_monitor_on_an_endpoint_without_capture_is_refused(no_capture_endpoint
         no_capture_endpoint.monitors.apply({"name": "m", "endpoint": "churn"})
     assert err.value.field == "endpoint"
     assert no_capture_endpoint.monitors.list() == []
+
+
+def test_records_as_sagemaker_writes_them_are_read() -> None:
+    from mlshift_sagemaker._capture import parse_capture
+
+    # As AWS documents them: whole-second UTC with a "Z", CSV kept as text, a BASE64 answer.
+    line = {
+        "captureData": {
+            "endpointInput": {
+                "observedContentType": "text/csv",
+                "mode": "INPUT",
+                "data": "1,2,3,4",
+                "encoding": "CSV",
+            },
+            "endpointOutput": {
+                "observedContentType": "application/json",
+                "mode": "OUTPUT",
+                "data": "eyJwcmVkaWN0aW9ucyI6IFsxXX0=",
+                "encoding": "BASE64",
+            },
+        },
+        "eventMetadata": {
+            "eventId": "b5e7",
+            "inferenceId": "order-7",
+            "inferenceTime": "2026-12-06T08:00:05Z",
+        },
+        "eventVersion": "0",
+    }
+    (record,) = parse_capture((json.dumps(line) + "\nnot a record\n").encode())
+    assert record.time == datetime(2026, 12, 6, 8, 0, 5, tzinfo=timezone.utc)
+    assert (record.input, record.input_type) == (b"1,2,3,4", "text/csv")
+    assert record.output == b'{"predictions": [1]}' and record.inference_id == "order-7"

@@ -66,7 +66,9 @@ def parse_capture(body: bytes) -> Iterator[CaptureRecord]:
         try:
             raw = json.loads(line)
             meta = raw["eventMetadata"]
-            when = datetime.fromisoformat(str(meta["inferenceTime"]))
+            stamp = str(meta["inferenceTime"])
+            # SageMaker writes UTC with a "Z", which fromisoformat reads only from Python 3.11 on.
+            when = datetime.fromisoformat(stamp[:-1] + "+00:00" if stamp.endswith("Z") else stamp)
         except (ValueError, KeyError, TypeError):
             continue
         data = raw.get("captureData") or {}
