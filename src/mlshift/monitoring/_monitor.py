@@ -149,7 +149,7 @@ def check_monitor(
             without a baseline, or whose baseline does not match its signature; a statistic
             that does not fit a feature's kind or names an unknown feature; a bad schedule; a
             retraining pipeline that cannot be loaded or lacks the report parameter.
-        UnsupportedOperation: a target without a monitoring store.
+        UnsupportedOperation: a target without a monitoring store, or that does not capture.
     """
     store = store_for(client.adapter)
     served = _served(client, spec.endpoint)
@@ -487,7 +487,7 @@ def _retrain(
 ) -> MonitorRun:
     action = spec.actions.retrain
     assert action is not None
-    # The report is on disk before the pipeline starts: it is the pipeline's input.
+    # The report is stored before the pipeline starts: it is the pipeline's input.
     store.put_run_file(spec.name, run.id, "report.json", run.model_dump_json(indent=2))
     pipeline = _load_retrain(spec)
     params = {**action.params, action.report_param: store.run_uri(spec.name, run.id, "report.json")}
