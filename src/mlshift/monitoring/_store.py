@@ -8,6 +8,7 @@ On the local target everything is under ``<state>/monitoring/``::
     runs/<name>/<run id>/report.json      a MonitorRun, with its drift report
     runs/<name>/<run id>/report.html      the same as a self-contained page
     runs/<name>/<run id>/window.json      the captured rows it judged (for retraining)
+    labels/<endpoint>/<time>-<id>.jsonl   ground truth posted by request id, one file per post
 
 Captured requests are under ``<state>/capture/<endpoint>/`` (see ``mlshift.serving._capture``).
 """
@@ -35,12 +36,15 @@ class VersionBaseline(BaseModel):
         inputs: Per-feature statistics of the training features.
         predictions: Statistics of the version's own predictions on them, under the feature
             name ``prediction`` (``None`` when they could not be computed).
+        quality: The version's model quality metrics on them, when their labels were given
+            (the references of ``model_quality.max_drop``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     inputs: Baseline
     predictions: Baseline | None = None
+    quality: dict[str, float] | None = None
 
 
 def _write(path: Path, text: str) -> None:
@@ -112,6 +116,35 @@ class MonitorStore:
         (self.root / "monitors" / f"{name}.json").unlink(missing_ok=True)
         (self.root / "state" / f"{name}.json").unlink(missing_ok=True)
         shutil.rmtree(self.root / "runs" / name, ignore_errors=True)
+
+    # -------------------------------------------------------------------- labels
+
+    def save_labels(self, endpoint: str, labels: dict[str, Any]) -> Path:
+        """Keep ground-truth ``labels`` (by request id) posted for ``endpoint``; a later post
+        of the same id replaces its label."""
+        import uuid
+        from datetime import datetime, timezone
+
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        path = self.root / "labels" / endpoint / f"{stamp}-{uuid.uuid4().hex[:6]}.jsonl"
+        lines = (json.dumps({"request_id": k, "label": v}) for k, v in labels.items())
+        _write(path, "\n".join(lines) + "\n")
+        return path
+
+    def labels(self, endpoint: str) -> dict[str, Any]:
+        """Every label posted for ``endpoint``, by request id (the latest post wins)."""
+        folder = self.root / "labels" / endpoint
+        out: dict[str, Any] = {}
+        if not folder.is_dir():
+            return out
+        for path in sorted(folder.glob("*.jsonl")):
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                    out[str(record["request_id"])] = record["label"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return out
 
     # -------------------------------------------------------------------- state and runs
 
