@@ -142,6 +142,7 @@ def test_open_inference_protocol_traffic_is_monitored(
     client = local
     base = _deploy(client, example, tmp_path, labels=False)
     rows = example.make_data(300, seed=30)
+    answered: list[Any] = []
     with httpx.Client(timeout=30, trust_env=False) as http:
         for start in range(0, 300, 10):
             chunk = rows[start : start + 10].tolist()
@@ -151,6 +152,7 @@ def test_open_inference_protocol_traffic_is_monitored(
             )
             assert resp.status_code == 200, resp.text
             assert resp.headers["x-request-id"] == f"v2-{start}"
+            answered.extend(resp.json()["outputs"][0]["data"])
     _wait_for(lambda: _captured(client) == 300, "300 captured rows")
     folder = client.adapter.endpoints.capture_dir("churn")
     ids: list[str] = []
@@ -161,7 +163,7 @@ def test_open_inference_protocol_traffic_is_monitored(
         ids=ids,
     )
     assert requests == 30 and got == rows.tolist() and ids[:10] == ["v2-0"] * 10
-    assert outputs[:10] == client.endpoints.predict("churn", rows[:10].tolist()).predictions
+    assert outputs == answered
     run = client.monitors.run({"name": "churn-v2", "endpoint": "churn", "min_rows": 100})
     assert run.judged and run.requests == 30 and run.report is not None and run.report.rows == 300
     assert run.drifted == ()
@@ -263,6 +265,7 @@ def test_cli_posts_labels_and_registers_a_reference(
     kept = local.models.baseline("churn:1")
     assert kept is not None and kept.inputs.columns == ("x0", "x1", "x2", "x3")
     assert kept.quality is not None and kept.quality["accuracy"] > 0.95
+    assert kept.quality["f1"] > 0.95  # the CSV's labels are 1.0 / 0.0, the model answers 1 / 0
     local.endpoints.deploy("churn", "churn:1", capture={"sample_rate": 1.0})
 
     (tmp_path / "labels.jsonl").write_text(
@@ -276,3 +279,38 @@ def test_cli_posts_labels_and_registers_a_reference(
     assert "request_id,label" in cli("monitors", "labels", "--help").stdout
     store_labels = state_dir / "monitoring" / "labels" / "churn"
     assert len(list(store_labels.glob("*.jsonl"))) == 1  # the bad file stored nothing
+
+
+def test_quality_metrics_agree_with_scikit_learn() -> None:
+    import numpy as np
+    from sklearn import metrics
+
+    from mlshift.monitoring import quality_metric
+
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 3, 500)
+    guess = np.where(rng.random(500) < 0.7, truth, rng.integers(0, 3, 500))
+    assert quality_metric("accuracy", truth.tolist(), guess.tolist()) == pytest.approx(
+        metrics.accuracy_score(truth, guess)
+    )
+    # Labels as a CSV gives them (text, floats) score the same as the model's integers.
+    as_text = [f"{v:.1f}" for v in truth]
+    assert quality_metric("f1", as_text, guess.tolist()) == pytest.approx(
+        metrics.f1_score(truth, guess, average="macro")
+    )
+    y = rng.normal(size=300)
+    p = y + rng.normal(scale=0.3, size=300)
+    assert quality_metric("mae", y.tolist(), p.tolist()) == pytest.approx(metrics.mean_absolute_error(y, p))
+    assert quality_metric("rmse", y.tolist(), p.tolist()) == pytest.approx(
+        float(np.sqrt(metrics.mean_squared_error(y, p)))
+    )
+
+
+def test_labels_join_rows_by_request_id() -> None:
+    from mlshift.monitoring._quality import join_labels
+
+    ids = ["a", "b", "b", "c", "d", "d"]
+    outputs = [1, 0, 1, 1, 0, 0]
+    # "b" has one label per row; "c" none; "d" one label for two rows (left out).
+    truth, answers, requests = join_labels({"a": 1, "b": [0, 0], "d": 1, "x": 1}, ids, outputs)
+    assert (truth, answers, requests) == ([1, 0, 0], [1, 0, 1], 2)

@@ -171,7 +171,10 @@ def load_labels(path: str | Path) -> dict[str, Any]:
                     field="labels",
                     hint='one object per line: {"request_id": "...", "label": 1}',
                 )
-            pairs.append((record["request_id"], record["label"]))
+            request_id = record["request_id"]
+            if isinstance(request_id, int) and not isinstance(request_id, bool):
+                request_id = str(request_id)  # a header is text; a writer may have made it a number
+            pairs.append((request_id, record["label"]))
     else:
         raise ConfigError(
             f"labels file {p.name}: mlshift reads .csv (header request_id,label) and .jsonl",
@@ -183,11 +186,18 @@ def load_labels(path: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ scoring
 
 
-def _same(a: Any, b: Any) -> bool:
-    # 1 == 1.0 == True for class labels sent as numbers; "1" (from a CSV) equals 1.
-    if isinstance(a, str) != isinstance(b, str):
-        return str(_cell(str(a))) == str(_cell(str(b)))
-    return bool(a == b)
+def _key(value: Any) -> str:
+    """A class label as one text: 1, 1.0, "1" and "1.0" (a CSV's) are one class; True is not 1."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _number(value: Any) -> float:
@@ -205,10 +215,10 @@ def quality_metric(metric: str, truth: Sequence[Any], predicted: Sequence[Any]) 
     if metric not in QUALITY_METRICS:
         raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(QUALITY_METRICS)}")
     if metric == "accuracy":
-        return sum(_same(t, p) for t, p in zip(truth, predicted, strict=True)) / len(truth)
+        return sum(_key(t) == _key(p) for t, p in zip(truth, predicted, strict=True)) / len(truth)
     if metric == "f1":
-        keys = [str(_cell(str(v))) for v in truth]
-        guesses = [str(_cell(str(v))) for v in predicted]
+        keys = [_key(v) for v in truth]
+        guesses = [_key(v) for v in predicted]
         scores = []
         for cls in sorted(set(keys) | set(guesses)):
             tp = sum(k == cls and g == cls for k, g in zip(keys, guesses, strict=True))
