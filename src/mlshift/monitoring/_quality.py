@@ -191,10 +191,11 @@ def _key(value: Any) -> str:
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, str):
+        text: str = value
         try:
-            value = float(value)
+            value = float(text)
         except ValueError:
-            return value
+            return text
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
