@@ -1,10 +1,11 @@
 """Request capture: a sample of prediction requests and answers, written to JSON-lines files.
 
-The model server wraps its prediction route with :func:`capture_predictions`. A sampled
-request costs the caller one random draw, two list appends and a non-blocking queue put; a
-background thread writes the body and the answer as they were sent (nothing is parsed
-again). When the queue is full the record is dropped and counted: capture never slows or
-fails a prediction.
+The model server wraps its prediction routes (and the Open Inference Protocol's ``/v2``
+infer routes) with a :class:`CaptureWriter`. A sampled request costs the caller one random
+draw, a scan of its headers and an append of references to the bytes the server already holds
+(body, answer, headers, the time) to a deque; a background thread builds the records and
+writes them, about 256 KB per system call (nothing is parsed again). When the queue is full
+the record is dropped and counted: capture never slows or fails a prediction.
 
 Layout under the capture folder of one endpoint (``<state>/capture/<endpoint>/`` on the local
 target)::
@@ -14,10 +15,11 @@ target)::
     stats/<variant>-<pid>.json            captured, dropped and failed counts of one server
 
 Each record: ``request_id``, ``endpoint``, ``variant``, ``model`` (``name:version``),
-``timestamp`` (ISO 8601, UTC), ``columns`` (the signature's names, when known),
+``timestamp`` (ISO 8601, UTC, microseconds), ``columns`` (the signature's names, when known),
 ``content_type``, ``request`` (the body as sent: embedded when JSON, else a string) and
-``response`` (the answer, likewise); :func:`decode_record` turns one into rows and predictions.
-Files roll over every hour and past ``max_file_mb``.
+``response`` (the answer, likewise). A ``/v2`` record adds ``"protocol": "v2"`` and, for binary
+tensor data, ``request_binary`` / ``response_binary`` (base64). :func:`decode_record` turns
+one into rows and predictions. Files roll over every hour and past ``max_file_mb``.
 """
 
 from __future__ import annotations
