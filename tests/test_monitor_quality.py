@@ -180,6 +180,20 @@ def test_open_inference_protocol_traffic_is_monitored(
     )
     assert scored.model_quality is not None and scored.model_quality.labelled_rows == 300
     assert scored.model_quality.value is not None and scored.model_quality.value > 0.9
+    # The next run's drift window starts where this one ended (nothing new), but the quality
+    # window reaches back: labels come later than requests.
+    spec = {
+        "name": "churn-v2-late",
+        "endpoint": "churn",
+        "min_rows": 100,
+        "model_quality": {"metric": "accuracy", "threshold": 0.8, "window": "1h"},
+    }
+    client.monitors.apply(spec)
+    client.monitors.run("churn-v2-late")
+    late = client.monitors.run("churn-v2-late")
+    assert not late.judged and late.requests == 0
+    assert late.model_quality is not None and late.model_quality.judged
+    assert late.model_quality.labelled_rows == 300
 
 
 def test_bad_labels_and_quality_specs_are_refused_before_anything_is_stored(
