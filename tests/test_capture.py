@@ -87,10 +87,10 @@ def test_a_full_queue_drops_records_and_never_fails_the_caller(
     # Stop the writer thread so nothing drains the queue; then fill it.
     writer._stop.set()
     writer._thread.join(timeout=5)
-    writer.queue.maxsize = 3
+    writer.limit = 3
     for _ in range(10):
         assert client.post("/invocations", json={"instances": iris["rows"]}).status_code == 200
-    assert writer.queue.qsize() == 3
+    assert writer.pending == 3
     assert writer.dropped == 7
 
 
@@ -101,7 +101,7 @@ def test_sample_rate_and_switching_capture_off(served: tuple[Any, Path], iris: d
     _wait_for(lambda: writer.rate == 0.1, "the new sample rate to be read")
     for _ in range(400):
         client.post("/invocations", json={"instances": [iris["rows"][0]]})
-    _wait_for(lambda: writer.queue.empty(), "the queue to drain")
+    _wait_for(lambda: writer.pending == 0, "the queue to drain")
     _wait_for(lambda: writer.captured == len(_records(folder)), "records flushed")
     assert 10 <= writer.captured <= 80  # 40 expected; binomial(400, 0.1) is within this > 99.99 %
     write_capture_config(folder, None)
@@ -109,7 +109,7 @@ def test_sample_rate_and_switching_capture_off(served: tuple[Any, Path], iris: d
     before = writer.captured
     for _ in range(20):
         client.post("/invocations", json={"instances": [iris["rows"][0]]})
-    assert writer.queue.empty() and writer.captured == before
+    assert writer.pending == 0 and writer.captured == before
 
 
 def test_a_target_without_capture_refuses_it_at_plan_time(
@@ -145,3 +145,67 @@ def test_local_endpoint_captures_and_changes_rate_live(local: mlshift.Client, ir
     # A deploy that says nothing about capture leaves it as it is.
     local.endpoints.deploy("iris", "iris:1")
     assert not (folder / "capture.json").exists()
+
+
+def test_open_inference_protocol_requests_are_recorded(
+    served: tuple[Any, Path], iris: dict[str, Any]
+) -> None:
+    import numpy as np
+
+    client, folder = served
+    rows = iris["rows"]
+    expected = iris["expected_v1"]
+    tensor = {"inputs": [{"name": "input", "shape": [4, 4], "datatype": "FP64", "data": rows}]}
+    resp = client.post("/v2/models/iris/infer", json=tensor, headers={"X-Request-Id": "v2-json"})
+    assert resp.status_code == 200 and resp.headers["x-request-id"] == "v2-json"
+    assert resp.json()["outputs"][0]["data"] == expected
+    # Binary tensor data both ways (what tritonclient sends by default).
+    data = np.asarray(rows[:2], dtype="<f8").tobytes()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, 4],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    resp = client.post(
+        "/v2/models/iris/versions/1/infer",
+        content=head + data,
+        headers={"inference-header-content-length": str(len(head)), "X-Request-Id": "v2-binary"},
+    )
+    assert resp.status_code == 200, resp.text
+    # A refused /v2 request is not recorded.
+    assert client.post("/v2/models/iris/infer", json={"inputs": []}).status_code == 400
+    _wait_for(lambda: len(_records(folder)) == 2, "2 captured /v2 records")
+    first, second = _records(folder)
+    assert first["request_id"] == "v2-json" and first["protocol"] == "v2" and first["model"] == "iris:1"
+    assert decode_record(first) == (rows, expected)
+    assert second["request_id"] == "v2-binary" and "request_binary" in second and "response_binary" in second
+    assert decode_record(second) == (rows[:2], expected[:2])
+
+
+def test_a_v2_record_with_one_tensor_per_column_reads_in_the_signature_order() -> None:
+    record = {
+        "protocol": "v2",
+        "columns": ["age", "plan"],
+        "request": {
+            "inputs": [
+                {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["gold", "free"]},
+                {"name": "age", "shape": [2], "datatype": "INT64", "data": [31, 47]},
+            ]
+        },
+        "response": {
+            "outputs": [{"name": "predictions", "shape": [2], "datatype": "FP64", "data": [0.5, 1.5]}]
+        },
+    }
+    assert decode_record(record) == ([[31, "gold"], [47, "free"]], [0.5, 1.5])
+    from mlshift.errors import InvalidPayload
+
+    with pytest.raises(InvalidPayload, match="captured /v2 request"):
+        decode_record({**record, "request": {"inputs": "nope"}})

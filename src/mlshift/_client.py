@@ -220,6 +220,7 @@ class ModelsAPI:
         progress: Callable[[int, int], None] | None = None,
         baseline: Any = None,
         categorical: Sequence[str] = (),
+        baseline_labels: Any = None,
     ) -> ModelVersion:
         """Register a new version of ``name`` from a local artifact or an MLflow model URI.
 
@@ -246,6 +247,9 @@ class ModelsAPI:
                 DataFrame): per-feature statistics, and those of the version's predictions on
                 them, are kept with the version for monitors (``docs/monitoring.md``).
             categorical: Baseline columns to treat as categories.
+            baseline_labels: The ground truth of the baseline rows (``y_train``), one per row:
+                the version's accuracy and F1 (or MAE and RMSE) on them are kept as the
+                references of monitors' ``model_quality.max_drop``.
 
         Raises:
             ConfigError: missing/unreadable artifact, unknown framework, bad name or metric,
@@ -275,6 +279,7 @@ class ModelsAPI:
                     progress=progress,
                     baseline=baseline,
                     categorical=categorical,
+                    baseline_labels=baseline_labels,
                 )
         from mlshift._artifacts import SKOPS_TRUST_TAG, digest_path, parse_skops_trust, scan_artifact
         from mlshift.adapter import Artifact
@@ -336,6 +341,13 @@ class ModelsAPI:
                 model_path=p.resolve(),
                 framework=spec.framework,
                 skops_trust=trust,
+                labels=baseline_labels,
+            )
+        elif baseline_labels is not None:
+            raise ConfigError(
+                "baseline_labels needs a baseline: the labels are those of its rows",
+                field="baseline_labels",
+                hint="register(..., baseline=x_train, baseline_labels=y_train)",
             )
         version = self._adapter.models.register(spec, Artifact(path=p.resolve(), digest=digest, size=size))
         if kept is not None:

@@ -473,6 +473,11 @@ class CapturedRequest:
         model: ``name:version`` of the version that answered, when the target records it
             (``None``: the variant stands for whatever version it served then).
         columns: The model's input names, when the record carries them.
+        protocol: ``"v2"`` for an Open Inference Protocol request (``/v2/models/.../infer``):
+            ``request``/``response`` are then the protocol's JSON parts, and
+            ``request_binary``/``response_binary`` their binary tensor data, if any.
+        request_binary: A ``v2`` request's binary tensor data.
+        response_binary: A ``v2`` answer's binary tensor data.
     """
 
     request_id: str
@@ -484,6 +489,9 @@ class CapturedRequest:
     response: bytes | None
     model: str | None = None
     columns: tuple[str, ...] | None = None
+    protocol: str | None = None
+    request_binary: bytes | None = None
+    response_binary: bytes | None = None
 
 
 RolloutPhase = Literal["running", "promoting", "succeeded", "rolled_back", "failed", "interrupted"]

@@ -103,16 +103,38 @@ def models_register(
     categorical: Annotated[
         list[str] | None, typer.Option(help="A baseline column holding categories; repeatable.")
     ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(
+            help="The baseline column holding the ground truth: left out of the features, it gives "
+            "the version's accuracy/F1 (or MAE/RMSE) there, the reference of model_quality.max_drop."
+        ),
+    ] = None,
     target: TargetOpt = None,
     output: OutputOpt = "table",
 ) -> None:
     """Register a new version of NAME from PATH."""
     ui.check_output(output)
-    data = None
+    from mlshift.errors import ConfigError
+
+    data = labels = None
+    if label_column is not None and baseline is None:
+        raise ConfigError("--label-column names a column of --baseline FILE; give both", field="baseline")
     if baseline is not None:
         from mlshift.monitoring._api import load_table
 
         columns, rows = load_table(baseline)
+        if label_column is not None:
+            if columns is None or label_column not in columns:
+                raise ConfigError(
+                    f"--label-column {label_column}: {baseline} has no such column "
+                    f"(columns: {', '.join(columns) if columns else 'unnamed'})",
+                    field="baseline",
+                )
+            at = columns.index(label_column)
+            labels = [r[at] for r in rows]
+            rows = [r[:at] + r[at + 1 :] for r in rows]
+            columns = columns[:at] + columns[at + 1 :]
         data = rows if columns is None else {c: [r[i] for r in rows] for i, c in enumerate(columns)}
     client = ui.client(target)
     with _HashProgress() as progress:
@@ -127,6 +149,7 @@ def models_register(
             progress=progress.update,
             baseline=data,
             categorical=categorical or (),
+            baseline_labels=labels,
         )
     if output == "json":
         ui.print_json(version.model_dump(mode="json"))

@@ -1,4 +1,4 @@
-"""``mlshift monitors ...``: save, list, show, run, report and schedule monitors.
+"""``mlshift monitors ...``: save, list, show, run, report and schedule monitors; post labels.
 
 Only typer is imported at module level. Exit codes: 0 success (also when drift was found: a
 monitor that did its job succeeded), 1 an mlshift error or a retraining run that failed.
@@ -36,6 +36,15 @@ def _run_line(run: MonitorRun) -> str:
             verdict += " · " + "; ".join(run.quality)
     else:
         verdict = "no drift"
+    quality = run.model_quality
+    if quality is not None:
+        if not quality.judged:
+            verdict += f" · {quality.metric}: {quality.note}"
+        else:
+            state = "DEGRADED" if quality.degraded else "ok"
+            verdict += (
+                f" · {quality.metric} {quality.value:.4g} on {quality.labelled_rows} labelled rows ({state})"
+            )
     acts = []
     if run.episode_started:
         acts.append("episode started")
@@ -177,6 +186,37 @@ def monitors_report(
 
         Path(html).write_text(client.monitors.html(name, run.id))
     _print_run(run, output)
+
+
+@monitors_app.command("labels")
+def monitors_labels(
+    endpoint: Annotated[str, typer.Argument(help="The endpoint whose requests the labels are for.")],
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="Ground truth by request id: a CSV with a `request_id,label` header, or JSON lines "
+            'of {"request_id": ..., "label": ...}.'
+        ),
+    ],
+    target: TargetOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Post ground-truth labels for requests an endpoint answered, joined by request id.
+
+    The ids are the X-Request-Id headers the requests were sent with (the endpoint answers
+    with the id it recorded). Monitors with `model_quality` score the answers of labelled
+    requests in their window; a later label for the same id replaces the earlier one.
+    """
+    ui.check_output(output)
+    from mlshift.monitoring._quality import load_labels
+
+    labels = load_labels(file)  # read and checked before the target is touched
+    client = ui.client(target)
+    stored = client.monitors.labels(endpoint, labels)
+    if output == "json":
+        ui.print_json({"endpoint": endpoint, "labels": stored})
+    else:
+        ui.console().print(f"Stored {stored} labels for endpoint {endpoint}", markup=False)
 
 
 @monitors_app.command("schedule")

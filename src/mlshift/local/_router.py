@@ -44,8 +44,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PREDICT_PATHS = frozenset({"/invocations", "/predict", "/score"})
-#: Request headers passed on to the replica (the Open Inference Protocol's binary framing too).
-_FORWARDED = frozenset({b"content-type", b"accept", b"inference-header-content-length"})
+#: Request headers passed on to the replica (the Open Inference Protocol's binary framing too,
+#: and the caller's request id, which capture records to join ground-truth labels by).
+_FORWARDED = frozenset({b"content-type", b"accept", b"inference-header-content-length", b"x-request-id"})
 TARGET_HEADER = b"x-mlshift-target-variant"
 _SAMPLES = 50_000
 #: Mirrored requests in flight at most; past it a request is not mirrored (and counted as
@@ -92,8 +93,9 @@ class _UpstreamError(Exception):
 
 
 #: Response headers passed back to the caller besides Content-Type: the Open Inference
-#: Protocol's binary framing, and a replica's Retry-After on 503.
-_PASSED_BACK = (b"inference-header-content-length", b"retry-after")
+#: Protocol's binary framing, a replica's Retry-After on 503, and the request id a captured
+#: answer was recorded under.
+_PASSED_BACK = (b"inference-header-content-length", b"retry-after", b"x-request-id")
 
 
 class _Pool:

@@ -35,9 +35,10 @@ from mlshift.monitoring._drift import (
     drift_report,
 )
 from mlshift.monitoring._monitor import PREDICTION, MonitorRun, read_window
+from mlshift.monitoring._quality import ModelQuality, load_labels, quality_metric
 from mlshift.monitoring._report import render_html
 from mlshift.monitoring._store import VersionBaseline
-from mlshift.specs.monitor import CaptureSpec, MonitorSpec
+from mlshift.specs.monitor import CaptureSpec, ModelQualitySignal, MonitorSpec
 
 __all__ = [
     "CATEGORICAL_STATISTICS",
@@ -50,6 +51,8 @@ __all__ = [
     "DriftReport",
     "FeatureBaseline",
     "FeatureDrift",
+    "ModelQuality",
+    "ModelQualitySignal",
     "MonitorRun",
     "MonitorSpec",
     "NumericBaseline",
@@ -57,6 +60,8 @@ __all__ = [
     "VersionBaseline",
     "compute_baseline",
     "drift_report",
+    "load_labels",
+    "quality_metric",
     "read_window",
     "render_html",
 ]

@@ -32,12 +32,15 @@ def version_baseline(
     model_path: Path | None = None,
     framework: str | None = None,
     skops_trust: Sequence[str] = (),
+    labels: Sequence[Any] | None = None,
 ) -> VersionBaseline:
     """The baseline to keep with a version: its inputs' statistics and, when the model can be
-    loaded here, the statistics of its predictions on (up to 5,000 of) those rows.
+    loaded here, the statistics of its predictions on (up to 5,000 of) those rows; with
+    ``labels`` (one per row), its model quality metrics on them too.
 
     Raises:
-        ConfigError: an empty or ragged table, or columns that do not match ``signature``.
+        ConfigError: an empty or ragged table, columns that do not match ``signature``, or
+            labels that are not one per row.
     """
     from mlshift.monitoring._baseline import compute_baseline, to_columns
     from mlshift.monitoring._monitor import check_baseline_columns
@@ -50,10 +53,34 @@ def version_baseline(
     inputs = compute_baseline(table, categorical=categorical)
     if signature is not None:
         check_baseline_columns(inputs, names, signature.n_features)
-    predictions = None
+    truth = _baseline_labels(labels, inputs.columns, table)
+    predictions = quality = None
     if model_path is not None and framework is not None:
-        predictions = _prediction_baseline(table, inputs.columns, model_path, framework, skops_trust)
-    return VersionBaseline(inputs=inputs, predictions=predictions)
+        predictions, predicted = _prediction_baseline(
+            table, inputs.columns, model_path, framework, skops_trust
+        )
+        if truth is not None and predicted:
+            from mlshift.monitoring._quality import reference_metrics
+
+            quality = reference_metrics(truth[: len(predicted)], predicted) or None
+    return VersionBaseline(inputs=inputs, predictions=predictions, quality=quality)
+
+
+def _baseline_labels(labels: Sequence[Any] | None, columns: Sequence[str], table: Any) -> list[Any] | None:
+    if labels is None:
+        return None
+    from mlshift.monitoring._quality import check_labels
+
+    values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    rows = len(table[columns[0]]) if columns else 0
+    if len(values) != rows:
+        raise ConfigError(
+            f"baseline_labels has {len(values)} values for {rows} baseline rows",
+            field="baseline_labels",
+            hint="give one ground-truth label per training row (y_train)",
+        )
+    checked = check_labels((str(i), v) for i, v in enumerate(values))
+    return list(checked.values())
 
 
 def _named(data: Any) -> bool:
@@ -62,7 +89,7 @@ def _named(data: Any) -> bool:
 
 def _prediction_baseline(
     table: dict[str, list[Any]], columns: Sequence[str], path: Path, framework: str, trust: Sequence[str]
-) -> Any:
+) -> tuple[Any, list[Any]]:
     import warnings
 
     from mlshift.monitoring._baseline import compute_baseline
@@ -74,12 +101,13 @@ def _prediction_baseline(
         predicted = model.predict(rows)
     except Exception as exc:  # the inputs' baseline is still worth keeping
         warnings.warn(f"no prediction baseline: the model could not predict here ({exc})", stacklevel=3)
-        return None
+        return None, []
     if not predicted or not all(isinstance(p, (int, float, str, bool)) for p in predicted):
-        return None  # probabilities or structured answers: prediction drift is not judged
+        return None, []  # probabilities or structured answers: prediction drift is not judged
     # Class labels are categories, not numbers on a line.
     labels = all(isinstance(p, (int, str, bool)) for p in predicted) and len(set(predicted)) <= 50
-    return compute_baseline({"prediction": predicted}, categorical=["prediction"] if labels else [])
+    kept = compute_baseline({"prediction": predicted}, categorical=["prediction"] if labels else [])
+    return kept, list(predicted)
 
 
 def load_table(path: str | Path) -> tuple[list[str] | None, list[list[Any]]]:
@@ -205,6 +233,45 @@ class MonitorsAPI:
     def delete(self, name: str) -> None:
         """Forget a monitor, its state and its reports (captured data stays)."""
         self._store().delete_monitor(name)
+
+    def labels(
+        self, endpoint: str, labels: Mapping[str, Any] | Iterable[tuple[str, Any]] | str | Path
+    ) -> int:
+        """Post ground truth for requests an endpoint answered, by request id (their
+        ``X-Request-Id``), for monitors with ``model_quality``.
+
+        Args:
+            endpoint: An endpoint that captures its requests.
+            labels: ``{request_id: label}`` (a list of labels for a request of several rows),
+                ``(request_id, label)`` pairs, or a file: CSV with a ``request_id,label``
+                header, or JSON lines of ``{"request_id": ..., "label": ...}``.
+
+        Returns:
+            How many labels were stored.
+
+        Raises:
+            ConfigError: a bad id or label, a file without those columns, or an endpoint that
+                does not exist or does not capture (field ``endpoint``), before anything is stored.
+        """
+        from mlshift.monitoring._quality import check_labels, load_labels
+        from mlshift.monitoring._store import capture_reader
+
+        checked = load_labels(labels) if isinstance(labels, (str, Path)) else check_labels(labels)
+        store = self._store()
+        if capture_reader(self._client.adapter).capture_settings(endpoint) is None:
+            if self._client.adapter.endpoints.observe(endpoint) is None:
+                raise ConfigError(
+                    f"endpoint {endpoint!r} does not exist on {self._client.target}",
+                    field="endpoint",
+                    hint="labels join the requests an endpoint captured; deploy it with capture on first",
+                )
+            raise ConfigError(
+                f"endpoint {endpoint!r} does not capture its requests, so no labels can be joined to them",
+                field="endpoint",
+                hint="add capture: {sample_rate: 1.0} to the endpoint (or deploy(..., capture=...))",
+            )
+        store.save_labels(endpoint, checked)
+        return len(checked)
 
     def run(
         self,

@@ -28,6 +28,7 @@ from mlshift.monitoring._drift import (
     DriftReport,
     drift_report,
 )
+from mlshift.monitoring._quality import HIGHER_IS_BETTER, ModelQuality, join_labels, judge_quality
 from mlshift.monitoring._report import render_html
 from mlshift.monitoring._store import MonitorStore, VersionBaseline, capture_reader, store_for
 from mlshift.specs.model import Signature
@@ -64,6 +65,8 @@ class MonitorRun(BaseModel):
         alert_error: Why the alert failed, if it did.
         retrain_run: The id of the pipeline run this run started.
         report: Feature by feature (with ``(prediction)`` last), when judged.
+        model_quality: The answers scored against labels joined by request id, when the
+            monitor has ``model_quality``.
         note: Anything else worth saying.
     """
 
@@ -85,14 +88,20 @@ class MonitorRun(BaseModel):
     alert_error: str | None = None
     retrain_run: str | None = None
     report: DriftReport | None = None
+    model_quality: ModelQuality | None = None
     note: str | None = None
     report_path: str | None = None
     html_path: str | None = None
 
     @property
+    def degraded(self) -> bool:
+        """Whether the model's quality on labelled requests crossed its limits."""
+        return self.model_quality is not None and self.model_quality.degraded
+
+    @property
     def alerting(self) -> bool:
-        """Whether this run found drift or a data quality problem."""
-        return bool(self.drifted or self.quality)
+        """Whether this run found drift, a data quality problem or degraded model quality."""
+        return bool(self.drifted or self.quality or self.degraded)
 
     def summary(self) -> dict[str, Any]:
         """The short form sent to webhooks and commands."""
@@ -165,6 +174,7 @@ def check_monitor(
     if version.signature is not None:
         check_baseline_columns(baseline.inputs, version.signature.column_names, version.signature.n_features)
     _check_statistics(spec, baseline.inputs)
+    _check_model_quality(spec, baseline, served)
     if spec.schedule is not None:
         from mlshift.pipelines._cron import parse_cron
 
@@ -244,6 +254,39 @@ def _check_statistics(spec: MonitorSpec, baseline: Baseline) -> None:
             )
 
 
+def _check_model_quality(spec: MonitorSpec, baseline: VersionBaseline, served: str) -> None:
+    signal = spec.model_quality
+    if signal is None or not signal.enabled:
+        return
+    kind = baseline.predictions.features["prediction"].kind if baseline.predictions is not None else None
+    classes = signal.metric in HIGHER_IS_BETTER
+    if kind is not None and (kind == "categorical") != classes:
+        fits = "accuracy, f1" if kind == "categorical" else "mae, rmse"
+        what = "class labels" if kind == "categorical" else "numbers"
+        raise ConfigError(
+            f"monitor {spec.name!r}: model_quality.metric {signal.metric!r} does not score {what}, "
+            f"which {served} answers",
+            field="model_quality.metric",
+            hint=f"use one of: {fits}",
+        )
+    if signal.max_drop is not None and _reference(spec, baseline) is None:
+        raise ConfigError(
+            f"monitor {spec.name!r}: model_quality.max_drop needs a reference {signal.metric}, and "
+            f"{served} was registered without one",
+            field="model_quality.max_drop",
+            hint="set model_quality.reference, or register the version with "
+            "baseline_labels=y_train (`--label-column` on the CLI)",
+        )
+
+
+def _reference(spec: MonitorSpec, baseline: VersionBaseline) -> float | None:
+    signal = spec.model_quality
+    assert signal is not None
+    if signal.reference is not None:
+        return signal.reference
+    return (baseline.quality or {}).get(signal.metric)
+
+
 def _load_retrain(spec: MonitorSpec) -> Pipeline:
     from mlshift.pipelines._loader import load_pipeline
 
@@ -269,6 +312,7 @@ def read_window(
     model: str | None = None,
     signature: Signature | None = None,
     variants: Collection[str] = (),
+    ids: list[str] | None = None,
 ) -> tuple[list[str] | None, list[list[Any]], list[Any], int]:
     """Captured rows in ``(since, until]``: columns, input rows, one output per row, requests.
 
@@ -278,7 +322,7 @@ def read_window(
     ``variants`` (the variants serving ``model``; SageMaker's records name only the variant).
     Bodies are decoded as the model server decodes them, in ``signature``'s column order when
     given (needed for ``dataframe_records`` and named inputs); a record that cannot be decoded
-    is skipped.
+    is skipped. Given ``ids``, it is extended with each row's request id (to join labels).
     """
     from mlshift.errors import InvalidPayload
     from mlshift.serving._captured import decode_captured, read_capture_folder
@@ -303,6 +347,8 @@ def read_window(
         columns = columns or (list(record.columns) if record.columns else None)
         rows.extend(inputs)
         outputs.extend(answers)
+        if ids is not None:
+            ids.extend([record.request_id] * len(inputs))
     return columns, rows, outputs, requests
 
 
@@ -400,6 +446,7 @@ def run_monitor(
     since = until - timedelta(seconds=spec.window)
     if state.get("until"):
         since = max(since, datetime.fromisoformat(state["until"]))
+    ids: list[str] = []
     columns, rows, outputs, requests = read_window(
         capture_reader(client.adapter).read_capture(spec.endpoint, since=since, until=until),
         since=since,
@@ -407,7 +454,9 @@ def run_monitor(
         model=served,
         signature=signature,
         variants=_serving_variants(client, spec.endpoint, served),
+        ids=ids,
     )
+    quality_found = _model_quality(client, store, spec, baseline, served, signature, until, ids, outputs)
     run_id = _new_id()
     common: dict[str, Any] = {
         "id": run_id,
@@ -426,6 +475,7 @@ def run_monitor(
     if len(rows) < spec.min_rows:
         run = MonitorRun(
             judged=False,
+            model_quality=quality_found,
             in_episode=episode is not None,
             note=f"{len(rows)} rows captured in the window; at least {spec.min_rows} are needed to judge",
             **common,
@@ -447,10 +497,11 @@ def run_monitor(
                 results.append(predicted.features[0].model_copy(update={"feature": PREDICTION}))
         combined = DriftReport(rows=len(rows), features=tuple(results))
         drifted = combined.drifted
-        started = bool((drifted or quality) and episode is None)
+        degraded = quality_found is not None and quality_found.degraded
+        started = bool((drifted or quality or degraded) and episode is None)
         if started:
             episode = {"started": until.isoformat(), "model": served, "run": run_id}
-        elif not drifted and not quality:
+        elif not drifted and not quality and not degraded:
             episode = None
         run = MonitorRun(
             judged=True,
@@ -459,6 +510,7 @@ def run_monitor(
             episode_started=started,
             in_episode=episode is not None,
             report=combined,
+            model_quality=quality_found,
             **common,
         )
         store.put_run_file(
@@ -470,12 +522,45 @@ def run_monitor(
         if started and spec.actions.alert is not None:
             error = _alert(spec, run)
             run = run.model_copy(update={"alerted": error is None, "alert_error": error})
-        if started and drifted and spec.actions.retrain is not None:
+        # Retraining answers drift and a worse model, not bad data (a fix upstream does).
+        if started and (drifted or degraded) and spec.actions.retrain is not None:
             run = _retrain(client, spec, run, store, on_retrain)
             assert episode is not None
             episode["retrain_run"] = run.retrain_run
     _record(store, spec, run, episode, state)
     return run
+
+
+def _model_quality(
+    client: Client,
+    store: MonitorStore,
+    spec: MonitorSpec,
+    baseline: VersionBaseline,
+    served: str,
+    signature: Signature | None,
+    until: datetime,
+    ids: list[str],
+    outputs: list[Any],
+) -> ModelQuality | None:
+    """The answers of labelled requests in the window scored, or ``None`` without ``model_quality``."""
+    signal = spec.model_quality
+    if signal is None or not signal.enabled:
+        return None
+    if signal.window is not None:
+        # Labels come later than requests: the quality window reaches further back.
+        ids = []
+        since = until - timedelta(seconds=signal.window)
+        _, _, outputs, _ = read_window(
+            capture_reader(client.adapter).read_capture(spec.endpoint, since=since, until=until),
+            since=since,
+            until=until,
+            model=served,
+            signature=signature,
+            variants=_serving_variants(client, spec.endpoint, served),
+            ids=ids,
+        )
+    truth, answers, requests = join_labels(store.labels(spec.endpoint), ids, outputs)
+    return judge_quality(signal, truth, answers, requests, _reference(spec, baseline))
 
 
 def _retrain(
@@ -506,10 +591,13 @@ def _record(
 ) -> None:
     if run.report is not None:
         title = f"{spec.name} · {spec.endpoint} · {run.model}"
-        page = render_html(run.report, title=title, generated=run.until)
+        page = render_html(run.report, title=title, generated=run.until, model_quality=run.model_quality)
     else:
         page = render_html(
-            DriftReport(rows=0, features=()), title=f"{spec.name} · {run.note}", generated=run.until
+            DriftReport(rows=0, features=()),
+            title=f"{spec.name} · {run.note}",
+            generated=run.until,
+            model_quality=run.model_quality,
         )
     # The page first: report.json is what makes a run listed (MonitorStore.run_ids).
     store.put_run_file(spec.name, run.id, "report.html", page)

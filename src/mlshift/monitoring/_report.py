@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import html
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from mlshift.monitoring._drift import DriftReport, FeatureDrift
+
+if TYPE_CHECKING:
+    from mlshift.monitoring._quality import ModelQuality
 
 __all__ = ["render_html"]
 
@@ -53,8 +57,36 @@ def _chart(feature: FeatureDrift) -> str:
     return "".join(parts)
 
 
+def _quality_section(quality: ModelQuality | None) -> str:
+    if quality is None:
+        return ""
+    if not quality.judged:
+        verdict = f"<p>Model quality ({quality.metric}): {html.escape(quality.note or 'not judged')}.</p>"
+    else:
+        css = "drift" if quality.degraded else "ok"
+        state = "degraded" if quality.degraded else "ok"
+        verdict = (
+            f'<p class="{css}">Model quality ({quality.metric}) {state}: {_number(quality.value)} on '
+            f"{quality.labelled_rows} labelled rows ({quality.labelled_requests} requests)"
+            + (f" — {html.escape(quality.note)}" if quality.note else "")
+            + ".</p>"
+        )
+    return (
+        "<h2>Model quality</h2>" + verdict + "<table><thead><tr><th>metric</th><th>value</th>"
+        "<th>threshold</th><th>reference</th><th>max drop</th><th>labelled rows</th></tr></thead><tbody>"
+        f'<tr><td>{quality.metric}</td><td class="num">{_number(quality.value)}</td>'
+        f'<td class="num">{_number(quality.threshold)}</td><td class="num">{_number(quality.reference)}</td>'
+        f'<td class="num">{_number(quality.max_drop)}</td><td class="num">{quality.labelled_rows}</td></tr>'
+        "</tbody></table>"
+    )
+
+
 def render_html(
-    report: DriftReport, *, title: str = "Drift report", generated: datetime | None = None
+    report: DriftReport,
+    *,
+    title: str = "Drift report",
+    generated: datetime | None = None,
+    model_quality: ModelQuality | None = None,
 ) -> str:
     """The report as a self-contained HTML page: a table of every feature, then a chart of the
     baseline's and the window's distribution for each drifted feature (every feature when none
@@ -64,6 +96,7 @@ def render_html(
         report: What :func:`drift_report` returned.
         title: The page's heading (e.g. the endpoint and the window).
         generated: The time to print (default: now, UTC).
+        model_quality: A monitor run's model quality, shown above the features when given.
     """
     when = (generated or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M:%S %Z")
     drifted = report.drifted
@@ -99,7 +132,7 @@ def render_html(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1><p>{report.rows} rows in the window · generated {when}</p>"
-        f"{verdict}"
+        f"{verdict}{_quality_section(model_quality)}"
         "<table><thead><tr><th>feature</th><th>kind</th><th>statistic</th><th>value</th>"
         "<th>threshold</th><th>verdict</th><th>missing</th><th>out of range</th><th>wrong type</th>"
         "<th>note</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"

@@ -10,6 +10,7 @@ target sees the same baselines and monitors::
     runs/<name>/<run id>/report.json      a MonitorRun, with its drift report
     runs/<name>/<run id>/report.html      the same as a self-contained page
     runs/<name>/<run id>/window.json      the captured rows it judged (for retraining)
+    labels/<endpoint>/<time>-<id>.jsonl   ground truth posted by request id, one file per post
 
 On the local target that is ``<state>/monitoring/``; on SageMaker ``s3://BUCKET/PREFIX/monitoring/``.
 Captured requests are read through the target's :class:`~mlshift.adapter.CaptureReader`.
@@ -41,12 +42,15 @@ class VersionBaseline(BaseModel):
         inputs: Per-feature statistics of the training features.
         predictions: Statistics of the version's own predictions on them, under the feature
             name ``prediction`` (``None`` when they could not be computed).
+        quality: The version's model quality metrics on them, when their labels were given
+            (the references of ``model_quality.max_drop``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     inputs: Baseline
     predictions: Baseline | None = None
+    quality: dict[str, float] | None = None
 
 
 class MonitorStore:
@@ -113,6 +117,33 @@ class MonitorStore:
         self.monitor(name)
         runs = self.objects.list(f"runs/{name}/")
         self.objects.delete([f"monitors/{name}.json", f"state/{name}.json", *runs])
+
+    # -------------------------------------------------------------------- labels
+
+    def save_labels(self, endpoint: str, labels: dict[str, Any]) -> str:
+        """Keep ground-truth ``labels`` (by request id) posted for ``endpoint``; a later post
+        of the same id replaces its label. Returns where they are."""
+        import uuid
+        from datetime import datetime, timezone
+
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        key = f"labels/{endpoint}/{stamp}-{uuid.uuid4().hex[:6]}.jsonl"
+        lines = (json.dumps({"request_id": k, "label": v}) for k, v in labels.items())
+        self.objects.put(key, ("\n".join(lines) + "\n").encode())
+        return self._uri(key)
+
+    def labels(self, endpoint: str) -> dict[str, Any]:
+        """Every label posted for ``endpoint``, by request id (the latest post wins)."""
+        out: dict[str, Any] = {}
+        for key in sorted(self.objects.list(f"labels/{endpoint}/")):
+            text = self._read(key) if key.endswith(".jsonl") else None
+            for line in (text or "").splitlines():
+                try:
+                    record = json.loads(line)
+                    out[str(record["request_id"])] = record["label"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return out
 
     # -------------------------------------------------------------------- state and runs
 

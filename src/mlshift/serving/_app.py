@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from mlshift._artifacts import digest_path
 from mlshift.errors import ConfigError, InvalidPayload
 from mlshift.serving._batching import Batcher, Batching
-from mlshift.serving._capture import capture_predictions
+from mlshift.serving._capture import ASGIApp, capture_writer
 from mlshift.serving._loaders import LoadedModel
 from mlshift.serving._payload import (
     Batch,
@@ -231,7 +231,8 @@ def create_app(
     intake = _Intake(limits, batcher)
     predict = _PredictEndpoint(model, headers, intake, lock=lock)
     # Request capture for monitoring (serving/_capture.py): unchanged unless MLSHIFT_CAPTURE_DIR is set.
-    predict = capture_predictions(predict, variant=variant, model_ref=model_ref, signature=signature)
+    capture = capture_writer(variant=variant, model_ref=model_ref, signature=signature)
+    routed: Any = capture.wrap(cast(ASGIApp, predict)) if capture is not None else predict
 
     async def healthy(request: Request) -> Response:
         # The model is loaded before the app exists, so live means ready.
@@ -261,7 +262,10 @@ def create_app(
         return respond(_version().encode(), media_type="text/plain")
 
     v2 = V2Model.of(model, model_ref)
-    infer = _InferEndpoint(model, headers, intake, v2, lock=lock)
+    infer: Any = _InferEndpoint(model, headers, intake, v2, lock=lock)
+    if capture is not None:
+        # The protocol's infer routes share the writer (one file series per server).
+        infer = capture.wrap(cast(ASGIApp, infer), protocol="v2")
     v2_server = dumps({"name": "mlshift", "version": _version(), "extensions": ["binary_tensor_data"]})
 
     async def v2_metadata(request: Request) -> Response:
@@ -322,7 +326,7 @@ def create_app(
     table: dict[tuple[str, str], Any] = {}
     # Prediction routes first: Starlette tries routes in order, and they carry the load.
     for method, path in sorted((r for c in routes.values() for r in c), key=lambda r: r[0] != "POST"):
-        table.setdefault((method, path), predict if method == "POST" else healthy)
+        table.setdefault((method, path), routed if method == "POST" else healthy)
     table.setdefault(("GET", "/v1/metadata"), metadata)
     table.setdefault(("GET", "/version"), version)
     # After every other route: Starlette stops at the first match, so these cost the

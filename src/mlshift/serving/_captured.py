@@ -8,6 +8,7 @@ them back here as :class:`~mlshift.adapter.CapturedRequest` records for its
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -27,6 +28,16 @@ def _body(value: Any) -> bytes | None:
     if isinstance(value, str):
         return value.encode()
     return json.dumps(value).encode()
+
+
+def _binary(value: Any) -> bytes | None:
+    """Binary tensor data as the record embeds it (base64) back to bytes."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return base64.b64decode(value)
+    except ValueError:
+        return None
 
 
 def read_capture_folder(
@@ -64,6 +75,9 @@ def read_capture_folder(
                     response=_body(record.get("response")),
                     model=record.get("model"),
                     columns=tuple(columns) if isinstance(columns, list) else None,
+                    protocol=record.get("protocol"),
+                    request_binary=_binary(record.get("request_binary")),
+                    response_binary=_binary(record.get("response_binary")),
                 )
 
 
@@ -85,9 +99,19 @@ def decode_captured(
         response = json.loads(record.response) if record.response is not None else None
     except ValueError:
         response = None  # a CSV or binary answer: its predictions are not judged
-    raw = {
+    raw: dict[str, Any] = {
         "content_type": record.content_type,
         "request": record.request.decode("utf-8", "replace"),
         "response": response,
     }
+    if record.protocol == "v2":
+        try:
+            raw["request"] = json.loads(record.request)
+        except ValueError:
+            raise InvalidPayload("a captured /v2 request is not JSON") from None
+        raw["protocol"] = "v2"
+        raw["columns"] = list(record.columns) if record.columns else None
+        for part in ("request_binary", "response_binary"):
+            data = getattr(record, part)
+            raw[part] = base64.b64encode(data).decode() if data else None
     return decode_record(raw, signature)

@@ -15,11 +15,13 @@ from mlshift.specs._base import Name, SpecModel
 from mlshift.specs.rollout import Duration
 
 __all__ = [
+    "QUALITY_METRICS",
     "STATISTICS",
     "AlertAction",
     "CaptureSpec",
     "DataQuality",
     "FeatureDriftSignal",
+    "ModelQualitySignal",
     "MonitorActions",
     "MonitorSpec",
     "PredictionDriftSignal",
@@ -29,6 +31,9 @@ __all__ = [
 #: Every drift statistic a monitor can name (which fit which kind: ``docs/monitoring.md``).
 STATISTICS: tuple[str, ...] = ("psi", "ks", "jensenshannon", "wasserstein", "chi2", "linf")
 StatisticName = Literal["psi", "ks", "jensenshannon", "wasserstein", "chi2", "linf"]
+#: Model quality metrics: for class labels (higher is better) and for numbers (lower is better).
+QUALITY_METRICS: tuple[str, ...] = ("accuracy", "f1", "mae", "rmse")
+QualityMetric = Literal["accuracy", "f1", "mae", "rmse"]
 
 
 class CaptureSpec(SpecModel):
@@ -79,6 +84,43 @@ class PredictionDriftSignal(SpecModel):
     enabled: bool = True
     statistic: StatisticName | None = None
     threshold: float | None = None
+
+
+class ModelQualitySignal(SpecModel):
+    """Model quality on captured requests whose ground truth was posted later, joined by request id.
+
+    Labels are posted with ``client.monitors.labels(endpoint, {request_id: label})`` or
+    ``mlshift monitors labels ENDPOINT FILE``; a run scores the answers of the labelled requests
+    captured in its window.
+
+    Attributes:
+        metric: ``accuracy`` or ``f1`` (macro-averaged over the classes) for class labels,
+            ``mae`` or ``rmse`` for numbers.
+        threshold: Flag quality when ``accuracy``/``f1`` falls below this, or ``mae``/``rmse``
+            rises above it.
+        max_drop: Flag quality when the metric is this much worse than the reference.
+        reference: The metric's expected value; default: the one recorded with the version's
+            baseline (``client.models.register(..., baseline=x, baseline_labels=y)``).
+        min_labels: Fewer labelled rows than this: reported as "not enough labels", not judged.
+        window: How far back labelled requests count (labels often come later than the
+            requests); default: the monitor's own window.
+    """
+
+    enabled: bool = True
+    metric: QualityMetric = "accuracy"
+    threshold: float | None = None
+    max_drop: float | None = Field(default=None, ge=0.0)
+    reference: float | None = None
+    min_labels: int = Field(default=30, ge=1)
+    window: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> ModelQualitySignal:
+        if self.threshold is None and self.max_drop is None:
+            raise ValueError("give a threshold, a max_drop (against the reference), or both")
+        if self.window is not None and self.window <= 0:
+            raise ValueError("window must be longer than 0 seconds")
+        return self
 
 
 class DataQuality(SpecModel):
@@ -160,6 +202,8 @@ class MonitorSpec(SpecModel):
         features: Input drift per feature.
         predictions: Drift of the model's answers.
         data_quality: Missing values, out-of-range values and values of the wrong type.
+        model_quality: A metric of the answers against ground-truth labels joined by request
+            id (off unless given).
         window: How far back a run looks; it judges the requests captured since the previous
             run, at most this old (``"1h"``, ``"30m"``).
         min_rows: Below this many captured rows a run reports but judges nothing.
@@ -172,6 +216,7 @@ class MonitorSpec(SpecModel):
     features: FeatureDriftSignal = Field(default_factory=FeatureDriftSignal)
     predictions: PredictionDriftSignal = Field(default_factory=PredictionDriftSignal)
     data_quality: DataQuality = Field(default_factory=DataQuality)
+    model_quality: ModelQualitySignal | None = None
     window: Duration = 3600.0
     min_rows: int = Field(default=100, ge=1)
     schedule: str | None = None
