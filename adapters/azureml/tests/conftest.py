@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,23 @@ def azureml(client: mlshift.Client) -> AzureMLAdapter:
     return adapter
 
 
+def example_pipeline() -> Any:
+    """The pipeline of ``examples/train_gate_deploy.py``: prepare → train → evaluate → gate →
+    register → deploy."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import train_gate_deploy
+    finally:
+        sys.path.pop(0)
+    return train_gate_deploy.train_gate_deploy
+
+
+@pytest.fixture(scope="session")
+def example() -> Any:
+    """:func:`example_pipeline`, for the tests that run or compile it."""
+    return example_pipeline()
+
+
 @pytest.fixture(scope="session")
 def iris(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two trained iris classifiers (skops files) with sample rows and their expected labels."""
@@ -42,3 +60,12 @@ def client(azure: FakeAzureML) -> Iterator[mlshift.Client]:
     """A client on the fake's workspace."""
     with mlshift.connect(TARGET) as c:
         yield c
+
+
+@pytest.fixture
+def deployed(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
+    """iris:1 serving all of "iris-ep"; iris:2 registered (what a rollout test starts from)."""
+    client.models.register("iris", iris["v1"], framework="sklearn")
+    client.models.register("iris", iris["v2"], framework="sklearn")
+    client.endpoints.deploy("iris-ep", "iris:1")
+    return client

@@ -26,16 +26,6 @@ TIMEOUT = 600
 
 
 @pytest.fixture(scope="module")
-def example() -> Any:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import train_gate_deploy
-    finally:
-        sys.path.pop(0)
-    return train_gate_deploy.train_gate_deploy
-
-
-@pytest.fixture(scope="module")
 def workspace() -> Iterator[FakeAzureML]:
     with FakeAzureML() as fake:
         yield fake

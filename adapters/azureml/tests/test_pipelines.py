@@ -3,29 +3,18 @@ and schedules as ``JobSchedule``s kept in step with the pipeline."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
 
 import mlshift
-from conftest import ROOT, azureml
+from conftest import azureml
 from mlshift.adapter import Capability
 from mlshift.errors import ConfigError, UnsupportedOperation
 from mlshift.pipelines import ContainerStep, pipeline, when
 from mlshift.pipelines.ir import ScheduleIR
 from mlshift_azureml.testing import FakeAzureML
 from pipeline_steps import consume, produce, tiny
-
-
-@pytest.fixture(scope="module")
-def example() -> Any:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import train_gate_deploy
-    finally:
-        sys.path.pop(0)
-    return train_gate_deploy.train_gate_deploy
 
 
 def test_the_target_declares_pipelines_conditions_and_schedules(client: mlshift.Client) -> None:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import example_pipeline
 from mlshift.pipelines import ContainerStep, Fail, InputPath, Metrics, OutputPath, pipeline, step, when
 
 if os.environ.get("MLSHIFT_REQUIRE_CROSSCHECK") or os.environ.get("CI"):
@@ -30,7 +30,6 @@ else:
 
 from mlshift_azureml._pipelines import PipelineContext, compile_job, node_name, to_yaml
 
-ROOT = Path(__file__).resolve().parents[3]
 CONTEXT = PipelineContext(
     environment="azureml:mlshift-serve:0123456789ab",
     target_uri="azureml://sub/rg/ws",
@@ -102,15 +101,6 @@ def everything(rows: int, name: str = "iris", shuffle: bool = True, ratio: float
         Fail("auc too low")
 
 
-def example() -> Any:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import train_gate_deploy
-    finally:
-        sys.path.pop(0)
-    return train_gate_deploy.train_gate_deploy
-
-
 def loaded(ir: Any, tmp_path: Path, values: dict[str, Any] | None = None) -> tuple[dict[str, Any], Any]:
     """Compile, write the YAML file, and load it with the SDK as `az ml job create --file` would."""
     from azure.ai.ml import load_job
@@ -132,7 +122,7 @@ def rest_nodes(entity: Any) -> dict[str, Any]:
 
 
 def test_the_example_loads_and_validates_with_azure_ai_ml(tmp_path: Path) -> None:
-    pipeline_ = example()
+    pipeline_ = example_pipeline()
     job, entity = loaded(pipeline_.ir, tmp_path)
     assert entity.settings.default_compute == "serverless"
     assert set(entity.jobs) == {"prepare", "train", "evaluate", "quality_gate", "register", "fail", "deploy"}

@@ -5,33 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import mlshift
 from mlshift.specs.rollout import Canary, HealthGate
-from mlshift.testing.rollouts import canary_under_load
+from mlshift.testing.rollouts import canary_under_load, failing_predictor
 from mlshift_azureml.testing import FakeAzureML
 
 #: Short bakes: the fake shows metrics at once, and canary_under_load holds a bake until the
 #: gate has its requests.
 GATE = HealthGate(max_error_rate=0.05, min_requests=5)
-FAILING = (
-    "class Predictor:\n"
-    "    signature = {'inputs': [{'dtype': 'float64'}] * 4}\n"
-    "    def load(self, path):\n"
-    "        pass\n"
-    "    def predict(self, batch):\n"
-    "        raise RuntimeError('this version is broken')\n"
-)
-
-
-@pytest.fixture
-def deployed(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
-    """iris:1 serving all of "iris-ep"; iris:2 registered."""
-    client.models.register("iris", iris["v1"], framework="sklearn")
-    client.models.register("iris", iris["v2"], framework="sklearn")
-    client.endpoints.deploy("iris-ep", "iris:1")
-    return client
 
 
 def test_a_healthy_canary_promotes_under_load(
@@ -55,9 +36,7 @@ def test_a_healthy_canary_promotes_under_load(
 def test_a_failing_canary_trips_the_gate_and_traffic_returns(
     deployed: mlshift.Client, iris: dict[str, Any], tmp_path: Path
 ) -> None:
-    folder = tmp_path / "failing-predictor"
-    folder.mkdir()
-    (folder / "predictor.py").write_text(FAILING)
+    folder = failing_predictor(tmp_path / "failing-predictor")
     deployed.models.register("iris", folder, framework="predictor")  # iris:3
     outcome = canary_under_load(
         deployed, "iris-ep", "iris:3", Canary(percent=20, bake=60, gate=GATE), rows=iris["rows"]

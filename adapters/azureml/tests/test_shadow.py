@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +11,10 @@ import pytest
 import mlshift
 from conftest import TARGET, azureml
 from mlshift.adapter import Capability
-from mlshift.errors import ConfigError, MlshiftError, RolloutFailed
+from mlshift.errors import ConfigError, RolloutFailed
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import HealthGate, Shadow
+from mlshift.testing.rollouts import failing_predictor, send_traffic
 from mlshift_azureml.testing import FakeAzureML
 
 GATE = HealthGate(max_error_rate=0.05, min_requests=5)
@@ -31,51 +28,6 @@ BOTH = EndpointSpec.model_validate(
         ],
     }
 )
-FAILING = (
-    "class Predictor:\n"
-    "    signature = {'inputs': [{'dtype': 'float64'}] * 4}\n"
-    "    def load(self, path):\n"
-    "        pass\n"
-    "    def predict(self, batch):\n"
-    "        raise RuntimeError('this version is broken')\n"
-)
-
-
-@pytest.fixture
-def deployed(client: mlshift.Client, iris: dict[str, Any]) -> mlshift.Client:
-    """iris:1 serving all of "iris-ep"; iris:2 registered."""
-    client.models.register("iris", iris["v1"], framework="sklearn")
-    client.models.register("iris", iris["v2"], framework="sklearn")
-    client.endpoints.deploy("iris-ep", "iris:1")
-    return client
-
-
-@contextmanager
-def callers(client: mlshift.Client, rows: list[Any]) -> Iterator[Counter[str]]:
-    """Predictions from another thread for the duration of the block, counted by who answered."""
-    seen: Counter[str] = Counter()
-    stop, first = threading.Event(), threading.Event()
-
-    def send() -> None:
-        while not stop.is_set():
-            try:
-                answer = client.endpoints.predict("iris-ep", rows)
-                seen[f"{answer.variant} {answer.predictions}"] += 1
-            except MlshiftError as exc:
-                seen[f"error {type(exc).__name__}"] += 1
-            except Exception as exc:  # the fake itself broke: fail the test, not the thread
-                seen[f"crash {exc!r}"] += 1
-            first.set()
-            stop.wait(0.002)
-
-    thread = threading.Thread(target=send, name="callers", daemon=True)
-    thread.start()
-    try:
-        assert first.wait(60), "no prediction came back"
-        yield seen
-    finally:
-        stop.set()
-        thread.join(60)
 
 
 def test_the_target_mirrors_traffic_and_judges_shadows_on_metrics(client: mlshift.Client) -> None:
@@ -134,7 +86,7 @@ def test_removing_a_mirrored_variant_stops_its_mirror_first(
 def test_a_healthy_shadow_is_mirrored_then_promoted(
     deployed: mlshift.Client, azure: FakeAzureML, iris: dict[str, Any]
 ) -> None:
-    with callers(deployed, iris["rows"]) as answers:
+    with send_traffic(deployed, "iris-ep", iris["rows"]) as answers:
         state = deployed.endpoints.deploy(
             "iris-ep", "iris:2", rollout=Shadow(percent=50, duration=1.5, gate=GATE)
         )
@@ -152,11 +104,9 @@ def test_a_healthy_shadow_is_mirrored_then_promoted(
 def test_a_failing_shadow_fails_the_gate_and_no_caller_ever_sees_it(
     deployed: mlshift.Client, azure: FakeAzureML, iris: dict[str, Any], tmp_path: Path
 ) -> None:
-    folder = tmp_path / "failing-predictor"
-    folder.mkdir()
-    (folder / "predictor.py").write_text(FAILING)
+    folder = failing_predictor(tmp_path / "failing-predictor")
     deployed.models.register("iris", folder, framework="predictor")  # iris:3
-    with callers(deployed, iris["rows"]) as answers, pytest.raises(RolloutFailed) as caught:
+    with send_traffic(deployed, "iris-ep", iris["rows"]) as answers, pytest.raises(RolloutFailed) as caught:
         deployed.endpoints.deploy("iris-ep", "iris:3", rollout=Shadow(percent=50, duration=60, gate=GATE))
     assert "error rate" in str(caught.value)
     assert caught.value.measurements["elapsed_s"] < 60  # tripped early

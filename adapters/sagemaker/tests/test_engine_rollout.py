@@ -14,27 +14,12 @@ from mlshift.errors import ConfigError, InvalidPayload, MlshiftError
 from mlshift.plan import ApplyEvent, GateReading, Rollout
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe
-from mlshift.testing.rollouts import canary_under_load
+from mlshift.testing.rollouts import canary_under_load, failing_predictor
 from mlshift_sagemaker.testing import FakeSageMaker
 
 #: Short bakes: the fake publishes metrics at once, and canary_under_load holds a bake until
 #: the gate has its requests.
 GATE = HealthGate(max_error_rate=0.05, min_requests=5)
-FAILING = (
-    "class Predictor:\n"
-    "    signature = {'inputs': [{'dtype': 'float64'}] * 4}\n"
-    "    def load(self, path):\n"
-    "        pass\n"
-    "    def predict(self, batch):\n"
-    "        raise RuntimeError('this version is broken')\n"
-)
-
-
-def failing_model(folder: Path) -> Path:
-    path = folder / "failing-predictor"
-    path.mkdir()
-    (path / "predictor.py").write_text(FAILING)
-    return path
 
 
 class Events:
@@ -108,7 +93,8 @@ def test_a_canary_to_a_new_variant_runs_on_the_engine_under_traffic(
 def test_a_broken_version_trips_the_gate_and_leaves_nothing_behind(
     deployed: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any], tmp_path: Path
 ) -> None:
-    deployed.models.register("iris", failing_model(tmp_path), framework="predictor")  # iris:3
+    broken = failing_predictor(tmp_path / "failing-predictor")
+    deployed.models.register("iris", broken, framework="predictor")  # iris:3
     before = leftovers()
     outcome = canary_under_load(
         deployed, "iris-ep", "iris:3", Canary(percent=20, bake=30, gate=GATE), rows=iris["rows"]
@@ -167,7 +153,8 @@ def test_read_metrics_counts_what_was_sent(
     for _ in range(2):
         with pytest.raises(InvalidPayload):
             deployed.endpoints.predict("iris-ep", [[1.0, 2.0]])  # a 4xx: a request, not an error
-    deployed.models.register("iris", failing_model(tmp_path), framework="predictor")  # iris:3
+    broken = failing_predictor(tmp_path / "failing-predictor")
+    deployed.models.register("iris", broken, framework="predictor")  # iris:3
     deployed.endpoints.deploy("broken-ep", "iris:3")
     for _ in range(3):
         with pytest.raises(MlshiftError):
@@ -239,9 +226,12 @@ def test_a_version_that_refuses_the_callers_requests_trips_the_gate_on_client_er
     narrow = tmp_path / "narrow-predictor"
     narrow.mkdir()
     (narrow / "predictor.py").write_text(
-        FAILING.replace("* 4", "* 3").replace(
-            "raise RuntimeError('this version is broken')", "return [0 for _ in batch]"
-        )
+        "class Predictor:\n"
+        "    signature = {'inputs': [{'dtype': 'float64'}] * 3}\n"
+        "    def load(self, path):\n"
+        "        pass\n"
+        "    def predict(self, batch):\n"
+        "        return [0 for _ in batch]\n"
     )
     deployed.models.register("iris", narrow, framework="predictor")  # iris:3 takes 3 values, callers send 4
     with pytest.raises(ConfigError, match="iris:3 takes 3 columns, iris:1 takes 4"):

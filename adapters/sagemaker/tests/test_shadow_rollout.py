@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +10,12 @@ import pytest
 
 import mlshift
 from mlshift.adapter import ResolvedVariant
-from mlshift.errors import ConfigError, MlshiftError, RolloutFailed
+from mlshift.errors import ConfigError, RolloutFailed
 from mlshift.plan import ApplyEvent
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Shadow
+from mlshift.testing.rollouts import failing_predictor, send_traffic
 from mlshift_sagemaker.testing import FakeSageMaker
-
-FAILING = (
-    "class Predictor:\n"
-    "    signature = {'inputs': [{'dtype': 'float64'}] * 4}\n"
-    "    def load(self, path):\n"
-    "        pass\n"
-    "    def predict(self, batch):\n"
-    "        raise RuntimeError('this version is broken')\n"
-)
 
 
 @pytest.fixture(scope="module")
@@ -45,34 +33,6 @@ def lookalike(tmp_path_factory: pytest.TempPathFactory, iris: dict[str, Any]) ->
     return path
 
 
-@contextmanager
-def callers(client: mlshift.Client, rows: list[Any]) -> Iterator[Counter[str]]:
-    """Predictions from another thread for the duration of the block, counted by answer."""
-    seen: Counter[str] = Counter()
-    stop, first = threading.Event(), threading.Event()
-
-    def send() -> None:
-        while not stop.is_set():
-            try:
-                answer = client.endpoints.predict("iris-ep", rows)
-                seen[f"{answer.variant} {answer.predictions}"] += 1
-            except MlshiftError as exc:
-                seen[f"error {type(exc).__name__}"] += 1
-            except Exception as exc:  # the fake itself broke: fail the test, not the thread
-                seen[f"crash {exc!r}"] += 1
-            first.set()
-            stop.wait(0.002)
-
-    thread = threading.Thread(target=send, name="callers", daemon=True)
-    thread.start()
-    try:
-        assert first.wait(30), "no prediction came back"
-        yield seen
-    finally:
-        stop.set()
-        thread.join(30)
-
-
 def shadow(**extra: Any) -> Shadow:
     return Shadow.model_validate(
         {"percent": 100, "duration": 2, "min_agreement": 0.99, "gate": {"min_requests": 5}, **extra}
@@ -87,7 +47,7 @@ def capture_files(aws: FakeSageMaker, variant: str) -> list[str]:
 def test_a_disagreeing_version_is_discarded_and_callers_only_see_the_serving_one(
     deployed: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
 ) -> None:
-    with callers(deployed, iris["rows"]) as seen, pytest.raises(RolloutFailed) as info:
+    with send_traffic(deployed, "iris-ep", iris["rows"]) as seen, pytest.raises(RolloutFailed) as info:
         deployed.endpoints.deploy("iris-ep", "iris:2", rollout=shadow())
     exc = info.value
     assert exc.reason is not None and exc.reason.startswith("gate failed in the shadow phase: agreement ")
@@ -118,7 +78,7 @@ def test_an_agreeing_version_is_promoted(
         if event.detail:
             events.append(dict(event.detail))
 
-    with callers(deployed, iris["rows"]) as seen:
+    with send_traffic(deployed, "iris-ep", iris["rows"]) as seen:
         state = deployed.endpoints.deploy("iris-ep", "iris:3", rollout=shadow(), on_event=on_event)
     assert state.weights == {"iris-v3": 100}
     phase = [e for e in events if e.get("phase") == "shadow"]
@@ -184,11 +144,9 @@ def test_the_shadow_variant_gets_its_share_and_never_answers(
 def test_a_crashing_shadow_never_fails_a_caller(
     deployed: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any], tmp_path: Path
 ) -> None:
-    folder = tmp_path / "failing-predictor"
-    folder.mkdir()
-    (folder / "predictor.py").write_text(FAILING)
+    folder = failing_predictor(tmp_path / "failing-predictor")
     deployed.models.register("broken", folder)
-    with callers(deployed, iris["rows"]) as seen, pytest.raises(RolloutFailed) as info:
+    with send_traffic(deployed, "iris-ep", iris["rows"]) as seen, pytest.raises(RolloutFailed) as info:
         deployed.endpoints.deploy("iris-ep", "broken:1", rollout=shadow())
     assert info.value.measurements["errors"] >= 5
     assert set(seen) == {f"iris-v1 {iris['expected_v1']}"}

@@ -17,20 +17,12 @@ from mlshift.errors import (
 )
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe, Shadow
-from mlshift.testing.rollouts import canary_under_load
+from mlshift.testing.rollouts import canary_under_load, failing_predictor
 from mlshift_vertex import EtagConflict
 from mlshift_vertex.testing import FakeVertex
 
 TARGET = "vertex://my-project/us-central1"
 GATE = HealthGate(max_error_rate=0.05, min_requests=5)
-FAILING = (
-    "class Predictor:\n"
-    "    signature = {'inputs': [{'dtype': 'float64'}] * 4}\n"
-    "    def load(self, path):\n"
-    "        pass\n"
-    "    def predict(self, batch):\n"
-    "        raise RuntimeError('this version is broken')\n"
-)
 
 
 def test_unchanged_reapply_makes_no_mutating_call_and_uploads_nothing(
@@ -130,9 +122,7 @@ def test_canary_promotes_under_load_on_monitoring_gates(
 def test_a_failing_canary_returns_traffic(
     deployed: mlshift.Client, iris: dict[str, Any], tmp_path: Path
 ) -> None:
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "predictor.py").write_text(FAILING)
+    broken = failing_predictor(tmp_path / "broken")
     deployed.models.register("iris", broken, framework="predictor")
     outcome = canary_under_load(
         deployed, "iris-ep", "iris:3", Canary(percent=50, bake=6, gate=GATE), rows=iris["rows"]

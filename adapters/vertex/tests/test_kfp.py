@@ -330,6 +330,11 @@ def test_conditions_evaluate_as_cel() -> None:
     )
     with pytest.raises(ValueError):
         evaluate_condition("__import__('os')", values)
+    # Operators inside a string literal are text, not CEL.
+    quoted = {"s": "a && !true || b"}
+    assert evaluate_condition("inputs.parameter_values['s'] == 'a && !true || b'", quoted)
+    with pytest.raises(ValueError, match="missing input 'zz'"):
+        evaluate_condition("inputs.parameter_values['zz'] > 1", values)
 
 
 def test_register_and_deploy_steps_need_the_step_target_option() -> None:

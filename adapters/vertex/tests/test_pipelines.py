@@ -7,7 +7,6 @@ image, which the kit does not run), so they are quick; real steps are in test_pi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +50,6 @@ def _adapter(client: mlshift.Client) -> VertexAdapter:
 
 def _wait_job(vertex: FakeVertex, name: str) -> dict[str, Any]:
     return vertex.pipelines.wait(name, timeout=120)
-
-
-@pytest.fixture
-def vertex() -> Iterator[FakeVertex]:
-    with FakeVertex(seed=7) as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(vertex: FakeVertex) -> Iterator[mlshift.Client]:
-    with mlshift.connect(TARGET) as c:
-        yield c
 
 
 def test_the_target_declares_pipelines_conditions_and_schedules(client: mlshift.Client) -> None:

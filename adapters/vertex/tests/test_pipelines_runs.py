@@ -34,12 +34,6 @@ def vertex() -> Iterator[FakeVertex]:
         yield fake
 
 
-@pytest.fixture
-def client(vertex: FakeVertex) -> Iterator[mlshift.Client]:
-    with mlshift.connect(TARGET) as c:
-        yield c
-
-
 def test_the_example_runs_registers_deploys_and_reruns_from_the_cache(
     client: mlshift.Client, vertex: FakeVertex
 ) -> None:

@@ -135,3 +135,19 @@ def test_the_fake_points_targets_at_itself_and_restores_the_environment() -> Non
         assert os.environ["MLSHIFT_VERTEX_API_ENDPOINT"] == fake.url
         assert fake.url.startswith("http://127.0.0.1:")
     assert "MLSHIFT_VERTEX_API_ENDPOINT" not in os.environ
+
+
+def test_each_client_is_made_once_and_pipeline_clients_talk_to_the_target(client: mlshift.Client) -> None:
+    from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
+    from google.cloud.aiplatform_v1.services.schedule_service import ScheduleServiceClient
+
+    clients = client.adapter.clients  # type: ignore[attr-defined]
+    pipelines = clients.client("pipeline")
+    assert isinstance(pipelines, PipelineServiceClient)
+    assert isinstance(clients.client("schedule"), ScheduleServiceClient)
+    assert clients.client("pipeline") is pipelines
+    # The pipeline service uses the same shared client, which answers from the fake.
+    assert client.adapter.pipelines._client("pipeline") is pipelines  # type: ignore[attr-defined]
+    assert list(pipelines.list_pipeline_jobs(parent="projects/my-project/locations/us-central1")) == []
+    with pytest.raises(KeyError):
+        clients.client("no-such-kind")

@@ -9,15 +9,19 @@ The local runner calls these from its worker threads; a cloud step runner (SageM
 - ``Deploy`` goes through ``client.endpoints.deploy`` (plan and apply), which changes nothing
   when the endpoint already serves the version.
 - A failing step is retried after :func:`retry_delay` seconds: doubling from ``retry_delay``.
+  A cloud step runner that retries a step function itself calls it through
+  :func:`call_with_retries`.
 
 Both steps are safe to repeat, which is what makes resuming a run safe.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from mlshift._client import Client
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from mlshift.specs.model import ModelVersion
 
 __all__ = [
+    "call_with_retries",
     "deploy",
     "deploy_still_valid",
     "lineage_tags",
@@ -36,6 +41,8 @@ __all__ = [
 
 Log = Callable[[str], None]
 
+_T = TypeVar("_T")
+
 
 def retry_delay(base: float, attempt: int) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based): ``base * 2 ** (attempt - 1)``."""
@@ -45,6 +52,49 @@ def retry_delay(base: float, attempt: int) -> float:
 def total_retry_delay(base: float, retries: int) -> float:
     """Seconds spent waiting between attempts when all ``retries`` are used."""
     return sum(retry_delay(base, attempt) for attempt in range(1, retries + 1))
+
+
+def call_with_retries(
+    call: Callable[[], _T],
+    *,
+    retries: int,
+    delay: float,
+    log: Log | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Call ``call`` until it returns, at most ``retries + 1`` times, as every runner retries a step.
+
+    After failed attempt number ``n`` (any ``Exception``) that is not the last, it says
+    ``attempt n failed: TYPE: MESSAGE; retrying`` and waits :func:`retry_delay` ``(delay, n)``
+    seconds. A cloud step runner wraps the user's step function in it inside the step's
+    container, so a step retries the same way everywhere.
+
+    Args:
+        call: The attempt: the step function with its arguments bound.
+        retries: How many times to call again after a failure (``0``: call once).
+        delay: Seconds before the first retry; doubled for each next one.
+        log: Where the line about a failed attempt goes (default: this process's stderr, as
+            a step container's log).
+        sleep: Waits between attempts (tests pass a recorder).
+
+    Returns:
+        What the first successful attempt returned.
+
+    Raises:
+        Exception: Whatever the last attempt raised, unchanged.
+    """
+    say = log or (lambda line: print(line, file=sys.stderr))
+    attempts = int(retries) + 1
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if attempt >= attempts:
+                raise
+            say(f"attempt {attempt} failed: {type(exc).__name__}: {exc}; retrying")
+            sleep(retry_delay(delay, attempt))
+            attempt += 1
 
 
 def lineage_tags(pipeline: str, run: str) -> dict[str, str]:

@@ -19,7 +19,8 @@ helpers here remove that dependency without touching the gate::
 
 :func:`hold_bake_for_requests` is the gate check doing the waiting; use it alone with
 ``client.endpoints.deploy(..., checks=[...])`` when the load comes from elsewhere (another
-process, a load generator).
+process, a load generator). :func:`send_traffic` is the load alone, and
+:func:`failing_predictor` a model version whose every prediction fails, to see a gate roll back.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlshift._client import Client
@@ -39,7 +41,44 @@ from mlshift.errors import MlshiftError, NotFound, RolloutFailed
 from mlshift.plan import ApplyEvent, GateCheck, GateReading
 from mlshift.specs.rollout import RolloutStrategy
 
-__all__ = ["CanaryOutcome", "canary_under_load", "hold_bake_for_requests", "send_traffic"]
+__all__ = [
+    "CanaryOutcome",
+    "canary_under_load",
+    "failing_predictor",
+    "hold_bake_for_requests",
+    "send_traffic",
+]
+
+_FAILING_PREDICTOR = """\
+class Predictor:
+    signature = {{'inputs': [{{'dtype': 'float64'}}] * {columns}}}
+    def load(self, path):
+        pass
+    def predict(self, batch):
+        raise RuntimeError('this version is broken')
+"""
+
+
+def failing_predictor(folder: Path, *, columns: int = 4) -> Path:
+    """Write a model whose every prediction fails: register it to see a gate roll back.
+
+    The model is a ``predictor`` folder (``predictor.py`` with a ``Predictor`` class) that
+    loads and takes rows of ``columns`` float64 values, so a rollout accepts it in place of a
+    model with that signature, and raises ``RuntimeError('this version is broken')`` on every
+    prediction (the model server answers 500)::
+
+        client.models.register("iris", failing_predictor(tmp_path / "broken"), framework="predictor")
+
+    Args:
+        folder: Where to write it; made if missing.
+        columns: How many values a row has.
+
+    Returns:
+        ``folder``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "predictor.py").write_text(_FAILING_PREDICTOR.format(columns=columns))
+    return folder
 
 
 def _variant_names(client: Client, endpoint: str) -> list[str]:

@@ -15,7 +15,8 @@ Commands (options common to all: ``--mlshift DIR`` and any number of
     module) and call it: scalar inputs from ``--value`` (literals and parameters) or ``--from``
     (another node's scalar output or metric, read from its ``mlshift`` folder; ``KIND`` is
     ``output``, ``metric`` or ``metrics``), artifacts as paths, outputs as paths inside their
-    folder. A failing call is retried ``retries`` times, backing off as every runner does.
+    folder. A failing call is retried ``retries`` times, backing off as every runner does
+    (:func:`mlshift.pipelines.builtins.call_with_retries`).
 
 ``register --target URI --settings JSON ...``
     The built-in ``RegisterModel`` (:func:`mlshift.pipelines.builtins.register_model`), with the
@@ -44,7 +45,6 @@ import json
 import operator
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -131,7 +131,7 @@ def _check_gates(gates: Sequence[Sequence[str]]) -> None:
 
 
 def _run_python(args: argparse.Namespace, task: dict[str, Any]) -> None:
-    from mlshift.pipelines.builtins import retry_delay
+    from mlshift.pipelines.builtins import call_with_retries
     from mlshift.pipelines.code import load_callable
 
     if "file" in task:
@@ -153,16 +153,11 @@ def _run_python(args: argparse.Namespace, task: dict[str, Any]) -> None:
     for name, folder in args.output:
         Path(folder).mkdir(parents=True, exist_ok=True)
         kwargs[name] = Path(folder) / name
-    attempts = int(task.get("retries", 0)) + 1
-    for attempt in range(1, attempts + 1):
-        try:
-            result = fn(**kwargs)
-            break
-        except Exception as exc:
-            if attempt == attempts:
-                raise
-            print(f"attempt {attempt} failed: {type(exc).__name__}: {exc}; retrying", file=sys.stderr)
-            time.sleep(retry_delay(float(task.get("retry_delay", 1.0)), attempt))
+    result = call_with_retries(
+        lambda: fn(**kwargs),
+        retries=int(task.get("retries", 0)),
+        delay=float(task.get("retry_delay", 1.0)),
+    )
     if task.get("metrics"):
         _write(args, {k: _plain(v) for k, v in dict(result or {}).items()}, {})
     else:

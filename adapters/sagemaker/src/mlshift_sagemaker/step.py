@@ -10,7 +10,7 @@ inputs of later steps). Three commands:
     module) and call it: scalar inputs from ``--value`` (converted to their declared type),
     artifacts as paths, metrics as dicts, outputs as paths that do not exist yet. A failing call
     is retried ``retries`` times, backing off as every runner does
-    (:func:`mlshift.pipelines.builtins.retry_delay`: doubling from ``retry_delay``).
+    (:func:`mlshift.pipelines.builtins.call_with_retries`: doubling from ``retry_delay``).
 
 ``register --target URI --value model NAME [--value run ID] --settings JSON``
     The built-in ``RegisterModel`` (:func:`mlshift.pipelines.builtins.register_model`): the
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -91,7 +90,7 @@ def _plain(value: Any) -> Any:
 
 
 def _run_python(root: Path, task: dict[str, Any], values: dict[str, str]) -> None:
-    from mlshift.pipelines.builtins import retry_delay
+    from mlshift.pipelines.builtins import call_with_retries
     from mlshift.pipelines.code import load_callable
 
     if "file" in task:
@@ -124,16 +123,11 @@ def _run_python(root: Path, task: dict[str, Any], values: dict[str, str]) -> Non
             folder = root / "output" / name
             folder.mkdir(parents=True, exist_ok=True)
             kwargs[name] = folder / name
-    attempts = int(task.get("retries", 0)) + 1
-    for attempt in range(1, attempts + 1):
-        try:
-            result = fn(**kwargs)
-            break
-        except Exception as exc:
-            if attempt == attempts:
-                raise
-            print(f"attempt {attempt} failed: {type(exc).__name__}: {exc}; retrying", file=sys.stderr)
-            time.sleep(retry_delay(float(task.get("retry_delay", 1.0)), attempt))
+    result = call_with_retries(
+        lambda: fn(**kwargs),
+        retries=int(task.get("retries", 0)),
+        delay=float(task.get("retry_delay", 1.0)),
+    )
     if task.get("metrics"):
         metrics = {k: _plain(v) for k, v in dict(result or {}).items()}
         _write(root, metrics, {})

@@ -1,7 +1,8 @@
 """Google clients, made on first use: aiplatform_v1's low-level clients and one HTTP session.
 
-- Vertex AI: ``ModelServiceClient``, ``EndpointServiceClient`` and ``PredictionServiceClient``
-  with the REST transport against ``LOCATION-aiplatform.googleapis.com`` (or ``api_endpoint``).
+- Vertex AI: ``ModelServiceClient``, ``EndpointServiceClient``, ``PredictionServiceClient``,
+  ``PipelineServiceClient`` and ``ScheduleServiceClient`` with the REST transport against
+  ``LOCATION-aiplatform.googleapis.com`` (or ``api_endpoint``).
   The high-level ``aiplatform.*`` objects are not used: they add GCS and Resource Manager calls
   and about 2 s of import.
 - GCS and Cloud Monitoring: their JSON APIs through google-auth's ``AuthorizedSession``, so no
@@ -96,6 +97,14 @@ class GoogleClients:
             from google.cloud.aiplatform_v1.services.prediction_service import PredictionServiceClient
 
             return PredictionServiceClient(credentials=credentials, transport="rest", client_options=options)
+        if kind == "pipeline":
+            from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
+
+            return PipelineServiceClient(credentials=credentials, transport="rest", client_options=options)
+        if kind == "schedule":
+            from google.cloud.aiplatform_v1.services.schedule_service import ScheduleServiceClient
+
+            return ScheduleServiceClient(credentials=credentials, transport="rest", client_options=options)
         if kind == "session":
             from google.auth.transport.requests import AuthorizedSession
 
@@ -103,7 +112,14 @@ class GoogleClients:
         raise KeyError(kind)
 
     def client(self, kind: str) -> Any:
-        """``model``, ``endpoint``, ``prediction`` (aiplatform_v1) or ``session`` (HTTP)."""
+        """One client, made on first use and then shared: ``model``, ``endpoint``, ``prediction``,
+        ``pipeline``, ``schedule`` (aiplatform_v1's ``*ServiceClient``, REST transport) or
+        ``session`` (HTTP).
+
+        Raises:
+            KeyError: another kind.
+            MlshiftError: the client could not be made (no credentials, a bad endpoint).
+        """
         found = self._clients.get(kind)
         if found is None:
             with google_errors(f"create the {kind} client"):

@@ -190,30 +190,7 @@ class VertexPipelineService:
     # ------------------------------------------------------------------ clients
 
     def _client(self, kind: Literal["pipeline", "schedule"]) -> Any:
-        clients = self._adapter.clients
-        key = f"{kind}-service"
-        found = clients._clients.get(key)
-        if found is None:
-            from google.api_core.client_options import ClientOptions
-
-            options = ClientOptions(api_endpoint=clients.vertex_endpoint)
-            credentials = clients.credentials()
-            with google_errors(f"create the {kind} client"):
-                if kind == "pipeline":
-                    from google.cloud.aiplatform_v1.services.pipeline_service import PipelineServiceClient
-
-                    made: Any = PipelineServiceClient(
-                        credentials=credentials, transport="rest", client_options=options
-                    )
-                else:
-                    from google.cloud.aiplatform_v1.services.schedule_service import ScheduleServiceClient
-
-                    made = ScheduleServiceClient(
-                        credentials=credentials, transport="rest", client_options=options
-                    )
-            with clients._lock:
-                found = clients._clients.setdefault(key, made)
-        return found
+        return self._adapter.clients.client(kind)
 
     # ------------------------------------------------------------------ compiling
 

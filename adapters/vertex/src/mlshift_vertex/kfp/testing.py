@@ -17,7 +17,10 @@ passed between tasks (artifacts as folders under a temporary pipeline root), ret
 ``retryPolicy``, and the cache (a task whose executor, inputs and caching option match an
 earlier successful one is ``SKIPPED`` with that one's outputs). Each step in the mlshift image
 runs as ``python -m mlshift.pipelines.kfp_step`` with its executor input, in a subprocess;
-a container step with another image cannot run here and fails, saying so.
+a container step with another image cannot run here and fails, saying so. How a task is run
+(inputs, conditions, cache keys, the executor input, the step process) is the one executor
+both this fake and ``FakeVertex`` use (``mlshift_vertex.testing._executor``); what differs is
+only what each API records.
 
 Faults: :meth:`FakeKubeflow.fail` answers matching requests with an HTTP error;
 :meth:`FakeKubeflow.fail_task` makes a task's next execution fail with a message. With
@@ -26,7 +29,6 @@ Faults: :meth:`FakeKubeflow.fail` answers matching requests with an HTTP error;
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import email.parser
 import email.policy
@@ -36,8 +38,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -49,10 +49,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FakeKubeflow", "KubeflowCall"]
+from mlshift_vertex.testing._executor import (
+    StepProcess,
+    cache_key,
+    dag_outputs,
+    evaluate_condition,
+    executor_input,
+    read_output_parameters,
+    resolve_inputs,
+    runs_here,
+    step_arguments,
+)
+
+__all__ = ["FakeKubeflow", "KubeflowCall", "evaluate_condition"]
 
 _API = "/apis/v2beta1"
-_STEP_COMMAND = ["python", "-m", "mlshift.pipelines.kfp_step"]
 _FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
 _PARAM_TYPES = {
     "STRING": (str,),
@@ -102,64 +113,11 @@ class _Run:
     spec: dict[str, Any]
     tasks: list[dict[str, Any]] = field(default_factory=list)
     terminate: threading.Event = field(default_factory=threading.Event)
-    process: subprocess.Popen[bytes] | None = None
     thread: threading.Thread | None = None
+    steps: StepProcess = field(init=False)
 
-
-# ---------------------------------------------------------------------------------------------
-# CEL, as far as KFP conditions use it
-
-
-def _cel_to_python(text: str) -> str:
-    out = re.sub(r"inputs\.parameter_values\[", "v[", text)
-    out = re.sub(r"\bdouble\(", "float(", out)
-    out = out.replace("&&", " and ").replace("||", " or ")
-    out = re.sub(r"!(?!=)", " not ", out)
-    out = re.sub(r"\btrue\b", "True", out)
-    return re.sub(r"\bfalse\b", "False", out).strip()
-
-
-def evaluate_condition(text: str, values: Mapping[str, Any]) -> bool:
-    """Evaluate a ``triggerPolicy.condition`` (comparisons, ``&&``, ``||``, ``!``, ``int()``,
-    ``double()``, ``inputs.parameter_values['x']``) over the task's input values.
-
-    Raises:
-        ValueError: an expression outside that subset.
-    """
-    tree = ast.parse(_cel_to_python(text), mode="eval")
-    ops: dict[type, Any] = {
-        ast.Eq: lambda a, b: a == b,
-        ast.NotEq: lambda a, b: a != b,
-        ast.Lt: lambda a, b: a < b,
-        ast.LtE: lambda a, b: a <= b,
-        ast.Gt: lambda a, b: a > b,
-        ast.GtE: lambda a, b: a >= b,
-    }
-
-    def value(node: ast.AST) -> Any:
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "v":
-            key = value(node.slice)
-            if key not in values:
-                raise ValueError(f"the condition reads {key!r}, which is not an input of the task")
-            return values[key]
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) == 1:
-            cast = {"int": int, "float": float}.get(node.func.id)
-            if cast is not None:
-                return cast(value(node.args[0]))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            return not value(node.operand)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -value(node.operand)
-        if isinstance(node, ast.BoolOp):
-            results = [bool(value(v)) for v in node.values]
-            return all(results) if isinstance(node.op, ast.And) else any(results)
-        if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in ops:
-            return ops[type(node.ops[0])](value(node.left), value(node.comparators[0]))
-        raise ValueError(f"unsupported in a KFP condition: {ast.dump(node)[:80]}")
-
-    return bool(value(tree.body))
+    def __post_init__(self) -> None:
+        self.steps = StepProcess(self.terminate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,9 +193,7 @@ class FakeKubeflow:
         with self._lock:
             runs = list(self._runs.values())
         for run in runs:
-            run.terminate.set()
-            if run.process is not None and run.process.poll() is None:
-                run.process.kill()
+            run.steps.stop(kill=True)
         for run in runs:
             if run.thread is not None:
                 run.thread.join(timeout=30)
@@ -392,9 +348,7 @@ class FakeKubeflow:
                 if method == "POST" and match[2]:
                     if run.data["state"] not in _FINISHED:
                         run.data["state"] = "CANCELING"
-                        run.terminate.set()
-                        if run.process is not None and run.process.poll() is None:
-                            run.process.terminate()
+                        run.steps.stop()
                     return {}
         raise _ApiError(404, f"Not Found: {method} {_API}{path}")
 
@@ -663,8 +617,7 @@ class FakeKubeflow:
             spec = tasks[name]
             if any(d not in done for d in graph[name]):
                 continue  # an upstream task did not run (its condition said no)
-            values = self._parameters(spec, inputs, done)
-            artifacts = self._artifacts(spec, inputs, done)
+            values, artifacts = resolve_inputs(spec, inputs, done)
             component = run.spec["components"][spec["componentRef"]["name"]]
             condition = (spec.get("triggerPolicy") or {}).get("condition")
             if "dag" in component:
@@ -676,53 +629,10 @@ class FakeKubeflow:
                     run, component["dag"], {"parameters": values, "artifacts": artifacts}, task["task_id"]
                 )
                 self._finish(task, "SUCCEEDED")
-                done[name] = self._dag_outputs(component["dag"], inner)
+                done[name] = dag_outputs(component["dag"], inner)
             else:
                 done[name] = self._executor(run, name, spec, component, values, artifacts, parent)
         return done
-
-    @staticmethod
-    def _parameters(
-        spec: Mapping[str, Any], inputs: Mapping[str, Any], done: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for key, source in ((spec.get("inputs") or {}).get("parameters") or {}).items():
-            if "componentInputParameter" in source:
-                values[key] = inputs["parameters"][source["componentInputParameter"]]
-            elif "taskOutputParameter" in source:
-                ref = source["taskOutputParameter"]
-                values[key] = done[ref["producerTask"]]["parameters"][ref["outputParameterKey"]]
-            elif "runtimeValue" in source:
-                values[key] = source["runtimeValue"]["constant"]
-            else:
-                raise ValueError(f"the fake cannot resolve input {key!r}: {source}")
-        return values
-
-    @staticmethod
-    def _artifacts(
-        spec: Mapping[str, Any], inputs: Mapping[str, Any], done: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, source in ((spec.get("inputs") or {}).get("artifacts") or {}).items():
-            if "componentInputArtifact" in source:
-                out[key] = inputs["artifacts"][source["componentInputArtifact"]]
-            else:
-                ref = source["taskOutputArtifact"]
-                out[key] = done[ref["producerTask"]]["artifacts"][ref["outputArtifactKey"]]
-        return out
-
-    @staticmethod
-    def _dag_outputs(dag: Mapping[str, Any], inner: Mapping[str, Any]) -> dict[str, Any]:
-        outputs = dag.get("outputs") or {}
-        params = {}
-        for key, source in (outputs.get("parameters") or {}).items():
-            ref = source["valueFromParameter"]
-            params[key] = inner[ref["producerSubtask"]]["parameters"][ref["outputParameterKey"]]
-        artifacts = {}
-        for key, source in (outputs.get("artifacts") or {}).items():
-            ref = source["artifactSelectors"][0]
-            artifacts[key] = inner[ref["producerSubtask"]]["artifacts"][ref["outputArtifactKey"]]
-        return {"parameters": params, "artifacts": artifacts}
 
     def _executor(
         self,
@@ -736,11 +646,8 @@ class FakeKubeflow:
     ) -> dict[str, Any]:
         container = run.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
         cached = bool((spec.get("cachingOptions") or {}).get("enableCache"))
-        key = hashlib.sha256(
-            json.dumps(
-                [container, values, {k: a["uri"] for k, a in artifacts.items()}], sort_keys=True
-            ).encode()
-        ).hexdigest()
+        declared = component.get("outputDefinitions") or {}
+        key = cache_key(container, values, artifacts, declared)
         task = self._task(run, name, parent)
         with self._lock:
             hit = self._cache.get(key) if cached else None
@@ -755,7 +662,6 @@ class FakeKubeflow:
         root = str((run.data["runtime_config"].get("pipeline_root") or "").removeprefix("file://")) or str(
             self._root / "artifacts"
         )
-        declared = component.get("outputDefinitions") or {}
         out_artifacts = {
             k: {
                 "name": k,
@@ -765,36 +671,17 @@ class FakeKubeflow:
             }
             for k, d in (declared.get("artifacts") or {}).items()
         }
-        executor_input = {
-            "inputs": {
-                "parameterValues": dict(values),
-                "artifacts": {k: {"artifacts": [a]} for k, a in artifacts.items()},
-            },
-            "outputs": {
-                "parameters": {
-                    k: {"outputFile": str(work / "params" / k)} for k in declared.get("parameters") or {}
-                },
-                "artifacts": {k: {"artifacts": [a]} for k, a in out_artifacts.items()},
-                "outputFile": str(work / "executor_output.json"),
-            },
-        }
+        executor = executor_input(values, artifacts, out_artifacts, declared.get("parameters") or {}, work)
         attempts = 1 + int((spec.get("retryPolicy") or {}).get("maxRetryCount") or 0)
         error = None
         for _ in range(attempts):
-            error = self._launch(run, name, container, executor_input, work)
+            error = self._launch(run, name, container, executor, work)
             if error is None:
                 break
         if error is not None:
             self._finish(task, "FAILED", error)
             raise RuntimeError(f"task {name!r} failed: {error}")
-        output_file = work / "executor_output.json"
-        written = json.loads(output_file.read_text()) if output_file.exists() else {}
-        params = dict(written.get("parameterValues") or {})
-        for k in declared.get("parameters") or {}:
-            path = work / "params" / k
-            if k not in params and path.exists():
-                params[k] = path.read_text()
-        outputs = {"parameters": params, "artifacts": out_artifacts}
+        outputs = {"parameters": read_output_parameters(executor, declared), "artifacts": out_artifacts}
         with self._lock:
             task["pod_name"] = f"{run.data['run_id']}-{name}-pod"
             task["outputs"] = {k: {"artifact_ids": [i]} for i, k in enumerate(out_artifacts, 1)}
@@ -816,32 +703,18 @@ class FakeKubeflow:
         if injected is not None:
             (work / "log.txt").write_text(injected + "\n")
             return injected
-        if list(container.get("command") or [])[:3] != _STEP_COMMAND:
+        if not runs_here(container):
             return (
                 "the fake Kubeflow runs steps in the mlshift image only "
                 "(python -m mlshift.pipelines.kfp_step); "
                 f"this task runs {container.get('image')!r}"
             )
-        text = json.dumps(executor_input)
-        args = [text if a == "{{$}}" else a for a in container.get("args") or []]
-        env = {**os.environ, **{e["name"]: e.get("value", "") for e in container.get("env") or []}}
-        with open(work / "log.txt", "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mlshift.pipelines.kfp_step", *args],
-                cwd=work,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            with self._lock:
-                run.process = process
-            code = process.wait()
-            with self._lock:
-                run.process = None
+        # One attempt here: the caller retries, so an injected fault fails only one attempt.
+        code, text = run.steps.run(container, step_arguments(container, executor_input), work, attempts=1)
         if run.terminate.is_set():
             raise _Terminated
         if code == 0:
             return None
-        lines = [line for line in (work / "log.txt").read_text(errors="replace").splitlines() if line.strip()]
+        lines = [line for line in text.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit code {code}"
         return last.removeprefix("step failed: ").removeprefix("StepFailed: ")

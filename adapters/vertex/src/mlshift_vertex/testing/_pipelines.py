@@ -23,20 +23,19 @@ A job runs in a thread of its own, one task at a time in DAG order (``dependentT
   ``cached_execution_id``) and that task's outputs, without running;
 - a task running another image is not run here: it succeeds without outputs (its log says so).
 
-Each task's output is its custom job's log in the fake Cloud Logging. After a failed task
-nothing new starts and the job fails with Vertex's message; ``:cancel`` stops the running task.
+Tasks run through the executor ``FakeKubeflow`` uses too (:mod:`._executor`); this module adds
+what Vertex records (task details, executions, custom job logs) and where artifacts live (the
+fake GCS). Each task's output is its custom job's log in the fake Cloud Logging. After a failed
+task nothing new starts and the job fails with Vertex's message; ``:cancel`` stops the running
+task.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -45,21 +44,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlshift_vertex.testing._executor import (
+    StepProcess,
+    TaskFailed,
+    cache_key,
+    dag_outputs,
+    evaluate_condition,
+    executor_input,
+    read_output_parameters,
+    resolve_inputs,
+    runs_here,
+    step_arguments,
+)
+
 if TYPE_CHECKING:
     from mlshift_vertex.testing._fake import FakeVertex
 
-__all__ = ["FakePipelines"]
+__all__ = ["FakePipelines", "TaskFailed", "evaluate_condition"]
 
 _JOB_ID = re.compile(r"[a-z][-a-z0-9]{0,127}")
-_STEP_COMMAND = ["python", "-m", "mlshift.pipelines.kfp_step"]
-_PLACEHOLDER = re.compile(
-    r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['([^']+)'\](?:\.(path|output_file|uri))?\}\}"
-)
-_CEL_TOKEN = re.compile(r"'(?:[^'\\]|\\.)*'|!=|!|&&|\|\||\btrue\b|\bfalse\b|\bdouble\(|[^'!&|]+?", re.S)
-
-
-class TaskFailed(Exception):
-    """A task cannot run as defined (Vertex would fail it with this message)."""
 
 
 def _copy(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,52 +75,18 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 10**6:06d}Z"
 
 
-def evaluate_condition(expression: str, values: Mapping[str, Any]) -> bool:
-    """A ``triggerPolicy.condition`` as KFP writes it (comparisons of ``inputs.parameter_values``
-    entries and literals, ``int()``/``double()``, ``!``, ``&&``, ``||``), on ``values``.
-
-    Raises:
-        TaskFailed: an expression outside that subset, or a value it names that is missing.
-    """
-    python: list[str] = []
-    for token in _CEL_TOKEN.findall(expression):
-        if token.startswith("'"):
-            python.append(token)
-        elif token == "!=":
-            python.append("!=")
-        elif token == "!":
-            python.append(" not ")
-        elif token == "&&":
-            python.append(" and ")
-        elif token == "||":
-            python.append(" or ")
-        elif token in ("true", "false"):
-            python.append(token.capitalize())
-        elif token == "double(":
-            python.append("float(")
-        else:
-            python.append(token)
-    text = "".join(python).replace("inputs.parameter_values", "_values")
-    names = set(re.findall(r"\b[A-Za-z_]\w*", re.sub(r"'(?:[^'\\]|\\.)*'", "''", text)))
-    if not names <= {"_values", "int", "float", "not", "and", "or", "True", "False"}:
-        raise TaskFailed(f"unsupported trigger condition: {expression}")
-    try:
-        return bool(eval(text, {"__builtins__": {}, "int": int, "float": float}, {"_values": dict(values)}))
-    except KeyError as exc:
-        raise TaskFailed(f"the trigger condition {expression!r} names a missing input {exc}") from None
-    except Exception as exc:
-        raise TaskFailed(f"cannot evaluate the trigger condition {expression!r}: {exc}") from None
-
-
 @dataclass
 class _Job:
     name: str
     data: dict[str, Any]
     seq: int
     stop: threading.Event = field(default_factory=threading.Event)
-    process: subprocess.Popen[bytes] | None = None
     thread: threading.Thread | None = None
     failed: list[str] = field(default_factory=list)
+    steps: StepProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.steps = StepProcess(self.stop)
 
 
 class FakePipelines:
@@ -134,7 +103,6 @@ class FakePipelines:
         self._task_ids = itertools.count(3_000_000_000_001)
         self._seq = itertools.count(1)
         self._work = Path(tempfile.mkdtemp(prefix="mlshift-fake-vertex-pipelines-"))
-        self._popen_lock = threading.Lock()
 
     # ---------------------------------------------------------------- test controls
 
@@ -170,10 +138,7 @@ class FakePipelines:
     def close(self) -> None:
         """Stop every running job and remove the working folders."""
         for job in list(self._jobs.values()):
-            job.stop.set()
-            process = job.process
-            if process is not None and process.poll() is None:
-                process.terminate()
+            job.steps.stop()
         for job in list(self._jobs.values()):
             if job.thread is not None:
                 job.thread.join(30)
@@ -201,11 +166,7 @@ class FakePipelines:
                         400, f"Cannot cancel pipeline job {name} in state {state}.", "FAILED_PRECONDITION"
                     )
                 job.data["state"] = "PIPELINE_STATE_CANCELLING"
-                job.stop.set()
-                with self._popen_lock:
-                    process = job.process
-                if process is not None and process.poll() is None:
-                    process.terminate()
+                job.steps.stop()
                 return {}
             if method == "GET":
                 return json.loads(json.dumps(job.data))
@@ -419,46 +380,6 @@ class FakePipelines:
                 ok = False
         return ok and not job.stop.is_set(), results
 
-    def _inputs(
-        self, task: Mapping[str, Any], scope: Mapping[str, Any], results: Mapping[str, dict[str, Any]]
-    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        inputs = task.get("inputs") or {}
-        params: dict[str, Any] = {}
-        for key, source in (inputs.get("parameters") or {}).items():
-            if "runtimeValue" in source:
-                params[key] = source["runtimeValue"].get("constant")
-            elif "componentInputParameter" in source:
-                name = source["componentInputParameter"]
-                if name not in scope["parameters"]:
-                    raise TaskFailed(f"input parameter {key!r}: the DAG has no input {name!r}")
-                params[key] = scope["parameters"][name]
-            elif "taskOutputParameter" in source:
-                ref = source["taskOutputParameter"]
-                produced = results.get(ref["producerTask"], {}).get("parameters", {})
-                if ref["outputParameterKey"] not in produced:
-                    raise TaskFailed(
-                        f"input parameter {key!r}: task {ref['producerTask']!r} did not output "
-                        f"{ref['outputParameterKey']!r}"
-                    )
-                params[key] = produced[ref["outputParameterKey"]]
-            else:
-                raise TaskFailed(f"input parameter {key!r} has no source the testing kit knows")
-        artifacts: dict[str, dict[str, Any]] = {}
-        for key, source in (inputs.get("artifacts") or {}).items():
-            if "taskOutputArtifact" in source:
-                ref = source["taskOutputArtifact"]
-                found = (
-                    results.get(ref["producerTask"], {}).get("artifacts", {}).get(ref["outputArtifactKey"])
-                )
-            elif "componentInputArtifact" in source:
-                found = scope["artifacts"].get(source["componentInputArtifact"])
-            else:
-                found = None
-            if found is None:
-                raise TaskFailed(f"input artifact {key!r} has no producer that made it")
-            artifacts[key] = found
-        return params, artifacts
-
     def _task(
         self,
         job: _Job,
@@ -473,7 +394,7 @@ class FakePipelines:
         detail = self._detail(job, name, parent)
         component = (spec.get("components") or {}).get((task.get("componentRef") or {}).get("name")) or {}
         try:
-            params, artifacts = self._inputs(task, scope, results)
+            params, artifacts = resolve_inputs(task, scope, results)
             condition = (task.get("triggerPolicy") or {}).get("condition")
             if condition and not evaluate_condition(condition, params):
                 self._settle(detail, "NOT_TRIGGERED")
@@ -485,25 +406,8 @@ class FakePipelines:
                 if not ok:
                     self._settle(detail, "CANCELLED" if job.stop.is_set() else "FAILED")
                     return {"state": "FAILED", "parameters": {}, "artifacts": {}}
-                outputs = component["dag"].get("outputs") or {}
-                out_params = {}
-                for out, sel in (outputs.get("parameters") or {}).items():
-                    ref = sel["valueFromParameter"]
-                    out_params[out] = (
-                        inner.get(ref["producerSubtask"], {})
-                        .get("parameters", {})
-                        .get(ref["outputParameterKey"])
-                    )
-                out_artifacts = {}
-                for out, sel in (outputs.get("artifacts") or {}).items():
-                    ref = sel["artifactSelectors"][0]
-                    out_artifacts[out] = (
-                        inner.get(ref["producerSubtask"], {})
-                        .get("artifacts", {})
-                        .get(ref["outputArtifactKey"])
-                    )
                 self._settle(detail, "SUCCEEDED")
-                return {"state": "SUCCEEDED", "parameters": out_params, "artifacts": out_artifacts}
+                return {"state": "SUCCEEDED", **dag_outputs(component["dag"], inner)}
             return self._container(job, key, task, component, detail, params, artifacts)
         except TaskFailed as exc:
             job.failed.append(name)
@@ -563,24 +467,13 @@ class FakePipelines:
         if not container:
             raise TaskFailed(f"component of task {key!r} has no container executor")
         outputs_def = component.get("outputDefinitions") or {}
-        cache_key = hashlib.sha256(
-            json.dumps(
-                {
-                    "container": container,
-                    "parameters": params,
-                    "artifacts": {k: a.get("uri") for k, a in artifacts.items()},
-                    "outputs": outputs_def,
-                },
-                sort_keys=True,
-                default=str,
-            ).encode()
-        ).hexdigest()
+        key_of_execution = cache_key(container, params, artifacts, outputs_def)
         parent = job.name.split("/pipelineJobs/")[0]
         execution_name = f"{parent}/metadataStores/default/executions/{next(self._ids)}"
         input_meta = {f"input:{k}": v for k, v in params.items()}
         caching = bool((task.get("cachingOptions") or {}).get("enableCache"))
         with self._lock:
-            hit = self._cache.get(cache_key) if caching else None
+            hit = self._cache.get(key_of_execution) if caching else None
         if hit is not None:
             execution = {
                 "name": execution_name,
@@ -609,63 +502,28 @@ class FakePipelines:
             }
             for name, d in (outputs_def.get("artifacts") or {}).items()
         }
-        executor_input: dict[str, Any] = {
-            "inputs": {
-                "parameterValues": params,
-                "artifacts": {
-                    k: {"artifacts": [{**a, "uri": f"file://{self._download(str(a['uri']))}"}]}
-                    for k, a in artifacts.items()
-                },
-            },
-            "outputs": {
-                "parameters": {
-                    name: {"outputFile": str(work / "outputs" / name)}
-                    for name in (outputs_def.get("parameters") or {})
-                },
-                "artifacts": {
-                    name: {"artifacts": [{**a, "uri": f"file://{self._local(a['uri'])}"}]}
-                    for name, a in out_artifacts.items()
-                },
-                "outputFile": str(work / "executor_output.json"),
-            },
-        }
+        executor = executor_input(
+            params,
+            {k: {**a, "uri": f"file://{self._download(str(a['uri']))}"} for k, a in artifacts.items()},
+            {name: {**a, "uri": f"file://{self._local(a['uri'])}"} for name, a in out_artifacts.items()},
+            outputs_def.get("parameters") or {},
+            work,
+        )
         for a in out_artifacts.values():
             shutil.rmtree(self._local(a["uri"]), ignore_errors=True)
-
-        def placeholder(match: re.Match[str]) -> str:
-            side, kind, name, attr = match.groups()
-            block = executor_input[side]
-            if kind == "parameters":
-                if side == "outputs":
-                    return str(block["parameters"][name]["outputFile"])
-                value = block["parameterValues"].get(name)
-                return value if isinstance(value, str) else json.dumps(value)
-            uri = str(block["artifacts"][name]["artifacts"][0]["uri"])
-            return uri.removeprefix("file://") if attr == "path" else uri
-
-        args = [
-            json.dumps(executor_input) if a == "{{$}}" else _PLACEHOLDER.sub(placeholder, a)
-            for a in container.get("args") or []
-        ]
         attempts = 1 + int((task.get("retryPolicy") or {}).get("maxRetryCount") or 0)
         log: list[str] = []
         code = 0
-        if list(container.get("command") or []) != _STEP_COMMAND:
+        if not runs_here(container):
             log.append(
                 f"the testing kit does not run image {container.get('image')!r}; task {key!r} succeeded "
                 "without running"
             )
         else:
-            env = {**os.environ, **{e["name"]: str(e.get("value", "")) for e in container.get("env") or []}}
-            for attempt in range(attempts):
-                code, text = self._run(
-                    job, [sys.executable, "-m", "mlshift.pipelines.kfp_step", *args], env, work
-                )
-                log += text.splitlines()
-                if code == 0 or job.stop.is_set():
-                    break
-                if attempt + 1 < attempts:
-                    log.append(f"attempt {attempt + 1} failed with exit code {code}; retrying")
+            code, text = job.steps.run(
+                container, step_arguments(container, executor), work, attempts=attempts, log=log.append
+            )
+            log += text.splitlines()
         stamp = _now()
         with self._lock:
             self._logs[custom_job] = [(stamp, line) for line in log]
@@ -685,8 +543,8 @@ class FakePipelines:
                 execution={"name": execution_name, "state": "FAILED", "metadata": input_meta},
             )
             return {"state": "FAILED", "parameters": {}, "artifacts": {}}
-        produced = self._outputs(executor_input, outputs_def)
-        executor_output = Path(str(executor_input["outputs"]["outputFile"]))
+        produced = read_output_parameters(executor, outputs_def)
+        executor_output = Path(str(executor["outputs"]["outputFile"]))
         if executor_output.exists():
             written = json.loads(executor_output.read_text() or "{}")
             for name, found in (written.get("artifacts") or {}).items():
@@ -707,7 +565,7 @@ class FakePipelines:
         self._settle(detail, "SUCCEEDED", execution=execution, outputs=task_outputs)
         if caching:
             with self._lock:
-                self._cache[cache_key] = {
+                self._cache[key_of_execution] = {
                     "execution": execution_name,
                     "metadata": metadata,
                     "outputs": task_outputs,
@@ -715,38 +573,6 @@ class FakePipelines:
                     "artifacts": out_artifacts,
                 }
         return {"state": "SUCCEEDED", "parameters": produced, "artifacts": out_artifacts}
-
-    @staticmethod
-    def _outputs(executor_input: Mapping[str, Any], outputs_def: Mapping[str, Any]) -> dict[str, Any]:
-        """The output parameters the step wrote: its executor output, else each output file."""
-        out: dict[str, Any] = {}
-        path = Path(executor_input["outputs"]["outputFile"])
-        if path.exists():
-            out.update(json.loads(path.read_text() or "{}").get("parameterValues") or {})
-        for name, spec in (executor_input["outputs"]["parameters"] or {}).items():
-            if name in out:
-                continue
-            file = Path(spec["outputFile"])
-            if file.exists():
-                text = file.read_text()
-                kind = ((outputs_def.get("parameters") or {}).get(name) or {}).get("parameterType")
-                out[name] = text if kind == "STRING" else json.loads(text)
-        return out
-
-    def _run(self, job: _Job, argv: list[str], env: Mapping[str, str], work: Path) -> tuple[int, str]:
-        log_path = work / "log.txt"
-        with log_path.open("wb") as log:
-            with self._popen_lock:
-                if job.stop.is_set():
-                    return -1, "cancelled before it started"
-                job.process = subprocess.Popen(
-                    argv, stdout=log, stderr=subprocess.STDOUT, env=dict(env), cwd=str(work)
-                )
-            try:
-                code = job.process.wait()
-            finally:
-                job.process = None
-        return code, log_path.read_text(errors="replace")
 
     # ---------------------------------------------------------------- schedules
 
