@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from mlshift.errors import ConfigError, IntegrityError, MlshiftError
 from mlshift.serving._app import create_app
 from mlshift.serving._batching import Batching
-from mlshift.serving._loaders import detect_framework, load_model
+from mlshift.serving._loaders import detect_framework, load_model, quick_skops_import
 from mlshift.specs.model import Signature
 
 __all__ = ["DEFAULT_PORT", "MAX_WORKERS", "WorkerFailed", "serve"]
@@ -134,14 +134,26 @@ def _build_app(
     skops_trust: Sequence[str],
     batching: Batching,
 ) -> Starlette:
-    if framework is None:
-        framework = detect_framework(path)
-    model = load_model(path, framework, digest=digest, signature=signature, skops_trust=skops_trust)
-    app = create_app(model, variant=variant, model_ref=model_ref, batching=batching)
+    # Loading is mostly importing (scikit-learn and scipy alone are most of a cold start),
+    # which allocates a great many objects and frees none: the cyclic collections it would
+    # trigger find nothing to free, so the collector is off meanwhile (as in the image's serve).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        if framework is None:
+            framework = detect_framework(path)
+        # This process serves one model and nothing else: skops may skip its scan of scikit-learn.
+        quick_skops_import()
+        model = load_model(path, framework, digest=digest, signature=signature, skops_trust=skops_trust)
+        app = create_app(model, variant=variant, model_ref=model_ref, batching=batching)
+    finally:
+        if collecting:
+            gc.enable()
     # Everything loaded so far (libraries, the model) lives as long as the process: out of the
     # collector's sight, a full collection triggered while a large body is parsed takes
     # milliseconds instead of hundreds, which the event loop (health checks) would wait for.
-    gc.collect()
+    # No gc.collect() first: after loading, one found a few dozen objects to free and took a
+    # tenth of a second or more of the start-up (a full pass over every library's objects).
     gc.freeze()
     app.state.description = _describe(framework, path, variant, model_ref, batching)
     return app
