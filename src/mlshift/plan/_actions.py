@@ -148,23 +148,36 @@ class AddVariant(SpecModel):
 
 
 class ReplaceVariant(SpecModel):
-    """Swap the model behind an existing variant, keeping its traffic."""
+    """Swap the model behind an existing variant, keeping its traffic; or, with the same model,
+    restart it with other batching settings.
+
+    Attributes:
+        old_batching: The batching the variant runs with now, when the target reports it and
+            it changes (``None``: it does not change, or is not known).
+    """
 
     kind: Literal["replace_variant"] = "replace_variant"
     endpoint: str
     variant: PlannedVariant
     old_model: str
+    old_batching: Batching | None = None
 
     @property
     def resource(self) -> str:
         return f"endpoint {self.endpoint}"
 
     def describe(self) -> str:
-        text = (
-            f"variant {self.variant.name}: model {self.old_model} -> {self.variant.model_label}"
-            f"{self.variant.batching_label}"
-        )
-        return f"{text}; {self.variant.schema_check}" if self.variant.schema_check else text
+        v = self.variant
+        if self.old_batching is not None:
+            new = (v.batching or Batching()).describe()
+            change = f"{self.old_batching.describe()} -> {new}"
+            if self.old_model == v.model_label:
+                text = f"variant {v.name} ({v.model_label}): {change}"
+            else:
+                text = f"variant {v.name}: model {self.old_model} -> {v.model_label}, {change}"
+        else:
+            text = f"variant {v.name}: model {self.old_model} -> {v.model_label}{v.batching_label}"
+        return f"{text}; {v.schema_check}" if v.schema_check else text
 
 
 class UpdateCompute(SpecModel):
