@@ -115,3 +115,24 @@ def test_a_quick_skops_import_loads_the_same_model_and_refuses_the_same_types(tm
     assert out["scanned"] is False  # skops did not import every scikit-learn module
     assert "does not trust" in out["evil"] and "numpy.vectorize" in out["evil"]
     assert not (tmp_path / "pwned").exists()
+
+
+def test_the_model_server_refuses_an_untrusted_skops_file(tmp_path: Path) -> None:
+    # The server process takes the quick import: the refusal is the same, before listening.
+    try:
+        sio.dump(_evil(tmp_path / "pwned"), tmp_path / "evil.skops")
+    except Exception as exc:  # pragma: no cover - depends on what this skops can save
+        pytest.skip(f"skops cannot save the refused type here: {exc}")
+    env = {k: v for k, v in os.environ.items() if k != "MLSHIFT_SKOPS_TRUST"}
+    env["PYTHONPATH"] = str(SRC)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlshift.serving", "--artifact", str(tmp_path / "evil.skops"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "does not trust" in proc.stderr and "numpy.vectorize" in proc.stderr
+    assert not (tmp_path / "pwned").exists()

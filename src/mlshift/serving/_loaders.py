@@ -548,7 +548,8 @@ _ESTIMATOR_NAMES: set[str] | None = None
 def quick_skops_import() -> None:
     """Have this process import skops.io without scanning all of scikit-learn.
 
-    For processes that serve a model and nothing else (:func:`mlshift.serving.serve`):
+    For processes that serve a scikit-learn model and run no other code
+    (:func:`mlshift.serving.serve` of a ``sklearn`` artifact):
     skops' own default trusted set then lacks scikit-learn's estimators, which mlshift
     recognises by itself; other code calling ``skops.io.load`` in the same process without
     naming them as trusted would see them refused.

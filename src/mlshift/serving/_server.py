@@ -142,8 +142,10 @@ def _build_app(
     try:
         if framework is None:
             framework = detect_framework(path)
-        # This process serves one model and nothing else: skops may skip its scan of scikit-learn.
-        quick_skops_import()
+        if framework == "sklearn":
+            # This process serves one model that mlshift loads itself, and runs no user code
+            # that could call skops: skops may skip its scan of scikit-learn.
+            quick_skops_import()
         model = load_model(path, framework, digest=digest, signature=signature, skops_trust=skops_trust)
         app = create_app(model, variant=variant, model_ref=model_ref, batching=batching)
     finally:
