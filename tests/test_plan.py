@@ -230,6 +230,30 @@ def test_a_batching_change_alone_is_planned_and_applied(registered: mlshift.Clie
     )
 
 
+def test_a_batching_change_goes_through_the_endpoint_s_rollout_and_says_so(
+    registered: mlshift.Client,
+) -> None:
+    def canary(batching: dict[str, Any] | None) -> EndpointSpec:
+        variant: dict[str, Any] = {"name": "blue", "model": "iris:1"}
+        if batching is not None:
+            variant["batching"] = batching
+        rollout = {"strategy": "canary", "percent": 50, "bake": "1s", "gate": {"min_requests": 0}}
+        return EndpointSpec.model_validate({"name": "iris", "variants": [variant], "rollout": rollout})
+
+    registered.apply(canary(None))
+    plan = registered.plan(canary({"max_batch_size": 8}))
+    assert [a.kind for a in plan.actions] == ["rollout"]
+    assert "roll out blue=iris:1 (batching off -> batching 8 rows / 5 ms): canary 50%" in plan.render()
+    registered.apply(plan)
+    (variant,) = registered.endpoints.get("iris").variants
+    assert (variant.name, variant.weight, variant.batching) == (
+        "blue",
+        100,
+        mlshift.specs.Batching(max_batch_size=8),
+    )
+    assert registered.plan(canary({"max_batch_size": 8})).is_empty
+
+
 def test_a_variant_with_fewer_ready_replicas_than_wanted_is_restored_unless_it_changes_anyway(
     registered: mlshift.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,11 +29,12 @@ from mlshift.plan._actions import (
     UpdateCompute,
     UpdateOptions,
     UpdateTags,
+    batching_key,
 )
 from mlshift.plan._rollout import check_gate_observable
 from mlshift.plan._schema import compare_signatures
 from mlshift.specs._base import SpecModel
-from mlshift.specs.endpoint import Batching, EndpointSpec
+from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion, Signature
 
 if TYPE_CHECKING:
@@ -558,13 +559,6 @@ def _check_schemas(
     return out
 
 
-def _batching_key(batching: Batching | None) -> tuple[int, float] | None:
-    """What decides how a variant's servers batch: ``None`` when they do not (any latency)."""
-    if batching is None or batching.max_batch_size <= 1:
-        return None
-    return batching.max_batch_size, batching.max_latency_ms
-
-
 def _plan_endpoint(
     adapter: Adapter,
     spec: EndpointSpec,
@@ -590,7 +584,7 @@ def _plan_endpoint(
             continue
         # Where the target reports it: servers take their batching settings when they start, so a
         # change replaces the variant, with the same model (and the spec's compute) if only that.
-        rebatch = live.batching is not None and _batching_key(live.batching) != _batching_key(v.batching)
+        rebatch = live.batching is not None and batching_key(live.batching) != batching_key(v.batching)
         if v.model is None or live.model != f"{v.model.name}:{v.model.version}" or rebatch:
             old_batching = live.batching if rebatch else None
             actions.append(
