@@ -15,8 +15,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import LOOPBACK, Server, cpu_plan, free_port, median, post, ratio
-from serving import PATH, AsyncClient, _mlshift_cmd, _summarize, make_workload, pick_load_generator
+from common import (
+    LOOPBACK,
+    PATH,
+    AsyncClient,
+    Server,
+    cpu_plan,
+    free_port,
+    median,
+    mlshift_cmd,
+    pick_load_generator,
+    post,
+    ratio,
+    run_medians,
+    summarize,
+)
+from serving import make_workload
 
 CONNECTIONS = 64
 MAX_BATCH_SIZE = 64
@@ -60,7 +74,7 @@ def bench_batching(
             for name in order:
                 print(f"  batching: {name} (round {rep + 1}/{repeat})", flush=True)
                 port = free_port()
-                cmd = [*_mlshift_cmd(), "serve", str(workload.skops), "--port", str(port), *CONFIGS[name]]
+                cmd = [*mlshift_cmd(), "serve", str(workload.skops), "--port", str(port), *CONFIGS[name]]
                 log = workload.folder / f"batching-{name}.log"
                 with Server(f"mlshift (batching {name})", cmd, port, log, cpu=server_cpu) as server:
                     server.wait_for_200(PATH, body.read_bytes())
@@ -72,7 +86,7 @@ def bench_batching(
                     before = _batching_stats(port)
                     cpu_before = server.cpu_seconds()
                     run = loadgen.run(port, body, CONNECTIONS, duration, max_requests)
-                    row = _summarize(run, 1, server.cpu_seconds() - cpu_before)
+                    row = summarize(run, 1, server.cpu_seconds() - cpu_before)
                     after = _batching_stats(port)
                     if before is not None and after is not None:
                         batches = after["batches"] - before["batches"]
@@ -97,15 +111,4 @@ def bench_batching(
 
 
 def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "rps": median([r["rps"] for r in runs]),
-        "p50_ms": median([r["p50_ms"] for r in runs], 2),
-        "p99_ms": median([r["p99_ms"] for r in runs], 2),
-        "cpu_us_per_req": median([r["cpu_us_per_req"] for r in runs]),
-        "mean_batch_rows": median([r.get("mean_batch_rows") for r in runs]),
-        "runs": len(runs),
-        "failed_runs": sum(r["rps"] is None for r in runs),
-        "requests": sum(r["requests"] for r in runs),
-        "non200": sum(r["non200"] for r in runs),
-        "socket_errors": sum(r["socket_errors"] for r in runs),
-    }
+    return {**run_medians(runs), "mean_batch_rows": median([r.get("mean_batch_rows") for r in runs])}

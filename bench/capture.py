@@ -27,8 +27,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import BENCH, Server, cpu_plan, free_port, median, pinned, post, ratio
-from serving import PATH, AsyncClient, _mlshift_cmd, _summarize, make_workload, pick_load_generator
+from common import (
+    BENCH,
+    PATH,
+    AsyncClient,
+    Server,
+    cpu_plan,
+    free_port,
+    median,
+    mlshift_cmd,
+    pick_load_generator,
+    pinned,
+    post,
+    ratio,
+    summarize,
+)
+from serving import make_workload
 
 CONNECTIONS = 16
 BODY_ROWS = (1, 100)
@@ -95,7 +109,7 @@ def _one_server(
     from mlshift.serving._capture import CAPTURE_DIR_ENV, write_capture_config
 
     port = free_port()
-    cmd = [*_mlshift_cmd(), "serve", str(workload.skops), "--port", str(port)]
+    cmd = [*mlshift_cmd(), "serve", str(workload.skops), "--port", str(port)]
     log = workload.folder / f"capture-{name}.log"
     folder = workload.folder / f"capture-{name}-{rep}"
     env = {}
@@ -129,7 +143,7 @@ def _one_server(
             raw_run = loadgen.run(server.port, body, CONNECTIONS, duration, max_requests)
             answered += raw_run["requests"] - raw_run["non200"]
             runs += 1
-            out["runs"][_load_name(rows)] = _summarize(raw_run, rows, server.cpu_seconds() - cpu_before)
+            out["runs"][_load_name(rows)] = summarize(raw_run, rows, server.cpu_seconds() - cpu_before)
         if rate is not None:
             counts = _capture_counts(folder)
             out["capture"] = _judge_counts(

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+#: Where every server of the serving benchmarks takes predictions.
+PATH = "/invocations"
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 
@@ -203,3 +208,161 @@ class Server:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+# ----------------------------------------------------------------------- load generators
+
+
+class LoadGenerator:
+    name = ""
+    cpu: int | None = None  # the CPU it is confined to, if any
+
+    def run(
+        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
+    ) -> dict[str, Any]:
+        """One load run: ``connections`` keep-alive connections POSTing ``body`` to ``path`` for
+        ``duration`` seconds (at most ``limit`` requests); returns the raw counts and latencies."""
+        raise NotImplementedError
+
+
+class Wrk(LoadGenerator):
+    """wrk with bench/wrk_post.lua, one thread (the other core is the server's)."""
+
+    def __init__(self, exe: str) -> None:
+        self.exe = exe
+        out = subprocess.run([exe, "-v"], capture_output=True, text=True, check=False)
+        self.name = (out.stdout + out.stderr).strip().splitlines()[0].split(" [")[0] or "wrk"
+
+    def run(
+        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
+    ) -> dict[str, Any]:
+        cmd = [
+            self.exe,
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(BENCH / "wrk_post.lua"),
+            f"http://{LOOPBACK}:{port}{path}",
+        ]
+        env = {**os.environ, "WRK_BODY_FILE": str(body)}  # wrk reads the body file named here
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=duration + 60,
+            check=False,
+            preexec_fn=pinned(self.cpu),
+        )
+        return _parse(proc, "WRKJSON ")
+
+
+class AsyncClient(LoadGenerator):
+    """bench/loadgen.py: Python asyncio (uvloop when installed), its own process."""
+
+    name = "bench/loadgen.py (asyncio)"
+
+    def run(
+        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
+    ) -> dict[str, Any]:
+        cmd = [
+            sys.executable,
+            str(BENCH / "loadgen.py"),
+            f"http://{LOOPBACK}:{port}{path}",
+            "--body-file",
+            str(body),
+            "-c",
+            str(connections),
+            "-d",
+            str(duration),
+            "-n",
+            str(limit),
+        ]
+        pin = pinned(self.cpu)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=duration + 60, check=False, preexec_fn=pin
+        )
+        return _parse(proc, "LOADJSON ")
+
+
+def _parse(proc: subprocess.CompletedProcess[str], marker: str) -> dict[str, Any]:
+    for line in proc.stdout.splitlines():
+        if line.startswith(marker):
+            raw: dict[str, Any] = json.loads(line[len(marker) :])
+            return raw
+    output = f"{proc.stdout[-300:]} {proc.stderr[-300:]}".strip()
+    raise RuntimeError(f"load generator failed ({proc.returncode}): {output}")
+
+
+def pick_load_generator(choice: str) -> LoadGenerator:
+    """``auto``: wrk when it is on PATH, else the asyncio client."""
+    exe = shutil.which("wrk")
+    if choice == "wrk" and exe is None:
+        raise SystemExit("--loadgen wrk: wrk is not installed (apt-get install -y wrk)")
+    if choice in ("auto", "wrk") and exe is not None:
+        return Wrk(exe)
+    return AsyncClient()
+
+
+def measure(
+    loadgen: LoadGenerator,
+    port: int,
+    body: Path,
+    connections: int,
+    duration: int,
+    limit: int,
+    cpu_seconds: Callable[[], float],
+    *,
+    rows: int = 1,
+    path: str = PATH,
+) -> dict[str, Any]:
+    """A 1 s warm-up (not counted), then one measured run, summarized (:func:`summarize`) with
+    the CPU that ``cpu_seconds`` (the server's, user + system) says the server spent in it."""
+    loadgen.run(port, body, connections, 1, limit, path=path)  # warm-up, not counted
+    cpu_before = cpu_seconds()
+    raw = loadgen.run(port, body, connections, duration, limit, path=path)
+    return summarize(raw, rows, cpu_seconds() - cpu_before)
+
+
+def summarize(raw: dict[str, Any], rows: int, cpu_s: float) -> dict[str, Any]:
+    """One load run's counts as the reports show them; a run with any non-200 answer or socket
+    error is failed (``rps`` and the latencies ``None``), so medians leave it out."""
+    seconds = raw["duration_us"] / 1e6
+    socket_errors = sum(raw.get(k, 0) for k in ("connect", "read", "write", "timeout", "framing"))
+    ok = raw["requests"] - raw["non200"]
+    failed = raw["non200"] > 0 or socket_errors > 0 or ok == 0
+    return {
+        "rps": None if failed else round(ok / seconds, 1),
+        "rows_per_s": None if failed else round(ok * rows / seconds),
+        "p50_ms": None if failed else round(raw["p50_us"] / 1000, 2),
+        "p99_ms": None if failed else round(raw["p99_us"] / 1000, 2),
+        # Server CPU per answered request: less sensitive to a busy machine than req/s.
+        "cpu_us_per_req": None if failed else round(cpu_s * 1e6 / ok, 1),
+        "requests": raw["requests"],
+        "non200": raw["non200"],
+        "socket_errors": socket_errors,
+    }
+
+
+def run_medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repeated runs of one configuration (failed runs left out) and their counts."""
+    return {
+        "rps": median([r["rps"] for r in runs]),
+        "p50_ms": median([r["p50_ms"] for r in runs], 2),
+        "p99_ms": median([r["p99_ms"] for r in runs], 2),
+        "cpu_us_per_req": median([r["cpu_us_per_req"] for r in runs]),
+        "runs": len(runs),
+        "failed_runs": sum(r["rps"] is None for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+        "non200": sum(r["non200"] for r in runs),
+        "socket_errors": sum(r["socket_errors"] for r in runs),
+    }
+
+
+def mlshift_cmd() -> list[str]:
+    """How to run this environment's ``mlshift`` command."""
+    script = Path(sys.executable).parent / "mlshift"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mlshift"]

@@ -29,16 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import Server, cpu_plan, free_port, median, post, ratio
-from serving import (
+from common import (
     PATH,
     AsyncClient,
-    Workload,
-    _mlshift_cmd,
-    _summarize,
-    make_workload,
+    Server,
+    cpu_plan,
+    free_port,
+    measure,
+    median,
+    mlshift_cmd,
     pick_load_generator,
+    post,
+    ratio,
+    run_medians,
 )
+from serving import Workload, make_workload
 
 CONNECTIONS = 16
 MODEL_NAME = "model"
@@ -193,7 +198,7 @@ def peers_for(
     v2.write_bytes(v2_body(rows))
 
     def mlshift(port: int) -> list[str]:
-        return [*_mlshift_cmd(), "serve", str(workload.skops), "--port", str(port)]
+        return [*mlshift_cmd(), "serve", str(workload.skops), "--port", str(port)]
 
     peers = [Peer("mlshift", PATH, workload.bodies[1], mlshift), Peer("mlshift-v2", V2_PATH, v2, mlshift)]
     notes: list[str] = []
@@ -246,10 +251,9 @@ def _one(
             raise RuntimeError(
                 f"{peer.name} answered {status} {raw[:300]!r}, expected {workload.expected[1]}"
             )
-        loadgen.run(port, peer.body, CONNECTIONS, 1, max_requests, path=peer.path)  # warm-up
-        cpu_before = server.cpu_seconds()
-        run = loadgen.run(port, peer.body, CONNECTIONS, duration, max_requests, path=peer.path)
-        row = _summarize(run, 1, server.cpu_seconds() - cpu_before)
+        row = measure(
+            loadgen, port, peer.body, CONNECTIONS, duration, max_requests, server.cpu_seconds, path=peer.path
+        )
         row["cold_start_s"] = round(cold, 3)
         row["rss_mb"] = server.rss_mb()
     return row
@@ -309,16 +313,9 @@ def bench_peers(
 
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "rps": median([r["rps"] for r in rows]),
-        "p50_ms": median([r["p50_ms"] for r in rows], 2),
-        "p99_ms": median([r["p99_ms"] for r in rows], 2),
-        "cpu_us_per_req": median([r["cpu_us_per_req"] for r in rows]),
+        **run_medians(rows),
         "cold_start_s": median([r["cold_start_s"] for r in rows], 3),
         "rss_mb": median([r["rss_mb"] for r in rows]),
-        "runs": len(rows),
-        "failed_runs": sum(r["rps"] is None for r in rows),
-        "requests": sum(r["requests"] for r in rows),
-        "non200": sum(r["non200"] for r in rows),
     }
 
 

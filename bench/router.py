@@ -19,8 +19,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import Server, cpu_plan, free_port, median, post, ratio
-from serving import PATH, AsyncClient, _summarize, make_workload, pick_load_generator
+from common import (
+    PATH,
+    AsyncClient,
+    Server,
+    cpu_plan,
+    free_port,
+    median,
+    pick_load_generator,
+    post,
+    ratio,
+    run_medians,
+    summarize,
+)
+from serving import make_workload
 
 CONNECTIONS = 16
 CONFIGS = ("direct", "router")
@@ -100,7 +112,7 @@ def bench_router(
                         cpu_before = replica.cpu_seconds()
                         router_before = router.cpu_seconds()
                         run = loadgen.run(target, body, CONNECTIONS, duration, max_requests)
-                        row = _summarize(run, 1, replica.cpu_seconds() - cpu_before)
+                        row = summarize(run, 1, replica.cpu_seconds() - cpu_before)
                         if name == "router" and row["rps"]:
                             spent = router.cpu_seconds() - router_before
                             ok = run["requests"] - run["non200"]
@@ -125,17 +137,10 @@ def bench_router(
 
 
 def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "rps": median([r["rps"] for r in runs]),
-        "p50_ms": median([r["p50_ms"] for r in runs], 2),
-        "p99_ms": median([r["p99_ms"] for r in runs], 2),
-        "replica_cpu_us_per_req": median([r["cpu_us_per_req"] for r in runs]),
-        "runs": len(runs),
-        "failed_runs": sum(r["rps"] is None for r in runs),
-        "requests": sum(r["requests"] for r in runs),
-        "non200": sum(r["non200"] for r in runs),
-        "socket_errors": sum(r["socket_errors"] for r in runs),
-    }
+    medians = run_medians(runs)
+    # The CPU measured is the replica's (the router's own is reported apart).
+    medians["replica_cpu_us_per_req"] = medians.pop("cpu_us_per_req")
+    return medians
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,13 +24,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import BENCH, LOOPBACK, Server, cpu_plan, free_port, median, pinned, post, ratio
+from common import (
+    BENCH,
+    LOOPBACK,
+    PATH,
+    AsyncClient,
+    LoadGenerator,
+    Server,
+    cpu_plan,
+    free_port,
+    measure,
+    median,
+    mlshift_cmd,
+    pick_load_generator,
+    post,
+    ratio,
+)
 
 N_FEATURES = 20
 COLUMNS = [f"f{i}" for i in range(N_FEATURES)]
 BODY_ROWS = (1, 100)
 CONNECTIONS = (2, 16)
-PATH = "/invocations"
 
 
 # -------------------------------------------------------------------------------- model
@@ -100,103 +113,6 @@ def save_mlflow_model(workload: Workload, mlflow_python: str) -> None:
     workload.mlflow_model = out
 
 
-# ----------------------------------------------------------------------------- load gen
-
-
-class LoadGenerator:
-    name = ""
-    cpu: int | None = None  # the CPU it is confined to, if any
-
-    def run(
-        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
-    ) -> dict[str, Any]:
-        """One load run: ``connections`` keep-alive connections POSTing ``body`` to ``path`` for
-        ``duration`` seconds (at most ``limit`` requests); returns the raw counts and latencies."""
-        raise NotImplementedError
-
-
-class Wrk(LoadGenerator):
-    """wrk with bench/wrk_post.lua, one thread (the other core is the server's)."""
-
-    def __init__(self, exe: str) -> None:
-        self.exe = exe
-        out = subprocess.run([exe, "-v"], capture_output=True, text=True, check=False)
-        self.name = (out.stdout + out.stderr).strip().splitlines()[0].split(" [")[0] or "wrk"
-
-    def run(
-        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
-    ) -> dict[str, Any]:
-        cmd = [
-            self.exe,
-            "-t1",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(BENCH / "wrk_post.lua"),
-            f"http://{LOOPBACK}:{port}{path}",
-        ]
-        env = {**os.environ, "WRK_BODY_FILE": str(body)}  # wrk reads the body file named here
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=duration + 60,
-            check=False,
-            preexec_fn=pinned(self.cpu),
-        )
-        return _parse(proc, "WRKJSON ")
-
-
-class AsyncClient(LoadGenerator):
-    """bench/loadgen.py: Python asyncio (uvloop when installed), its own process."""
-
-    name = "bench/loadgen.py (asyncio)"
-
-    def run(
-        self, port: int, body: Path, connections: int, duration: int, limit: int, path: str = PATH
-    ) -> dict[str, Any]:
-        cmd = [
-            sys.executable,
-            str(BENCH / "loadgen.py"),
-            f"http://{LOOPBACK}:{port}{path}",
-            "--body-file",
-            str(body),
-            "-c",
-            str(connections),
-            "-d",
-            str(duration),
-            "-n",
-            str(limit),
-        ]
-        pin = pinned(self.cpu)
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=duration + 60, check=False, preexec_fn=pin
-        )
-        return _parse(proc, "LOADJSON ")
-
-
-def _parse(proc: subprocess.CompletedProcess[str], marker: str) -> dict[str, Any]:
-    for line in proc.stdout.splitlines():
-        if line.startswith(marker):
-            raw: dict[str, Any] = json.loads(line[len(marker) :])
-            return raw
-    output = f"{proc.stdout[-300:]} {proc.stderr[-300:]}".strip()
-    raise RuntimeError(f"load generator failed ({proc.returncode}): {output}")
-
-
-def pick_load_generator(choice: str) -> LoadGenerator:
-    """``auto``: wrk when it is on PATH, else the asyncio client."""
-    exe = shutil.which("wrk")
-    if choice == "wrk" and exe is None:
-        raise SystemExit("--loadgen wrk: wrk is not installed (apt-get install -y wrk)")
-    if choice in ("auto", "wrk") and exe is not None:
-        return Wrk(exe)
-    return AsyncClient()
-
-
 # -------------------------------------------------------------------------------- servers
 
 
@@ -207,13 +123,8 @@ class ServerKind:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def _mlshift_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "mlshift"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mlshift"]
-
-
 def server_kinds(workload: Workload, mlflow_python: str | None, quick: bool) -> list[ServerKind]:
-    kinds = [ServerKind("mlshift", [*_mlshift_cmd(), "serve", str(workload.skops), "--port", "{port}"])]
+    kinds = [ServerKind("mlshift", [*mlshift_cmd(), "serve", str(workload.skops), "--port", "{port}"])]
     if quick:
         return kinds
     if mlflow_python and workload.mlflow_model is not None:
@@ -275,32 +186,12 @@ def _one_server(
         runs: dict[str, Any] = {}
         for connections in CONNECTIONS:
             for rows, body in workload.bodies.items():
-                loadgen.run(port, body, connections, 1, max_requests)  # warm-up, not counted
-                cpu_before = server.cpu_seconds()
-                raw_run = loadgen.run(port, body, connections, duration, max_requests)
-                cpu = server.cpu_seconds() - cpu_before
-                runs[_config(connections, rows)] = _summarize(raw_run, rows, cpu)
+                runs[_config(connections, rows)] = measure(
+                    loadgen, port, body, connections, duration, max_requests, server.cpu_seconds, rows=rows
+                )
         out["runs"] = runs
         out["rss_mb"] = server.rss_mb()
     return out
-
-
-def _summarize(raw: dict[str, Any], rows: int, cpu_s: float) -> dict[str, Any]:
-    seconds = raw["duration_us"] / 1e6
-    socket_errors = sum(raw.get(k, 0) for k in ("connect", "read", "write", "timeout", "framing"))
-    ok = raw["requests"] - raw["non200"]
-    failed = raw["non200"] > 0 or socket_errors > 0 or ok == 0
-    return {
-        "rps": None if failed else round(ok / seconds, 1),
-        "rows_per_s": None if failed else round(ok * rows / seconds),
-        "p50_ms": None if failed else round(raw["p50_us"] / 1000, 2),
-        "p99_ms": None if failed else round(raw["p99_us"] / 1000, 2),
-        # Server CPU per answered request: less sensitive to a busy machine than req/s.
-        "cpu_us_per_req": None if failed else round(cpu_s * 1e6 / ok, 1),
-        "requests": raw["requests"],
-        "non200": raw["non200"],
-        "socket_errors": socket_errors,
-    }
 
 
 def bench_serving(

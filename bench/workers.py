@@ -15,8 +15,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import Server, free_port, median, post, ratio
-from serving import PATH, AsyncClient, _mlshift_cmd, _summarize, make_workload, pick_load_generator
+from common import (
+    PATH,
+    AsyncClient,
+    Server,
+    free_port,
+    measure,
+    mlshift_cmd,
+    pick_load_generator,
+    post,
+    ratio,
+    run_medians,
+)
+from serving import make_workload
 
 CONNECTIONS = 16
 CONFIGS = {"1 worker": 1, "2 workers": 2}
@@ -39,7 +50,7 @@ def bench_workers(
                 print(f"  workers: {name} (round {rep + 1}/{repeat})", flush=True)
                 port = free_port()
                 cmd = [
-                    *_mlshift_cmd(),
+                    *mlshift_cmd(),
                     "serve",
                     str(workload.skops),
                     "--port",
@@ -52,21 +63,10 @@ def bench_workers(
                     status, raw = post(port, PATH, body.read_bytes())
                     if status != 200 or json.loads(raw).get("predictions") != workload.expected[1]:
                         raise RuntimeError(f"{name} answered {status} {raw[:200]!r}")
-                    loadgen.run(port, body, CONNECTIONS, 1, max_requests)  # warm-up
-                    cpu_before = server.cpu_seconds()
-                    run = loadgen.run(port, body, CONNECTIONS, duration, max_requests)
-                    samples[name].append(_summarize(run, 1, server.cpu_seconds() - cpu_before))
-    configs = {
-        name: {
-            "rps": median([r["rps"] for r in runs]),
-            "p50_ms": median([r["p50_ms"] for r in runs], 2),
-            "p99_ms": median([r["p99_ms"] for r in runs], 2),
-            "cpu_us_per_req": median([r["cpu_us_per_req"] for r in runs]),
-            "runs": len(runs),
-            "failed_runs": sum(r["rps"] is None for r in runs),
-        }
-        for name, runs in samples.items()
-    }
+                    samples[name].append(
+                        measure(loadgen, port, body, CONNECTIONS, duration, max_requests, server.cpu_seconds)
+                    )
+    configs = {name: run_medians(runs) for name, runs in samples.items()}
     return {
         "load_generator": loadgen.name,
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),

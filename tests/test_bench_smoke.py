@@ -181,10 +181,10 @@ def test_a_server_answering_400_is_not_throughput(refusing_server: int, tmp_path
     assert raw["requests"] == raw["non200"] == 50
     sys.path.insert(0, str(BENCH))
     try:
-        from serving import _summarize
+        from common import summarize
     finally:
         sys.path.remove(str(BENCH))
-    summary = _summarize(raw, rows=1, cpu_s=0.0)
+    summary = summarize(raw, rows=1, cpu_s=0.0)
     assert summary["rps"] is None and summary["non200"] == 50
 
 

@@ -187,3 +187,52 @@ def test_a_variant_s_batching_reaches_its_replicas_and_survives_a_resize(
     client.apply(spec.model_copy(update={"compute": mlshift.Compute(replicas=2)}))
     stats = served_batching()
     assert len(stats) == 2 and all(s is not None and s["max_batch_size"] == 32 for s in stats)
+
+
+def test_a_change_of_batching_alone_is_planned_and_reaches_the_servers(
+    recording: tuple[mlshift.Client, RecordingRuntime], state_dir: Path, iris: dict[str, Any]
+) -> None:
+    from mlshift.specs import EndpointSpec
+
+    client, _ = recording
+    client.models.register("iris", iris["v1"], framework="sklearn")
+
+    def spec(batching: dict[str, Any] | None) -> EndpointSpec:
+        variant: dict[str, Any] = {"name": "blue", "model": "iris:1"}
+        if batching is not None:
+            variant["batching"] = batching
+        return EndpointSpec.model_validate({"name": "iris", "variants": [variant]})
+
+    def served_batching() -> list[Any]:
+        return [
+            httpx.get(f"http://127.0.0.1:{r['port']}/v1/metadata", trust_env=False).json()["batching"]
+            for r in _recorded(state_dir, "iris")["blue"]
+        ]
+
+    client.apply(spec(None))
+    assert served_batching() == [None]
+    assert client.endpoints.get("iris").variants[0].batching == mlshift.specs.Batching()
+
+    on = spec({"max_batch_size": 16, "max_latency_ms": 3})
+    plan = client.plan(on)
+    assert "variant blue (iris:1): batching off -> batching 16 rows / 3 ms" in plan.render()
+    client.apply(plan)
+    (stats,) = served_batching()
+    assert stats is not None and stats["max_batch_size"] == 16 and stats["max_latency_ms"] == 3
+    assert client.plan(on).is_empty
+
+    # A new latency is a change too; the same settings written otherwise are not.
+    plan = client.plan(spec({"max_batch_size": 16, "max_latency_ms": 8}))
+    assert "batching 16 rows / 3 ms -> batching 16 rows / 8 ms" in plan.render()
+    assert client.plan(spec({"max_batch_size": 16, "max_latency_ms": 3.0})).is_empty
+
+    # Off again: the spec without batching, or one row per call, which is the same.
+    plan = client.plan(spec(None))
+    assert "batching 16 rows / 3 ms -> batching off" in plan.render()
+    client.apply(plan)
+    assert served_batching() == [None]
+    assert client.plan(spec({"max_batch_size": 1})).is_empty
+    state = client.endpoints.get("iris")
+    assert state.url is not None
+    answer = httpx.post(state.url, json={"instances": iris["rows"][:2]}, trust_env=False)
+    assert answer.json()["predictions"] == iris["expected_v1"][:2]

@@ -203,6 +203,57 @@ def test_an_autoscaling_change_alone_is_planned_and_applied(registered: mlshift.
     assert registered.plan(spec(("blue", "iris:1", 100))).is_empty  # no autoscaling given: left alone
 
 
+def test_a_batching_change_alone_is_planned_and_applied(registered: mlshift.Client) -> None:
+    registered.apply(spec(("blue", "iris:1", 100)))
+    batched = EndpointSpec.model_validate(
+        {
+            "name": "iris",
+            "variants": [
+                {"name": "blue", "model": "iris:1", "batching": {"max_batch_size": 8, "max_latency_ms": 2}}
+            ],
+        }
+    )
+    plan = registered.plan(batched)
+    assert [a.kind for a in plan.actions] == ["replace_variant"]
+    assert "variant blue (iris:1): batching off -> batching 8 rows / 2 ms" in plan.render()
+    registered.apply(plan)
+    (variant,) = registered.endpoints.get("iris").variants
+    assert variant.model == "iris:1" and variant.batching == mlshift.specs.Batching(
+        max_batch_size=8, max_latency_ms=2
+    )
+    assert registered.plan(batched).is_empty
+    # With a new model too, the plan names both changes.
+    both = spec(("blue", "iris:2", 100))
+    assert (
+        "variant blue: model iris:1 -> iris:2, batching 8 rows / 2 ms -> batching off"
+        in registered.plan(both).render()
+    )
+
+
+def test_a_batching_change_goes_through_the_endpoint_s_rollout_and_says_so(
+    registered: mlshift.Client,
+) -> None:
+    def canary(batching: dict[str, Any] | None) -> EndpointSpec:
+        variant: dict[str, Any] = {"name": "blue", "model": "iris:1"}
+        if batching is not None:
+            variant["batching"] = batching
+        rollout = {"strategy": "canary", "percent": 50, "bake": "1s", "gate": {"min_requests": 0}}
+        return EndpointSpec.model_validate({"name": "iris", "variants": [variant], "rollout": rollout})
+
+    registered.apply(canary(None))
+    plan = registered.plan(canary({"max_batch_size": 8}))
+    assert [a.kind for a in plan.actions] == ["rollout"]
+    assert "roll out blue=iris:1 (batching off -> batching 8 rows / 5 ms): canary 50%" in plan.render()
+    registered.apply(plan)
+    (variant,) = registered.endpoints.get("iris").variants
+    assert (variant.name, variant.weight, variant.batching) == (
+        "blue",
+        100,
+        mlshift.specs.Batching(max_batch_size=8),
+    )
+    assert registered.plan(canary({"max_batch_size": 8})).is_empty
+
+
 def test_a_variant_with_fewer_ready_replicas_than_wanted_is_restored_unless_it_changes_anyway(
     registered: mlshift.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -448,3 +448,90 @@ def test_big_requests_and_requests_with_parameters_are_predicted_on_their_own(
     # Only the small request went through the batcher.
     stats = client.get("/v1/metadata").json()["batching"]
     assert (stats["requests"], stats["rows"]) == (1, 2)
+
+
+# The first worker to load returns at once; any other waits until the test opens the gate.
+SLOW_SECOND_LOAD = """
+import os, time
+from pathlib import Path
+from typing import Any
+
+
+class Predictor:
+    def load(self, path: Path) -> None:
+        gate = Path((path / "gate.txt").read_text())
+        try:
+            os.close(os.open(gate / "first", os.O_CREAT | os.O_EXCL))
+            return
+        except FileExistsError:
+            (gate / "waiting").touch()
+        deadline = time.monotonic() + 60
+        while not (gate / "open").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def predict(self, batch: list[list[Any]]) -> list[Any]:
+        return [os.getpid() for _ in batch]
+"""
+
+
+def _listening(pid: int) -> bool:
+    """Whether a TCP socket of process ``pid`` listens (one only bound is not in the table)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            return fields[3] == "0A"  # TCP_LISTEN
+    return False
+
+
+@pytestmark_linux
+def test_no_worker_answers_before_every_worker_has_loaded(tmp_path: Path) -> None:
+    # Otherwise the first keep-alive connections (a load balancer's, a benchmark's) would all
+    # go to the first worker up and stay there while the others idle.
+    artifact, gate = tmp_path / "slow", tmp_path / "gate"
+    artifact.mkdir()
+    gate.mkdir()
+    (artifact / "predictor.py").write_text(SLOW_SECOND_LOAD)
+    (artifact / "gate.txt").write_text(str(gate))
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [
+            *SERVER,
+            "--artifact",
+            str(artifact),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--workers",
+            "2",
+        ],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: (gate / "waiting").exists(), "the second worker to wait", proc)
+        assert not _listening(proc.pid)  # bound, and nobody listens on it
+        # The first worker has loaded; give it time it would take to start listening.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert not _listening(proc.pid)
+            time.sleep(0.05)
+        (gate / "open").touch()
+        port = int(_wait(lambda: port_file.exists() and port_file.read_text().strip(), "the port file", proc))
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/invocations", json={"instances": [[1]]}, timeout=DEADLINE
+        )
+        assert answer.status_code == 200
+        assert answer.json()["predictions"][0] in _workers(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE)

@@ -318,6 +318,10 @@ class VariantState(SpecModel):
     """How many of its replicas run and answer health checks; ``None`` where the target does not
     count them. Fewer than ``compute.replicas`` makes the next plan restore the missing ones
     (:meth:`EndpointService.restore_replicas`)."""
+    batching: Batching | None = None
+    """The micro-batching its model servers run with (``Batching()``, one row per call: off);
+    ``None`` where the target does not report it. A plan compares it with the spec's where it
+    is reported, and replaces the variant (same model) when they differ."""
 
 
 class EndpointState(SpecModel):

@@ -101,7 +101,10 @@ def serve_cmd(
     else:
         on_ready = None
         where = f"http://{host}:{port}" if port else f"{host}, on a free port"
-        ui.console(stderr=True).print(f"serving {path} on {where} (POST /invocations, GET /ping)")
+        # Plain text, not rich: loading rich is time to the first answer, and a path may hold
+        # [brackets] that rich would take for markup.
+        sys.stderr.write(f"serving {path} on {where} (POST /invocations, GET /ping)\n")
+        sys.stderr.flush()
     serve(
         Path(path),
         framework=framework,

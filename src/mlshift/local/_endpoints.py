@@ -327,6 +327,7 @@ class LocalEndpointService(BaseEndpointService):
                     detail=detail,
                     url=f"http://127.0.0.1:{processes[0]['port']}" if processes else None,
                     ready_replicas=ready,
+                    batching=_batching(processes) or Batching(),
                 )
             )
         router = ProcessHandle(pid=row["router_pid"], started=row["router_started"])

@@ -86,6 +86,13 @@ class PlannedVariant(SpecModel):
         return f", {self.batching.describe()}" if self.batching is not None else ""
 
 
+def batching_key(batching: Batching | None) -> tuple[int, float] | None:
+    """What decides how a variant's servers batch: ``None`` when they do not (any latency)."""
+    if batching is None or batching.max_batch_size <= 1:
+        return None
+    return batching.max_batch_size, batching.max_latency_ms
+
+
 class RegisterModel(SpecModel):
     """Register a new version of a model whose bytes the target does not have yet."""
 
@@ -148,23 +155,36 @@ class AddVariant(SpecModel):
 
 
 class ReplaceVariant(SpecModel):
-    """Swap the model behind an existing variant, keeping its traffic."""
+    """Swap the model behind an existing variant, keeping its traffic; or, with the same model,
+    restart it with other batching settings.
+
+    Attributes:
+        old_batching: The batching the variant runs with now, when the target reports it and
+            it changes (``None``: it does not change, or is not known).
+    """
 
     kind: Literal["replace_variant"] = "replace_variant"
     endpoint: str
     variant: PlannedVariant
     old_model: str
+    old_batching: Batching | None = None
 
     @property
     def resource(self) -> str:
         return f"endpoint {self.endpoint}"
 
     def describe(self) -> str:
-        text = (
-            f"variant {self.variant.name}: model {self.old_model} -> {self.variant.model_label}"
-            f"{self.variant.batching_label}"
-        )
-        return f"{text}; {self.variant.schema_check}" if self.variant.schema_check else text
+        v = self.variant
+        if self.old_batching is not None:
+            new = (v.batching or Batching()).describe()
+            change = f"{self.old_batching.describe()} -> {new}"
+            if self.old_model == v.model_label:
+                text = f"variant {v.name} ({v.model_label}): {change}"
+            else:
+                text = f"variant {v.name}: model {self.old_model} -> {v.model_label}, {change}"
+        else:
+            text = f"variant {v.name}: model {self.old_model} -> {v.model_label}{v.batching_label}"
+        return f"{text}; {v.schema_check}" if v.schema_check else text
 
 
 class UpdateCompute(SpecModel):
@@ -370,8 +390,15 @@ class Rollout(SpecModel):
     def resource(self) -> str:
         return f"endpoint {self.endpoint}"
 
+    def _rebatch(self, v: PlannedVariant) -> str:
+        """`` (batching off -> batching 8 rows / 5 ms)`` when the rollout changes how ``v`` batches."""
+        live = next((b for b in self.baseline if b.name == v.name), None)
+        if live is None or live.batching is None or batching_key(live.batching) == batching_key(v.batching):
+            return ""
+        return f" ({live.batching.describe()} -> {(v.batching or Batching()).describe()})"
+
     def describe(self) -> str:
-        new = ", ".join(f"{v.name}={v.model_label}" for v in self.candidates)
+        new = ", ".join(f"{v.name}={v.model_label}{self._rebatch(v)}" for v in self.candidates)
         s = self.strategy
         if isinstance(s, Shadow):
             then = _how(s.then)

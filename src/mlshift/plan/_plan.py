@@ -29,6 +29,7 @@ from mlshift.plan._actions import (
     UpdateCompute,
     UpdateOptions,
     UpdateTags,
+    batching_key,
 )
 from mlshift.plan._rollout import check_gate_observable
 from mlshift.plan._schema import compare_signatures
@@ -581,8 +582,14 @@ def _plan_endpoint(
         if live is None:
             actions.append(AddVariant(endpoint=spec.name, variant=v))
             continue
-        if v.model is None or live.model != f"{v.model.name}:{v.model.version}":
-            actions.append(ReplaceVariant(endpoint=spec.name, variant=v, old_model=live.model))
+        # Where the target reports it: servers take their batching settings when they start, so a
+        # change replaces the variant, with the same model (and the spec's compute) if only that.
+        rebatch = live.batching is not None and batching_key(live.batching) != batching_key(v.batching)
+        if v.model is None or live.model != f"{v.model.name}:{v.model.version}" or rebatch:
+            old_batching = live.batching if rebatch else None
+            actions.append(
+                ReplaceVariant(endpoint=spec.name, variant=v, old_model=live.model, old_batching=old_batching)
+            )
         elif live.compute != v.compute:
             actions.append(
                 UpdateCompute(endpoint=spec.name, variant=v.name, compute=v.compute, old_compute=live.compute)

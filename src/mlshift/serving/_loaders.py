@@ -526,16 +526,126 @@ def untrusted_skops_types(path: Path, trust: Sequence[str] = ()) -> list[str]:
     Raises:
         ConfigError: if the file is not a readable skops file.
     """
-    try:
-        import skops.io as sio
-    except ImportError as exc:
-        raise _missing("sklearn", "loading .skops models", exc) from exc
+    sio = _skops_io()
     try:
         untrusted: list[str] = sio.get_untrusted_types(file=path)
     except Exception as exc:
         raise _cannot_load(path, "skops model", exc) from exc
     allowed = SKOPS_EXTRA_TRUSTED | set(trust) | set(parse_skops_trust(os.environ.get(SKOPS_TRUST_ENV)))
-    return sorted(t for t in untrusted if t not in allowed)
+    return sorted(t for t in untrusted if t not in allowed and not _is_sklearn_estimator(t))
+
+
+# skops builds its default trusted set when skops.io is first imported, and for it imports
+# every module of scikit-learn (sklearn.utils.all_estimators): a second or more of a model
+# server's start that has nothing to do with the one model it loads. A process that only
+# serves may import skops.io without that scan; the scikit-learn estimators it would have
+# trusted are then recognised one by one (_is_sklearn_estimator), by the same rule.
+_QUICK_SKOPS = False
+_SKOPS_IMPORT = threading.Lock()
+_ESTIMATOR_NAMES: set[str] | None = None
+
+
+def quick_skops_import() -> None:
+    """Have this process import skops.io without scanning all of scikit-learn.
+
+    For processes that serve a scikit-learn model and run no other code
+    (:func:`mlshift.serving.serve` of a ``sklearn`` artifact):
+    skops' own default trusted set then lacks scikit-learn's estimators, which mlshift
+    recognises by itself; other code calling ``skops.io.load`` in the same process without
+    naming them as trusted would see them refused.
+    """
+    global _QUICK_SKOPS
+    _QUICK_SKOPS = True
+
+
+def _skops_io() -> Any:
+    with _SKOPS_IMPORT:
+        if _QUICK_SKOPS and "skops.io" not in sys.modules:
+            try:
+                import sklearn.utils
+            except ImportError as exc:
+                raise _missing("sklearn", "loading .skops models", exc) from exc
+            real = sklearn.utils.all_estimators
+            sklearn.utils.all_estimators = lambda type_filter=None: []
+            try:
+                import skops.io as sio
+            except ImportError as exc:
+                raise _missing("sklearn", "loading .skops models", exc) from exc
+            finally:
+                sklearn.utils.all_estimators = real
+            return sio
+        try:
+            import skops.io as sio
+        except ImportError as exc:
+            raise _missing("sklearn", "loading .skops models", exc) from exc
+        return sio
+
+
+def _is_sklearn_estimator(name: str) -> bool:
+    """Whether ``name`` is one of the scikit-learn estimators skops trusts by default.
+
+    skops trusts every class ``sklearn.utils.all_estimators()`` lists: public, concrete
+    ``BaseEstimator`` subclasses found in scikit-learn's public modules. Most are found by
+    :func:`_exported_estimator`; any other name is looked up in the full list, built once
+    as skops builds it.
+    """
+    if not name.startswith("sklearn."):
+        return False
+    return _exported_estimator(name) or name in _sklearn_estimator_names()
+
+
+def _exported_estimator(name: str) -> bool:
+    """Whether the public package above ``name``'s module exports it as an estimator that
+    ``all_estimators()`` lists (``sklearn.linear_model._logistic.LogisticRegression`` from
+    ``sklearn.linear_model``).
+
+    It imports that package only, which loading the model imports anyway. ``False`` means
+    "not found this way", not "not an estimator".
+    """
+    module_name, _, class_name = name.rpartition(".")
+    parts = module_name.split(".")
+    private = next((i for i, part in enumerate(parts) if part.startswith("_")), len(parts))
+    public = ".".join(parts[:private])
+    if parts[0] != "sklearn" or public == "sklearn" or class_name.startswith("_"):
+        return False
+    try:
+        import inspect
+        from importlib import import_module
+
+        from sklearn.base import BaseEstimator
+        from sklearn.utils.discovery import _MODULE_TO_IGNORE
+        from skops.io._utils import get_type_name
+
+        if set(parts) & set(_MODULE_TO_IGNORE):
+            return False
+        cls = getattr(import_module(public), class_name, None)
+    except ImportError:
+        return False
+    return (
+        inspect.isclass(cls)
+        and issubclass(cls, BaseEstimator)
+        and cls is not BaseEstimator
+        and not inspect.isabstract(cls)
+        and get_type_name(cls) == name
+    )
+
+
+def _sklearn_estimator_names() -> set[str]:
+    global _ESTIMATOR_NAMES
+    if _ESTIMATOR_NAMES is None:
+        with _SKOPS_IMPORT:
+            if "skops.io" in sys.modules and not _QUICK_SKOPS:
+                from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES
+
+                _ESTIMATOR_NAMES = set(SKLEARN_ESTIMATOR_TYPE_NAMES)
+            else:
+                from sklearn.utils import all_estimators
+                from skops.io._utils import get_type_name
+
+                _ESTIMATOR_NAMES = {
+                    n for _, c in all_estimators() if (n := get_type_name(c)).startswith("sklearn.")
+                }
+    return _ESTIMATOR_NAMES
 
 
 def check_skops_trust(path: Path, trust: Sequence[str] = ()) -> None:
@@ -561,8 +671,7 @@ def check_skops_trust(path: Path, trust: Sequence[str] = ()) -> None:
 
 
 def _read_skops(path: Path, trust: Sequence[str] = ()) -> Any:
-    import skops.io as sio
-
+    sio = _skops_io()
     check_skops_trust(path, trust)
     try:
         # Everything left untrusted was vouched for above, by name.

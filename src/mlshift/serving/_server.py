@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from mlshift.errors import ConfigError, IntegrityError, MlshiftError
 from mlshift.serving._app import create_app
 from mlshift.serving._batching import Batching
-from mlshift.serving._loaders import detect_framework, load_model
+from mlshift.serving._loaders import detect_framework, load_model, quick_skops_import
 from mlshift.specs.model import Signature
 
 __all__ = ["DEFAULT_PORT", "MAX_WORKERS", "WorkerFailed", "serve"]
@@ -134,14 +134,28 @@ def _build_app(
     skops_trust: Sequence[str],
     batching: Batching,
 ) -> Starlette:
-    if framework is None:
-        framework = detect_framework(path)
-    model = load_model(path, framework, digest=digest, signature=signature, skops_trust=skops_trust)
-    app = create_app(model, variant=variant, model_ref=model_ref, batching=batching)
+    # Loading is mostly importing (scikit-learn and scipy alone are most of a cold start),
+    # which allocates a great many objects and frees none: the cyclic collections it would
+    # trigger find nothing to free, so the collector is off meanwhile (as in the image's serve).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        if framework is None:
+            framework = detect_framework(path)
+        if framework == "sklearn":
+            # This process serves one model that mlshift loads itself, and runs no user code
+            # that could call skops: skops may skip its scan of scikit-learn.
+            quick_skops_import()
+        model = load_model(path, framework, digest=digest, signature=signature, skops_trust=skops_trust)
+        app = create_app(model, variant=variant, model_ref=model_ref, batching=batching)
+    finally:
+        if collecting:
+            gc.enable()
     # Everything loaded so far (libraries, the model) lives as long as the process: out of the
     # collector's sight, a full collection triggered while a large body is parsed takes
     # milliseconds instead of hundreds, which the event loop (health checks) would wait for.
-    gc.collect()
+    # No gc.collect() first: after loading, one found a few dozen objects to free and took a
+    # tenth of a second or more of the start-up (a full pass over every library's objects).
     gc.freeze()
     app.state.description = _describe(framework, path, variant, model_ref, batching)
     return app
@@ -197,6 +211,11 @@ def _supervise(
     threads that a fork would not carry over, so each worker loads the model itself. A
     worker that fails to start makes the whole server fail with that worker's error; one
     that exits later stops the others too (whatever restarts the server restarts it whole).
+
+    No worker answers before every worker has loaded the model: clients that open a few
+    long-lived keep-alive connections as soon as the port answers (load balancers, load
+    generators) would otherwise hand every one of them to the first worker up, and the
+    others would idle for as long as those connections live.
     """
     import logging.config
     import multiprocessing
@@ -206,6 +225,7 @@ def _supervise(
     sock = _bind(host, port)
     context = multiprocessing.get_context("spawn")
     queue: Any = context.Queue()
+    go: Any = context.Event()  # set once every worker has loaded the model
     stopping: list[int] = []
     previous = {
         sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
@@ -214,7 +234,7 @@ def _supervise(
     processes = [
         context.Process(
             target=_worker,
-            args=(sock, options, queue, os.getpid()),
+            args=(sock, options, queue, go, os.getpid()),
             name=f"mlshift-worker-{i}",
         )
         for i in range(workers)
@@ -223,16 +243,18 @@ def _supervise(
     try:
         for process in processes:
             process.start()
-        ready = 0
-        while ready < workers and not stopping:
-            message = _next_message(queue, processes)
-            if message is None:
-                continue
-            if message[0] != "ready":
-                _raise_failure(message)
-            ready += 1
-        if stopping:
-            return
+        for stage in ("loaded", "ready"):
+            count = 0
+            while count < workers and not stopping:
+                message = _next_message(queue, processes)
+                if message is None:
+                    continue
+                if message[0] != stage:
+                    _raise_failure(message)
+                count += 1
+            if stopping:
+                return
+            go.set()
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         logger.info(
@@ -305,16 +327,16 @@ def _stop(processes: Sequence[Any]) -> None:
             process.join(5.0)
 
 
-def _worker(sock: socket.socket, options: dict[str, Any], queue: Any, parent: int) -> None:
+def _worker(sock: socket.socket, options: dict[str, Any], queue: Any, go: Any, parent: int) -> None:
     """One worker process: load the model, serve the shared socket until told to stop."""
     try:
-        _run_worker(sock, options, queue, parent)
+        _run_worker(sock, options, queue, go, parent)
     except KeyboardInterrupt:
         # Ctrl-C reaches every process of the terminal's group; the supervisor reports it.
         pass
 
 
-def _run_worker(sock: socket.socket, options: dict[str, Any], queue: Any, parent: int) -> None:
+def _run_worker(sock: socket.socket, options: dict[str, Any], queue: Any, go: Any, parent: int) -> None:
     _die_with_parent(parent)
     try:
         app = _build_app(**options)
@@ -330,6 +352,10 @@ def _run_worker(sock: socket.socket, options: dict[str, Any], queue: Any, parent
     except Exception as exc:
         queue.put(("Exception", f"a worker failed to start: {type(exc).__name__}: {exc}", None))
         return
+    queue.put(("loaded", str(os.getpid()), None))
+    # Until every worker has loaded the model (see _supervise); the supervisor stops this
+    # process if another one fails instead.
+    go.wait()
     server = _Server(
         _config(app), port_file=None, worker_ready=lambda: queue.put(("ready", str(os.getpid()), None))
     )

@@ -1,9 +1,31 @@
-"""Provider-neutral specs: what users ask for, validated before anything happens."""
+"""Provider-neutral specs: what users ask for, validated before anything happens.
 
-from mlshift.specs._base import SpecModel
-from mlshift.specs.endpoint import SIZES, Autoscaling, Batching, Compute, EndpointSpec, Variant
-from mlshift.specs.model import FRAMEWORKS, ColumnSpec, ModelRef, ModelSpec, ModelVersion, Signature
-from mlshift.specs.project import ProjectFile, TargetConfig
+The names below are imported on first use: a model server needs the model's ``Signature``
+and none of the endpoint, monitor or project models (a noticeable part of its start-up).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlshift.specs._base import SpecModel
+    from mlshift.specs.endpoint import SIZES, Autoscaling, Batching, Compute, EndpointSpec, Variant
+    from mlshift.specs.model import FRAMEWORKS, ColumnSpec, ModelRef, ModelSpec, ModelVersion, Signature
+    from mlshift.specs.project import ProjectFile, TargetConfig
+
+_LAZY: dict[str, str] = {
+    "SpecModel": "mlshift.specs._base",
+    **dict.fromkeys(
+        ["SIZES", "Autoscaling", "Batching", "Compute", "EndpointSpec", "Variant"], "mlshift.specs.endpoint"
+    ),
+    **dict.fromkeys(
+        ["FRAMEWORKS", "ColumnSpec", "ModelRef", "ModelSpec", "ModelVersion", "Signature"],
+        "mlshift.specs.model",
+    ),
+    **dict.fromkeys(["ProjectFile", "TargetConfig"], "mlshift.specs.project"),
+}
 
 __all__ = [
     "FRAMEWORKS",
@@ -22,3 +44,16 @@ __all__ = [
     "TargetConfig",
     "Variant",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlshift.specs' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -50,7 +50,7 @@ from mlshift.adapter import (
     VariantState,
 )
 from mlshift.errors import ConfigError, Conflict, NotFound
-from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
+from mlshift.specs.endpoint import Autoscaling, Batching, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef, ModelSpec, ModelVersion
 
 if TYPE_CHECKING:
@@ -202,6 +202,7 @@ class _MemoryEndpoints(BaseEndpointService):
                     weight=ep["weights"][v.name],
                     compute=v.compute,
                     status="healthy",
+                    batching=v.batching or Batching(),
                 )
                 for v in ep["variants"].values()
             ),
