@@ -110,6 +110,7 @@ def test_linear_moves_in_steps(client: mlshift.Client) -> None:
         "iris:2",
         rollout=Linear(step_percent=30, interval=0.2, gate=fast_gate(min_requests=1)),
         on_event=seen,
+        checks=[hold_bake_for_requests(client, "iris", 1)],  # each 0.2 s step counts its probe
     )
     assert [s["iris-v2"] for s in seen.splits] == [30, 60, 90, 100]
 
@@ -154,7 +155,12 @@ def test_interrupt_rolls_back_then_reraises(client: mlshift.Client) -> None:
 def test_canary_with_a_partial_target_share(client: mlshift.Client) -> None:
     seen = Recorder()
     state = client.endpoints.deploy(
-        "iris", "iris:2", traffic=20, rollout=Canary(percent=10, bake=0.3, gate=fast_gate()), on_event=seen
+        "iris",
+        "iris:2",
+        traffic=20,
+        rollout=Canary(percent=10, bake=0.3, gate=fast_gate()),
+        on_event=seen,
+        checks=[hold_bake_for_requests(client, "iris", 5)],  # each 0.3 s bake counts 5 probes
     )
     assert [s["iris-v2"] for s in seen.splits] == [10, 20]
     assert state.weights == {"iris-v1": 80, "iris-v2": 20}
@@ -171,7 +177,7 @@ def test_model_change_in_place_keeps_the_variant_name(client: mlshift.Client) ->
     plan = client.plan(spec)
     assert [a.kind for a in plan.actions] == ["rollout"]
     assert "roll out iris-v1=iris:2: canary 50%" in plan.render()
-    client.apply(plan)
+    client.apply(plan, checks=[hold_bake_for_requests(client, "iris", 5)])  # 5 probes each 0.3 s bake
     state = client.endpoints.get("iris")
     assert [(v.name, v.model, v.weight) for v in state.variants] == [("iris-v1", "iris:2", 100)]
     assert client.plan(spec).is_empty
