@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,6 +75,37 @@ def test_good_canary_promotes(client: mlshift.Client) -> None:
     assert record.measurements["requests"] >= 5 and record.measurements["errors"] == 0
     assert record.steps[0] == "add variant iris-v2 (iris:2) at 0%"
     assert record.steps[-1] == "remove variant iris-v1"
+
+
+def test_gate_checks_see_a_bake_the_engine_got_to_only_after_its_time(
+    client: mlshift.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a loaded machine the engine's thread may get to a short bake's first reading only
+    # after the bake's time: the checks (e.g. hold_bake_for_requests) still see that bake
+    # before it is judged over, instead of it failing at once on too few requests.
+    service = type(MemoryAdapter.of(client).endpoints)
+    record_rollout = service.record_rollout
+
+    def descheduled_after_the_bake_starts(self: Any, record: RolloutRecord) -> None:
+        record_rollout(self, record)
+        if record.steps and record.steps[-1].startswith("bake "):
+            time.sleep(0.5)  # stands for a thread descheduled past the 0.3 s bake
+
+    monkeypatch.setattr(service, "record_rollout", descheduled_after_the_bake_starts)
+    body = json.dumps({"instances": ROWS}).encode()
+
+    def brings_the_requests(reading: GateReading) -> bool:
+        for _ in range(5 - reading.requests):
+            client.adapter.endpoints.invoke("iris", body, variant="iris-v2")
+        return True
+
+    state = client.endpoints.deploy(
+        "iris",
+        "iris:2",
+        rollout=Canary(percent=10, bake=0.3, gate=HealthGate(min_requests=5)),
+        checks=[brings_the_requests],
+    )
+    assert state.weights == {"iris-v2": 100}
 
 
 def test_failing_version_is_rolled_back(client: mlshift.Client) -> None:
