@@ -92,11 +92,14 @@ def hold_bake_for_requests(
     def hold_bake_for_requests(reading: GateReading) -> bool | str:
         if reading.window is None:
             # Not the target's metrics: a shadow phase (held on read_shadow) or a bake judged
-            # on the engine's own probes, which this check cannot count.
-            shadow = _mirrored_variant(client, endpoint)
-            if shadow is None or "shadow" in held:
+            # on the engine's own probes, which this check cannot count. A shadow phase's
+            # readings are at stage 0; only the first one is looked at.
+            if reading.stage != 0 or "shadow" in held:
                 return True
             held.add("shadow")
+            shadow = _mirrored_variant(client, endpoint)
+            if shadow is None:
+                return True
             return _hold_shadow(client, endpoint, shadow, min_requests, reading.elapsed, timeout, poll)
         if reading.stage in held:
             return True
