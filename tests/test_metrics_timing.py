@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import mlshift
 from mlshift.adapter import MetricsTiming
 from mlshift.errors import ConfigError
+from mlshift.plan import GateReading
 from mlshift.plan._rollout import poll_interval
 from mlshift.specs.rollout import BlueGreen, Canary, HealthGate, Linear, Probe, Shadow
 from mlshift.testing.memory import MemoryAdapter
@@ -76,9 +78,38 @@ def test_a_bake_as_long_as_the_lag_is_planned(lagging: mlshift.Client) -> None:
     assert [a.kind for a in lagging.plan(spec).actions] == ["rollout"]
 
 
+def hold_for_probe_answers(client: mlshift.Client, variant: str, count: int) -> Callable[[GateReading], bool]:
+    """A check holding the first reading until ``variant`` answered ``count`` requests.
+
+    ``hold_bake_for_requests`` cannot hold a bake judged on probes (it reads the target's
+    metrics, which a lagging target is not judged on); the memory target counts every call
+    at once whatever lag it declares, so the probes' answers are counted here. One more than
+    the gate needs: the prober records an answer just after the target counted it.
+    """
+    held: list[bool] = []
+
+    def hold_for_probe_answers(reading: GateReading) -> bool:
+        if held:
+            return True
+        held.append(True)
+        deadline = time.monotonic() + 300  # bounds a hang only
+        while time.monotonic() < deadline:
+            metrics = client.adapter.endpoints.read_metrics("iris", variant, reading.elapsed + 600)
+            if metrics is not None and metrics.requests >= count + 1:
+                return True
+            time.sleep(0.05)
+        return False
+
+    return hold_for_probe_answers
+
+
 def test_a_probe_gate_is_judged_on_its_own_answers_and_may_bake_shorter(lagging: mlshift.Client) -> None:
     gate = HealthGate(min_requests=5, probe=Probe(payload={"instances": ROWS}, rate=100))
-    state = lagging.endpoints.deploy("iris", "iris:2", rollout=Canary(percent=10, bake=0.5, gate=gate))
+    # The 0.5 s bake ends with the gate's 5 probe answers in, however slow the machine.
+    hold = hold_for_probe_answers(lagging, "iris-v2", gate.min_requests)
+    state = lagging.endpoints.deploy(
+        "iris", "iris:2", rollout=Canary(percent=10, bake=0.5, gate=gate), checks=[hold]
+    )
     assert state.weights == {"iris-v2": 100}
     record = lagging.endpoints.history("iris")[0]
     assert record.phase == "succeeded" and record.measurements["requests"] >= 5

@@ -192,7 +192,16 @@ class CLI:
     def start(self, *args: str) -> subprocess.Popen[str]:
         pipe = subprocess.PIPE
         return subprocess.Popen(
-            self.argv(*args), cwd=self.cwd, env=self.env, stdout=pipe, stderr=pipe, text=True
+            self.argv(*args),
+            cwd=self.cwd,
+            env=self.env,
+            stdout=pipe,
+            stderr=pipe,
+            text=True,
+            # Ctrl-C as a terminal delivers it: a suite run in the background (`nohup ... &`)
+            # ignores SIGINT, its children inherit that, and Python then never raises
+            # KeyboardInterrupt for the test's SIGINT.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 

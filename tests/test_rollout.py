@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,6 +77,37 @@ def test_good_canary_promotes(client: mlshift.Client) -> None:
     assert record.steps[-1] == "remove variant iris-v1"
 
 
+def test_gate_checks_see_a_bake_the_engine_got_to_only_after_its_time(
+    client: mlshift.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a loaded machine the engine's thread may get to a short bake's first reading only
+    # after the bake's time: the checks (e.g. hold_bake_for_requests) still see that bake
+    # before it is judged over, instead of it failing at once on too few requests.
+    service = type(MemoryAdapter.of(client).endpoints)
+    record_rollout = service.record_rollout
+
+    def descheduled_after_the_bake_starts(self: Any, record: RolloutRecord) -> None:
+        record_rollout(self, record)
+        if record.steps and record.steps[-1].startswith("bake "):
+            time.sleep(0.5)  # stands for a thread descheduled past the 0.3 s bake
+
+    monkeypatch.setattr(service, "record_rollout", descheduled_after_the_bake_starts)
+    body = json.dumps({"instances": ROWS}).encode()
+
+    def brings_the_requests(reading: GateReading) -> bool:
+        for _ in range(5 - reading.requests):
+            client.adapter.endpoints.invoke("iris", body, variant="iris-v2")
+        return True
+
+    state = client.endpoints.deploy(
+        "iris",
+        "iris:2",
+        rollout=Canary(percent=10, bake=0.3, gate=HealthGate(min_requests=5)),
+        checks=[brings_the_requests],
+    )
+    assert state.weights == {"iris-v2": 100}
+
+
 def test_failing_version_is_rolled_back(client: mlshift.Client) -> None:
     with pytest.raises(RolloutFailed) as info:
         client.endpoints.deploy("iris", "iris:3", rollout=Canary(percent=10, bake=30, gate=fast_gate()))
@@ -110,6 +143,7 @@ def test_linear_moves_in_steps(client: mlshift.Client) -> None:
         "iris:2",
         rollout=Linear(step_percent=30, interval=0.2, gate=fast_gate(min_requests=1)),
         on_event=seen,
+        checks=[hold_bake_for_requests(client, "iris", 1)],  # each 0.2 s step counts its probe
     )
     assert [s["iris-v2"] for s in seen.splits] == [30, 60, 90, 100]
 
@@ -154,7 +188,12 @@ def test_interrupt_rolls_back_then_reraises(client: mlshift.Client) -> None:
 def test_canary_with_a_partial_target_share(client: mlshift.Client) -> None:
     seen = Recorder()
     state = client.endpoints.deploy(
-        "iris", "iris:2", traffic=20, rollout=Canary(percent=10, bake=0.3, gate=fast_gate()), on_event=seen
+        "iris",
+        "iris:2",
+        traffic=20,
+        rollout=Canary(percent=10, bake=0.3, gate=fast_gate()),
+        on_event=seen,
+        checks=[hold_bake_for_requests(client, "iris", 5)],  # each 0.3 s bake counts 5 probes
     )
     assert [s["iris-v2"] for s in seen.splits] == [10, 20]
     assert state.weights == {"iris-v1": 80, "iris-v2": 20}
@@ -171,7 +210,7 @@ def test_model_change_in_place_keeps_the_variant_name(client: mlshift.Client) ->
     plan = client.plan(spec)
     assert [a.kind for a in plan.actions] == ["rollout"]
     assert "roll out iris-v1=iris:2: canary 50%" in plan.render()
-    client.apply(plan)
+    client.apply(plan, checks=[hold_bake_for_requests(client, "iris", 5)])  # 5 probes each 0.3 s bake
     state = client.endpoints.get("iris")
     assert [(v.name, v.model, v.weight) for v in state.variants] == [("iris-v1", "iris:2", 100)]
     assert client.plan(spec).is_empty

@@ -132,7 +132,9 @@ def test_checks_with_a_rollout_the_target_would_run_natively_run_on_the_engine(t
         )
         planned = client.plan(spec, checks=True)
         assert "mlshift runs it: checks= were given" in planned.render()
-        client.endpoints.deploy("m", "m:2", rollout=rollout, checks=[watched])
+        # The 0.3 s bake ends with the gate's 8 probes counted, however slow the machine.
+        hold = hold_bake_for_requests(client, "m", 8)
+        client.endpoints.deploy("m", "m:2", rollout=rollout, checks=[watched, hold])
         assert seen, "the check was never called"
         assert "native_rollout" not in [c[0] for c in MemoryAdapter.of(client).calls]
 
@@ -144,6 +146,6 @@ def test_checks_with_a_rollout_the_target_would_run_natively_run_on_the_engine(t
             )
         )
         assert "runs it natively" in plan.render()
-        client.apply(plan, checks=[watched])
+        client.apply(plan, checks=[watched, hold_bake_for_requests(client, "m", 8)])
         assert seen and "native_rollout" not in [c[0] for c in MemoryAdapter.of(client).calls]
         assert client.endpoints.get("m").weights == {"m-v3": 100}

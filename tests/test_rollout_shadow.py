@@ -13,7 +13,7 @@ import pytest
 import mlshift
 from mlshift._routing import MirrorShare, compare_answers
 from mlshift.errors import ConfigError, RolloutFailed, UnsupportedOperation
-from mlshift.plan import ApplyEvent
+from mlshift.plan import ApplyEvent, GateCheck
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Shadow
 from mlshift.testing.memory import MemoryAdapter
@@ -75,6 +75,11 @@ class Events:
             self.details.append(event.detail)
 
 
+def hold(client: mlshift.Client) -> GateCheck:
+    """The shadow phase ends with the gate's 20 mirrored requests counted, however slow the machine."""
+    return hold_bake_for_requests(client, "m", 20)
+
+
 def shadow(**extra: object) -> Shadow:
     return Shadow.model_validate(
         {"percent": 100, "duration": 2, "min_agreement": 0.99, "gate": {"min_requests": 20}, **extra}
@@ -83,7 +88,7 @@ def shadow(**extra: object) -> Shadow:
 
 def test_a_version_that_disagrees_is_rejected_with_the_measured_agreement(client: mlshift.Client) -> None:
     with callers(client) as seen, pytest.raises(RolloutFailed) as info:
-        client.endpoints.deploy("m", "m:2", rollout=shadow())
+        client.endpoints.deploy("m", "m:2", rollout=shadow(), checks=[hold(client)])
     exc = info.value
     assert exc.reason is not None
     assert exc.reason.startswith("gate failed in the shadow phase: agreement ")
@@ -96,7 +101,7 @@ def test_a_version_that_disagrees_is_rejected_with_the_measured_agreement(client
 def test_a_version_that_agrees_is_promoted(client: mlshift.Client) -> None:
     events = Events()
     with callers(client) as seen:
-        state = client.endpoints.deploy("m", "m:3", rollout=shadow(), on_event=events)
+        state = client.endpoints.deploy("m", "m:3", rollout=shadow(), on_event=events, checks=[hold(client)])
     assert state.weights == {"m-v3": 100}
     shadow_phase = [d for d in events.details if d.get("phase") == "shadow"]
     assert shadow_phase and shadow_phase[-1]["agreement"] == 0.995
@@ -132,6 +137,17 @@ def test_a_crashing_candidate_never_fails_a_caller(client: mlshift.Client) -> No
 def test_too_little_traffic_fails_the_shadow_phase(client: mlshift.Client) -> None:
     with pytest.raises(RolloutFailed, match="only 0 requests"):
         client.endpoints.deploy("m", "m:3", rollout=shadow(duration=0.3))
+    assert client.endpoints.get("m").weights == {"m-v1": 100}
+
+
+def test_the_test_helper_holds_the_shadow_phase_until_its_requests_are_counted(
+    client: mlshift.Client,
+) -> None:
+    # With no traffic at all, the hold waits for mirrored requests (and gives up, saying so)
+    # instead of letting the phase end at its duration.
+    check = hold_bake_for_requests(client, "m", 20, timeout=1)
+    with pytest.raises(RolloutFailed, match="only 0 mirrored requests to m-v3 in 1 s; the gate needs 20"):
+        client.endpoints.deploy("m", "m:3", rollout=shadow(duration=0.3), checks=[check])
     assert client.endpoints.get("m").weights == {"m-v1": 100}
 
 

@@ -12,8 +12,9 @@ import pytest
 
 import mlshift
 from mlshift.errors import RolloutFailed
-from mlshift.plan import ApplyEvent
+from mlshift.plan import ApplyEvent, GateCheck
 from mlshift.specs.rollout import Shadow
+from mlshift.testing.rollouts import hold_bake_for_requests
 from rollout_models import predictor, shadow_rows
 from test_rollout_local import by_variant, load, non_2xx, server_processes
 
@@ -29,6 +30,11 @@ def endpoint(local: mlshift.Client, tmp_path: Path) -> mlshift.Client:
     return local
 
 
+def hold(client: mlshift.Client) -> GateCheck:
+    """The shadow phase ends with the gate's 20 mirrored requests counted, however slow the machine."""
+    return hold_bake_for_requests(client, "m", 20)
+
+
 def rollout(**extra: object) -> Shadow:
     return Shadow.model_validate(
         {"percent": 50, "duration": 4, "min_agreement": 0.99, "gate": {"min_requests": 20}, **extra}
@@ -41,7 +47,7 @@ def test_disagreeing_version_is_rejected_and_callers_only_see_the_serving_one(
     url = endpoint.endpoints.get("m").url
     assert url is not None
     with load(url, tmp_path, min_requests=500, body=BODY) as seen, pytest.raises(RolloutFailed) as info:
-        endpoint.endpoints.deploy("m", "m:2", rollout=rollout())
+        endpoint.endpoints.deploy("m", "m:2", rollout=rollout(), checks=[hold(endpoint)])
     m = info.value.measurements
     assert "agreement" in (info.value.reason or "") and m["agreement"] == pytest.approx(0.7, abs=0.01)
     assert m["rows"] >= 20 * 200
@@ -55,7 +61,7 @@ def test_agreeing_version_is_promoted(endpoint: mlshift.Client, tmp_path: Path) 
     url = endpoint.endpoints.get("m").url
     assert url is not None
     with load(url, tmp_path, min_requests=500, body=BODY) as seen:
-        state = endpoint.endpoints.deploy("m", "m:3", rollout=rollout())
+        state = endpoint.endpoints.deploy("m", "m:3", rollout=rollout(), checks=[hold(endpoint)])
     assert state.weights == {"m-v3": 100}
     record = endpoint.endpoints.history("m")[0]
     assert record.measurements["agreement"] == pytest.approx(0.995, abs=0.002)

@@ -18,7 +18,7 @@ from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import Shadow
 from mlshift.testing.memory import MemoryAdapter
 from rollout_models import predictor
-from test_rollout_shadow import callers
+from test_rollout_shadow import callers, hold
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,12 @@ def test_paired_judges_agreement_and_mirror_only_does_not(
     client: mlshift.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with callers(client), pytest.raises(RolloutFailed, match="agreement"):
-        client.endpoints.deploy("m", "m:2", rollout=shadow())
+        client.endpoints.deploy("m", "m:2", rollout=shadow(), checks=[hold(client)])
     service = type(MemoryAdapter.of(client).endpoints)
     monkeypatch.setattr(service, "shadow_mode", property(lambda self: "mirror-only"))
     # The same version, on a target that cannot compare answers: judged on its errors only.
     with callers(client) as seen:
-        state = client.endpoints.deploy("m", "m:2", rollout=shadow())
+        state = client.endpoints.deploy("m", "m:2", rollout=shadow(), checks=[hold(client)])
     assert state.weights == {"m-v2": 100}
     assert {k for k in seen if not k.startswith("m-v2")} == {"m-v1 v1-answer"}
 

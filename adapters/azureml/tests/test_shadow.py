@@ -14,7 +14,7 @@ from mlshift.adapter import Capability
 from mlshift.errors import ConfigError, RolloutFailed
 from mlshift.specs.endpoint import EndpointSpec
 from mlshift.specs.rollout import HealthGate, Shadow
-from mlshift.testing.rollouts import failing_predictor, send_traffic
+from mlshift.testing.rollouts import failing_predictor, hold_bake_for_requests, send_traffic
 from mlshift_azureml.testing import FakeAzureML
 
 GATE = HealthGate(max_error_rate=0.05, min_requests=5)
@@ -88,7 +88,11 @@ def test_a_healthy_shadow_is_mirrored_then_promoted(
 ) -> None:
     with send_traffic(deployed, "iris-ep", iris["rows"]) as answers:
         state = deployed.endpoints.deploy(
-            "iris-ep", "iris:2", rollout=Shadow(percent=50, duration=1.5, gate=GATE)
+            "iris-ep",
+            "iris:2",
+            rollout=Shadow(percent=50, duration=1.5, gate=GATE),
+            # The phase ends with the gate's mirrored requests counted, however slow the machine.
+            checks=[hold_bake_for_requests(deployed, "iris-ep", GATE.min_requests)],
         )
     assert [(v.name, v.model, v.weight) for v in state.variants] == [("iris-v2", "iris:2", 100)]
     azure.wait_mirrored()

@@ -14,7 +14,7 @@ from mlshift.errors import ConfigError, InvalidPayload, MlshiftError
 from mlshift.plan import ApplyEvent, GateReading, Rollout
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Canary, HealthGate, Probe
-from mlshift.testing.rollouts import canary_under_load, failing_predictor
+from mlshift.testing.rollouts import canary_under_load, failing_predictor, hold_bake_for_requests
 from mlshift_sagemaker.testing import FakeSageMaker
 
 #: Short bakes: the fake publishes metrics at once, and canary_under_load holds a bake until
@@ -121,7 +121,12 @@ def test_a_probe_gate_runs_on_the_engine_through_target_variant(
     gate = HealthGate(min_requests=5, probe=Probe(payload={"instances": iris["rows"]}, rate=40))
     mark = len(aws.calls)
     state = main.endpoints.deploy(
-        "iris-ep", "iris:2", variant="main", rollout=Canary(percent=20, bake=1, gate=gate), on_event=seen
+        "iris-ep",
+        "iris:2",
+        variant="main",
+        rollout=Canary(percent=20, bake=1, gate=gate),
+        on_event=seen,
+        checks=[hold_bake_for_requests(main, "iris-ep", gate.min_requests)],  # 5 probes in the 1 s bake
     )
     assert seen.rollout.native is False and "probe" in (seen.rollout.engine_reason or "")
     assert [(v.name, v.model, v.weight) for v in state.variants] == [("main", "iris:2", 100)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import mlshift
 from mlshift.adapter import MetricsTiming
 from mlshift.errors import ConfigError
+from mlshift.plan import GateReading
 from mlshift.specs.rollout import Canary, HealthGate, Probe
 from mlshift_sagemaker.options import SageMakerOptions
 from mlshift_sagemaker.testing import FakeSageMaker
@@ -64,8 +66,27 @@ def test_a_probe_gate_runs_on_the_engine_without_waiting_for_cloudwatch(
     on_aws: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
 ) -> None:
     gate = HealthGate(min_requests=5, probe=Probe(payload={"instances": iris["rows"]}, rate=40))
+    held: list[bool] = []
+
+    def hold_for_probe_answers(reading: GateReading) -> bool:
+        # The 1 s bake ends with the gate's 5 probe answers in, however slow the machine:
+        # the first reading waits for them (counted by the fake as each request arrives, so
+        # two more than the gate needs). hold_bake_for_requests reads CloudWatch, which a
+        # probe gate on a lagging target is not judged on.
+        if held:
+            return True
+        held.append(True)
+        deadline = time.monotonic() + 300  # bounds a hang only
+        while aws.invocations[("iris-ep", "iris-v2")] < gate.min_requests + 2:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     mark = len(aws.calls)
-    state = on_aws.endpoints.deploy("iris-ep", "iris:2", rollout=Canary(percent=20, bake=1, gate=gate))
+    state = on_aws.endpoints.deploy(
+        "iris-ep", "iris:2", rollout=Canary(percent=20, bake=1, gate=gate), checks=[hold_for_probe_answers]
+    )
     assert [(v.name, v.model, v.weight) for v in state.variants] == [("iris-v2", "iris:2", 100)]
     record = on_aws.endpoints.history("iris-ep")[0]
     assert record.phase == "succeeded" and record.measurements["requests"] >= 5

@@ -11,10 +11,10 @@ import pytest
 import mlshift
 from mlshift.adapter import ResolvedVariant
 from mlshift.errors import ConfigError, RolloutFailed
-from mlshift.plan import ApplyEvent
+from mlshift.plan import ApplyEvent, GateCheck
 from mlshift.specs import EndpointSpec
 from mlshift.specs.rollout import Shadow
-from mlshift.testing.rollouts import failing_predictor, send_traffic
+from mlshift.testing.rollouts import failing_predictor, hold_bake_for_requests, send_traffic
 from mlshift_sagemaker.testing import FakeSageMaker
 
 
@@ -33,6 +33,11 @@ def lookalike(tmp_path_factory: pytest.TempPathFactory, iris: dict[str, Any]) ->
     return path
 
 
+def hold(client: mlshift.Client) -> GateCheck:
+    """The shadow phase ends with the gate's 5 mirrored requests counted, however slow the machine."""
+    return hold_bake_for_requests(client, "iris-ep", 5)
+
+
 def shadow(**extra: Any) -> Shadow:
     return Shadow.model_validate(
         {"percent": 100, "duration": 2, "min_agreement": 0.99, "gate": {"min_requests": 5}, **extra}
@@ -48,7 +53,7 @@ def test_a_disagreeing_version_is_discarded_and_callers_only_see_the_serving_one
     deployed: mlshift.Client, aws: FakeSageMaker, iris: dict[str, Any]
 ) -> None:
     with send_traffic(deployed, "iris-ep", iris["rows"]) as seen, pytest.raises(RolloutFailed) as info:
-        deployed.endpoints.deploy("iris-ep", "iris:2", rollout=shadow())
+        deployed.endpoints.deploy("iris-ep", "iris:2", rollout=shadow(), checks=[hold(deployed)])
     exc = info.value
     assert exc.reason is not None and exc.reason.startswith("gate failed in the shadow phase: agreement ")
     same = sum(a == b for a, b in zip(iris["expected_v1"], iris["expected_v2"], strict=True))
@@ -79,7 +84,9 @@ def test_an_agreeing_version_is_promoted(
             events.append(dict(event.detail))
 
     with send_traffic(deployed, "iris-ep", iris["rows"]) as seen:
-        state = deployed.endpoints.deploy("iris-ep", "iris:3", rollout=shadow(), on_event=on_event)
+        state = deployed.endpoints.deploy(
+            "iris-ep", "iris:3", rollout=shadow(), on_event=on_event, checks=[hold(deployed)]
+        )
     assert state.weights == {"iris-v3": 100}
     phase = [e for e in events if e.get("phase") == "shadow"]
     assert phase and phase[-1]["agreement"] == 1.0 and phase[-1]["rows"] >= 5 * len(iris["rows"])
@@ -147,7 +154,7 @@ def test_a_crashing_shadow_never_fails_a_caller(
     folder = failing_predictor(tmp_path / "failing-predictor")
     deployed.models.register("broken", folder)
     with send_traffic(deployed, "iris-ep", iris["rows"]) as seen, pytest.raises(RolloutFailed) as info:
-        deployed.endpoints.deploy("iris-ep", "broken:1", rollout=shadow())
+        deployed.endpoints.deploy("iris-ep", "broken:1", rollout=shadow(), checks=[hold(deployed)])
     assert info.value.measurements["errors"] >= 5
     assert set(seen) == {f"iris-v1 {iris['expected_v1']}"}
     assert deployed.endpoints.get("iris-ep").weights == {"iris-v1": 100}

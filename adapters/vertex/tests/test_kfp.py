@@ -296,14 +296,16 @@ def test_the_bearer_token_comes_from_the_environment_and_is_never_shown(
 def test_an_unreachable_server_says_how_to_reach_it() -> None:
     import socket
 
+    # Bound but not listening: connections are refused, and no other process can take the
+    # port meanwhile (as it could once the socket were closed).
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with (
-        mlshift.connect(f"kfp://127.0.0.1:{port}") as c,
-        pytest.raises(mlshift.errors.ProviderError, match="port-forward"),
-    ):
-        c.pipelines.list()
+        with (
+            mlshift.connect(f"kfp://127.0.0.1:{port}") as c,
+            pytest.raises(mlshift.errors.ProviderError, match="port-forward"),
+        ):
+            c.pipelines.list()
 
 
 # ------------------------------------------------------------------------------ compile

@@ -675,8 +675,10 @@ class LocalEndpointService(BaseEndpointService):
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:
         row = self._require(name)
+        # The client's read timeout (60 s), not a short one: a router busy with the very load
+        # being judged may take seconds to answer, and a timeout here would end the rollout.
         resp = self._client().get(
-            f"http://127.0.0.1:{row['port']}/_mlshift/metrics", params={"window": window}, timeout=5.0
+            f"http://127.0.0.1:{row['port']}/_mlshift/metrics", params={"window": window}
         )
         data = resp.json()["variants"].get(variant)
         if data is None:
@@ -712,7 +714,7 @@ class LocalEndpointService(BaseEndpointService):
     def read_shadow(self, name: str, variant: str, window: float) -> ShadowMetrics | None:
         row = self._require(name)
         resp = self._client().get(
-            f"http://127.0.0.1:{row['port']}/_mlshift/shadow", params={"window": window}, timeout=5.0
+            f"http://127.0.0.1:{row['port']}/_mlshift/shadow", params={"window": window}
         )
         data = resp.json()["variants"].get(variant)
         if data is None:

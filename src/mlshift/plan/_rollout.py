@@ -591,12 +591,17 @@ def _bake(ctx: _Context, share: int, seconds: float) -> GateReading | None:
     )
     reading: GateReading | None = None
     ctx.journal.step(f"bake {seconds:g}s at {share}%")
+    first = True
     try:
         if prober is not None:
             prober.__enter__()
         while True:
             elapsed = time.monotonic() - start_wall
-            done = elapsed >= seconds
+            # The first reading is never the last: the gate checks see every bake at least once
+            # before it is judged over, even when this thread got to it only after the bake's
+            # time (a short bake on a loaded machine).
+            done = elapsed >= seconds and not first
+            first = False
             if use_metrics:
                 new = _metrics_group(ctx.adapter, ctx.endpoint, names, elapsed)
                 old = _metrics_group(ctx.adapter, ctx.endpoint, baseline, elapsed)
@@ -689,10 +694,12 @@ def _shadow_phase(ctx: _Context, strategy: Shadow) -> GateReading:
         if paired
         else poll_interval(strategy.duration, endpoints.metrics_timing.resolution)
     )
+    first = True
     try:
         while True:
             elapsed = time.monotonic() - start
-            done = elapsed >= strategy.duration
+            done = elapsed >= strategy.duration and not first  # as in a bake: checks see it once
+            first = False
             reading = _shadow_reading(endpoints.read_shadow(ctx.endpoint, name, max(elapsed, 0.001)), elapsed)
             ctx.emit(
                 {

@@ -325,6 +325,16 @@ class _MemoryEndpoints(BaseEndpointService):
                 self._apps[key] = create_app(model, variant=variant.name, model_ref=ref)
             return self._apps[key]
 
+    def _in_process(self) -> Any:
+        # Made once under the lock: two first callers at once (a prober and the test's traffic)
+        # would each start an event loop thread, and one of them would never be closed.
+        with self._apps_lock:
+            if self._caller is None:
+                from mlshift.serving._inprocess import InProcessCaller
+
+                self._caller = InProcessCaller(name="mlshift-memory", server=("memory", 80))
+            return self._caller
+
     def invoke(
         self,
         name: str,
@@ -343,11 +353,7 @@ class _MemoryEndpoints(BaseEndpointService):
             raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider="memory")
         app = self._app_for(ep["variants"][variant])
         start = time.perf_counter()
-        if self._caller is None:
-            from mlshift.serving._inprocess import InProcessCaller
-
-            self._caller = InProcessCaller(name="mlshift-memory", server=("memory", 80))
-        status, headers, content = self._caller.call(app, body, content_type)
+        status, headers, content = self._in_process().call(app, body, content_type)
         latency = (time.perf_counter() - start) * 1000
         self._samples.setdefault((name, variant), []).append((time.monotonic(), status, latency))
         if targeted is None:
@@ -435,7 +441,7 @@ class _MemoryEndpoints(BaseEndpointService):
         start = time.perf_counter()
         try:
             target = self.items[name]["variants"][variant]
-            status, _, content = self._caller.call(self._app_for(target), body, content_type)
+            status, _, content = self._in_process().call(self._app_for(target), body, content_type)
         except Exception:  # a shadow that cannot answer is a failed shadow request, nothing more
             status, content = 599, b""
         finally:

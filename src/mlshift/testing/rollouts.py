@@ -117,17 +117,30 @@ def hold_bake_for_requests(
             bound on a hang (no load at all). The check then fails the gate, saying so.
         poll: Seconds between metric reads while waiting.
 
+    A shadow phase is held the same way, on its first reading, until the target's shadow
+    numbers (``read_shadow``, what the engine judges the phase on) count ``min_requests``
+    mirrored requests since the phase began.
+
     Returns:
         A check for ``deploy(..., checks=[...])`` / ``apply(..., checks=[...])``. It holds
-        only bakes judged on the target's metrics (``METRICS``), not a shadow phase or a bake
-        judged on its probes' answers alone.
+        bakes judged on the target's metrics (``METRICS``) and shadow phases, not a bake
+        judged on its probes' answers alone (the check cannot count those).
     """
-    held: set[int] = set()
+    held: set[int | str] = set()
 
     def hold_bake_for_requests(reading: GateReading) -> bool | str:
-        # Only readings of the target's metrics (``window`` set) are held: a shadow phase or a
-        # bake judged on its own probes counts requests this check cannot read.
-        if reading.window is None or reading.stage in held:
+        if reading.window is None:
+            # Not the target's metrics: a shadow phase (held on read_shadow) or a bake judged
+            # on the engine's own probes, which this check cannot count. A shadow phase's
+            # readings are at stage 0; only the first one is looked at.
+            if reading.stage != 0 or "shadow" in held:
+                return True
+            held.add("shadow")
+            shadow = _mirrored_variant(client, endpoint)
+            if shadow is None:
+                return True
+            return _hold_shadow(client, endpoint, shadow, min_requests, reading.elapsed, timeout, poll)
+        if reading.stage in held:
             return True
         held.add(reading.stage)
         # The open journal record names the variants that served before this rollout; every
@@ -157,6 +170,42 @@ def hold_bake_for_requests(
             time.sleep(poll)
 
     return hold_bake_for_requests
+
+
+def _mirrored_variant(client: Client, endpoint: str) -> str | None:
+    """The variant a shadow phase of the open rollout mirrors to now, else ``None``."""
+    record = next((r for r in client.endpoints.history(endpoint, limit=5) if r.is_open), None)
+    if record is None or record.strategy != "shadow" or not record.steps:
+        return None
+    # The engine records "mirror P% of traffic to NAME" as the phase begins and
+    # "stop mirroring to NAME" as it ends.
+    last = record.steps[-1]
+    return last.rsplit(" ", 1)[-1] if last.startswith("mirror ") and " to " in last else None
+
+
+def _hold_shadow(
+    client: Client,
+    endpoint: str,
+    variant: str,
+    min_requests: int,
+    elapsed: float,
+    timeout: float,
+    poll: float,
+) -> bool | str:
+    start = time.monotonic() - elapsed
+    deadline = time.monotonic() + timeout
+    while True:
+        window = max(time.monotonic() - start, poll)
+        metrics = client.adapter.endpoints.read_shadow(endpoint, variant, window)
+        count = metrics.requests if metrics is not None else 0
+        if count >= min_requests:
+            return True
+        if time.monotonic() > deadline:
+            return (
+                f"the test's load brought only {count} mirrored requests to {variant} in {timeout:g} s; "
+                f"the gate needs {min_requests}"
+            )
+        time.sleep(poll)
 
 
 @contextlib.contextmanager

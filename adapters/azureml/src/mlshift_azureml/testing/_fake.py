@@ -1053,11 +1053,18 @@ class FakeAzureML:
             self._mirror_jobs = [j for j in self._mirror_jobs if not j.done()]
             self._mirror_jobs.append(self._mirroring.submit(run))
 
-    def wait_mirrored(self, timeout: float = 30.0) -> None:
-        """Wait until every mirrored copy sent so far has been answered (and counted in the metrics)."""
+    def wait_mirrored(self, timeout: float = 300.0) -> None:
+        """Wait until every mirrored copy sent so far has been answered (and counted in the metrics).
+
+        Raises:
+            TimeoutError: some copy was still unanswered after ``timeout`` seconds (a bound on
+                a hang: a first copy loads its model, which a loaded machine may take long to do).
+        """
         with self._lock:
             jobs = list(self._mirror_jobs)
-        concurrent.futures.wait(jobs, timeout=timeout)
+        _, pending = concurrent.futures.wait(jobs, timeout=timeout)
+        if pending:
+            raise TimeoutError(f"{len(pending)} mirrored requests still unanswered after {timeout:g} s")
 
     def _answer(
         self,
