@@ -530,8 +530,7 @@ class Router:
         )
         await send({"type": "http.response.body", "body": content})
         if counted and target is None and isinstance(body, bytes):  # a streamed body was never held
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in forward}
-            self._maybe_mirror(name, upstream.decode("latin-1"), body, headers, status, content, latency)
+            self._maybe_mirror(name, upstream, body, forward, status, content, latency)
 
     async def _httpx(
         self,
@@ -561,9 +560,9 @@ class Router:
     def _maybe_mirror(
         self,
         served_by: str,
-        path: str,
+        path: bytes,
         body: bytes,
-        headers: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
         status: int,
         answer: bytes,
         latency: float,
@@ -593,9 +592,9 @@ class Router:
         self,
         name: str,
         tolerance: float,
-        path: str,
+        path: bytes,
         body: bytes,
-        headers: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
         served_status: int,
         served_answer: bytes,
         served_latency: float,
@@ -603,9 +602,15 @@ class Router:
         begun = time.monotonic()
         start = time.perf_counter()
         try:
-            client = await self._http()
-            resp = await client.post(self.table.backend(name) + path, content=body, headers=headers)
-            status, content = resp.status_code, resp.content
+            # The same keep-alive pool as the callers' requests: a mirror through httpx cost
+            # the router several times a forwarded request's CPU, which the callers paid for
+            # on a busy machine (bench/shadow.py).
+            if self._client is None or self._client_owned:
+                status, _, content = await self._pool.request(
+                    self.table.backend(name), "POST", path, body, headers
+                )
+            else:
+                status, _, content = await self._httpx(self.table.backend(name), "POST", path, body, headers)
         except Exception:  # a shadow that cannot answer is a failed shadow request, nothing more
             status, content = 599, b""
         latency = (time.perf_counter() - start) * 1000
