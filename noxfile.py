@@ -275,7 +275,9 @@ def bench(session: nox.Session) -> None:
     uv = str(Path(session.bin) / "uv")
     python = str(Path(session.bin) / "python")
     quiet = ["--quiet", "--compile-bytecode"]
-    ours = ["-e", ".[serve,sklearn,docker]", "-r", "bench/requirements/peers.txt"]
+    # The adapters' testing kits: bench/cloud_calls.py counts the HTTP requests of a deploy on each.
+    kits = [*SAGEMAKER_TEST_DEPS, *VERTEX_TEST_DEPS, *AZUREML_TEST_DEPS]
+    ours = ["-e", ".[serve,sklearn,docker]", "-r", "bench/requirements/peers.txt", *kits]
     session.run(uv, "pip", "install", *quiet, "--python", python, *ours, external=True)
     sklearn = session.run("python", "-c", "import sklearn; print(sklearn.__version__)", silent=True)
     peers = Path(session.virtualenv.location).parent / "bench-peers"

@@ -283,6 +283,12 @@ def _image_targets(image: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _times(results: dict[str, Any]) -> list[str]:
+    """The line that says how long each benchmark took (what to trim when the run is long)."""
+    times = [f"{name} {_fmt(seconds, ' s', 0)}" for name, seconds in results.get("took_s", {}).items()]
+    return [f"- Time per benchmark: {', '.join(times)}"] if times else []
+
+
 def render(results: dict[str, Any]) -> str:
     """docs/performance.md."""
     m = results["machine"]
@@ -306,6 +312,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"- Measured: {m['date']}, {_fmt(results.get('elapsed_s'), ' s', 0)} for the whole run;"
         f" command: `{results.get('command', 'python bench/run.py')}`",
+        *_times(results),
         f"- Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gb']} GB memory; {m['platform']}",
         f"- Load average (1 min) at start / end: {m.get('load_start')} / {m.get('load_end')}",
         f"- Python {m['python']}; "
