@@ -1,13 +1,14 @@
 """Capture: `mlshift serve` with request capture off, at sample_rate 0.1 and at 1.0.
 
-The same model, bodies and load generator as bench/serving.py. Per round, each configuration
-in turn (the order rotates): launch the server (with ``MLSHIFT_CAPTURE_DIR`` naming a fresh
-folder whose ``capture.json`` is written by ``write_capture_config`` with the settings the
-local target writes for ``capture: {sample_rate: R}``; without the variable for "off"), check
-its predictions, then for 16 connections of 1- and 100-row bodies a warm-up and a measured
-load run. Then wait until the server's writer has written what it queued and count what it
-wrote: records in the data files, and the captured / dropped / failed counts the server
-keeps, against the answers we received times the rate.
+The same model, bodies and load generator as bench/serving.py, on one server process started
+with ``MLSHIFT_CAPTURE_DIR`` naming a capture folder. Per round, each configuration in turn
+(the order rotates): switch capture the way the local target does (``capture.json`` written
+by ``write_capture_config`` with the settings for ``capture: {sample_rate: R}``, removed for
+"off"), wait until the server's stats say the rate is in force, then for 16 connections of
+1- and 100-row bodies a measured load run. Each rate is compared with "off" of the same round,
+seconds apart in the same process. Then wait until the server's writer has written what it
+queued and count what it wrote: records in the data files, and the captured / dropped /
+failed counts the server keeps, against the answers we received times the rate.
 
 The claims (issue 15): req/s at sample_rate 1.0 is at least 0.95x without capture, and at 0.1
 the difference is smaller than the round-to-round spread of the runs without capture.
@@ -93,79 +94,120 @@ def _capture_counts(folder: Path, timeout: float = 15.0) -> dict[str, Any]:
     return {**previous, "records": records, "settled": settled, "first": first}
 
 
-def _one_server(
-    name: str,
-    rate: float | None,
+def _set_rate(folder: Path, rate: float, timeout: float = 30.0) -> None:
+    """Switch the server's capture to ``rate`` (0: off) and wait until its stats say it is in force.
+
+    What the local target does when an endpoint's ``capture`` changes: it rewrites (or, to
+    switch capture off, removes) ``capture.json``; the server re-reads it within a second.
+    """
+    from mlshift import CaptureSpec
+    from mlshift.serving._capture import write_capture_config
+
+    if rate:
+        write_capture_config(
+            folder, CaptureSpec(sample_rate=rate).model_dump(mode="json", exclude={"enabled"})
+        )
+    else:
+        write_capture_config(folder, None)
+    deadline = time.monotonic() + timeout
+    while True:
+        stated = []
+        for path in (folder / "stats").glob("*.json"):
+            try:
+                stated.append(json.loads(path.read_text()).get("sample_rate"))
+            except (OSError, ValueError):
+                stated.append(None)  # being replaced: read it again
+        if stated and all(s == rate for s in stated):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"the server did not switch capture to sample_rate {rate} within {timeout:.0f} s"
+            )
+        time.sleep(0.05)
+
+
+def _one_process(
     workload: Any,
     loadgen: Any,
     duration: int,
     max_requests: int,
     warmup: int,
     cpu: int | None,
-    rep: int,
+    repeat: int,
     body_rows: tuple[int, ...] = BODY_ROWS,
-) -> dict[str, Any]:
-    from mlshift import CaptureSpec
-    from mlshift.serving._capture import CAPTURE_DIR_ENV, write_capture_config
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """One server, its capture switched between off, 0.1 and 1.0 before each run.
+
+    One process for every configuration: two launches of the same server differ by several
+    percent in req/s (memory layout, where the allocator puts things), more than the 5% being
+    judged, and comparing runs of one process a few seconds apart takes that out.
+
+    Returns the load runs per configuration (one entry per round) and what the server wrote.
+    """
+    from mlshift.serving._capture import CAPTURE_DIR_ENV
 
     port = free_port()
     cmd = [*mlshift_cmd(), "serve", str(workload.skops), "--port", str(port)]
-    log = workload.folder / f"capture-{name}.log"
-    folder = workload.folder / f"capture-{name}-{rep}"
-    env = {}
-    if rate is not None:
-        # What the local target writes for `capture: {sample_rate: rate}` on an endpoint.
-        write_capture_config(
-            folder, CaptureSpec(sample_rate=rate).model_dump(mode="json", exclude={"enabled"})
-        )
-        env[CAPTURE_DIR_ENV] = str(folder)
-    server = Server(f"mlshift (capture {name})", cmd, port, log, env=env, cpu=cpu)
-    if rate is None:
-        server.env.pop(CAPTURE_DIR_ENV, None)  # nor one inherited from whoever runs the benchmark
-    out: dict[str, Any] = {"runs": {}}
-    answered = 1  # the first 200 that wait_for_200 saw
+    folder = workload.folder / "capture"
+    folder.mkdir(parents=True, exist_ok=True)
+    server = Server(
+        "mlshift (capture)",
+        cmd,
+        port,
+        workload.folder / "capture.log",
+        env={CAPTURE_DIR_ENV: str(folder)},
+        cpu=cpu,
+    )
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
+    # 200s the load generator counted at each rate (the ones before the first switch: off).
+    answered = dict.fromkeys(CONFIGS, 0)
+    runs_at = dict.fromkeys(CONFIGS, 0)
     with server:
         server.wait_for_200(PATH, workload.bodies[1].read_bytes())
         for rows in body_rows:
             status, raw = post(server.port, PATH, workload.bodies[rows].read_bytes())
             got = json.loads(raw).get("predictions") if status == 200 else None
             if got != workload.expected[rows]:
-                raise RuntimeError(f"capture {name} answered {status} {raw[:200]!r} to the {rows}-row body")
-            answered += 1
-        runs = 0
-        for rows in body_rows:
-            body = workload.bodies[rows]
+                raise RuntimeError(f"the server answered {status} {raw[:200]!r} to the {rows}-row body")
             if warmup:
-                warm = loadgen.run(server.port, body, CONNECTIONS, 1, warmup)  # not counted
-                answered += warm["requests"] - warm["non200"]
-                runs += 1
-            cpu_before = server.cpu_seconds()
-            raw_run = loadgen.run(server.port, body, CONNECTIONS, duration, max_requests)
-            answered += raw_run["requests"] - raw_run["non200"]
-            runs += 1
-            out["runs"][_load_name(rows)] = summarize(raw_run, rows, server.cpu_seconds() - cpu_before)
-        if rate is not None:
-            counts = _capture_counts(folder)
-            out["capture"] = _judge_counts(
-                counts, rate, answered, slack=CONNECTIONS * runs + 3, workload=workload
-            )
-    return out
+                loadgen.run(server.port, workload.bodies[rows], CONNECTIONS, 1, warmup)  # not counted
+        names = list(CONFIGS)
+        for rep in range(repeat):
+            order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate who goes first
+            for name in order:
+                print(f"  capture: {name} (round {rep + 1}/{repeat})", flush=True)
+                _set_rate(folder, CONFIGS[name] or 0.0)
+                runs: dict[str, Any] = {}
+                for rows in body_rows:
+                    cpu_before = server.cpu_seconds()
+                    raw_run = loadgen.run(
+                        server.port, workload.bodies[rows], CONNECTIONS, duration, max_requests
+                    )
+                    answered[name] += raw_run["requests"] - raw_run["non200"]
+                    runs_at[name] += 1
+                    runs[_load_name(rows)] = summarize(raw_run, rows, server.cpu_seconds() - cpu_before)
+                samples[name].append({"runs": runs})
+        _set_rate(folder, 0.0)
+        counts = _capture_counts(folder)
+    return samples, _judge_counts(counts, answered, runs_at, workload=workload)
 
 
 def _judge_counts(
-    counts: dict[str, Any], rate: float, answered: int, *, slack: int, workload: Any
+    counts: dict[str, Any], answered: dict[str, int], runs_at: dict[str, int], *, workload: Any
 ) -> dict[str, Any]:
-    """The counts beside what the rate predicts, and whether they are plausible.
+    """The counts beside what the rates predict, and whether they are plausible.
 
-    ``answered`` counts the 200s the load generator saw; a run that ends with requests in
-    flight may have a few more answered (and captured) than it counted: at most one per
-    connection per run (``slack``). At a rate below 1 the sample is binomial: four standard
-    deviations either side.
+    ``answered`` counts the 200s the load generator saw at each rate; a run that ends with
+    requests in flight may have a few more answered (and captured) than it counted: at most one
+    per connection per run. At a rate below 1 the sample is binomial: four standard deviations
+    either side.
     """
     offered = counts["captured"] + counts["dropped"] + counts["failed"]
-    expected = answered * rate
-    spread = 4 * math.sqrt(answered * rate * (1 - rate))
-    low, high = expected - spread, expected + spread + slack * rate
+    rates = {name: CONFIGS[name] or 0.0 for name in answered}
+    expected = sum(answered[n] * rates[n] for n in answered)
+    spread = 4 * math.sqrt(sum(answered[n] * rates[n] * (1 - rates[n]) for n in answered))
+    slack = sum(CONNECTIONS * runs_at[n] * rates[n] for n in answered)
+    low, high = expected - spread, expected + spread + slack
     first_ok = False
     if counts["first"]:
         record = json.loads(counts["first"])
@@ -179,8 +221,7 @@ def _judge_counts(
             and isinstance((record.get("response") or {}).get("predictions"), list)
         )
     return {
-        "sample_rate": rate,
-        "answered": answered,
+        "answered": {n: answered[n] for n in answered if rates[n]},
         "expected": round(expected, 1),
         "captured": counts["captured"],
         "dropped": counts["dropped"],
@@ -203,10 +244,10 @@ def bench_capture(
     *,
     quick: bool = False,
     loadgen_choice: str = "auto",
-    duration: int = 4,
+    duration: int = 3,
     pin: bool = True,
 ) -> dict[str, Any]:
-    """Capture off vs 0.1 vs 1.0 at 16 connections; returns medians, counts and ratios."""
+    """Capture off vs 0.1 vs 1.0 at 16 connections; returns medians, counts and paired ratios."""
     loadgen = AsyncClient() if quick else pick_load_generator(loadgen_choice)
     server_cpu, loadgen.cpu = cpu_plan() if pin else (None, None)
     load_start = round(os.getloadavg()[0], 2)
@@ -215,28 +256,11 @@ def bench_capture(
     warmup = 0 if quick else max_requests
     duration = 2 if quick else duration
     body_rows = BODY_ROWS[:1] if quick else BODY_ROWS
-    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in CONFIGS}
     with tempfile.TemporaryDirectory(prefix="mlshift-bench-capture-") as tmp:
         workload = make_workload(Path(tmp))
-        names = list(CONFIGS)
-        for rep in range(repeat):
-            order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate who goes first
-            for name in order:
-                print(f"  capture: {name} (round {rep + 1}/{repeat})", flush=True)
-                samples[name].append(
-                    _one_server(
-                        name,
-                        CONFIGS[name],
-                        workload,
-                        loadgen,
-                        duration,
-                        max_requests,
-                        warmup,
-                        server_cpu,
-                        rep,
-                        body_rows,
-                    )
-                )
+        samples, counts = _one_process(
+            workload, loadgen, duration, max_requests, warmup, server_cpu, repeat, body_rows
+        )
         print("  capture: CPU cost in process", flush=True)
         cost = _cost_in_subprocess(
             workload, body_rows, 2_000 if quick else 20_000, 1 if quick else 3, server_cpu
@@ -252,7 +276,8 @@ def bench_capture(
         # A busy machine widens every spread: the load average (1 min) is part of the result.
         "load": {"start": load_start, "end": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()},
         "configs": configs,
-        "ratios": _ratios(configs),
+        "ratios": _ratios(samples),
+        "capture": counts,
         "cpu_cost": cost,
     }
 
@@ -273,17 +298,7 @@ def _aggregate(results: list[dict[str, Any]], rate: float | None) -> dict[str, A
             "non200": sum(r["non200"] for r in runs),
             "socket_errors": sum(r["socket_errors"] for r in runs),
         }
-    out: dict[str, Any] = {"sample_rate": rate, "loads": loads}
-    if rate is not None:
-        counts = [r["capture"] for r in results]
-        out["capture"] = {
-            **{k: sum(c[k] for c in counts) for k in ("answered", "captured", "dropped", "failed")},
-            "expected": round(sum(c["expected"] for c in counts), 1),
-            "records_in_files": sum(c["records_in_files"] for c in counts),
-            "plausible": all(c["plausible"] for c in counts),
-            "servers": counts,
-        }
-    return out
+    return {"sample_rate": rate, "loads": loads}
 
 
 def _spread(values: list[float | None]) -> float | None:
@@ -295,17 +310,20 @@ def _spread(values: list[float | None]) -> float | None:
     return round((max(present) - min(present)) / mid, 3)
 
 
-def _ratios(configs: dict[str, Any]) -> dict[str, Any]:
-    off = configs["off"]["loads"]
+def _ratios(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per load: each rate over off *in the same round* (runs seconds apart), median over rounds.
+
+    ``noise`` is how much the runs without capture differ from round to round.
+    """
     out: dict[str, Any] = {}
-    for load, base in off.items():
-        row: dict[str, Any] = {"noise": _spread(base["rps_runs"])}
+    for load in samples["off"][0]["runs"]:
+        off = [s["runs"][load] for s in samples["off"]]
+        row: dict[str, Any] = {"noise": _spread([r["rps"] for r in off])}
         for name in ("0.1", "1.0"):
-            theirs = configs[name]["loads"][load]
+            pairs = list(zip([s["runs"][load] for s in samples[name]], off, strict=True))
             row[name] = {
-                "rps": ratio(theirs["rps"], base["rps"], 3),
-                "p99": ratio(theirs["p99_ms"], base["p99_ms"], 3),
-                "cpu_per_req": ratio(theirs["cpu_us_per_req"], base["cpu_us_per_req"], 3),
+                key: median([ratio(t[field], o[field], 4) for t, o in pairs], 3)
+                for key, field in (("rps", "rps"), ("p99", "p99_ms"), ("cpu_per_req", "cpu_us_per_req"))
             }
         out[load] = row
     return out

@@ -995,11 +995,16 @@ def _capture(capture: dict[str, Any] | None) -> list[str]:
         "## Request capture",
         "",
         "What recording requests for monitors ([Monitoring](monitoring.md)) costs `mlshift serve`",
-        "(bench/capture.py). The model and bodies of Serving; the server runs without a capture",
-        "folder (off), then with `MLSHIFT_CAPTURE_DIR` naming one whose `capture.json` holds what",
-        "the local target writes for `capture: {sample_rate: 0.1}` and `{sample_rate: 1.0}`.",
+        "(bench/capture.py). The model and bodies of Serving, on one `mlshift serve` process whose",
+        "`MLSHIFT_CAPTURE_DIR` names a capture folder. Before each run its capture is switched the",
+        "way the local target switches a live endpoint's: `capture.json` holds what the target",
+        "writes for `capture: {sample_rate: 0.1}` or `{sample_rate: 1.0}`, and is removed for off",
+        "(the server then records nothing; a server started without a capture folder does not even",
+        "look). Each run starts once the server's stats say the rate is in force. Each rate is",
+        "compared with off in the same round, seconds apart in the same process (two launches of one",
+        "server differ by more than the 5% being judged), and the ratios are medians over rounds.",
         f"{capture['connections']} connections ({capture['load_generator']}, {capture['duration_s']} s per"
-        f" run after a 1 s warm-up), {capture['repeat']} rounds, the configuration order rotating.",
+        f" run, after one warm-up per body), {capture['repeat']} rounds, the configuration order rotating.",
         _pinning(capture.get("cpus") or {}),
         "",
         "| capture | load | req/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ off | p99 ÷ off "
@@ -1022,28 +1027,27 @@ def _capture(capture: dict[str, Any] | None) -> list[str]:
     )
     lines += [
         "",
-        f"Round-to-round spread of req/s without capture ((max - min) ÷ median): {spreads}. A",
+        f"Round-to-round spread of req/s with capture off ((max - min) ÷ median): {spreads}. A",
         f"difference smaller than that (or than {CAPTURE_NOISE_FLOOR:.0%}) is what *within noise* means.",
         "",
-        "What the servers wrote, over every round (answered: the 200s the load generator counted,",
-        "warm-ups included; a record dropped is one the writer's queue had no room for):",
+        "What the server wrote over every round (answered: the 200s the load generator counted",
+        "while that rate was in force; a record dropped is one the writer's queue had no room for):",
         "",
-        "| capture | answered | expected records | written | dropped | failed | plausible |",
+        "| answered at 0.1 | answered at 1.0 | expected records | written | dropped | failed | plausible |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, config in configs.items():
-        c = config.get("capture")
-        if not c:
-            continue
+    c = capture.get("capture")
+    if c:
+        answered = c.get("answered") or {}
         lines.append(
-            f"| {label.get(name, name)} | {_fmt(c['answered'])} | {_fmt(c['expected'], '', 0)} | "
+            f"| {_fmt(answered.get('0.1'))} | {_fmt(answered.get('1.0'))} | {_fmt(c['expected'], '', 0)} | "
             f"{_fmt(c['records_in_files'])} | {_fmt(c['dropped'])} | {_fmt(c['failed'])} | "
             f"{'yes' if c['plausible'] else 'NO'} |"
         )
     lines += [
         "",
-        "*Plausible*: written + dropped is the answered count times the rate (within four standard",
-        "deviations at 0.1, and at most one in-flight request per connection and run more), every",
+        "*Plausible*: written + dropped is the answered counts times their rates (within four",
+        "standard deviations, and at most one in-flight request per connection and run more), every",
         "count the server keeps matches the lines in its files, and a record holds the body sent.",
     ]
     cost = capture.get("cpu_cost") or {}

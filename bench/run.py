@@ -76,7 +76,7 @@ DEFAULT_REPEAT = {
     "shadow": 3,
     "image": 3,
     "cloud_calls": 2,
-    "capture": 3,
+    "capture": 5,
 }
 
 

@@ -112,6 +112,26 @@ def test_sample_rate_and_switching_capture_off(served: tuple[Any, Path], iris: d
     assert writer.pending == 0 and writer.captured == before
 
 
+def test_the_stats_file_says_which_rate_is_in_force(served: tuple[Any, Path], iris: dict[str, Any]) -> None:
+    client, folder = served
+
+    def stated() -> list[float]:
+        rates = []
+        for path in (folder / "stats").glob("*.json"):
+            try:
+                rates.append(json.loads(path.read_text())["sample_rate"])
+            except (OSError, ValueError, KeyError):
+                return []  # being replaced: read it again
+        return rates
+
+    _wait_for(lambda: stated() == [1.0], "the stats to state rate 1.0")
+    # Before any request is captured at the new rate, the file says it is in force.
+    write_capture_config(folder, {"sample_rate": 0.25, "max_file_mb": 16, "queue_size": 100})
+    _wait_for(lambda: stated() == [0.25], "the stats to state the new rate")
+    write_capture_config(folder, None)
+    _wait_for(lambda: stated() == [0.0], "the stats to state capture is off")
+
+
 def test_a_target_without_capture_refuses_it_at_plan_time(
     memory: mlshift.Client, iris: dict[str, Any]
 ) -> None:

@@ -209,27 +209,30 @@ class CaptureWriter:
 
     # ------------------------------------------------------------------ in the writer thread
 
-    def _reload(self) -> None:
+    def _reload(self) -> bool:
+        """Re-read the settings when their file changed; whether it had."""
         try:
             mtime = (self.folder / CONFIG_FILE).stat().st_mtime
         except OSError:
             mtime = None
         if mtime == self._config_mtime:
-            return
+            return False
         self._config_mtime = mtime
         settings = read_capture_config(self.folder) or {}
         self.rate = float(settings.get("sample_rate", 0.0)) if settings else 0.0
         self.max_bytes = int(float(settings.get("max_file_mb", 16.0)) * 1024 * 1024)
         self.limit = int(settings.get("queue_size", 10_000))
+        return True
 
     def _run(self) -> None:
+        self._write_stats(force=True)
         next_tick = time.monotonic() + _TICK
         while not self._stop.wait(_DRAIN):
             self._drain()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + _TICK
-                self._reload()
-                self._write_stats()
+                # The stats say which rate is in force, as soon as it is (benchmarks wait on it).
+                self._write_stats(force=self._reload())
         self._drain()
 
     def _drain(self) -> None:
@@ -361,8 +364,8 @@ class CaptureWriter:
         self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across records
         self._file_hour, self._file_size = hour, 0
 
-    def _write_stats(self) -> None:
-        if not (self.captured or self.dropped or self.failed):
+    def _write_stats(self, *, force: bool = False) -> None:
+        if not (force or self.captured or self.dropped or self.failed):
             return
         stats = self.folder / "stats"
         try:
@@ -370,7 +373,14 @@ class CaptureWriter:
             path = stats / f"{self.variant}-{os.getpid()}.json"
             tmp = path.with_suffix(".tmp")
             tmp.write_text(
-                json.dumps({"captured": self.captured, "dropped": self.dropped, "failed": self.failed})
+                json.dumps(
+                    {
+                        "captured": self.captured,
+                        "dropped": self.dropped,
+                        "failed": self.failed,
+                        "sample_rate": self.rate,
+                    }
+                )
             )
             os.replace(tmp, path)
         except OSError:
