@@ -41,6 +41,7 @@ from common import (
     pinned,
     post,
     ratio,
+    run_medians,
     summarize,
 )
 from serving import make_workload
@@ -283,21 +284,9 @@ def bench_capture(
 
 
 def _aggregate(results: list[dict[str, Any]], rate: float | None) -> dict[str, Any]:
-    loads: dict[str, Any] = {}
-    for load in results[0]["runs"]:
-        runs = [r["runs"][load] for r in results]
-        loads[load] = {
-            "rps": median([r["rps"] for r in runs]),
-            "rps_runs": [r["rps"] for r in runs],
-            "p50_ms": median([r["p50_ms"] for r in runs], 2),
-            "p99_ms": median([r["p99_ms"] for r in runs], 2),
-            "cpu_us_per_req": median([r["cpu_us_per_req"] for r in runs]),
-            "runs": len(runs),
-            "failed_runs": sum(r["rps"] is None for r in runs),
-            "requests": sum(r["requests"] for r in runs),
-            "non200": sum(r["non200"] for r in runs),
-            "socket_errors": sum(r["socket_errors"] for r in runs),
-        }
+    loads = {
+        load: run_medians([r["runs"][load] for r in results], rps_runs=True) for load in results[0]["runs"]
+    }
     return {"sample_rate": rate, "loads": loads}
 
 

@@ -347,10 +347,23 @@ def summarize(raw: dict[str, Any], rows: int, cpu_s: float) -> dict[str, Any]:
     }
 
 
-def run_medians(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Medians over repeated runs of one configuration (failed runs left out) and their counts."""
+def run_medians(
+    runs: Sequence[dict[str, Any]], *, rps_runs: bool = False, rows_per_s: bool = False
+) -> dict[str, Any]:
+    """Medians over repeated runs of one configuration (failed runs left out) and their counts.
+
+    ``rps_runs`` adds each run's req/s (``None`` for a failed one), to show how rounds differ;
+    ``rows_per_s`` the median rows per second, for bodies of more than one row. Both come
+    right after ``rps``.
+    """
+    rps = [r["rps"] for r in runs]
+    medians: dict[str, Any] = {"rps": median(rps)}
+    if rps_runs:
+        medians["rps_runs"] = rps
+    if rows_per_s:
+        medians["rows_per_s"] = median([r["rows_per_s"] for r in runs], 0)
     return {
-        "rps": median([r["rps"] for r in runs]),
+        **medians,
         "p50_ms": median([r["p50_ms"] for r in runs], 2),
         "p99_ms": median([r["p99_ms"] for r in runs], 2),
         "cpu_us_per_req": median([r["cpu_us_per_req"] for r in runs]),

@@ -39,6 +39,7 @@ from common import (
     pick_load_generator,
     post,
     ratio,
+    run_medians,
 )
 
 N_FEATURES = 20
@@ -253,21 +254,9 @@ def bench_serving(
 
 
 def _aggregate(results: list[dict[str, Any]], cold: list[float]) -> dict[str, Any]:
-    configs: dict[str, Any] = {}
-    for name in results[0]["runs"]:
-        runs = [r["runs"][name] for r in results]
-        configs[name] = {
-            "rps": median([r["rps"] for r in runs]),
-            "rows_per_s": median([r["rows_per_s"] for r in runs], 0),
-            "p50_ms": median([r["p50_ms"] for r in runs], 2),
-            "p99_ms": median([r["p99_ms"] for r in runs], 2),
-            "cpu_us_per_req": median([r["cpu_us_per_req"] for r in runs]),
-            "runs": len(runs),
-            "failed_runs": sum(r["rps"] is None for r in runs),
-            "requests": sum(r["requests"] for r in runs),
-            "non200": sum(r["non200"] for r in runs),
-            "socket_errors": sum(r["socket_errors"] for r in runs),
-        }
+    configs = {
+        name: run_medians([r["runs"][name] for r in results], rows_per_s=True) for name in results[0]["runs"]
+    }
     return {
         "cold_start_s": median(cold, 3),
         "cold_start_samples": cold,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mlshift
+from capture_helpers import wait_for
 from mlshift.errors import UnsupportedOperation
 from mlshift.serving import load_model
 from mlshift.serving._app import create_app
@@ -25,14 +24,6 @@ from mlshift.serving._capture import (
 
 def _records(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for path in capture_files(folder) for line in path.read_text().splitlines()]
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -61,7 +52,7 @@ def test_the_server_records_requests_and_answers(served: tuple[Any, Path], iris:
     client.post("/invocations", json={"instances": [[1, 2]]})  # a 400: not recorded
     pretty = json.dumps({"instances": [iris["rows"][1]]}, indent=2).encode()
     assert client.post("/invocations", content=pretty).status_code == 200
-    _wait_for(lambda: len(_records(folder)) == 6, "6 captured records")
+    wait_for(lambda: len(_records(folder)) == 6, "6 captured records")
     records = _records(folder)
     assert [r["request_id"] for r in records][:5] == ["req-0", "req-1", "req-2", "req-3", generated]
     assert records[5]["request"] == {"instances": [iris["rows"][1]]}  # one line in the file
@@ -98,14 +89,14 @@ def test_sample_rate_and_switching_capture_off(served: tuple[Any, Path], iris: d
     client, folder = served
     writer = client.app.router.routes[0].app.writer
     write_capture_config(folder, {"sample_rate": 0.1, "max_file_mb": 16, "queue_size": 100})
-    _wait_for(lambda: writer.rate == 0.1, "the new sample rate to be read")
+    wait_for(lambda: writer.rate == 0.1, "the new sample rate to be read")
     for _ in range(400):
         client.post("/invocations", json={"instances": [iris["rows"][0]]})
-    _wait_for(lambda: writer.pending == 0, "the queue to drain")
-    _wait_for(lambda: writer.captured == len(_records(folder)), "records flushed")
+    wait_for(lambda: writer.pending == 0, "the queue to drain")
+    wait_for(lambda: writer.captured == len(_records(folder)), "records flushed")
     assert 10 <= writer.captured <= 80  # 40 expected; binomial(400, 0.1) is within this > 99.99 %
     write_capture_config(folder, None)
-    _wait_for(lambda: writer.rate == 0.0, "capture to be switched off")
+    wait_for(lambda: writer.rate == 0.0, "capture to be switched off")
     before = writer.captured
     for _ in range(20):
         client.post("/invocations", json={"instances": [iris["rows"][0]]})
@@ -124,12 +115,12 @@ def test_the_stats_file_says_which_rate_is_in_force(served: tuple[Any, Path], ir
                 return []  # being replaced: read it again
         return rates
 
-    _wait_for(lambda: stated() == [1.0], "the stats to state rate 1.0")
+    wait_for(lambda: stated() == [1.0], "the stats to state rate 1.0")
     # Before any request is captured at the new rate, the file says it is in force.
     write_capture_config(folder, {"sample_rate": 0.25, "max_file_mb": 16, "queue_size": 100})
-    _wait_for(lambda: stated() == [0.25], "the stats to state the new rate")
+    wait_for(lambda: stated() == [0.25], "the stats to state the new rate")
     write_capture_config(folder, None)
-    _wait_for(lambda: stated() == [0.0], "the stats to state capture is off")
+    wait_for(lambda: stated() == [0.0], "the stats to state capture is off")
 
 
 def test_a_target_without_capture_refuses_it_at_plan_time(
@@ -147,7 +138,7 @@ def test_local_endpoint_captures_and_changes_rate_live(local: mlshift.Client, ir
     folder = local.adapter.endpoints.capture_dir("iris")
     for row in iris["rows"] * 5:
         local.endpoints.predict("iris", [row])
-    _wait_for(lambda: len(_records(folder)) == 20, "20 captured records")
+    wait_for(lambda: len(_records(folder)) == 20, "20 captured records")
     records = _records(folder)
     assert {r["model"] for r in records} == {"iris:1"} and {r["endpoint"] for r in records} == {"iris"}
     assert decode_record(records[0])[0] == [iris["rows"][0]]
@@ -202,7 +193,7 @@ def test_open_inference_protocol_requests_are_recorded(
     assert resp.status_code == 200, resp.text
     # A refused /v2 request is not recorded.
     assert client.post("/v2/models/iris/infer", json={"inputs": []}).status_code == 400
-    _wait_for(lambda: len(_records(folder)) == 2, "2 captured /v2 records")
+    wait_for(lambda: len(_records(folder)) == 2, "2 captured /v2 records")
     first, second = _records(folder)
     assert first["request_id"] == "v2-json" and first["protocol"] == "v2" and first["model"] == "iris:1"
     assert decode_record(first) == (rows, expected)

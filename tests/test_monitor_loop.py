@@ -11,7 +11,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import mlshift
-from mlshift.monitoring import read_window
+from capture_helpers import captured_rows, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,20 +59,6 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _captured(client: mlshift.Client) -> int:
-    folder = client.adapter.endpoints.capture_dir("churn")
-    epoch = datetime(2000, 1, 1, tzinfo=timezone.utc)
-    return len(read_window(folder, since=epoch, until=datetime.now(timezone.utc) + timedelta(seconds=1))[1])
-
-
 def _deploy(client: mlshift.Client, example: Any, tmp_path: Path) -> None:
     x_train = example.make_data(5000, seed=1)
     path = example.train_model(x_train, tmp_path / "churn.skops")
@@ -102,7 +88,7 @@ def test_drift_starts_one_retrain_that_rolls_out_by_canary(
     # 2,000 requests drawn like the training data: no drift, nothing done.
     began = time.monotonic()
     example.send(client, example.make_data(2000, seed=10), batch=10)
-    _wait_for(lambda: _captured(client) == 2000, "2,000 captured rows")
+    wait_for(lambda: captured_rows(client, "churn") == 2000, "2,000 captured rows")
     print(f"2,000 rows in 200 requests sent and captured in {time.monotonic() - began:.1f} s")
     first = client.monitors.run("churn-drift")
     assert first.judged and first.requests == 200 and first.report.rows == 2000
@@ -112,10 +98,10 @@ def test_drift_starts_one_retrain_that_rolls_out_by_canary(
     # x2 moves by one standard deviation for the next 2,000 (and 500 more after them).
     shifted = example.make_data(2500, seed=11, shift=1.0)
     example.send(client, shifted[:2000], batch=10)
-    _wait_for(lambda: _captured(client) == 4000, "4,000 captured rows")
+    wait_for(lambda: captured_rows(client, "churn") == 4000, "4,000 captured rows")
     middle = datetime.now(timezone.utc)
     example.send(client, shifted[2000:], batch=10)
-    _wait_for(lambda: _captured(client) == 4500, "4,500 captured rows")
+    wait_for(lambda: captured_rows(client, "churn") == 4500, "4,500 captured rows")
 
     started: list[Any] = []
     second = client.monitors.run("churn-drift", now=middle, on_retrain=started.append)
@@ -155,7 +141,7 @@ def test_drift_starts_one_retrain_that_rolls_out_by_canary(
 
     # The new version's baseline is the moved data: the same traffic is no drift for it.
     example.send(client, example.make_data(300, seed=12, shift=1.0), batch=10)
-    _wait_for(lambda: _captured(client) >= 4800, "300 more captured rows")
+    wait_for(lambda: captured_rows(client, "churn") >= 4800, "300 more captured rows")
     fourth = client.monitors.run("churn-drift")
     assert fourth.model == "churn:2" and fourth.judged and fourth.drifted == ()
     assert not fourth.in_episode and len(alerts) == 1

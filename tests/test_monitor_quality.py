@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +17,8 @@ import httpx
 import pytest
 
 import mlshift
+from capture_helpers import captured_rows, captured_window, wait_for
 from mlshift.errors import ConfigError
-from mlshift.monitoring import read_window
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,20 +31,6 @@ def example() -> Any:
     finally:
         sys.path.pop(0)
     return monitor_retrain
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _captured(client: mlshift.Client) -> int:
-    folder = client.adapter.endpoints.capture_dir("churn")
-    epoch = datetime(2000, 1, 1, tzinfo=timezone.utc)
-    return len(read_window(folder, since=epoch, until=datetime.now(timezone.utc) + timedelta(seconds=1))[1])
 
 
 def _deploy(client: mlshift.Client, example: Any, tmp_path: Path, *, labels: bool = True) -> str:
@@ -91,7 +74,7 @@ def test_labels_joined_by_request_id_flag_a_model_that_got_worse(
     # Labels for a few requests only: reported as not enough, no alarm.
     first = example.make_data(200, seed=20)
     _send(base, first, "a")
-    _wait_for(lambda: _captured(client) == 200, "200 captured rows")
+    wait_for(lambda: captured_rows(client, "churn") == 200, "200 captured rows")
     truth = example.label(first).tolist()
     assert client.monitors.labels("churn", {f"a-{i}": truth[i] for i in range(10)}) == 10
     run = client.monitors.run("churn-quality")
@@ -103,7 +86,7 @@ def test_labels_joined_by_request_id_flag_a_model_that_got_worse(
     # The rest of those labels arrive later; the next requests are labelled as a CSV file.
     second = example.make_data(200, seed=21)
     _send(base, second, "b")
-    _wait_for(lambda: _captured(client) == 400, "400 captured rows")
+    wait_for(lambda: captured_rows(client, "churn") == 400, "400 captured rows")
     later = tmp_path / "labels.csv"
     later.write_text(
         "request_id,label\n" + "".join(f"b-{i},{v}\n" for i, v in enumerate(example.label(second).tolist()))
@@ -120,7 +103,7 @@ def test_labels_joined_by_request_id_flag_a_model_that_got_worse(
     # The world changes: the same inputs, but the truth follows another rule.
     third = example.make_data(200, seed=22)
     _send(base, third, "c")
-    _wait_for(lambda: _captured(client) == 600, "600 captured rows")
+    wait_for(lambda: captured_rows(client, "churn") == 600, "600 captured rows")
     flipped = (1 - example.label(third)).tolist()
     client.monitors.labels("churn", [(f"c-{i}", v) for i, v in enumerate(flipped)])
     bad = client.monitors.run("churn-quality")
@@ -153,15 +136,9 @@ def test_open_inference_protocol_traffic_is_monitored(
             assert resp.status_code == 200, resp.text
             assert resp.headers["x-request-id"] == f"v2-{start}"
             answered.extend(resp.json()["outputs"][0]["data"])
-    _wait_for(lambda: _captured(client) == 300, "300 captured rows")
-    folder = client.adapter.endpoints.capture_dir("churn")
+    wait_for(lambda: captured_rows(client, "churn") == 300, "300 captured rows")
     ids: list[str] = []
-    _, got, outputs, requests = read_window(
-        folder,
-        since=datetime(2000, 1, 1, tzinfo=timezone.utc),
-        until=datetime.now(timezone.utc) + timedelta(seconds=1),
-        ids=ids,
-    )
+    _, got, outputs, requests = captured_window(client, "churn", ids)
     assert requests == 30 and got == rows.tolist() and ids[:10] == ["v2-0"] * 10
     assert outputs == answered
     run = client.monitors.run({"name": "churn-v2", "endpoint": "churn", "min_rows": 100})

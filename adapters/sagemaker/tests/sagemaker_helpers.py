@@ -5,10 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 import mlshift
+from mlshift.errors import ConfigError
 from mlshift_sagemaker import SageMakerAdapter
+from mlshift_sagemaker.testing import FakeSageMaker
 
 TARGET = "sagemaker://us-east-1"
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,3 +40,14 @@ def sagemaker(client: mlshift.Client) -> SageMakerAdapter:
     adapter = client.adapter
     assert isinstance(adapter, SageMakerAdapter), client.target
     return adapter
+
+
+@contextmanager
+def refused_before_any_change(aws: FakeSageMaker, field: str, match: str | None = None) -> Iterator[None]:
+    """Expects the block to fail with a ``ConfigError`` naming ``field`` (its message matching
+    ``match``) before any mutating AWS call."""
+    mark = len(aws.calls)
+    with pytest.raises(ConfigError, match=match) as caught:
+        yield
+    assert caught.value.field == field
+    assert aws.mutating_calls(since=mark) == []

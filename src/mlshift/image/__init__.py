@@ -12,8 +12,9 @@ building or running needs it.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mlshift._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from mlshift.image._base import DEFAULT_MIRROR, DEFAULT_SUITE, base_cache_dir, make_base_image
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from mlshift.image._serve import SAGEMAKER_MODEL_DIR, model_path, serve_arguments
 
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(["DEFAULT_MIRROR", "DEFAULT_SUITE", "base_cache_dir", "make_base_image"], "_base"),
+    **dict.fromkeys(["DEFAULT_MIRROR", "DEFAULT_SUITE", "base_cache_dir", "make_base_image"], "._base"),
     **dict.fromkeys(
         [
             "BASE_LABEL",
@@ -57,10 +58,10 @@ _LAZY: dict[str, str] = {
             "project_wheel",
             "wheel_cache_dir",
         ],
-        "_build",
+        "._build",
     ),
-    **dict.fromkeys(["docker_client", "image_exists"], "_engine"),
-    **dict.fromkeys(["SAGEMAKER_MODEL_DIR", "model_path", "serve_arguments"], "_serve"),
+    **dict.fromkeys(["docker_client", "image_exists"], "._engine"),
+    **dict.fromkeys(["SAGEMAKER_MODEL_DIR", "model_path", "serve_arguments"], "._serve"),
 }
 
 __all__ = [
@@ -91,14 +92,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # once: later lookups are plain attribute reads
-    return value
+__getattr__ = lazy_exports(globals(), _LAZY)[0]
 
 
 def __dir__() -> list[str]:
+    # All that is defined here and every lazy name, not only the public ones.
     return sorted([*globals(), *_LAZY])
