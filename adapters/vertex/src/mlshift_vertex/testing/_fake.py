@@ -26,7 +26,7 @@ by ``deployed_model_id``), visible after ``metric_lag`` seconds (0 by default).
 
 Request-response logging (``predictRequestResponseLoggingConfig``) is emulated: a prediction
 answered on an endpoint that logs is written, sampled at its ``samplingRate`` (seeded, so runs
-repeat), as a row of an in-fake BigQuery table (made on the first row, as Vertex makes it) with
+repeat), as a row of an in-fake BigQuery table (made on its first row) with
 Vertex's columns ``endpoint``, ``deployed_model_id``, ``logging_time``, ``request_id`` (a number),
 ``request_payload`` and ``response_payload`` (repeated strings: here one element each, the JSON
 body). A destination naming only a project gets the dataset ``logging_<display name>_<id>`` and
