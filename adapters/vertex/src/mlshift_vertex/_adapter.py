@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlshift.adapter import PENDING, Adapter, Capability, NameRules, PollingOperation, TargetURI
 from mlshift.errors import ConfigError, ProviderError
+from mlshift.storage import PrefixedObjectStore
 from mlshift_vertex._endpoints import VertexEndpointService
 from mlshift_vertex._gcp import GoogleClients
 from mlshift_vertex._models import VertexModelRegistry
@@ -29,8 +30,10 @@ __all__ = ["CAPABILITIES", "VertexAdapter"]
 #: cannot address one deployed model), ``NATIVE_ROLLOUT`` (mlshift's engine steps the traffic
 #: split). Pipelines run on Vertex AI Pipelines as KFP
 #: pipeline specs (conditions as ``triggerPolicy`` sub-DAGs), schedules as Vertex schedules.
+#: ``CAPTURE`` is the endpoint's request-response logging to BigQuery, read back by monitors.
 CAPABILITIES = frozenset(
     {
+        Capability.CAPTURE,
         Capability.TRAFFIC_SPLIT,
         Capability.METRICS,
         Capability.GPU,
@@ -130,6 +133,14 @@ class VertexAdapter:
         """Vertex AI Pipelines: KFP pipeline specs run as pipeline jobs, and their schedules."""
         return self._pipelines
 
+    def monitoring_store(self) -> PrefixedObjectStore:
+        """Monitoring's documents (baselines, monitors, runs) under ``gs://BUCKET/PREFIX/monitoring/``."""
+        return PrefixedObjectStore(self.store, self.store.key("monitoring"))
+
+    def monitoring_uri(self, key: str) -> str:
+        """``gs://BUCKET/PREFIX/monitoring/KEY``."""
+        return self.store.uri(self.store.key("monitoring", key))
+
     def image_uri(self) -> str:
         """The serving image: the ``image_uri`` option, else the mlshift image in Artifact Registry."""
         return (
@@ -184,4 +195,8 @@ class VertexAdapter:
 
 if TYPE_CHECKING:
     # mypy checks here that the adapter declares every hook of mlshift's adapter contract.
+    from mlshift.adapter import CaptureReader, MonitoringStorage
+
     _CONTRACT: type[Adapter] = VertexAdapter
+    _MONITORING: type[MonitoringStorage] = VertexAdapter
+    _CAPTURE: type[CaptureReader] = VertexEndpointService

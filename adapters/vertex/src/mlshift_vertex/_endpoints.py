@@ -18,6 +18,11 @@
 - A public endpoint cannot send a request to one deployed model, so there is no
   ``TARGETED_INVOKE``: rollout gates read Cloud Monitoring (``read_metrics``), whose data is
   ``metric_lag`` seconds late; the planner refuses bakes shorter than that.
+- ``capture`` (``CAPTURE``) is the endpoint's request-response logging
+  (``predict_request_response_logging_config``): ``sample_rate`` is its ``sampling_rate`` and
+  the rows go to the BigQuery table ``provider_options.vertex.capture_table``, else
+  ``bq://PROJECT.<capture_dataset>.<endpoint>`` (``-`` written ``_``). Monitors read the rows
+  back with a query on ``logging_time`` (:meth:`VertexEndpointService.read_capture`).
 - Every long-running operation is polled by mlshift (:meth:`VertexAdapter.wait`) with its own
   deadline; the SDK's own 900 s deploy timeout is never used.
 """
@@ -26,20 +31,24 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from mlshift.adapter import (
     BaseEndpointService,
+    CapturedRequest,
     CompletedOperation,
     EndpointState,
     Invocation,
     MetricsTiming,
     Operation,
+    OptionChange,
     ResolvedVariant,
     RolloutRecord,
     VariantMetrics,
@@ -50,9 +59,16 @@ from mlshift.adapter import (
 from mlshift.errors import ConfigError, Conflict, InvalidPayload, NotFound, UnsupportedOperation
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
 from mlshift.specs.model import ModelRef
+from mlshift.specs.monitor import CaptureSpec
 from mlshift_vertex._naming import LABEL_MANAGED
 from mlshift_vertex.errors import PROVIDER, google_errors
-from mlshift_vertex.options import SIZE_TO_MACHINE, EndpointOptions, check_labels, machine_for
+from mlshift_vertex.options import (
+    SIZE_TO_MACHINE,
+    EndpointOptions,
+    bigquery_table,
+    check_labels,
+    machine_for,
+)
 
 if TYPE_CHECKING:
     from mlshift_vertex._adapter import VertexAdapter
@@ -66,6 +82,10 @@ LABEL_SCALE = "mlshift-scale-"
 REQUEST_COUNT = "aiplatform.googleapis.com/prediction/online/request_count"
 _RESPONSE_COUNT = "aiplatform.googleapis.com/prediction/online/response_count"
 _LATENCIES = "aiplatform.googleapis.com/prediction/online/prediction_latencies"
+#: How plans name the endpoint's request-response logging (``capture``).
+LOGGING = "request_response_logging"
+#: Where Vertex AI logs when ``bigquery_destination`` names only a project (its documented names).
+_LOGGING_TABLE = "request_response_logging"
 
 
 def _size_for(machine_type: str) -> str:
@@ -115,6 +135,80 @@ def _check_bounds(name: str, scaling: Autoscaling) -> None:
             field="autoscaling.target_requests_per_replica",
             hint=f"use {max(1, round(target))}",
         )
+
+
+@dataclass(frozen=True)
+class Logging:
+    """An endpoint's request-response logging: what ``capture`` amounts to on Vertex AI.
+
+    Attributes:
+        enabled: Whether requests are logged.
+        sampling_rate: The share of requests logged, in (0, 1].
+        destination: ``bq://PROJECT.DATASET.TABLE`` (or ``bq://PROJECT``: Vertex names the
+            dataset and table itself); ``""`` when never set.
+    """
+
+    enabled: bool = False
+    sampling_rate: float = 0.0
+    destination: str = ""
+
+    @classmethod
+    def of(cls, endpoint: Any) -> Logging:
+        """The logging of a live ``Endpoint``."""
+        config = endpoint.predict_request_response_logging_config
+        return cls(
+            enabled=bool(config.enabled),
+            sampling_rate=float(config.sampling_rate),
+            destination=str(config.bigquery_destination.output_uri),
+        )
+
+    def message(self, types: Any) -> Any:
+        """As ``PredictRequestResponseLoggingConfig``."""
+        config = types.PredictRequestResponseLoggingConfig(
+            enabled=self.enabled, sampling_rate=self.sampling_rate
+        )
+        if self.destination:
+            config.bigquery_destination = types.BigQueryDestination(output_uri=self.destination)
+        return config
+
+
+def _dataset_name(text: str) -> str:
+    """A name made BigQuery-dataset compatible as Vertex AI makes it (other characters as ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def logging_table(destination: str, endpoint: str) -> tuple[str, str, str] | None:
+    """The ``(project, dataset, table)`` request-response logging of ``endpoint`` writes to.
+
+    A destination naming only a project gets the dataset and table Vertex AI documents:
+    ``logging_<display name>_<endpoint id>`` and ``request_response_logging`` (the display name
+    of an endpoint mlshift made is its id). ``None``: not a BigQuery destination.
+    """
+    full = bigquery_table(destination)
+    if full is not None:
+        return full
+    project = re.fullmatch(r"bq://([a-z][a-z0-9-]{4,28}[a-z0-9])", destination)
+    if project is None:
+        return None
+    return project[1], _dataset_name(f"logging_{endpoint}_{endpoint}"), _LOGGING_TABLE
+
+
+def _payload(parts: Sequence[str], key: str) -> bytes | None:
+    """A logged ``request_payload``/``response_payload`` as the body the model server saw or sent.
+
+    One element holding the whole body (``{"instances": [...]}``) is kept as it is; elements
+    that are one instance or prediction each are put back into ``{key: [...]}``.
+
+    Raises:
+        ValueError: an element that is not JSON.
+    """
+    if not parts:
+        return None
+    if len(parts) == 1:
+        whole = json.loads(parts[0])
+        if isinstance(whole, dict) and key in whole:
+            return parts[0].encode()
+    return json.dumps({key: [json.loads(p) for p in parts]}).encode()
 
 
 def check_autoscaling(spec: EndpointSpec) -> None:
@@ -272,11 +366,56 @@ class VertexEndpointService(BaseEndpointService):
                 )
         if spec.autoscaling is not None:
             check_autoscaling(spec)
+        assert isinstance(options, EndpointOptions)
+        self._check_capture(spec, options)
+
+    @staticmethod
+    def _check_capture(spec: EndpointSpec, options: EndpointOptions) -> None:
+        """What request-response logging cannot do with ``capture`` and ``capture_table`` (plan time).
+
+        Raises:
+            ConfigError: a ``capture_table`` with nothing to log, naming the field.
+        """
+        if options.capture_table is None:
+            return
+        if spec.capture is None:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: provider_options.vertex.capture_table is set but the spec has "
+                "no capture: the table only says where captured requests go",
+                field="provider_options.vertex.capture_table",
+                hint="add capture: {sample_rate: 1.0} to log requests there, or remove capture_table",
+            )
+        if not spec.capture.enabled:
+            raise ConfigError(
+                f"endpoint {spec.name!r}: capture.enabled is false but provider_options.vertex.capture_table "
+                "names a table to log requests to",
+                field="capture.enabled",
+                hint="remove capture_table to stop logging, or set capture.enabled to true",
+            )
 
     def plan_notes(self, spec: EndpointSpec, observed: EndpointState | None) -> builtins.list[str]:
-        """What Vertex AI does differently with ``spec``, for the plan: how gates see variants, and
-        where an autoscaled variant starts."""
+        """What Vertex AI does differently with ``spec``, for the plan: how gates see variants,
+        where an autoscaled variant starts, and where captured requests go."""
         notes = []
+        capture = spec.capture
+        if capture is not None and capture.enabled:
+            wanted = self._wanted_logging(spec, self._get(spec.name))
+            assert wanted is not None
+            notes.append(
+                f"capture is Vertex AI request-response logging: sampling_rate {wanted.sampling_rate:g} "
+                f"to the BigQuery table {wanted.destination} (Vertex writes the rows; monitors query "
+                "them by logging_time)"
+            )
+            ignored = [
+                f"capture.{field}"
+                for field in ("max_file_mb", "queue_size")
+                if getattr(capture, field) != CaptureSpec.model_fields[field].default
+            ]
+            if ignored:
+                notes.append(
+                    f"Vertex AI logs requests itself: {' and '.join(ignored)} do not apply there "
+                    "(its logging never slows a caller)"
+                )
         if spec.rollout is not None or len(spec.variants) > 1:
             lag = self._adapter.options.metric_lag
             notes.append(
@@ -354,6 +493,9 @@ class VertexEndpointService(BaseEndpointService):
             endpoint.encryption_spec = types.EncryptionSpec(kms_key_name=self._adapter.options.encryption_key)
         if self._adapter.options.network:
             endpoint.network = self._adapter.options.network
+        logging = self._wanted_logging(spec, None)
+        if logging is not None and logging.enabled:
+            endpoint.predict_request_response_logging_config = logging.message(types)
         what = f"create endpoint {spec.name!r}"
         with google_errors(what):
             operation = self._client.create_endpoint(
@@ -521,6 +663,193 @@ class VertexEndpointService(BaseEndpointService):
         if labels != dict(endpoint.labels):
             self._update(self._require(name), {"labels": labels}, f"label the autoscaling of {name!r}")
         return CompletedOperation(self._require_state(name), f"set autoscaling of {name}")
+
+    # ---------------------------------------------------------------- capture (options)
+
+    def default_capture_table(self, name: str) -> str:
+        """``bq://PROJECT.<capture_dataset>.<name>`` (``-`` as ``_``): where ``capture`` logs by default."""
+        options = self._adapter.options
+        return f"bq://{self._adapter.project}.{options.capture_dataset}.{name.replace('-', '_')}"
+
+    def _wanted_logging(self, spec: EndpointSpec, endpoint: Any | None) -> Logging | None:
+        """The logging ``spec`` asks for, given the live ``endpoint`` (``None``: leave it as it is).
+
+        The table is ``provider_options.vertex.capture_table``; a spec without its own
+        ``provider_options.vertex`` keeps the live endpoint's table, else gets the default.
+        Stopping capture keeps the rate and table, so rows already logged are still found.
+        """
+        capture = spec.capture
+        if capture is None:
+            return None
+        have = Logging() if endpoint is None else Logging.of(endpoint)
+        if not capture.enabled:
+            return Logging(False, have.sampling_rate, have.destination)
+        options = validate_own_options(spec, "vertex", EndpointOptions)
+        assert isinstance(options, EndpointOptions)
+        if options.capture_table:
+            table = options.capture_table
+        elif "vertex" not in spec.provider_options and have.destination:
+            table = have.destination
+        else:
+            table = self.default_capture_table(spec.name)
+        return Logging(True, capture.sample_rate, table)
+
+    def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
+        """What applying ``capture`` changes in the endpoint's request-response logging (reads only).
+
+        A spec without ``capture`` changes nothing; nor does one whose logging is already live.
+        """
+        if spec.capture is None:
+            return []
+        endpoint = self._get(spec.name)
+        if endpoint is None:
+            return []
+        wanted = self._wanted_logging(spec, endpoint)
+        have = Logging.of(endpoint)
+        if wanted is None or wanted == have or (not wanted.enabled and not have.enabled):
+            return []
+        changes = []
+        if wanted.enabled != have.enabled:
+            changes.append(
+                OptionChange(field=f"{LOGGING}.enabled", old=str(have.enabled).lower(), new="true")
+                if wanted.enabled
+                else OptionChange(field=f"{LOGGING}.enabled", old="true", new="false")
+            )
+        if wanted.enabled and wanted.sampling_rate != (have.sampling_rate if have.enabled else None):
+            changes.append(
+                OptionChange(
+                    field=f"{LOGGING}.sampling_rate",
+                    old=f"{have.sampling_rate:g}" if have.enabled else None,
+                    new=f"{wanted.sampling_rate:g}",
+                )
+            )
+        if wanted.enabled and wanted.destination != have.destination:
+            changes.append(
+                OptionChange(
+                    field=f"{LOGGING}.bigquery_destination",
+                    old=have.destination or None,
+                    new=wanted.destination,
+                )
+            )
+        return changes
+
+    def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:
+        """Set the endpoint's request-response logging to what ``capture`` asks for: one
+        ``UpdateEndpoint`` of ``predict_request_response_logging_config``, none if it already is.
+
+        Raises:
+            NotFound: no such endpoint.
+        """
+        endpoint = self._require(name)
+        wanted = self._wanted_logging(spec, endpoint)
+        have = Logging.of(endpoint)
+        if wanted is not None and wanted != have and (wanted.enabled or have.enabled):
+            types = self._adapter.clients.types()
+            self._update(
+                endpoint,
+                {"predict_request_response_logging_config": wanted.message(types)},
+                f"set the request-response logging of {name!r}",
+            )
+        return CompletedOperation(self._require_state(name), f"update the capture of {name}")
+
+    # ---------------------------------------------------------------- capture (reading)
+
+    def capture_settings(self, name: str) -> CaptureSpec | None:
+        """The endpoint's request-response logging in neutral terms (``None``: it does not log
+        requests, or does not exist). Read-only."""
+        endpoint = self._get(name)
+        if endpoint is None:
+            return None
+        logging = Logging.of(endpoint)
+        if not logging.enabled or not 0 < logging.sampling_rate <= 1:
+            return None
+        return CaptureSpec(sample_rate=logging.sampling_rate)
+
+    def capture_location(self, name: str) -> str:
+        """The BigQuery table ``name`` logs to, ``bq://PROJECT.DATASET.TABLE``: the live endpoint's
+        destination (a project alone: the dataset and table Vertex AI makes there), else the
+        default table (an endpoint that was deleted)."""
+        endpoint = self._get(name)
+        destination = "" if endpoint is None else Logging.of(endpoint).destination
+        found = logging_table(destination, name) if destination else None
+        if found is None:
+            return self.default_capture_table(name)
+        return "bq://" + ".".join(found)
+
+    def _answered_by(self, endpoint: Any | None) -> dict[str, tuple[str, str]]:
+        """Deployed model id -> (variant, ``name:version``) of the live endpoint."""
+        if endpoint is None:
+            return {}
+        return {
+            str(d.id): (
+                d.display_name or str(d.id),
+                f"{d.model.rsplit('/', 1)[-1].partition('@')[0]}:{d.model_version_id}",
+            )
+            for d in endpoint.deployed_models
+        }
+
+    def read_capture(self, name: str, *, since: datetime, until: datetime) -> Iterator[CapturedRequest]:
+        """The rows request-response logging wrote for ``name`` with ``since < logging_time <= until``.
+
+        One query (``jobs.query``) on the endpoint's table, filtered on ``logging_time``; rows of
+        other endpoints sharing the table are left out. A row's request id is Vertex AI's
+        ``request_id``; its variant is the deployed model's name while it is deployed (its id
+        afterwards, and then no model version is known). A table that does not exist yet holds
+        nothing; a row whose payload is not JSON is skipped.
+
+        Raises:
+            ProviderError: BigQuery refused the query.
+        """
+        from google.cloud import bigquery
+
+        endpoint = self._get(name)
+        location = self.capture_location(name)
+        table = bigquery_table(location)
+        assert table is not None
+        answered_by = self._answered_by(endpoint)
+        sql = (
+            "SELECT endpoint, deployed_model_id, logging_time, request_id, request_payload, "
+            f"response_payload FROM `{'.'.join(table)}` "
+            "WHERE logging_time > @since AND logging_time <= @until ORDER BY logging_time"
+        )
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter("since", "TIMESTAMP", since.astimezone(timezone.utc)),
+                bigquery.ScalarQueryParameter("until", "TIMESTAMP", until.astimezone(timezone.utc)),
+            ]
+        )
+        client = self._adapter.clients.client("bigquery")
+        what = f"read the request-response logging of {name!r} in {location}"
+        try:
+            with google_errors(what):
+                rows = builtins.list(client.query_and_wait(sql, job_config=config))
+        except NotFound:
+            return  # no table yet: nothing was logged
+        suffix = f"/endpoints/{name}"
+        for row in rows:
+            logged_by = str(row.get("endpoint") or "")
+            if logged_by and logged_by != name and not logged_by.endswith(suffix):
+                continue
+            deployed_id = str(row.get("deployed_model_id") or "")
+            variant, model = answered_by.get(deployed_id, (deployed_id, None))
+            try:
+                request = _payload(builtins.list(row.get("request_payload") or []), "instances")
+                response = _payload(builtins.list(row.get("response_payload") or []), "predictions")
+            except ValueError:
+                continue
+            stamp = row.get("logging_time")
+            if request is None or not isinstance(stamp, datetime):
+                continue
+            yield CapturedRequest(
+                request_id=str(row.get("request_id") or ""),
+                endpoint=name,
+                variant=variant,
+                timestamp=stamp.astimezone(timezone.utc),
+                content_type="application/json",
+                request=request,
+                response=response,
+                model=model,
+            )
 
     def _teardown(self, name: str) -> None:
         """Undeploy every deployed model (traffic moved off each first) and delete the endpoint."""

@@ -7,6 +7,9 @@
   and about 2 s of import.
 - GCS and Cloud Monitoring: their JSON APIs through google-auth's ``AuthorizedSession``, so no
   storage or monitoring client library is needed.
+- BigQuery (reading what request-response logging wrote): ``google.cloud.bigquery.Client``,
+  which comes with google-cloud-aiplatform, against ``bigquery.googleapis.com`` (or
+  ``api_endpoint``); imported on first use only.
 
 Credentials are Application Default Credentials, resolved when the first client is made and
 never stored by mlshift; against a loopback emulator (``api_endpoint=http://127.0.0.1:PORT``)
@@ -52,6 +55,11 @@ class GoogleClients:
     def monitoring_endpoint(self) -> str:
         """Where Cloud Monitoring calls go."""
         return self.options.api_endpoint or "https://monitoring.googleapis.com"
+
+    @property
+    def bigquery_endpoint(self) -> str:
+        """Where BigQuery calls go."""
+        return self.options.api_endpoint or "https://bigquery.googleapis.com"
 
     def credentials(self) -> Any:
         """Application Default Credentials (anonymous against a loopback emulator).
@@ -105,6 +113,14 @@ class GoogleClients:
             from google.cloud.aiplatform_v1.services.schedule_service import ScheduleServiceClient
 
             return ScheduleServiceClient(credentials=credentials, transport="rest", client_options=options)
+        if kind == "bigquery":
+            from google.cloud import bigquery
+
+            return bigquery.Client(
+                project=self.project,
+                credentials=credentials,
+                client_options=ClientOptions(api_endpoint=self.bigquery_endpoint),
+            )
         if kind == "session":
             from google.auth.transport.requests import AuthorizedSession
 
@@ -113,8 +129,8 @@ class GoogleClients:
 
     def client(self, kind: str) -> Any:
         """One client, made on first use and then shared: ``model``, ``endpoint``, ``prediction``,
-        ``pipeline``, ``schedule`` (aiplatform_v1's ``*ServiceClient``, REST transport) or
-        ``session`` (HTTP).
+        ``pipeline``, ``schedule`` (aiplatform_v1's ``*ServiceClient``, REST transport),
+        ``bigquery`` (``google.cloud.bigquery.Client``) or ``session`` (HTTP).
 
         Raises:
             KeyError: another kind.

@@ -8,6 +8,8 @@ Layout under ``gs://BUCKET/PREFIX/`` (the journal, leases, artifacts and cards a
     cards/<sha256>.json                  a version's signature, metrics and tags
     journal/<endpoint>/<record id>.json  the rollout journal
     locks/<endpoint>.json                endpoint leases
+    monitoring/...                       baselines, monitors, their state and run reports
+                                         (core's mlshift.monitoring, through VertexAdapter.monitoring_store)
 
 Conditional writes use GCS generations: ``ifGenerationMatch=0`` creates only if absent,
 ``ifGenerationMatch=N`` replaces only generation N; a lost condition is HTTP 412.

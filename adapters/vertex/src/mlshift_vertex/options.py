@@ -30,6 +30,7 @@ __all__ = [
     "EndpointOptions",
     "MachineSpec",
     "VertexOptions",
+    "bigquery_table",
     "check_labels",
     "machine_for",
 ]
@@ -41,6 +42,12 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _CMEK = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
 _NETWORK = re.compile(r"projects/[0-9]+/global/networks/[a-z]([-a-z0-9]*[a-z0-9])?")
 _SERVICE_ACCOUNT = re.compile(r"[a-z0-9][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com")
+#: A BigQuery dataset id (letters, digits and underscores).
+_DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
+#: ``bq://PROJECT.DATASET.TABLE``: where Vertex AI's request-response logging writes its rows.
+_BQ_TABLE = re.compile(
+    r"bq://([a-z][a-z0-9-]{4,28}[a-z0-9])\.([A-Za-z0-9_]{1,1024})\.([A-Za-z0-9_-]{1,1024})"
+)
 _CREDENTIAL_WORDS = ("secret", "token", "credential", "password", "private_key", "key_file", "keyfile")
 
 
@@ -126,7 +133,11 @@ class VertexOptions(SpecModel):
         wait_timeout: mlshift's own limit on one long-running operation, in seconds (``None``:
             the caller's; the SDK's own 900 s deploy timeout is never used).
         lease_seconds: How long an endpoint lease lasts without renewal.
-        api_endpoint: Send every Vertex, GCS and Cloud Monitoring call to this base URL instead
+        capture_dataset: The BigQuery dataset (in the target's project) that endpoints with
+            ``capture`` log their requests to, one table per endpoint
+            (``bq://PROJECT.DATASET.ENDPOINT``, ``-`` written ``_``); an endpoint's
+            ``provider_options.vertex.capture_table`` names another table.
+        api_endpoint: Send every Vertex, GCS, Cloud Monitoring and BigQuery call to this base URL instead
             of Google's (``http://127.0.0.1:PORT`` for an emulator such as the testing kit: plain
             HTTP is accepted on loopback only, with anonymous credentials).
     """
@@ -142,7 +153,15 @@ class VertexOptions(SpecModel):
     poll_interval: float = Field(default=5.0, gt=0, le=300)
     wait_timeout: float | None = Field(default=None, gt=0)
     lease_seconds: float = Field(default=60.0, ge=5, le=3600)
+    capture_dataset: str = "mlshift_capture"
     api_endpoint: str | None = None
+
+    @field_validator("capture_dataset")
+    @classmethod
+    def _capture_dataset(cls, value: str) -> str:
+        if not _DATASET.fullmatch(value):
+            raise ValueError(f"{value!r} is not a BigQuery dataset id (letters, digits and '_')")
+        return value
 
     @field_validator("staging_bucket")
     @classmethod
@@ -251,6 +270,26 @@ class EndpointOptions(SpecModel):
 
     Attributes:
         machine_type: An exact machine type for every variant (instead of the sizes table).
+        capture_table: With ``capture``, the BigQuery table Vertex AI logs requests and
+            responses to, ``bq://PROJECT.DATASET.TABLE`` (default:
+            ``bq://PROJECT.<capture_dataset>.<endpoint>`` from the target's options).
     """
 
     machine_type: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9]*-[a-z0-9-]+$")
+    capture_table: str | None = None
+
+    @field_validator("capture_table")
+    @classmethod
+    def _capture_table(cls, value: str | None) -> str | None:
+        if value is not None and not _BQ_TABLE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a BigQuery table: write bq://PROJECT.DATASET.TABLE "
+                "(a dataset is letters, digits and '_'; a table may also have '-')"
+            )
+        return value
+
+
+def bigquery_table(uri: str) -> tuple[str, str, str] | None:
+    """``bq://PROJECT.DATASET.TABLE`` as ``(project, dataset, table)`` (``None``: not a table URI)."""
+    match = _BQ_TABLE.fullmatch(uri)
+    return None if match is None else (match[1], match[2], match[3])

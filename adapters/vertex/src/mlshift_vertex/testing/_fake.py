@@ -23,6 +23,16 @@ for that many polls. Predictions are real: each deployed model gets the mlshift 
 app, loaded from the artifact in the fake GCS and called in-process; every answer is counted in
 the fake Cloud Monitoring (``response_count`` by ``response_code``, ``prediction_latencies``,
 by ``deployed_model_id``), visible after ``metric_lag`` seconds (0 by default).
+
+Request-response logging (``predictRequestResponseLoggingConfig``) is emulated: a prediction
+answered on an endpoint that logs is written, sampled at its ``samplingRate`` (seeded, so runs
+repeat), as a row of an in-fake BigQuery table (made on its first row) with
+Vertex's columns ``endpoint``, ``deployed_model_id``, ``logging_time``, ``request_id`` (a number),
+``request_payload`` and ``response_payload`` (repeated strings: here one element each, the JSON
+body). A destination naming only a project gets the dataset ``logging_<display name>_<id>`` and
+the table ``request_response_logging``, as Vertex documents. BigQuery's ``jobs.query``
+(``POST /bigquery/v2/projects/P/queries``) answers the one query shape mlshift sends: chosen
+columns of one table, filtered on ``logging_time`` with ``TIMESTAMP`` parameters.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,7 +129,7 @@ class VertexCall:
         """Whether the request changes state (reads, lists, predictions and polls do not)."""
         if self.method == "GET":
             return False
-        return not self.path.endswith((":predict", ":rawPredict", "/entries:list"))
+        return not self.path.endswith((":predict", ":rawPredict", "/entries:list", "/queries"))
 
 
 @dataclass
@@ -165,6 +175,31 @@ class _State:
     buckets: set[str] = field(default_factory=set)
     operations: dict[str, _Operation] = field(default_factory=dict)
     samples: list[_Sample] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+#: The columns of a request-response logging table, as Vertex AI makes it (name, type, mode).
+LOGGING_SCHEMA: tuple[tuple[str, str, str], ...] = (
+    ("endpoint", "STRING", "NULLABLE"),
+    ("deployed_model_id", "STRING", "NULLABLE"),
+    ("logging_time", "TIMESTAMP", "NULLABLE"),
+    ("request_id", "NUMERIC", "NULLABLE"),
+    ("request_payload", "STRING", "REPEATED"),
+    ("response_payload", "STRING", "REPEATED"),
+)
+#: The update_mask paths of the endpoint's request-response logging (the REST transport's, and proto's).
+_LOGGING_PATHS = ("predictRequestResponseLoggingConfig", "predict_request_response_logging_config")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_BQ_PROJECT = r"[a-z][a-z0-9-]{4,28}[a-z0-9]"
+_BQ_DESTINATION = re.compile(
+    rf"bq://({_BQ_PROJECT})(?:\.([A-Za-z0-9_]{{1,1024}})\.([A-Za-z0-9_-]{{1,1024}}))?"
+)
+_QUERY = re.compile(
+    r"\s*SELECT\s+(?P<columns>.+?)\s+FROM\s+`(?P<table>[^`]+)`"
+    r"(?:\s+WHERE\s+(?P<where>.+?))?(?:\s+ORDER\s+BY\s+logging_time)?\s*;?\s*",
+    re.IGNORECASE | re.DOTALL,
+)
+_CONDITION = re.compile(r"logging_time\s*(>=|<=|>|<)\s*@(\w+)", re.IGNORECASE)
 
 
 class FakeVertex:
@@ -198,6 +233,8 @@ class FakeVertex:
         self._ids = itertools.count(1)
         self._generation = itertools.count(1_700_000_000_000_001)
         self._random = random.Random(seed)
+        # Logging's own draws, so sampling does not change which deployed model answers.
+        self._logging_random = random.Random(None if seed is None else seed + 1)
         self._apps: dict[str, Any] = {}
         self._caller: InProcessCaller | None = None
         self._server: ThreadingHTTPServer | None = None
@@ -355,6 +392,17 @@ class FakeVertex:
                 if b == self.bucket and k.startswith(prefix)
             }
 
+    def bigquery_rows(self, table: str) -> list[dict[str, Any]]:
+        """The rows request-response logging wrote to ``PROJECT.DATASET.TABLE``: a copy
+        (``logging_time`` as a UTC datetime, ``request_id`` an int, payloads lists of strings)."""
+        with self._lock:
+            return [dict(row) for row in self._state.tables.get(table.removeprefix("bq://"), [])]
+
+    def bigquery_tables(self) -> list[str]:
+        """``PROJECT.DATASET.TABLE`` of every table logging has written to."""
+        with self._lock:
+            return sorted(self._state.tables)
+
     # ---------------------------------------------------------------- HTTP
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
@@ -376,6 +424,8 @@ class FakeVertex:
                 result = self.pipelines.entries(json.loads(raw) if raw else {})
             elif path.startswith("/v3/"):
                 result = self._monitoring(path, query)
+            elif path.startswith("/bigquery/v2/"):
+                result = self._bigquery(handler.command, path, json.loads(raw) if raw else {})
             elif path.startswith(("/v1/", "/ui/")):
                 data = json.loads(raw) if raw else {}
                 result = self._vertex(handler.command, path.split("/", 2)[2], query, data)
@@ -743,6 +793,7 @@ class FakeVertex:
             if not data.get("displayName"):
                 raise ApiError(400, "Endpoint display_name is required.")
             self._check_labels(data.get("labels", {}))
+            self._check_logging(data.get("predictRequestResponseLoggingConfig"))
             now = _now()
             endpoint = {**data, "name": name, "deployedModels": [], "trafficSplit": {}, "createTime": now}
             self._touch(endpoint)
@@ -785,6 +836,10 @@ class FakeVertex:
                 elif path == "labels":
                     self._check_labels(data.get("labels", {}))
                     endpoint["labels"] = dict(data.get("labels", {}))
+                elif path in _LOGGING_PATHS:
+                    config = data.get("predictRequestResponseLoggingConfig")
+                    self._check_logging(config)
+                    endpoint["predictRequestResponseLoggingConfig"] = dict(config or {})
                 elif path in ("displayName", "display_name", "description"):
                     endpoint[path] = data.get(path)
                 else:
@@ -799,6 +854,21 @@ class FakeVertex:
             del self._state.endpoints[name]
             return self._operation(parent, "google.protobuf.Empty", {})
         raise ApiError(404, f"unsupported: {method} {rest}")
+
+    @staticmethod
+    def _check_logging(config: Mapping[str, Any] | None) -> None:
+        """Vertex's rules for ``predict_request_response_logging_config``."""
+        if not config or not config.get("enabled"):
+            return
+        rate = float(config.get("samplingRate") or 0)
+        if not 0 < rate <= 1:
+            raise ApiError(400, f"sampling_rate must be in (0, 1], got {rate:g}.")
+        uri = str((config.get("bigqueryDestination") or {}).get("outputUri") or "")
+        if not _BQ_DESTINATION.fullmatch(uri):
+            raise ApiError(
+                400,
+                f"Invalid BigQuery destination {uri!r}: use bq://PROJECT or bq://PROJECT.DATASET.TABLE.",
+            )
 
     def _deploy(self, parent: str, endpoint: dict[str, Any], data: dict[str, Any]) -> Any:
         deployed = dict(data.get("deployedModel") or {})
@@ -982,12 +1052,125 @@ class FakeVertex:
                 message = answer.decode(errors="replace")
             raise ApiError(status, str(message))
         predictions = json.loads(answer).get("predictions", [])
+        self._log(endpoint, deployed, body, predictions)
         return {
             "predictions": predictions,
             "deployedModelId": deployed["id"],
             "model": deployed["model"],
             "modelVersionId": deployed["modelVersionId"],
             "modelDisplayName": model.get("displayName", ""),
+        }
+
+    # ---------------------------------------------------------------- request-response logging
+
+    def _log(self, endpoint: dict[str, Any], deployed: dict[str, Any], body: bytes, predictions: Any) -> None:
+        """Write one answered prediction to the endpoint's logging table, if it logs and is sampled."""
+        config = endpoint.get("predictRequestResponseLoggingConfig") or {}
+        if not config.get("enabled"):
+            return
+        match = _BQ_DESTINATION.fullmatch(str((config.get("bigqueryDestination") or {}).get("outputUri", "")))
+        if match is None:
+            return
+        endpoint_id = endpoint["name"].rsplit("/", 1)[-1]
+        if match[2]:
+            table = f"{match[1]}.{match[2]}.{match[3]}"
+        else:
+            display = endpoint.get("displayName", "")
+            dataset = re.sub(r"[^A-Za-z0-9_]", "_", f"logging_{display}_{endpoint_id}")
+            table = f"{match[1]}.{dataset}.request_response_logging"
+        with self._lock:
+            if self._logging_random.random() >= float(config.get("samplingRate") or 0):
+                return
+            self._state.tables.setdefault(table, []).append(
+                {
+                    "endpoint": endpoint["name"],
+                    "deployed_model_id": deployed["id"],
+                    "logging_time": datetime.now(timezone.utc),
+                    "request_id": self._logging_random.getrandbits(62),
+                    "request_payload": [body.decode()],
+                    "response_payload": [json.dumps({"predictions": predictions})],
+                }
+            )
+
+    # ---------------------------------------------------------------- BigQuery
+
+    def _bigquery(self, method: str, path: str, data: Mapping[str, Any]) -> Any:
+        """``jobs.query``: the query shape the adapter sends, answered at once in one page."""
+        match = re.fullmatch(r"/bigquery/v2/projects/([^/]+)/queries", path)
+        if method != "POST" or not match:
+            raise ApiError(404, f"no such BigQuery API: {method} {path}")
+        if data.get("useLegacySql", True):
+            raise ApiError(400, "The fake BigQuery answers standard SQL only (useLegacySql: false).")
+        query = _QUERY.fullmatch(str(data.get("query", "")))
+        if query is None:
+            raise ApiError(
+                400,
+                "The fake BigQuery answers only SELECT columns FROM `project.dataset.table` "
+                "[WHERE logging_time > @a AND logging_time <= @b] [ORDER BY logging_time].",
+            )
+        schema = {name: (kind, mode) for name, kind, mode in LOGGING_SCHEMA}
+        columns = [c.strip() for c in query["columns"].split(",")]
+        if columns == ["*"]:
+            columns = list(schema)
+        unknown = [c for c in columns if c not in schema]
+        if unknown:
+            raise ApiError(400, f"Unrecognized name: {unknown[0]}", "INVALID_ARGUMENT")
+        params: dict[str, datetime] = {}
+        for param in data.get("queryParameters") or []:
+            if (param.get("parameterType") or {}).get("type") != "TIMESTAMP":
+                name = param.get("name")
+                raise ApiError(400, f"The fake BigQuery takes TIMESTAMP parameters only ({name}).")
+            value = str((param.get("parameterValue") or {}).get("value", ""))
+            try:
+                stamp = datetime.fromisoformat(value.replace(" UTC", "+00:00").replace("Z", "+00:00"))
+            except ValueError:
+                raise ApiError(400, f"Invalid TIMESTAMP parameter {param.get('name')}: {value!r}") from None
+            params[str(param.get("name"))] = stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+        conditions = []
+        where = query["where"] or ""
+        for part in re.split(r"\s+AND\s+", where, flags=re.IGNORECASE) if where else []:
+            found = _CONDITION.fullmatch(part.strip())
+            if found is None:
+                raise ApiError(400, f"The fake BigQuery cannot filter on {part.strip()!r}.")
+            if found[2] not in params:
+                raise ApiError(400, f"Query parameter '{found[2]}' not found", "INVALID_ARGUMENT")
+            conditions.append((found[1], params[found[2]]))
+        table = query["table"]
+        with self._lock:
+            if table not in self._state.tables:
+                project, _, rest = table.partition(".")
+                raise ApiError(404, f"Not found: Table {project}:{rest} was not found in location US")
+            rows = [dict(row) for row in self._state.tables[table]]
+        tests = {
+            ">": lambda a, b: a > b,
+            ">=": lambda a, b: a >= b,
+            "<": lambda a, b: a < b,
+            "<=": lambda a, b: a <= b,
+        }
+        kept = sorted(
+            (r for r in rows if all(tests[op](r["logging_time"], at) for op, at in conditions)),
+            key=lambda r: r["logging_time"],
+        )
+
+        def cell(name: str, value: Any) -> Any:
+            kind, mode = schema[name]
+            if mode == "REPEATED":
+                return [{"v": str(v)} for v in value]
+            if kind == "TIMESTAMP":  # formatOptions.useInt64Timestamp: microseconds since the epoch
+                return str((value - _EPOCH) // timedelta(microseconds=1))
+            return None if value is None else str(value)
+
+        job = f"job_{next(self._ids)}"
+        return {
+            "kind": "bigquery#queryResponse",
+            "schema": {"fields": [{"name": c, "type": schema[c][0], "mode": schema[c][1]} for c in columns]},
+            "jobReference": {"projectId": match[1], "jobId": job, "location": "US"},
+            "totalRows": str(len(kept)),
+            "rows": [{"f": [{"v": cell(c, r[c])} for c in columns]} for r in kept],
+            "totalBytesProcessed": "0",
+            "jobComplete": True,
+            "cacheHit": False,
+            "queryId": job,
         }
 
     # ---------------------------------------------------------------- Cloud Monitoring
