@@ -103,8 +103,8 @@ def test_sample_rate_and_switching_capture_off(served: tuple[Any, Path], iris: d
     assert writer.pending == 0 and writer.captured == before
 
 
-def test_the_stats_file_says_which_rate_is_in_force(served: tuple[Any, Path], iris: dict[str, Any]) -> None:
-    client, folder = served
+def test_the_stats_file_says_which_rate_is_in_force(served: tuple[Any, Path]) -> None:
+    _, folder = served
 
     def stated() -> list[float]:
         rates = []
