@@ -269,3 +269,40 @@ def test_a_monitor_on_an_endpoint_without_capture_is_refused(
         client.monitors.apply({"name": "m", "endpoint": "churn"})
     assert err.value.field == "endpoint"
     assert client.monitors.list() == []
+
+
+def test_a_collector_changed_outside_mlshift_is_planned_back(
+    client: mlshift.Client, azure: FakeAzureML, churn: tuple[Path, Any]
+) -> None:
+    from azure.ai.ml.entities import DataCollector, DeploymentCollection
+
+    _deploy(client, churn, capture={"sample_rate": 0.5})
+    ml = azureml(client).clients.ml()
+    deployment = ml.online_deployments.get("main", "churn")
+    # Someone keeps the rate but stops logging answers and rolls files daily (the reader lists hours).
+    deployment.data_collector = DataCollector(
+        collections={"request": DeploymentCollection(enabled="true")}, sampling_rate=0.5, rolling_rate="Day"
+    )
+    ml.online_deployments.begin_create_or_update(deployment, skip_script_validation=True).result()
+    plan = client.plan(_endpoint(capture={"sample_rate": 0.5}))
+    assert "capture.sample_rate 0.5 (answers not logged, rolling_rate Day) -> 0.5" in plan.render()
+    client.apply(plan)
+    collector = ml.online_deployments.get("main", "churn").data_collector
+    assert sorted(collector.collections) == ["request", "response"] and collector.rolling_rate == "Hour"
+    assert all(c.enabled == "true" for c in collector.collections.values())
+    assert client.plan(_endpoint(capture={"sample_rate": 0.5})).is_empty
+
+
+def test_what_was_captured_is_read_after_the_endpoint_is_deleted(
+    client: mlshift.Client, churn: tuple[Path, Any]
+) -> None:
+    _deploy(client, churn, capture={"sample_rate": 1.0})
+    start = datetime.now(timezone.utc) - timedelta(seconds=1)
+    client.endpoints.predict("churn", [[0.0, 1.0, 2.0, 3.0]])
+    client.endpoints.delete("churn")
+    endpoints = azureml(client).endpoints
+    assert endpoints.capture_settings("churn") is None
+    (record,) = endpoints.read_capture("churn", since=start, until=datetime.now(timezone.utc))
+    assert record.variant == "main"
+    assert json.loads(record.request or b"") == {"instances": [[0.0, 1.0, 2.0, 3.0]]}
+    assert record.response is not None and "predictions" in json.loads(record.response)

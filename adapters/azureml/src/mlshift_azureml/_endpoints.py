@@ -114,6 +114,25 @@ def _rate_label(capture: CaptureSpec | None) -> str | None:
     return None if capture is None else f"{capture.sample_rate:g}"
 
 
+def _collector_label(deployment: Any) -> str | None:
+    """A deployment's collector as a plan shows it: the rate, and what differs from mlshift's own
+    (answers not logged, files rolled other than hourly, which the reader would not find)."""
+    capture = _capture_of(deployment)
+    if capture is None:
+        return None
+    collector = deployment.data_collector
+    response = (collector.collections or {}).get("response")
+    extra = []
+    if response is None or str(getattr(response, "enabled", "")).lower() != "true":
+        extra.append("answers not logged")
+    rolling = getattr(collector, "rolling_rate", None) or "Hour"
+    # The SDK hands out a str enum (RollingRateType.HOUR) or a plain string.
+    rolling = str(getattr(rolling, "value", rolling))
+    if rolling.lower() != "hour":
+        extra.append(f"rolling_rate {rolling}")
+    return _rate_label(capture) + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _state_of(entity: Any) -> str:
     state = getattr(entity, "provisioning_state", "") or ""
     # The SDK hands out str enums (EndpointProvisioningState.SUCCEEDED) or plain strings.
@@ -293,16 +312,16 @@ class AzureMLEndpointService(BaseEndpointService):
                 )
         if spec.capture is None:
             return []
-        wanted = self._effective(spec.capture)
-        stale = [d for d in deployments if _capture_of(d) != wanted]
+        wanted = _rate_label(self._effective(spec.capture))
+        stale = [d for d in deployments if _collector_label(d) != wanted]
         if not stale:
             return []
-        old = sorted({_rate_label(_capture_of(d)) or "(unset)" for d in stale})
+        old = sorted({_collector_label(d) or "(unset)" for d in stale})
         return [
             OptionChange(
                 field="capture.sample_rate",
-                old=None if old == ["(unset)"] else ", ".join(old),
-                new=_rate_label(wanted),
+                old=None if old == ["(unset)"] else "; ".join(old),
+                new=wanted,
             )
         ]
 
@@ -371,7 +390,7 @@ class AzureMLEndpointService(BaseEndpointService):
             return CompletedOperation(self._require(name), what)
         wanted = self._effective(spec.capture)
         for deployment in self._deployments(name):
-            if _capture_of(deployment) == wanted:
+            if _collector_label(deployment) == _rate_label(wanted):
                 continue
             self._wait_idle(name)
             deployment.data_collector = self._collector(wanted)
