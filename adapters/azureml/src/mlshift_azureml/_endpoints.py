@@ -130,7 +130,7 @@ def _collector_label(deployment: Any) -> str | None:
     rolling = str(getattr(rolling, "value", rolling))
     if rolling.lower() != "hour":
         extra.append(f"rolling_rate {rolling}")
-    return _rate_label(capture) + (f" ({', '.join(extra)})" if extra else "")
+    return f"{capture.sample_rate:g}" + (f" ({', '.join(extra)})" if extra else "")
 
 
 def _state_of(entity: Any) -> str:
@@ -312,8 +312,8 @@ class AzureMLEndpointService(BaseEndpointService):
                 )
         if spec.capture is None:
             return []
-        wanted = _rate_label(self._effective(spec.capture))
-        stale = [d for d in deployments if _collector_label(d) != wanted]
+        label = _rate_label(self._effective(spec.capture))
+        stale = [d for d in deployments if _collector_label(d) != label]
         if not stale:
             return []
         old = sorted({_collector_label(d) or "(unset)" for d in stale})
@@ -321,7 +321,7 @@ class AzureMLEndpointService(BaseEndpointService):
             OptionChange(
                 field="capture.sample_rate",
                 old=None if old == ["(unset)"] else "; ".join(old),
-                new=wanted,
+                new=label,
             )
         ]
 
