@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlshift.adapter import Adapter, Capability, NameRules, TargetURI
+from mlshift.adapter import Adapter, Capability, CaptureReader, MonitoringStorage, NameRules, TargetURI
 from mlshift.errors import ConfigError
+from mlshift.storage import PrefixedObjectStore
 from mlshift_azureml._naming import NAME_RULES
 from mlshift_azureml._sdk import AzureClients
 from mlshift_azureml.options import AzureMLOptions
@@ -35,6 +36,8 @@ __all__ = ["CAPABILITIES", "AzureMLAdapter", "Workspace"]
 #: Pipelines are Azure ML pipeline jobs; their conditions are gate nodes that stop the steps
 #: downstream (``PIPELINE_CONDITIONS``, lowered: see :mod:`mlshift_azureml._pipelines`), and
 #: their schedules are ``JobSchedule`` resources (``SCHEDULES``).
+#: ``CAPTURE``: the neutral ``capture`` is each deployment's data collector (payload logging of
+#: requests and answers to the workspace's blob datastore), read back for monitors.
 CAPABILITIES = frozenset(
     {
         Capability.TRAFFIC_SPLIT,
@@ -46,6 +49,7 @@ CAPABILITIES = frozenset(
         Capability.PIPELINES,
         Capability.PIPELINE_CONDITIONS,
         Capability.SCHEDULES,
+        Capability.CAPTURE,
     }
 )
 
@@ -129,6 +133,7 @@ class AzureMLAdapter:
         self.cache_dir = Path(tempfile.mkdtemp(prefix="mlshift-azureml-"))
         weakref.finalize(self, shutil.rmtree, self.cache_dir, True)
         self._store: BlobObjectStore | None = None
+        self._capture_store: BlobObjectStore | None = None
         self._models: AzureMLModelRegistry | None = None
         self._endpoints: AzureMLEndpointService | None = None
         self._pipelines: AzureMLPipelineService | None = None
@@ -160,6 +165,30 @@ class AzureMLAdapter:
 
             self._store = BlobObjectStore(self)
         return self._store
+
+    @property
+    def capture_store(self) -> BlobObjectStore:
+        """The workspace's default blob datastore, where Azure's data collector writes.
+
+        The target's own datastore when that is ``workspaceblobstore`` (the default option).
+        """
+        from mlshift_azureml._capture import COLLECTOR_DATASTORE
+
+        if self.options.datastore == COLLECTOR_DATASTORE:
+            return self.store
+        if self._capture_store is None:
+            from mlshift_azureml._store import BlobObjectStore
+
+            self._capture_store = BlobObjectStore(self, COLLECTOR_DATASTORE)
+        return self._capture_store
+
+    def monitoring_store(self) -> PrefixedObjectStore:
+        """Monitoring's documents (baselines, monitors, runs) under the datastore's ``PREFIX/monitoring/``."""
+        return PrefixedObjectStore(self.store, f"{self.options.prefix}/monitoring")
+
+    def monitoring_uri(self, key: str) -> str:
+        """``azureml://datastores/DATASTORE/paths/PREFIX/monitoring/KEY``."""
+        return self.store.uri(f"{self.options.prefix}/monitoring/{key}")
 
     @property
     def models(self) -> AzureMLModelRegistry:
@@ -201,3 +230,5 @@ class AzureMLAdapter:
 if TYPE_CHECKING:
     # mypy checks here that the adapter declares every hook of mlshift's adapter contract.
     _CONTRACT: type[Adapter] = AzureMLAdapter
+    _MONITORING: type[MonitoringStorage] = AzureMLAdapter
+    _CAPTURE: type[CaptureReader] = AzureMLEndpointService

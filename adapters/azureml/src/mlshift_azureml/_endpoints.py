@@ -21,6 +21,10 @@
 - Autoscaling is an Azure Monitor autoscale setting per deployment (:mod:`._scaling`); the
   endpoint carries the tag ``mlshift:autoscale`` while mlshift keeps any, so that endpoints
   without autoscaling cost no read (nor a Monitor role) to observe.
+- ``capture`` is each deployment's data collector: payload logging (the ``request`` and
+  ``response`` collections) at ``sampling_rate``, written by Azure to ``workspaceblobstore``
+  and read back for monitors (:mod:`._capture`). A spec without ``capture`` keeps the
+  endpoint's: new deployments get what the live ones have.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlshift.adapter import (
     BaseEndpointService,
+    CapturedRequest,
     CompletedOperation,
     EndpointState,
     Invocation,
@@ -55,6 +60,8 @@ from mlshift.adapter import (
 )
 from mlshift.errors import ConfigError, Conflict, MlshiftError, NotFound
 from mlshift.specs.endpoint import Autoscaling, Compute, EndpointSpec
+from mlshift.specs.monitor import CaptureSpec
+from mlshift_azureml._capture import COLLECTIONS, COLLECTOR_DATASTORE, COLLECTOR_FOLDER, parse_payloads
 from mlshift_azureml._scaling import DeploymentScaling, DeploymentScalingService, check_autoscaling
 from mlshift_azureml.errors import PROVIDER, DeploymentUnhealthy, EndpointBusy, azure_errors, error_code
 from mlshift_azureml.options import SIZE_TO_INSTANCE_TYPE, EndpointOptions, instance_type_for
@@ -91,6 +98,41 @@ def _fingerprint(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _capture_of(deployment: Any) -> CaptureSpec | None:
+    """A deployment's data collector in neutral terms (``None``: it logs no request payloads)."""
+    collector = getattr(deployment, "data_collector", None)
+    collections = getattr(collector, "collections", None) or {}
+    request = collections.get("request")
+    if request is None or str(getattr(request, "enabled", "")).lower() != "true":
+        return None
+    rate = getattr(collector, "sampling_rate", None)
+    # Azure collects every request when no rate is set.
+    return CaptureSpec(sample_rate=float(rate) if rate else 1.0)
+
+
+def _rate_label(capture: CaptureSpec | None) -> str | None:
+    return None if capture is None else f"{capture.sample_rate:g}"
+
+
+def _collector_label(deployment: Any) -> str | None:
+    """A deployment's collector as a plan shows it: the rate, and what differs from mlshift's own
+    (answers not logged, files rolled other than hourly, which the reader would not find)."""
+    capture = _capture_of(deployment)
+    if capture is None:
+        return None
+    collector = deployment.data_collector
+    response = (collector.collections or {}).get("response")
+    extra = []
+    if response is None or str(getattr(response, "enabled", "")).lower() != "true":
+        extra.append("answers not logged")
+    rolling = getattr(collector, "rolling_rate", None) or "Hour"
+    # The SDK hands out a str enum (RollingRateType.HOUR) or a plain string.
+    rolling = str(getattr(rolling, "value", rolling))
+    if rolling.lower() != "hour":
+        extra.append(f"rolling_rate {rolling}")
+    return f"{capture.sample_rate:g}" + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _state_of(entity: Any) -> str:
     state = getattr(entity, "provisioning_state", "") or ""
     # The SDK hands out str enums (EndpointProvisioningState.SUCCEEDED) or plain strings.
@@ -108,6 +150,8 @@ class AzureMLEndpointService(BaseEndpointService):
         self._environment: str | None = None
         # provider_options.azureml of the spec last planned per endpoint, for new variants.
         self._planned: dict[str, EndpointOptions] = {}
+        # capture of the spec last planned per endpoint (None: keep the live one), for new variants.
+        self._planned_capture: dict[str, CaptureSpec | None] = {}
         self._scaler = DeploymentScalingService(adapter)
 
     @property
@@ -224,6 +268,7 @@ class AzureMLEndpointService(BaseEndpointService):
             ConfigError: naming the field.
         """
         self._planned[spec.name] = self._options_for(spec)
+        self._planned_capture[spec.name] = spec.capture
         rollout = spec.rollout
         if rollout is not None and rollout.strategy == "shadow" and rollout.percent > MAX_MIRROR_PERCENT:
             raise ConfigError(
@@ -237,8 +282,10 @@ class AzureMLEndpointService(BaseEndpointService):
             check_replicas_within_autoscaling(spec, unit="instance(s)")
 
     def option_changes(self, spec: EndpointSpec) -> builtins.list[OptionChange]:
-        """None to apply: Azure cannot change a live deployment's instance type, so a spec asking
-        for another one is refused here, at plan time, rather than applied to new variants only.
+        """The data collector ``capture`` changes on live deployments (``capture.sample_rate``).
+
+        Azure cannot change a live deployment's instance type, so a spec asking for another
+        one is refused here, at plan time, rather than applied to new variants only. Reads only.
 
         Raises:
             ConfigError: naming the variant and both instance types.
@@ -246,7 +293,8 @@ class AzureMLEndpointService(BaseEndpointService):
         options = self._options_for(spec)
         if self._endpoint(spec.name) is None:
             return []
-        live = {str(d.name): d for d in self._deployments(spec.name)}
+        deployments = self._deployments(spec.name)
+        live = {str(d.name): d for d in deployments}
         for i, variant in enumerate(spec.variants):
             compute = variant.compute or spec.compute
             wanted = instance_type_for(compute.size, options.instance_type)
@@ -262,7 +310,156 @@ class AzureMLEndpointService(BaseEndpointService):
                     field=f"variants[{i}].compute",
                     hint="deploy it under a new variant name (a blue/green rollout), then remove the old one",
                 )
-        return []
+        if spec.capture is None:
+            return []
+        label = _rate_label(self._effective(spec.capture))
+        stale = [d for d in deployments if _collector_label(d) != label]
+        if not stale:
+            return []
+        old = sorted({_collector_label(d) or "(unset)" for d in stale})
+        return [
+            OptionChange(
+                field="capture.sample_rate",
+                old=None if old == ["(unset)"] else "; ".join(old),
+                new=label,
+            )
+        ]
+
+    def plan_notes(self, spec: EndpointSpec, observed: EndpointState | None) -> builtins.list[str]:
+        """Where Azure's data collector writes, and the ``capture`` settings it does not take."""
+        capture = spec.capture
+        if capture is None or not capture.enabled:
+            return []
+        notes = [
+            f"capture: each deployment's data collector logs requests and answers (payload logging, "
+            f"sampling_rate {capture.sample_rate:g}) to datastore {COLLECTOR_DATASTORE} under "
+            f"{COLLECTOR_FOLDER}/{spec.name}/"
+        ]
+        ignored = [
+            f"capture.{name}"
+            for name in ("max_file_mb", "queue_size")
+            if getattr(capture, name) != CaptureSpec.model_fields[name].default
+        ]
+        if ignored:
+            notes.append(
+                f"Azure's data collector writes its files itself: {' and '.join(ignored)} do not apply "
+                "there (it rolls files every hour and never slows a caller)"
+            )
+        return notes
+
+    @staticmethod
+    def _effective(capture: CaptureSpec | None) -> CaptureSpec | None:
+        """What a deployment's collector reads back as for ``capture`` (``None``: no capture)."""
+        if capture is None or not capture.enabled:
+            return None
+        return CaptureSpec(sample_rate=capture.sample_rate)
+
+    @staticmethod
+    def _collector(capture: CaptureSpec | None) -> Any:
+        """The ``DataCollector`` a deployment gets for ``capture`` (``None``: none)."""
+        if capture is None or not capture.enabled:
+            return None
+        from azure.ai.ml.entities import DataCollector, DeploymentCollection
+
+        return DataCollector(
+            collections={name: DeploymentCollection(enabled="true") for name in COLLECTIONS},
+            sampling_rate=capture.sample_rate,
+            # The reader lists hour folders: Azure's default, set so that it stays so.
+            rolling_rate="Hour",
+        )
+
+    def _capture_for_new(self, name: str) -> CaptureSpec | None:
+        """The capture a new deployment of ``name`` gets: the planned spec's, else the live one."""
+        planned = self._planned_capture.get(name)
+        if planned is not None:
+            return self._effective(planned)
+        return self.capture_settings(name)
+
+    def update_options(self, name: str, spec: EndpointSpec) -> Operation[EndpointState]:
+        """Give every deployment of ``name`` the data collector ``spec.capture`` asks for.
+
+        Only deployments whose collector differs are updated (Azure updates a deployment in
+        place: its instances keep serving), so nothing is called when a variant change of the
+        same apply already made them with it.
+
+        Raises:
+            NotFound: no such endpoint.
+        """
+        what = f"update the data collector of {name}"
+        if spec.capture is None:
+            return CompletedOperation(self._require(name), what)
+        wanted = self._effective(spec.capture)
+        for deployment in self._deployments(name):
+            if _collector_label(deployment) == _rate_label(wanted):
+                continue
+            self._wait_idle(name)
+            deployment.data_collector = self._collector(wanted)
+            with azure_errors(f"update the data collector of deployment {deployment.name!r} of {name!r}"):
+                self._ml.online_deployments.begin_create_or_update(
+                    deployment, skip_script_validation=True
+                ).result(timeout=self._options.wait_timeout)
+        return CompletedOperation(self._require(name), what)
+
+    # ---------------------------------------------------------------- capture (CaptureReader)
+
+    def capture_settings(self, name: str) -> CaptureSpec | None:
+        """How the endpoint's deployments log requests (``None``: none does, or no endpoint).
+
+        Deployments that take traffic are asked first; the first one that logs requests answers.
+        """
+        endpoint = self._endpoint(name)
+        if endpoint is None:
+            return None
+        traffic = {str(k): int(v) for k, v in (endpoint.traffic or {}).items()}
+        deployments = sorted(self._deployments(name), key=lambda d: -traffic.get(str(d.name), 0))
+        for deployment in deployments:
+            found = _capture_of(deployment)
+            if found is not None:
+                return found
+        return None
+
+    def read_capture(self, name: str, *, since: datetime, until: datetime) -> Iterator[CapturedRequest]:
+        """The requests Azure's data collector logged for ``name`` in ``(since, until]``.
+
+        Reads ``modelDataCollector/ENDPOINT/`` of ``workspaceblobstore``, hour folders from
+        ``since``'s hour on, and pairs each request with its answer by ``correlationid`` (the
+        request's id). Records name the deployment, not the model version.
+
+        Raises:
+            ProviderError: Blob Storage refused a read.
+        """
+        store = self._adapter.capture_store
+        root = f"{COLLECTOR_FOLDER}/{name}/"
+        first_hour = since.astimezone(timezone.utc).strftime("%Y/%m/%d/%H")
+        # deployment -> correlation id -> (request, response)
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for key in store.list(root):
+            parts = key[len(root) :].split("/")
+            # DEPLOYMENT/COLLECTION/YYYY/MM/DD/HH/FILE.jsonl
+            if len(parts) != 7 or parts[1] not in COLLECTIONS or "/".join(parts[2:6]) < first_hour:
+                continue
+            blob = store.get(key)
+            if blob is None:
+                continue
+            pairs = found.setdefault(parts[0], {})
+            for record in parse_payloads(blob.data):
+                if record.kind == parts[1]:
+                    pairs.setdefault(record.correlation_id, {})[record.kind] = record
+        for deployment, pairs in sorted(found.items()):
+            for correlation, pair in pairs.items():
+                request = pair.get("request")
+                if request is None or not since < request.time <= until:
+                    continue
+                response = pair.get("response")
+                yield CapturedRequest(
+                    request_id=correlation,
+                    endpoint=name,
+                    variant=deployment,
+                    timestamp=request.time,
+                    content_type=request.content_type,
+                    request=request.body,
+                    response=None if response is None else response.body,
+                )
 
     # ---------------------------------------------------------------- serialized changes
 
@@ -387,7 +584,9 @@ class AzureMLEndpointService(BaseEndpointService):
             )
         return f"{registry}.azurecr.io/mlshift-serve:{mlshift.__version__}"
 
-    def _create_deployment(self, name: str, variant: ResolvedVariant, options: EndpointOptions) -> None:
+    def _create_deployment(
+        self, name: str, variant: ResolvedVariant, options: EndpointOptions, capture: CaptureSpec | None
+    ) -> None:
         from azure.ai.ml.entities import ManagedOnlineDeployment, ProbeSettings
 
         model = variant.model
@@ -413,6 +612,7 @@ class AzureMLEndpointService(BaseEndpointService):
             environment_variables=env,
             liveness_probe=probe,
             readiness_probe=probe,
+            data_collector=self._collector(capture),
             tags=self._adapter.resource_tags(
                 {
                     _SIZE: variant.compute.size,
@@ -533,8 +733,9 @@ class AzureMLEndpointService(BaseEndpointService):
                 timeout=self._options.wait_timeout
             )
         try:
+            capture = self._effective(spec.capture)
             for variant in variants:
-                self._create_deployment(name, variant, options)
+                self._create_deployment(name, variant, options, capture)
             weights = {v.name: v.weight for v in variants}
             if sum(weights.values()) == 100:
                 self._set_traffic(name, weights, f"send traffic to endpoint {name!r}")
@@ -553,7 +754,7 @@ class AzureMLEndpointService(BaseEndpointService):
             raise Conflict(f"endpoint {name!r} already has a variant {variant.name!r}", provider=PROVIDER)
         self._wait_idle(name)
         options = self._planned.get(name) or EndpointOptions(instance_type=self._instance_override(name))
-        self._create_deployment(name, variant, options)
+        self._create_deployment(name, variant, options, self._capture_for_new(name))
         return CompletedOperation(self._require(name), f"add variant {variant.name}")
 
     def _instance_override(self, name: str) -> str | None:

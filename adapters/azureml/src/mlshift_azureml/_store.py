@@ -39,8 +39,10 @@ class BlobObjectStore:
         artifacts: Artifacts and version cards under ``PREFIX``.
     """
 
-    def __init__(self, adapter: AzureMLAdapter) -> None:
+    def __init__(self, adapter: AzureMLAdapter, datastore: str | None = None) -> None:
         self._adapter = adapter
+        #: The datastore whose container this is (the target's ``datastore`` option by default).
+        self.datastore = datastore or adapter.options.datastore
         self._container: Any = None
         self._datastore: tuple[str, str] | None = None
         self._lock = threading.Lock()
@@ -54,7 +56,7 @@ class BlobObjectStore:
     def _client(self) -> Any:
         with self._lock:
             if self._container is None:
-                name = self._adapter.options.datastore
+                name = self.datastore
                 with azure_errors(f"read datastore {name!r}"):
                     datastore = self._adapter.clients.ml().datastores.get(name)
                 account = datastore.account_name
@@ -68,7 +70,7 @@ class BlobObjectStore:
 
     def uri(self, key: str) -> str:
         """The ``azureml://datastores/NAME/paths/KEY`` URI a model asset points at."""
-        return f"azureml://datastores/{self._adapter.options.datastore}/paths/{key}"
+        return f"azureml://datastores/{self.datastore}/paths/{key}"
 
     def get(self, key: str) -> StoredObject | None:
         from azure.core.exceptions import ResourceNotFoundError

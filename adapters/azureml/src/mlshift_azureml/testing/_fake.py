@@ -7,6 +7,13 @@ REST calls they make with the bodies Azure sends (``flavors`` on models and ``sc
 deployments included: the SDK crashes reading responses without them) and enforces Azure's
 rules: name patterns, endpoint names unique per region, ``traffic`` summing to 100, no deletion
 of a deployment that takes traffic, one change at a time per endpoint.
+
+A deployment with a data collector whose ``request``/``response`` collections are enabled
+(payload logging) has its scored requests and answers written to the workspace datastore in
+Azure's layout and format (:mod:`mlshift_azureml._capture`), one file per deployment,
+collection and hour. ``sampling_rate`` is kept exactly and deterministically (a request is
+logged whenever the running share reaches a whole request, not by a random draw), so tests
+know how many records to expect; record times keep their microseconds.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from mlshift.adapter import MirrorShare
+from mlshift_azureml._capture import COLLECTIONS, capture_key, payload_record
 from mlshift_azureml._sdk import install_session, uninstall_session
 from mlshift_azureml.testing._autoscale import AUTOSCALE_PATH, AutoscaleSettings
 from mlshift_azureml.testing._http import FakeCredential, FakeTransport, Reply
@@ -104,6 +112,9 @@ class _Deployment:
     body: dict[str, Any]
     logs: str = "Booting worker with pid: 7\nListening at: http://0.0.0.0:5001\n"
     failed: bool = False
+    # Payload logging: the running share of requests not logged yet, and the collector's file id.
+    sampled: float = 0.0
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass
@@ -128,6 +139,8 @@ class _Workspace:
     models: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     environments: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     endpoints: dict[str, _Endpoint] = field(default_factory=dict)
+    # Data assets (the SDK registers one per data collector collection).
+    data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def arm_id(self) -> str:
@@ -494,6 +507,8 @@ class FakeAzureML:
             return self._environments(ws, method, rest[1:], data)
         if head == "onlineendpoints":
             return self._endpoints(ws, method, rest[1:], data)
+        if head == "data":
+            return self._data(ws, method, rest[1:], data)
         if head in ("components", "jobs", "schedules"):
             return self.jobs.arm(ws, head, method, rest[1:], query, data)
         return _error(404, "NotFound", f"the fake has no route for {method} {path}")
@@ -652,6 +667,34 @@ class FakeAzureML:
         return _error(405, "MethodNotAllowed", method)
 
     # ---- online endpoints
+
+    def _data(self, ws: _Workspace, method: str, rest: list[str], data: dict[str, Any]) -> Reply:
+        """Data asset versions: ``GET``/``PUT .../data/NAME/versions/VERSION`` (a version is immutable)."""
+        if len(rest) != 3 or rest[1].lower() != "versions":
+            return _error(404, "NotFound", f"the fake has no route for {method} data/{'/'.join(rest)}")
+        name, version = rest[0], rest[2]
+        found = ws.data.get(name, {}).get(version)
+        if method == "GET":
+            if found is None:
+                return _error(404, "UserError", f"data asset {name}:{version} not found")
+            return Reply(200, found)
+        if method != "PUT":
+            return _error(405, "MethodNotAllowed", method)
+        props = dict(data.get("properties") or {})
+        if found is not None:
+            if found["properties"].get("dataUri") == props.get("dataUri"):
+                return Reply(200, found)
+            return _error(409, "UserError", f"data asset {name}:{version} already exists with another path")
+        props.setdefault("dataType", "uri_folder")
+        body = {
+            "id": f"{ws.arm_id}/data/{name}/versions/{version}",
+            "name": version,
+            "type": "Microsoft.MachineLearningServices/workspaces/data/versions",
+            "systemData": _system(),
+            "properties": props,
+        }
+        ws.data.setdefault(name, {})[version] = body
+        return Reply(201, body)
 
     def _endpoint_body(
         self, ws: _Workspace, name: str, props: dict[str, Any], data: dict[str, Any]
@@ -851,6 +894,9 @@ class FakeAzureML:
             model_match = re.search(r"/models/([^/]+)/versions/([^/]+)$", model)
             if not model_match or model_match[2] not in ws.models.get(model_match[1], {}):
                 return _error(400, "UserError", f"model {model!r} not found in the workspace")
+            problem = _normalize_collector(props)
+            if problem:
+                return _error(400, "BadArgument", problem)
             props.setdefault("scaleSettings", {"scaleType": "Default"})
             props.setdefault("endpointComputeType", "Managed")
             props.setdefault("appInsightsEnabled", False)
@@ -964,6 +1010,27 @@ class FakeAzureML:
         """Every blob key in every workspace datastore (for tests)."""
         with self._lock:
             return sorted(k for blobs in self._blobs.values() for k in blobs if k.startswith(prefix))
+
+    def blob_bytes(self, key: str) -> bytes:
+        """The content of the blob ``key`` of the workspace datastores (for tests).
+
+        Raises:
+            KeyError: no such blob.
+        """
+        with self._lock:
+            for blobs in self._blobs.values():
+                if key in blobs:
+                    return blobs[key][0]
+        raise KeyError(key)
+
+    def put_blob(self, key: str, data: bytes, workspace: str | None = None) -> None:
+        """Write ``key`` into the datastore of ``workspace`` (the only or first one by default)."""
+        with self._lock:
+            found = [w for w in self._workspaces.values() if workspace in (None, w.name)]
+            if not found:
+                raise KeyError(f"no workspace {workspace!r} has been used yet")
+            blobs = self._blobs.setdefault((found[0].account, "azureml-blobstore"), {})
+            blobs[key] = (data, f'"0x{next(self._etags):016X}"')
 
     def _blob_folder(self, ws: _Workspace, uri: str, dest: Path) -> None:
         """Copy a datastore folder or file (``azureml://.../datastores/NAME/paths/P``) to ``dest``."""
@@ -1090,10 +1157,21 @@ class FakeAzureML:
                 app, body, headers.get("content-type", "application/json")
             )
         latency = (time.perf_counter() - start) * 1000
+        request_id = headers.get("x-request-id") or str(uuid.uuid4())
         reply_headers = {
             "azureml-model-deployment": chosen,
             "content-type": out_headers.get("content-type", "application/json"),
+            "x-request-id": request_id,
         }
+        self._collect(
+            ws,
+            endpoint_name,
+            chosen,
+            deployment,
+            request_id,
+            (headers.get("content-type", "application/json"), body),
+            (reply_headers["content-type"], out),
+        )
         outer = status
         if status != 200:
             # Azure wraps a model container's own error: 424, with the original code in a header.
@@ -1103,6 +1181,50 @@ class FakeAzureML:
         with self._lock:
             self._metrics.append((endpoint_id.lower(), chosen, time.time(), outer, status, latency))
         return Reply(outer, out, reply_headers)
+
+    def _collect(
+        self,
+        ws: _Workspace,
+        endpoint_name: str,
+        chosen: str,
+        deployment: _Deployment,
+        request_id: str,
+        request: tuple[str, bytes],
+        response: tuple[str, bytes],
+    ) -> None:
+        """Payload logging: write the request and its answer as Azure's data collector does."""
+        collector = deployment.body["properties"].get("dataCollector") or {}
+        collections = collector.get("collections") or {}
+        enabled = [
+            name
+            for name in COLLECTIONS
+            if str((collections.get(name) or {}).get("dataCollectionMode", "")) == "Enabled"
+        ]
+        if not enabled:
+            return
+        rate = (collections.get(enabled[0]) or {}).get("samplingRate")
+        rate = 1.0 if rate is None else float(rate)
+        with self._lock:
+            deployment.sampled += rate
+            if deployment.sampled < 1.0 - 1e-9:
+                return
+            deployment.sampled -= 1.0
+            now = datetime.now(timezone.utc)
+            blobs = self._blobs.setdefault((ws.account, "azureml-blobstore"), {})
+            for name, (content_type, data) in zip(COLLECTIONS, (request, response), strict=True):
+                if name not in enabled:
+                    continue
+                line = payload_record(
+                    name,
+                    source=str(deployment.body["id"]),
+                    time=now,
+                    content_type=content_type,
+                    body=data,
+                    correlation_id=request_id,
+                )
+                key = capture_key(endpoint_name, chosen, name, now, deployment.instance)
+                before = blobs.get(key, (b"", ""))[0]
+                blobs[key] = (before + line.encode() + b"\n", f'"0x{next(self._etags):016X}"')
 
     @staticmethod
     def _pick(endpoint: _Endpoint, weights: Mapping[str, int]) -> str | None:
@@ -1213,6 +1335,33 @@ class FakeAzureML:
                 "value": value,
             },
         )
+
+
+_ROLLING = ("Year", "Month", "Day", "Hour", "Minute")
+
+
+def _normalize_collector(props: dict[str, Any]) -> str | None:
+    """Check a deployment's ``dataCollector`` and give its enums Azure's casing (what is wrong, else None)."""
+    collector = props.get("dataCollector")
+    if not collector:
+        return None
+    collections = collector.get("collections")
+    if not isinstance(collections, dict) or not collections:
+        return "dataCollector.collections is required"
+    for name, collection in collections.items():
+        mode = str((collection or {}).get("dataCollectionMode") or "Disabled")
+        if mode.lower() not in ("enabled", "disabled"):
+            return f"dataCollector.collections.{name}.dataCollectionMode must be Enabled or Disabled"
+        collection["dataCollectionMode"] = mode.capitalize()
+        rate = collection.get("samplingRate")
+        if rate is not None and not 0.0 <= float(rate) <= 1.0:
+            return f"dataCollector.collections.{name}.samplingRate must be between 0.0 and 1.0"
+    rolling = str(collector.get("rollingRate") or "Hour")
+    canonical = next((r for r in _ROLLING if r.lower() == rolling.lower()), None)
+    if canonical is None:
+        return f"dataCollector.rollingRate must be one of {', '.join(_ROLLING)}"
+    collector["rollingRate"] = canonical
+    return None
 
 
 class _Refused(Exception):
