@@ -122,7 +122,12 @@ class CreateEndpoint(SpecModel):
 
     def describe(self) -> str:
         parts = ", ".join(f"{v.name}={v.model_label} {v.weight}%{v.batching_label}" for v in self.variants)
-        return f"create endpoint {self.endpoint} ({parts})"
+        text = f"create endpoint {self.endpoint} ({parts})"
+        capture = self.spec.capture
+        if capture is not None and capture.enabled:
+            # Made with the endpoint: no later action shows it, so its line does.
+            text += f" with {capture.describe()}"
+        return text
 
 
 class AddVariant(SpecModel):
