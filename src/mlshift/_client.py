@@ -496,6 +496,7 @@ class EndpointsAPI:
         new_name = variant or default_variant_name(version)
         exact = f"{version.name}:{version.version}"
         from mlshift.plan import effective_state
+        from mlshift.plan._actions import live_variant
 
         state = effective_state(self._adapter, name)
         variants: list[dict[str, Any]] = []
@@ -518,14 +519,7 @@ class EndpointsAPI:
             rest = spread_weights(100 - share, others) if share < 100 else {}
             for live in state.variants:
                 if live.name in rest:
-                    variants.append(
-                        {
-                            "name": live.name,
-                            "model": live.model,
-                            "weight": rest[live.name],
-                            "compute": live.compute,
-                        }
-                    )
+                    variants.append(live_variant(live, rest[live.name]))
             current = state.variant(new_name)
             keep_compute = current.compute if current is not None and current.model == exact else compute
             variants.append({"name": new_name, "model": exact, "weight": share, "compute": keep_compute})
@@ -566,6 +560,7 @@ class EndpointsAPI:
             NotFound: if no earlier state is recorded, or the models it served were deleted.
         """
         from mlshift.plan import apply_plan
+        from mlshift.plan._actions import live_variant
         from mlshift.specs.endpoint import EndpointSpec
 
         current = self.get(name)
@@ -580,10 +575,7 @@ class EndpointsAPI:
             EndpointSpec,
             {
                 "name": name,
-                "variants": [
-                    {"name": v.name, "model": v.model, "weight": v.weight, "compute": v.compute}
-                    for v in previous.baseline
-                ],
+                "variants": [live_variant(v) for v in previous.baseline],
                 "tags": current.tags,
                 # Going back to what served before: its callers are the ones it served.
                 "allow_schema_change": True,
@@ -600,6 +592,7 @@ class EndpointsAPI:
         Raises:
             ConfigError: unknown variant names or shares not summing to 100.
         """
+        from mlshift.plan._actions import live_variant
         from mlshift.specs.endpoint import EndpointSpec
 
         state = self.get(name)
@@ -611,10 +604,7 @@ class EndpointsAPI:
             EndpointSpec,
             {
                 "name": name,
-                "variants": [
-                    {"name": v.name, "model": v.model, "weight": weights.get(v.name, 0), "compute": v.compute}
-                    for v in state.variants
-                ],
+                "variants": [live_variant(v, weights.get(v.name, 0)) for v in state.variants],
                 "tags": state.tags,
             },
             f"endpoint {name!r}",
