@@ -132,6 +132,31 @@ def test_a_target_without_capture_refuses_it_at_plan_time(
     assert memory.endpoints.list() == []
 
 
+def test_a_new_endpoint_shows_its_capture_on_the_create_line(
+    local: mlshift.Client, iris: dict[str, Any]
+) -> None:
+    local.models.register("iris", iris["v1"])
+
+    def create_line(capture: dict[str, Any] | None) -> str:
+        spec = mlshift.EndpointSpec(
+            name="iris", variants=[{"name": "blue", "model": "iris:1"}], capture=capture
+        )
+        plan = local.plan(spec)
+        assert [a.kind for a in plan.actions] == ["create_endpoint"]
+        return next(line for line in plan.render().splitlines() if "create endpoint" in line)
+
+    assert create_line({"sample_rate": 0.2, "max_file_mb": 8}) == (
+        "    + create endpoint iris (blue=iris:1 100%) "
+        "with capture sample_rate 0.2, max_file_mb 8, queue_size 10000"
+    )
+    # Nothing is captured either way: the line says nothing about it.
+    assert (
+        create_line(None)
+        == create_line({"enabled": False})
+        == "    + create endpoint iris (blue=iris:1 100%)"
+    )
+
+
 def test_local_endpoint_captures_and_changes_rate_live(local: mlshift.Client, iris: dict[str, Any]) -> None:
     local.models.register("iris", iris["v1"])
     local.endpoints.deploy("iris", "iris:1", capture={"sample_rate": 1.0})

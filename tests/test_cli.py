@@ -99,15 +99,23 @@ def test_deploy_show_predict(cli: CLI, iris: dict[str, Any]) -> None:
     assert shown["invocation_url"].startswith("http://127.0.0.1:")
     assert [(v["model"], v["weight"]) for v in shown["variants"]] == [("iris:1", 80), ("iris:2", 20)]
     out = json.loads(
-        cli("predict", "iris", "--data", json.dumps(iris["rows"]), "--variant", "iris-v1").stdout
+        cli(
+            "predict",
+            "iris",
+            "--data",
+            json.dumps(iris["rows"]),
+            "--variant",
+            "iris-v1",
+            "--request-id",
+            "order-7",
+        ).stdout
     )
-    assert out == {"predictions": iris["expected_v1"], "variant": "iris-v1"}
+    assert out == {"predictions": iris["expected_v1"], "variant": "iris-v1", "request_id": "order-7"}
     rows_file = Path(cli.cwd) / "rows.json"
     rows_file.write_text(json.dumps({"instances": iris["rows"]}))
-    assert json.loads(cli("predict", "iris", "--data", f"@{rows_file}").stdout)["predictions"] in (
-        iris["expected_v1"],
-        iris["expected_v2"],
-    )
+    answer = json.loads(cli("predict", "iris", "--data", f"@{rows_file}").stdout)
+    assert answer["predictions"] in (iris["expected_v1"], iris["expected_v2"])
+    assert len(answer["request_id"]) == 24  # one was made for it
     with httpx.Client(trust_env=False) as http:
         assert http.post(shown["invocation_url"], json={"instances": iris["rows"]}).status_code == 200
 

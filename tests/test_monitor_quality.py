@@ -119,6 +119,69 @@ def test_labels_joined_by_request_id_flag_a_model_that_got_worse(
     assert "Model quality (accuracy) degraded" in page
 
 
+def test_labels_for_the_ids_predict_returns_are_joined(
+    local: mlshift.Client, example: Any, tmp_path: Path
+) -> None:
+    client = local
+    _deploy(client, example, tmp_path)
+    client.monitors.apply(
+        {
+            "name": "churn-ids",
+            "endpoint": "churn",
+            "min_rows": 100,
+            "model_quality": {"metric": "accuracy", "threshold": 0.5, "min_labels": 50},
+        }
+    )
+    rows = example.make_data(120, seed=40)
+    answers = [
+        client.endpoints.predict("churn", [row], request_id=f"order-{i}" if i < 20 else None)
+        for i, row in enumerate(rows.tolist())
+    ]
+    ids = [a.request_id for a in answers]
+    assert ids[:20] == [f"order-{i}" for i in range(20)]  # the caller's own
+    assert all(isinstance(i, str) and len(i) == 24 for i in ids[20:]) and len(set(ids)) == 120
+    _wait_for(lambda: _captured(client) == 120, "120 captured rows")
+
+    # The ground truth, with every fourth label wrong: the metric is computed over these.
+    truth = example.label(rows).tolist()
+    labels = {rid: (1 - v if i % 4 == 0 else v) for i, (rid, v) in enumerate(zip(ids, truth, strict=True))}
+    assert client.monitors.labels("churn", labels) == 120
+    predicted = [a.predictions[0] for a in answers]
+    expected = sum(p == labels[rid] for p, rid in zip(predicted, ids, strict=True)) / 120
+    run = client.monitors.run("churn-ids")
+    quality = run.model_quality
+    assert quality is not None and quality.judged
+    assert quality.labelled_rows == quality.labelled_requests == 120
+    assert quality.value == pytest.approx(expected)
+    assert 0.6 < expected < 0.85  # the wrong labels count: not the model's own ~0.97
+
+
+def test_request_ids_on_memory_and_bad_ones_refused_before_sending(
+    memory: mlshift.Client, iris: dict[str, Any]
+) -> None:
+    memory.models.register("iris", iris["v1"])
+    memory.endpoints.deploy("iris", "iris:1")
+    row = iris["rows"][:1]
+    assert memory.endpoints.predict("iris", row, request_id="order-1").request_id == "order-1"
+    made = memory.endpoints.predict("iris", row)
+    assert made.request_id is not None and len(made.request_id) == 24
+    assert made.invocation.request_id == made.request_id
+    assert "request_id=" in repr(made)
+    assert made.variant is not None
+
+    def served() -> int:
+        metrics = memory.adapter.endpoints.read_metrics("iris", made.variant or "", 3600)
+        assert metrics is not None
+        return metrics.requests
+
+    before = served()
+    for bad in ("", "x" * 129, " padded", "line\nbreak", "caf\u00e9"):
+        with pytest.raises(ConfigError, match="request_id") as info:
+            memory.endpoints.predict("iris", row, request_id=bad)
+        assert info.value.field == "request_id"
+    assert served() == before  # refused before anything was sent
+
+
 def test_open_inference_protocol_traffic_is_monitored(
     local: mlshift.Client, example: Any, tmp_path: Path
 ) -> None:

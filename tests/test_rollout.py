@@ -309,6 +309,46 @@ def test_rollback_on_demand_and_history(client: mlshift.Client) -> None:
     assert client.endpoints.rollback("iris").weights == {"iris-v2": 100}  # rolling back a rollback undoes it
 
 
+def test_a_variant_keeps_its_batching_through_rollbacks_and_traffic_changes(client: mlshift.Client) -> None:
+    settings = {"max_batch_size": 8, "max_latency_ms": 2}
+    batching = mlshift.specs.Batching(**settings)
+    batched = mlshift.EndpointSpec.model_validate(
+        {"name": "batched", "variants": [{"name": "blue", "model": "iris:1", "batching": settings}]}
+    )
+    client.apply(batched)
+
+    def blue() -> Any:
+        found = client.endpoints.get("batched").variant("blue")
+        assert found is not None, "variant blue is gone"
+        return (found.model, found.weight, found.batching)
+
+    # A failing canary is rolled back: blue serves everything, batching as before.
+    with pytest.raises(RolloutFailed):
+        client.endpoints.deploy("batched", "iris:3", rollout=Canary(percent=10, bake=30, gate=fast_gate()))
+    assert blue() == ("iris:1", 100, batching)
+    assert client.plan(batched).is_empty
+    # A new version beside it, then a traffic change: blue is kept as it is, not restarted.
+    client.endpoints.deploy("batched", "iris:2", traffic=20)
+    assert blue() == ("iris:1", 80, batching)
+    client.endpoints.set_traffic("batched", {"blue": 50, "iris-v2": 50})
+    assert blue() == ("iris:1", 50, batching)
+    # The new version takes everything (blue goes); a rollback rebuilds blue from its record.
+    client.endpoints.deploy("batched", "iris:2")
+    assert client.endpoints.get("batched").variant("blue") is None
+    client.endpoints.rollback("batched")
+    assert blue() == ("iris:1", 50, batching)
+    both = mlshift.EndpointSpec.model_validate(
+        {
+            "name": "batched",
+            "variants": [
+                {"name": "blue", "model": "iris:1", "weight": 50, "batching": settings},
+                {"name": "iris-v2", "model": "iris:2", "weight": 50},
+            ],
+        }
+    )
+    assert client.plan(both).is_empty
+
+
 def test_rollback_without_history(memory: mlshift.Client, iris: dict[str, Any]) -> None:
     memory.models.register("iris", iris["v1"])
     memory.endpoints.deploy("iris", "iris:1")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import builtins
+import inspect
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlshift._routing import spread_weights
-from mlshift.errors import ConfigError, InvalidPayload, NotFound, ProviderError
+from mlshift.errors import ConfigError, InvalidPayload, NotFound, ProviderError, UnsupportedOperation
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -67,16 +69,58 @@ class Prediction:
     Attributes:
         predictions: The model's outputs, one per input row.
         variant: The variant that served the request.
+        request_id: The request's id (the caller's ``request_id=``, else one mlshift made):
+            a captured request is recorded under it, so labels posted for it with
+            ``client.monitors.labels`` join it. ``None`` on a target that names no requests.
         invocation: The raw response.
     """
 
     def __init__(self, predictions: list[Any], invocation: Invocation) -> None:
         self.predictions = predictions
         self.variant = invocation.variant
+        self.request_id = invocation.request_id
         self.invocation = invocation
 
     def __repr__(self) -> str:
-        return f"Prediction(variant={self.variant!r}, predictions={self.predictions!r})"
+        return (
+            f"Prediction(variant={self.variant!r}, request_id={self.request_id!r}, "
+            f"predictions={self.predictions!r})"
+        )
+
+
+#: The longest request id: what model servers keep of ``X-Request-Id`` and labels accept.
+MAX_REQUEST_ID = 128
+
+
+def _request_id(value: Any) -> str:
+    """``value`` checked as a request id, or a new one (24 random hex digits) for ``None``.
+
+    It travels as an HTTP header: printable ASCII, no space at either end (a server would strip
+    it, and the captured id would no longer be the one labels are posted for).
+    """
+    if value is None:
+        return os.urandom(12).hex()
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_REQUEST_ID
+        or value != value.strip()
+        or not all(" " <= c <= "~" for c in value)
+    ):
+        raise ConfigError(
+            f"request_id {value!r} cannot name a request",
+            field="request_id",
+            hint=f"use 1 to {MAX_REQUEST_ID} printable ASCII characters, e.g. an order number",
+        )
+    return value
+
+
+def _takes_request_id(invoke: Callable[..., Any]) -> bool:
+    """Whether a target's ``invoke`` takes ``request_id=`` (third-party and older ones may not)."""
+    try:
+        parameters = inspect.signature(invoke).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+    return "request_id" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _is_dataframe(data: Any) -> bool:
@@ -496,6 +540,7 @@ class EndpointsAPI:
         new_name = variant or default_variant_name(version)
         exact = f"{version.name}:{version.version}"
         from mlshift.plan import effective_state
+        from mlshift.plan._actions import live_variant
 
         state = effective_state(self._adapter, name)
         variants: list[dict[str, Any]] = []
@@ -518,14 +563,7 @@ class EndpointsAPI:
             rest = spread_weights(100 - share, others) if share < 100 else {}
             for live in state.variants:
                 if live.name in rest:
-                    variants.append(
-                        {
-                            "name": live.name,
-                            "model": live.model,
-                            "weight": rest[live.name],
-                            "compute": live.compute,
-                        }
-                    )
+                    variants.append(live_variant(live, rest[live.name]))
             current = state.variant(new_name)
             keep_compute = current.compute if current is not None and current.model == exact else compute
             variants.append({"name": new_name, "model": exact, "weight": share, "compute": keep_compute})
@@ -566,6 +604,7 @@ class EndpointsAPI:
             NotFound: if no earlier state is recorded, or the models it served were deleted.
         """
         from mlshift.plan import apply_plan
+        from mlshift.plan._actions import live_variant
         from mlshift.specs.endpoint import EndpointSpec
 
         current = self.get(name)
@@ -580,10 +619,7 @@ class EndpointsAPI:
             EndpointSpec,
             {
                 "name": name,
-                "variants": [
-                    {"name": v.name, "model": v.model, "weight": v.weight, "compute": v.compute}
-                    for v in previous.baseline
-                ],
+                "variants": [live_variant(v) for v in previous.baseline],
                 "tags": current.tags,
                 # Going back to what served before: its callers are the ones it served.
                 "allow_schema_change": True,
@@ -600,6 +636,7 @@ class EndpointsAPI:
         Raises:
             ConfigError: unknown variant names or shares not summing to 100.
         """
+        from mlshift.plan._actions import live_variant
         from mlshift.specs.endpoint import EndpointSpec
 
         state = self.get(name)
@@ -611,10 +648,7 @@ class EndpointsAPI:
             EndpointSpec,
             {
                 "name": name,
-                "variants": [
-                    {"name": v.name, "model": v.model, "weight": weights.get(v.name, 0), "compute": v.compute}
-                    for v in state.variants
-                ],
+                "variants": [live_variant(v, weights.get(v.name, 0)) for v in state.variants],
                 "tags": state.tags,
             },
             f"endpoint {name!r}",
@@ -639,13 +673,45 @@ class EndpointsAPI:
             self._adapter.endpoints.delete(name).wait()
 
     def invoke(
-        self, name: str, body: bytes, content_type: str = "application/json", *, variant: str | None = None
+        self,
+        name: str,
+        body: bytes,
+        content_type: str = "application/json",
+        *,
+        variant: str | None = None,
+        request_id: str | None = None,
     ) -> Invocation:
-        """Send raw bytes to an endpoint and return the raw answer (any status)."""
-        return self._adapter.endpoints.invoke(name, body, content_type, variant=variant)
+        """Send raw bytes to an endpoint and return the raw answer (any status).
 
-    def predict(self, name: str, data: Any, *, variant: str | None = None) -> Prediction:
+        The request goes with ``request_id`` (else a new id), returned as
+        ``Invocation.request_id``; see :meth:`predict`.
+
+        Raises:
+            ConfigError: a ``request_id`` that cannot name a request.
+            UnsupportedOperation: ``request_id`` given to a target that cannot name requests.
+        """
+        invoke = self._adapter.endpoints.invoke
+        if not _takes_request_id(invoke):
+            if request_id is not None:
+                raise UnsupportedOperation(
+                    f"{self._adapter.uri.raw} cannot send a request with an id of the caller's",
+                    hint="leave out request_id",
+                )
+            return invoke(name, body, content_type, variant=variant)
+        # An optional keyword of the contract (see EndpointService.invoke): not in its signature,
+        # so that adapters written before it still match the protocol.
+        named: Callable[..., Invocation] = invoke
+        return named(name, body, content_type, variant=variant, request_id=_request_id(request_id))
+
+    def predict(
+        self, name: str, data: Any, *, variant: str | None = None, request_id: str | None = None
+    ) -> Prediction:
         """Ask an endpoint for predictions.
+
+        Every request goes with an id, returned as ``Prediction.request_id``: the endpoint
+        captures the request under it (where capture is on), so ground-truth labels that come
+        later are posted for it (``client.monitors.labels(name, {pred.request_id: label})``)
+        and a model-quality monitor joins them.
 
         Args:
             data: Rows (a list of lists or of dicts, or a numpy array), a pandas DataFrame
@@ -653,14 +719,17 @@ class EndpointsAPI:
                 JSON payload as a dict (``{"instances": ...}``, ``{"dataframe_split": ...}``),
                 JSON/CSV text or bytes.
             variant: Send to one variant directly, where the target supports it.
+            request_id: The request's id, e.g. an order number its label will be known by
+                (1 to 128 printable ASCII characters; 64 on SageMaker); by default a new one.
 
         Raises:
+            ConfigError: a ``request_id`` that cannot name a request.
             InvalidPayload: the model rejected the input (HTTP 400), with the server's reason
                 (for a DataFrame: the columns missing from it, or unknown to the model).
             ProviderError: the endpoint failed to answer.
         """
         body, content_type = _encode_payload(data)
-        inv = self.invoke(name, body, content_type, variant=variant)
+        inv = self.invoke(name, body, content_type, variant=variant, request_id=request_id)
         try:
             payload = inv.json_body()
         except ValueError:

@@ -363,6 +363,10 @@ class Invocation(SpecModel):
     variant: str | None = None
     """The variant that served the request (from the target's response header)."""
     latency_ms: float = 0.0
+    request_id: str | None = None
+    """The request's id: the caller's, else the one the target gave it (``X-Request-Id``,
+    SageMaker's ``InferenceId``). A captured request is recorded under it, so ground-truth
+    labels posted for it join (``client.monitors.labels``). ``None``: the target names none."""
 
     def json_body(self) -> Any:
         """The body parsed as JSON.
@@ -774,7 +778,15 @@ class EndpointService(Protocol):
         variant: str | None = None,
         timeout: float = 60.0,
     ) -> Invocation:
-        """Send one prediction request (to one variant where ``TARGETED_INVOKE``)."""
+        """Send one prediction request (to one variant where ``TARGETED_INVOKE``).
+
+        Optionally also a keyword ``request_id: str | None = None``: the id the request is
+        sent and captured with (``X-Request-Id``; SageMaker: ``InferenceId``), 1 to 128
+        printable ASCII characters, checked by the client, which always passes one to a target
+        whose ``invoke`` takes it. Such a target returns it as :attr:`Invocation.request_id`,
+        so labels posted for it join its captured record. A target whose ``invoke`` does not
+        take it still works: ``client.endpoints.predict(request_id=...)`` refuses the id there.
+        """
         ...
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:

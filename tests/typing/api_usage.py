@@ -22,6 +22,9 @@ def deploy_flow(path: Path) -> list[int]:
     labels = [int(p) for p in prediction.predictions]
     served_by: str | None = prediction.variant
     assert served_by is None or isinstance(served_by, str)
+    mine = client.endpoints.predict("iris", [[5.1, 3.5, 1.4, 0.2]], request_id="order-1")
+    request_id: str | None = mine.request_id
+    assert request_id == "order-1"
     client.endpoints.set_traffic("iris", dict.fromkeys(weights, 50))
     client.endpoints.delete("iris")
     client.close()

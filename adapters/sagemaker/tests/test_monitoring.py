@@ -91,7 +91,8 @@ def test_capture_in_sagemakers_format_and_a_monitor_over_it_finds_the_drift(
     assert record["captureData"]["endpointInput"]["encoding"] == "JSON"
     assert record["captureData"]["endpointInput"]["observedContentType"] == "application/json"
     assert len(json.loads(record["captureData"]["endpointInput"]["data"])["instances"]) == 10
-    assert set(record["eventMetadata"]) == {"eventId", "inferenceTime"}
+    # predict() sends every request with an id (InferenceId), which labels are joined on.
+    assert set(record["eventMetadata"]) == {"eventId", "inferenceId", "inferenceTime"}
 
     first = client.monitors.run(spec.name)
     assert first.judged and first.model == "churn:1"
@@ -265,6 +266,48 @@ def test_the_reader_decodes_base64_and_takes_the_callers_inference_id(
         )
     ]
     assert abs((records[0].timestamp - (now - timedelta(seconds=5))).total_seconds()) < 0.001
+
+
+def test_predict_sends_the_request_id_as_inference_id_and_labels_join_on_it(
+    client: mlshift.Client, aws: FakeSageMaker, example: Any, churn: tuple[Path, Any]
+) -> None:
+    path, x_train = churn
+    client.models.register(
+        "churn", path, baseline=x_train[:500], baseline_labels=example.label(x_train[:500])
+    )
+    client.endpoints.deploy("churn", "churn:1", capture={"sample_rate": 1.0})
+    rows = example.make_data(60, seed=50)
+    answers = [
+        client.endpoints.predict("churn", [row], request_id="order-0" if i == 0 else None)
+        for i, row in enumerate(rows.tolist())
+    ]
+    ids = [a.request_id for a in answers]
+    assert ids[0] == "order-0" and all(isinstance(i, str) and len(i) == 24 for i in ids[1:])
+    files = _capture_keys(aws)
+    sent = {
+        json.loads(aws.backend("s3").get_object(_bucket(aws), k).value)["eventMetadata"]["inferenceId"]
+        for k in files
+    }
+    assert sent == set(ids)
+    client.monitors.labels("churn", dict(zip(ids, example.label(rows).tolist(), strict=True)))
+    run = client.monitors.run(
+        {
+            "name": "churn-quality",
+            "endpoint": "churn",
+            "min_rows": 50,
+            "model_quality": {"metric": "accuracy", "threshold": 0.8, "min_labels": 50},
+        }
+    )
+    assert run.model_quality is not None and run.model_quality.judged
+    assert run.model_quality.labelled_rows == 60
+    predicted = [a.predictions[0] for a in answers]
+    expected = sum(p == t for p, t in zip(predicted, example.label(rows).tolist(), strict=True)) / 60
+    assert run.model_quality.value == pytest.approx(expected)
+    # SageMaker's InferenceId is at most 64 characters: a longer id is refused before the call.
+    mark = len(aws.calls)
+    with pytest.raises(ConfigError, match="InferenceId") as info:
+        client.endpoints.predict("churn", rows[:1].tolist(), request_id="x" * 65)
+    assert info.value.field == "request_id" and len(aws.calls) == mark
 
 
 def test_monitoring_storage_is_under_the_targets_prefix(client: mlshift.Client, aws: FakeSageMaker) -> None:

@@ -380,10 +380,18 @@ def predict(
         ),
     ],
     variant: Annotated[str | None, typer.Option(help="Send to this variant only.")] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            "--request-id",
+            help="The request's id (default: a new one); captured under it, so labels posted "
+            "for it with `mlshift monitors labels` join it.",
+        ),
+    ] = None,
     target: TargetOpt = None,
     output: OutputOpt = "json",
 ) -> None:
-    """Ask ENDPOINT for predictions."""
+    """Ask ENDPOINT for predictions; prints them with the variant and the request id."""
     import json
 
     from mlshift.errors import InvalidPayload
@@ -396,8 +404,10 @@ def predict(
             payload = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidPayload(f"--data is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    result = ui.client(target).endpoints.predict(endpoint, payload, variant=variant)
+    result = ui.client(target).endpoints.predict(endpoint, payload, variant=variant, request_id=request_id)
     if output == "json":
-        ui.print_json({"predictions": result.predictions, "variant": result.variant})
+        ui.print_json(
+            {"predictions": result.predictions, "variant": result.variant, "request_id": result.request_id}
+        )
     else:
         ui.console().print(f"variant {result.variant}: {result.predictions}")

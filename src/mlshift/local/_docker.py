@@ -88,6 +88,7 @@ class DockerRuntime:
         self._client = client
         self._say = say
         self._ready: set[str] = set()
+        self._user: str | bool | None = False  # False: not asked yet
 
     @property
     def client(self) -> Any:
@@ -172,6 +173,29 @@ class DockerRuntime:
             return None
         return str(base) if base and image_exists(self.client, str(base)) else None
 
+    def container_user(self) -> str | None:
+        """``uid:gid`` that replicas run as: this process's (``None``: the image's own user).
+
+        A replica writes capture files into the state folder through a mount, and files a
+        container's root makes there are root's: the user could not delete or rotate them. As
+        this user they are the user's, and the artifact (read-only, mode 0400, the user's) is
+        still readable. A rootless engine maps its root to this user already, and any other uid
+        to a subordinate one, so it keeps the image's user; so does a platform without uids.
+        """
+        if self._user is False:
+            getuid = getattr(os, "getuid", None)
+            getgid = getattr(os, "getgid", None)
+            if getuid is None or getgid is None:
+                self._user = None
+            else:
+                try:
+                    options = self.client.info().get("SecurityOptions") or []
+                except Exception:  # an engine that does not say: assume the usual rootful one
+                    options = []
+                rootless = any("name=rootless" in str(o) for o in options)
+                self._user = None if rootless else f"{getuid()}:{getgid()}"
+        return self._user if isinstance(self._user, str) else None
+
     # ------------------------------------------------------------------ the runtime contract
 
     def start(self, request: ReplicaRequest) -> Replica:
@@ -209,6 +233,7 @@ class DockerRuntime:
             "mlshift.model": request.model_ref,
         }
         name = f"mlshift-{request.endpoint}-{request.variant}-{request.index}-{time.time_ns() % 10**10:010d}"
+        user = self.container_user()
         started = time.time()
         try:
             container = self.client.containers.run(
@@ -218,6 +243,8 @@ class DockerRuntime:
                 environment=environment,
                 labels=labels,
                 volumes=volumes,
+                # Files it writes into the state folder (capture) are the user's, not root's.
+                **({"user": user} if user is not None else {}),
                 # Published on loopback only: nothing outside this machine reaches a replica.
                 ports={_CONTAINER_PORT: ("127.0.0.1", None)},
                 nano_cpus=int(cpus * 1e9),

@@ -649,11 +649,15 @@ class LocalEndpointService(BaseEndpointService):
         *,
         variant: str | None = None,
         timeout: float = 60.0,
+        request_id: str | None = None,
     ) -> Invocation:
         row = self._require(name)
         headers = {"Content-Type": content_type}
         if variant is not None:
             headers[TARGET_HEADER] = variant
+        if request_id is not None:
+            # The router passes it on; a capturing server records the request under it.
+            headers["X-Request-Id"] = request_id
         url = f"http://127.0.0.1:{row['port']}/invocations"
         start = time.perf_counter()
         try:
@@ -671,6 +675,7 @@ class LocalEndpointService(BaseEndpointService):
             content_type=resp.headers.get("content-type", "application/json"),
             variant=resp.headers.get("x-mlshift-variant"),
             latency_ms=(time.perf_counter() - start) * 1000,
+            request_id=resp.headers.get("x-request-id") or request_id,
         )
 
     def read_metrics(self, name: str, variant: str, window: float) -> VariantMetrics | None:

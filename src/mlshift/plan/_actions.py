@@ -93,6 +93,22 @@ def batching_key(batching: Batching | None) -> tuple[int, float] | None:
     return batching.max_batch_size, batching.max_latency_ms
 
 
+def live_variant(live: VariantState, weight: int | None = None) -> dict[str, Any]:
+    """A spec variant (as a dict) that keeps ``live`` as it is: model, compute and batching.
+
+    For specs built from live state (a rollback, a traffic change, finishing a promotion): one
+    that left out batching would make the plan restart the variant without it.
+    """
+    batching = live.batching if batching_key(live.batching) is not None else None
+    return {
+        "name": live.name,
+        "model": live.model,
+        "weight": live.weight if weight is None else weight,
+        "compute": live.compute.model_dump(),
+        "batching": batching.model_dump() if batching is not None else None,
+    }
+
+
 class RegisterModel(SpecModel):
     """Register a new version of a model whose bytes the target does not have yet."""
 
@@ -122,7 +138,12 @@ class CreateEndpoint(SpecModel):
 
     def describe(self) -> str:
         parts = ", ".join(f"{v.name}={v.model_label} {v.weight}%{v.batching_label}" for v in self.variants)
-        return f"create endpoint {self.endpoint} ({parts})"
+        text = f"create endpoint {self.endpoint} ({parts})"
+        capture = self.spec.capture
+        if capture is not None and capture.enabled:
+            # Made with the endpoint: no later action shows it, so its line does.
+            text += f" with {capture.describe()}"
+        return text
 
 
 class AddVariant(SpecModel):

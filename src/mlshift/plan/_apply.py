@@ -29,6 +29,7 @@ from mlshift.plan._actions import (
     UpdateCompute,
     UpdateOptions,
     UpdateTags,
+    live_variant,
 )
 from mlshift.plan._plan import Plan, state_fingerprint
 from mlshift.plan._rollout import GateCheck, Journal, new_record_id, owner_id, recover_rollout, run_rollout
@@ -283,10 +284,7 @@ def converge_to(
     spec = EndpointSpec.model_validate(
         {
             "name": endpoint,
-            "variants": [
-                {"name": v.name, "model": v.model, "weight": v.weight, "compute": v.compute.model_dump()}
-                for v in variants
-            ],
+            "variants": [live_variant(v) for v in variants],
             "tags": state.tags if state else {},
             "allow_schema_change": True,  # finishing a change whose plan was already accepted
         }

@@ -800,6 +800,11 @@ def run_rollout(
                 next((b.compute for b in action.baseline if b.name == n), None),
             )
             or action.baseline[0].compute,
+            # Kept so that finishing an interrupted promotion restarts nothing without it.
+            batching=next(
+                (v.batching for v in action.candidates if v.name == n),
+                next((b.batching for b in action.baseline if b.name == n), None),
+            ),
         )
         for n, w in action.final_weights.items()
     )

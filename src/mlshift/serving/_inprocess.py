@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["InProcessCaller"]
@@ -38,8 +39,15 @@ class InProcessCaller:
         content_type: str = "application/json",
         accept: str = "application/json",
         timeout: float = 60.0,
+        request_headers: Mapping[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """``POST /invocations`` on ``app``: the status, headers (lower-case) and body."""
+        """``POST /invocations`` on ``app``: the status, headers (lower-case) and body.
+
+        ``request_headers`` are more headers to send (``x-request-id``).
+        """
+        sent = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (request_headers or {}).items()
+        ]
 
         async def run() -> tuple[int, dict[str, str], bytes]:
             incoming = [{"type": "http.request", "body": body, "more_body": False}]
@@ -70,6 +78,7 @@ class InProcessCaller:
                     (b"content-type", content_type.encode()),
                     (b"accept", accept.encode()),
                     (b"content-length", str(len(body)).encode()),
+                    *sent,
                 ],
                 "client": ("127.0.0.1", 0),
                 "server": self._server,

@@ -56,6 +56,15 @@ class CaptureSpec(SpecModel):
     max_file_mb: float = Field(default=16.0, gt=0.0, le=1024.0)
     queue_size: int = Field(default=10_000, ge=1, le=1_000_000)
 
+    def describe(self) -> str:
+        """How a plan shows it: ``capture sample_rate 0.2, max_file_mb 16, queue_size 10000``."""
+        if not self.enabled:
+            return "capture off"
+        return (
+            f"capture sample_rate {self.sample_rate:g}, max_file_mb {self.max_file_mb:g}, "
+            f"queue_size {self.queue_size}"
+        )
+
 
 class FeatureDriftSignal(SpecModel):
     """Input drift, feature by feature, against the served version's baseline.

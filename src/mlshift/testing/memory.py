@@ -343,6 +343,7 @@ class _MemoryEndpoints(BaseEndpointService):
         *,
         variant: str | None = None,
         timeout: float = 60.0,
+        request_id: str | None = None,
     ) -> Invocation:
         ep = self._require(name)
         targeted = variant
@@ -353,7 +354,8 @@ class _MemoryEndpoints(BaseEndpointService):
             raise NotFound(f"endpoint {name!r} has no variant {variant!r}", provider="memory")
         app = self._app_for(ep["variants"][variant])
         start = time.perf_counter()
-        status, headers, content = self._in_process().call(app, body, content_type)
+        extra = {"x-request-id": request_id} if request_id is not None else None
+        status, headers, content = self._in_process().call(app, body, content_type, request_headers=extra)
         latency = (time.perf_counter() - start) * 1000
         self._samples.setdefault((name, variant), []).append((time.monotonic(), status, latency))
         if targeted is None:
@@ -364,6 +366,7 @@ class _MemoryEndpoints(BaseEndpointService):
             content_type=headers.get("content-type", "application/json"),
             variant=headers.get("x-mlshift-variant", variant),
             latency_ms=(time.perf_counter() - start) * 1000,
+            request_id=headers.get("x-request-id") or request_id,
         )
 
     @property

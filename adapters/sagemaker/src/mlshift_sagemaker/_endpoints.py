@@ -96,6 +96,8 @@ _STATUS: Mapping[str, VariantStatus] = {
 #: While these run, the variants of the current configuration keep serving.
 _SERVING_WHILE = frozenset({"Updating", "SystemUpdating", "RollingBack"})
 _SIZE_TAG = "mlshift:size:"
+#: ``InvokeEndpoint``'s longest ``InferenceId``.
+MAX_INFERENCE_ID = 64
 #: On the endpoint: ``COUNT/CONFIG``, the count last asked for a variant under autoscaling (the
 #: live count is the autoscaler's to move, so the spec is compared with this instead).
 _REPLICAS_TAG = "mlshift:replicas:"
@@ -1612,11 +1614,18 @@ class SageMakerEndpointService(BaseEndpointService):
         *,
         variant: str | None = None,
         timeout: float = 60.0,
+        request_id: str | None = None,
     ) -> Invocation:
         """Invoke through ``sagemaker-runtime`` (``TargetVariant`` for one variant).
 
+        ``request_id`` is the ``InferenceId``: data capture records the request under it
+        (``eventMetadata.inferenceId``), which is the id labels are joined on.
+
         A model's own error (SageMaker's ``ModelError``) comes back as an invocation with the
         model server's status code and body, as on every other target.
+
+        Raises:
+            ConfigError: a ``request_id`` longer than SageMaker's 64 characters.
         """
         request: dict[str, Any] = {
             "EndpointName": name,
@@ -1626,6 +1635,15 @@ class SageMakerEndpointService(BaseEndpointService):
         }
         if variant is not None:
             request["TargetVariant"] = variant
+        if request_id is not None:
+            if len(request_id) > MAX_INFERENCE_ID:
+                raise ConfigError(
+                    f"request_id {request_id!r} is longer than SageMaker's InferenceId "
+                    f"({MAX_INFERENCE_ID} characters)",
+                    field="request_id",
+                    hint=f"use an id of at most {MAX_INFERENCE_ID} characters on sagemaker://",
+                )
+            request["InferenceId"] = request_id
         start = time.perf_counter()
         runtime = self._adapter.clients.client("sagemaker-runtime")
         try:
@@ -1641,6 +1659,7 @@ class SageMakerEndpointService(BaseEndpointService):
                     content_type="application/json",
                     variant=variant,
                     latency_ms=(time.perf_counter() - start) * 1000,
+                    request_id=request_id,
                 )
             if type(exc).__module__.startswith("botocore"):
                 raise translate(
@@ -1653,6 +1672,7 @@ class SageMakerEndpointService(BaseEndpointService):
             content_type=response.get("ContentType", "application/json"),
             variant=response.get("InvokedProductionVariant") or variant,
             latency_ms=(time.perf_counter() - start) * 1000,
+            request_id=request_id,
         )
 
     @property
