@@ -212,6 +212,20 @@ def test_the_reader_pairs_requests_with_answers_and_keeps_the_window(
     assert abs((records[0].timestamp - (now - timedelta(seconds=5))).total_seconds()) < 0.001
 
 
+def test_a_callers_request_id_is_the_captured_records_id(
+    client: mlshift.Client, azure: FakeAzureML, churn: tuple[Path, Any]
+) -> None:
+    _deploy(client, churn, capture={"sample_rate": 1.0})
+    since = datetime.now(timezone.utc) - timedelta(seconds=1)
+    row = [0.0, 5.0, 10.0, -2.0]
+    mine = client.endpoints.predict("churn", [row], request_id="order-7")
+    made = client.endpoints.predict("churn", [row])
+    assert mine.request_id == "order-7" and made.request_id and made.request_id != "order-7"
+    records = azureml(client).endpoints.read_capture("churn", since=since, until=datetime.now(timezone.utc))
+    # Labels posted for these ids join the captured requests.
+    assert {r.request_id for r in records} >= {"order-7", made.request_id}
+
+
 def test_records_as_azure_writes_them_are_read() -> None:
     from mlshift_azureml._capture import parse_payloads
 

@@ -848,8 +848,12 @@ class AzureMLEndpointService(BaseEndpointService):
         *,
         variant: str | None = None,
         timeout: float = 60.0,
+        request_id: str | None = None,
     ) -> Invocation:
         """Post to the scoring URI (``azureml-model-deployment`` for one variant).
+
+        ``request_id`` goes as ``x-request-id``, which Azure's data collector records as the
+        request's correlation id: the id monitors join ground-truth labels on.
 
         A model's own error (Azure's 424 with the container's status code in
         ``ms-azureml-model-error-statuscode``) comes back with the container's status and body,
@@ -866,6 +870,8 @@ class AzureMLEndpointService(BaseEndpointService):
             }
             if variant is not None:
                 headers["azureml-model-deployment"] = variant
+            if request_id is not None:
+                headers["x-request-id"] = request_id
             start = time.perf_counter()
             with azure_errors(f"invoke endpoint {name!r}"):
                 response = (
@@ -891,6 +897,7 @@ class AzureMLEndpointService(BaseEndpointService):
             content_type=response.headers.get("content-type", "application/json"),
             variant=response.headers.get("azureml-model-deployment") or variant,
             latency_ms=latency,
+            request_id=response.headers.get("x-request-id") or request_id,
         )
 
     # ---------------------------------------------------------------- metrics
