@@ -140,7 +140,7 @@ def test_labels_for_the_ids_predict_returns_are_joined(
     ids = [a.request_id for a in answers]
     assert ids[:20] == [f"order-{i}" for i in range(20)]  # the caller's own
     assert all(isinstance(i, str) and len(i) == 24 for i in ids[20:]) and len(set(ids)) == 120
-    _wait_for(lambda: _captured(client) == 120, "120 captured rows")
+    wait_for(lambda: captured_rows(client, "churn") == 120, "120 captured rows")
 
     # The ground truth, with every fourth label wrong: the metric is computed over these.
     truth = example.label(rows).tolist()
