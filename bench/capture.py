@@ -21,6 +21,7 @@ import asyncio
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -290,30 +291,36 @@ def _aggregate(results: list[dict[str, Any]], rate: float | None) -> dict[str, A
     return {"sample_rate": rate, "loads": loads}
 
 
-def _spread(values: list[float | None]) -> float | None:
-    """(max - min) / median of the measured values: how much rounds of one configuration differ."""
+def deviation(values: list[float | None]) -> float | None:
+    """The median absolute deviation of the measured values: how much they differ from one
+    another, unmoved by one disturbed run (a range would be decided by that run alone)."""
     present = [v for v in values if v is not None]
-    mid = median(present, 3)
-    if not present or not mid:
+    if not present:
         return None
-    return round((max(present) - min(present)) / mid, 3)
+    mid = statistics.median(present)
+    return round(statistics.median([abs(v - mid) for v in present]), 3)
 
 
 def _ratios(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per load: each rate over off *in the same round* (runs seconds apart), median over rounds.
 
-    ``noise`` is how much the runs without capture differ from round to round.
+    ``noise`` is how much those per-round ratios vary (:func:`deviation`, the larger of the
+    two rates'): a difference smaller than that is not one the benchmark can see.
     """
     out: dict[str, Any] = {}
     for load in samples["off"][0]["runs"]:
         off = [s["runs"][load] for s in samples["off"]]
-        row: dict[str, Any] = {"noise": _spread([r["rps"] for r in off])}
+        row: dict[str, Any] = {}
+        deviations = []
         for name in ("0.1", "1.0"):
             pairs = list(zip([s["runs"][load] for s in samples[name]], off, strict=True))
             row[name] = {
                 key: median([ratio(t[field], o[field], 4) for t, o in pairs], 3)
                 for key, field in (("rps", "rps"), ("p99", "p99_ms"), ("cpu_per_req", "cpu_us_per_req"))
             }
+            deviations.append(deviation([ratio(t["rps"], o["rps"], 4) for t, o in pairs]))
+        present = [d for d in deviations if d is not None]
+        row["noise"] = max(present) if present else None
         out[load] = row
     return out
 

@@ -909,9 +909,8 @@ CAPTURE_MARGIN = 0.05
 def _capture_targets(capture: dict[str, Any]) -> list[dict[str, Any]]:
     """Request capture's targets (issue 15), each judged on every load measured.
 
-    A verdict needs runs steadier than the 5% being judged: when the rounds without capture
-    differ from each other by more than that, the status says *inconclusive* rather than let
-    noise pass or fail the claim.
+    A verdict needs runs steadier than the 5% being judged: when the per-round ratios vary by
+    more than that, the status says *inconclusive* rather than let noise pass or fail the claim.
     """
     ratios = capture.get("ratios") or {}
     why = "" if capture else "the capture benchmark did not run"
@@ -919,7 +918,7 @@ def _capture_targets(capture: dict[str, Any]) -> list[dict[str, Any]]:
     if busy:
         why = f"load average {busy} on {capture['load']['cpus']} CPUs: see Request capture"
     noise = {load: max(r.get("noise") or 0.0, CAPTURE_NOISE_FLOOR) for load, r in ratios.items()}
-    wide = [f"{CAPTURE_LOADS.get(k, k)}: {v:.0%}" for k, v in noise.items() if v > CAPTURE_MARGIN]
+    wide = [f"{CAPTURE_LOADS.get(k, k)}: {v:.1%}" for k, v in noise.items() if v > CAPTURE_MARGIN]
     out = []
     for rate, goal in (("1.0", f">= {1 - CAPTURE_MARGIN:.2f}x"), ("0.1", "within noise")):
         parts, verdicts = [], []
@@ -930,7 +929,7 @@ def _capture_targets(capture: dict[str, Any]) -> list[dict[str, Any]]:
                 parts.append(f"{_fmt(value, 'x', 2)} ({label})")
                 verdicts.append(None if value is None else value >= 1 - CAPTURE_MARGIN)
             else:
-                parts.append(f"{_fmt(value, 'x', 2)} ({label}; noise {noise[load]:.0%})")
+                parts.append(f"{_fmt(value, 'x', 2)} ({label}; noise {noise[load]:.1%})")
                 verdicts.append(None if value is None else 1 - value <= noise[load])
         row = _target(
             f"req/s with capture at sample_rate {rate} vs off",
@@ -942,9 +941,8 @@ def _capture_targets(capture: dict[str, Any]) -> list[dict[str, Any]]:
         if wide and row["status"] != "not measured":
             row["status"] = "inconclusive"
             spread = ", ".join(wide)
-            row["note"] = (
-                f"req/s of the rounds without capture spread wider than {CAPTURE_MARGIN:.0%} ({spread})"
-                + (f"; {why}" if why else "")
+            row["note"] = f"the per-round ratios vary by more than {CAPTURE_MARGIN:.0%} ({spread})" + (
+                f"; {why}" if why else ""
             )
         out.append(row)
     shares = _capture_cpu_shares(capture)
@@ -1022,13 +1020,15 @@ def _capture(capture: dict[str, Any] | None) -> list[str]:
                 f"{row['failed_runs']}/{row['runs']} |"
             )
     spreads = ", ".join(
-        f"{CAPTURE_LOADS.get(load, load)}: {_fmt(r.get('noise') and r['noise'] * 100, '%', 0)}"
+        f"{CAPTURE_LOADS.get(load, load)}: {_fmt(r.get('noise') and r['noise'] * 100, '%', 1)}"
         for load, r in ratios.items()
     )
     lines += [
         "",
-        f"Round-to-round spread of req/s with capture off ((max - min) ÷ median): {spreads}. A",
-        f"difference smaller than that (or than {CAPTURE_NOISE_FLOOR:.0%}) is what *within noise* means.",
+        "How much the per-round ratios of req/s vary (their median absolute deviation, the larger",
+        f"of the two rates', which one disturbed round does not move): {spreads}. A difference",
+        f"smaller than that (or than {CAPTURE_NOISE_FLOOR:.0%}) is what *within noise* means;",
+        f"a variation over {CAPTURE_MARGIN:.0%} makes the verdicts *inconclusive*.",
         "",
         "What the server wrote over every round (answered: the 200s the load generator counted",
         "while that rate was in force; a record dropped is one the writer's queue had no room for):",
