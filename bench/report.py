@@ -303,7 +303,7 @@ def render(results: dict[str, Any]) -> str:
         "the machine (and on whatever else it was doing — see the load average).",
         "",
         "Reproduce (installs mlflow, kfp and the cloud SDKs into their own venvs, and wrk with",
-        "apt-get when it is missing; about 10 minutes on a fresh 2-core machine):",
+        "apt-get when it is missing; about 15 minutes on a fresh 2-core machine, more for the downloads):",
         "",
         "```",
         "python -m pip install nox",
