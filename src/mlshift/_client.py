@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import json
 import os
@@ -115,9 +116,17 @@ def _request_id(value: Any) -> str:
 
 
 def _takes_request_id(invoke: Callable[..., Any]) -> bool:
-    """Whether a target's ``invoke`` takes ``request_id=`` (third-party and older ones may not)."""
+    """Whether a target's ``invoke`` takes ``request_id=`` (third-party and older ones may not).
+
+    Asked on every call, answered once per function: reading a signature costs tens of µs.
+    """
+    return _function_takes_request_id(getattr(invoke, "__func__", invoke))
+
+
+@functools.lru_cache(maxsize=64)
+def _function_takes_request_id(function: Callable[..., Any]) -> bool:
     try:
-        parameters = inspect.signature(invoke).parameters
+        parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
         return False
     return "request_id" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())

@@ -19,7 +19,7 @@ import pytest
 
 import mlshift
 from mlshift.adapter import Capability, CapturedRequest, CaptureReader, MonitoringStorage
-from mlshift.errors import ConfigError
+from mlshift.errors import ConfigError, UnsupportedOperation
 from mlshift.specs import EndpointSpec
 from mlshift.specs.monitor import CaptureSpec
 from mlshift_vertex.testing import FakeVertex
@@ -228,6 +228,21 @@ def test_sampling_follows_the_rate_and_nothing_is_read_before_a_table_exists(
     assert 20 <= logged <= 60  # 200 draws at 0.2: 40 expected; the fake is seeded, so this repeats
     now = datetime.now(timezone.utc)
     assert len(list(endpoints.read_capture("churn", since=now - timedelta(hours=1), until=now))) == logged
+
+
+def test_a_callers_request_id_is_refused_before_anything_is_sent(
+    client: mlshift.Client, vertex: FakeVertex, churn: tuple[Path, Any]
+) -> None:
+    # Vertex numbers the requests it logs itself, and its answer does not say which number.
+    _deploy(client, churn, capture={"sample_rate": 1.0})
+    before = len(vertex.bigquery_rows(TABLE))
+    with pytest.raises(UnsupportedOperation, match="request with an id of the caller's"):
+        client.endpoints.predict("churn", [[0.0, 5.0, 10.0, -2.0]], request_id="order-7")
+    assert len(vertex.bigquery_rows(TABLE)) == before  # nothing was sent
+    for _ in range(2):
+        answer = client.endpoints.predict("churn", [[0.0, 5.0, 10.0, -2.0]])
+        assert answer.request_id is None and len(answer.predictions) == 1
+    assert len(vertex.bigquery_rows(TABLE)) == before + 2
 
 
 def test_rows_of_payloads_split_per_instance_and_of_other_endpoints(
