@@ -56,6 +56,18 @@ class CaptureSpec(SpecModel):
     max_file_mb: float = Field(default=16.0, gt=0.0, le=1024.0)
     queue_size: int = Field(default=10_000, ge=1, le=1_000_000)
 
+    def server_settings_set(self) -> list[str]:
+        """The settings only mlshift's model server uses, where given: ``["capture.queue_size"]``.
+
+        A cloud that records requests itself (SageMaker, Azure ML, Vertex AI) honours the rate
+        but not these; its plan notes them rather than drop them silently.
+        """
+        return [
+            f"capture.{name}"
+            for name in ("max_file_mb", "queue_size")
+            if getattr(self, name) != type(self).model_fields[name].default
+        ]
+
     def describe(self) -> str:
         """How a plan shows it: ``capture sample_rate 0.2, max_file_mb 16, queue_size 10000``."""
         if not self.enabled:

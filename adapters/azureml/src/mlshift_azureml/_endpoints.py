@@ -335,11 +335,7 @@ class AzureMLEndpointService(BaseEndpointService):
             f"sampling_rate {capture.sample_rate:g}) to datastore {COLLECTOR_DATASTORE} under "
             f"{COLLECTOR_FOLDER}/{spec.name}/"
         ]
-        ignored = [
-            f"capture.{name}"
-            for name in ("max_file_mb", "queue_size")
-            if getattr(capture, name) != CaptureSpec.model_fields[name].default
-        ]
+        ignored = capture.server_settings_set()
         if ignored:
             notes.append(
                 f"Azure's data collector writes its files itself: {' and '.join(ignored)} do not apply "

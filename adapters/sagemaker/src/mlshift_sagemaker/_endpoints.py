@@ -1140,11 +1140,7 @@ class SageMakerEndpointService(BaseEndpointService):
         capture = spec.capture
         if capture is None or not capture.enabled:
             return []
-        ignored = [
-            f"capture.{name}"
-            for name in ("max_file_mb", "queue_size")
-            if getattr(capture, name) != CaptureSpec.model_fields[name].default
-        ]
+        ignored = capture.server_settings_set()
         if not ignored:
             return []
         return [

@@ -406,11 +406,7 @@ class VertexEndpointService(BaseEndpointService):
                 f"to the BigQuery table {wanted.destination} (Vertex writes the rows; monitors query "
                 "them by logging_time)"
             )
-            ignored = [
-                f"capture.{field}"
-                for field in ("max_file_mb", "queue_size")
-                if getattr(capture, field) != CaptureSpec.model_fields[field].default
-            ]
+            ignored = capture.server_settings_set()
             if ignored:
                 notes.append(
                     f"Vertex AI logs requests itself: {' and '.join(ignored)} do not apply there "
