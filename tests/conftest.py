@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,17 @@ import pytest
 
 import mlshift
 from mlshift.testing.conformance import iris_models
+
+
+@pytest.fixture(scope="session")
+def example() -> Any:
+    """``examples/monitor_retrain.py`` (its data, model and traffic), for the monitoring tests."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    try:
+        import monitor_retrain
+    finally:
+        sys.path.pop(0)
+    return monitor_retrain
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 class CLI:
     def __init__(self, cwd: Path, state: Path) -> None:
@@ -34,16 +30,6 @@ class CLI:
         assert result.returncode == code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr, result.stderr
         return result
-
-
-@pytest.fixture
-def example() -> Any:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import monitor_retrain
-    finally:
-        sys.path.pop(0)
-    return monitor_retrain
 
 
 MLSHIFT_YAML = """\

@@ -8,7 +8,6 @@ short (the monitor judges rows; how they were batched makes no difference to it)
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,16 +22,6 @@ import mlshift
 from capture_helpers import captured_rows, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def example() -> Any:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import monitor_retrain
-    finally:
-        sys.path.pop(0)
-    return monitor_retrain
 
 
 @pytest.fixture

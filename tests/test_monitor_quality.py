@@ -20,18 +20,6 @@ import mlshift
 from capture_helpers import captured_rows, captured_window, wait_for
 from mlshift.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def example() -> Any:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import monitor_retrain
-    finally:
-        sys.path.pop(0)
-    return monitor_retrain
-
 
 def _deploy(client: mlshift.Client, example: Any, tmp_path: Path, *, labels: bool = True) -> str:
     x_train = example.make_data(3000, seed=1)

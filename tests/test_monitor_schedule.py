@@ -12,18 +12,6 @@ import pytest
 
 import mlshift
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def example() -> Any:
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import monitor_retrain
-    finally:
-        sys.path.pop(0)
-    return monitor_retrain
-
 
 def _capture(folder: Path, rows: list[list[float]], when: datetime, n: int) -> None:
     """Records in the layout and format the model server writes (tested in test_capture.py)."""
